@@ -1,0 +1,165 @@
+"""Configuration of the alerting service (TOML, see ``deploy/alerting/alerting.example.toml``).
+
+Wards own destinations (people or roles, each with an ordered list of channels) and an escalation
+policy per alarm priority: ordered steps with per-step timeouts and a mandatory failsafe
+destination. Durations are seconds (floats) so that tests can use short timeouts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+
+from wardwatch.core.config import MqttSettings, Secret, load_config
+from wardwatch.core.ids import Identifier
+from wardwatch.core.schema import Priority
+
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeSeconds = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class _Channel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_field="type"):
+    """A way of reaching a destination; tried in list order, each retried with backoff."""
+
+    timeout_s: PositiveSeconds = 5.0
+
+
+class WebhookChannelConfig(_Channel, tag="webhook"):
+    """HTTP POST of the wardwatch page JSON (see docs/alerting-api.yaml, ``PageWebhook``)."""
+
+    url: str
+    headers: dict[str, Secret] = {}
+    ca_file: Path | None = None
+
+
+class PagerDutyChannelConfig(_Channel, tag="pagerduty"):
+    """HTTP POST of a PagerDuty Events API v2 event (works with any compatible router)."""
+
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    routing_key: Secret
+    ca_file: Path | None = None
+
+
+class SmtpChannelConfig(_Channel, tag="smtp"):
+    """E-mail through an SMTP relay (STARTTLS or implicit TLS optional)."""
+
+    to: Annotated[list[str], msgspec.Meta(min_length=1)]
+    host: str = "localhost"
+    port: int = 25
+    sender: str = "wardwatch@localhost"
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password: Secret | None = None
+    ca_file: Path | None = None
+
+
+class MqttChannelConfig(_Channel, tag="mqtt"):
+    """Publish the page (QoS 1) to ``wardwatch/v1/page/{ward}/{destination}`` for nurse apps."""
+
+
+ChannelConfig = WebhookChannelConfig | PagerDutyChannelConfig | SmtpChannelConfig | MqttChannelConfig
+
+
+class DestinationConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A person or role; its channels are tried in order (fail-over)."""
+
+    channels: Annotated[list[ChannelConfig], msgspec.Meta(min_length=1)]
+
+
+class StepConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One escalation step: page ``destination``; escalate if not acknowledged within ``timeout_s``."""
+
+    destination: Identifier
+    timeout_s: PositiveSeconds
+
+
+class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Escalation for one priority: ordered steps, then the ward's failsafe destination."""
+
+    steps: Annotated[list[StepConfig], msgspec.Meta(min_length=1)]
+    ack_timeout_s: PositiveSeconds = 300.0  # re-notify if still active this long after acknowledgement
+
+
+class EscalationConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Policies per IEC 60601-1-8 priority. ``medium`` defaults to ``high``; no ``low`` means not paged."""
+
+    high: PolicyConfig
+    medium: PolicyConfig | None = None
+    low: PolicyConfig | None = None
+
+    def for_priority(self, priority: Priority) -> PolicyConfig | None:
+        """The policy for ``priority`` (``None``: alarms of that priority are not paged)."""
+        if priority is Priority.HIGH:
+            return self.high
+        if priority is Priority.MEDIUM:
+            return self.medium or self.high
+        return self.low
+
+
+class WardConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One ward this instance owns: destinations, escalation and alarm handling."""
+
+    destinations: dict[Identifier, DestinationConfig]
+    escalation: EscalationConfig
+    failsafe: Identifier  # mandatory: paged after the last step, and when a page cannot be delivered
+    reopen_window_s: NonNegativeSeconds = 30.0  # a condition that returns within this joins its alarm
+    max_silence_s: PositiveSeconds = 3600.0
+    notify_resolved: bool = False  # also page "resolved" to the destinations that were paged
+
+    def __post_init__(self) -> None:
+        if self.failsafe not in self.destinations:
+            raise ValueError(f"failsafe destination {self.failsafe!r} is not one of the ward's destinations")
+        for priority in Priority:
+            policy = self.escalation.for_priority(priority)
+            for step in policy.steps if policy else ():
+                if step.destination not in self.destinations:
+                    raise ValueError(
+                        f"escalation.{priority} step destination {step.destination!r} is not defined "
+                        f"under destinations (known: {', '.join(sorted(self.destinations))})"
+                    )
+
+
+class PagingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Delivery retries: per channel, then fail over; whole rounds repeat until delivered."""
+
+    attempts_per_channel: Annotated[int, msgspec.Meta(ge=1)] = 3
+    backoff_min_s: PositiveSeconds = 0.2
+    backoff_max_s: PositiveSeconds = 5.0
+    round_backoff_max_s: PositiveSeconds = 60.0
+    concurrency: Annotated[int, msgspec.Meta(ge=1)] = 64
+
+
+class ApiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The HTTP API. Set ``tls_cert``/``tls_key`` to serve HTTPS (required off loopback)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, lt=65536)] = 8480
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    session_ttl_s: PositiveSeconds = 900.0  # idle time until automatic logoff
+    session_max_s: PositiveSeconds = 12 * 3600.0
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("api.tls_cert and api.tls_key go together")
+
+
+class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The whole alerting service configuration."""
+
+    database: Path
+    wards: Annotated[dict[Identifier, WardConfig], msgspec.Meta(min_length=1)]
+    service_id: Identifier = "alerting-1"
+    mqtt: MqttSettings = msgspec.field(default_factory=MqttSettings)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    paging: PagingConfig = msgspec.field(default_factory=PagingConfig)
+    tick_s: PositiveSeconds = 1.0  # engine tick (deadman, delays); the manager wakes exactly when due
+    log_level: str = "INFO"
+
+
+def load_alerting_config(path: Path | str | None) -> AlertingConfig:
+    """Load and validate the alerting configuration (file plus ``WARDWATCH_*`` overrides)."""
+    return load_config(AlertingConfig, path)

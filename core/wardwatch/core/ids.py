@@ -1,0 +1,50 @@
+"""Pseudonymous identifiers for patients, devices, gateways and wards.
+
+Identifiers travel in MQTT topics, database tags, logs and metrics, so they must never carry a
+name, a hospital number or any other PHI. They are short lowercase tokens; :func:`pseudonym`
+derives one from a real identifier with a keyed hash (the key stays with the enrolling site).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from typing import Annotated, Final
+
+import msgspec
+
+from wardwatch.core.errors import TopicError
+
+ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+"""Allowed identifier shape: lowercase letters, digits, ``_ . -``; 1-64 characters; topic-safe."""
+
+_ID_RE: Final = re.compile(ID_PATTERN)
+
+Identifier = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+"""An identifier as a msgspec-validated type, for use in schema and config structs."""
+
+
+def check_id(value: str, what: str = "identifier") -> str:
+    """Return ``value`` if it is a valid identifier, else raise :class:`TopicError` saying why."""
+    if not _ID_RE.match(value):
+        raise TopicError(
+            f"{what} {value!r} is not a valid wardwatch identifier: use 1-64 characters of "
+            "lowercase letters, digits, '_', '.', '-', starting with a letter or digit "
+            "(and never a name or hospital number: see wardwatch.core.ids.pseudonym)"
+        )
+    return value
+
+
+def pseudonym(key: bytes, real_identifier: str, prefix: str = "p") -> str:
+    """Derive a stable pseudonymous id (e.g. ``p-k3v9q2m7x4``) from a real identifier.
+
+    The mapping is a keyed HMAC-SHA256: without ``key`` the real identifier cannot be recovered
+    or confirmed by guessing. Keep the key with the site that enrols patients.
+    """
+    if len(key) < 16:
+        raise ValueError("pseudonym key must be at least 16 bytes of secret randomness")
+    digest = hmac.new(key, real_identifier.encode("utf-8"), hashlib.sha256).digest()
+    token = base64.b32encode(digest[:10]).decode("ascii").lower()
+    return check_id(f"{prefix}-{token}", "pseudonym prefix")

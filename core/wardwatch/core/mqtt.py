@@ -1,0 +1,462 @@
+"""MQTT 5 for every wardwatch service: paho-mqtt driven by the asyncio event loop, no threads.
+
+:func:`build_client` makes a configured paho client (MQTT 5, TLS, username/password, last will,
+manual acknowledgement). :class:`MqttClient` runs it on the event loop through paho's socket
+callbacks (the approach aiomqtt takes, without its per-message queue hops), reconnects with
+backoff forever, resolves one future per QoS 1 publish when the broker's PUBACK arrives, and hands
+received messages to an async iterator. With ``manual_ack=True`` a received QoS 1 message is
+acknowledged to the broker only when the caller calls :meth:`MqttClient.ack` (at-least-once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Self
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from wardwatch.core.config import MqttSettings
+from wardwatch.core.errors import WardwatchError
+
+_log = logging.getLogger(__name__)
+
+MISC_INTERVAL_S: Final = 0.5
+
+
+class MqttError(WardwatchError):
+    """The broker refused or the connection failed; the message says which and what to check."""
+
+
+class PublishRefusedError(MqttError):
+    """The broker answered a QoS 1 publish with a failure reason code (e.g. ``Not authorized``)."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"broker refused publish to {topic!r}: {reason} (check the broker ACL for this user)")
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """Last-will message the broker publishes if this client disappears."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A received message. With manual acknowledgement, pass it to :meth:`MqttClient.ack` once stored."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext:
+    """TLS client context from the settings: the CA to trust and an optional client certificate."""
+    try:
+        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+        if settings.cert_file is not None and settings.key_file is not None:
+            context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise MqttError(f"cannot load TLS files for MQTT ({exc}); check mqtt.ca_file/cert_file/key_file") from None
+    return context
+
+
+def build_client(
+    settings: MqttSettings,
+    client_id: str,
+    *,
+    will: Will | None = None,
+    manual_ack: bool = False,
+    max_inflight: int = 256,
+) -> paho.Client:
+    """A paho MQTT 5 client configured from ``settings`` (TLS, credentials, will); not yet connected."""
+    client = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=paho.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    client.max_inflight_messages_set(max_inflight)
+    client.max_queued_messages_set(0)
+    if settings.tls:
+        client.tls_set_context(tls_context(settings))
+    if settings.username is not None:
+        password = settings.password.reveal() if settings.password is not None else None
+        client.username_pw_set(settings.username, password)
+    if will is not None:
+        client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+    return client
+
+
+def _connect_properties(session_expiry_s: int) -> Properties:
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    properties.SessionExpiryInterval = session_expiry_s
+    return properties
+
+
+class MqttClient:
+    """An MQTT 5 connection on the asyncio loop that stays connected (reconnects with backoff).
+
+    Use as ``async with MqttClient(settings, client_id) as mqtt:``. Entering starts the connection
+    attempts and returns at once; :meth:`wait_connected` waits for the broker. Subscriptions are
+    renewed after every reconnect.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        *,
+        clean_start: bool = False,
+        will: Will | None = None,
+        manual_ack: bool = False,
+        max_inflight: int = 256,
+        message_queue_size: int = 0,
+        on_connect: Callable[[], None] | None = None,
+        backoff_min_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self._clean_start = clean_start
+        self._client = build_client(settings, client_id, will=will, manual_ack=manual_ack, max_inflight=max_inflight)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_socket_open = self._on_socket_open
+        self._client.on_socket_close = self._on_socket_close
+        self._client.on_socket_register_write = self._on_socket_register_write
+        self._client.on_socket_unregister_write = self._on_socket_unregister_write
+        self._on_connect_hook = on_connect
+        self._backoff = (backoff_min_s, backoff_max_s)
+        self._connect_timeout_s = connect_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._disconnected.set()
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._subscriptions: dict[str, int] = {}
+        self._suback: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._messages: asyncio.Queue[Message] = asyncio.Queue(message_queue_size)
+        self._background: list[asyncio.Task[None]] = []
+        self._stack = contextlib.AsyncExitStack()
+        self._closing = False
+        self._attempted = False
+        self.last_connect_error: str | None = None
+        self.connects = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._background = [
+            tasks.create_task(self._supervise(), name=f"mqtt-supervise-{self.client_id}"),
+            tasks.create_task(self._misc(), name=f"mqtt-misc-{self.client_id}"),
+        ]
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._closing = True
+        if self._connected.is_set():
+            self._client.disconnect()
+        for future in self._pending.values():
+            future.cancel()
+        for task in self._background:
+            task.cancel()
+        await self._stack.aclose()
+        self._drop_socket()
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the broker has accepted the connection (CONNACK success) and it is still up."""
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until connected; raise :class:`MqttError` with the last failure after ``timeout``."""
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            raise MqttError(
+                f"not connected to MQTT broker {self.settings.host}:{self.settings.port} after {timeout} s"
+                f" (last error: {self.last_connect_error or 'none'})"
+            ) from None
+
+    async def wait_disconnected(self) -> None:
+        """Wait until the connection is down."""
+        await self._disconnected.wait()
+
+    async def _supervise(self) -> None:
+        delay = self._backoff[0]
+        first = True
+        while True:
+            await self._disconnected.wait()
+            if not first:
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self._backoff[1])
+            first = False
+            try:
+                await self._connect_once()
+            except (OSError, MqttError, ssl.SSLError) as exc:
+                self.last_connect_error = str(exc)
+                _log.warning("MQTT connect to %s:%s failed: %s", self.settings.host, self.settings.port, exc)
+                self._drop_socket()
+                continue
+            delay = self._backoff[0]
+
+    async def _connect_once(self) -> None:
+        assert self._loop is not None
+        self._disconnected.clear()
+        properties = _connect_properties(self.settings.session_expiry_s)
+        if self._client.socket() is None and self.connects == 0 and not self._attempted:
+            self._attempted = True
+            result = await self._loop.run_in_executor(
+                None,
+                lambda: self._client.connect(
+                    self.settings.host,
+                    self.settings.port,
+                    keepalive=self.settings.keepalive_s,
+                    clean_start=self._clean_start,
+                    properties=properties,
+                ),
+            )
+        else:
+            result = await self._loop.run_in_executor(None, self._client.reconnect)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise MqttError(paho.error_string(result))
+        connected = asyncio.ensure_future(self._connected.wait())
+        dropped = asyncio.ensure_future(self._disconnected.wait())
+        try:
+            await asyncio.wait(
+                [connected, dropped], timeout=self._connect_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            connected.cancel()
+            dropped.cancel()
+        if not self._connected.is_set():
+            self._disconnected.set()
+            raise MqttError(self.last_connect_error or f"no CONNACK within {self._connect_timeout_s} s")
+
+    async def _misc(self) -> None:
+        while True:
+            await asyncio.sleep(MISC_INTERVAL_S)
+            if self._client.socket() is not None:
+                self._client.loop_misc()
+
+    # -- socket plumbing: paho reads and writes when the loop says the socket is ready ---------------
+
+    def _in_loop(self, fn: Callable[[], None]) -> None:
+        assert self._loop is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            fn()
+        else:
+            self._loop.call_soon_threadsafe(fn)
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        self._in_loop(lambda: self._add_reader(fd, client))
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        if fd >= 0:
+            self._in_loop(lambda: self._remove_fd(fd))
+
+    def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        self._in_loop(lambda: self._add_writer(fd, client))
+
+    def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        fd = sock.fileno()
+        self._in_loop(lambda: self._remove_writer(fd))
+
+    def _add_reader(self, fd: int, client: paho.Client) -> None:
+        if self._loop is not None:
+            self._loop.add_reader(fd, client.loop_read)
+
+    def _add_writer(self, fd: int, client: paho.Client) -> None:
+        if self._loop is not None:
+            self._loop.add_writer(fd, client.loop_write)
+
+    def _remove_writer(self, fd: int) -> None:
+        if self._loop is not None and fd >= 0:
+            self._loop.remove_writer(fd)
+
+    def _remove_fd(self, fd: int) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+
+    def _drop_socket(self) -> None:
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket | ssl.SSLSocket) and sock.fileno() >= 0:
+            self._remove_fd(sock.fileno())
+
+    # -- paho callbacks (run on the loop thread) ----------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            self.last_connect_error = f"broker refused connection: {reason} (check username/password and TLS)"
+            _log.error("MQTT %s", self.last_connect_error)
+            return
+        self.connects += 1
+        self.last_connect_error = None
+        session_present = bool(getattr(flags, "session_present", False))
+        _log.info(
+            "MQTT connected to %s:%s (session present: %s)",
+            self.settings.host,
+            self.settings.port,
+            session_present,
+        )
+        for topic_filter, qos in self._subscriptions.items():
+            client.subscribe(topic_filter, qos=qos)
+        self._connected.set()
+        if self._on_connect_hook is not None:
+            self._on_connect_hook()
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self._connected.is_set() and not self._closing:
+            _log.warning("MQTT disconnected from %s:%s: %s", self.settings.host, self.settings.port, reason)
+        self._connected.clear()
+        self._drop_socket()
+        if not self._closing:
+            self._disconnected.set()
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties | None
+    ) -> None:
+        future = self._pending.pop(mid, None)
+        if future is None or future.done():
+            return
+        if reason.is_failure:
+            future.set_exception(PublishRefusedError(getattr(future, "wardwatch_topic", "?"), str(reason)))
+        else:
+            future.set_result(None)
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        future = self._suback.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(reasons)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._messages.put_nowait(
+            Message(message.topic, bytes(message.payload), message.qos, bool(message.retain), message.mid)
+        )
+
+    # -- public operations -----------------------------------------------------------------------
+
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> asyncio.Future[None]:
+        """Queue a publish; the future completes at PUBACK (QoS 1) or when written (QoS 0).
+
+        paho keeps unacknowledged messages across reconnects and re-sends them, so the future stays
+        pending through an outage. It fails with :class:`PublishRefusedError` if the broker refuses.
+        """
+        assert self._loop is not None, "use MqttClient as an async context manager"
+        future: asyncio.Future[None] = self._loop.create_future()
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            future.set_exception(MqttError(f"cannot publish to {topic!r}: {paho.error_string(info.rc)}"))
+            return future
+        if qos == 0:
+            future.set_result(None)
+            return future
+        future.wardwatch_topic = topic  # type: ignore[attr-defined]
+        if info.is_published():
+            future.set_result(None)
+        else:
+            self._pending[info.mid] = future
+        return future
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish and wait for the broker's acknowledgement (QoS 1)."""
+        await self.publish_nowait(topic, payload, qos=qos, retain=retain)
+
+    async def subscribe(self, topic_filter: str, *, qos: int = 1, timeout: float = 10.0) -> None:
+        """Subscribe now (waiting for SUBACK if connected) and again after every reconnect."""
+        assert self._loop is not None, "use MqttClient as an async context manager"
+        self._subscriptions[topic_filter] = qos
+        if not self._connected.is_set():
+            return
+        result, mid = self._client.subscribe(topic_filter, qos=qos)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            return  # disconnected meanwhile: renewed on reconnect
+        future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
+        self._suback[mid] = future
+        reasons = await asyncio.wait_for(future, timeout)
+        failed = [str(reason) for reason in reasons if reason.is_failure]
+        if failed:
+            raise MqttError(f"broker refused subscription to {topic_filter!r}: {', '.join(failed)}")
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge a received message (only needed with ``manual_ack=True``)."""
+        if message.qos > 0:
+            self._client.ack(message.mid, message.qos)
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Received messages, in arrival order."""
+        while True:
+            yield await self._messages.get()
+
+    def get_message_nowait(self) -> Message | None:
+        """The next received message if one is waiting, else ``None`` (for batching consumers)."""
+        try:
+            return self._messages.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    async def get_message(self) -> Message:
+        """Wait for the next received message."""
+        return await self._messages.get()
+
+    @property
+    def pending_publishes(self) -> int:
+        """QoS 1 publishes not yet acknowledged by the broker."""
+        return len(self._pending)

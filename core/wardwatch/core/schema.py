@@ -1,0 +1,297 @@
+"""The wire schema (version 1) of every MQTT payload wardwatch publishes.
+
+Payloads are JSON objects with ``"v": 1`` and a ``"kind"`` tag. msgspec typed structs encode and
+decode them (measured in ``scripts/bench_schema.py``: the fastest option tried, and it validates
+while decoding). The schema is documented with examples in ``docs/wire-format.md``.
+
+Times are integers: milliseconds since the Unix epoch, UTC (``t`` fields).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from wardwatch.core.errors import SchemaError
+from wardwatch.core.ids import Identifier
+
+SCHEMA_VERSION: Final = 1
+
+EpochMillis = Annotated[int, msgspec.Meta(ge=0, lt=10**14, description="ms since Unix epoch, UTC")]
+SequenceNumber = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Signal(enum.StrEnum):
+    """What a sample measures; the unit is fixed per signal (:data:`UNITS`)."""
+
+    HEART_RATE = "heart_rate"
+    RR_INTERVAL = "rr_interval"
+    SPO2 = "spo2"
+    PULSE_RATE = "pulse_rate"
+    PERFUSION_INDEX = "perfusion_index"
+    BATTERY = "battery"
+    ENERGY_EXPENDED = "energy_expended"
+
+
+UNITS: Final[dict[Signal, str]] = {
+    Signal.HEART_RATE: "/min",
+    Signal.RR_INTERVAL: "s",
+    Signal.SPO2: "%",
+    Signal.PULSE_RATE: "/min",
+    Signal.PERFUSION_INDEX: "%",
+    Signal.BATTERY: "%",
+    Signal.ENERGY_EXPENDED: "kJ",
+}
+
+# Physically possible ranges (not clinical limits): a value outside is a malformed message.
+VALID_RANGES: Final[dict[Signal, tuple[float, float]]] = {
+    Signal.HEART_RATE: (0.0, 400.0),
+    Signal.RR_INTERVAL: (0.0, 64.0),
+    Signal.SPO2: (0.0, 100.0),
+    Signal.PULSE_RATE: (0.0, 400.0),
+    Signal.PERFUSION_INDEX: (0.0, 100.0),
+    Signal.BATTERY: (0.0, 100.0),
+    Signal.ENERGY_EXPENDED: (0.0, 65535.0),
+}
+
+
+class Quality(enum.StrEnum):
+    """Quality and status flags of a sample, from the device or added by the gateway."""
+
+    CONTACT_LOST = "contact_lost"  # 0x2A37 sensor contact supported but not detected
+    QUESTIONABLE = "questionable"  # PLX questionable measurement / questionable pulse
+    INVALID = "invalid"  # PLX invalid measurement detected
+    UNAVAILABLE = "unavailable"  # PLX measurement unavailable
+    EARLY_ESTIMATE = "early_estimate"  # PLX early estimated data
+    LOW_PERFUSION = "low_perfusion"
+    POOR_SIGNAL = "poor_signal"  # PLX poor/inadequate/erratic/nonpulsatile signal, interference
+    SENSOR_UNCONNECTED = "sensor_unconnected"  # PLX sensor unconnected to user
+    SENSOR_DISPLACED = "sensor_displaced"
+    SENSOR_FAULT = "sensor_fault"  # PLX sensor malfunctioning / disconnected / equipment malfunction
+    FROM_STORAGE = "from_storage"  # backfilled from the device's record store
+    DEVICE_CLOCK = "device_clock"  # timestamp is the device's own clock
+    DEVICE_CLOCK_UNSET = "device_clock_unset"  # device said its clock is not set: gateway time used
+    TEST_DATA = "test_data"  # PLX data for testing / demonstration
+
+
+class AbsentReason(enum.StrEnum):
+    """Why a sample has no value (IEEE-11073 special values and device states)."""
+
+    NAN = "nan"
+    NRES = "nres"
+    POSITIVE_INFINITY = "positive_infinity"
+    NEGATIVE_INFINITY = "negative_infinity"
+    RESERVED = "reserved"
+    UNAVAILABLE = "unavailable"
+
+
+class Sample(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """One reading: time, value (or why there is none) and quality flags."""
+
+    t: EpochMillis
+    v: float | None
+    q: tuple[Quality, ...] = ()
+    absent: AbsentReason | None = None
+
+
+class _Message(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True, tag_field="kind"):
+    v: Literal[1]
+
+
+class Vitals(_Message, frozen=True, tag="vitals"):
+    """Samples of one signal from one device, as received from one notification."""
+
+    patient: Identifier
+    device: Identifier
+    gateway: Identifier
+    signal: Signal
+    seq: SequenceNumber
+    samples: Annotated[tuple[Sample, ...], msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class DeviceRole(enum.StrEnum):
+    """What a bound device is to its patient."""
+
+    HEART_RATE_STRAP = "heart_rate_strap"
+    PULSE_OXIMETER = "pulse_oximeter"
+
+
+class DeviceStatus(_Message, frozen=True, tag="device_status"):
+    """A device's link state and housekeeping, published on change and periodically."""
+
+    patient: Identifier
+    device: Identifier
+    gateway: Identifier
+    t: EpochMillis
+    role: DeviceRole
+    connected: bool
+    seq: SequenceNumber = 0
+    battery: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    rssi: int | None = None
+    reason: str | None = None  # e.g. "out_of_range", "connect_failed", "malformed_notifications"
+    malformed_total: int = 0
+    manufacturer: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    firmware: str | None = None
+
+
+class DeviceLink(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """One device's summary inside a gateway status."""
+
+    device: Identifier
+    patient: Identifier
+    role: DeviceRole
+    connected: bool
+    battery: int | None = None
+    rssi: int | None = None
+    last_seen: EpochMillis | None = None
+
+
+class GatewayStatus(_Message, frozen=True, tag="gateway_status"):
+    """A gateway's periodic health report."""
+
+    gateway: Identifier
+    ward: Identifier
+    t: EpochMillis
+    uptime_s: float
+    devices: tuple[DeviceLink, ...] = ()
+    queue_depth: int = 0
+    queue_capacity: int = 0
+    dropped_total: int = 0
+    clock_synced: bool | None = None
+    version: str = ""
+
+
+class DataGap(_Message, frozen=True, tag="data_gap"):
+    """A gateway dropped queued readings (queue full): the data has a gap nurses must know of."""
+
+    gateway: Identifier
+    t: EpochMillis
+    dropped: int
+    first_t: EpochMillis
+    last_t: EpochMillis
+    patient: Identifier | None = None
+    device: Identifier | None = None
+    reason: str = "queue_full"
+
+
+class Priority(enum.StrEnum):
+    """IEC 60601-1-8 alarm priority."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class AlarmCategory(enum.StrEnum):
+    """Physiological (the patient) or technical (the equipment)."""
+
+    PHYSIOLOGICAL = "physiological"
+    TECHNICAL = "technical"
+
+
+class AlarmState(enum.StrEnum):
+    """Lifecycle state of an alarm."""
+
+    ACTIVE = "active"
+    ACKNOWLEDGED = "acknowledged"
+    SILENCED = "silenced"
+    RESOLVED = "resolved"
+
+
+class Alarm(_Message, frozen=True, tag="alarm"):
+    """An alarm's state change. ``alarm_id`` is stable across its lifecycle."""
+
+    alarm_id: str
+    dedup_key: str
+    patient: Identifier
+    ward: Identifier
+    rule: str
+    category: AlarmCategory
+    priority: Priority
+    state: AlarmState
+    t: EpochMillis
+    started: EpochMillis
+    value: float | None = None
+    text: str = ""  # clinical text without PHI, e.g. "SpO2 84 % < 90 % for 15 s"
+    actor: str | None = None  # who acknowledged/silenced/resolved, when a person did
+
+
+class Page(_Message, frozen=True, tag="page"):
+    """A notification sent to a destination (nurse, charge nurse, doctor) for an alarm."""
+
+    page_id: str
+    alarm_id: str
+    dedup_key: str
+    patient: Identifier
+    ward: Identifier
+    priority: Priority
+    destination: str
+    step: int
+    t: EpochMillis
+    text: str
+    state: AlarmState = AlarmState.ACTIVE
+
+
+class DeadLetter(_Message, frozen=True, tag="dead_letter"):
+    """Input a service rejected, with the reason; the payload is kept (base64 by msgspec)."""
+
+    service: str
+    t: EpochMillis
+    reason: str
+    topic: str = ""
+    payload: bytes = b""
+
+
+WireMessage = Vitals | DeviceStatus | GatewayStatus | DataGap | Alarm | Page | DeadLetter
+
+_encoder: Final = msgspec.json.Encoder()
+_decoder: Final = msgspec.json.Decoder(WireMessage)
+_vitals_decoder: Final = msgspec.json.Decoder(Vitals)
+
+
+def encode(message: WireMessage) -> bytes:
+    """Serialise a message to its JSON wire form."""
+    return _encoder.encode(message)
+
+
+def _check_vitals(message: Vitals) -> Vitals:
+    low, high = VALID_RANGES[message.signal]
+    for sample in message.samples:
+        value = sample.v
+        if value is None:
+            continue
+        if not math.isfinite(value) or not low <= value <= high:
+            raise SchemaError(
+                f"impossible {message.signal} value {value!r} at t={sample.t} (valid range {low}..{high}); "
+                "a device without a value must send v=null with an 'absent' reason"
+            )
+    return message
+
+
+def decode(payload: bytes | str) -> WireMessage:
+    """Parse and validate any wardwatch message; raise :class:`SchemaError` saying what is wrong."""
+    try:
+        message: WireMessage = _decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise SchemaError(f"payload does not match wardwatch wire schema v{SCHEMA_VERSION}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise SchemaError(f"payload is not valid JSON: {exc}") from None
+    if isinstance(message, Vitals):
+        return _check_vitals(message)
+    return message
+
+
+def decode_vitals(payload: bytes | str) -> Vitals:
+    """Parse and validate a vitals message (the hot path of ingest and alerting)."""
+    try:
+        message: Vitals = _vitals_decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise SchemaError(f"payload is not a wardwatch v{SCHEMA_VERSION} vitals message: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise SchemaError(f"payload is not valid JSON: {exc}") from None
+    return _check_vitals(message)
