@@ -264,6 +264,7 @@ async def test_tls_refuses_a_client_that_does_not_trust_the_ca(secure_mosquitto:
     assert secure_mosquitto.url.startswith("mqtts://")
 
 
+@pytest.mark.servers
 async def test_client_certificate_required(tmp_path: Path) -> None:
     async with Mosquitto(directory=tmp_path, require_client_cert=True) as broker:
         assert broker.ca_file is not None
@@ -275,6 +276,7 @@ async def test_client_certificate_required(tmp_path: Path) -> None:
             assert not (await client.publish("t", b"x")).is_failure  # "No matching subscribers"
 
 
+@pytest.mark.servers
 async def test_retained_and_queued_messages_survive_a_restart_with_persistence(tmp_path: Path) -> None:
     async with Mosquitto(directory=tmp_path, persistence=True) as broker:
         port = broker.port
@@ -325,6 +327,7 @@ async def test_kill_pause_and_start_again(mosquitto: Mosquitto) -> None:
     assert "terminating" in mosquitto.log_text()
 
 
+@pytest.mark.servers
 async def test_start_failure_raises_with_the_log_tail(tmp_path: Path) -> None:
     broker = Mosquitto(directory=tmp_path, extra_config="no_such_option true")
     with pytest.raises(ServerStartError, match=r"(?s)exited with status.*no_such_option"):
@@ -332,12 +335,14 @@ async def test_start_failure_raises_with_the_log_tail(tmp_path: Path) -> None:
     assert not broker.running
 
 
+@pytest.mark.servers
 async def test_missing_binary_says_to_run_setup(tmp_path: Path) -> None:
     with pytest.raises(ServerStartError, match="not found: run scripts/setup"):
         async with Mosquitto(directory=tmp_path, binary="wardwatch-no-such-mosquitto"):
             pass
 
 
+@pytest.mark.servers
 async def test_a_port_taken_at_first_start_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
@@ -420,6 +425,7 @@ async def test_influxd_keeps_its_data_across_stop_or_kill(influxd: Influxd, outa
         assert await _select_all(http, "vitals_test") == EXPECTED
 
 
+@pytest.mark.servers
 async def test_influxd_with_auth(tmp_path: Path) -> None:
     async with (
         Influxd(directory=tmp_path, auth=("admin", "s3cr'et")) as server,

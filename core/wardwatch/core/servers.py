@@ -68,17 +68,17 @@ def _which(binary: str, package: str) -> str:
     return found
 
 
-def _run_tool(server: str, argv: list[str], package: str, cwd: Path | None = None) -> None:
+def _run_tool(argv: list[str], package: str, hint: str = "") -> None:
     """Run a short helper command (openssl, mosquitto_passwd); raise with its stderr if it fails."""
     exe = _which(argv[0], package)
+    what = f"`{argv[0]} {argv[1]}`"
     try:
-        done = subprocess.run([exe, *argv[1:]], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=60, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise ServerStartError(server, f"`{argv[0]} {argv[1]}` did not finish within 60 s") from exc
+        raise ServerStartError(argv[0], f"{what} did not finish within 60 s") from exc
     if done.returncode != 0:
         raise ServerStartError(
-            server,
-            f"`{argv[0]} {argv[1]}` failed with exit status {done.returncode}: {done.stderr.strip()}",
+            argv[0], f"{what} failed with exit status {done.returncode}: {done.stderr.strip()}{hint}"
         )
 
 
@@ -166,12 +166,12 @@ def make_ca_and_server_cert(
     for cert, key, subject, extensions in jobs:
         signed_by_ca = [] if cert == tls.ca_cert else ["-CA", str(tls.ca_cert), "-CAkey", str(tls.ca_key)]
         _run_tool(
-            "openssl",
             [
                 *("openssl", "req", "-x509", *new_key, "-keyout", str(key), "-out", str(cert)),
                 *("-subj", f"/CN={subject}", "-extensions", extensions, *common, *signed_by_ca),
             ],
             "openssl",
+            hint=" (this needs OpenSSL 3.0 or later: run scripts/setup)",
         )
         key.chmod(0o600)
     return tls
@@ -242,6 +242,11 @@ class _ChildServer:
         return self._directory
 
     @property
+    def config_path(self) -> Path:
+        """The generated config file (rewritten on every start)."""
+        raise NotImplementedError
+
+    @property
     def log_path(self) -> Path:
         """The server's stdout and stderr, appended to across restarts."""
         return self._directory / f"{self._name}.log"
@@ -301,7 +306,7 @@ class _ChildServer:
                 continue
             raise ServerStartError(
                 self._name,
-                f"{problem}; the log below says why (config {self._config_path()}, log {self.log_path})",
+                f"{problem}; the log below says why (config {self.config_path}, log {self.log_path})",
                 log_tail=tail,
             )
         self._started_once = True
@@ -311,9 +316,6 @@ class _ChildServer:
             except BaseException:
                 await self.kill()
                 raise
-
-    def _config_path(self) -> Path:
-        raise NotImplementedError
 
     def _spawn(self, exe: str) -> subprocess.Popen[bytes]:
         """Start the child (Popen, not asyncio's subprocesses: the server is not tied to one loop)."""
@@ -505,7 +507,7 @@ def write_password_file(path: Path | str, users: Mapping[str, str]) -> Path:
         if not user or ":" in user or any(c in user + password for c in "\r\n"):
             raise ConfigError(f"user {user!r}: no ':' or line breaks allowed", key="users")
         create = ["-c"] if index == 0 else []
-        _run_tool("mosquitto_passwd", ["mosquitto_passwd", *create, "-b", str(target), user, password], "mosquitto")
+        _run_tool(["mosquitto_passwd", *create, "-b", str(target), user, password], "mosquitto")
     return target
 
 
@@ -576,9 +578,6 @@ class Mosquitto(_ChildServer):
     def config_path(self) -> Path:
         """The generated ``mosquitto.conf`` (rewritten on every start)."""
         return self._directory / "mosquitto.conf"
-
-    def _config_path(self) -> Path:
-        return self.config_path
 
     @property
     def persistence_dir(self) -> Path:
@@ -815,9 +814,6 @@ class Influxd(_ChildServer):
     def config_path(self) -> Path:
         """The generated ``influxdb.conf`` (rewritten on every start)."""
         return self._directory / "influxdb.conf"
-
-    def _config_path(self) -> Path:
-        return self.config_path
 
     @property
     def data_dir(self) -> Path:

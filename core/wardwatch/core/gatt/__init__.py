@@ -25,6 +25,10 @@ from .heart_rate import (
     rr_ticks_from_seconds,
 )
 from .ieee11073 import (
+    FLOAT_EXPONENT_RANGE,
+    FLOAT_MANTISSA_MAX,
+    SFLOAT_EXPONENT_RANGE,
+    SFLOAT_MANTISSA_MAX,
     AbsentReason,
     MedFloat,
     decode_float,
@@ -100,6 +104,8 @@ __all__ = [
     "CHARACTERISTICS",
     "DEVICE_INFORMATION_SERVICE",
     "FIRMWARE_REVISION_STRING",
+    "FLOAT_EXPONENT_RANGE",
+    "FLOAT_MANTISSA_MAX",
     "HARDWARE_REVISION_STRING",
     "HEART_RATE_MEASUREMENT",
     "HEART_RATE_SERVICE",
@@ -111,6 +117,8 @@ __all__ = [
     "PULSE_OXIMETER_SERVICE",
     "RECORD_ACCESS_CONTROL_POINT",
     "SERIAL_NUMBER_STRING",
+    "SFLOAT_EXPONENT_RANGE",
+    "SFLOAT_MANTISSA_MAX",
     "SOFTWARE_REVISION_STRING",
     "AbsentReason",
     "BatteryLevel",
