@@ -59,20 +59,58 @@ def _inputs(seed: int) -> list[BytesLike]:
     return out
 
 
-@pytest.mark.parametrize("name", sorted(_codecs))
-def test_only_gatt_decode_error_escapes(name: str) -> None:
+# Valid values per codec: mutating them reaches the checks behind the flags and length checks.
+_VALID = {
+    "2a37": ["1e46640033036603", "0048", "014801", "103c1c04", "0848ffff"],
+    "2a38": ["01"],
+    "2a5e": ["016200 4b00 e807050f0c1e00", "1f6200 4b00 e807021d173b3b 2000 100000 34f0", "106200 0008"],
+    "2a5f": ["105f003c0034f0", "1c6100 4800 8000 000800 34f0", "1f6100 4800 6000 4a00 6200 4600 0040 030000 0a00"],
+    "2a60": ["7f00 e0ff ffff00", "f000", "0200 000800", "0100 e0ff"],
+    "2a52": ["0101", "0401", "05000300", "06000101", "01030100e807", "0300"],
+    "2a19": ["57"],
+    "sfloat": ["5f00", "34f0"],
+    "float": ["340000ff"],
+}
+
+
+def _mutations(seed: int, samples: list[str]) -> list[BytesLike]:
+    rng = random.Random(seed)
+    valid = [bytes.fromhex(s) for s in samples]
+    out: list[BytesLike] = []
+    for _ in range(CASES_PER_DECODER):
+        data = bytearray(rng.choice(valid))
+        for _ in range(rng.randint(1, 3)):
+            op = rng.randrange(5)
+            if op == 0 and data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            elif op == 1 and data:
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            elif op == 2:
+                del data[rng.randrange(len(data) + 1) :]
+            elif op == 3:
+                data += rng.randbytes(rng.randint(1, 4))
+            elif data:
+                del data[rng.randrange(len(data))]
+        out.append(bytes(data))
+    return out
+
+
+def _check(name: str, inputs: list[BytesLike]) -> tuple[int, int]:
     decoder, encoder = _codecs[name]
     decoded = rejected = 0
-    for data in _inputs(SEED + sum(name.encode())):
+    for data in inputs:
+        error: GattDecodeError | None = None
         try:
             value = decoder(data)
         except GattDecodeError as exc:
-            assert str(exc)
-            assert exc.data == bytes(data)
-            rejected += 1
-            continue
+            error = exc
         except Exception as exc:  # pragma: no cover - the failure being hunted
             pytest.fail(f"{name}: {type(exc).__name__}: {exc} for {bytes(data).hex()}")
+        if error is not None:
+            assert error.data == bytes(data)
+            assert error.problem
+            rejected += 1
+            continue
         decoded += 1
         try:
             again = decoder(encoder(value))
@@ -81,4 +119,17 @@ def test_only_gatt_decode_error_escapes(name: str) -> None:
             assert any(abs(f.mantissa) > limit for f in _med_floats(value)), bytes(data).hex()
             continue
         assert again == value, bytes(data).hex()
-    assert decoded + rejected == CASES_PER_DECODER
+    assert decoded + rejected == len(inputs)
+    return decoded, rejected
+
+
+@pytest.mark.parametrize("name", sorted(_codecs))
+def test_random_bytes_only_raise_gatt_decode_error(name: str) -> None:
+    _check(name, _inputs(SEED + sum(name.encode())))
+
+
+@pytest.mark.parametrize("name", sorted(_VALID))
+def test_mutated_values_only_raise_gatt_decode_error(name: str) -> None:
+    decoded, rejected = _check(name, _mutations(SEED ^ sum(name.encode()), _VALID[name]))
+    assert decoded > 0
+    assert rejected > 0

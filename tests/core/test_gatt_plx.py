@@ -157,7 +157,7 @@ def test_spot_check_minimal() -> None:
         ("01 6200 4b00 e80701010a003c", "second must be in 0..59"),
         ("01 6200 4b00 00000000000000", "unknown (0) year, month or day is not supported"),
         ("01 6200 4b00 e8070001000000", "unknown (0) year, month or day is not supported"),
-        ("01 6200 4b00 e8030101000000", "timestamp 1000-01-01 00:00:00: year outside 1582..9999"),
+        ("01 6200 4b00 e8030101000000", "invalid timestamp 1000-01-01 00:00:00: year outside 1582..9999"),
         ("01 6200 4b00 ffff0101000000", "year outside 1582..9999"),
         ("00 6500 4b00", "SpO2 101 % outside 0..100"),
         ("02 6200 4b00 1f00", "measurement status: reserved bits 0-4 set (0x001f)"),

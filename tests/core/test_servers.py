@@ -47,7 +47,12 @@ class Mqtt:
         self.endpoint = endpoint
         self.clean_start = clean_start
         self.session_expiry = session_expiry
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            reconnect_on_failure=False,  # tests reconnect explicitly; a lost connection ends the loop
+        )
         if endpoint.username is not None:
             self.client.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.ca_file is not None:
@@ -188,6 +193,7 @@ async def test_tls_material_verifies_both_ways_for_localhost_and_loopback(tmp_pa
         peers.append(writer.get_extra_info("peercert"))
         writer.write(b"ok")
         writer.close()
+        await writer.wait_closed()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
     async with server:

@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.errors import ConfigError, ServerStartError, WaitTimeoutError
 from wardwatch.core.waiting import wait_for
 
@@ -491,6 +492,21 @@ class MqttEndpoint:
     def url(self) -> str:
         """``mqtt://host:port`` or ``mqtts://host:port`` (no credentials)."""
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+    def settings(self, **overrides: Any) -> MqttSettings:
+        """These connection settings as the :class:`MqttSettings` every service's config holds."""
+        values: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "tls": self.tls,
+            "ca_file": self.ca_file,
+            "cert_file": self.certfile,
+            "key_file": self.keyfile,
+            "username": self.username,
+            "password": Secret(self.password) if self.password is not None else None,
+        }
+        values.update(overrides)
+        return MqttSettings(**values)
 
 
 def write_password_file(path: Path | str, users: Mapping[str, str]) -> Path:

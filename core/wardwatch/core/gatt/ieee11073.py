@@ -159,6 +159,8 @@ def _fit(value: MedFloat, mantissa_max: int, exponent_range: tuple[int, int], ki
     if isinstance(m, bool) or not isinstance(m, int) or isinstance(e, bool) or not isinstance(e, int):
         raise GattEncodeError(f"mantissa and exponent must be integers, got {m!r} and {e!r}")
     e_min, e_max = exponent_range
+    if -mantissa_max <= m <= mantissa_max and e_min <= e <= e_max:
+        return m, e
     if m == 0:
         return 0, min(max(e, e_min), e_max)
     while abs(m) > mantissa_max and m % 10 == 0:

@@ -308,15 +308,17 @@ class PlxSpotCheckMeasurement:
 
 def _decode_timestamp(fields: tuple[int, ...], data: BytesLike) -> datetime:
     year, month, day, hour, minute, second = fields
+    if 1582 <= year <= 9999 and month and day:
+        try:
+            return datetime(year, month, day, hour, minute, second)  # naive: Date Time has no zone
+        except ValueError as exc:
+            problem = str(exc)
+    elif year == 0 or month == 0 or day == 0:
+        problem = "unknown (0) year, month or day is not supported"
+    else:
+        problem = "year outside 1582..9999"
     shown = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
-    if year == 0 or month == 0 or day == 0:
-        raise decode_error(SPOT, f"timestamp {shown}: unknown (0) year, month or day is not supported", data)
-    if not 1582 <= year <= 9999:
-        raise decode_error(SPOT, f"timestamp {shown}: year outside 1582..9999", data)
-    try:
-        return datetime(year, month, day, hour, minute, second)  # naive: Date Time has no zone
-    except ValueError as exc:
-        raise decode_error(SPOT, f"invalid timestamp {shown}: {exc}", data) from None
+    raise decode_error(SPOT, f"invalid timestamp {shown}: {problem}", data)
 
 
 def _encode_timestamp(ts: datetime) -> bytes:

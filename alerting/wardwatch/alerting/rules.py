@@ -1,0 +1,234 @@
+"""Alarm rule settings: built-in defaults < ``[defaults]`` < ``[wards.<ward>]`` < ``[patients.<patient>]``.
+
+Every key of :class:`Thresholds` may appear in any section; a section holds only the keys it changes.
+Per-patient overrides are data (``RuleSet.with_patient_override``) so the alarm manager's API can set
+them and audit the change; every validation error names the key (``patients.p-1.spo2_low``).
+
+The defaults and the evidence behind them are documented on each field and in
+``deploy/alerting/rules.example.toml``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import msgspec
+
+from wardwatch.core.config import load_config
+from wardwatch.core.errors import ConfigError
+from wardwatch.core.ids import ID_PATTERN
+
+
+class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The resolved settings of every rule for one patient (times in seconds, SpO2 in %, HR in /min)."""
+
+    # --- SpO2 (Welch 2011: 90 % + 15 s delay -> -70 % alarms; bypass at >=10 points below kept -68 %) ---
+    spo2_low: float = 90.0
+    spo2_delay_s: float = 15.0
+    spo2_severe_margin: float = 10.0  # severe (high priority) below spo2_low - margin, i.e. < 80 %
+    spo2_severe_samples: int = 2  # consecutive valid samples before the severe bypass fires
+    satseconds_budget: float = 100.0  # Σ (limit - SpO2)·s that raises spo2_low before the delay; 0 = off
+    spo2_reset_margin: float = 2.0  # hysteresis: clears at >= limit + margin ...
+    spo2_reset_s: float = 10.0  # ... held this long
+    # --- pulse (HR from the chest strap, else the oximeter's pulse rate) ---
+    hr_high: float = 130.0
+    hr_high_delay_s: float = 30.0
+    hr_low: float = 40.0
+    hr_low_delay_s: float = 15.0
+    hr_low_severe: float = 35.0  # extreme bradycardia, high priority
+    hr_low_severe_delay_s: float = 5.0  # PhysioNet/CinC 2015: extreme brady is < 40 for 5 beats
+    hr_reset_margin: float = 5.0
+    hr_reset_s: float = 10.0
+    # --- partial NEWS2 (RCP 2017), from 1-minute medians, re-checked before it is raised ---
+    news2_enabled: bool = True
+    news2_scale: Literal[1, 2] = 1  # SpO2 scale 2 for hypercapnic respiratory failure (target 88-92 %)
+    supplemental_o2: bool = False
+    news2_confirm_min: int = 2  # consecutive minutes meeting the criterion before raising / clearing
+    # --- slow trend against the patient's own baseline ---
+    trend_enabled: bool = True
+    trend_spo2_drop: float = 4.0  # median of the last 30 min this far below the baseline
+    trend_hr_rise: float = 25.0
+    trend_window_min: int = 30
+    trend_baseline_tau_min: float = 240.0  # EWMA of minute medians older than the window
+    trend_min_baseline_min: int = 60  # minutes of baseline history before the rule is armed
+    # --- signal quality ---
+    hr_pr_tolerance: float = 15.0  # strap HR and oximeter PR disagree by more than max(this, 15 %)
+    max_gap_s: float = 5.0  # longer gaps between valid samples restart delays and the SatSeconds sum
+    # --- technical ---
+    sensor_off_s: float = 30.0
+    poor_signal_s: float = 60.0
+    battery_low: float = 15.0
+    battery_critical: float = 5.0
+    device_silent_s: float = 60.0
+    data_gap_hold_s: float = 300.0  # a data-gap notice clears itself after this
+    # --- alarm hygiene ---
+    flap_window_s: float = 30.0  # a condition re-raised within this of clearing stays the same alarm
+
+
+DEFAULTS: Final = Thresholds()
+FIELDS: Final = frozenset(Thresholds.__struct_fields__)
+_PROBLEMS_UPPER: Final = {"spo2_low": (50.0, 100.0), "hr_high": (60.0, 250.0), "hr_low": (20.0, 100.0)}
+
+
+def _check(th: Thresholds) -> tuple[str, str] | None:
+    """The first inconsistency in ``th`` as ``(key, problem)``, or ``None``."""
+    for key, (low, high) in _PROBLEMS_UPPER.items():
+        value = getattr(th, key)
+        if not low <= value <= high:
+            return key, f"{value} is outside {low}..{high}"
+    for key in FIELDS:
+        value = getattr(th, key)
+        if key.endswith(("_s", "_min", "_margin", "_budget", "_drop", "_rise", "_tolerance")) and value < 0:
+            return key, f"{value} must not be negative"
+    if th.spo2_severe_samples < 1:
+        return "spo2_severe_samples", "must be at least 1"
+    if th.news2_confirm_min < 1:
+        return "news2_confirm_min", "must be at least 1"
+    if th.trend_window_min < 5:
+        return "trend_window_min", "must be at least 5 minutes"
+    if th.trend_baseline_tau_min <= 0:
+        return "trend_baseline_tau_min", "must be positive"
+    if not th.hr_low_severe < th.hr_low < th.hr_high:
+        return "hr_low", f"need hr_low_severe < hr_low < hr_high (got {th.hr_low_severe}, {th.hr_low}, {th.hr_high})"
+    if not 0 <= th.battery_critical < th.battery_low <= 100:
+        return "battery_low", f"need 0 <= battery_critical < battery_low <= 100 (got {th.battery_critical}, {th.battery_low})"
+    if th.max_gap_s <= 0:
+        return "max_gap_s", "must be positive"
+    return None
+
+
+def _resolve(layers: list[tuple[str, Mapping[str, Any]]], source: str) -> Thresholds:
+    merged: dict[str, Any] = {}
+    for where, layer in layers:
+        for key in layer:
+            if key not in FIELDS:
+                raise ConfigError(f"unknown rule setting {key!r} (known: see Thresholds)", key=f"{where}.{key}", source=source)
+        merged.update(layer)
+    try:
+        th = msgspec.convert(merged, Thresholds, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        key = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else ""
+        where = next((w for w, layer in reversed(layers) if key in layer), layers[-1][0] if layers else "")
+        raise ConfigError(message.split(" - at ")[0], key=f"{where}.{key}" if key else where, source=source) from None
+    problem = _check(th)
+    if problem is not None:
+        key, text = problem
+        where = next((w for w, layer in reversed(layers) if key in layer), "defaults")
+        raise ConfigError(text, key=f"{where}.{key}", source=source)
+    return th
+
+
+class RulesFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The TOML layout of a rules file (see ``deploy/alerting/rules.example.toml``)."""
+
+    defaults: dict[str, Any] = msgspec.field(default_factory=dict)
+    wards: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    patients: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+
+class RuleSet:
+    """Immutable rule configuration; :meth:`resolve` gives a patient's :class:`Thresholds` (cached)."""
+
+    __slots__ = ("_cache", "defaults", "patients", "source", "wards")
+
+    def __init__(
+        self,
+        defaults: Mapping[str, Any] | None = None,
+        wards: Mapping[str, Mapping[str, Any]] | None = None,
+        patients: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        source: str = "rules",
+    ) -> None:
+        self.defaults: dict[str, Any] = dict(defaults or {})
+        self.wards: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (wards or {}).items()}
+        self.patients: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (patients or {}).items()}
+        self.source = source
+        self._cache: dict[tuple[str, str], Thresholds] = {}
+        _resolve([("defaults", self.defaults)], source)
+        for ward, layer in self.wards.items():
+            _check_id(ward, f"wards.{ward}", source)
+            _resolve([("defaults", self.defaults), (f"wards.{ward}", layer)], source)
+        for patient, layer in self.patients.items():
+            _check_id(patient, f"patients.{patient}", source)
+            _resolve([("defaults", self.defaults), (f"patients.{patient}", layer)], source)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "rules") -> RuleSet:
+        """Validate a parsed TOML document (``{"defaults": ..., "wards": ..., "patients": ...}``)."""
+        try:
+            raw = msgspec.convert(dict(data), RulesFile)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(str(exc), source=source) from None
+        return cls(raw.defaults, raw.wards, raw.patients, source=source)
+
+    def resolve(self, ward: str, patient: str) -> Thresholds:
+        """The settings for ``patient`` on ``ward`` (patient overrides win over ward settings)."""
+        key = (ward, patient)
+        found = self._cache.get(key)
+        if found is None:
+            layers: list[tuple[str, Mapping[str, Any]]] = [("defaults", self.defaults)]
+            if ward in self.wards:
+                layers.append((f"wards.{ward}", self.wards[ward]))
+            if patient in self.patients:
+                layers.append((f"patients.{patient}", self.patients[patient]))
+            found = self._cache[key] = _resolve(layers, self.source)
+        return found
+
+    def with_patient_override(self, patient: str, **changes: Any) -> RuleSet:
+        """A new rule set with ``changes`` merged into ``patient``'s overrides (validated; ``None`` removes a key)."""
+        current = dict(self.patients.get(patient, {}))
+        for key, value in changes.items():
+            if key not in FIELDS:
+                raise ConfigError(f"unknown rule setting {key!r}", key=f"patients.{patient}.{key}", source=self.source)
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
+        patients = {**self.patients, patient: current}
+        if not current:
+            del patients[patient]
+        for ward_layer in [{}, *self.wards.values()]:  # valid on whichever ward the patient is on
+            _resolve(
+                [("defaults", self.defaults), ("wards", ward_layer), (f"patients.{patient}", current)], self.source
+            )
+        return RuleSet(self.defaults, self.wards, patients, source=self.source)
+
+    def with_ward(self, ward: str, **changes: Any) -> RuleSet:
+        """A new rule set with ``changes`` merged into ``ward``'s settings (validated; ``None`` removes a key)."""
+        current = {k: v for k, v in {**self.wards.get(ward, {}), **changes}.items() if v is not None}
+        return RuleSet(self.defaults, {**self.wards, ward: current}, self.patients, source=self.source)
+
+    def patient_overrides(self, patient: str) -> dict[str, Any]:
+        """The keys overridden for ``patient`` (a copy)."""
+        return dict(self.patients.get(patient, {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule set in the TOML layout (for persisting or showing)."""
+        return {"defaults": dict(self.defaults), "wards": dict(self.wards), "patients": dict(self.patients)}
+
+
+def _check_id(value: str, key: str, source: str) -> None:
+    if not re.match(ID_PATTERN, value):
+        raise ConfigError(f"{value!r} is not a wardwatch identifier", key=key, source=source)
+
+
+def load_rules(path: Path | str | None, *, environ: Mapping[str, str] | None = None) -> RuleSet:
+    """Read a rules TOML file (``None``: built-in defaults). Environment ``WARDWATCH_RULES__...`` is not applied."""
+    if path is None:
+        return RuleSet()
+    raw = load_config(RulesFile, path, environ=environ or {})
+    return RuleSet(raw.defaults, raw.wards, raw.patients, source=str(path))
+
+
+def parse_rules(text: str, *, source: str = "rules") -> RuleSet:
+    """Parse rules from TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from None
+    return RuleSet.from_mapping(data, source=source)

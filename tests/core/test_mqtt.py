@@ -1,0 +1,82 @@
+"""The core asyncio MQTT client against a real mosquitto: PUBACK futures, manual ack, refusal, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from wardwatch.core.mqtt import MqttClient, MqttError, PublishRefusedError, Will
+from wardwatch.core.servers import Mosquitto, wait_for
+
+
+async def test_publish_completes_at_puback_and_subscriber_receives(mosquitto: Mosquitto) -> None:
+    settings = mosquitto.endpoint().settings()
+    async with MqttClient(settings, "sub") as sub, MqttClient(settings, "pub") as pub:
+        await sub.wait_connected(10)
+        await pub.wait_connected(10)
+        await sub.subscribe("wardwatch/v1/test/#")
+        futures = [pub.publish_nowait("wardwatch/v1/test/x", str(i).encode()) for i in range(200)]
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert pub.pending_publishes == 0
+        received = [await asyncio.wait_for(sub.get_message(), 10) for _ in range(200)]
+    assert [m.payload for m in received] == [str(i).encode() for i in range(200)]
+
+
+async def test_unacknowledged_messages_are_redelivered_to_a_persistent_session(mosquitto: Mosquitto) -> None:
+    """With manual ack, a message not acknowledged before the client goes away comes back on reconnect."""
+    settings = mosquitto.endpoint().settings()
+    async with MqttClient(settings, "pub") as pub:
+        await pub.wait_connected(10)
+        async with MqttClient(settings, "ingest-1", manual_ack=True) as sub:
+            await sub.wait_connected(10)
+            await sub.subscribe("wardwatch/v1/test/#")
+            await pub.publish("wardwatch/v1/test/a", b"first")
+            message = await asyncio.wait_for(sub.get_message(), 10)
+            assert message.payload == b"first"  # received, but never acknowledged
+        async with MqttClient(settings, "ingest-1", manual_ack=True) as again:
+            await again.wait_connected(10)
+            redelivered = await asyncio.wait_for(again.get_message(), 10)
+            assert redelivered.payload == b"first"
+            again.ack(redelivered)
+
+
+async def test_acl_refusal_fails_the_publish_future(secure_mosquitto: Mosquitto) -> None:
+    settings = secure_mosquitto.endpoint("gw-01").settings()
+    async with MqttClient(settings, "gw-01") as gateway:
+        await gateway.wait_connected(10)
+        await gateway.publish("wardwatch/v1/vitals/ward-a/gw-01/p-1/d-1/spo2", b"{}")
+        with pytest.raises(PublishRefusedError, match="Not authorized"):
+            await gateway.publish("wardwatch/v1/vitals/ward-a/gw-02/p-1/d-1/spo2", b"{}")
+
+
+async def test_wrong_password_is_reported(secure_mosquitto: Mosquitto) -> None:
+    settings = secure_mosquitto.endpoint("gw-01").settings(password=None)
+    async with MqttClient(settings, "gw-01") as gateway:
+        with pytest.raises(MqttError, match="refused connection"):
+            await gateway.wait_connected(3)
+
+
+async def test_reconnects_after_broker_restart() -> None:
+    async with Mosquitto(persistence=True) as broker:
+        settings = broker.endpoint().settings()
+        will = Will("wardwatch/v1/gateway/ward-a/gw-01/availability", b"offline")
+        async with MqttClient(settings, "watcher") as watcher, MqttClient(settings, "gw-01", will=will) as gateway:
+            await watcher.wait_connected(10)
+            await gateway.wait_connected(10)
+            await watcher.subscribe("wardwatch/v1/gateway/#")
+            await broker.stop()
+            await gateway.wait_disconnected()
+            await broker.start()
+            await gateway.wait_connected(30)
+            await watcher.wait_connected(30)
+            await gateway.publish("wardwatch/v1/gateway/ward-a/gw-01/availability", b"online", retain=True)
+            seen: list[bytes] = []
+
+            async def online_seen() -> bool:
+                message = await asyncio.wait_for(watcher.get_message(), 10)
+                seen.append(message.payload)
+                return message.payload == b"online"
+
+            await wait_for(online_seen, 20)
+            assert gateway.connects >= 2
