@@ -31,7 +31,8 @@ def _median_us(fn: object, number: int = 20_000, repeat: int = 7) -> float:
 
 def _stdlib_decode_and_validate() -> None:
     data = json.loads(PAYLOAD)
-    assert data["v"] == 1 and data["kind"] == "vitals"
+    assert data["v"] == 1
+    assert data["kind"] == "vitals"
     for sample in data["samples"]:
         float(sample["v"])
 

@@ -61,7 +61,7 @@ def test_part_respects_boundaries(part: str) -> None:
 
 def test_no_namespace_init_files() -> None:
     """PEP 420: no wardwatch/__init__.py anywhere, or the parts would shadow each other."""
-    assert [p for p in ROOT.glob("*/wardwatch/__init__.py")] == []
+    assert list(ROOT.glob("*/wardwatch/__init__.py")) == []
 
 
 def test_walker_catches_a_violation(tmp_path: Path) -> None:

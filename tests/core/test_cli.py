@@ -33,7 +33,8 @@ def core_only_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheels = root / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)],
-        check=True, timeout=300,
+        check=True,
+        timeout=300,
     )
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -43,11 +44,17 @@ def core_only_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("command", "extra"), [("gateway", "gateway"), ("ingest", "ingest"), ("alerting", "alerting"),
-                                                ("sim", "sim")])
+@pytest.mark.parametrize(
+    ("command", "extra"), [("gateway", "gateway"), ("ingest", "ingest"), ("alerting", "alerting"), ("sim", "sim")]
+)
 def test_missing_extra_says_what_to_install(core_only_venv: Path, command: str, extra: str) -> None:
-    result = subprocess.run([core_only_venv / "bin" / "wardwatch", command, "--help"], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [core_only_venv / "bin" / "wardwatch", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == EXIT_MISSING_EXTRA
     assert f"pip install 'wardwatch[{extra}]'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -56,8 +63,13 @@ def test_missing_extra_says_what_to_install(core_only_venv: Path, command: str, 
 @pytest.mark.slow
 def test_core_only_install_decodes_gatt(core_only_venv: Path) -> None:
     """The bare install (no extras) has the core: wheel layout, entry point and GATT CLI work."""
-    result = subprocess.run([core_only_venv / "bin" / "wardwatch", "gatt", "decode", "2a37", "1e46640033036603"],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [core_only_venv / "bin" / "wardwatch", "gatt", "decode", "2a37", "1e46640033036603"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     decoded = json.loads(result.stdout)
     assert decoded["heart_rate"] == 70
@@ -65,8 +77,13 @@ def test_core_only_install_decodes_gatt(core_only_venv: Path) -> None:
 
 def test_console_script_runs_gatt_decode() -> None:
     """The `wardwatch` script in this environment decodes the example from the Heart Rate profile."""
-    result = subprocess.run([Path(sys.executable).parent / "wardwatch", "gatt", "decode", "2a37", "1e46640033036603"],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [Path(sys.executable).parent / "wardwatch", "gatt", "decode", "2a37", "1e46640033036603"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     decoded = json.loads(result.stdout)
     assert decoded["heart_rate"] == 70

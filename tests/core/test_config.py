@@ -74,7 +74,9 @@ def test_missing_and_unparsable_files(tmp_path: Path) -> None:
 
 
 def test_env_overrides_parse_toml_values() -> None:
-    assert env_overrides({"WARDWATCH_A__B": "true", "WARDWATCH_C": "[1, 2]", "WARDWATCH_D": "plain text", "X": "1"}) == {
+    assert env_overrides(
+        {"WARDWATCH_A__B": "true", "WARDWATCH_C": "[1, 2]", "WARDWATCH_D": "plain text", "X": "1"}
+    ) == {
         "a": {"b": True},
         "c": [1, 2],
         "d": "plain text",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,7 +13,7 @@ from wardwatch.core.logs import RateLimitedLog, setup_logging
 
 
 @pytest.fixture
-def restore_root_logger() -> object:
+def restore_root_logger() -> Iterator[logging.Logger]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     yield root
@@ -20,7 +21,7 @@ def restore_root_logger() -> object:
     root.setLevel(level)
 
 
-def test_json_lines_when_not_a_terminal(restore_root_logger: object) -> None:
+def test_json_lines_when_not_a_terminal(restore_root_logger: logging.Logger) -> None:
     stream = io.StringIO()
     setup_logging("ingest", "INFO", stream=stream)
     logging.getLogger("wardwatch.test").info("stored %d points", 5, extra={"batch": 5})
@@ -30,7 +31,7 @@ def test_json_lines_when_not_a_terminal(restore_root_logger: object) -> None:
     assert entry["ts"].endswith("Z")
 
 
-def test_rate_limited_log_once_per_key_per_interval(restore_root_logger: object) -> None:
+def test_rate_limited_log_once_per_key_per_interval(restore_root_logger: logging.Logger) -> None:
     stream = io.StringIO()
     setup_logging("gateway", "INFO", stream=stream)
     limited = RateLimitedLog(logging.getLogger("wardwatch.test"), interval_s=60)

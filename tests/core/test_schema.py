@@ -78,8 +78,12 @@ def test_vitals_round_trip(signal: Signal, seq: int, batch: tuple[Sample, ...]) 
         (schema.encode(_vitals()).replace(b'"seq":41', b'"seq":-1'), "$.seq"),
         (schema.encode(_vitals()).replace(b"97.0", b"197.0"), "impossible spo2 value 197.0"),
         (schema.encode(_vitals()).replace(b'"samples":[', b'"extra":1,"samples":['), "extra"),
-        (schema.encode(_vitals(samples=(Sample(t=1, v=1.0),))).replace(b'"samples":[{"t":1,"v":1.0}]', b'"samples":[]'),
-         "$.samples"),
+        (
+            schema.encode(_vitals(samples=(Sample(t=1, v=1.0),))).replace(
+                b'"samples":[{"t":1,"v":1.0}]', b'"samples":[]'
+            ),
+            "$.samples",
+        ),
     ],
 )
 def test_malformed_payloads_raise_schema_error_naming_the_problem(payload: bytes, expected: str) -> None:
@@ -98,24 +102,59 @@ def test_decode_vitals_rejects_other_kinds() -> None:
 def test_every_message_kind_round_trips() -> None:
     messages: list[schema.WireMessage] = [
         schema.DeviceStatus(
-            v=1, patient="p-1", device="d-1", gateway="gw-01", t=1, role=schema.DeviceRole.PULSE_OXIMETER,
-            connected=True, battery=80, rssi=-60,
+            v=1,
+            patient="p-1",
+            device="d-1",
+            gateway="gw-01",
+            t=1,
+            role=schema.DeviceRole.PULSE_OXIMETER,
+            connected=True,
+            battery=80,
+            rssi=-60,
         ),
         schema.GatewayStatus(
-            v=1, gateway="gw-01", ward="ward-a", t=2, uptime_s=3.5,
-            devices=(schema.DeviceLink(device="d-1", patient="p-1", role=schema.DeviceRole.HEART_RATE_STRAP,
-                                       connected=False),),
-            queue_depth=10, queue_capacity=100, dropped_total=2, clock_synced=True,
+            v=1,
+            gateway="gw-01",
+            ward="ward-a",
+            t=2,
+            uptime_s=3.5,
+            devices=(
+                schema.DeviceLink(
+                    device="d-1", patient="p-1", role=schema.DeviceRole.HEART_RATE_STRAP, connected=False
+                ),
+            ),
+            queue_depth=10,
+            queue_capacity=100,
+            dropped_total=2,
+            clock_synced=True,
         ),
         schema.DataGap(v=1, gateway="gw-01", t=3, dropped=5, first_t=1, last_t=2),
         schema.Alarm(
-            v=1, alarm_id="a1", dedup_key="ward-a/p-1/spo2_low", patient="p-1", ward="ward-a", rule="spo2_low",
-            category=schema.AlarmCategory.PHYSIOLOGICAL, priority=schema.Priority.MEDIUM,
-            state=schema.AlarmState.ACTIVE, t=4, started=3, value=84.0,
+            v=1,
+            alarm_id="a1",
+            dedup_key="ward-a/p-1/spo2_low",
+            patient="p-1",
+            ward="ward-a",
+            rule="spo2_low",
+            category=schema.AlarmCategory.PHYSIOLOGICAL,
+            priority=schema.Priority.MEDIUM,
+            state=schema.AlarmState.ACTIVE,
+            t=4,
+            started=3,
+            value=84.0,
         ),
         schema.Page(
-            v=1, page_id="pg1", alarm_id="a1", dedup_key="ward-a/p-1/spo2_low", patient="p-1", ward="ward-a",
-            priority=schema.Priority.HIGH, destination="primary-nurse", step=0, t=5, text="SpO2 84 %",
+            v=1,
+            page_id="pg1",
+            alarm_id="a1",
+            dedup_key="ward-a/p-1/spo2_low",
+            patient="p-1",
+            ward="ward-a",
+            priority=schema.Priority.HIGH,
+            destination="primary-nurse",
+            step=0,
+            t=5,
+            text="SpO2 84 %",
         ),
         schema.DeadLetter(v=1, service="ingest", t=6, reason="bad", topic="x", payload=b"\x00\xff"),
     ]

@@ -14,7 +14,12 @@ def test_vitals_topic_round_trips_through_parse() -> None:
     assert topic == "wardwatch/v1/vitals/ward-a/gw-01/p-7f3a/d-ox-1/spo2"
     parts = topics.parse_topic(topic)
     assert (parts.kind, parts.ward, parts.gateway, parts.patient, parts.device, parts.signal) == (
-        "vitals", "ward-a", "gw-01", "p-7f3a", "d-ox-1", "spo2",
+        "vitals",
+        "ward-a",
+        "gw-01",
+        "p-7f3a",
+        "d-ox-1",
+        "spo2",
     )
 
 
