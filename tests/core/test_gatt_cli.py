@@ -104,6 +104,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 def test_parse_hex() -> None:
     assert parse_hex("1e 46:64-00_33") == bytes.fromhex("1e46640033")
     assert parse_hex("0x1E46") == b"\x1e\x46"
+    assert parse_hex("0x1e 0x46") == b"\x1e\x46"
     assert parse_hex("") == b""
     with pytest.raises(ValueError, match="odd number"):
         parse_hex("123")

@@ -156,6 +156,7 @@ class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     mqtt: MqttSettings = msgspec.field(default_factory=MqttSettings)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     paging: PagingConfig = msgspec.field(default_factory=PagingConfig)
+    rules: Path | None = None  # the engine's rules file (thresholds, delays); None: built-in defaults
     tick_s: PositiveSeconds = 1.0  # engine tick (deadman, delays); the manager wakes exactly when due
     log_level: str = "INFO"
 

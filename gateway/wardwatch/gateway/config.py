@@ -51,14 +51,13 @@ class DeviceBinding(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
                 raise ValueError(
                     f"device {self.id!r}: address {self.address!r} is not a Bluetooth address like AA:BB:CC:DD:EE:FF"
                 )
-            object.__setattr__(self, "address", address)
         if self.name is not None and not self.name.strip():
             raise ValueError(f"device {self.id!r}: name must not be empty")
 
     def matches(self, address: str, name: str | None) -> bool:
         """Whether an advertisement from ``address`` named ``name`` is this device."""
         if self.address is not None:
-            return address.upper() == self.address
+            return address.upper() == self.address.upper()
         return name is not None and name == self.name
 
 
@@ -108,7 +107,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
             if device.id in seen_ids:
                 raise ValueError(f"device id {device.id!r} is bound twice")
             seen_ids.add(device.id)
-            key = f"address:{device.address}" if device.address else f"name:{device.name}"
+            key = f"address:{device.address.upper()}" if device.address else f"name:{device.name}"
             if key in seen_keys:
                 raise ValueError(f"{key.replace(':', ' ', 1)} is bound to two device entries")
             seen_keys.add(key)
@@ -140,7 +139,7 @@ def load_gateway_config(path: Path | str | None, *, environ: Mapping[str, str] |
             ZoneInfo(config.device_timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(
-                f"unknown time zone {config.device_timezone!r}: use 'local', 'UTC' or an IANA name like 'Europe/London'",
+                f"unknown time zone {config.device_timezone!r}: use 'local', 'UTC' or an IANA name (Europe/London)",
                 key="device_timezone",
                 source=str(path),
             ) from None

@@ -336,8 +336,6 @@ class DurableQueue:
             self._acked.discard(message_id)
         for message_id, _ in batch.dead:
             self._acked.discard(message_id)
-        for message_id in result.dropped_ids:
-            self._cache.pop(message_id, None)
         for gap_id in batch.gap_acks:
             self._gaps.pop(gap_id, None)
             self._taken_gaps.discard(gap_id)
@@ -349,6 +347,9 @@ class DurableQueue:
             self._last_id = result.ids[-1]
             for message_id, reading in zip(result.ids, batch.inserts, strict=True):
                 self._cache[message_id] = QueuedMessage(message_id, reading.topic, reading.payload)
+        for message_id in result.dropped_ids:
+            self._cache.pop(message_id, None)
+        if result.ids:
             while len(self._cache) > CACHE_MAX:
                 oldest = next(iter(self._cache))
                 del self._cache[oldest]
@@ -416,7 +417,9 @@ class DurableQueue:
             raise QueueError(f"cannot write queue file {self.path}: {exc}") from None
         return _Committed(ids, count, len(dropped_ids), dropped_ids, gaps, dead_lettered)
 
-    def _drop_oldest(self, db: sqlite3.Connection, overflow: int, batch: _Batch, now: int) -> tuple[list[int], list[Gap]]:
+    def _drop_oldest(
+        self, db: sqlite3.Connection, overflow: int, batch: _Batch, now: int
+    ) -> tuple[list[int], list[Gap]]:
         """Delete the ``overflow`` oldest messages not in flight; fold them into per-device gaps."""
         rows = db.execute(
             "SELECT id, patient, device, t_first, t_last FROM messages ORDER BY id LIMIT ?",
@@ -465,6 +468,8 @@ class DurableQueue:
 
     async def read_after(self, cursor: int, limit: int) -> list[QueuedMessage]:
         """Up to ``limit`` committed messages with ids above ``cursor``, oldest first; they become claimed."""
+        if self._executor is None:
+            raise QueueClosedError("the queue is not open; use it as an async context manager")
         async with self._lock:  # not while a commit may be dropping the oldest messages
             return await self._read_after_locked(cursor, limit)
 

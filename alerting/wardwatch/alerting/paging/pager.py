@@ -70,6 +70,7 @@ class Pager:
         self._in_flight: set[str] = set()
         self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._tasks: asyncio.TaskGroup | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -86,9 +87,8 @@ class Pager:
         if exc is None:
             exc = asyncio.CancelledError()  # pending deliveries stay in the outbox for the next run
             exc_type = asyncio.CancelledError
-        for task in list(asyncio.all_tasks()):
-            if task.get_name().startswith(f"page:{id(self)}:"):
-                task.cancel()
+        for task in list(self._running):
+            task.cancel()
         try:
             await self._tasks.__aexit__(exc_type, exc, tb)
         except asyncio.CancelledError:
@@ -111,7 +111,9 @@ class Pager:
                 continue
             self._in_flight.add(page.page_id)
             self._idle.clear()
-            self._tasks.create_task(self._deliver(page), name=f"page:{id(self)}:{page.page_id}")
+            task = self._tasks.create_task(self._deliver(page), name=f"page:{page.page_id}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _deliver(self, page: Page) -> None:
         try:
@@ -129,14 +131,17 @@ class Pager:
         attempts = 0
         rounds = 0
         while True:
+            if not self._is_wanted(page):
+                self._cancel(page, "alarm no longer active")
+                return
             for channel in channels:
                 if not self._is_wanted(page):
                     self._cancel(page, "alarm no longer active")
                     return
-                try:
-                    attempts += await self._try_channel(channel, page)
-                except DeliveryError as exc:
-                    attempts += self._last_attempts
+                used, error = await self._try_channel(channel, page)
+                attempts += used
+                if error is not None:
+                    exc = error
                     _log.warning(
                         "page %s to %s via %s failed: %s", page.page_id, page.destination, channel.name, exc.problem
                     )
@@ -165,10 +170,8 @@ class Pager:
             pause = min(self.settings.round_backoff_max_s, self.settings.backoff_min_s * 2**rounds)
             await asyncio.sleep(pause)
 
-    _last_attempts = 0
-
-    async def _try_channel(self, channel: Channel, page: Page) -> int:
-        """Deliver on one channel with retries; return the attempts used, or raise the last error."""
+    async def _try_channel(self, channel: Channel, page: Page) -> tuple[int, DeliveryError | None]:
+        """Deliver on one channel with retries: (attempts used, the last error or ``None`` if delivered)."""
         count = 0
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.attempts_per_channel),
@@ -181,12 +184,11 @@ class Pager:
                 with attempt:
                     count += 1
                     if count > 1 and not self._is_wanted(page):
-                        return count
+                        return count, DeliveryError(channel.name, "alarm no longer active", retryable=False)
                     await channel.send(page)
-        except DeliveryError:
-            self._last_attempts = count
-            raise
-        return count
+        except DeliveryError as exc:
+            return count, exc
+        return count, None
 
     def _delivered(self, page: Page, channel: str, attempts: int) -> None:
         t = self._clock()

@@ -54,10 +54,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_hex(text: str) -> bytes:
-    """Bytes from hex with optional ``0x`` prefix and space/colon/dash separators."""
-    cleaned = _HEX_SEPARATORS.sub("", text)
-    if cleaned[:2].lower() == "0x":
-        cleaned = cleaned[2:]
+    """Bytes from hex with space/colon/dash separators and optional ``0x`` prefixes per group."""
+    groups = _HEX_SEPARATORS.split(text.strip())
+    cleaned = "".join(g[2:] if g[:2].lower() == "0x" else g for g in groups)
     if len(cleaned) % 2:
         raise ValueError(f"odd number of hex digits ({len(cleaned)})")
     return bytes.fromhex(cleaned)

@@ -141,7 +141,7 @@ class MedFloat:
     def __str__(self) -> str:
         if self.absent_reason is not None:
             return self.absent_reason.value
-        if self.exponent >= 0:
+        if 0 <= self.exponent <= 30:
             return str(self.mantissa * 10**self.exponent)
         return str(Decimal(self.mantissa).scaleb(self.exponent))
 

@@ -1,0 +1,755 @@
+"""The streaming alarm engine: pure decision logic, time passed in, one state object per patient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Final
+
+from wardwatch.alerting.engine._filters import HAMPEL_FLOOR, OFF, OK, PLAUSIBLE, TEST, Hampel, quality_class
+from wardwatch.alerting.engine._rules import MinuteSeries, Threshold
+from wardwatch.alerting.engine.news2 import PARTIAL_TEXT, partial_news2
+from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.rules import RuleSet, Thresholds
+from wardwatch.core.schema import (
+    AlarmCategory,
+    DataGap,
+    DeviceRole,
+    DeviceStatus,
+    GatewayStatus,
+    Priority,
+    Quality,
+    Signal,
+    Vitals,
+)
+
+PHYS: Final = AlarmCategory.PHYSIOLOGICAL
+TECH: Final = AlarmCategory.TECHNICAL
+HIGH: Final = Priority.HIGH
+MEDIUM: Final = Priority.MEDIUM
+LOW: Final = Priority.LOW
+
+# rule base name -> (category, priority, rules that hold it back while shown, rule it releases when it clears)
+RULES: Final[dict[str, tuple[AlarmCategory, Priority, tuple[str, ...], str | None]]] = {
+    "spo2_low_severe": (PHYS, HIGH, (), "spo2_low"),
+    "spo2_low": (PHYS, MEDIUM, ("spo2_low_severe",), None),
+    "hr_high": (PHYS, MEDIUM, (), None),
+    "hr_low_severe": (PHYS, HIGH, (), "hr_low"),
+    "hr_low": (PHYS, MEDIUM, ("hr_low_severe",), None),
+    "news2_emergency": (PHYS, HIGH, (), None),
+    # an urgent partial NEWS2 adds nothing while a threshold alarm for the same patient is up
+    "news2_urgent": (
+        PHYS,
+        MEDIUM,
+        ("news2_emergency", "spo2_low", "spo2_low_severe", "hr_high", "hr_low", "hr_low_severe"),
+        None,
+    ),
+    "spo2_trend": (PHYS, LOW, (), None),
+    "hr_trend": (PHYS, LOW, (), None),
+    "sensor_off": (TECH, MEDIUM, (), None),
+    "poor_signal": (TECH, LOW, ("sensor_off",), None),
+    "signal_doubtful": (TECH, LOW, (), None),
+    "battery_critical": (TECH, MEDIUM, (), "battery_low"),
+    "battery_low": (TECH, LOW, ("battery_critical",), None),
+    "device_silent": (TECH, MEDIUM, (), None),
+    "gateway_offline": (TECH, MEDIUM, (), None),
+    "data_gap": (TECH, LOW, (), None),
+}
+
+# signal kinds on the hot path
+_OTHER, _SPO2, _HR, _PR, _BATTERY = 0, 1, 2, 3, 4
+_KIND: Final = {Signal.SPO2: _SPO2, Signal.HEART_RATE: _HR, Signal.PULSE_RATE: _PR, Signal.BATTERY: _BATTERY}
+_ROLE_OF_SIGNAL: Final = {
+    Signal.HEART_RATE: DeviceRole.HEART_RATE_STRAP,
+    Signal.RR_INTERVAL: DeviceRole.HEART_RATE_STRAP,
+    Signal.SPO2: DeviceRole.PULSE_OXIMETER,
+    Signal.PULSE_RATE: DeviceRole.PULSE_OXIMETER,
+    Signal.PERFUSION_INDEX: DeviceRole.PULSE_OXIMETER,
+}
+_ROLE_TEXT: Final = {DeviceRole.HEART_RATE_STRAP: "HR strap", DeviceRole.PULSE_OXIMETER: "pulse oximeter"}
+FRESH_MS: Final = 5000  # a strap HR this recent is preferred over the oximeter's pulse rate, and cross-checked
+DOUBT_HOLD_MS: Final = 5000  # after a HR/PR disagreement, pulse and SpO2 stay doubtful this long
+MINUTE_MS: Final = 60_000
+_NEVER: Final = -(10**15)
+_FAR: Final = 10**15
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters of what the engine did with its input."""
+
+    messages: int = 0
+    samples: int = 0
+    late: int = 0  # older than (or as old as) the newest sample already processed for that device/signal
+    duplicates: int = 0  # a message with the same seq as the previous one of that device/signal
+    flagged: int = 0  # flagged by the device (quality) or without value
+    artefacts: int = 0  # rejected by plausibility or the Hampel filter
+    doubtful: int = 0  # withheld because strap HR and oximeter PR disagreed
+    flaps_merged: int = 0  # re-raised within the flap window: kept as the same alarm
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class _Cond:
+    __slots__ = (
+        "category",
+        "clear_t",
+        "clear_text",
+        "clear_value",
+        "inhibitors",
+        "priority",
+        "releases",
+        "rule",
+        "shown",
+        "t",
+        "text",
+        "value",
+        "want",
+    )
+
+    def __init__(self, rule: str) -> None:
+        base, dot, suffix = rule.partition(".")
+        category, priority, inhibitors, releases = RULES[base]
+        self.rule = rule
+        self.category = category
+        self.priority = priority
+        self.inhibitors = tuple(name + dot + suffix for name in inhibitors)
+        self.releases = None if releases is None else releases + dot + suffix
+        self.shown = False  # the manager has been told it is active
+        self.want = False  # the rule's own condition
+        self.clear_t = -1  # pending clear (flap window) since
+        self.clear_value: float | None = None
+        self.clear_text = ""
+        self.t = 0
+        self.value: float | None = None
+        self.text = ""
+
+
+class _Stream:
+    __slots__ = ("hampel", "hi", "kind", "last_seq", "last_t", "lo")
+
+    def __init__(self, signal: Signal) -> None:
+        self.kind = _KIND.get(signal, _OTHER)
+        self.last_t = _NEVER
+        self.last_seq = -1
+        self.lo, self.hi = PLAUSIBLE.get(signal, (0.0, 1e9))
+        self.hampel = Hampel(7, 3.0, HAMPEL_FLOOR.get(signal, 4.0))
+
+
+class _Device:
+    __slots__ = (
+        "gateway",
+        "id",
+        "last_data",
+        "off_since",
+        "poor_since",
+        "reason",
+        "role",
+        "rule_batt_crit",
+        "rule_batt_low",
+        "rule_off",
+        "rule_poor",
+        "rule_silent",
+        "silent",
+        "streams",
+    )
+
+    def __init__(self, device: str, gateway: str, role: DeviceRole | None, t: int) -> None:
+        self.id = device
+        self.gateway = gateway
+        self.last_data = t
+        self.off_since = -1
+        self.poor_since = -1
+        self.reason: str | None = None
+        self.silent = False
+        self.streams: dict[Signal, _Stream] = {}
+        self.role: DeviceRole | None = None
+        self.set_role(role)
+
+    def set_role(self, role: DeviceRole | None) -> None:
+        self.role = role
+        suffix = "." + (role.value if role is not None else "device")
+        self.rule_off = "sensor_off" + suffix
+        self.rule_poor = "poor_signal" + suffix
+        self.rule_silent = "device_silent" + suffix
+        self.rule_batt_low = "battery_low" + suffix
+        self.rule_batt_crit = "battery_critical" + suffix
+
+    @property
+    def label(self) -> str:
+        return _ROLE_TEXT.get(self.role, "device") if self.role is not None else "device"
+
+
+class _Patient:
+    __slots__ = (
+        "conds",
+        "devices",
+        "doubt_since",
+        "doubt_until",
+        "eval_minute",
+        "flap_ms",
+        "gap_until",
+        "gateway",
+        "hr_high",
+        "hr_low",
+        "hr_low_severe",
+        "hr_t",
+        "hr_v",
+        "id",
+        "n2_hits",
+        "n2_misses",
+        "next_due",
+        "pr_t",
+        "pr_v",
+        "pulse_series",
+        "spo2_low",
+        "spo2_series",
+        "spo2_severe",
+        "th",
+        "ward",
+    )
+
+    def __init__(self, patient: str, ward: str, th: Thresholds) -> None:
+        self.id = patient
+        self.ward = ward
+        self.gateway = ""
+        self.devices: dict[str, _Device] = {}
+        self.conds: dict[str, _Cond] = {}
+        self.next_due = _FAR
+        self.spo2_low = Threshold(below=True)
+        self.spo2_severe = Threshold(below=True)
+        self.hr_high = Threshold(below=False)
+        self.hr_low = Threshold(below=True)
+        self.hr_low_severe = Threshold(below=True)
+        self.hr_v = 0.0
+        self.hr_t = _NEVER
+        self.pr_v = 0.0
+        self.pr_t = _NEVER
+        self.doubt_until = _NEVER
+        self.doubt_since = -1
+        self.spo2_series = MinuteSeries()
+        self.pulse_series = MinuteSeries()
+        self.eval_minute = -1
+        self.n2_hits = [0, 0]
+        self.n2_misses = [0, 0]
+        self.gap_until = -1
+        self.th = th
+        self.flap_ms = 0
+        self.configure(th)
+
+    def configure(self, th: Thresholds) -> None:
+        self.th = th
+        gap = th.max_gap_s
+        self.spo2_low.configure(th.spo2_low, th.spo2_delay_s, 1, th.spo2_reset_margin, th.spo2_reset_s, gap, th.satseconds_budget)
+        severe = th.spo2_low - th.spo2_severe_margin
+        self.spo2_severe.configure(severe, 0.0, th.spo2_severe_samples, th.spo2_reset_margin, th.spo2_reset_s, gap, 0.0)
+        self.hr_high.configure(th.hr_high, th.hr_high_delay_s, 1, th.hr_reset_margin, th.hr_reset_s, gap, 0.0)
+        self.hr_low.configure(th.hr_low, th.hr_low_delay_s, 1, th.hr_reset_margin, th.hr_reset_s, gap, 0.0)
+        self.hr_low_severe.configure(th.hr_low_severe, th.hr_low_severe_delay_s, 2, th.hr_reset_margin, th.hr_reset_s, gap, 0.0)
+        alpha = 1.0 - pow(2.718281828459045, -1.0 / th.trend_baseline_tau_min)
+        self.spo2_series.alpha = alpha
+        self.pulse_series.alpha = alpha
+        self.flap_ms = round(th.flap_window_s * 1000)
+
+
+class _Gateway:
+    __slots__ = ("online", "online_since", "patients", "ward")
+
+    def __init__(self, ward: str) -> None:
+        self.ward = ward
+        self.online = True
+        self.online_since = _NEVER
+        self.patients: set[str] = set()
+
+
+class Engine:
+    """Turns vitals, device status, gateway availability and data gaps into :class:`ConditionChange` events.
+
+    Pure: no I/O, no clock; every method takes the time (ms since epoch, UTC) from its input or its
+    ``now_ms`` argument, so replaying the same input gives the same output. Call :meth:`tick`
+    periodically (e.g. every second) for the time-driven rules.
+    """
+
+    def __init__(self, rules: RuleSet | None = None) -> None:
+        self._rules = rules if rules is not None else RuleSet()
+        self._patients: dict[str, _Patient] = {}
+        self._gateways: dict[str, _Gateway] = {}
+        self.stats = EngineStats()
+
+    # --- configuration -----------------------------------------------------------------------
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rule set in force."""
+        return self._rules
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Apply a new rule set (e.g. after an audited override) to every patient, keeping their state."""
+        self._rules = rules
+        for st in self._patients.values():
+            st.configure(rules.resolve(st.ward, st.id))
+
+    def thresholds(self, ward: str, patient: str) -> Thresholds:
+        """The settings in force for ``patient``."""
+        return self._rules.resolve(ward, patient)
+
+    # --- input -------------------------------------------------------------------------------
+
+    def on_vitals(self, msg: Vitals, ward: str) -> list[ConditionChange]:
+        """Process one vitals message (samples in order; late and duplicate ones are dropped and counted)."""
+        out: list[ConditionChange] = []
+        stats = self.stats
+        stats.messages += 1
+        st = self._patients.get(msg.patient)
+        if st is None or st.ward != ward:
+            st = self._patient(msg.patient, ward)
+        if st.gateway != msg.gateway:
+            self._bind(st, msg.gateway)
+        samples = msg.samples
+        dev = st.devices.get(msg.device)
+        if dev is None:
+            dev = st.devices[msg.device] = _Device(msg.device, msg.gateway, _ROLE_OF_SIGNAL.get(msg.signal), samples[0].t)
+        elif dev.role is None and msg.signal in _ROLE_OF_SIGNAL:
+            dev.set_role(_ROLE_OF_SIGNAL[msg.signal])
+        stream = dev.streams.get(msg.signal)
+        if stream is None:
+            stream = dev.streams[msg.signal] = _Stream(msg.signal)
+        if msg.seq == stream.last_seq:
+            stats.duplicates += 1
+            return out
+        stream.last_seq = msg.seq
+        stats.samples += len(samples)
+        kind = stream.kind
+        lo = stream.lo
+        hi = stream.hi
+        accept = stream.hampel.accept
+        last_t = stream.last_t
+        for s in samples:
+            t = s.t
+            if t <= last_t:
+                stats.late += 1
+                continue
+            last_t = t
+            v = s.v
+            q = s.q
+            cls = quality_class(q) if q else OK
+            if v is None and cls != TEST:
+                cls = OFF
+            if cls:
+                if cls != TEST:
+                    stats.flagged += 1
+                    self._bad(st, dev, t, cls == OFF, out)
+                continue
+            assert v is not None
+            if kind == _BATTERY:
+                self._battery(st, dev, t, v, out)
+                continue
+            if kind == _OTHER:
+                continue
+            if not (lo <= v <= hi and accept(v)):
+                stats.artefacts += 1
+                self._bad(st, dev, t, False, out)
+                continue
+            if dev.off_since >= 0 or dev.poor_since >= 0:
+                self._good(st, dev, t, out)
+            if kind == _SPO2:
+                if t < st.doubt_until:
+                    stats.doubtful += 1
+                    continue
+                self._spo2(st, t, v, out)
+            else:
+                if kind == _HR:
+                    st.hr_v = v
+                    st.hr_t = t
+                    if t - st.pr_t <= FRESH_MS:
+                        self._cross_check(st, t, v, st.pr_v, out)
+                else:
+                    st.pr_v = v
+                    st.pr_t = t
+                    if t - st.hr_t <= FRESH_MS:  # the strap's ECG HR is the pulse source while it is fresh
+                        self._cross_check(st, t, v, st.hr_v, out)
+                        continue
+                if t < st.doubt_until:
+                    stats.doubtful += 1
+                    continue
+                self._pulse(st, t, v, out)
+        stream.last_t = last_t
+        if last_t > dev.last_data:
+            dev.last_data = last_t
+            if dev.silent:
+                dev.silent = False
+                self._clear(st, dev.rule_silent, last_t, None, f"{dev.label} {dev.id} sending again", out)
+        if st.next_due <= last_t:
+            self._due(st, last_t, out)
+        return out
+
+    def on_device_status(self, msg: DeviceStatus, ward: str) -> list[ConditionChange]:
+        """Learn a device's binding, role and link state; battery level feeds the battery rules."""
+        out: list[ConditionChange] = []
+        st = self._patients.get(msg.patient)
+        if st is None or st.ward != ward:
+            st = self._patient(msg.patient, ward)
+        if st.gateway != msg.gateway:
+            self._bind(st, msg.gateway)
+        dev = st.devices.get(msg.device)
+        if dev is None:
+            dev = st.devices[msg.device] = _Device(msg.device, msg.gateway, msg.role, msg.t)
+        elif dev.role != msg.role:
+            dev.set_role(msg.role)
+        dev.gateway = msg.gateway
+        dev.reason = None if msg.connected else (msg.reason or "disconnected")
+        if msg.battery is not None:
+            self._battery(st, dev, msg.t, float(msg.battery), out)
+        return out
+
+    def on_gateway_status(self, msg: GatewayStatus) -> list[ConditionChange]:
+        """Learn device-to-patient bindings from a gateway's periodic status."""
+        gw = self._gateway(msg.gateway, msg.ward)
+        for link in msg.devices:
+            st = self._patients.get(link.patient)
+            if st is None or st.ward != msg.ward:
+                st = self._patient(link.patient, msg.ward)
+            if st.gateway != msg.gateway:
+                self._bind(st, msg.gateway)
+            if link.device not in st.devices:
+                st.devices[link.device] = _Device(link.device, msg.gateway, link.role, link.last_seen or msg.t)
+        gw.ward = msg.ward
+        return []
+
+    def on_gateway_availability(self, ward: str, gateway: str, online: bool, t: int) -> list[ConditionChange]:
+        """The gateway's retained ``online``/``offline`` (last will): offline raises gateway_offline for its patients."""
+        out: list[ConditionChange] = []
+        gw = self._gateway(gateway, ward)
+        if gw.online == online:
+            return out
+        gw.online = online
+        if online:
+            gw.online_since = t
+        for patient in sorted(gw.patients):
+            st = self._patients[patient]
+            if online:
+                self._clear(st, "gateway_offline", t, None, f"gateway {gateway} back online", out)
+            else:
+                self._raise(st, "gateway_offline", t, None, f"gateway {gateway} offline: monitoring interrupted", out)
+        return out
+
+    def on_data_gap(self, msg: DataGap, ward: str) -> list[ConditionChange]:
+        """A gateway dropped readings: raise data_gap (low) for the affected patients; it clears after a hold time."""
+        out: list[ConditionChange] = []
+        gw = self._gateway(msg.gateway, ward)
+        patients = [msg.patient] if msg.patient is not None else sorted(gw.patients)
+        seconds = max(0, msg.last_t - msg.first_t) / 1000
+        for patient in patients:
+            st = self._patients.get(patient)
+            if st is None or st.ward != ward:
+                st = self._patient(patient, ward)
+            text = f"gateway {msg.gateway} dropped {msg.dropped} readings over {seconds:.0f} s ({msg.reason})"
+            self._raise(st, "data_gap", msg.t, float(msg.dropped), text, out)
+            st.gap_until = msg.t + round(st.th.data_gap_hold_s * 1000)
+        return out
+
+    def tick(self, now_ms: int) -> list[ConditionChange]:
+        """Time-driven rules: deadman (device silent), sensor-off/poor-signal timers, data-gap expiry, flap clears."""
+        out: list[ConditionChange] = []
+        gateways = self._gateways
+        for st in self._patients.values():
+            th = st.th
+            if st.gap_until >= 0 and now_ms >= st.gap_until:
+                self._clear(st, "data_gap", st.gap_until, None, "data gap notice expired", out)
+                st.gap_until = -1
+            off_ms = round(th.sensor_off_s * 1000)
+            poor_ms = round(th.poor_signal_s * 1000)
+            silent_ms = round(th.device_silent_s * 1000)
+            for dev in st.devices.values():
+                if dev.off_since >= 0 and now_ms - dev.off_since >= off_ms:
+                    self._raise_off(st, dev, dev.off_since + off_ms, out)
+                if dev.poor_since >= 0 and now_ms - dev.poor_since >= poor_ms:
+                    self._raise_poor(st, dev, dev.poor_since + poor_ms, out)
+                if not dev.silent:
+                    gw = gateways.get(dev.gateway)
+                    if gw is not None and not gw.online:
+                        continue  # gateway_offline already covers every device behind it
+                    ref = dev.last_data if gw is None or gw.online_since < dev.last_data else gw.online_since
+                    if now_ms - ref >= silent_ms:
+                        dev.silent = True
+                        why = f" ({dev.reason})" if dev.reason else ""
+                        text = f"{dev.label} {dev.id}: no data for {th.device_silent_s:.0f} s{why}"
+                        self._raise(st, dev.rule_silent, ref + silent_ms, None, text, out)
+            if st.next_due <= now_ms:
+                self._due(st, now_ms, out)
+        return out
+
+    def flush(self) -> list[ConditionChange]:
+        """Emit every clear still held back by the flap window (end of a replay)."""
+        out: list[ConditionChange] = []
+        for st in self._patients.values():
+            if st.next_due < _FAR:
+                self._due(st, _FAR, out)
+        return out
+
+    def discharge(self, patient: str, t: int) -> list[ConditionChange]:
+        """Forget a patient (discharged or unbound), clearing every condition still shown."""
+        out: list[ConditionChange] = []
+        st = self._patients.pop(patient, None)
+        if st is None:
+            return out
+        for cond in st.conds.values():
+            if cond.shown:
+                out.append(ConditionChange(st.id, st.ward, cond.rule, cond.category, cond.priority, False, t, None, "patient discharged"))
+        gw = self._gateways.get(st.gateway)
+        if gw is not None:
+            gw.patients.discard(patient)
+        return out
+
+    def active(self, patient: str | None = None) -> list[ConditionChange]:
+        """The conditions currently shown as active (as the events that raised them)."""
+        found: list[ConditionChange] = []
+        states = self._patients.values() if patient is None else [p for p in [self._patients.get(patient)] if p]
+        for st in states:
+            for c in st.conds.values():
+                if c.shown:
+                    found.append(ConditionChange(st.id, st.ward, c.rule, c.category, c.priority, True, c.t, c.value, c.text))
+        return found
+
+    def patients(self) -> Iterable[str]:
+        """Patients with state."""
+        return tuple(self._patients)
+
+    # --- state helpers -----------------------------------------------------------------------
+
+    def _patient(self, patient: str, ward: str) -> _Patient:
+        st = self._patients.get(patient)
+        th = self._rules.resolve(ward, patient)
+        if st is None:
+            st = self._patients[patient] = _Patient(patient, ward, th)
+        else:  # moved ward: the ward's rules apply from now on
+            st.ward = ward
+            st.configure(th)
+        return st
+
+    def _gateway(self, gateway: str, ward: str) -> _Gateway:
+        gw = self._gateways.get(gateway)
+        if gw is None:
+            gw = self._gateways[gateway] = _Gateway(ward)
+        return gw
+
+    def _bind(self, st: _Patient, gateway: str) -> None:
+        old = self._gateways.get(st.gateway)
+        if old is not None:
+            old.patients.discard(st.id)
+        self._gateway(gateway, st.ward).patients.add(st.id)
+        st.gateway = gateway
+
+    # --- rules ---------------------------------------------------------------------------------
+
+    def _spo2(self, st: _Patient, t: int, v: float, out: list[ConditionChange]) -> None:
+        rule = st.spo2_low
+        r = rule.update(t, v)
+        if r:
+            if r > 0:
+                if rule.by_area:
+                    text = f"SpO2 {v:.0f} % below {rule.limit:.0f} %: SatSeconds {rule.area:.0f} over budget {rule.budget:.0f}"
+                else:
+                    text = f"SpO2 {v:.0f} % below {rule.limit:.0f} % for {(t - rule.since) / 1000:.0f} s"
+                self._raise(st, "spo2_low", t, v, text, out)
+            else:
+                self._clear(st, "spo2_low", t, v, f"SpO2 {v:.0f} % at or above {rule.reset:.0f} %", out)
+        rule = st.spo2_severe
+        r = rule.update(t, v)
+        if r:
+            if r > 0:
+                text = f"SpO2 {v:.0f} % below {rule.limit:.0f} % (deep drop, no delay)"
+                self._raise(st, "spo2_low_severe", t, v, text, out)
+            else:
+                self._clear(st, "spo2_low_severe", t, v, f"SpO2 {v:.0f} % at or above {rule.reset:.0f} %", out)
+        ser = st.spo2_series
+        m = t // MINUTE_MS
+        if m != ser.minute:
+            if ser.minute >= 0:
+                ser.close(st.th.trend_window_min)
+            ser.minute = m
+            self._minute(st, m, t, out)
+        ser.values.append(v)
+
+    def _pulse(self, st: _Patient, t: int, v: float, out: list[ConditionChange]) -> None:
+        for name, rule in (("hr_high", st.hr_high), ("hr_low", st.hr_low), ("hr_low_severe", st.hr_low_severe)):
+            r = rule.update(t, v)
+            if r:
+                side = "above" if name == "hr_high" else "below"
+                if r > 0:
+                    text = f"HR {v:.0f} /min {side} {rule.limit:.0f} /min for {(t - rule.since) / 1000:.0f} s"
+                    self._raise(st, name, t, v, text, out)
+                else:
+                    self._clear(st, name, t, v, f"HR {v:.0f} /min back within {rule.reset:.0f} /min", out)
+        ser = st.pulse_series
+        m = t // MINUTE_MS
+        if m != ser.minute:
+            if ser.minute >= 0:
+                ser.close(st.th.trend_window_min)
+            ser.minute = m
+            self._minute(st, m, t, out)
+        ser.values.append(v)
+
+    def _cross_check(self, st: _Patient, t: int, v: float, other: float, out: list[ConditionChange]) -> None:
+        diff = v - other if v >= other else other - v
+        tol = st.th.hr_pr_tolerance
+        rel = 0.15 * (v if v >= other else other)
+        if diff > (tol if tol >= rel else rel):
+            if t >= st.doubt_until or st.doubt_since < 0:
+                st.doubt_since = t
+            st.doubt_until = t + DOUBT_HOLD_MS
+            if t - st.doubt_since >= round(st.th.poor_signal_s * 1000):
+                text = f"strap HR and oximeter pulse rate disagree ({st.hr_v:.0f} vs {st.pr_v:.0f} /min)"
+                self._raise(st, "signal_doubtful", t, diff, text, out)
+        elif st.doubt_since >= 0 and t >= st.doubt_until:
+            st.doubt_since = -1
+            self._clear(st, "signal_doubtful", t, diff, "strap HR and oximeter pulse rate agree", out)
+
+    def _minute(self, st: _Patient, m: int, t: int, out: list[ConditionChange]) -> None:
+        """Once per minute of a patient's data: partial NEWS2 and the trend rules (on closed minutes)."""
+        if m == st.eval_minute:
+            return
+        st.eval_minute = m
+        th = st.th
+        sp = st.spo2_series.current(m - 1)
+        pu = st.pulse_series.current(m - 1)
+        if th.news2_enabled and (sp is not None or pu is not None):
+            p = partial_news2(sp, pu, th.news2_scale, th.supplemental_o2)
+            parts = []
+            if sp is not None:
+                parts.append(f"SpO2 {sp:.0f} % ({p.spo2}, scale {th.news2_scale})")
+            parts.append(f"{'O2' if th.supplemental_o2 else 'air'} ({p.o2})")
+            if pu is not None:
+                parts.append(f"pulse {pu:.0f} /min ({p.pulse})")
+            text = f"{PARTIAL_TEXT} {p.score}: {', '.join(parts)}; {p.tier}"
+            for level, met, name in ((0, p.score >= 5 or p.any_three, "news2_urgent"), (1, p.score >= 7, "news2_emergency")):
+                if met:
+                    st.n2_hits[level] += 1
+                    st.n2_misses[level] = 0
+                    if st.n2_hits[level] >= th.news2_confirm_min:
+                        self._raise(st, name, t, float(p.score), text, out)
+                else:
+                    st.n2_misses[level] += 1
+                    st.n2_hits[level] = 0
+                    if st.n2_misses[level] >= th.news2_confirm_min:
+                        self._clear(st, name, t, float(p.score), text, out)
+        if th.trend_enabled:
+            window = th.trend_window_min
+            for ser, name, sign, limit, unit, what in (
+                (st.spo2_series, "spo2_trend", -1.0, th.trend_spo2_drop, "%", "SpO2"),
+                (st.pulse_series, "hr_trend", 1.0, th.trend_hr_rise, "/min", "HR"),
+            ):
+                if ser.baseline_n < th.trend_min_baseline_min:
+                    continue
+                recent, n = ser.recent_median(m - 1, window)
+                if n < (2 * window) // 3:
+                    continue
+                change = (recent - ser.baseline) * sign
+                if change >= limit:
+                    ser.frozen = True
+                    verb = "below" if sign < 0 else "above"
+                    text = f"{what} {window} min median {recent:.0f} {unit}, {change:.0f} {verb} the patient's baseline {ser.baseline:.0f}"
+                    self._raise(st, name, t, recent, text, out)
+                elif change <= limit / 2 and ser.frozen:
+                    ser.frozen = False
+                    self._clear(st, name, t, recent, f"{what} back near the patient's baseline", out)
+
+    def _battery(self, st: _Patient, dev: _Device, t: int, level: float, out: list[ConditionChange]) -> None:
+        th = st.th
+        text = f"{dev.label} {dev.id} battery {level:.0f} %"
+        if level <= th.battery_critical:
+            self._raise(st, dev.rule_batt_crit, t, level, text, out)
+        elif level >= th.battery_critical + 5:
+            self._clear(st, dev.rule_batt_crit, t, level, text, out)
+        if level <= th.battery_low:
+            self._raise(st, dev.rule_batt_low, t, level, text, out)
+        elif level >= th.battery_low + 5:
+            self._clear(st, dev.rule_batt_low, t, level, text, out)
+
+    def _bad(self, st: _Patient, dev: _Device, t: int, off: bool, out: list[ConditionChange]) -> None:
+        """A flagged, absent or rejected sample: run the sensor-off or poor-signal timer."""
+        if off:
+            if dev.off_since < 0:
+                dev.off_since = t
+            elif t - dev.off_since >= round(st.th.sensor_off_s * 1000):
+                self._raise_off(st, dev, t, out)
+        elif dev.poor_since < 0:
+            dev.poor_since = t
+        elif t - dev.poor_since >= round(st.th.poor_signal_s * 1000):
+            self._raise_poor(st, dev, t, out)
+
+    def _good(self, st: _Patient, dev: _Device, t: int, out: list[ConditionChange]) -> None:
+        if dev.off_since >= 0:
+            dev.off_since = -1
+            self._clear(st, dev.rule_off, t, None, f"{dev.label} {dev.id} sensor back on", out)
+        if dev.poor_since >= 0:
+            dev.poor_since = -1
+            self._clear(st, dev.rule_poor, t, None, f"{dev.label} {dev.id} signal good again", out)
+
+    def _raise_off(self, st: _Patient, dev: _Device, t: int, out: list[ConditionChange]) -> None:
+        text = f"{dev.label} {dev.id}: sensor off for {st.th.sensor_off_s:.0f} s"
+        self._raise(st, dev.rule_off, t, None, text, out)
+
+    def _raise_poor(self, st: _Patient, dev: _Device, t: int, out: list[ConditionChange]) -> None:
+        text = f"{dev.label} {dev.id}: poor signal for {st.th.poor_signal_s:.0f} s"
+        self._raise(st, dev.rule_poor, t, None, text, out)
+
+    # --- emission: dedup, inhibition, flap suppression --------------------------------------
+
+    def _raise(self, st: _Patient, rule: str, t: int, value: float | None, text: str, out: list[ConditionChange]) -> None:
+        c = st.conds.get(rule)
+        if c is None:
+            c = st.conds[rule] = _Cond(rule)
+        if c.shown:
+            c.want = True
+            if c.clear_t >= 0:  # re-raised inside the flap window: the same alarm continues
+                c.clear_t = -1
+                self.stats.flaps_merged += 1
+            return
+        if not c.want:
+            c.want = True
+            c.t, c.value, c.text = t, value, text
+        conds = st.conds
+        for name in c.inhibitors:
+            other = conds.get(name)
+            if other is not None and other.shown:
+                return  # held back; a family member releases it when it clears
+        c.shown = True
+        out.append(ConditionChange(st.id, st.ward, rule, c.category, c.priority, True, t, value, text))
+
+    def _clear(self, st: _Patient, rule: str, t: int, value: float | None, text: str, out: list[ConditionChange]) -> None:
+        c = st.conds.get(rule)
+        if c is None or not c.want:
+            return
+        c.want = False
+        if not c.shown:
+            return
+        c.clear_t, c.clear_value, c.clear_text = t, value, text
+        if st.flap_ms <= 0:
+            self._emit_clear(st, c, out)
+        elif t + st.flap_ms < st.next_due:
+            st.next_due = t + st.flap_ms
+
+    def _emit_clear(self, st: _Patient, c: _Cond, out: list[ConditionChange]) -> None:
+        t = c.clear_t
+        c.shown = False
+        c.clear_t = -1
+        out.append(ConditionChange(st.id, st.ward, c.rule, c.category, c.priority, False, t, c.clear_value, c.clear_text))
+        if c.releases is not None:
+            lower = st.conds.get(c.releases)
+            if lower is not None and lower.want and not lower.shown:
+                lower.want = False
+                self._raise(st, lower.rule, t, lower.value, lower.text or c.clear_text, out)
+
+    def _due(self, st: _Patient, now: int, out: list[ConditionChange]) -> None:
+        flap = st.flap_ms
+        nxt = _FAR
+        for c in list(st.conds.values()):
+            if c.clear_t >= 0:
+                if c.clear_t + flap <= now:
+                    self._emit_clear(st, c, out)
+                elif c.clear_t + flap < nxt:
+                    nxt = c.clear_t + flap
+        st.next_due = nxt

@@ -1,0 +1,192 @@
+"""Ground truth: which clinical events, artefacts and technical faults a scenario contains, and when.
+
+One JSON object per line (format documented in ``firmware-sim/README.md``)::
+
+    {"patient": "p-001", "event": "desaturation", "kind": "clinical", "start": 1736150700000,
+     "end": 1736150940000, "should_page": true, "devices": ["plx-001"], "detail": {...}}
+
+``start``/``end`` are ms since the Unix epoch (``end`` exclusive). ``should_page`` says whether a
+good alarm system should page a nurse for it (default rules below; a scenario may override).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import msgspec
+import numpy as np
+
+from .model import Track, envelope
+from .scenario import (
+    ARTEFACT_EVENTS,
+    CLINICAL_EVENTS,
+    OXIMETER_ONLY,
+    DeviceKind,
+    EventKind,
+    EventSpec,
+    PatientSpec,
+    Scenario,
+)
+
+__all__ = [
+    "LOW_BATTERY_PERCENT",
+    "GroundTruthEvent",
+    "dump_jsonl",
+    "ground_truth",
+    "load_jsonl",
+]
+
+LOW_BATTERY_PERCENT: Final = 20
+SPO2_PAGE_LIMIT: Final = 90.0  # desaturation pages when below this ...
+SPO2_PAGE_SECONDS: Final = 20  # ... for at least this long (Welch 2011: 15 s delay removes most false alarms)
+TACHY_PAGE_BPM: Final = 130.0  # NEWS2 pulse score 3 at >= 131
+BRADY_PAGE_BPM: Final = 40.0  # NEWS2 pulse score 3 at <= 40
+HR_PAGE_SECONDS: Final = 30
+TECHNICAL_PAGE_SECONDS: Final = 120  # a sensor off / device silent this long needs a nurse
+
+Kind = Literal["clinical", "artefact", "technical"]
+
+
+class GroundTruthEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of the ground-truth JSONL."""
+
+    patient: str
+    event: str
+    kind: Kind
+    start: int
+    end: int
+    should_page: bool
+    devices: tuple[str, ...] = ()
+    detail: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+def _kind(event: EventKind) -> Kind:
+    if event in CLINICAL_EVENTS:
+        return "clinical"
+    if event in ARTEFACT_EVENTS:
+        return "artefact"
+    return "technical"
+
+
+def _affected(patient: PatientSpec, event: EventSpec) -> tuple[str, ...]:
+    if event.device is not None:
+        return (event.device,)
+    if event.kind in CLINICAL_EVENTS:
+        return ()
+    if event.kind in OXIMETER_ONLY:
+        return tuple(d.id for d in patient.devices if d.kind == DeviceKind.PULSE_OXIMETER)
+    return tuple(d.id for d in patient.devices)
+
+
+def _default_should_page(patient: PatientSpec, event: EventSpec) -> tuple[bool, dict[str, Any]]:
+    base = patient.baseline
+    t = np.arange(0.0, event.end + 1.0, 1.0)
+    if event.kind == EventKind.DESATURATION:
+        assert event.target is not None
+        curve = base.spo2 - envelope(t, event) * (base.spo2 - event.target)
+        below = int((curve < SPO2_PAGE_LIMIT).sum())
+        return below >= SPO2_PAGE_SECONDS, {"target_spo2": event.target, "seconds_below_90": below}
+    if event.kind == EventKind.BRIEF_DIP:
+        return False, {"target_spo2": event.target if event.target is not None else 86.0}
+    if event.kind == EventKind.TACHYCARDIA:
+        assert event.target is not None
+        curve = base.hr + envelope(t, event) * (event.target - base.hr)
+        above = int((curve > TACHY_PAGE_BPM).sum())
+        return above >= HR_PAGE_SECONDS, {"target_hr": event.target, "seconds_above_130": above}
+    if event.kind == EventKind.BRADYCARDIA:
+        assert event.target is not None
+        curve = base.hr + envelope(t, event) * (event.target - base.hr)
+        below = int((curve <= BRADY_PAGE_BPM).sum())
+        return below >= HR_PAGE_SECONDS, {"target_hr": event.target, "seconds_at_or_below_40": below}
+    if event.kind == EventKind.MOTION:
+        return False, {"severity": event.severity}
+    return event.end - event.at >= TECHNICAL_PAGE_SECONDS, {}
+
+
+def _battery_events(scenario: Scenario, tracks: Sequence[Track]) -> list[GroundTruthEvent]:
+    out: list[GroundTruthEvent] = []
+    end_ms = scenario.start_ms + round(scenario.duration * 1000)
+    for track in tracks:
+        low = np.flatnonzero(track.battery <= LOW_BATTERY_PERCENT)
+        off = np.flatnonzero(~track.powered)
+        pid, did = track.patient.id, track.device.id
+        if low.size:
+            stop = track.t_ms(int(off[0])) if off.size else end_ms
+            out.append(
+                GroundTruthEvent(
+                    patient=pid,
+                    event="low_battery",
+                    kind="technical",
+                    start=track.t_ms(int(low[0])),
+                    end=stop,
+                    should_page=False,
+                    devices=(did,),
+                    detail={"threshold_percent": LOW_BATTERY_PERCENT},
+                )
+            )
+        if off.size:
+            out.append(
+                GroundTruthEvent(
+                    patient=pid,
+                    event="battery_depleted",
+                    kind="technical",
+                    start=track.t_ms(int(off[0])),
+                    end=end_ms,
+                    should_page=True,
+                    devices=(did,),
+                    detail={"device_off": True},
+                )
+            )
+    return out
+
+
+def ground_truth(scenario: Scenario, tracks: Sequence[Track]) -> list[GroundTruthEvent]:
+    """Every ground-truth event of the scenario, sorted by start time.
+
+    Battery events (``low_battery``, ``battery_depleted``) are derived from the simulated battery;
+    ``battery_drain`` timeline entries do not appear themselves.
+    """
+    events: list[GroundTruthEvent] = []
+    start = scenario.start_ms
+    for patient in scenario.patients:
+        for event in patient.events:
+            if event.kind == EventKind.BATTERY_DRAIN:
+                continue
+            should_page, detail = _default_should_page(patient, event)
+            if event.should_page is not None:
+                should_page = event.should_page
+            detail = {"onset_s": event.onset, "hold_s": event.duration, "recovery_s": event.recovery, **detail}
+            events.append(
+                GroundTruthEvent(
+                    patient=patient.id,
+                    event=str(event.kind),
+                    kind=_kind(event.kind),
+                    # notification i is sent at start + (i + 1) s and covers (i, i + 1]
+                    start=start + round(event.at * 1000),
+                    end=start + round(min(event.end, scenario.duration) * 1000),
+                    should_page=should_page,
+                    devices=_affected(patient, event),
+                    detail=detail,
+                )
+            )
+    events.extend(_battery_events(scenario, tracks))
+    events.sort(key=lambda e: (e.start, e.patient, e.event))
+    return events
+
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def dump_jsonl(events: Iterable[GroundTruthEvent], path: Path) -> None:
+    """Write ground truth as JSON lines."""
+    with path.open("wb") as out:
+        for event in events:
+            out.write(_encoder.encode(event) + b"\n")
+
+
+def load_jsonl(path: Path) -> list[GroundTruthEvent]:
+    """Read ground truth written by :func:`dump_jsonl`."""
+    decoder = msgspec.json.Decoder(GroundTruthEvent)
+    return [decoder.decode(line) for line in path.read_bytes().splitlines() if line.strip()]
