@@ -39,11 +39,12 @@ def _commands() -> dict[str, str]:
 
 
 def _usage() -> str:
-    names = ["gatt", *sorted(_commands()), "bench"]
+    names = ["gatt", "broker", *sorted(_commands()), "bench"]
     return (
         "usage: wardwatch COMMAND [ARGS...]\n\n"
         f"commands: {', '.join(dict.fromkeys(names))}\n"
         "  wardwatch gatt decode UUID HEX    decode a GATT characteristic value to JSON\n"
+        "  wardwatch broker init DIR ...     write a site's MQTT credentials, ACL and TLS files\n"
         "  wardwatch bench PART              run PART's benchmark (prints JSON)\n"
         "  wardwatch COMMAND --help          help for one command\n"
     )
@@ -128,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from wardwatch.core.gatt.cli import gatt_main
 
             return gatt_main(rest)
+        if name == "broker":
+            from wardwatch.core.broker import broker_main
+
+            return broker_main(rest)
         if name == "bench":
             if not rest or rest[0].startswith("-"):
                 print(
