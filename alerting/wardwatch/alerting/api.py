@@ -14,29 +14,30 @@ import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from wardwatch.alerting.audit import AuditEntry
-from wardwatch.alerting.auth import AuthError, Authenticator, Permission, Principal, Role
+from wardwatch.alerting.auth import Authenticator, AuthError, Permission, Principal, Role
 from wardwatch.alerting.manager import AlarmNotFoundError, AlarmRecord, InvalidTransitionError
 from wardwatch.alerting.metrics import burden
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import ApiConfig
 from wardwatch.alerting.store import StoreError
 from wardwatch.core.errors import ConfigError
-from wardwatch.core.ids import ID_PATTERN, check_id
+from wardwatch.core.ids import check_id
 
 __all__ = ["OPENAPI", "build_app", "serve_api"]
 
+_T = TypeVar("_T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SERVICE_KEY: Final = web.AppKey("service", AlarmService)
 AUTH_KEY: Final = web.AppKey("auth", Authenticator)
-PRINCIPAL_KEY: Final = "wardwatch.principal"
+PRINCIPAL_KEY: Final = web.RequestKey("principal", Principal)
 _PUBLIC: Final = frozenset({"/api/v1/login", "/api/v1/openapi.json", "/healthz", "/metrics"})
 
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
@@ -112,7 +113,7 @@ def _principal(request: web.Request) -> Principal:
     return principal
 
 
-async def _body[T](request: web.Request, model: type[T]) -> T:
+async def _body(request: web.Request, model: type[_T]) -> _T:
     raw = await request.read()
     try:
         return msgspec.json.decode(raw, type=model)
@@ -121,9 +122,7 @@ async def _body[T](request: web.Request, model: type[T]) -> T:
             text=msgspec.json.encode({"error": f"invalid body: {exc}"}).decode(), content_type="application/json"
         ) from None
     except msgspec.DecodeError:
-        raise web.HTTPBadRequest(
-            text='{"error": "body is not valid JSON"}', content_type="application/json"
-        ) from None
+        raise web.HTTPBadRequest(text='{"error": "body is not valid JSON"}', content_type="application/json") from None
 
 
 @web.middleware
@@ -163,7 +162,9 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the store answers."""
     service = request.app[SERVICE_KEY]
-    return _json({"status": "ok", "open_alarms": len(service.manager.open_alarms())})
+    return _json(
+        {"status": "ok", "inputs_ready": service.inputs_ready, "open_alarms": len(service.manager.open_alarms())}
+    )
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:
@@ -192,15 +193,13 @@ async def login(request: web.Request) -> web.Response:
     return _json({"token": token, "token_type": "Bearer", "expires": expires})
 
 
+@requires(Permission.READ_ALARMS)
 async def logout(request: web.Request) -> web.Response:
     """End the caller's session."""
     header = request.headers.get("Authorization", "")
     request.app[AUTH_KEY].logout(header.partition(" ")[2].strip())
     request.app[SERVICE_KEY].store.audit(AuditEntry(t=_now(), actor=_principal(request).name, action="logout"))
     return _json({"status": "logged out"})
-
-
-logout = requires(Permission.READ_ALARMS)(logout)
 
 
 def _alarm_json(record: AlarmRecord) -> dict[str, Any]:
@@ -321,12 +320,9 @@ def _patient(request: web.Request) -> str:
 
 
 def _effective(service: AlarmService, patient: str, overrides: dict[str, Any], ward: str | None) -> dict[str, Any]:
-    """Validate ``overrides`` with the engine's rule set and return the effective thresholds."""
-    from wardwatch.alerting.rules import RuleSet  # the engine's rule model
-
-    rules = RuleSet(patients={patient: overrides} if overrides else None)
-    resolved = rules.resolve(ward or next(iter(service.config.wards)), patient)
-    effective: dict[str, Any] = msgspec.to_builtins(resolved)
+    """Validate ``overrides`` against the service's rules and return the effective thresholds on ``ward``."""
+    rules = service.rules_with(patient, overrides)
+    effective: dict[str, Any] = msgspec.to_builtins(rules.resolve(ward or next(iter(service.config.wards)), patient))
     return effective
 
 
@@ -335,7 +331,7 @@ async def get_thresholds(request: web.Request) -> web.Response:
     """A patient's overrides and effective thresholds; the read is audited."""
     service = request.app[SERVICE_KEY]
     patient = _patient(request)
-    overrides = service.store.thresholds(patient) or {}
+    overrides = service.rules.patient_overrides(patient)
     service.store.audit(AuditEntry(t=_now(), actor=_principal(request).name, action="thresholds_read", patient=patient))
     return _json(
         {
@@ -398,8 +394,10 @@ async def verify_audit(request: web.Request) -> web.Response:
 async def get_burden(request: web.Request) -> web.Response:
     """Alarm burden: pages per patient-day, acknowledged fraction, time to acknowledge, by rule."""
     service = request.app[SERVICE_KEY]
-    until = _int_query(request, "until", None) or _now() + 1
-    since = _int_query(request, "since", None) or until - 86_400_000
+    until = _int_query(request, "until", _now() + 1)
+    assert until is not None
+    since = _int_query(request, "since", until - 86_400_000)
+    assert since is not None
     return _json(burden(service.store, since, until, request.query.get("ward")))
 
 
@@ -420,7 +418,12 @@ async def add_user(request: web.Request) -> web.Response:
     except (AuthError, StoreError) as exc:
         return _error(400, str(exc))
     service.store.audit(
-        AuditEntry(t=_now(), actor=_principal(request).name, action="user_added", details={"user": body.name, "role": body.role})
+        AuditEntry(
+            t=_now(),
+            actor=_principal(request).name,
+            action="user_added",
+            details={"user": body.name, "role": body.role},
+        )
     )
     return _json({"name": body.name, "role": body.role}, status=201)
 
@@ -437,7 +440,10 @@ async def create_token(request: web.Request) -> web.Response:
         return _error(400, str(exc))
     service.store.audit(
         AuditEntry(
-            t=_now(), actor=_principal(request).name, action="token_created", details={"name": body.name, "role": body.role}
+            t=_now(),
+            actor=_principal(request).name,
+            action="token_created",
+            details={"name": body.name, "role": body.role},
         )
     )
     return _json({"name": body.name, "role": body.role, "token": token}, status=201)
@@ -448,7 +454,9 @@ def build_app(service: AlarmService, config: ApiConfig) -> web.Application:
     app = web.Application(middlewares=[_auth_middleware], client_max_size=64 * 1024)
     app[SERVICE_KEY] = service
     app[AUTH_KEY] = Authenticator(
-        service.store, session_ttl_ms=round(config.session_ttl_s * 1000), session_max_ms=round(config.session_max_s * 1000)
+        service.store,
+        session_ttl_ms=round(config.session_ttl_s * 1000),
+        session_max_ms=round(config.session_max_s * 1000),
     )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus_metrics)
@@ -484,10 +492,7 @@ async def serve_api(service: AlarmService, config: ApiConfig) -> AsyncIterator[i
             context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
         site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        port = config.port
-        if server is not None and getattr(server, "sockets", None):
-            port = server.sockets[0].getsockname()[1]
+        port = runner.addresses[0][1] if runner.addresses else config.port
         yield port
     finally:
         await runner.cleanup()
@@ -496,15 +501,22 @@ async def serve_api(service: AlarmService, config: ApiConfig) -> AsyncIterator[i
 # -- OpenAPI ---------------------------------------------------------------------------------------
 
 
-def _op(summary: str, permission: str | None, body: str | None = None, params: list[str] | None = None) -> dict[str, Any]:
+def _op(
+    summary: str, permission: str | None, body: str | None = None, params: list[str] | None = None
+) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}
     if permission is not None:
         op["description"] = f"Needs permission `{permission}`."
-        op["responses"].update({"401": {"description": "no valid token"}, "403": {"description": "role lacks permission"}})
+        op["responses"].update(
+            {"401": {"description": "no valid token"}, "403": {"description": "role lacks permission"}}
+        )
     else:
         op["security"] = []
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
     if params:
         op["parameters"] = [{"name": p, "in": "query", "required": False, "schema": {"type": "string"}} for p in params]
     return op
@@ -512,7 +524,9 @@ def _op(summary: str, permission: str | None, body: str | None = None, params: l
 
 def _schema(model: type[msgspec.Struct]) -> dict[str, Any]:
     schema: dict[str, Any] = msgspec.json.schema(model)
-    return {k: v for k, v in schema.items() if k != "$defs"} if "$ref" not in schema else schema["$defs"][model.__name__]
+    return (
+        {k: v for k, v in schema.items() if k != "$defs"} if "$ref" not in schema else schema["$defs"][model.__name__]
+    )
 
 
 _ALARM_PATH = "/api/v1/alarms/{alarm_id}"
@@ -543,8 +557,20 @@ OPENAPI: Final[dict[str, Any]] = {
             "PageWebhook": {
                 "type": "object",
                 "description": "Body of a generic webhook page (wardwatch wire schema v1, kind=page).",
-                "required": ["v", "kind", "page_id", "alarm_id", "dedup_key", "patient", "ward", "priority",
-                             "destination", "step", "t", "text"],
+                "required": [
+                    "v",
+                    "kind",
+                    "page_id",
+                    "alarm_id",
+                    "dedup_key",
+                    "patient",
+                    "ward",
+                    "priority",
+                    "destination",
+                    "step",
+                    "t",
+                    "text",
+                ],
                 "properties": {
                     "v": {"const": 1},
                     "kind": {"const": "page"},
@@ -571,8 +597,11 @@ OPENAPI: Final[dict[str, Any]] = {
         "/api/v1/login": {"post": _op("Log in; returns {token, token_type, expires}", None, "LoginBody")},
         "/api/v1/logout": {"post": _op("End the session", "read_alarms")},
         "/api/v1/alarms": {
-            "get": _op("List alarms (state=open|active|acknowledged|silenced|resolved, comma-separated)", "read_alarms",
-                       params=["state", "ward", "patient", "limit"])
+            "get": _op(
+                "List alarms (state=open|active|acknowledged|silenced|resolved, comma-separated)",
+                "read_alarms",
+                params=["state", "ward", "patient", "limit"],
+            )
         },
         _ALARM_PATH: {"get": _op("One alarm with its page log", "read_alarms")},
         _ALARM_PATH + "/acknowledge": {"post": _op("Acknowledge (stops escalation)", "act_on_alarms", "ReasonBody")},
@@ -583,12 +612,19 @@ OPENAPI: Final[dict[str, Any]] = {
             "put": _op("Replace overrides (audited with old and new)", "write_thresholds", "ThresholdsBody", ["ward"]),
         },
         "/api/v1/audit": {
-            "get": _op("Audit entries, oldest first", "read_audit", params=["since", "alarm_id", "patient", "after_seq", "limit"])
+            "get": _op(
+                "Audit entries, oldest first",
+                "read_audit",
+                params=["since", "alarm_id", "patient", "after_seq", "limit"],
+            )
         },
         "/api/v1/audit/verify": {"get": _op("Verify the audit hash chain", "read_audit")},
         "/api/v1/metrics/burden": {
-            "get": _op("Alarm burden: pages/patient-day, acknowledged fraction, time to acknowledge, by rule",
-                       "read_metrics", params=["since", "until", "ward"])
+            "get": _op(
+                "Alarm burden: pages/patient-day, acknowledged fraction, time to acknowledge, by rule",
+                "read_metrics",
+                params=["since", "until", "ward"],
+            )
         },
         "/api/v1/users": {
             "get": _op("List users", "manage_users"),
@@ -597,5 +633,3 @@ OPENAPI: Final[dict[str, Any]] = {
         "/api/v1/tokens": {"post": _op("Create a machine token (shown once)", "manage_users", "TokenBody")},
     },
 }
-
-_ = ID_PATTERN  # patient ids in paths follow wardwatch.core.ids.ID_PATTERN

@@ -22,7 +22,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from wardwatch.alerting.manager import AlertingError
 from wardwatch.alerting.store import Store, TokenRow
 
-TOKEN_PREFIX: Final = "wwt_"
+TOKEN_PREFIX: Final = "wwt_"  # noqa: S105 - a prefix that marks wardwatch tokens, not a secret
 MIN_PASSWORD_LENGTH: Final = 12
 _NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,63}$")
 
@@ -53,7 +53,9 @@ _VIEW: Final = {Permission.READ_ALARMS, Permission.READ_THRESHOLDS, Permission.R
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.VIEWER: frozenset(_VIEW),
     Role.NURSE: frozenset(_VIEW | {Permission.ACT_ON_ALARMS}),
-    Role.CHARGE_NURSE: frozenset(_VIEW | {Permission.ACT_ON_ALARMS, Permission.WRITE_THRESHOLDS, Permission.READ_AUDIT}),
+    Role.CHARGE_NURSE: frozenset(
+        _VIEW | {Permission.ACT_ON_ALARMS, Permission.WRITE_THRESHOLDS, Permission.READ_AUDIT}
+    ),
     Role.DOCTOR: frozenset(_VIEW | {Permission.ACT_ON_ALARMS, Permission.WRITE_THRESHOLDS, Permission.READ_AUDIT}),
     Role.ADMIN: frozenset(Permission),
 }
@@ -146,7 +148,9 @@ class Authenticator:
         row = self.store.token(digest)
         if row is None:
             return None
-        if (row.expires is not None and now >= row.expires) or (row.hard_expires is not None and now >= row.hard_expires):
+        if (row.expires is not None and now >= row.expires) or (
+            row.hard_expires is not None and now >= row.hard_expires
+        ):
             self.store.delete_token(digest)
             return None
         if row.kind == "session":

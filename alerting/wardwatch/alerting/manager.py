@@ -314,9 +314,7 @@ class AlarmManager:
         return SendPage(self._make_page(record, page_id, destination, step, now, AlarmState.ACTIVE))
 
     @staticmethod
-    def _make_page(
-        record: AlarmRecord, page_id: str, destination: str, step: int, now: int, state: AlarmState
-    ) -> Page:
+    def _make_page(record: AlarmRecord, page_id: str, destination: str, step: int, now: int, state: AlarmState) -> Page:
         return Page(
             v=SCHEMA_VERSION,
             page_id=page_id,
@@ -447,9 +445,7 @@ class AlarmManager:
         if self.wards[record.ward].notify_resolved:
             for destination in record.paged:
                 page_id = f"{record.alarm_id}.resolved.{destination}"
-                actions.append(
-                    SendPage(self._make_page(record, page_id, destination, -1, now, AlarmState.RESOLVED))
-                )
+                actions.append(SendPage(self._make_page(record, page_id, destination, -1, now, AlarmState.RESOLVED)))
         return actions
 
 

@@ -71,33 +71,36 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 DEFAULTS: Final = Thresholds()
 FIELDS: Final = frozenset(Thresholds.__struct_fields__)
-_PROBLEMS_UPPER: Final = {"spo2_low": (50.0, 100.0), "hr_high": (60.0, 250.0), "hr_low": (20.0, 100.0)}
+_RANGES: Final = {"spo2_low": (50.0, 100.0), "hr_high": (60.0, 250.0), "hr_low": (20.0, 100.0)}
+_NON_NEGATIVE: Final = ("_s", "_min", "_margin", "_budget", "_drop", "_rise", "_tolerance")
 
 
-def _check(th: Thresholds) -> tuple[str, str] | None:
-    """The first inconsistency in ``th`` as ``(key, problem)``, or ``None``."""
-    for key, (low, high) in _PROBLEMS_UPPER.items():
+def _check(th: Thresholds) -> tuple[tuple[str, ...], str] | None:
+    """The first inconsistency in ``th`` as ``(keys involved, problem)``, or ``None``."""
+    for key, (low, high) in _RANGES.items():
         value = getattr(th, key)
         if not low <= value <= high:
-            return key, f"{value} is outside {low}..{high}"
-    for key in FIELDS:
+            return (key,), f"{value} is outside {low}..{high}"
+    for key in sorted(FIELDS):
         value = getattr(th, key)
-        if key.endswith(("_s", "_min", "_margin", "_budget", "_drop", "_rise", "_tolerance")) and value < 0:
-            return key, f"{value} must not be negative"
+        if key.endswith(_NON_NEGATIVE) and value < 0:
+            return (key,), f"{value} must not be negative"
     if th.spo2_severe_samples < 1:
-        return "spo2_severe_samples", "must be at least 1"
+        return ("spo2_severe_samples",), "must be at least 1"
     if th.news2_confirm_min < 1:
-        return "news2_confirm_min", "must be at least 1"
+        return ("news2_confirm_min",), "must be at least 1"
     if th.trend_window_min < 5:
-        return "trend_window_min", "must be at least 5 minutes"
+        return ("trend_window_min",), "must be at least 5 minutes"
     if th.trend_baseline_tau_min <= 0:
-        return "trend_baseline_tau_min", "must be positive"
-    if not th.hr_low_severe < th.hr_low < th.hr_high:
-        return "hr_low", f"need hr_low_severe < hr_low < hr_high (got {th.hr_low_severe}, {th.hr_low}, {th.hr_high})"
-    if not 0 <= th.battery_critical < th.battery_low <= 100:
-        return "battery_low", f"need 0 <= battery_critical < battery_low <= 100 (got {th.battery_critical}, {th.battery_low})"
+        return ("trend_baseline_tau_min",), "must be positive"
     if th.max_gap_s <= 0:
-        return "max_gap_s", "must be positive"
+        return ("max_gap_s",), "must be positive"
+    if not th.hr_low_severe < th.hr_low < th.hr_high:
+        problem = f"need hr_low_severe < hr_low < hr_high (got {th.hr_low_severe}, {th.hr_low}, {th.hr_high})"
+        return ("hr_low", "hr_low_severe", "hr_high"), problem
+    if not 0 <= th.battery_critical < th.battery_low <= 100:
+        problem = f"need 0 <= battery_critical < battery_low <= 100 (got {th.battery_critical}, {th.battery_low})"
+        return ("battery_low", "battery_critical"), problem
     return None
 
 
@@ -106,7 +109,9 @@ def _resolve(layers: list[tuple[str, Mapping[str, Any]]], source: str) -> Thresh
     for where, layer in layers:
         for key in layer:
             if key not in FIELDS:
-                raise ConfigError(f"unknown rule setting {key!r} (known: see Thresholds)", key=f"{where}.{key}", source=source)
+                raise ConfigError(
+                    f"unknown rule setting {key!r} (known: see Thresholds)", key=f"{where}.{key}", source=source
+                )
         merged.update(layer)
     try:
         th = msgspec.convert(merged, Thresholds, strict=False)
@@ -117,9 +122,12 @@ def _resolve(layers: list[tuple[str, Mapping[str, Any]]], source: str) -> Thresh
         raise ConfigError(message.split(" - at ")[0], key=f"{where}.{key}" if key else where, source=source) from None
     problem = _check(th)
     if problem is not None:
-        key, text = problem
-        where = next((w for w, layer in reversed(layers) if key in layer), "defaults")
-        raise ConfigError(text, key=f"{where}.{key}", source=source)
+        keys, text = problem
+        for where, layer in reversed(layers):  # blame the most specific layer that set one of the keys
+            found = next((k for k in keys if k in layer), None)
+            if found is not None:
+                raise ConfigError(text, key=f"{where}.{found}", source=source)
+        raise ConfigError(text, key=f"defaults.{keys[0]}", source=source)
     return th
 
 
@@ -197,6 +205,12 @@ class RuleSet:
                 [("defaults", self.defaults), ("wards", ward_layer), (f"patients.{patient}", current)], self.source
             )
         return RuleSet(self.defaults, self.wards, patients, source=self.source)
+
+    def replacing_patient_overrides(self, patient: str, overrides: Mapping[str, Any]) -> RuleSet:
+        """A new rule set in which ``patient``'s overrides are exactly ``overrides`` (``{}`` removes them)."""
+        cleared = {k: v for k, v in self.patients.items() if k != patient}
+        base = RuleSet(self.defaults, self.wards, cleared, source=self.source)
+        return base.with_patient_override(patient, **overrides) if overrides else base
 
     def with_ward(self, ward: str, **changes: Any) -> RuleSet:
         """A new rule set with ``changes`` merged into ``ward``'s settings (validated; ``None`` removes a key)."""

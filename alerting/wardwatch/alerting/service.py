@@ -28,6 +28,7 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.manager import Action, AlarmManager, AlarmRecord, PublishAlarm, SendPage
 from wardwatch.alerting.metrics import AlertingMetrics
 from wardwatch.alerting.paging import Channel, Pager, Publisher, build_channel
+from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.alerting.settings import AlertingConfig
 from wardwatch.alerting.store import Store
 from wardwatch.core.errors import SchemaError, TopicError
@@ -39,6 +40,7 @@ from wardwatch.core.schema import (
     DataGap,
     DeadLetter,
     DeviceStatus,
+    GatewayStatus,
     Vitals,
     decode,
     decode_vitals,
@@ -59,6 +61,7 @@ from wardwatch.core.topics import (
 _log = logging.getLogger(__name__)
 
 _DAY_MS = 86_400_000
+_BATCH = 64  # messages handled before yielding to the pager
 
 
 # -- clocks -------------------------------------------------------------------------------------
@@ -123,31 +126,31 @@ class ManualClock:
 
 
 class ConditionSource(Protocol):
-    """What the service needs from the alarm engine (samples in, condition changes out; pure)."""
+    """What the service needs from the alarm engine (:class:`wardwatch.alerting.engine.Engine`; pure)."""
 
-    def on_vitals(self, ward: str, message: Vitals) -> Sequence[ConditionChange]:
+    def on_vitals(self, msg: Vitals, ward: str) -> Sequence[ConditionChange]:
         """Feed one vitals message."""
         ...
 
-    def on_device_status(self, ward: str, message: DeviceStatus) -> Sequence[ConditionChange]:
+    def on_device_status(self, msg: DeviceStatus, ward: str) -> Sequence[ConditionChange]:
         """Feed one device status."""
         ...
 
-    def on_availability(self, ward: str, gateway: str, online: bool, t: int) -> Sequence[ConditionChange]:
+    def on_gateway_availability(self, ward: str, gateway: str, online: bool, t: int) -> Sequence[ConditionChange]:
         """A gateway came online or went offline."""
         ...
 
-    def on_data_gap(self, ward: str, message: DataGap) -> Sequence[ConditionChange]:
+    def on_data_gap(self, msg: DataGap, ward: str) -> Sequence[ConditionChange]:
         """A gateway dropped readings."""
         ...
 
-    def tick(self, now: int) -> Sequence[ConditionChange]:
+    def tick(self, now_ms: int) -> Sequence[ConditionChange]:
         """Time passed (deadman timers, delays)."""
         ...
 
 
-ThresholdsHook = Callable[[str, dict[str, Any]], None]
-"""Called with (patient, overrides) when a clinician changed a patient's thresholds."""
+RulesHook = Callable[[RuleSet], None]
+"""Called with the new rule set when a clinician changed a patient's thresholds (``Engine.set_rules``)."""
 
 
 # -- the alarm service -------------------------------------------------------------------------
@@ -181,7 +184,9 @@ class AlarmService:
         self._tasks: asyncio.TaskGroup | None = None
         self.pager: Pager | None = None
         self._patient_days: set[tuple[str, int]] = set()
-        self.thresholds_hooks: list[ThresholdsHook] = []
+        self.rules = RuleSet()
+        self.rules_hooks: list[RulesHook] = []
+        self.inputs_ready = False  # subscribed to the wards' inputs (shown by GET /healthz)
 
     async def __aenter__(self) -> Self:
         try:
@@ -255,7 +260,11 @@ class AlarmService:
             self.pager.submit(queued)
         if self.publisher is not None and self._tasks is not None:
             for alarm in alarms:
-                self._tasks.create_task(self._publish_alarm(alarm))
+                publishing = self._publish_alarm(alarm)
+                try:
+                    self._tasks.create_task(publishing, name=f"publish:{alarm.alarm_id}")
+                except RuntimeError:  # shutting down; the state is in the store
+                    publishing.close()
         self._wake.set()
 
     async def _publish_alarm(self, alarm: Alarm) -> None:
@@ -339,8 +348,19 @@ class AlarmService:
         self.metrics.clinician_actions.labels(action="resolve").inc()
         return record
 
+    def rules_with(self, patient: str, overrides: dict[str, Any]) -> RuleSet:
+        """The rule set with ``patient``'s overrides replaced by ``overrides``; raises ConfigError if invalid."""
+        current = self.rules.patient_overrides(patient)
+        changes: dict[str, Any] = dict.fromkeys(current)
+        changes.update(overrides)
+        return self.rules.with_patient_override(patient, **changes)
+
     def set_thresholds(self, patient: str, overrides: dict[str, Any], actor: str, reason: str) -> dict[str, Any]:
-        """Replace a patient's threshold overrides (validated by the caller); audited with old and new values."""
+        """Replace a patient's threshold overrides (validated; raises ConfigError); audited with old and new.
+
+        The new rule set goes to every hook in :attr:`rules_hooks` (the engine). Returns the old overrides.
+        """
+        rules = self.rules_with(patient, overrides)
         old = self.store.thresholds(patient) or {}
         now = self.clock.now_ms()
         entry = AuditEntry(
@@ -352,8 +372,9 @@ class AlarmService:
             details={"old": old, "new": overrides},
         )
         self.store.set_thresholds(patient, overrides, actor, now, entry)
-        for hook in self.thresholds_hooks:
-            hook(patient, overrides)
+        self.rules = rules
+        for hook in self.rules_hooks:
+            hook(rules)
         return old
 
 
@@ -382,26 +403,33 @@ class _Ingest:
                 vitals = decode_vitals(payload)
                 metrics.messages.labels(kind="vitals").inc()
                 self.service.note_patient(vitals.patient, ward, vitals.samples[-1].t)
-                changes = self.source.on_vitals(ward, vitals)
+                changes = self.source.on_vitals(vitals, ward)
             elif parts.kind == DEVICE:
                 message = decode(payload)
                 if not isinstance(message, DeviceStatus):
                     raise SchemaError(f"expected device_status on {topic}, got {type(message).__name__}")
                 metrics.messages.labels(kind="device_status").inc()
-                changes = self.source.on_device_status(ward, message)
+                changes = self.source.on_device_status(message, ward)
             elif parts.kind == GATEWAY and parts.leaf == "availability":
                 if payload not in (AVAILABILITY_ONLINE, AVAILABILITY_OFFLINE):
                     raise SchemaError(f"availability must be 'online' or 'offline', got {payload[:20]!r}")
                 metrics.messages.labels(kind="availability").inc()
                 assert parts.gateway is not None
                 online = payload == AVAILABILITY_ONLINE
-                changes = self.source.on_availability(ward, parts.gateway, online, self.service.clock.now_ms())
+                now = self.service.clock.now_ms()
+                changes = self.source.on_gateway_availability(ward, parts.gateway, online, now)
             elif parts.kind == GATEWAY and parts.leaf == "gap":
                 message = decode(payload)
                 if not isinstance(message, DataGap):
                     raise SchemaError(f"expected data_gap on {topic}, got {type(message).__name__}")
                 metrics.messages.labels(kind="data_gap").inc()
-                changes = self.source.on_data_gap(ward, message)
+                changes = self.source.on_data_gap(message, ward)
+            elif parts.kind == GATEWAY and parts.leaf == "status":
+                message = decode(payload)
+                if not isinstance(message, GatewayStatus):
+                    raise SchemaError(f"expected gateway_status on {topic}, got {type(message).__name__}")
+                on_status = getattr(self.source, "on_gateway_status", None)
+                changes = on_status(message) if on_status is not None else ()
             else:
                 return
         except (SchemaError, TopicError) as exc:
@@ -423,7 +451,10 @@ class _Ingest:
         while True:
             message = await self.mqtt.get_message()
             self.handle(message.topic, message.payload)
-            while (more := self.mqtt.get_message_nowait()) is not None:  # drain bursts without yielding
+            for _ in range(_BATCH):  # drain a burst, but let page deliveries run in between
+                more = self.mqtt.get_message_nowait()
+                if more is None:
+                    break
                 self.handle(more.topic, more.payload)
 
     async def tick(self, interval_s: float) -> None:
@@ -434,15 +465,27 @@ class _Ingest:
                 self.service.on_conditions(changes)
 
 
-def default_source(config: AlertingConfig, store: Store) -> ConditionSource:
-    """The alarm engine for the configured rules, with the stored per-patient overrides applied."""
-    from wardwatch.alerting import engine as engine_module  # lazy: the engine is its own module
+def load_rules_with_overrides(config: AlertingConfig, store: Store) -> RuleSet:
+    """The configured rules plus every patient override persisted by the API."""
+    rules = load_rules(config.rules)
+    for patient, overrides in store.all_thresholds().items():
+        rules = rules.with_patient_override(patient, **overrides)
+    return rules
 
-    factory = getattr(engine_module, "build_source", None)
-    if factory is None:
-        raise NotImplementedError("the alarm engine does not provide build_source() yet")
-    source: ConditionSource = factory(config, store.all_thresholds())
-    return source
+
+def default_source(rules: RuleSet) -> ConditionSource:
+    """The alarm engine for ``rules``."""
+    from wardwatch.alerting.engine import Engine  # the engine engineer's part; numpy/scipy stay lazy
+
+    engine: ConditionSource = Engine(rules)
+    return engine
+
+
+async def _purge_tokens(store: Store, clock: Clock, interval_s: float = 300.0) -> None:
+    """Delete expired sessions and tokens now and then (they are refused when expired anyway)."""
+    while True:
+        store.purge_expired_tokens(clock.now_ms())
+        await asyncio.sleep(interval_s)
 
 
 async def run(
@@ -458,16 +501,18 @@ async def run(
     metrics = AlertingMetrics()
     async with contextlib.AsyncExitStack() as stack:
         store = stack.enter_context(Store(config.database))
-        engine = source if source is not None else default_source(config, store)
+        rules = load_rules_with_overrides(config, store)
+        engine = source if source is not None else default_source(rules)
         mqtt = await stack.enter_async_context(
             MqttClient(config.mqtt, config.mqtt.client_id or f"wardwatch-{config.service_id}", clean_start=False)
         )
         service = await stack.enter_async_context(
             AlarmService(config, store, clock=clock, publisher=mqtt, metrics=metrics)
         )
-        hook = getattr(engine, "set_patient_thresholds", None)
-        if callable(hook):
-            service.thresholds_hooks.append(hook)
+        service.rules = rules
+        set_rules = getattr(engine, "set_rules", None)
+        if callable(set_rules):
+            service.rules_hooks.append(set_rules)
         api_port: int | None = None
         if config.api.enabled:
             api_port = await stack.enter_async_context(serve_api(service, config.api))
@@ -475,10 +520,12 @@ async def run(
         for ward in config.wards:
             for kind in (VITALS, DEVICE, GATEWAY):
                 await mqtt.subscribe(ward_filter(kind, ward), qos=1)
+        service.inputs_ready = True
         ingest = _Ingest(service, engine, mqtt, config.service_id)
         _log.info("alerting service %s running for wards %s", config.service_id, ", ".join(config.wards))
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(ingest.consume(), name="ingest")
             tasks.create_task(ingest.tick(config.tick_s), name="engine-tick")
+            tasks.create_task(_purge_tokens(store, service.clock), name="purge-tokens")
             if ready is not None:
                 ready(service, api_port)

@@ -7,12 +7,14 @@ destination. Durations are seconds (floats) so that tests can use short timeouts
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from wardwatch.core.config import MqttSettings, Secret, load_config
+from wardwatch.core.errors import ConfigError
 from wardwatch.core.ids import Identifier
 from wardwatch.core.schema import Priority
 
@@ -26,7 +28,7 @@ class _Channel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_fie
     timeout_s: PositiveSeconds = 5.0
 
 
-class WebhookChannelConfig(_Channel, tag="webhook"):
+class WebhookChannelConfig(_Channel, kw_only=True, tag="webhook"):
     """HTTP POST of the wardwatch page JSON (see docs/alerting-api.yaml, ``PageWebhook``)."""
 
     url: str
@@ -34,7 +36,7 @@ class WebhookChannelConfig(_Channel, tag="webhook"):
     ca_file: Path | None = None
 
 
-class PagerDutyChannelConfig(_Channel, tag="pagerduty"):
+class PagerDutyChannelConfig(_Channel, kw_only=True, tag="pagerduty"):
     """HTTP POST of a PagerDuty Events API v2 event (works with any compatible router)."""
 
     url: str = "https://events.pagerduty.com/v2/enqueue"
@@ -42,7 +44,7 @@ class PagerDutyChannelConfig(_Channel, tag="pagerduty"):
     ca_file: Path | None = None
 
 
-class SmtpChannelConfig(_Channel, tag="smtp"):
+class SmtpChannelConfig(_Channel, kw_only=True, tag="smtp"):
     """E-mail through an SMTP relay (STARTTLS or implicit TLS optional)."""
 
     to: Annotated[list[str], msgspec.Meta(min_length=1)]
@@ -55,7 +57,7 @@ class SmtpChannelConfig(_Channel, tag="smtp"):
     ca_file: Path | None = None
 
 
-class MqttChannelConfig(_Channel, tag="mqtt"):
+class MqttChannelConfig(_Channel, kw_only=True, tag="mqtt"):
     """Publish the page (QoS 1) to ``wardwatch/v1/page/{ward}/{destination}`` for nurse apps."""
 
 
@@ -159,6 +161,22 @@ class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rules: Path | None = None  # the engine's rules file (thresholds, delays); None: built-in defaults
     tick_s: PositiveSeconds = 1.0  # engine tick (deadman, delays); the manager wakes exactly when due
     log_level: str = "INFO"
+
+
+def _dec_hook(type_: type[Any], obj: Any) -> Any:
+    if type_ is Secret and isinstance(obj, str):
+        return Secret(obj)
+    if type_ is Path and isinstance(obj, str):
+        return Path(obj)
+    raise NotImplementedError(f"cannot read {type_.__name__} from {type(obj).__name__}")
+
+
+def config_from_mapping(data: Mapping[str, Any]) -> AlertingConfig:
+    """Validate an already parsed configuration (tests, benchmarks); errors name the key."""
+    try:
+        return msgspec.convert(dict(data), AlertingConfig, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(str(exc), source="mapping") from None
 
 
 def load_alerting_config(path: Path | str | None) -> AlertingConfig:

@@ -178,7 +178,9 @@ class Store:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -351,7 +353,9 @@ class Store:
     def mark_attempt(self, page_id: str, attempts: int, error: str) -> None:
         """Record failed delivery attempts so far."""
         with self._lock:
-            self._db.execute("UPDATE outbox SET attempts = ?, last_error = ? WHERE page_id = ?", (attempts, error, page_id))
+            self._db.execute(
+                "UPDATE outbox SET attempts = ?, last_error = ? WHERE page_id = ?", (attempts, error, page_id)
+            )
 
     def mark_cancelled(self, page_id: str, audit: AuditEntry) -> None:
         """Stop trying to deliver a page whose alarm was acknowledged, silenced or resolved meanwhile."""
@@ -398,11 +402,11 @@ class Store:
         if patient is not None:
             where.append("patient = ?")
             args.append(patient)
-        rows = self._db.execute(
-            "SELECT seq, t, actor, action, alarm_id, patient, ward, reason, details, prev_hash, hash FROM audit"
-            f" WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",  # noqa: S608 - placeholders only
-            [*args, limit],
-        ).fetchall()
+        sql = (
+            "SELECT seq, t, actor, action, alarm_id, patient, ward, reason, details, prev_hash, hash FROM audit"  # noqa: S608 - only placeholders are interpolated
+            f" WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
+        )
+        rows = self._db.execute(sql, [*args, limit]).fetchall()
         return [
             AuditEntry(
                 seq=r[0],
@@ -478,7 +482,15 @@ class Store:
             self._db.execute(
                 "INSERT INTO tokens (token_hash, name, role, kind, created, expires, hard_expires)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (token.token_hash, token.name, token.role, token.kind, token.created, token.expires, token.hard_expires),
+                (
+                    token.token_hash,
+                    token.name,
+                    token.role,
+                    token.kind,
+                    token.created,
+                    token.expires,
+                    token.hard_expires,
+                ),
             )
 
     def token(self, token_hash: str) -> TokenRow | None:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import zlib
@@ -98,6 +99,15 @@ class SimRadio:
             finally:
                 if controller in self.link.controllers:
                     self.link.remove_controller(controller)
+                await _close_connections(opened)
+
+
+async def _close_connections(transport: Any) -> None:
+    """Close a transport's stream connection (bumble's TCP server leaves the accepted one open)."""
+    stream = getattr(transport.sink, "transport", None)
+    if stream is not None and hasattr(stream, "close") and not stream.is_closing():
+        stream.close()
+    await asyncio.sleep(0)  # let asyncio run the transports' connection_lost (closes the sockets)
 
 
 class ControllerRadio:
@@ -117,6 +127,7 @@ class ControllerRadio:
             raise SimError(f"cannot open HCI transport {spec!r}: {exc}") from exc
         async with transport:
             yield cls(transport)
+        await _close_connections(transport)
 
     def make_device(self, name: str, address: str) -> Device:
         """The one device this controller carries."""

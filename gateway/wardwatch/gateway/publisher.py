@@ -41,6 +41,11 @@ PERMANENT_REFUSALS: Final = frozenset(
 class PublishTransport(Protocol):
     """What the publisher needs of :class:`wardwatch.core.mqtt.MqttClient`."""
 
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def wait_connected(self, timeout: float | None = None) -> None: ...
+
     def publish_nowait(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
     ) -> asyncio.Future[None]: ...
@@ -104,6 +109,10 @@ class Publisher:
         loop = asyncio.get_running_loop()
         while True:
             await self._wait_for_room()
+            if not self.mqtt.is_connected:
+                # Publishing while disconnected would only pile messages into paho's memory (and
+                # MqttClient.publish_nowait raises then, see the report); they wait on disk instead.
+                await self.mqtt.wait_connected(None)
             while self._retry and self._retry[0][0] <= loop.time() and self._in_flight < self.window:
                 _, message, attempt = self._retry.popleft()
                 self._send(message, attempt)
@@ -134,7 +143,11 @@ class Publisher:
                 waiter.cancel()
 
     def _send(self, message: QueuedMessage, attempt: int) -> None:
-        future = self.mqtt.publish_nowait(message.topic, message.payload, qos=1)
+        try:
+            future = self.mqtt.publish_nowait(message.topic, message.payload, qos=1)
+        except RuntimeError as exc:  # paho: "not currently connected" (the connection just dropped)
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(MqttError(str(exc)))
         self._in_flight += 1
         self.published += 1
         future.add_done_callback(lambda f: self._done(message, attempt, f))
@@ -180,6 +193,8 @@ class Publisher:
     async def _gaps(self) -> None:
         while True:
             await self.queue.wait_gaps()
+            if not self.mqtt.is_connected:
+                await self.mqtt.wait_connected(None)
             for gap in await self.queue.take_gaps():
                 self._send_gap(gap)
 
@@ -196,7 +211,11 @@ class Publisher:
         )
 
     def _send_gap(self, gap: Gap) -> None:
-        future = self.mqtt.publish_nowait(self._gap_topic, encode(self._gap_message(gap)), qos=1)
+        try:
+            future = self.mqtt.publish_nowait(self._gap_topic, encode(self._gap_message(gap)), qos=1)
+        except RuntimeError as exc:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(MqttError(str(exc)))
 
         def done(f: asyncio.Future[None]) -> None:
             if f.cancelled():

@@ -70,6 +70,7 @@ _ROLE_TEXT: Final = {DeviceRole.HEART_RATE_STRAP: "HR strap", DeviceRole.PULSE_O
 FRESH_MS: Final = 5000  # a strap HR this recent is preferred over the oximeter's pulse rate, and cross-checked
 DOUBT_HOLD_MS: Final = 5000  # after a HR/PR disagreement, pulse and SpO2 stay doubtful this long
 MINUTE_MS: Final = 60_000
+NEWS2_HOLDOFF_MS: Final = 240_000
 _NEVER: Final = -(10**15)
 _FAR: Final = 10**15
 
@@ -98,6 +99,8 @@ class _Cond:
         "clear_t",
         "clear_text",
         "clear_value",
+        "cleared_at",
+        "holdoff",
         "inhibitors",
         "priority",
         "releases",
@@ -117,6 +120,9 @@ class _Cond:
         self.priority = priority
         self.inhibitors = tuple(name + dot + suffix for name in inhibitors)
         self.releases = None if releases is None else releases + dot + suffix
+        # a partial NEWS2 lags by minutes: it stays held back for a while after a threshold alarm cleared
+        self.holdoff = NEWS2_HOLDOFF_MS if base == "news2_urgent" else 0
+        self.cleared_at = _NEVER
         self.shown = False  # the manager has been told it is active
         self.want = False  # the rule's own condition
         self.clear_t = -1  # pending clear (flap window) since
@@ -201,9 +207,13 @@ class _Patient:
         "n2_hits",
         "n2_misses",
         "next_due",
+        "off_ms",
+        "poor_ms",
         "pr_t",
+        "pr_tol",
         "pr_v",
         "pulse_series",
+        "silent_ms",
         "spo2_low",
         "spo2_series",
         "spo2_severe",
@@ -236,7 +246,8 @@ class _Patient:
         self.n2_misses = [0, 0]
         self.gap_until = -1
         self.th = th
-        self.flap_ms = 0
+        self.flap_ms = self.off_ms = self.poor_ms = self.silent_ms = 0
+        self.pr_tol = 0.0
         self.configure(th)
 
     def configure(self, th: Thresholds) -> None:
@@ -244,14 +255,22 @@ class _Patient:
         gap = th.max_gap_s
         self.spo2_low.configure(th.spo2_low, th.spo2_delay_s, 1, th.spo2_reset_margin, th.spo2_reset_s, gap, th.satseconds_budget)
         severe = th.spo2_low - th.spo2_severe_margin
-        self.spo2_severe.configure(severe, 0.0, th.spo2_severe_samples, th.spo2_reset_margin, th.spo2_reset_s, gap, 0.0)
+        self.spo2_severe.configure(
+            severe, 0.0, th.spo2_severe_samples, th.spo2_reset_margin, th.spo2_reset_s, gap, 0.0, th.spo2_low
+        )
         self.hr_high.configure(th.hr_high, th.hr_high_delay_s, 1, th.hr_reset_margin, th.hr_reset_s, gap, 0.0)
         self.hr_low.configure(th.hr_low, th.hr_low_delay_s, 1, th.hr_reset_margin, th.hr_reset_s, gap, 0.0)
-        self.hr_low_severe.configure(th.hr_low_severe, th.hr_low_severe_delay_s, 2, th.hr_reset_margin, th.hr_reset_s, gap, 0.0)
+        self.hr_low_severe.configure(
+            th.hr_low_severe, th.hr_low_severe_delay_s, 2, th.hr_reset_margin, th.hr_reset_s, gap, 0.0, th.hr_low
+        )
         alpha = 1.0 - pow(2.718281828459045, -1.0 / th.trend_baseline_tau_min)
         self.spo2_series.alpha = alpha
         self.pulse_series.alpha = alpha
         self.flap_ms = round(th.flap_window_s * 1000)
+        self.off_ms = round(th.sensor_off_s * 1000)
+        self.pr_tol = th.hr_pr_tolerance
+        self.poor_ms = round(th.poor_signal_s * 1000)
+        self.silent_ms = round(th.device_silent_s * 1000)
 
 
 class _Gateway:
@@ -359,22 +378,28 @@ class Engine:
                     stats.doubtful += 1
                     continue
                 self._spo2(st, t, v, out)
+                continue
+            if kind == _HR:
+                st.hr_v = v
+                st.hr_t = t
+                if t - st.pr_t <= FRESH_MS:
+                    other = st.pr_v
+                    diff = v - other if v >= other else other - v
+                    if st.doubt_since >= 0 or (diff > st.pr_tol and diff > 0.15 * (v if v >= other else other)):
+                        self._cross_check(st, t, v, other, out)
             else:
-                if kind == _HR:
-                    st.hr_v = v
-                    st.hr_t = t
-                    if t - st.pr_t <= FRESH_MS:
-                        self._cross_check(st, t, v, st.pr_v, out)
-                else:
-                    st.pr_v = v
-                    st.pr_t = t
-                    if t - st.hr_t <= FRESH_MS:  # the strap's ECG HR is the pulse source while it is fresh
-                        self._cross_check(st, t, v, st.hr_v, out)
-                        continue
-                if t < st.doubt_until:
-                    stats.doubtful += 1
+                st.pr_v = v
+                st.pr_t = t
+                if t - st.hr_t <= FRESH_MS:  # the strap's ECG HR is the pulse source while it is fresh
+                    other = st.hr_v
+                    diff = v - other if v >= other else other - v
+                    if st.doubt_since >= 0 or (diff > st.pr_tol and diff > 0.15 * (v if v >= other else other)):
+                        self._cross_check(st, t, v, other, out)
                     continue
-                self._pulse(st, t, v, out)
+            if t < st.doubt_until:
+                stats.doubtful += 1
+                continue
+            self._pulse(st, t, v, out)
         stream.last_t = last_t
         if last_t > dev.last_data:
             dev.last_data = last_t
@@ -459,10 +484,10 @@ class Engine:
             if st.gap_until >= 0 and now_ms >= st.gap_until:
                 self._clear(st, "data_gap", st.gap_until, None, "data gap notice expired", out)
                 st.gap_until = -1
-            off_ms = round(th.sensor_off_s * 1000)
-            poor_ms = round(th.poor_signal_s * 1000)
-            silent_ms = round(th.device_silent_s * 1000)
+            off_ms, poor_ms, silent_ms = st.off_ms, st.poor_ms, st.silent_ms
             for dev in st.devices.values():
+                if dev.off_since < 0 and dev.poor_since < 0 and (dev.silent or now_ms - dev.last_data < silent_ms):
+                    continue  # the common case: data flowing, nothing pending
                 if dev.off_since >= 0 and now_ms - dev.off_since >= off_ms:
                     self._raise_off(st, dev, dev.off_since + off_ms, out)
                 if dev.poor_since >= 0 and now_ms - dev.poor_since >= poor_ms:
@@ -546,24 +571,11 @@ class Engine:
 
     def _spo2(self, st: _Patient, t: int, v: float, out: list[ConditionChange]) -> None:
         rule = st.spo2_low
-        r = rule.update(t, v)
-        if r:
-            if r > 0:
-                if rule.by_area:
-                    text = f"SpO2 {v:.0f} % below {rule.limit:.0f} %: SatSeconds {rule.area:.0f} over budget {rule.budget:.0f}"
-                else:
-                    text = f"SpO2 {v:.0f} % below {rule.limit:.0f} % for {(t - rule.since) / 1000:.0f} s"
-                self._raise(st, "spo2_low", t, v, text, out)
-            else:
-                self._clear(st, "spo2_low", t, v, f"SpO2 {v:.0f} % at or above {rule.reset:.0f} %", out)
+        if v < rule.limit or rule.active or rule.since >= 0:
+            self._threshold(st, "spo2_low", rule, t, v, "SpO2", "%", out)
         rule = st.spo2_severe
-        r = rule.update(t, v)
-        if r:
-            if r > 0:
-                text = f"SpO2 {v:.0f} % below {rule.limit:.0f} % (deep drop, no delay)"
-                self._raise(st, "spo2_low_severe", t, v, text, out)
-            else:
-                self._clear(st, "spo2_low_severe", t, v, f"SpO2 {v:.0f} % at or above {rule.reset:.0f} %", out)
+        if v < rule.limit or rule.active or rule.since >= 0:
+            self._threshold(st, "spo2_low_severe", rule, t, v, "SpO2", "%", out)
         ser = st.spo2_series
         m = t // MINUTE_MS
         if m != ser.minute:
@@ -574,15 +586,16 @@ class Engine:
         ser.values.append(v)
 
     def _pulse(self, st: _Patient, t: int, v: float, out: list[ConditionChange]) -> None:
-        for name, rule in (("hr_high", st.hr_high), ("hr_low", st.hr_low), ("hr_low_severe", st.hr_low_severe)):
-            r = rule.update(t, v)
-            if r:
-                side = "above" if name == "hr_high" else "below"
-                if r > 0:
-                    text = f"HR {v:.0f} /min {side} {rule.limit:.0f} /min for {(t - rule.since) / 1000:.0f} s"
-                    self._raise(st, name, t, v, text, out)
-                else:
-                    self._clear(st, name, t, v, f"HR {v:.0f} /min back within {rule.reset:.0f} /min", out)
+        # an idle rule only needs a sample beyond its limit (measured: skipping the call saves ~0.4 µs/sample)
+        rule = st.hr_high
+        if v > rule.limit or rule.active or rule.since >= 0:
+            self._threshold(st, "hr_high", rule, t, v, "HR", "/min", out)
+        rule = st.hr_low
+        if v < rule.limit or rule.active or rule.since >= 0:
+            self._threshold(st, "hr_low", rule, t, v, "HR", "/min", out)
+        rule = st.hr_low_severe
+        if v < rule.limit or rule.active or rule.since >= 0:
+            self._threshold(st, "hr_low_severe", rule, t, v, "HR", "/min", out)
         ser = st.pulse_series
         m = t // MINUTE_MS
         if m != ser.minute:
@@ -592,6 +605,25 @@ class Engine:
             self._minute(st, m, t, out)
         ser.values.append(v)
 
+    def _threshold(
+        self, st: _Patient, name: str, rule: Threshold, t: int, v: float, what: str, unit: str, out: list[ConditionChange]
+    ) -> None:
+        r = rule.update(t, v)
+        if not r:
+            return
+        side = "below" if rule.below else "above"
+        if r < 0:
+            back = "at or above" if rule.below else "at or below"
+            self._clear(st, name, t, v, f"{what} {v:.0f} {unit} back {back} {rule.reset:.0f} {unit}", out)
+        elif rule.by_area:
+            text = f"{what} {v:.0f} {unit} {side} {rule.limit:.0f} {unit}: SatSeconds {rule.area:.0f} over budget {rule.budget:.0f}"
+            self._raise(st, name, t, v, text, out)
+        elif rule.delay == 0:
+            self._raise(st, name, t, v, f"{what} {v:.0f} {unit} {side} {rule.limit:.0f} {unit} (deep drop, no delay)", out)
+        else:
+            text = f"{what} {v:.0f} {unit} {side} {rule.limit:.0f} {unit} for {(t - rule.since) / 1000:.0f} s"
+            self._raise(st, name, t, v, text, out)
+
     def _cross_check(self, st: _Patient, t: int, v: float, other: float, out: list[ConditionChange]) -> None:
         diff = v - other if v >= other else other - v
         tol = st.th.hr_pr_tolerance
@@ -600,7 +632,7 @@ class Engine:
             if t >= st.doubt_until or st.doubt_since < 0:
                 st.doubt_since = t
             st.doubt_until = t + DOUBT_HOLD_MS
-            if t - st.doubt_since >= round(st.th.poor_signal_s * 1000):
+            if t - st.doubt_since >= st.poor_ms:
                 text = f"strap HR and oximeter pulse rate disagree ({st.hr_v:.0f} vs {st.pr_v:.0f} /min)"
                 self._raise(st, "signal_doubtful", t, diff, text, out)
         elif st.doubt_since >= 0 and t >= st.doubt_until:
@@ -661,7 +693,7 @@ class Engine:
         text = f"{dev.label} {dev.id} battery {level:.0f} %"
         if level <= th.battery_critical:
             self._raise(st, dev.rule_batt_crit, t, level, text, out)
-        elif level >= th.battery_critical + 5:
+        elif level >= th.battery_low + 5:  # one episode, one alarm: critical stays until the battery is fine
             self._clear(st, dev.rule_batt_crit, t, level, text, out)
         if level <= th.battery_low:
             self._raise(st, dev.rule_batt_low, t, level, text, out)
@@ -673,11 +705,11 @@ class Engine:
         if off:
             if dev.off_since < 0:
                 dev.off_since = t
-            elif t - dev.off_since >= round(st.th.sensor_off_s * 1000):
+            elif t - dev.off_since >= st.off_ms:
                 self._raise_off(st, dev, t, out)
         elif dev.poor_since < 0:
             dev.poor_since = t
-        elif t - dev.poor_since >= round(st.th.poor_signal_s * 1000):
+        elif t - dev.poor_since >= st.poor_ms:
             self._raise_poor(st, dev, t, out)
 
     def _good(self, st: _Patient, dev: _Device, t: int, out: list[ConditionChange]) -> None:
@@ -714,7 +746,7 @@ class Engine:
         conds = st.conds
         for name in c.inhibitors:
             other = conds.get(name)
-            if other is not None and other.shown:
+            if other is not None and (other.shown or t - other.cleared_at < c.holdoff):
                 return  # held back; a family member releases it when it clears
         c.shown = True
         out.append(ConditionChange(st.id, st.ward, rule, c.category, c.priority, True, t, value, text))
@@ -726,6 +758,8 @@ class Engine:
         c.want = False
         if not c.shown:
             return
+        if t < c.t:  # e.g. backfilled samples older than the silence alarm: a clear never precedes its raise
+            t = c.t
         c.clear_t, c.clear_value, c.clear_text = t, value, text
         if st.flap_ms <= 0:
             self._emit_clear(st, c, out)
@@ -736,6 +770,7 @@ class Engine:
         t = c.clear_t
         c.shown = False
         c.clear_t = -1
+        c.cleared_at = t
         out.append(ConditionChange(st.id, st.ward, c.rule, c.category, c.priority, False, t, c.clear_value, c.clear_text))
         if c.releases is not None:
             lower = st.conds.get(c.releases)

@@ -52,18 +52,21 @@ HAMPEL_FLOOR: Final[dict[Signal, float]] = {Signal.SPO2: 4.0, Signal.HEART_RATE:
 
 
 class Hampel:
-    """Causal Hampel filter over the last ``size`` raw values.
+    """Causal Hampel filter over the last ``size`` raw values, with a continuity escape.
 
-    ``accept(x)`` says whether ``x`` deviates from the window median by more than
-    ``max(k·1.4826·MAD, floor)``, then pushes ``x`` (outliers too, so a real step change is
-    accepted once it fills half the window, ~4 samples for size 7).
+    ``accept(x)`` rejects ``x`` when it deviates from the window median by more than
+    ``max(k·1.4826·MAD, floor)`` *and* from the last accepted value by more than ``floor`` (the
+    rate-of-change limit per sample: a real desaturation ramping 2-3 %/s stays continuous although
+    the median lags it). ``x`` is pushed either way, so a real step change is accepted once it
+    fills half the window (~4 samples for size 7); an isolated spike, or a short run of garbage
+    far from the last good value, is rejected.
 
     Measured (CPython 3.11, size 7): ring buffer + ``bisect.insort`` costs ~0.5 µs per sample and the
     MAD is computed only when the median test fails the floor; ``numpy.median`` on a 7-array costs
     ~8 µs and ``scipy.signal.medfilt`` per call far more, so the library calls lose by >10x here.
     """
 
-    __slots__ = ("_floor", "_i", "_k", "_ring", "_size", "_sorted")
+    __slots__ = ("_floor", "_i", "_k", "_last", "_ring", "_size", "_sorted")
 
     def __init__(self, size: int = 7, k: float = 3.0, floor: float = 4.0) -> None:
         self._size = size
@@ -72,6 +75,7 @@ class Hampel:
         self._ring: list[float] = []
         self._sorted: list[float] = []
         self._i = 0
+        self._last = float("nan")
 
     def accept(self, x: float) -> bool:
         """Push ``x``; ``False`` when it is an outlier against the preceding window."""
@@ -82,15 +86,22 @@ class Hampel:
             med = s[n >> 1]
             dev = x - med if x >= med else med - x
             if dev > self._floor:
-                mad = sorted([y - med if y >= med else med - y for y in s])[n >> 1]
-                ok = dev <= self._k * mad
+                step = x - self._last
+                if not -self._floor <= step <= self._floor:  # NaN (nothing accepted yet) compares False
+                    mad = sorted([y - med if y >= med else med - y for y in s])[n >> 1]
+                    ok = dev <= self._k * mad
         ring = self._ring
         if n == self._size:
             i = self._i
-            del s[bisect_left(s, ring[i])]
+            old = ring[i]
             ring[i] = x
             self._i = i + 1 if i + 1 < n else 0
+            if old != x:  # integer-valued signals often repeat: then the sorted window is unchanged
+                del s[bisect_left(s, old)]
+                insort(s, x)
         else:
             ring.append(x)
-        insort(s, x)
+            insort(s, x)
+        if ok:
+            self._last = x
         return ok

@@ -9,8 +9,10 @@ from collections import deque
 class Threshold:
     """``value < limit`` (``below``) or ``> limit`` held for a delay, cleared by a hysteresis band.
 
-    Only valid samples are fed. A gap longer than ``max_gap`` between valid samples restarts the
-    delay, the sample count and the SatSeconds sum (flagged stretches are no evidence either way).
+    Only valid samples are fed, and an idle rule (not raised, nothing pending) only needs the samples
+    beyond its limit. A gap longer than ``max_gap`` between valid samples restarts the delay, the
+    sample count and the SatSeconds sum (flagged stretches are no evidence either way); the sum
+    starts at the first sample beyond the limit.
     Raised when the condition has lasted ``delay`` over at least ``min_n`` samples, or when the
     SatSeconds-style sum of ``|limit - value| x seconds`` reaches ``budget`` (0: off). Cleared when
     values stay in the reset band (``>= reset`` / ``<= reset``) for ``reset_ms``.
@@ -52,13 +54,26 @@ class Threshold:
         self.last_t = -(10**15)
 
     def configure(
-        self, limit: float, delay_s: float, min_n: int, margin: float, reset_s: float, max_gap_s: float, budget: float
+        self,
+        limit: float,
+        delay_s: float,
+        min_n: int,
+        margin: float,
+        reset_s: float,
+        max_gap_s: float,
+        budget: float,
+        reset_from: float | None = None,
     ) -> None:
-        """Set the parameters (state is kept, so overrides apply to a running condition)."""
+        """Set the parameters (state is kept, so overrides apply to a running condition).
+
+        The reset band starts ``margin`` beyond ``reset_from`` (default: the limit itself); a severe
+        rule passes its milder sibling's limit, so one episode is one alarm until it fully resolves.
+        """
         self.limit = limit
         self.delay = round(delay_s * 1000)
         self.min_n = min_n
-        self.reset = limit + margin if self.below else limit - margin
+        base = limit if reset_from is None else reset_from
+        self.reset = base + margin if self.below else base - margin
         self.reset_ms = round(reset_s * 1000)
         self.max_gap = round(max_gap_s * 1000)
         self.budget = budget
@@ -77,7 +92,7 @@ class Threshold:
             if self.since < 0 or gap:
                 self.since = t
                 self.n = 1
-                self.area = 0.0 if gap else excess * dt * 0.001
+                self.area = 0.0
             else:
                 self.n += 1
                 self.area += excess * dt * 0.001

@@ -136,7 +136,9 @@ class WebhookChannel:
         """POST once."""
         headers = {k: v.reveal() for k, v in self.config.headers.items()}
         headers[IDEMPOTENCY_HEADER] = page.page_id
-        await _post_json(self._session, self._name, self.config.url, encode(page), headers, self.config.timeout_s, self._ssl)
+        await _post_json(
+            self._session, self._name, self.config.url, encode(page), headers, self.config.timeout_s, self._ssl
+        )
 
 
 def pagerduty_event(page: Page, routing_key: str) -> dict[str, Any]:

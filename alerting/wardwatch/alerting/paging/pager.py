@@ -11,13 +11,14 @@ recorded in the outbox with channel, time and attempts, and in the audit log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from wardwatch.alerting.audit import SYSTEM_ACTOR, AuditEntry
 from wardwatch.alerting.metrics import AlertingMetrics
@@ -89,10 +90,8 @@ class Pager:
             exc_type = asyncio.CancelledError
         for task in list(self._running):
             task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._tasks.__aexit__(exc_type, exc, tb)
-        except asyncio.CancelledError:
-            pass
 
     @property
     def in_flight(self) -> int:
@@ -111,7 +110,13 @@ class Pager:
                 continue
             self._in_flight.add(page.page_id)
             self._idle.clear()
-            task = self._tasks.create_task(self._deliver(page), name=f"page:{page.page_id}")
+            delivery = self._deliver(page)
+            try:
+                task = self._tasks.create_task(delivery, name=f"page:{page.page_id}")
+            except RuntimeError:  # shutting down: the page stays pending in the outbox for the next run
+                delivery.close()
+                self._in_flight.discard(page.page_id)
+                continue
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -142,6 +147,9 @@ class Pager:
                 attempts += used
                 if error is not None:
                     exc = error
+                    if not self._is_wanted(page):
+                        self._cancel(page, "alarm no longer active")
+                        return
                     _log.warning(
                         "page %s to %s via %s failed: %s", page.page_id, page.destination, channel.name, exc.problem
                     )
@@ -175,7 +183,8 @@ class Pager:
         count = 0
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.attempts_per_channel),
-            wait=wait_exponential_jitter(initial=self.settings.backoff_min_s, max=self.settings.backoff_max_s),
+            wait=wait_exponential(multiplier=self.settings.backoff_min_s, max=self.settings.backoff_max_s)
+            + wait_random(0, self.settings.backoff_min_s),
             retry=retry_if_exception(_retryable),
             reraise=True,
         )

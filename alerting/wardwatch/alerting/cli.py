@@ -1,0 +1,213 @@
+"""``wardwatch alerting``: run the service, replay recordings, manage users and tokens, benchmark.
+
+::
+
+    wardwatch alerting --config FILE                 run the service (same as ``run --config FILE``)
+    wardwatch alerting replay ...                    the engine's offline replay
+    wardwatch alerting user add NAME --role nurse --config FILE      (password from stdin or
+                                                     WW_ALERTING_PASSWORD)
+    wardwatch alerting user list|disable NAME --config FILE
+    wardwatch alerting token create NAME --role viewer [--ttl-days N] --config FILE
+    wardwatch bench alerting                         replay throughput + end-to-end latency (JSON)
+
+``--config`` may also come from ``WARDWATCH_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import sys
+import time
+from typing import Final
+
+from wardwatch.core.errors import WardwatchError
+
+EXIT_USAGE: Final = 2
+PASSWORD_ENV: Final = "WW_ALERTING_PASSWORD"  # noqa: S105 - the variable's name, not a password
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _config_path(value: str | None) -> str:
+    path = value or os.environ.get("WARDWATCH_CONFIG")
+    if not path:
+        raise WardwatchError("no configuration: pass --config FILE or set WARDWATCH_CONFIG")
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wardwatch alerting", description="Clinical alarm manager and pager.")
+    parser.add_argument("--config", help="alerting TOML file (or WARDWATCH_CONFIG)")
+    sub = parser.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run the alerting service")
+    run.add_argument("--config", dest="run_config", help="alerting TOML file")
+
+    user = sub.add_parser("user", help="manage API users")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="create a user (password from stdin or WW_ALERTING_PASSWORD)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["viewer", "nurse", "charge_nurse", "doctor", "admin"])
+    add.add_argument("--config", dest="sub_config")
+    passwd = user_sub.add_parser("passwd", help="change a user's password")
+    passwd.add_argument("name")
+    passwd.add_argument("--config", dest="sub_config")
+    disable = user_sub.add_parser("disable", help="disable a user (ends their sessions)")
+    disable.add_argument("name")
+    disable.add_argument("--config", dest="sub_config")
+    listing = user_sub.add_parser("list", help="list users")
+    listing.add_argument("--config", dest="sub_config")
+
+    token = sub.add_parser("token", help="manage machine tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a machine token (printed once)")
+    create.add_argument("name")
+    create.add_argument("--role", required=True, choices=["viewer", "nurse", "charge_nurse", "doctor", "admin"])
+    create.add_argument("--ttl-days", type=float, default=None)
+    create.add_argument("--config", dest="sub_config")
+
+    bench = sub.add_parser("bench", help="replay throughput and end-to-end paging latency (prints JSON)")
+    bench.add_argument("--patients", type=int, default=1000)
+    bench.add_argument("--warmup-s", type=float, default=5.0)
+    bench.add_argument("--spread-s", type=float, default=20.0, help="alarm onsets spread over this long")
+    bench.add_argument("--skip-replay", action="store_true")
+    bench.add_argument("--skip-e2e", action="store_true")
+    return parser
+
+
+def _read_password(prompt: str) -> str:
+    from_env = os.environ.get(PASSWORD_ENV)
+    if from_env:
+        return from_env
+    if sys.stdin.isatty():
+        first = getpass.getpass(prompt)
+        if getpass.getpass("again: ") != first:
+            raise WardwatchError("the passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def _users(args: argparse.Namespace, config_file: str) -> int:
+    from wardwatch.alerting.audit import AuditEntry
+    from wardwatch.alerting.auth import Authenticator, Role
+    from wardwatch.alerting.settings import load_alerting_config
+    from wardwatch.alerting.store import Store
+
+    config = load_alerting_config(config_file)
+    with Store(config.database) as store:
+        auth = Authenticator(store)
+        actor = f"cli:{getpass.getuser()}"
+        if args.user_command == "add":
+            auth.add_user(args.name, Role(args.role), _read_password(f"password for {args.name}: "), _now_ms())
+            store.audit(
+                AuditEntry(
+                    t=_now_ms(), actor=actor, action="user_added", details={"user": args.name, "role": args.role}
+                )
+            )
+            print(f"user {args.name} ({args.role}) created")
+        elif args.user_command == "passwd":
+            auth.set_password(args.name, _read_password(f"new password for {args.name}: "))
+            store.audit(AuditEntry(t=_now_ms(), actor=actor, action="password_changed", details={"user": args.name}))
+            print(f"password of {args.name} changed")
+        elif args.user_command == "disable":
+            if not store.set_user(args.name, disabled=True):
+                raise WardwatchError(f"no user {args.name!r}")
+            store.audit(AuditEntry(t=_now_ms(), actor=actor, action="user_disabled", details={"user": args.name}))
+            print(f"user {args.name} disabled")
+        else:
+            for user in store.users():
+                flag = "\tdisabled" if user.disabled else ""
+                print(f"{user.name}\t{user.role}{flag}")
+    return 0
+
+
+def _tokens(args: argparse.Namespace, config_file: str) -> int:
+    from wardwatch.alerting.audit import AuditEntry
+    from wardwatch.alerting.auth import Authenticator, Role
+    from wardwatch.alerting.settings import load_alerting_config
+    from wardwatch.alerting.store import Store
+
+    config = load_alerting_config(config_file)
+    with Store(config.database) as store:
+        ttl = round(args.ttl_days * 86_400_000) if args.ttl_days is not None else None
+        token = Authenticator(store).create_machine_token(args.name, Role(args.role), _now_ms(), ttl)
+        store.audit(
+            AuditEntry(
+                t=_now_ms(),
+                actor=f"cli:{getpass.getuser()}",
+                action="token_created",
+                details={"name": args.name, "role": args.role},
+            )
+        )
+    print(token)
+    return 0
+
+
+def _run(config_file: str) -> int:
+    from wardwatch.alerting.service import run
+    from wardwatch.alerting.settings import load_alerting_config
+    from wardwatch.core.logs import setup_logging
+
+    config = load_alerting_config(config_file)
+    setup_logging("alerting", config.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(config))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    result: dict[str, object] = {"benchmark": "alerting"}
+    if not args.skip_replay:
+        import io
+
+        from wardwatch.alerting import bench_replay
+
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured):
+            code = bench_replay.bench_main([])
+        if code != 0:
+            return code
+        result["replay"] = json.loads(captured.getvalue())
+    if not args.skip_e2e:
+        from wardwatch.alerting.bench_e2e import end_to_end
+
+        result["end_to_end"] = asyncio.run(
+            end_to_end(patients=args.patients, warmup_s=args.warmup_s, spread_s=args.spread_s)
+        )
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``wardwatch alerting``."""
+    if argv[:1] == ["replay"]:
+        from wardwatch.alerting.replay import replay_main  # the engine's command, loaded only when used
+
+        return replay_main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "bench":
+            return _bench(args)
+        if args.command in (None, "run"):
+            return _run(_config_path(getattr(args, "run_config", None) or args.config))
+        config_file = _config_path(getattr(args, "sub_config", None) or args.config)
+        if args.command == "user":
+            return _users(args, config_file)
+        if args.command == "token":
+            return _tokens(args, config_file)
+    except WardwatchError as exc:
+        print(f"wardwatch alerting: {exc}", file=sys.stderr)
+        return 1
+    _parser().print_usage(sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

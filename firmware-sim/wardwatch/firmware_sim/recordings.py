@@ -1,0 +1,343 @@
+"""Real recordings as device streams, and the device model's accuracy on them.
+
+* WFDB waveform records (ECG and PLETH, 125-250 Hz): the firmware model (:mod:`.detectors`)
+  turns ECG into strap notifications and PLETH into oximeter pulse rate and perfusion.
+* VitalDB beat annotations: real R-peak times become strap RR intervals and heart rate.
+* MIMIC-II numerics (1/min, zeros = sensor off): interpolated to 1 Hz; zeros become sensor-off.
+
+:func:`accuracy_report` measures the QRS detector against a reference detector (wfdb's ``xqrs``)
+on records where two reference detectors (``xqrs`` and ``gqrs``) agree, and the PLETH pulse rate
+against the ECG heart rate.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import tarfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from .detectors import (
+    BeatComparison,
+    compare,
+    detect_pulses,
+    detect_qrs,
+    firmware_heart_rate,
+    match_beats,
+    perfusion_index,
+)
+from .errors import RecordError
+from .model import OximeterTrack, StrapTrack
+from .scenario import DeviceKind, DeviceSpec, PatientSpec
+
+__all__ = [
+    "ECG_LEADS",
+    "Waveforms",
+    "accuracy_report",
+    "beats_from_vitaldb",
+    "read_bidmc_csv",
+    "read_wfdb",
+    "strap_track_from_beats",
+    "tracks_from_numerics",
+    "tracks_from_waveforms",
+]
+
+FArray = npt.NDArray[np.float64]
+ECG_LEADS: Final = ("II", "I", "III", "V", "MCL", "aVR", "aVL", "aVF", "AVR")
+
+
+@dataclass(frozen=True, slots=True)
+class Waveforms:
+    """One record's ECG (first usable lead) and PLETH, either may be missing."""
+
+    name: str
+    fs: float
+    ecg: FArray | None
+    ecg_lead: str
+    pleth: FArray | None
+
+    @property
+    def seconds(self) -> int:
+        """Whole seconds of signal."""
+        n = max(len(s) for s in (self.ecg, self.pleth) if s is not None)
+        return int(n / self.fs)
+
+
+def read_wfdb(path: str | Path) -> Waveforms:
+    """Read a WFDB record (``.hea`` path or record path without extension)."""
+    import wfdb
+
+    record_path = str(path)[:-4] if str(path).endswith(".hea") else str(path)
+    try:
+        record = wfdb.rdrecord(record_path)
+    except Exception as exc:  # wfdb raises many kinds
+        raise RecordError(f"cannot read WFDB record {record_path!r}: {exc}") from exc
+    names = list(record.sig_name)
+    signals = np.asarray(record.p_signal, dtype=np.float64)
+    lead = next((n for n in ECG_LEADS if n in names), "")
+    ecg = signals[:, names.index(lead)] if lead else None
+    pleth = signals[:, names.index("PLETH")] if "PLETH" in names else None
+    return Waveforms(Path(record_path).name, float(record.fs), ecg, lead, pleth)
+
+
+def read_bidmc_csv(path: str | Path) -> Waveforms:
+    """Read a BIDMC ``bidmc_NN_Signals.csv`` (``Time [s], RESP, PLETH, V, AVR, II``, 125 Hz)."""
+    try:
+        data = np.genfromtxt(path, delimiter=",", names=True)
+    except OSError as exc:
+        raise RecordError(f"cannot read {path}: {exc}") from exc
+    names = data.dtype.names or ()
+    t = data[names[0]]
+    fs = round(1.0 / float(np.median(np.diff(t))))
+    return Waveforms(Path(path).stem, float(fs), data["II"], "II", data["PLETH"])
+
+
+def beats_from_vitaldb(archive: str | Path, case_id: int) -> tuple[FArray, npt.NDArray[np.bool_]]:
+    """R-peak times (s, from the case's first beat) and bad-signal flags of one VitalDB annotation file."""
+    wanted = f"Annotation_file_{case_id}.csv"
+    try:
+        with tarfile.open(archive) as tar:
+            member = next((m for m in tar.getmembers() if m.name.endswith("/" + wanted)), None)
+            if member is None:
+                raise RecordError(f"{archive}: no annotation file for case {case_id}")
+            handle = tar.extractfile(member)
+            if handle is None:
+                raise RecordError(f"{archive}: {member.name} is not a file")
+            text = handle.read().decode("utf-8-sig")
+    except (OSError, tarfile.TarError) as exc:
+        raise RecordError(f"cannot read {archive}: {exc}") from exc
+    rows = list(csv.DictReader(io.StringIO(text)))
+    times = np.array([float(r["time_second"]) for r in rows])
+    bad = np.array([r["bad_signal_quality"].strip().lower() == "true" for r in rows])
+    order = np.argsort(times)
+    return times[order] - times[order][0], bad[order]
+
+
+def strap_track_from_beats(
+    patient: PatientSpec,
+    device: DeviceSpec,
+    start_ms: int,
+    beats: npt.ArrayLike,
+    seconds: int,
+    contact: npt.NDArray[np.bool_] | None = None,
+) -> StrapTrack:
+    """A strap track whose RR intervals are the given beats' and whose HR is the firmware rate."""
+    b = np.sort(np.asarray(beats, dtype=np.float64))
+    b = b[(b > 0) & (b < seconds)]
+    contact_arr = np.ones(seconds, np.bool_) if contact is None else np.asarray(contact, np.bool_)
+    ends, rr = b[1:], np.diff(b)
+    keep = contact_arr[np.minimum(np.floor(ends).astype(np.int64), seconds - 1)] & (rr < 60.0)
+    ends, rr = ends[keep], rr[keep]
+    ticks = np.rint(rr * 1024).astype(np.int64)
+    offsets = np.searchsorted(ends, np.arange(seconds + 1, dtype=np.float64), side="left").astype(np.int64)
+    hr = firmware_heart_rate(b, seconds)
+    hr = np.where(np.isfinite(hr), hr, 0.0)
+    hr_int = np.clip(np.rint(hr), 0, 255).astype(np.int64)
+    hr_int[~contact_arr] = 0
+    battery = np.full(seconds, round(device.battery), np.int64)
+    on = np.ones(seconds, np.bool_)
+    return StrapTrack(
+        patient, device, start_ms, battery, on, on.copy(), np.zeros(seconds, np.bool_), hr_int, contact_arr, ticks, offsets
+    )
+
+
+def _oximeter_track(
+    patient: PatientSpec,
+    device: DeviceSpec,
+    start_ms: int,
+    spo2: FArray,
+    pulse_rate: FArray,
+    pai: FArray,
+    off: npt.NDArray[np.bool_],
+) -> OximeterTrack:
+    from wardwatch.core.gatt import DeviceSensorStatus, MeasurementStatus
+
+    n = spo2.size
+    ms = np.zeros(n, np.int64)
+    dss = np.zeros(n, np.int64)
+    spo2 = np.clip(np.rint(spo2), 0, 100)
+    pr = np.clip(np.rint(pulse_rate), 0, 300)
+    pai_t = np.clip(np.rint(pai * 10), 1, 999)
+    unknown = off | ~np.isfinite(pr)
+    for a in (spo2, pr, pai_t):
+        a[unknown] = np.nan
+    ms[unknown] = MeasurementStatus.measurement_unavailable
+    dss[off] = DeviceSensorStatus.sensor_unconnected_to_user
+    battery = np.full(n, round(device.battery), np.int64)
+    on = np.ones(n, np.bool_)
+    return OximeterTrack(patient, device, start_ms, battery, on, on.copy(), np.zeros(n, np.bool_), spo2, pr, pai_t, ms, dss)
+
+
+def tracks_from_waveforms(
+    waves: Waveforms, patient: PatientSpec, start_ms: int, *, spo2: float | None = None
+) -> list[StrapTrack | OximeterTrack]:
+    """Device tracks a strap (ECG) and an oximeter (PLETH) would produce from this record.
+
+    PLETH holds no SpO2 (that needs two wavelengths): the oximeter reports ``spo2`` (default the
+    patient's baseline) with the detected pulse rate and a relative perfusion index.
+    """
+    seconds = waves.seconds
+    tracks: list[StrapTrack | OximeterTrack] = []
+    for device in patient.devices:
+        if device.kind == DeviceKind.HEART_RATE_STRAP and waves.ecg is not None:
+            beats = detect_qrs(waves.ecg, waves.fs) / waves.fs
+            flat = _flat_seconds(waves.ecg, waves.fs, seconds)
+            tracks.append(strap_track_from_beats(patient, device, start_ms, beats, seconds, contact=~flat))
+        elif device.kind == DeviceKind.PULSE_OXIMETER and waves.pleth is not None:
+            peaks = detect_pulses(waves.pleth, waves.fs)
+            pr = firmware_heart_rate(peaks / waves.fs, seconds, window=8.0)
+            pai = np.full(seconds, perfusion_index(waves.pleth, waves.fs, peaks))
+            off = _flat_seconds(waves.pleth, waves.fs, seconds)
+            level = patient.baseline.spo2 if spo2 is None else spo2
+            tracks.append(
+                _oximeter_track(patient, device, start_ms, np.full(seconds, level), pr, np.nan_to_num(pai, nan=0.1), off)
+            )
+    return tracks
+
+
+def _flat_seconds(signal: FArray, fs: float, seconds: int) -> npt.NDArray[np.bool_]:
+    """Seconds where the sensor gave nothing (NaN or a flat line): contact lost / probe off."""
+    n = int(seconds * fs)
+    x = signal[:n]
+    per = x[: int(seconds * fs) // int(fs) * int(fs)].reshape(seconds, -1) if int(fs) == fs else None
+    if per is None:
+        idx = (np.arange(n) / fs).astype(np.int64).clip(0, seconds - 1)
+        out = np.zeros(seconds, np.bool_)
+        for s in range(seconds):
+            seg = x[idx == s]
+            out[s] = bool(np.all(~np.isfinite(seg)) or np.nanstd(seg) < 1e-6)
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        nan = np.all(~np.isfinite(per), axis=1)
+        flat = np.nan_to_num(np.nanstd(per, axis=1), nan=0.0) < 1e-6
+    result: npt.NDArray[np.bool_] = nan | flat
+    return result
+
+
+def tracks_from_numerics(
+    record: str | Path, patient: PatientSpec, start_ms: int, rng_seed: int = 0
+) -> list[StrapTrack | OximeterTrack]:
+    """Device tracks from a MIMIC-II numerics record (HR, PULSE, SpO2 each minute; 0 = sensor off)."""
+    import wfdb
+
+    try:
+        rec = wfdb.rdrecord(str(record)[:-4] if str(record).endswith(".hea") else str(record))
+    except Exception as exc:
+        raise RecordError(f"cannot read numerics record {record!r}: {exc}") from exc
+    names = list(rec.sig_name)
+    sig = np.asarray(rec.p_signal, dtype=np.float64)
+    minutes = sig.shape[0]
+    seconds = minutes * 60
+    t_min = np.arange(minutes) * 60.0
+    t = np.arange(seconds, dtype=np.float64) + 1.0
+
+    def channel(name: str) -> tuple[FArray, npt.NDArray[np.bool_]]:
+        if name not in names:
+            return np.full(seconds, np.nan), np.ones(seconds, np.bool_)
+        v = np.nan_to_num(sig[:, names.index(name)], nan=0.0)
+        off_min = v <= 0
+        good = ~off_min
+        if not good.any():
+            return np.full(seconds, np.nan), np.ones(seconds, np.bool_)
+        values = np.interp(t, t_min[good], v[good])
+        off = off_min[np.minimum((t // 60).astype(np.int64), minutes - 1)]
+        return values, off
+
+    rng = np.random.default_rng(rng_seed)
+    hr, hr_off = channel("HR")
+    pulse, pulse_off = channel("PULSE")
+    spo2, spo2_off = channel("SpO2")
+    tracks: list[StrapTrack | OximeterTrack] = []
+    for device in patient.devices:
+        if device.kind == DeviceKind.HEART_RATE_STRAP:
+            rate = np.where(np.isfinite(hr), hr, patient.baseline.hr) / 60.0
+            phase = np.cumsum(rate)
+            k = np.arange(math.ceil(phase[0]), math.floor(phase[-1]) + 1, dtype=np.float64)
+            beats = np.interp(k, phase, t) + rng.normal(0.0, 0.01, k.size)
+            tracks.append(strap_track_from_beats(patient, device, start_ms, beats, seconds, contact=~hr_off))
+        else:
+            pr = np.where(np.isfinite(pulse), pulse, hr)
+            off = spo2_off | pulse_off
+            pai = np.full(seconds, patient.baseline.pai)
+            tracks.append(_oximeter_track(patient, device, start_ms, spo2, pr + rng.normal(0, 0.5, seconds), pai, off))
+    return tracks
+
+
+# --- accuracy --------------------------------------------------------------------------------------
+
+
+def _reference_beats(ecg: FArray, fs: float) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    from wfdb import processing
+
+    x = np.nan_to_num(ecg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        xqrs = processing.xqrs_detect(x, fs, verbose=False)
+        gqrs = processing.gqrs_detect(x, fs)
+    return np.asarray(xqrs, np.int64), np.asarray(gqrs, np.int64)
+
+
+def accuracy_report(
+    records: Sequence[Waveforms], *, seconds: float | None = None, tolerance: float = 0.15
+) -> dict[str, Any]:
+    """QRS and pulse detection accuracy on ``records`` (JSON-ready dict).
+
+    Reference beats: wfdb ``xqrs``. A record counts in the summary only where ``xqrs`` and ``gqrs``
+    agree (sensitivity and PPV >= 0.95 against each other), so a reference detector's own mistakes
+    (e.g. counting tall T waves) do not pass for the device model's. Pulse rate (PLETH) is compared
+    with the firmware HR from the reference ECG beats.
+    """
+    per_record: list[dict[str, Any]] = []
+    for waves in records:
+        if waves.ecg is None:
+            continue
+        n = len(waves.ecg) if seconds is None else min(len(waves.ecg), int(seconds * waves.fs))
+        ecg = waves.ecg[:n]
+        span = int(n / waves.fs)
+        det = detect_qrs(ecg, waves.fs)
+        xqrs, gqrs = _reference_beats(ecg, waves.fs)
+        tp, fp, fn = match_beats(xqrs / waves.fs, gqrs / waves.fs, tolerance)
+        agree = tp / max(1, tp + fn) >= 0.95 and tp / max(1, tp + fp) >= 0.95
+        qrs: BeatComparison = compare(waves.name, det / waves.fs, xqrs / waves.fs, span, tolerance)
+        row: dict[str, Any] = {**asdict(qrs), "lead": waves.ecg_lead, "references_agree": agree}
+        if waves.pleth is not None:
+            pulses = detect_pulses(waves.pleth[:n], waves.fs) / waves.fs
+            pr = firmware_heart_rate(pulses, span, window=8.0)
+            hr_ref = firmware_heart_rate(xqrs / waves.fs, span, window=8.0)
+            both = np.isfinite(pr) & np.isfinite(hr_ref)
+            both[:8] = False
+            row["pulse_rate_mae_bpm"] = float(np.mean(np.abs(pr[both] - hr_ref[both]))) if both.any() else None
+        per_record.append(row)
+    agreed = [r for r in per_record if r["references_agree"]]
+
+    def mean(rows: list[dict[str, Any]], key: str) -> float | None:
+        values = [r[key] for r in rows if r.get(key) is not None and math.isfinite(r[key])]
+        return round(float(np.mean(values)), 3) if values else None
+
+    def median(rows: list[dict[str, Any]], key: str) -> float | None:
+        values = [r[key] for r in rows if r.get(key) is not None and math.isfinite(r[key])]
+        return round(float(np.median(values)), 3) if values else None
+
+    return {
+        "records": len(per_record),
+        "records_references_agree": len(agreed),
+        "tolerance_s": tolerance,
+        "qrs_sensitivity_mean": mean(agreed, "sensitivity"),
+        "qrs_ppv_mean": mean(agreed, "ppv"),
+        "hr_mae_bpm_mean": mean(agreed, "hr_mae_bpm"),
+        "hr_mae_bpm_median": median(agreed, "hr_mae_bpm"),
+        "hr_within_5bpm_records": sum(1 for r in agreed if r["hr_mae_bpm"] <= 5.0),
+        "pulse_rate_mae_bpm_median": median(agreed, "pulse_rate_mae_bpm"),
+        "pulse_rate_mae_bpm_mean": mean(agreed, "pulse_rate_mae_bpm"),
+        "all_records_hr_mae_bpm_median": median(per_record, "hr_mae_bpm"),
+        "per_record": per_record,
+    }

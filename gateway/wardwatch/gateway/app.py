@@ -1,0 +1,219 @@
+"""The gateway service: device sessions -> durable queue -> MQTT, with status and availability.
+
+:class:`Gateway` owns everything in an ``AsyncExitStack`` and a ``TaskGroup``::
+
+    sessions (one per bound device) --Recorder--> DurableQueue --Publisher--> MQTT (QoS 1)
+    status loop: GatewayStatus every status_interval_s, DeviceStatus of each device
+    availability: retained "online" at every connect; last will and clean shutdown: "offline"
+    systemd: READY=1 once the queue is open, WATCHDOG=1 while the loop and the queue are healthy
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
+
+from wardwatch.core.mqtt import MqttClient, MqttError, Will
+from wardwatch.core.schema import GatewayStatus, encode
+from wardwatch.core.topics import AVAILABILITY_OFFLINE, AVAILABILITY_ONLINE, availability_topic, gateway_status_topic
+from wardwatch.gateway._mqtt import GatewayMqttClient
+from wardwatch.gateway.ble import DeviceSession, Radio, default_recovery
+from wardwatch.gateway.clock import clock_synchronised
+from wardwatch.gateway.config import GatewayConfig
+from wardwatch.gateway.publisher import Publisher
+from wardwatch.gateway.queue import DurableQueue
+from wardwatch.gateway.readings import DeviceDecoder, Recorder, device_clock_zone
+from wardwatch.gateway.sdnotify import notify, watchdog_interval
+
+__all__ = ["Gateway", "run"]
+
+_log = logging.getLogger(__name__)
+COMMIT_STALL_S: Final = 120.0  # no successful commit for this long while data waits: stop the watchdog pings
+
+
+def _version() -> str:
+    try:
+        return version("wardwatch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Gateway:
+    """One gateway process; ``await Gateway(config).run()`` until cancelled."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        client_kwargs: dict[str, Any] | None = None,
+        scanner_kwargs: dict[str, Any] | None = None,
+        recover: Callable[[], Awaitable[None]] | None = None,
+        use_default_recovery: bool = True,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._client_kwargs = client_kwargs
+        self._scanner_kwargs = scanner_kwargs
+        self._recover = (
+            recover if recover is not None or not use_default_recovery else default_recovery(config.ble.adapter)
+        )
+        self.started = time.monotonic()
+        self.queue: DurableQueue | None = None
+        self.mqtt: MqttClient | None = None
+        self.publisher: Publisher | None = None
+        self.radio: Radio | None = None
+        self.sessions: list[DeviceSession] = []
+        self.ready = asyncio.Event()
+        self._last_commits = 0
+        self._last_commit_progress = time.monotonic()
+
+    @property
+    def availability_topic(self) -> str:
+        """This gateway's retained online/offline topic."""
+        return availability_topic(self.config.ward, self.config.gateway_id)
+
+    async def run(self) -> None:
+        """Run until cancelled; on the way out say ``offline`` and commit the queue."""
+        config = self.config
+        async with contextlib.AsyncExitStack() as stack:
+            queue = self.queue = await stack.enter_async_context(
+                DurableQueue(
+                    config.queue.path,
+                    max_messages=config.queue.max_messages,
+                    commit_interval_s=config.queue.commit_interval_s,
+                    commit_batch=config.queue.commit_batch,
+                    clock=self._clock,
+                )
+            )
+            mqtt = self.mqtt = await stack.enter_async_context(
+                GatewayMqttClient(
+                    config.mqtt,
+                    config.mqtt.client_id or config.gateway_id,
+                    will=Will(self.availability_topic, AVAILABILITY_OFFLINE, qos=1, retain=True),
+                    max_inflight=config.queue.in_flight,
+                    on_connect=self._online,
+                )
+            )
+            stack.push_async_callback(self._offline)
+            recorder = Recorder(queue, gateway=config.gateway_id, ward=config.ward)
+            radio = self.radio = Radio(
+                config.ble,
+                recover=self._recover,
+                client_kwargs=self._client_kwargs,
+                scanner_kwargs=self._scanner_kwargs,
+            )
+            zone = device_clock_zone(config.device_timezone)
+            self.sessions = [
+                DeviceSession(
+                    binding,
+                    radio,
+                    recorder,
+                    decoder=DeviceDecoder(binding, recorder, clock=self._clock, device_zone=zone),
+                    clock=self._clock,
+                )
+                for binding in config.devices
+            ]
+            self.publisher = Publisher(
+                queue, mqtt, gateway=config.gateway_id, ward=config.ward, in_flight=config.queue.in_flight
+            )
+            _log.info(
+                "gateway %s (ward %s) starting: %d bound devices, queue %s holding %d messages",
+                config.gateway_id,
+                config.ward,
+                len(self.sessions),
+                config.queue.path,
+                queue.depth,
+            )
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.publisher.run(), name="publisher")
+                for session in self.sessions:
+                    tasks.create_task(session.run(), name=f"session-{session.binding.id}")
+                tasks.create_task(self._status_loop(), name="status")
+                tasks.create_task(self._watchdog_loop(), name="watchdog")
+                self.ready.set()
+                notify("READY=1")
+
+    # -- availability ----------------------------------------------------------------------------
+
+    def _online(self) -> None:
+        if self.mqtt is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            future = self.mqtt.publish_nowait(self.availability_topic, AVAILABILITY_ONLINE, qos=1, retain=True)
+            future.add_done_callback(_consume)
+
+    async def _offline(self) -> None:
+        notify("STOPPING=1")
+        if self.mqtt is None or not self.mqtt.is_connected:
+            return
+        with contextlib.suppress(MqttError, TimeoutError, RuntimeError):
+            async with asyncio.timeout(2.0):
+                await self.mqtt.publish(self.availability_topic, AVAILABILITY_OFFLINE, qos=1, retain=True)
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def gateway_status(self) -> GatewayStatus:
+        """The current health report."""
+        queue = self.queue
+        return GatewayStatus(
+            v=1,
+            gateway=self.config.gateway_id,
+            ward=self.config.ward,
+            t=int(self._clock() * 1000),
+            uptime_s=round(time.monotonic() - self.started, 3),
+            devices=tuple(session.link() for session in self.sessions),
+            queue_depth=queue.depth if queue else 0,
+            queue_capacity=self.config.queue.max_messages,
+            dropped_total=queue.dropped_total if queue else 0,
+            clock_synced=clock_synchronised(),
+            version=_version(),
+        )
+
+    async def _status_loop(self) -> None:
+        topic = gateway_status_topic(self.config.ward, self.config.gateway_id)
+        while True:
+            await asyncio.sleep(self.config.status_interval_s)
+            for session in self.sessions:
+                session.recorder.device_status(session.status())  # durable, like readings
+            if self.mqtt is not None and self.mqtt.is_connected:
+                # Live health, not data: not queued; skipped while the broker is away.
+                with contextlib.suppress(RuntimeError):  # the connection dropped just now
+                    self.mqtt.publish_nowait(topic, encode(self.gateway_status()), qos=1).add_done_callback(_consume)
+
+    async def _watchdog_loop(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            await asyncio.sleep(interval / 3)
+            if self._healthy():
+                notify("WATCHDOG=1")
+            else:
+                _log.error("queue commits are stalled: withholding the systemd watchdog ping")
+
+    def _healthy(self) -> bool:
+        queue = self.queue
+        if queue is None:
+            return False
+        if queue.commits != self._last_commits or queue.last_commit_error is None:
+            self._last_commits = queue.commits
+            self._last_commit_progress = time.monotonic()
+            return True
+        return time.monotonic() - self._last_commit_progress < COMMIT_STALL_S
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """Retrieve a fire-and-forget publish's outcome (so asyncio does not warn) and log failures."""
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        _log.warning("status publish failed: %s", exc)
+
+
+async def run(config: GatewayConfig, **kwargs: Any) -> None:
+    """Run a gateway until cancelled."""
+    await Gateway(config, **kwargs).run()

@@ -1,0 +1,113 @@
+"""``wardwatch gateway``: run the gateway, scan for wearables, check a config, benchmark.
+
+::
+
+    wardwatch gateway --config /etc/wardwatch/gateway.toml      run (also: ``gateway run --config``)
+    wardwatch gateway check --config FILE                       validate the config and print a summary
+    wardwatch gateway scan [--duration 10] [--adapter hci0]     list nearby heart-rate / oximeter devices
+    wardwatch gateway bench [--notifications N] ...             print benchmark figures as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Final
+
+from wardwatch.core.errors import WardwatchError
+from wardwatch.core.logs import setup_logging
+
+__all__ = ["main"]
+
+EXIT_CONFIG: Final = 2
+DEFAULT_CONFIG: Final = "/etc/wardwatch/gateway.toml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wardwatch gateway", description="BLE wearables -> MQTT edge gateway.")
+    parser.add_argument(
+        "--config", type=Path, default=None, help=f"config file (default: $WARDWATCH_CONFIG or {DEFAULT_CONFIG})"
+    )
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="run the gateway (the default)")
+    run.add_argument("--config", type=Path, default=None, dest="run_config")
+    check = commands.add_parser("check", help="validate the config and print a summary")
+    check.add_argument("--config", type=Path, default=None, dest="run_config")
+    scan = commands.add_parser("scan", help="list nearby heart-rate and pulse-oximeter devices")
+    scan.add_argument("--duration", type=float, default=10.0, help="seconds to listen (default 10)")
+    scan.add_argument("--adapter", default=None, help="e.g. hci1 (default: the system's default adapter)")
+    scan.add_argument("--all", action="store_true", help="list every advertising device, not only wearables")
+    scan.add_argument("--json", action="store_true", help="one JSON object per device")
+    bench = commands.add_parser("bench", help="benchmark the gateway pipeline (prints JSON)")
+    bench.add_argument("--devices", type=int, default=7)
+    bench.add_argument("--notifications", type=int, default=20_000, help="notifications in the throughput run")
+    bench.add_argument("--backlog", type=int, default=20_000, help="readings queued during the outage run")
+    bench.add_argument("--in-flight", type=int, default=256)
+    return parser
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    path = getattr(args, "run_config", None) or args.config or os.environ.get("WARDWATCH_CONFIG") or DEFAULT_CONFIG
+    return Path(path)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``wardwatch gateway``."""
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    if command == "scan":
+        from wardwatch.gateway.scan import scan_main
+
+        setup_logging("gateway", "WARNING")
+        return asyncio.run(
+            scan_main(duration=args.duration, adapter=args.adapter, all_devices=args.all, as_json=args.json)
+        )
+    if command == "bench":
+        from wardwatch.gateway.bench import bench_main
+
+        setup_logging("gateway", "ERROR")  # the outage run provokes connection warnings on purpose
+        figures = asyncio.run(
+            bench_main(
+                devices=args.devices,
+                notifications=args.notifications,
+                backlog=args.backlog,
+                in_flight=args.in_flight,
+            )
+        )
+        print(json.dumps(figures, indent=2))
+        return 0
+    from wardwatch.gateway.config import load_gateway_config
+
+    path = _config_path(args)
+    try:
+        config = load_gateway_config(path)
+    except WardwatchError as exc:
+        print(f"wardwatch gateway: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if command == "check":
+        print(
+            f"config {path} is valid: gateway {config.gateway_id} in ward {config.ward}, "
+            f"{len(config.devices)} bound devices, broker {config.mqtt.host}:{config.mqtt.port}"
+            f" ({'TLS' if config.mqtt.tls else 'no TLS'}), queue {config.queue.path} (max {config.queue.max_messages})"
+        )
+        return 0
+    setup_logging("gateway", config.log_level)
+    from wardwatch.gateway.app import Gateway
+
+    async def serve() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        await Gateway(config).run()
+
+    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0

@@ -1,0 +1,134 @@
+"""Test support for ingest: configs for real test servers, a QoS 1 publisher, a dead-letter listener, counts.
+
+Used by the test suite and handy for trying ingest by hand; it needs the servers of
+:mod:`wardwatch.core.servers`, nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from wardwatch.core.config import MqttSettings
+from wardwatch.core.schema import DeadLetter, decode
+from wardwatch.core.servers import Influxd, Mosquitto
+from wardwatch.core.topics import deadletter_topic
+from wardwatch.ingest.config import BatchSettings, InfluxSettings, IngestConfig, MetricsSettings, SubscriptionSettings
+from wardwatch.ingest.pipeline import Ingestor
+from wardwatch.ingest.sinks import V1Sink
+
+__all__ = ["DATABASE", "TIMEOUT", "DeadLetters", "as_toml", "count", "ingest_config", "publish_all", "running_ingest"]
+
+TIMEOUT = 30.0
+DATABASE = "wardwatch"
+
+
+def ingest_config(
+    broker: Mosquitto,
+    influxd: Influxd,
+    *,
+    client_id: str = "ingest-test",
+    share_group: str | None = None,
+    batch: BatchSettings | None = None,
+    **influx: Any,
+) -> IngestConfig:
+    """An ingest config for the test servers (plain MQTT, no metrics endpoint, fast retries)."""
+    return IngestConfig(
+        mqtt=MqttSettings(host=broker.host, port=broker.port, tls=False, client_id=client_id),
+        influx=InfluxSettings(url=influxd.url, database=DATABASE, **influx),
+        batch=batch or BatchSettings(retry_min_s=0.05, retry_max_s=1.0),
+        subscription=SubscriptionSettings(share_group=share_group),
+        metrics=MetricsSettings(port=0),
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_ingest(config: IngestConfig) -> AsyncIterator[Ingestor]:
+    """An in-process ingest, subscribed and with its schema made, until the block ends."""
+    async with V1Sink(config.influx) as sink, Ingestor(config, sink) as ingestor:
+        await ingestor.wait_ready(TIMEOUT)
+        yield ingestor
+
+
+async def count(influxd: Influxd, field: str = "value", measurement: str = "vitals", where: str = "") -> int:
+    """``count(field)`` over the whole measurement in the raw policy (0 if nothing is there yet)."""
+    query = f'SELECT count("{field}") FROM "raw"."{measurement}"' + (f" WHERE {where}" if where else "")
+    try:
+        result = await influxd.query(query, db=DATABASE)
+    except Exception:  # the database does not exist yet
+        return 0
+    series = result["results"][0].get("series")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def publish_all(broker: Mosquitto, messages: list[tuple[str, bytes]], *, client_id: str = "test-publisher") -> None:
+    """Publish with QoS 1 and return when the broker has acknowledged every message (blocking)."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+        deadline = time.monotonic() + 120
+        for info in infos:
+            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            assert info.is_published(), "the broker did not acknowledge a publish"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class DeadLetters:
+    """Records the dead letters ingest publishes (a paho client with its own network thread)."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.letters: list[DeadLetter] = []
+        self._subscribed = threading.Event()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id="dead-letter-reader", protocol=paho.MQTTv5)
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.connect(broker.host, broker.port)
+        self._client.loop_start()
+        self._client.subscribe(deadletter_topic("ingest"), qos=1)
+        if not self._subscribed.wait(TIMEOUT):
+            raise TimeoutError("no SUBACK for the dead-letter topic")
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        letter = decode(message.payload)
+        assert isinstance(letter, DeadLetter)
+        self.letters.append(letter)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def as_toml(config: IngestConfig) -> str:
+    """The config as a TOML file's text (what ``wardwatch ingest --config`` reads)."""
+    data = msgspec.to_builtins(config, enc_hook=str)
+    lines: list[str] = []
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            lines.insert(0, f"{section} = {_toml_value(values)}")
+            continue
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

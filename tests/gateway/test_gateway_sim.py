@@ -1,0 +1,346 @@
+"""End to end through the simulator's bleak backend: simulated wearables -> gateway -> real mosquitto.
+
+The gateway runs unmodified: ``use_bumble_backend`` makes plain ``BleakScanner``/``BleakClient`` use
+the simulator's bumble-based backend (the same code runs on BlueZ).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wardwatch.core import gatt
+from wardwatch.core.config import MqttSettings
+from wardwatch.core.schema import DataGap, DeviceRole, DeviceStatus, GatewayStatus, Signal, Vitals, decode
+from wardwatch.core.servers import Mosquitto
+from wardwatch.core.topics import availability_topic
+from wardwatch.core.waiting import wait_for
+from wardwatch.firmware_sim.bleak_backend import BumbleCentral, use_bumble_backend
+from wardwatch.firmware_sim.devices import HeartRateStrap, PulseOximeter, SimulatedDevice, make_device
+from wardwatch.firmware_sim.model import HeartRateReading, OximeterReading, SpotCheck
+from wardwatch.firmware_sim.radio import SimRadio
+from wardwatch.firmware_sim.scenario import DeviceKind, DeviceSpec
+from wardwatch.gateway.app import Gateway
+from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, QueueSettings
+
+TIMEOUT = 20.0
+WARD = "ward-a"
+GATEWAY = "gw-01"
+SettingsFor = Callable[..., MqttSettings]
+Collect = Callable[..., Any]  # tests/gateway/conftest.py: collecting()
+
+FAST_BLE = BleSettings(
+    connect_timeout_s=3.0,
+    operation_timeout_s=3.0,
+    scan_window_s=1.0,
+    seen_ttl_s=5.0,
+    backoff_min_s=0.05,
+    backoff_max_s=0.5,
+    stale_after_s=30.0,
+)
+
+
+def spec(kind: DeviceKind, n: int) -> DeviceSpec:
+    prefix = "hr" if kind == DeviceKind.HEART_RATE_STRAP else "ox"
+    return DeviceSpec(kind=kind, id=f"{prefix}-{n}", name=f"{prefix.upper()} {n}", serial=f"SN{n:04d}")
+
+
+def binding(device: SimulatedDevice, *, by_name: bool = False) -> DeviceBinding:
+    role = DeviceRole.HEART_RATE_STRAP if device.spec.kind == DeviceKind.HEART_RATE_STRAP else DeviceRole.PULSE_OXIMETER
+    where = {"name": device.name} if by_name else {"address": device.address}
+    return DeviceBinding(id=device.spec.id, patient=f"p-{device.spec.id}", role=role, **where)
+
+
+def hr_reading(i: int, hr: int = 70) -> HeartRateReading:
+    return HeartRateReading(index=i, t_ms=0, heart_rate=hr, contact=True, rr_ticks=(850,), battery=90)
+
+
+def ox_reading(i: int, spo2: int = 97) -> OximeterReading:
+    return OximeterReading(
+        index=i,
+        t_ms=0,
+        spo2=spo2,
+        pulse_rate=70,
+        pai_tenths=40,
+        measurement_status=gatt.MeasurementStatus(0),
+        device_sensor_status=gatt.DeviceSensorStatus(0),
+        battery=90,
+    )
+
+
+async def send(device: SimulatedDevice, i: int) -> bool:
+    if isinstance(device, HeartRateStrap):
+        return await device.send(hr_reading(i))
+    assert isinstance(device, PulseOximeter)
+    return await device.send(ox_reading(i))
+
+
+@asynccontextmanager
+async def simulated(kinds: list[DeviceKind]) -> AsyncIterator[tuple[BumbleCentral, list[SimulatedDevice]]]:
+    radio = SimRadio()
+    async with contextlib.AsyncExitStack() as stack:
+        devices = [
+            await stack.enter_async_context(make_device(spec(kind, n), radio, advertising_interval_ms=50))
+            for n, kind in enumerate(kinds)
+        ]
+        central = await stack.enter_async_context(BumbleCentral(radio))
+        stack.enter_context(use_bumble_backend(central))
+        yield central, devices
+
+
+@asynccontextmanager
+async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
+    gateway = Gateway(config, use_default_recovery=False)
+    task = asyncio.create_task(gateway.run())
+    try:
+        await wait_for(lambda: gateway.ready.is_set() or task.done(), TIMEOUT, what="gateway ready")
+        if task.done():
+            task.result()
+        yield gateway
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def config_for(devices: list[DeviceBinding], settings: MqttSettings, tmp_path: Path, **queue: Any) -> GatewayConfig:
+    return GatewayConfig(
+        gateway_id=GATEWAY,
+        ward=WARD,
+        mqtt=settings,
+        devices=tuple(devices),
+        ble=FAST_BLE,
+        queue=QueueSettings(path=tmp_path / "queue.sqlite3", commit_interval_s=0.05, **queue),
+        status_interval_s=0.5,
+    )
+
+
+async def test_one_strap_end_to_end(
+    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
+) -> None:
+    settings = settings_for(mosquitto)
+    async with (
+        simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)),
+        collect(settings, "wardwatch/v1/#") as sub,
+        running_gateway(config_for([binding(strap)], settings, tmp_path)) as gateway,
+    ):
+        await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+        for i in range(5):
+            assert await send(strap, i)
+        await wait_for(lambda: len([v for v in sub.vitals() if v.signal == Signal.HEART_RATE]) >= 5, TIMEOUT)
+        hr = [v for v in sub.vitals() if v.signal == Signal.HEART_RATE]
+        assert [v.samples[0].v for v in hr] == [70.0] * 5
+        assert [v.seq for v in sub.vitals()] == sorted(v.seq for v in sub.vitals())
+        statuses = [decode(m.payload) for m in sub.on("wardwatch/v1/device/")]
+        connected = [s for s in statuses if isinstance(s, DeviceStatus) and s.connected]
+        assert connected
+        assert connected[0].serial == "SN0000"
+        assert connected[0].battery is not None
+        await wait_for(lambda: sub.on(f"wardwatch/v1/gateway/{WARD}/{GATEWAY}/status"), TIMEOUT)
+        status = decode(sub.on(f"wardwatch/v1/gateway/{WARD}/{GATEWAY}/status")[-1].payload)
+        assert isinstance(status, GatewayStatus)
+        assert status.devices[0].connected
+        assert sub.on(availability_topic(WARD, GATEWAY))[0].payload == b"online"
+        assert gateway.sessions[0].connects == 1
+
+
+def heart_rates(sub: Any, device: str) -> list[float]:
+    return [s.v for v in sub.vitals() if v.device == device and v.signal == Signal.HEART_RATE for s in v.samples]
+
+
+@pytest.mark.slow
+async def test_seven_devices_out_of_range_and_back_with_backfill(
+    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
+) -> None:
+    kinds = [DeviceKind.HEART_RATE_STRAP] * 4 + [DeviceKind.PULSE_OXIMETER] * 3
+    settings = settings_for(mosquitto)
+    async with simulated(kinds) as (_central, devices):
+        bindings = [binding(d, by_name=i == 1) for i, d in enumerate(devices)]  # one bound by name
+        async with (
+            collect(settings, "wardwatch/v1/#") as sub,
+            running_gateway(config_for(bindings, settings, tmp_path)) as gateway,
+        ):
+            for device in devices:
+                main = (
+                    gatt.HEART_RATE_MEASUREMENT
+                    if isinstance(device, HeartRateStrap)
+                    else gatt.PLX_CONTINUOUS_MEASUREMENT
+                )
+                await device.wait_subscribed(main, TIMEOUT)
+            for i in range(10):
+                for device in devices:
+                    assert await send(device, i)
+            strap, oximeter = devices[0], devices[4]
+            assert isinstance(oximeter, PulseOximeter)
+            await wait_for(lambda: len(sub.vitals()) >= 4 * 20 + 3 * 30, TIMEOUT, what="first readings")
+
+            await strap.go_out_of_range()
+            await oximeter.go_out_of_range()
+            taken = dt.datetime.now().replace(microsecond=0) - dt.timedelta(minutes=5)
+            stored = SpotCheck(index=0, spo2=93, pulse_rate=88, pai_tenths=31, device_time=taken, clock_set=True)
+            assert not await oximeter.spot_check(stored)  # nobody listening: kept on the device
+            sessions = {s.binding.id: s for s in gateway.sessions}
+            await wait_for(lambda: not sessions[strap.spec.id].connected, TIMEOUT, what="strap link lost")
+            await wait_for(lambda: not sessions[oximeter.spec.id].connected, TIMEOUT, what="oximeter link lost")
+            assert sum(s.connected for s in gateway.sessions) == 5
+
+            await strap.come_back()
+            await oximeter.come_back()
+            await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+            await wait_for(lambda: sessions[oximeter.spec.id].backfilled == 1, TIMEOUT, what="backfill")
+            assert oximeter.stored == []  # deleted on the device once on the gateway's disk
+            for i in range(10, 15):
+                assert await send(strap, i)
+            await wait_for(lambda: len(heart_rates(sub, strap.spec.id)) >= 15, TIMEOUT, what="readings after return")
+
+            spot = [
+                v
+                for v in sub.vitals()
+                if v.device == oximeter.spec.id and v.signal == Signal.SPO2 and v.samples[0].v == 93
+            ]
+            assert len(spot) == 1
+            sample = spot[0].samples[0]
+            assert sample.t == int(taken.astimezone().timestamp() * 1000)  # the device's time, not arrival
+            assert {"from_storage", "device_clock"} <= set(sample.q)
+            assert sessions[strap.spec.id].connects == 2
+            reasons = [
+                s.reason
+                for m in sub.on("wardwatch/v1/device/")
+                if isinstance(s := decode(m.payload), DeviceStatus) and s.device == strap.spec.id and not s.connected
+            ]
+            assert reasons
+            assert reasons[0] == "link_lost"
+            for device in devices:  # per device: every sequence number once, in order
+                seqs = [v.seq for v in sub.vitals() if v.device == device.spec.id]
+                assert seqs == list(range(len(seqs)))
+
+
+async def test_malformed_bytes_are_skipped_and_the_session_goes_on(
+    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
+) -> None:
+    settings = settings_for(mosquitto)
+    async with (
+        simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)),
+        collect(settings, "wardwatch/v1/#") as sub,
+        running_gateway(config_for([binding(strap)], settings, tmp_path)) as gateway,
+    ):
+        await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+        assert await send(strap, 0)
+        for garbage in (b"\x10\x46\x01", b"", b"\xff\xff\xff", b"\x01\xf4\x01"):
+            await strap.send_raw(gatt.HEART_RATE_MEASUREMENT, garbage)
+        assert await send(strap, 1)
+        await wait_for(lambda: len(heart_rates(sub, strap.spec.id)) == 2, TIMEOUT)
+        session = gateway.sessions[0]
+        assert session.decoder.malformed == 4
+        assert (session.connects, session.connected) == (1, True)
+        await wait_for(
+            lambda: any(
+                isinstance(s := decode(m.payload), DeviceStatus) and s.malformed_total == 4
+                for m in sub.on("wardwatch/v1/device/")
+            ),
+            TIMEOUT,
+            what="malformed count in the device status",
+        )
+
+
+_KILLED_GATEWAY = """
+import asyncio, sys
+from pathlib import Path
+from wardwatch.core.config import MqttSettings
+from wardwatch.firmware_sim.bleak_backend import BumbleCentral, use_bumble_backend
+from wardwatch.firmware_sim.devices import make_device
+from wardwatch.firmware_sim.model import HeartRateReading
+from wardwatch.firmware_sim.radio import SimRadio
+from wardwatch.firmware_sim.scenario import DeviceKind, DeviceSpec
+from wardwatch.gateway.app import Gateway
+from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, QueueSettings
+from wardwatch.core.schema import DeviceRole
+
+async def main(queue_path: str, port: int) -> None:
+    radio = SimRadio()
+    async with make_device(DeviceSpec(kind=DeviceKind.HEART_RATE_STRAP, id="hr-0"), radio) as strap, \\
+            BumbleCentral(radio) as central:
+        with use_bumble_backend(central):
+            config = GatewayConfig(
+                gateway_id="gw-01", ward="ward-a",
+                mqtt=MqttSettings(host="127.0.0.1", port=port, tls=False),
+                devices=(DeviceBinding(id="hr-0", patient="p-0", role=DeviceRole.HEART_RATE_STRAP,
+                                       address=strap.address),),
+                ble=BleSettings(connect_timeout_s=3, scan_window_s=1, backoff_min_s=0.05, backoff_max_s=0.5),
+                queue=QueueSettings(path=Path(queue_path), max_messages=300, commit_interval_s=0.02),
+            )
+            gateway = asyncio.create_task(Gateway(config, use_default_recovery=False).run())
+            await strap.wait_subscribed(0x2A37, 20)
+            i = 0
+            while True:
+                await strap.send(HeartRateReading(index=i, t_ms=0, heart_rate=60 + i % 40, contact=True,
+                                                  rr_ticks=(), battery=90))
+                i += 1
+                await asyncio.sleep(0.002)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def _queue_figures(path: Path) -> tuple[int, list[int]]:
+    import sqlite3
+
+    if not path.exists():
+        return 0, []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        dropped = db.execute("SELECT coalesce(max(value), 0) FROM counters WHERE name = 'dropped_total'").fetchone()[0]
+        payloads = db.execute("SELECT payload FROM messages WHERE topic LIKE '%/heart_rate' ORDER BY id").fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return 0, []
+    finally:
+        db.close()
+    seqs = []
+    for (payload,) in payloads:
+        message = decode(bytes(payload))
+        assert isinstance(message, Vitals)
+        seqs.append(message.seq)
+    return int(dropped), seqs
+
+
+@pytest.mark.slow
+async def test_kill_9_with_a_full_queue_then_restart_loses_nothing_queued(
+    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
+) -> None:
+    """The broker is down, the queue overflows (oldest dropped, counted), the gateway dies by SIGKILL."""
+    settings = settings_for(mosquitto)
+    await mosquitto.stop()
+    queue_path = tmp_path / "queue.sqlite3"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _KILLED_GATEWAY, str(queue_path), str(mosquitto.port), stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        await wait_for(lambda: _queue_figures(queue_path)[0] >= 200, 60, what="queue overflowing")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    dropped, kept = _queue_figures(queue_path)
+    assert dropped >= 200
+    assert len(kept) >= 250
+    assert kept == list(range(kept[0], kept[0] + len(kept)))
+
+    await mosquitto.start()
+    async with (
+        collect(settings, "wardwatch/v1/#") as sub,
+        running_gateway(config_for([], settings, tmp_path, max_messages=300)),
+    ):
+        await wait_for(lambda: len(heart_rates(sub, "hr-0")) >= len(kept), TIMEOUT, what="the queued readings")
+        await wait_for(lambda: sub.on(f"wardwatch/v1/gateway/{WARD}/{GATEWAY}/gap"), TIMEOUT, what="gap report")
+    seqs = [v.seq for v in sub.vitals() if v.signal == Signal.HEART_RATE]
+    assert list(dict.fromkeys(seqs)) == kept  # every queued reading, in order, once after dedup
+    gaps = [decode(m.payload) for m in sub.on(f"wardwatch/v1/gateway/{WARD}/{GATEWAY}/gap")]
+    assert sum(g.dropped for g in gaps if isinstance(g, DataGap)) == dropped

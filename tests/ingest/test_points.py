@@ -1,0 +1,111 @@
+"""Messages to points: the schema, validation, and everything that must be dead-lettered."""
+
+from __future__ import annotations
+
+import pytest
+
+from wardwatch.core.errors import SchemaError, TopicError, WardwatchError
+from wardwatch.core.schema import (
+    AbsentReason,
+    DeviceRole,
+    DeviceStatus,
+    Quality,
+    Sample,
+    Signal,
+    Vitals,
+    encode,
+)
+from wardwatch.core.topics import device_status_topic, gateway_status_topic, vitals_topic
+from wardwatch.ingest.points import PointEncoder
+
+TOPIC = vitals_topic("ward-a", "gw-01", "p-1", "hr-1", "rr_interval")
+
+
+def vitals(**changes: object) -> Vitals:
+    fields: dict[str, object] = {
+        "v": 1,
+        "patient": "p-1",
+        "device": "hr-1",
+        "gateway": "gw-01",
+        "signal": Signal.RR_INTERVAL,
+        "seq": 7,
+        "samples": (Sample(t=1_700_000_000_000, v=0.8), Sample(t=1_700_000_000_801, v=0.75)),
+    }
+    fields.update(changes)
+    return Vitals(**fields)  # type: ignore[arg-type]
+
+
+def test_every_sample_is_a_point_with_its_own_time() -> None:
+    lines = PointEncoder().lines(TOPIC, encode(vitals()))
+    prefix = "vitals,device=hr-1,patient=p-1,signal=rr_interval,ward=ward-a"
+    assert lines == [
+        f'{prefix} value=0.8,seq=7i,gateway="gw-01" 1700000000000\n',
+        f'{prefix} value=0.75,seq=7i,gateway="gw-01" 1700000000801\n',
+    ]
+
+
+def test_integer_json_values_become_floats() -> None:
+    payload = (
+        b'{"v":1,"kind":"vitals","patient":"p-1","device":"hr-1","gateway":"gw-01",'
+        b'"signal":"rr_interval","seq":1,"samples":[{"t":5,"v":1}]}'
+    )
+    assert PointEncoder().lines(TOPIC, payload)[0].split(" ")[1].startswith("value=1.0,")
+
+
+def test_absent_value_and_quality_flags() -> None:
+    samples = (
+        Sample(t=1, v=None, absent=AbsentReason.NRES, q=(Quality.CONTACT_LOST, Quality.QUESTIONABLE)),
+        Sample(t=2, v=None),
+    )
+    lines = PointEncoder().lines(TOPIC, encode(vitals(samples=samples)))
+    assert lines[0].split(" ")[1] == 'absent="nres",quality="contact_lost,questionable",seq=7i,gateway="gw-01"'
+    assert lines[1].split(" ")[1] == 'absent="unspecified",seq=7i,gateway="gw-01"'
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "problem"),
+    [
+        (TOPIC, b"not json", "not valid JSON"),
+        (TOPIC, encode(vitals()).replace(b'"v":1', b'"v":2'), "vitals message"),
+        (TOPIC, encode(vitals(samples=(Sample(t=1, v=99.0),))), "impossible"),
+        (TOPIC, encode(vitals(patient="p-2")), "do not match its topic"),
+        (TOPIC, encode(vitals(gateway="gw-02")), "do not match its topic"),
+        (TOPIC.replace("rr_interval", "heart_rate"), encode(vitals()), "do not match its topic"),
+        (TOPIC + "/extra", encode(vitals()), "levels"),
+        ("wardwatch/v1/vitals/Ward A/gw/p/d/s", encode(vitals()), "identifier"),
+        (gateway_status_topic("ward-a", "gw-01"), b"{}", "neither"),
+        ("elsewhere/x", b"{}", "neither"),
+    ],
+)
+def test_malformed_messages_are_refused_with_a_reason(topic: str, payload: bytes, problem: str) -> None:
+    with pytest.raises(WardwatchError, match=problem) as caught:
+        PointEncoder().lines(topic, payload)
+    assert isinstance(caught.value, SchemaError | TopicError)
+
+
+def test_device_status_point() -> None:
+    status = DeviceStatus(
+        v=1,
+        patient="p-1",
+        device="ox-1",
+        gateway="gw-01",
+        t=1_700_000_000_000,
+        role=DeviceRole.PULSE_OXIMETER,
+        connected=False,
+        seq=3,
+        battery=80,
+        reason='out "of" range',
+    )
+    lines = PointEncoder().lines(device_status_topic("ward-a", "gw-01", "p-1", "ox-1"), encode(status))
+    assert lines == [
+        'device_status,device=ox-1,patient=p-1,ward=ward-a connected=false,gateway="gw-01",'
+        'role="pulse_oximeter",seq=3i,malformed_total=0i,battery=80i,reason="out \\"of\\" range" 1700000000000\n'
+    ]
+
+
+def test_device_status_must_match_its_topic() -> None:
+    status = DeviceStatus(
+        v=1, patient="p-1", device="ox-1", gateway="gw-01", t=1, role=DeviceRole.PULSE_OXIMETER, connected=True
+    )
+    with pytest.raises(SchemaError):
+        PointEncoder().lines(device_status_topic("ward-a", "gw-01", "p-2", "ox-1"), encode(status))
