@@ -45,7 +45,7 @@ def alerting_config(tmp_path: Path, receiver: WebhookReceiver, api: dict[str, An
     return config_from_mapping(
         {
             "database": str(tmp_path / "alerting.db"),
-            "api": {"host": "127.0.0.1", "port": 0, **api},
+            "api": {"host": "127.0.0.1", "port": 0, "argon2_time_cost": 1, "argon2_memory_kib": 1024, **api},
             "wards": {
                 "ward-a": {
                     "destinations": {
@@ -69,7 +69,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         service = await stack.enter_async_context(AlarmService(config, store))
         port = await stack.enter_async_context(serve_api(service, config.api))
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        auth = Authenticator(store)
+        auth = Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024)  # cheap hashes for tests
         for name, role in USERS.items():
             auth.add_user(name, role, PASSWORD, 0)
         result = Api(f"http://127.0.0.1:{port}", http, service, receiver, {})
@@ -109,6 +109,7 @@ async def test_unauthenticated_and_bad_credentials_are_refused(api: Api) -> None
     status, _ = await api.call("POST", "/api/v1/login", json={"name": "nobody", "password": PASSWORD})
     assert status == 401
     assert (await api.call("GET", "/healthz"))[0] == 200
+    assert (await api.call("GET", "/api/v1/nothing-here", "root"))[0] == 404
     assert (await api.call("GET", "/api/v1/openapi.json"))[1]["openapi"] == "3.1.0"
 
 
@@ -181,7 +182,9 @@ async def test_admin_manages_users_and_machine_tokens(api: Api) -> None:
 
 async def test_sessions_expire_when_idle(tmp_path: Path) -> None:
     with Store(tmp_path / "a.db") as store:
-        auth = Authenticator(store, session_ttl_ms=1000, session_max_ms=10_000)
+        auth = Authenticator(
+            store, session_ttl_ms=1000, session_max_ms=10_000, argon2_time_cost=1, argon2_memory_kib=1024
+        )
         auth.add_user("ann", Role.NURSE, PASSWORD, 0)
         token, expires = auth.login("ann", PASSWORD, 0)
         assert expires == 1000

@@ -102,7 +102,10 @@ def test_an_abrupt_step_is_confirmed_by_the_artefact_filter_first() -> None:
 
 def test_brief_shallow_dip_does_not_alarm() -> None:
     engine = Engine(no_news2())
-    assert actives(feed(engine, spo2_series([96] * 10 + [87, 86, 86, 86, 87, 87, 86, 86, 87, 88, 88, 89] + [96] * 20))) == []
+    assert (
+        actives(feed(engine, spo2_series([96] * 10 + [87, 86, 86, 86, 87, 87, 86, 86, 87, 88, 88, 89] + [96] * 20)))
+        == []
+    )
 
 
 def test_satseconds_raises_a_deep_dip_before_the_delay() -> None:
@@ -159,8 +162,7 @@ def test_spo2_clears_only_with_hysteresis() -> None:
 
 def test_flagged_gap_restarts_the_delay() -> None:
     engine = Engine(no_news2())
-    values: list[float | None] = [96] * 5 + [85] * 10
-    msgs = spo2_series(values)
+    msgs = spo2_series([96] * 5 + [85] * 10)
     msgs += spo2_series([85] * 8, start=T0 + 15_000, q=(Quality.QUESTIONABLE,))
     msgs += spo2_series([85] * 10, start=T0 + 23_000)
     changes = feed(engine, msgs)
@@ -236,7 +238,11 @@ def test_sensor_off_raises_a_technical_alarm_not_a_physiological_one() -> None:
     changes = feed(engine, msgs, tick=True)
     assert physiological(changes) == []
     (off,) = actives(changes)
-    assert (off.rule, off.category, off.priority) == ("sensor_off.pulse_oximeter", AlarmCategory.TECHNICAL, Priority.MEDIUM)
+    assert (off.rule, off.category, off.priority) == (
+        "sensor_off.pulse_oximeter",
+        AlarmCategory.TECHNICAL,
+        Priority.MEDIUM,
+    )
     assert off.t == T0 + 40_000
     (clear,) = [c for c in changes if not c.active]
     assert clear.t == T0 + 70_000
@@ -248,7 +254,9 @@ def test_absent_values_count_as_sensor_off() -> None:
 
 
 def test_poor_signal_after_60_s_is_low_priority() -> None:
-    changes = feed(Engine(), spo2_series([96] * 5) + spo2_series([95] * 70, start=T0 + 5000, q=(Quality.LOW_PERFUSION,)))
+    changes = feed(
+        Engine(), spo2_series([96] * 5) + spo2_series([95] * 70, start=T0 + 5000, q=(Quality.LOW_PERFUSION,))
+    )
     (poor,) = actives(changes)
     assert (poor.rule, poor.priority, poor.t) == ("poor_signal.pulse_oximeter", Priority.LOW, T0 + 65_000)
 
@@ -428,7 +436,10 @@ def test_battery_low_then_critical() -> None:
         ("battery_critical.pulse_oximeter", Priority.MEDIUM),
     ]
     out = engine.on_device_status(status(T0 + 4000, 95), WARD) + engine.flush()
-    assert sorted(c.rule for c in out if not c.active) == ["battery_critical.pulse_oximeter", "battery_low.pulse_oximeter"]
+    assert sorted(c.rule for c in out if not c.active) == [
+        "battery_critical.pulse_oximeter",
+        "battery_low.pulse_oximeter",
+    ]
 
 
 def test_battery_signal_feeds_the_battery_rule() -> None:

@@ -58,7 +58,15 @@ def build(plan: list[Step], flagged_value: float | None = None, drift: float = 0
         value = round(lo + (hi - lo) * level)
         sample = Sample(t=t, v=float(value), q=step.flags)
         out.append(
-            Vitals(v=1, patient="p-1", device=DEVICES[step.signal], gateway="gw-1", signal=step.signal, seq=n, samples=(sample,))
+            Vitals(
+                v=1,
+                patient="p-1",
+                device=DEVICES[step.signal],
+                gateway="gw-1",
+                signal=step.signal,
+                seq=n,
+                samples=(sample,),
+            )
         )
     return out
 

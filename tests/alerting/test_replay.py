@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from wardwatch.alerting.engine import Engine
 from wardwatch.alerting.engine.synthetic import scenario_library
 from wardwatch.alerting.replay import (
     Availability,
@@ -19,7 +20,6 @@ from wardwatch.alerting.replay import (
     replay_main,
     run,
 )
-from wardwatch.alerting.engine import Engine
 from wardwatch.core.errors import SchemaError
 from wardwatch.core.schema import DataGap, Sample, Signal, Vitals, encode
 
@@ -27,7 +27,9 @@ T0 = 1_767_225_600_000
 
 
 def spo2(t: int, v: float, seq: int, patient: str = "p-1") -> Vitals:
-    return Vitals(v=1, patient=patient, device="plx-1", gateway="gw-1", signal=Signal.SPO2, seq=seq, samples=(Sample(t=t, v=v),))
+    return Vitals(
+        v=1, patient=patient, device="plx-1", gateway="gw-1", signal=Signal.SPO2, seq=seq, samples=(Sample(t=t, v=v),)
+    )
 
 
 def desaturation_lines() -> list[str]:
@@ -47,7 +49,10 @@ def test_plain_wire_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     path.write_text("\n".join(desaturation_lines()) + "\n\n")
     code, out, _ = run_cli([str(path), "--ward", "ward-b", "--stats"], capsys)
     assert code == 0
-    assert [(o["rule"], o["active"], o["ward"]) for o in out] == [("spo2_low", True, "ward-b"), ("spo2_low", False, "ward-b")]
+    assert [(o["rule"], o["active"], o["ward"]) for o in out] == [
+        ("spo2_low", True, "ward-b"),
+        ("spo2_low", False, "ward-b"),
+    ]
     assert out[0]["category"] == "physiological"
     assert out[0]["priority"] == "medium"
     assert change_to_dict(change_from_dict(out[0])) == out[0]
@@ -68,7 +73,12 @@ def test_wrapped_topic_and_availability_lines(tmp_path: Path, capsys: pytest.Cap
     lines = [
         json.dumps({"ward": "ward-c", "message": msg}),
         json.dumps({**json.loads(encode(spo2(T0 + 1000, 96, 2))), "ward": "ward-c"}),
-        json.dumps({"topic": "wardwatch/v1/vitals/ward-c/gw-1/p-1/plx-1/spo2", "payload": json.loads(encode(spo2(T0 + 2000, 96, 3)))}),
+        json.dumps(
+            {
+                "topic": "wardwatch/v1/vitals/ward-c/gw-1/p-1/plx-1/spo2",
+                "payload": json.loads(encode(spo2(T0 + 2000, 96, 3))),
+            }
+        ),
         json.dumps({"topic": "wardwatch/v1/gateway/ward-c/gw-1/availability", "payload": "offline", "t": T0 + 3000}),
         json.dumps({"kind": "availability", "ward": "ward-c", "gateway": "gw-1", "online": True, "t": T0 + 9000}),
     ]
@@ -76,7 +86,9 @@ def test_wrapped_topic_and_availability_lines(tmp_path: Path, capsys: pytest.Cap
     path.write_text("\n".join(lines))
     code, out, _ = run_cli([str(path), "--no-flush"], capsys)
     assert code == 0
-    assert [(o["rule"], o["active"], o["ward"], o["t"]) for o in out] == [("gateway_offline", True, "ward-c", T0 + 3000)]
+    assert [(o["rule"], o["active"], o["ward"], o["t"]) for o in out] == [
+        ("gateway_offline", True, "ward-c", T0 + 3000)
+    ]
     code, out, _ = run_cli([str(path)], capsys)
     assert [(o["rule"], o["active"]) for o in out] == [("gateway_offline", True), ("gateway_offline", False)]
 
@@ -119,13 +131,17 @@ def test_bad_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_parse_line_forms() -> None:
     assert parse_line("  ", "ward-a") is None
     gap = DataGap(v=1, gateway="gw-1", t=T0, dropped=3, first_t=T0 - 3000, last_t=T0)
-    item = parse_line(json.dumps({"topic": "wardwatch/v1/gateway/ward-x/gw-1/gap", "payload": json.loads(encode(gap))}), "w")
+    item = parse_line(
+        json.dumps({"topic": "wardwatch/v1/gateway/ward-x/gw-1/gap", "payload": json.loads(encode(gap))}), "w"
+    )
     assert item == ("ward-x", gap)
     with pytest.raises(SchemaError):
         parse_line(json.dumps({"topic": "wardwatch/v1/gateway/ward-x/gw-1/availability", "payload": "maybe"}), "w")
     with pytest.raises(SchemaError):
         parse_line("[1, 2]", "w")
-    assert parse_line(json.dumps({"topic": "wardwatch/v1/gateway/ward-x/gw-1/availability", "payload": "online"}), "w", 5) == Availability("ward-x", "gw-1", True, 5)
+    assert parse_line(
+        json.dumps({"topic": "wardwatch/v1/gateway/ward-x/gw-1/availability", "payload": "online"}), "w", 5
+    ) == Availability("ward-x", "gw-1", True, 5)
 
 
 def test_round_trip_of_a_scenario_gives_the_same_alarms(tmp_path: Path) -> None:

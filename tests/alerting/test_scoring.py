@@ -59,7 +59,16 @@ def test_onset_from_simulator_detail_extends_the_deadline() -> None:
 
 def test_truth_jsonl_with_extra_simulator_fields() -> None:
     line = json.dumps(
-        {"patient": "p-1", "event": "motion", "kind": "artefact", "start": 1, "end": 2, "should_page": False, "devices": ["plx-1"], "detail": {"severity": 0.6}}
+        {
+            "patient": "p-1",
+            "event": "motion",
+            "kind": "artefact",
+            "start": 1,
+            "end": 2,
+            "should_page": False,
+            "devices": ["plx-1"],
+            "detail": {"severity": 0.6},
+        }
     )
     (event,) = load_truth([line, ""])
     assert event.devices == ("plx-1",)
@@ -71,7 +80,9 @@ def synthetic() -> tuple[list[Input], list[TruthEvent]]:
     return list(scenario.messages), scenario.truth
 
 
-def test_engine_against_naive_baseline_on_the_synthetic_library(synthetic: tuple[list[Input], list[TruthEvent]]) -> None:
+def test_engine_against_naive_baseline_on_the_synthetic_library(
+    synthetic: tuple[list[Input], list[TruthEvent]],
+) -> None:
     items, truth = synthetic
     scores = compare(items, truth)
     engine, naive = scores["engine"], scores["naive"]

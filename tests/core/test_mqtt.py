@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,20 @@ async def test_reconnects_after_broker_restart() -> None:
 
             await wait_for(online_seen, 20)
             assert gateway.connects >= 2
+
+
+async def test_starts_before_the_broker_and_queues_publishes_while_down(tmp_path: Path) -> None:
+    """A client started while the broker is down keeps trying; a publish made meanwhile is sent later."""
+    broker = Mosquitto(directory=tmp_path / "late-broker")
+    settings = broker.endpoint().settings()
+    async with MqttClient(settings, "early", backoff_max_s=0.5) as early:
+        pending = early.publish_nowait("wardwatch/v1/test/early", b"queued while down", retain=True)
+        assert not pending.done()
+        async with broker:
+            await early.wait_connected(20)
+            await asyncio.wait_for(pending, 10)
+            async with MqttClient(settings, "watcher") as watcher:
+                await watcher.wait_connected(10)
+                await watcher.subscribe("wardwatch/v1/test/#")
+                message = await asyncio.wait_for(watcher.get_message(), 10)
+    assert (message.payload, message.retain) == (b"queued while down", True)

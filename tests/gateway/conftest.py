@@ -17,7 +17,6 @@ from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.mqtt import Message, MqttClient
 from wardwatch.core.schema import Vitals, decode
 from wardwatch.core.servers import Mosquitto
-from wardwatch.gateway._mqtt import GatewayMqttClient
 
 TIMEOUT = 15.0
 
@@ -79,7 +78,7 @@ async def collecting(
     settings: MqttSettings, topic_filter: str, *, client_id: str = "test-collector", persistent: bool = False
 ) -> AsyncIterator[Collector]:
     """Subscribe to ``topic_filter`` (QoS 1) and record; ``persistent`` keeps the session across restarts."""
-    async with GatewayMqttClient(
+    async with MqttClient(
         settings, client_id, clean_start=not persistent, backoff_min_s=0.1, backoff_max_s=0.5
     ) as mqtt:
         await mqtt.wait_connected(TIMEOUT)

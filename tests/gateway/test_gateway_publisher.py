@@ -13,12 +13,11 @@ from typing import Any
 import pytest
 
 from wardwatch.core.config import MqttSettings
-from wardwatch.core.mqtt import MqttError, PublishRefusedError
+from wardwatch.core.mqtt import MqttClient, MqttError, PublishRefusedError
 from wardwatch.core.schema import DataGap, DeviceRole, Sample, Signal, Vitals, decode, encode
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.topics import gap_topic, vitals_topic
 from wardwatch.core.waiting import wait_for
-from wardwatch.gateway._mqtt import GatewayMqttClient
 from wardwatch.gateway.config import DeviceBinding
 from wardwatch.gateway.publisher import Publisher
 from wardwatch.gateway.queue import DurableQueue, Reading
@@ -39,7 +38,7 @@ OUTAGE_S = float(os.environ.get("GATEWAY_TEST_OUTAGE_S", "20"))
 async def running_publisher(
     queue: DurableQueue, settings: MqttSettings, *, in_flight: int = 64, client_id: str = GATEWAY
 ) -> AsyncIterator[Publisher]:
-    async with GatewayMqttClient(settings, client_id, backoff_min_s=0.1, backoff_max_s=1.0) as mqtt:
+    async with MqttClient(settings, client_id, backoff_min_s=0.1, backoff_max_s=1.0) as mqtt:
         publisher = Publisher(queue, mqtt, gateway=GATEWAY, ward=WARD, in_flight=in_flight)
         task = asyncio.create_task(publisher.run())
         try:

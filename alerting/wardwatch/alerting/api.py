@@ -131,6 +131,9 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     status = 500
     try:
+        if request.match_info.http_exception is not None:  # no such route (404/405): say so, auth or not
+            status = request.match_info.http_exception.status
+            return _error(status, request.match_info.http_exception.reason)
         if request.path not in _PUBLIC:
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
@@ -457,6 +460,8 @@ def build_app(service: AlarmService, config: ApiConfig) -> web.Application:
         service.store,
         session_ttl_ms=round(config.session_ttl_s * 1000),
         session_max_ms=round(config.session_max_s * 1000),
+        argon2_time_cost=config.argon2_time_cost,
+        argon2_memory_kib=config.argon2_memory_kib,
     )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus_metrics)

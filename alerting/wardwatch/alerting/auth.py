@@ -93,11 +93,19 @@ def check_name(name: str) -> str:
 class Authenticator:
     """Users, sessions and machine tokens over the alerting store. Times are ms since the epoch."""
 
-    def __init__(self, store: Store, *, session_ttl_ms: int = 900_000, session_max_ms: int = 12 * 3_600_000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        session_ttl_ms: int = 900_000,
+        session_max_ms: int = 12 * 3_600_000,
+        argon2_time_cost: int = 3,
+        argon2_memory_kib: int = 65_536,
+    ) -> None:
         self.store = store
         self.session_ttl_ms = session_ttl_ms
         self.session_max_ms = session_max_ms
-        self._hasher = PasswordHasher()
+        self._hasher = PasswordHasher(time_cost=argon2_time_cost, memory_cost=argon2_memory_kib)
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
 
     def add_user(self, name: str, role: Role, password: str, now: int) -> None:

@@ -58,6 +58,7 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     # --- signal quality ---
     hr_pr_tolerance: float = 15.0  # strap HR and oximeter PR disagree by more than max(this, 15 %)
     max_gap_s: float = 5.0  # longer gaps between valid samples restart delays and the SatSeconds sum
+    delay_grace_samples: int = 2  # in-limit samples in a row that do not restart a pending delay (noise)
     # --- technical ---
     sensor_off_s: float = 30.0
     poor_signal_s: float = 60.0
@@ -85,6 +86,8 @@ def _check(th: Thresholds) -> tuple[tuple[str, ...], str] | None:
         value = getattr(th, key)
         if key.endswith(_NON_NEGATIVE) and value < 0:
             return (key,), f"{value} must not be negative"
+    if th.delay_grace_samples < 0:
+        return ("delay_grace_samples",), "must not be negative"
     if th.spo2_severe_samples < 1:
         return ("spo2_severe_samples",), "must be at least 1"
     if th.news2_confirm_min < 1:

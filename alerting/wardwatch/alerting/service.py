@@ -447,15 +447,22 @@ class _Ingest:
         if changes:
             self.service.on_conditions(changes)
 
+    def _handle_safely(self, topic: str, payload: bytes) -> None:
+        try:
+            self.handle(topic, payload)
+        except Exception:  # one bad message must not stop alarm processing for the ward
+            self.service.metrics.rejected.labels(reason="internal_error").inc()
+            _log.exception("processing a message on %s failed; it was skipped", topic)
+
     async def consume(self) -> None:
         while True:
             message = await self.mqtt.get_message()
-            self.handle(message.topic, message.payload)
+            self._handle_safely(message.topic, message.payload)
             for _ in range(_BATCH):  # drain a burst, but let page deliveries run in between
                 more = self.mqtt.get_message_nowait()
                 if more is None:
                     break
-                self.handle(more.topic, more.payload)
+                self._handle_safely(more.topic, more.payload)
 
     async def tick(self, interval_s: float) -> None:
         while True:

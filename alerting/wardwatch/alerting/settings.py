@@ -143,6 +143,8 @@ class ApiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     tls_key: Path | None = None
     session_ttl_s: PositiveSeconds = 900.0  # idle time until automatic logoff
     session_max_s: PositiveSeconds = 12 * 3600.0
+    argon2_time_cost: Annotated[int, msgspec.Meta(ge=1)] = 3  # argon2id cost of new password hashes
+    argon2_memory_kib: Annotated[int, msgspec.Meta(ge=1024)] = 65_536
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -222,6 +222,7 @@ class MqttClient:
             try:
                 await self._connect_once()
             except (OSError, MqttError, ssl.SSLError) as exc:
+                self._disconnected.set()  # the attempt failed: the next round tries again
                 self.last_connect_error = str(exc)
                 _log.warning("MQTT connect to %s:%s failed: %s", self.settings.host, self.settings.port, exc)
                 self._drop_socket()
@@ -409,7 +410,9 @@ class MqttClient:
             future.set_result(None)
             return future
         future.wardwatch_topic = topic  # type: ignore[attr-defined]
-        if info.is_published():
+        # While disconnected paho queues the message (rc NO_CONN) and sends it after reconnecting;
+        # its is_published() raises in that state, so only ask when the publish went out.
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS and info.is_published():
             future.set_result(None)
         else:
             self._pending[info.mid] = future

@@ -162,6 +162,7 @@ class GatewayStatus(_Message, frozen=True, tag="gateway_status"):
     queue_depth: int = 0
     queue_capacity: int = 0
     dropped_total: int = 0
+    dead_lettered_total: int = 0  # readings the broker refused for good (e.g. ACL), kept locally
     clock_synced: bool | None = None
     version: str = ""
 

@@ -107,6 +107,9 @@ async def _close_connections(transport: Any) -> None:
     stream = getattr(transport.sink, "transport", None)
     if stream is not None and hasattr(stream, "close") and not stream.is_closing():
         stream.close()
+    server = getattr(transport, "server", None)  # bumble's TCP server transport never closes its listener
+    if server is not None:
+        server.close()
     await asyncio.sleep(0)  # let asyncio run the transports' connection_lost (closes the sockets)
 
 

@@ -21,7 +21,6 @@ from typing import Any, Final
 from wardwatch.core.mqtt import MqttClient, MqttError, Will
 from wardwatch.core.schema import GatewayStatus, encode
 from wardwatch.core.topics import AVAILABILITY_OFFLINE, AVAILABILITY_ONLINE, availability_topic, gateway_status_topic
-from wardwatch.gateway._mqtt import GatewayMqttClient
 from wardwatch.gateway.ble import DeviceSession, Radio, default_recovery
 from wardwatch.gateway.clock import clock_synchronised
 from wardwatch.gateway.config import GatewayConfig
@@ -92,7 +91,7 @@ class Gateway:
                 )
             )
             mqtt = self.mqtt = await stack.enter_async_context(
-                GatewayMqttClient(
+                MqttClient(
                     config.mqtt,
                     config.mqtt.client_id or config.gateway_id,
                     will=Will(self.availability_topic, AVAILABILITY_OFFLINE, qos=1, retain=True),
@@ -144,15 +143,14 @@ class Gateway:
     def _online(self) -> None:
         if self.mqtt is None:
             return
-        with contextlib.suppress(RuntimeError):
-            future = self.mqtt.publish_nowait(self.availability_topic, AVAILABILITY_ONLINE, qos=1, retain=True)
-            future.add_done_callback(_consume)
+        future = self.mqtt.publish_nowait(self.availability_topic, AVAILABILITY_ONLINE, qos=1, retain=True)
+        future.add_done_callback(_consume)
 
     async def _offline(self) -> None:
         notify("STOPPING=1")
         if self.mqtt is None or not self.mqtt.is_connected:
             return
-        with contextlib.suppress(MqttError, TimeoutError, RuntimeError):
+        with contextlib.suppress(MqttError, TimeoutError):
             async with asyncio.timeout(2.0):
                 await self.mqtt.publish(self.availability_topic, AVAILABILITY_OFFLINE, qos=1, retain=True)
 
@@ -171,6 +169,7 @@ class Gateway:
             queue_depth=queue.depth if queue else 0,
             queue_capacity=self.config.queue.max_messages,
             dropped_total=queue.dropped_total if queue else 0,
+            dead_lettered_total=queue.dead_lettered_total if queue else 0,
             clock_synced=clock_synchronised(),
             version=_version(),
         )
@@ -183,8 +182,7 @@ class Gateway:
                 session.recorder.device_status(session.status())  # durable, like readings
             if self.mqtt is not None and self.mqtt.is_connected:
                 # Live health, not data: not queued; skipped while the broker is away.
-                with contextlib.suppress(RuntimeError):  # the connection dropped just now
-                    self.mqtt.publish_nowait(topic, encode(self.gateway_status()), qos=1).add_done_callback(_consume)
+                self.mqtt.publish_nowait(topic, encode(self.gateway_status()), qos=1).add_done_callback(_consume)
 
     async def _watchdog_loop(self) -> None:
         interval = watchdog_interval()

@@ -27,10 +27,10 @@ from typing import Any
 
 from wardwatch.core import gatt
 from wardwatch.core.config import MqttSettings
+from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import DeviceRole
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.waiting import wait_for
-from wardwatch.gateway._mqtt import GatewayMqttClient
 from wardwatch.gateway.config import DeviceBinding
 from wardwatch.gateway.publisher import Publisher
 from wardwatch.gateway.queue import DurableQueue
@@ -136,7 +136,7 @@ async def _paced(rig: _Rig, devices: int, rate_hz: float, seconds: float) -> dic
     }
 
 
-async def _replay(rig: _Rig, broker: Mosquitto, mqtt: GatewayMqttClient, backlog_notifications: int) -> dict[str, Any]:
+async def _replay(rig: _Rig, broker: Mosquitto, mqtt: MqttClient, backlog_notifications: int) -> dict[str, Any]:
     await broker.stop()
     await wait_for(lambda: not mqtt.is_connected, 30, what="gateway to notice the outage")
     messages0 = rig.messages
@@ -175,7 +175,7 @@ async def bench_main(
             settings = MqttSettings(host=broker.host, port=broker.port, tls=False)
             async with (
                 DurableQueue(Path(tmp) / "queue.sqlite3") as queue,
-                GatewayMqttClient(
+                MqttClient(
                     settings, "bench-gateway", max_inflight=in_flight, backoff_min_s=0.05, backoff_max_s=0.2
                 ) as mqtt,
             ):

@@ -143,11 +143,7 @@ class Publisher:
                 waiter.cancel()
 
     def _send(self, message: QueuedMessage, attempt: int) -> None:
-        try:
-            future = self.mqtt.publish_nowait(message.topic, message.payload, qos=1)
-        except RuntimeError as exc:  # paho: "not currently connected" (the connection just dropped)
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(MqttError(str(exc)))
+        future = self.mqtt.publish_nowait(message.topic, message.payload, qos=1)
         self._in_flight += 1
         self.published += 1
         future.add_done_callback(lambda f: self._done(message, attempt, f))
@@ -211,11 +207,7 @@ class Publisher:
         )
 
     def _send_gap(self, gap: Gap) -> None:
-        try:
-            future = self.mqtt.publish_nowait(self._gap_topic, encode(self._gap_message(gap)), qos=1)
-        except RuntimeError as exc:
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(MqttError(str(exc)))
+        future = self.mqtt.publish_nowait(self._gap_topic, encode(self._gap_message(gap)), qos=1)
 
         def done(f: asyncio.Future[None]) -> None:
             if f.cancelled():

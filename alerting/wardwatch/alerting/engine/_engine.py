@@ -18,7 +18,6 @@ from wardwatch.core.schema import (
     DeviceStatus,
     GatewayStatus,
     Priority,
-    Quality,
     Signal,
     Vitals,
 )
@@ -252,16 +251,28 @@ class _Patient:
 
     def configure(self, th: Thresholds) -> None:
         self.th = th
-        gap = th.max_gap_s
-        self.spo2_low.configure(th.spo2_low, th.spo2_delay_s, 1, th.spo2_reset_margin, th.spo2_reset_s, gap, th.satseconds_budget)
-        severe = th.spo2_low - th.spo2_severe_margin
-        self.spo2_severe.configure(
-            severe, 0.0, th.spo2_severe_samples, th.spo2_reset_margin, th.spo2_reset_s, gap, 0.0, th.spo2_low
+        gap, grace = th.max_gap_s, th.delay_grace_samples
+        self.spo2_low.configure(
+            th.spo2_low,
+            th.spo2_delay_s,
+            1,
+            th.spo2_reset_margin,
+            th.spo2_reset_s,
+            gap,
+            th.satseconds_budget,
+            None,
+            grace,
         )
-        self.hr_high.configure(th.hr_high, th.hr_high_delay_s, 1, th.hr_reset_margin, th.hr_reset_s, gap, 0.0)
-        self.hr_low.configure(th.hr_low, th.hr_low_delay_s, 1, th.hr_reset_margin, th.hr_reset_s, gap, 0.0)
+        severe = th.spo2_low - th.spo2_severe_margin
+        self.spo2_severe.configure(  # consecutive samples: no grace
+            severe, 0.0, th.spo2_severe_samples, th.spo2_reset_margin, th.spo2_reset_s, gap, 0.0, th.spo2_low, 0
+        )
+        self.hr_high.configure(
+            th.hr_high, th.hr_high_delay_s, 1, th.hr_reset_margin, th.hr_reset_s, gap, 0.0, None, grace
+        )
+        self.hr_low.configure(th.hr_low, th.hr_low_delay_s, 1, th.hr_reset_margin, th.hr_reset_s, gap, 0.0, None, grace)
         self.hr_low_severe.configure(
-            th.hr_low_severe, th.hr_low_severe_delay_s, 2, th.hr_reset_margin, th.hr_reset_s, gap, 0.0, th.hr_low
+            th.hr_low_severe, th.hr_low_severe_delay_s, 2, th.hr_reset_margin, th.hr_reset_s, gap, 0.0, th.hr_low, grace
         )
         alpha = 1.0 - pow(2.718281828459045, -1.0 / th.trend_baseline_tau_min)
         self.spo2_series.alpha = alpha
@@ -329,7 +340,9 @@ class Engine:
         samples = msg.samples
         dev = st.devices.get(msg.device)
         if dev is None:
-            dev = st.devices[msg.device] = _Device(msg.device, msg.gateway, _ROLE_OF_SIGNAL.get(msg.signal), samples[0].t)
+            dev = st.devices[msg.device] = _Device(
+                msg.device, msg.gateway, _ROLE_OF_SIGNAL.get(msg.signal), samples[0].t
+            )
         elif dev.role is None and msg.signal in _ROLE_OF_SIGNAL:
             dev.set_role(_ROLE_OF_SIGNAL[msg.signal])
         stream = dev.streams.get(msg.signal)
@@ -444,7 +457,7 @@ class Engine:
         return []
 
     def on_gateway_availability(self, ward: str, gateway: str, online: bool, t: int) -> list[ConditionChange]:
-        """The gateway's retained ``online``/``offline`` (last will): offline raises gateway_offline for its patients."""
+        """A gateway's retained ``online``/``offline`` (last will): offline raises gateway_offline for its patients."""
         out: list[ConditionChange] = []
         gw = self._gateway(gateway, ward)
         if gw.online == online:
@@ -522,7 +535,11 @@ class Engine:
             return out
         for cond in st.conds.values():
             if cond.shown:
-                out.append(ConditionChange(st.id, st.ward, cond.rule, cond.category, cond.priority, False, t, None, "patient discharged"))
+                out.append(
+                    ConditionChange(
+                        st.id, st.ward, cond.rule, cond.category, cond.priority, False, t, None, "patient discharged"
+                    )
+                )
         gw = self._gateways.get(st.gateway)
         if gw is not None:
             gw.patients.discard(patient)
@@ -535,7 +552,9 @@ class Engine:
         for st in states:
             for c in st.conds.values():
                 if c.shown:
-                    found.append(ConditionChange(st.id, st.ward, c.rule, c.category, c.priority, True, c.t, c.value, c.text))
+                    found.append(
+                        ConditionChange(st.id, st.ward, c.rule, c.category, c.priority, True, c.t, c.value, c.text)
+                    )
         return found
 
     def patients(self) -> Iterable[str]:
@@ -606,7 +625,15 @@ class Engine:
         ser.values.append(v)
 
     def _threshold(
-        self, st: _Patient, name: str, rule: Threshold, t: int, v: float, what: str, unit: str, out: list[ConditionChange]
+        self,
+        st: _Patient,
+        name: str,
+        rule: Threshold,
+        t: int,
+        v: float,
+        what: str,
+        unit: str,
+        out: list[ConditionChange],
     ) -> None:
         r = rule.update(t, v)
         if not r:
@@ -616,10 +643,15 @@ class Engine:
             back = "at or above" if rule.below else "at or below"
             self._clear(st, name, t, v, f"{what} {v:.0f} {unit} back {back} {rule.reset:.0f} {unit}", out)
         elif rule.by_area:
-            text = f"{what} {v:.0f} {unit} {side} {rule.limit:.0f} {unit}: SatSeconds {rule.area:.0f} over budget {rule.budget:.0f}"
+            text = (
+                f"{what} {v:.0f} {unit} {side} {rule.limit:.0f} {unit}: "
+                f"SatSeconds {rule.area:.0f} over budget {rule.budget:.0f}"
+            )
             self._raise(st, name, t, v, text, out)
         elif rule.delay == 0:
-            self._raise(st, name, t, v, f"{what} {v:.0f} {unit} {side} {rule.limit:.0f} {unit} (deep drop, no delay)", out)
+            self._raise(
+                st, name, t, v, f"{what} {v:.0f} {unit} {side} {rule.limit:.0f} {unit} (deep drop, no delay)", out
+            )
         else:
             text = f"{what} {v:.0f} {unit} {side} {rule.limit:.0f} {unit} for {(t - rule.since) / 1000:.0f} s"
             self._raise(st, name, t, v, text, out)
@@ -656,7 +688,10 @@ class Engine:
             if pu is not None:
                 parts.append(f"pulse {pu:.0f} /min ({p.pulse})")
             text = f"{PARTIAL_TEXT} {p.score}: {', '.join(parts)}; {p.tier}"
-            for level, met, name in ((0, p.score >= 5 or p.any_three, "news2_urgent"), (1, p.score >= 7, "news2_emergency")):
+            for level, met, name in (
+                (0, p.score >= 5 or p.any_three, "news2_urgent"),
+                (1, p.score >= 7, "news2_emergency"),
+            ):
                 if met:
                     st.n2_hits[level] += 1
                     st.n2_misses[level] = 0
@@ -682,7 +717,10 @@ class Engine:
                 if change >= limit:
                     ser.frozen = True
                     verb = "below" if sign < 0 else "above"
-                    text = f"{what} {window} min median {recent:.0f} {unit}, {change:.0f} {verb} the patient's baseline {ser.baseline:.0f}"
+                    text = (
+                        f"{what} {window} min median {recent:.0f} {unit}, "
+                        f"{change:.0f} {verb} the patient's baseline {ser.baseline:.0f}"
+                    )
                     self._raise(st, name, t, recent, text, out)
                 elif change <= limit / 2 and ser.frozen:
                     ser.frozen = False
@@ -730,7 +768,9 @@ class Engine:
 
     # --- emission: dedup, inhibition, flap suppression --------------------------------------
 
-    def _raise(self, st: _Patient, rule: str, t: int, value: float | None, text: str, out: list[ConditionChange]) -> None:
+    def _raise(
+        self, st: _Patient, rule: str, t: int, value: float | None, text: str, out: list[ConditionChange]
+    ) -> None:
         c = st.conds.get(rule)
         if c is None:
             c = st.conds[rule] = _Cond(rule)
@@ -751,7 +791,9 @@ class Engine:
         c.shown = True
         out.append(ConditionChange(st.id, st.ward, rule, c.category, c.priority, True, t, value, text))
 
-    def _clear(self, st: _Patient, rule: str, t: int, value: float | None, text: str, out: list[ConditionChange]) -> None:
+    def _clear(
+        self, st: _Patient, rule: str, t: int, value: float | None, text: str, out: list[ConditionChange]
+    ) -> None:
         c = st.conds.get(rule)
         if c is None or not c.want:
             return
@@ -771,7 +813,9 @@ class Engine:
         c.shown = False
         c.clear_t = -1
         c.cleared_at = t
-        out.append(ConditionChange(st.id, st.ward, c.rule, c.category, c.priority, False, t, c.clear_value, c.clear_text))
+        out.append(
+            ConditionChange(st.id, st.ward, c.rule, c.category, c.priority, False, t, c.clear_value, c.clear_text)
+        )
         if c.releases is not None:
             lower = st.conds.get(c.releases)
             if lower is not None and lower.want and not lower.shown:

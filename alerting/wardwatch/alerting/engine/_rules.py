@@ -12,7 +12,9 @@ class Threshold:
     Only valid samples are fed, and an idle rule (not raised, nothing pending) only needs the samples
     beyond its limit. A gap longer than ``max_gap`` between valid samples restarts the delay, the
     sample count and the SatSeconds sum (flagged stretches are no evidence either way); the sum
-    starts at the first sample beyond the limit.
+    starts at the first sample beyond the limit. Up to ``grace`` consecutive samples back within
+    the limit do not restart a pending condition (values hovering at a limit would otherwise never
+    satisfy the delay); they add nothing to the SatSeconds sum and cannot raise.
     Raised when the condition has lasted ``delay`` over at least ``min_n`` samples, or when the
     SatSeconds-style sum of ``|limit - value| x seconds`` reaches ``budget`` (0: off). Cleared when
     values stay in the reset band (``>= reset`` / ``<= reset``) for ``reset_ms``.
@@ -26,11 +28,13 @@ class Threshold:
         "by_area",
         "clear_since",
         "delay",
+        "grace",
         "last_t",
         "limit",
         "max_gap",
         "min_n",
         "n",
+        "ok_run",
         "reset",
         "reset_ms",
         "since",
@@ -45,6 +49,8 @@ class Threshold:
         self.reset_ms = 0
         self.max_gap = 5000
         self.budget = 0.0
+        self.grace = 2
+        self.ok_run = 0
         self.active = False
         self.since = -1
         self.n = 0
@@ -63,6 +69,7 @@ class Threshold:
         max_gap_s: float,
         budget: float,
         reset_from: float | None = None,
+        grace: int = 2,
     ) -> None:
         """Set the parameters (state is kept, so overrides apply to a running condition).
 
@@ -77,6 +84,7 @@ class Threshold:
         self.reset_ms = round(reset_s * 1000)
         self.max_gap = round(max_gap_s * 1000)
         self.budget = budget
+        self.grace = grace
 
     def update(self, t: int, v: float) -> int:
         """Feed one valid sample: ``1`` when the condition is raised, ``-1`` when cleared, else ``0``."""
@@ -86,8 +94,11 @@ class Threshold:
         if not self.active:
             excess = self.limit - v if self.below else v - self.limit
             if excess <= 0:
-                self.since = -1
-                self.area = 0.0
+                if self.since >= 0 and not gap and self.ok_run < self.grace:
+                    self.ok_run += 1  # noise around the limit: a pending condition survives a sample or two
+                else:
+                    self.since = -1
+                    self.area = 0.0
                 return 0
             if self.since < 0 or gap:
                 self.since = t
@@ -96,6 +107,7 @@ class Threshold:
             else:
                 self.n += 1
                 self.area += excess * dt * 0.001
+            self.ok_run = 0
             if self.n >= self.min_n and t - self.since >= self.delay:
                 self.active = True
                 self.by_area = False
@@ -133,7 +145,17 @@ def _median(values: list[float]) -> float:
 class MinuteSeries:
     """Per-minute medians of accepted samples, a recent window and an EWMA baseline of older minutes."""
 
-    __slots__ = ("alpha", "baseline", "baseline_n", "frozen", "last_median", "last_minute", "minute", "recent", "values")
+    __slots__ = (
+        "alpha",
+        "baseline",
+        "baseline_n",
+        "frozen",
+        "last_median",
+        "last_minute",
+        "minute",
+        "recent",
+        "values",
+    )
 
     def __init__(self) -> None:
         self.minute = -1

@@ -29,6 +29,7 @@ class NaiveEngine:
             v = s.v
             if v is None:
                 continue
+            checks: tuple[tuple[str, bool], ...]
             if msg.signal is Signal.SPO2:
                 checks = (("spo2_low", v < th.spo2_low),)
             else:

@@ -8,7 +8,7 @@ from typing import Any
 
 from wardwatch.alerting.engine._engine import Engine
 from wardwatch.alerting.events import ConditionChange
-from wardwatch.alerting.rules import RuleSet, load_rules
+from wardwatch.alerting.rules import load_rules
 from wardwatch.core.schema import DataGap, DeviceStatus, GatewayStatus, Vitals
 
 

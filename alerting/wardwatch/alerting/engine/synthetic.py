@@ -157,7 +157,20 @@ def patient_scenario(
     def vit(device: str, signal: Signal, t: int, v: float | None, q: tuple[Quality, ...] = ()) -> None:
         seq[signal] += 1
         sample = Sample(t=t, v=v, q=q)
-        messages.append((ward, Vitals(v=1, patient=patient, device=device, gateway=gateway, signal=signal, seq=seq[signal], samples=(sample,))))
+        messages.append(
+            (
+                ward,
+                Vitals(
+                    v=1,
+                    patient=patient,
+                    device=device,
+                    gateway=gateway,
+                    signal=signal,
+                    seq=seq[signal],
+                    samples=(sample,),
+                ),
+            )
+        )
 
     battery = rng.uniform(60.0, 100.0)
     off_run = 0
@@ -177,7 +190,19 @@ def patient_scenario(
             else:
                 battery = max(20.0, battery - 0.3)
             messages.append(
-                (ward, DeviceStatus(v=1, patient=patient, device=oxi, gateway=gateway, t=t, role=DeviceRole.PULSE_OXIMETER, connected=not silent[i], battery=round(battery)))
+                (
+                    ward,
+                    DeviceStatus(
+                        v=1,
+                        patient=patient,
+                        device=oxi,
+                        gateway=gateway,
+                        t=t,
+                        role=DeviceRole.PULSE_OXIMETER,
+                        connected=not silent[i],
+                        battery=round(battery),
+                    ),
+                )
             )
         if silent[i]:
             continue
@@ -218,7 +243,9 @@ def scenario_library(
     """Several patients' scenarios merged in time order (5 patients per gateway)."""
     seconds = round(hours * 3600)
     parts = [
-        patient_scenario(f"p-{n:04d}", ward, f"gw-{n // 5:03d}", start_ms, seconds, seed * 100_003 + n, mix, events_per_hour)
+        patient_scenario(
+            f"p-{n:04d}", ward, f"gw-{n // 5:03d}", start_ms, seconds, seed * 100_003 + n, mix, events_per_hour
+        )
         for n in range(patients)
     ]
     merged = Scenario(patients=patients, start=start_ms, end=start_ms + seconds * 1000)
