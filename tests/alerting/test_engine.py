@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 
+import numpy as np
 import pytest
 
 from wardwatch.alerting.engine import RULES, Engine, EngineSource, build_source
@@ -301,6 +302,31 @@ def test_hampel_filter_flags_spikes_and_follows_steps() -> None:
     assert h.accept(96)
     decisions = [h.accept(80) for _ in range(6)]
     assert decisions[-1]  # a sustained step gets through once it fills half the window
+
+
+def test_streaming_hampel_matches_a_vectorised_numpy_reference() -> None:
+    rng = np.random.default_rng(7)
+    raw = np.rint(96 + rng.normal(0, 1.2, 3000))
+    raw[rng.integers(0, raw.size, 60)] -= rng.uniform(8, 40, 60).round()  # spikes
+    raw[1500:1520] = 80  # a real step
+    size, floor, k = 7, 4.0, 3.0 * 1.4826
+    h = Hampel(size, 3.0, floor)
+    streamed = np.array([h.accept(float(v)) for v in raw])
+    windows = np.lib.stride_tricks.sliding_window_view(raw[:-1], size)  # the 7 values before each sample
+    med = np.sort(windows, axis=1)[:, size // 2]
+    mad = np.sort(np.abs(windows - med[:, None]), axis=1)[:, size // 2]
+    x = raw[size:]
+    outlier = (np.abs(x - med) > floor) & (np.abs(x - med) > k * mad)
+    # the continuity escape needs the last accepted value: apply it sequentially on the vectorised verdicts
+    expected = list(streamed[:size])
+    last = next(float(raw[i]) for i in range(size - 1, -1, -1) if streamed[i])
+    for value, is_outlier in zip(x, outlier, strict=True):
+        ok = not is_outlier or abs(value - last) <= floor
+        expected.append(ok)
+        if ok:
+            last = float(value)
+    assert streamed.tolist() == expected
+    assert 40 < (~streamed).sum() < 100
 
 
 # --- NEWS2 ----------------------------------------------------------------------------------

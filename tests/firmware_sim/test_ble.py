@@ -53,7 +53,8 @@ async def test_strap_notifications_reads_and_out_of_range(radio: SimRadio, centr
         found = await BleakScanner.find_device_by_filter(
             lambda d, adv: adv.local_name == strap.name, timeout=5, service_uuids=[U(gatt.HEART_RATE_SERVICE)]
         )
-        assert found is not None and found.address == strap.address
+        assert found is not None
+        assert found.address == strap.address
         disconnected = asyncio.Event()
         received: list[gatt.HeartRateMeasurement] = []
 
@@ -64,7 +65,12 @@ async def test_strap_notifications_reads_and_out_of_range(radio: SimRadio, centr
             assert gatt.decode_battery_level(await client.read_gatt_char(U(gatt.BATTERY_LEVEL))).percent == 95
             info = {
                 u: gatt.decode_device_information_string(await client.read_gatt_char(U(u)))
-                for u in (gatt.MANUFACTURER_NAME_STRING, gatt.MODEL_NUMBER_STRING, gatt.SERIAL_NUMBER_STRING, gatt.FIRMWARE_REVISION_STRING)
+                for u in (
+                    gatt.MANUFACTURER_NAME_STRING,
+                    gatt.MODEL_NUMBER_STRING,
+                    gatt.SERIAL_NUMBER_STRING,
+                    gatt.FIRMWARE_REVISION_STRING,
+                )
             }
             assert info[gatt.MANUFACTURER_NAME_STRING] == "wardwatch-sim"
             assert info[gatt.SERIAL_NUMBER_STRING] == track.device.id
@@ -120,12 +126,16 @@ async def test_oximeter_continuous_spot_check_features_and_racp(radio: SimRadio,
             spots: list[gatt.PlxSpotCheckMeasurement] = []
             racp: list[gatt.RacpMessage] = []
             await client.start_notify(
-                U(gatt.PLX_CONTINUOUS_MEASUREMENT), lambda _c, d: continuous.append(gatt.decode_plx_continuous_measurement(d))
+                U(gatt.PLX_CONTINUOUS_MEASUREMENT),
+                lambda _c, d: continuous.append(gatt.decode_plx_continuous_measurement(d)),
             )
             await client.start_notify(
-                U(gatt.PLX_SPOT_CHECK_MEASUREMENT), lambda _c, d: spots.append(gatt.decode_plx_spot_check_measurement(d))
+                U(gatt.PLX_SPOT_CHECK_MEASUREMENT),
+                lambda _c, d: spots.append(gatt.decode_plx_spot_check_measurement(d)),
             )
-            await client.start_notify(U(gatt.RECORD_ACCESS_CONTROL_POINT), lambda _c, d: racp.append(gatt.decode_racp(d)))
+            await client.start_notify(
+                U(gatt.RECORD_ACCESS_CONTROL_POINT), lambda _c, d: racp.append(gatt.decode_racp(d))
+            )
             await plx.wait_subscribed(gatt.RECORD_ACCESS_CONTROL_POINT)
             readings = [track.reading(i) for i in range(10)]
             for reading in readings:
@@ -139,10 +149,13 @@ async def test_oximeter_continuous_spot_check_features_and_racp(radio: SimRadio,
             # a live spot-check is an indication with the device's timestamp
             assert await plx.spot_check(track.spot_checks[3])
             await wait_for(lambda: len(spots) == 1, 5)
-            assert spots[0].timestamp is not None and spots[0].spo2.value == track.spot_checks[3].spo2
+            assert spots[0].timestamp is not None
+            assert spots[0].spo2.value == track.spot_checks[3].spo2
             # RACP: how many stored, then all of them, then delete
             await client.write_gatt_char(
-                U(gatt.RECORD_ACCESS_CONTROL_POINT), gatt.encode_racp(gatt.RacpRequest.report_number_of_all_records()), True
+                U(gatt.RECORD_ACCESS_CONTROL_POINT),
+                gatt.encode_racp(gatt.RacpRequest.report_number_of_all_records()),
+                True,
             )
             await wait_for(lambda: gatt.RacpNumberOfRecords(3) in racp, 5)
             await client.write_gatt_char(
@@ -172,7 +185,8 @@ async def test_busy_device_refuses_and_absent_device_times_out(radio: SimRadio, 
         with pytest.raises(BleakError):
             async with BleakClient(device, timeout=5):
                 pass
-        assert strap.refused_total >= 1 and not strap.is_connected
+        assert strap.refused_total >= 1
+        assert not strap.is_connected
         await strap.set_busy(False)
         async with BleakClient(device, timeout=5) as client:
             assert client.is_connected
@@ -201,7 +215,10 @@ async def test_explicit_backend_without_patching(radio: SimRadio) -> None:
     track = next(t for t in simulate(_scenario()) if isinstance(t, StrapTrack))
     async with BumbleCentral(radio) as central, HeartRateStrap(track.device, radio) as strap:
         device = await BleakScanner.find_device_by_address(
-            strap.address, timeout=5, backend=BumbleBleakScanner, bumble_central=central
+            strap.address,
+            timeout=5,
+            backend=BumbleBleakScanner,
+            bumble_central=central,  # type: ignore[call-arg]
         )
         assert device is not None
         async with BleakClient(device, backend=BumbleBleakClient, bumble_central=central, timeout=5) as client:
@@ -217,7 +234,10 @@ def _tiny() -> Scenario:
         "patients": [
             {
                 "id": f"p-{i}",
-                "devices": [{"kind": "heart_rate_strap", "id": f"hrs-{i}"}, {"kind": "pulse_oximeter", "id": f"plx-{i}"}],
+                "devices": [
+                    {"kind": "heart_rate_strap", "id": f"hrs-{i}"},
+                    {"kind": "pulse_oximeter", "id": f"plx-{i}"},
+                ],
                 "events": [{"kind": "out_of_range", "at": 20, "duration": 5}],
             }
             for i in range(3)
@@ -257,6 +277,8 @@ async def test_live_scenario_many_devices_time_compressed(radio: SimRadio, centr
         for track in live.tracks:
             did = track.device.id
             expected_indices = [i for i in range(track.seconds) if track.connected[i]]
+            values: list[float | None]
+            expected: list[float | None]
             if isinstance(track, StrapTrack):
                 values = [gatt.decode_heart_rate_measurement(b).heart_rate for b in got[did]]
                 expected = [track.reading(i).heart_rate for i in expected_indices]

@@ -129,12 +129,13 @@ def test_values_are_what_the_gatt_codecs_carry() -> None:
         if isinstance(m, Vitals) and m.device == oxi.device.id
     }
     for i in range(0, oxi.seconds, 5):
-        reading = oxi.reading(i)
-        value = gatt.decode_plx_continuous_measurement(gatt.encode_plx_continuous_measurement(reading.to_gatt()))
-        sample = by_t[(Signal.SPO2, reading.t_ms)]
+        oxi_reading = oxi.reading(i)
+        value = gatt.decode_plx_continuous_measurement(gatt.encode_plx_continuous_measurement(oxi_reading.to_gatt()))
+        sample = by_t[(Signal.SPO2, oxi_reading.t_ms)]
         assert sample.v == value.spo2.value
-        assert by_t[(Signal.PERFUSION_INDEX, reading.t_ms)].v == value.pulse_amplitude_index.value  # type: ignore[union-attr]
-        assert value.measurement_status is not None and value.device_sensor_status is not None
+        assert by_t[(Signal.PERFUSION_INDEX, oxi_reading.t_ms)].v == value.pulse_amplitude_index.value  # type: ignore[union-attr]
+        assert value.measurement_status is not None
+        assert value.device_sensor_status is not None
         assert set(sample.q) == set(quality_from_plx(value.measurement_status, value.device_sensor_status))
 
 
@@ -145,7 +146,9 @@ def _in(t: int, start: int, end: int) -> bool:
 def test_ground_truth_matches_emitted_desaturation_and_dips() -> None:
     scenario, tracks, vitals = _vitals("desaturation-sudden")
     (event,) = ground_truth(scenario, tracks)
-    assert event.event == "desaturation" and event.kind == "clinical" and event.should_page
+    assert event.event == "desaturation"
+    assert event.kind == "clinical"
+    assert event.should_page
     spo2 = [(m.samples[0].t, m.samples[0].v) for m in vitals if m.signal == Signal.SPO2]
     inside = [v for t, v in spo2 if _in(t, event.start, event.end) and v is not None]
     outside = [v for t, v in spo2 if not _in(t, event.start - 5000, event.end + 30_000) and v is not None]
@@ -153,7 +156,8 @@ def test_ground_truth_matches_emitted_desaturation_and_dips() -> None:
     assert min(outside) >= 93
     scenario, tracks, vitals = _vitals("brief-dips")
     dips = ground_truth(scenario, tracks)
-    assert len(dips) == 4 and not any(d.should_page for d in dips)
+    assert len(dips) == 4
+    assert not any(d.should_page for d in dips)
     for dip in dips:
         values = [m.samples[0].v for m in vitals if m.signal == Signal.SPO2 and _in(m.samples[0].t, dip.start, dip.end)]
         assert min(v for v in values if v is not None) < 90
@@ -166,12 +170,18 @@ def test_ground_truth_matches_emitted_faults(tmp_path: Any) -> None:
     strap_off = [e for e in events if e.devices == ("hrs-sensor-off",)]
     assert [e.should_page for e in strap_off] == [False, True]
     for event in strap_off:
-        hr = [m.samples[0] for m in vitals if m.signal == Signal.HEART_RATE and _in(m.samples[0].t, event.start + 1000, event.end)]
-        assert hr and all(s.v is None and Quality.CONTACT_LOST in s.q for s in hr)
+        hr = [
+            m.samples[0]
+            for m in vitals
+            if m.signal == Signal.HEART_RATE and _in(m.samples[0].t, event.start + 1000, event.end)
+        ]
+        assert hr
+        assert all(s.v is None and Quality.CONTACT_LOST in s.q for s in hr)
     scenario, tracks, vitals = _vitals("out-of-range")
     events = ground_truth(scenario, tracks)
     for event in events:
-        assert event.event == "out_of_range" and event.kind == "technical"
+        assert event.event == "out_of_range"
+        assert event.kind == "technical"
         during = [
             m
             for m in vitals
@@ -182,9 +192,10 @@ def test_ground_truth_matches_emitted_faults(tmp_path: Any) -> None:
     stored = [m for m in vitals if m.samples[0].q and Quality.FROM_STORAGE in m.samples[0].q]
     assert stored
     scenario, tracks, vitals = _vitals("low-battery")
-    events = {e.event: e for e in ground_truth(scenario, tracks)}
-    assert events["battery_depleted"].should_page and not events["low_battery"].should_page
-    after = [m for m in vitals if m.device == "hrs-battery" and m.samples[0].t >= events["battery_depleted"].start]
+    by_name = {e.event: e for e in ground_truth(scenario, tracks)}
+    assert by_name["battery_depleted"].should_page
+    assert not by_name["low_battery"].should_page
+    after = [m for m in vitals if m.device == "hrs-battery" and m.samples[0].t >= by_name["battery_depleted"].start]
     assert after == []
     path = tmp_path / "gt.jsonl"
     dump_jsonl(ground_truth(scenario, tracks), path)
@@ -195,6 +206,7 @@ def test_cli_render_and_list(tmp_path: Any, capsys: pytest.CaptureFixture[str]) 
     out = tmp_path / "ward.jsonl"
     gt = tmp_path / "gt.jsonl"
     assert main(["render", "brief-dips", "-o", str(out), "--ground-truth", str(gt)]) == 0
-    assert out.stat().st_size > 0 and len(load_jsonl(gt)) == 4
+    assert out.stat().st_size > 0
+    assert len(load_jsonl(gt)) == 4
     assert main(["list"]) == 0
     assert "ward" in capsys.readouterr().out

@@ -21,6 +21,7 @@ import contextlib
 import getpass
 import json
 import os
+import signal
 import sys
 import time
 from typing import Final
@@ -157,8 +158,17 @@ def _run(config_file: str) -> int:
 
     config = load_alerting_config(config_file)
     setup_logging("alerting", config.log_level)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config))
+
+    async def until_signalled() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)  # stop cleanly: the store is closed, pages stay queued
+        with contextlib.suppress(asyncio.CancelledError):
+            await run(config)
+
+    asyncio.run(until_signalled())
     return 0
 
 

@@ -159,10 +159,11 @@ def run(
                     last_t = t
                 messages += 1
                 samples += len(msg.samples)
-                patient = msg.patient
-                if patient not in first:
-                    first[patient] = t
-                last[patient] = msg.samples[-1].t
+                if full is None:  # the engine keeps its own spans
+                    patient = msg.patient
+                    if patient not in first:
+                        first[patient] = t
+                    last[patient] = msg.samples[-1].t
                 out = on_vitals(msg, ward)
                 if out:
                     yield from out
@@ -187,6 +188,10 @@ def run(
             yield from full.on_gateway_status(msg)
     stats.messages += messages
     stats.samples += samples
+    if full is not None:
+        spans = full.spans()
+        first = {p: span[0] for p, span in spans.items()}
+        last = {p: span[1] for p, span in spans.items()}
     for patient, begin in first.items():
         old = stats.spans.get(patient)
         stats.spans[patient] = (begin, last[patient]) if old is None else (old[0], max(old[1], last[patient]))

@@ -507,7 +507,7 @@ async def run(
 
     metrics = AlertingMetrics()
     async with contextlib.AsyncExitStack() as stack:
-        store = stack.enter_context(Store(config.database))
+        store = stack.enter_context(Store(config.database, synchronous=config.database_sync))
         rules = load_rules_with_overrides(config, store)
         engine = source if source is not None else default_source(rules)
         mqtt = await stack.enter_async_context(

@@ -155,6 +155,7 @@ class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The whole alerting service configuration."""
 
     database: Path
+    database_sync: Literal["normal", "full"] = "normal"  # "full": fsync every commit (power-loss durable)
     wards: Annotated[dict[Identifier, WardConfig], msgspec.Meta(min_length=1)]
     service_id: Identifier = "alerting-1"
     mqtt: MqttSettings = msgspec.field(default_factory=MqttSettings)

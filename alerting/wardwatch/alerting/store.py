@@ -1,11 +1,15 @@
 """Persistence of the alerting service in SQLite (WAL): alarms, page outbox, audit, users, tokens, thresholds.
 
-One writer (the service's event loop). Alarm state changes, the pages they cause and their audit
-entries are written in one transaction (:meth:`Store.commit`), before any page is delivered: the
-outbox. A page's id is its idempotency key (alarm, escalation round, step), inserted with
-``INSERT OR IGNORE``, so a page is queued at most once; it is marked delivered with the channel and
-time, and a restart redelivers only what is still pending. The audit table is append-only:
-triggers abort any UPDATE or DELETE, and rows are hash-chained (:mod:`wardwatch.alerting.audit`).
+One writer (the service's event loop). With WAL and ``synchronous=normal`` (the default) a committed
+transaction survives a crash or kill of the process (what the restart tests check), but the last
+ones may be lost on power failure; ``full`` syncs every commit (one fsync each).
+
+Alarm state changes, the pages they cause and their audit entries are written in one transaction
+(:meth:`Store.commit`), before any page is delivered: the outbox. A page's id is its idempotency key
+(alarm, escalation round, step), inserted with ``INSERT OR IGNORE``, so a page is queued at most
+once; it is marked delivered with the channel and time, and a restart redelivers only what is still
+pending. The audit table is append-only: triggers abort any UPDATE or DELETE, and rows are
+hash-chained (:mod:`wardwatch.alerting.audit`).
 """
 
 from __future__ import annotations
@@ -157,13 +161,15 @@ class TokenRow:
 class Store:
     """The alerting database. Use as a context manager: ``with Store(path) as store: ...``."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, synchronous: str = "normal") -> None:
+        if synchronous not in ("normal", "full"):
+            raise StoreError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             self._db.execute(

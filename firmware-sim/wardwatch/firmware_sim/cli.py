@@ -22,7 +22,7 @@ from .groundtruth import dump_jsonl, ground_truth
 from .model import Track, simulate
 from .radio import ControllerRadio, Radio, SimRadio
 from .render import render
-from .scenario import PatientSpec, load_scenario, named_scenarios, scenario_from_dict
+from .scenario import PatientSpec, Scenario, load_scenario, named_scenarios, scenario_from_dict
 
 __all__ = ["main"]
 
@@ -88,7 +88,9 @@ def _open_out(path: str) -> contextlib.AbstractContextManager[IO[bytes]]:
 def _cmd_list() -> int:
     for name, path in sorted(named_scenarios().items()):
         scenario = load_scenario(path)
-        print(f"{name:24} {len(scenario.patients):3} patients {scenario.duration / 60:6.1f} min  {scenario.description}")
+        print(
+            f"{name:24} {len(scenario.patients):3} patients {scenario.duration / 60:6.1f} min  {scenario.description}"
+        )
     return 0
 
 
@@ -133,6 +135,7 @@ async def _run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     transports = args.transport or ["local"]
     async with _radios(transports) as radios:
+        contexts: list[tuple[Scenario, Radio]]
         if len(radios) == 1 and isinstance(radios[0], SimRadio):
             contexts = [(scenario, radios[0])]
         else:
@@ -166,7 +169,7 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _only(scenario: Any, patient_id: str, device_id: str) -> Any:
+def _only(scenario: Scenario, patient_id: str, device_id: str) -> Scenario:
     import msgspec
 
     patients = []

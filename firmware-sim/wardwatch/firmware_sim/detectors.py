@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Final
 
@@ -86,7 +87,8 @@ def detect_pulses(pleth: npt.ArrayLike, fs: float) -> IArray:
     size = max(3, round(3.0 * fs))
     spread = maximum_filter1d(band, size=size) - minimum_filter1d(band, size=size)
     peaks, _ = find_peaks(band, prominence=0.25 * np.median(spread), distance=max(1, round(0.25 * fs)))
-    return peaks.astype(np.int64)
+    result: IArray = peaks.astype(np.int64)
+    return result
 
 
 def perfusion_index(pleth: npt.ArrayLike, fs: float, peaks: IArray) -> float:
@@ -96,7 +98,7 @@ def perfusion_index(pleth: npt.ArrayLike, fs: float, peaks: IArray) -> float:
         return float("nan")
     sos = butter(2, [0.5, 8.0], btype="bandpass", fs=fs, output="sos")
     band = sosfiltfilt(sos, x)
-    troughs = [int(np.min(band[a:b])) if b > a else 0 for a, b in zip(peaks[:-1], peaks[1:], strict=True)]
+    troughs = [int(np.min(band[a:b])) if b > a else 0 for a, b in itertools.pairwise(peaks)]
     ac = float(np.median(band[peaks[1:]] - np.asarray(troughs)))
     dc = float(np.mean(np.abs(x))) or 1.0
     return 100.0 * ac / dc

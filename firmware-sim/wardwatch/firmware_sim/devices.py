@@ -242,7 +242,9 @@ class SimulatedDevice:
         char: Characteristic[Any] = Characteristic(
             _uuid(uuid16),
             properties,
-            Characteristic.READABLE | Characteristic.WRITEABLE if properties & _PROPS.WRITE else Characteristic.READABLE,
+            Characteristic.READABLE | Characteristic.WRITEABLE
+            if properties & _PROPS.WRITE
+            else Characteristic.READABLE,
             value,
         )
         if properties & (_PROPS.NOTIFY | _PROPS.INDICATE):
@@ -269,7 +271,13 @@ class SimulatedDevice:
             else:
                 await device.notify_subscribers(char, data)
         except (TimeoutError, OSError, Exception) as exc:  # the link may drop while sending
-            _log.debug("%s: %s of %#06x not delivered: %r", self.name, "indication" if indicate else "notification", uuid16, exc)
+            _log.debug(
+                "%s: %s of %#06x not delivered: %r",
+                self.name,
+                "indication" if indicate else "notification",
+                uuid16,
+                exc,
+            )
             return False
         self.notifications_total += 1
         return True

@@ -318,7 +318,9 @@ def _link_state(
     return np.ceil(battery).astype(np.int64), powered, in_range, busy
 
 
-def _strap(scenario: Scenario, patient: PatientSpec, device: DeviceSpec, phys: PatientPhysiology, rng: np.random.Generator) -> StrapTrack:
+def _strap(
+    scenario: Scenario, patient: PatientSpec, device: DeviceSpec, phys: PatientPhysiology, rng: np.random.Generator
+) -> StrapTrack:
     t = phys.t
     n = t.size
     battery, powered, in_range, busy = _link_state(scenario, patient, device, t)
@@ -360,9 +362,7 @@ def _strap(scenario: Scenario, patient: PatientSpec, device: DeviceSpec, phys: P
     jumps = (rng.uniform(size=n) < motion * 0.5) * rng.choice([-1.0, 1.0], n) * rng.uniform(15, 45, n)
     hr = np.clip(np.rint(hr + jumps), 0, 255).astype(np.int64)
     hr[~contact] = 0
-    return StrapTrack(
-        patient, device, scenario.start_ms, battery, powered, in_range, busy, hr, contact, ticks, offsets
-    )
+    return StrapTrack(patient, device, scenario.start_ms, battery, powered, in_range, busy, hr, contact, ticks, offsets)
 
 
 def _fill_forward(values: FArray, initial: float) -> FArray:
@@ -376,7 +376,9 @@ def _fill_forward(values: FArray, initial: float) -> FArray:
     return out
 
 
-def _oximeter(scenario: Scenario, patient: PatientSpec, device: DeviceSpec, phys: PatientPhysiology, rng: np.random.Generator) -> OximeterTrack:
+def _oximeter(
+    scenario: Scenario, patient: PatientSpec, device: DeviceSpec, phys: PatientPhysiology, rng: np.random.Generator
+) -> OximeterTrack:
     t = phys.t
     n = t.size
     battery, powered, in_range, busy = _link_state(scenario, patient, device, t)
@@ -446,9 +448,7 @@ def _oximeter(scenario: Scenario, patient: PatientSpec, device: DeviceSpec, phys
                 device_time = wall.astimezone(dt.UTC).replace(tzinfo=None)
             else:
                 device_time = DEVICE_EPOCH + dt.timedelta(seconds=elapsed)
-            spots.append(
-                SpotCheck(i, int(spo2[i]), int(pr[i]), int(pai_tenths[i]), device_time, device.clock == "set")
-            )
+            spots.append(SpotCheck(i, int(spo2[i]), int(pr[i]), int(pai_tenths[i]), device_time, device.clock == "set"))
     return OximeterTrack(
         patient, device, scenario.start_ms, battery, powered, in_range, busy, spo2, pr, pai_tenths, ms, dss, spots
     )

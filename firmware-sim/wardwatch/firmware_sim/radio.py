@@ -55,7 +55,7 @@ class SimRadio:
     """An in-process radio: a bumble ``LocalLink`` shared by simulated peripherals and centrals."""
 
     def __init__(self) -> None:
-        self.link = LocalLink()
+        self.link = LocalLink()  # type: ignore[no-untyped-call]
         self._controllers: dict[int, Controller] = {}
         self._count = 0
 
@@ -90,9 +90,7 @@ class SimRadio:
                 f"C{self._count}-hci", host_source=opened.source, host_sink=opened.sink, link=self.link
             )
             if bluez_compatible:
-                controller.le_features &= ~(
-                    hci.LeFeatureMask.LL_PRIVACY | hci.LeFeatureMask.LE_EXTENDED_ADVERTISING
-                )
+                controller.le_features &= ~(hci.LeFeatureMask.LL_PRIVACY | hci.LeFeatureMask.LE_EXTENDED_ADVERTISING)
             _log.info("HCI controller served on %s", transport)
             try:
                 yield opened

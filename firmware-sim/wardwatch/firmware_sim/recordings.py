@@ -131,7 +131,7 @@ def strap_track_from_beats(
 ) -> StrapTrack:
     """A strap track whose RR intervals are the given beats' and whose HR is the firmware rate."""
     b = np.sort(np.asarray(beats, dtype=np.float64))
-    b = b[(b > 0) & (b < seconds)]
+    b = b[(b >= 0) & (b < seconds)]
     contact_arr = np.ones(seconds, np.bool_) if contact is None else np.asarray(contact, np.bool_)
     ends, rr = b[1:], np.diff(b)
     keep = contact_arr[np.minimum(np.floor(ends).astype(np.int64), seconds - 1)] & (rr < 60.0)
@@ -145,7 +145,17 @@ def strap_track_from_beats(
     battery = np.full(seconds, round(device.battery), np.int64)
     on = np.ones(seconds, np.bool_)
     return StrapTrack(
-        patient, device, start_ms, battery, on, on.copy(), np.zeros(seconds, np.bool_), hr_int, contact_arr, ticks, offsets
+        patient,
+        device,
+        start_ms,
+        battery,
+        on,
+        on.copy(),
+        np.zeros(seconds, np.bool_),
+        hr_int,
+        contact_arr,
+        ticks,
+        offsets,
     )
 
 
@@ -173,7 +183,9 @@ def _oximeter_track(
     dss[off] = DeviceSensorStatus.sensor_unconnected_to_user
     battery = np.full(n, round(device.battery), np.int64)
     on = np.ones(n, np.bool_)
-    return OximeterTrack(patient, device, start_ms, battery, on, on.copy(), np.zeros(n, np.bool_), spo2, pr, pai_t, ms, dss)
+    return OximeterTrack(
+        patient, device, start_ms, battery, on, on.copy(), np.zeros(n, np.bool_), spo2, pr, pai_t, ms, dss
+    )
 
 
 def tracks_from_waveforms(
@@ -198,7 +210,9 @@ def tracks_from_waveforms(
             off = _flat_seconds(waves.pleth, waves.fs, seconds)
             level = patient.baseline.spo2 if spo2 is None else spo2
             tracks.append(
-                _oximeter_track(patient, device, start_ms, np.full(seconds, level), pr, np.nan_to_num(pai, nan=0.1), off)
+                _oximeter_track(
+                    patient, device, start_ms, np.full(seconds, level), pr, np.nan_to_num(pai, nan=0.1), off
+                )
             )
     return tracks
 

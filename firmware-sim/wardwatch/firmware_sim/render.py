@@ -97,7 +97,10 @@ class RenderStats:
 
 
 _CONTACT_LOST: Final = (Quality.CONTACT_LOST,)
-_NO_CONTACT_SAMPLE_KW: Final = {"absent": AbsentReason.UNAVAILABLE, "q": _CONTACT_LOST}
+
+
+def _NO_CONTACT(t: int) -> Sample:  # noqa: N802 - reads like a constant sample at call sites
+    return Sample(t, None, _CONTACT_LOST, AbsentReason.UNAVAILABLE)
 
 
 def _spot_samples(spot: SpotCheck, t_ms: int, stored: bool) -> tuple[Sample, Sample]:
@@ -155,21 +158,25 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
                 reason = "busy"
             else:
                 reason = "out_of_range"
-            yield t, order, DeviceStatus(
-                v=1,
-                patient=pid,
-                device=did,
-                gateway=gw,
-                t=t,
-                role=role,
-                connected=now,
-                seq=seq,
-                battery=batt_list[i] if now else None,
-                reason=reason,
-                manufacturer=device.manufacturer if now else None,
-                model=(device.model or str(device.kind)) if now else None,
-                serial=(device.serial or did) if now else None,
-                firmware=device.firmware if now else None,
+            yield (
+                t,
+                order,
+                DeviceStatus(
+                    v=1,
+                    patient=pid,
+                    device=did,
+                    gateway=gw,
+                    t=t,
+                    role=role,
+                    connected=now,
+                    seq=seq,
+                    battery=batt_list[i] if now else None,
+                    reason=reason,
+                    manufacturer=device.manufacturer if now else None,
+                    model=(device.model or str(device.kind)) if now else None,
+                    serial=(device.serial or did) if now else None,
+                    firmware=device.firmware if now else None,
+                ),
             )
             seq += 1
             was = now
@@ -177,9 +184,23 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
                 last_battery = -1
                 for spot in pending:
                     a, b = _spot_samples(spot, t, stored=True)
-                    yield t, order, Vitals(v=1, patient=pid, device=did, gateway=gw, signal=Signal.SPO2, seq=seq, samples=(a,))
-                    yield t, order, Vitals(
-                        v=1, patient=pid, device=did, gateway=gw, signal=Signal.PULSE_RATE, seq=seq + 1, samples=(b,)
+                    yield (
+                        t,
+                        order,
+                        Vitals(v=1, patient=pid, device=did, gateway=gw, signal=Signal.SPO2, seq=seq, samples=(a,)),
+                    )
+                    yield (
+                        t,
+                        order,
+                        Vitals(
+                            v=1,
+                            patient=pid,
+                            device=did,
+                            gateway=gw,
+                            signal=Signal.PULSE_RATE,
+                            seq=seq + 1,
+                            samples=(b,),
+                        ),
                     )
                     seq += 2
                 pending.clear()
@@ -187,16 +208,29 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
             continue
         if batt_list[i] != last_battery:
             last_battery = batt_list[i]
-            yield t, order, Vitals(
-                v=1, patient=pid, device=did, gateway=gw, signal=Signal.BATTERY, seq=seq, samples=(Sample(t, float(last_battery)),)
+            yield (
+                t,
+                order,
+                Vitals(
+                    v=1,
+                    patient=pid,
+                    device=did,
+                    gateway=gw,
+                    signal=Signal.BATTERY,
+                    seq=seq,
+                    samples=(Sample(t, float(last_battery)),),
+                ),
             )
             seq += 1
         if strap is not None:
-            if contact_list[i]:
-                hr_sample = Sample(t, float(hr_list[i]))
-            else:
-                hr_sample = Sample(t, None, **_NO_CONTACT_SAMPLE_KW)  # type: ignore[arg-type]
-            yield t, order, Vitals(v=1, patient=pid, device=did, gateway=gw, signal=Signal.HEART_RATE, seq=seq, samples=(hr_sample,))
+            hr_sample = Sample(t, float(hr_list[i])) if contact_list[i] else _NO_CONTACT(t)
+            yield (
+                t,
+                order,
+                Vitals(
+                    v=1, patient=pid, device=did, gateway=gw, signal=Signal.HEART_RATE, seq=seq, samples=(hr_sample,)
+                ),
+            )
             seq += 1
             a, b = offsets[i], offsets[i + 1]
             if b > a:
@@ -207,8 +241,18 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
                     samples.append(Sample(t - back, tick / 1024))
                     back += round(tick * 1000 / 1024)
                 samples.reverse()
-                yield t, order, Vitals(
-                    v=1, patient=pid, device=did, gateway=gw, signal=Signal.RR_INTERVAL, seq=seq, samples=tuple(samples)
+                yield (
+                    t,
+                    order,
+                    Vitals(
+                        v=1,
+                        patient=pid,
+                        device=did,
+                        gateway=gw,
+                        signal=Signal.RR_INTERVAL,
+                        seq=seq,
+                        samples=tuple(samples),
+                    ),
                 )
                 seq += 1
         elif oxi is not None:
@@ -222,14 +266,26 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
                     sample = Sample(t, None, q, AbsentReason.NAN)
                 else:
                     sample = Sample(t, int(value) / scale if scale != 1.0 else float(value), q)
-                yield t, order, Vitals(v=1, patient=pid, device=did, gateway=gw, signal=signal, seq=seq, samples=(sample,))
+                yield (
+                    t,
+                    order,
+                    Vitals(v=1, patient=pid, device=did, gateway=gw, signal=signal, seq=seq, samples=(sample,)),
+                )
                 seq += 1
-            spot = spots.get(i)
-            if spot is not None:
-                a_s, b_s = _spot_samples(spot, t, stored=False)
-                yield t, order, Vitals(v=1, patient=pid, device=did, gateway=gw, signal=Signal.SPO2, seq=seq, samples=(a_s,))
-                yield t, order, Vitals(
-                    v=1, patient=pid, device=did, gateway=gw, signal=Signal.PULSE_RATE, seq=seq + 1, samples=(b_s,)
+            live_spot = spots.get(i)
+            if live_spot is not None:
+                a_s, b_s = _spot_samples(live_spot, t, stored=False)
+                yield (
+                    t,
+                    order,
+                    Vitals(v=1, patient=pid, device=did, gateway=gw, signal=Signal.SPO2, seq=seq, samples=(a_s,)),
+                )
+                yield (
+                    t,
+                    order,
+                    Vitals(
+                        v=1, patient=pid, device=did, gateway=gw, signal=Signal.PULSE_RATE, seq=seq + 1, samples=(b_s,)
+                    ),
                 )
                 seq += 2
 
@@ -258,4 +314,3 @@ def render(scenario: Scenario, tracks: Sequence[Track], out: IO[bytes], *, statu
     if buffer:
         out.write(b"\n".join(buffer) + b"\n")
     return stats
-

@@ -259,9 +259,7 @@ def scenario_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Scenario:
 def named_scenarios() -> dict[str, Path]:
     """The scenario library shipped with the package, by name."""
     folder = resources.files("wardwatch.firmware_sim") / "scenarios"
-    return {
-        Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".toml")
-    }
+    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".toml")}
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:

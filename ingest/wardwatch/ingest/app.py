@@ -19,12 +19,12 @@ _log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 5.0
 
 
-async def run(config: IngestConfig, *, stop: asyncio.Event | None = None) -> None:
+async def run(config: IngestConfig, *, stop: asyncio.Event | None = None, metrics: IngestMetrics | None = None) -> None:
     """Run ingest until ``stop`` is set (or the task is cancelled); on stop, store what was received."""
     stop = stop if stop is not None else asyncio.Event()
+    metrics = metrics if metrics is not None else IngestMetrics()
     async with contextlib.AsyncExitStack() as stack:
         sink = await stack.enter_async_context(make_sink(config.influx))
-        metrics = IngestMetrics()
         if config.metrics.port:
             await stack.enter_async_context(serve_metrics(metrics, config.metrics.host, config.metrics.port))
         ingestor = await stack.enter_async_context(Ingestor(config, sink, metrics=metrics))

@@ -31,7 +31,7 @@ def _bench_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--messages", type=int, default=50_000, help="messages per phase (keep under ~60k)")
     parser.add_argument("--patients", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per phase; medians are reported")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per phase; medians are reported")
     parser.add_argument("--max-points", type=int, default=5000, help="ingest batch.max_points")
     return parser
 

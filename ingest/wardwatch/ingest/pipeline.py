@@ -5,9 +5,9 @@ At-least-once, exactly-once in the database:
 1. Every MQTT message is validated and encoded on arrival (:class:`~wardwatch.ingest.points.PointEncoder`);
    a malformed one is published to the dead-letter topic and otherwise treated like a stored one.
 2. Lines accumulate in a batch, written by one writer task, in order, while the next batch fills:
-   when it holds ``max_points`` points, or is ``min_delay_ms`` old while the writer is idle (low
-   latency at low rates, big batches under load), and at the latest ``max_delay_ms`` after its
-   first message.
+   when it holds ``max_points`` points; or once it is ``min_delay_ms`` old, the writer is idle and no
+   message came for ``QUIET_S`` (the stream paused: low latency at low rates and at the end of a
+   burst, big batches under load); and at the latest ``max_delay_ms`` after its first message.
 3. A write is retried with exponential backoff while InfluxDB is unavailable. The broker sends at
    most ``receive_maximum`` unacknowledged messages, so memory stays bounded meanwhile.
 4. Points the database rejects are found by halving the batch (each half re-sent; points already
@@ -47,6 +47,7 @@ T = TypeVar("T")
 SERVICE: Final = "ingest"
 DEADLETTER_TOPIC: Final = deadletter_topic(SERVICE)
 MAX_DEAD_LETTER_PAYLOAD: Final = 64 * 1024
+QUIET_S: Final = 0.005  # no message for this long: the stream paused
 
 
 class _Batch:
@@ -152,7 +153,7 @@ class Ingestor:
                 self._seal()
             batch = self._open = _Batch(generation)
             assert self._loop is not None
-            self._loop.call_later(self._min_delay_s, self._seal_if_idle, batch)
+            self._loop.call_later(self._min_delay_s, self._seal_if_quiet, batch, -1)
             self._loop.call_later(self._max_delay_s, self._seal_if_open, batch)
         try:
             lines = self._encoder.lines(topic, payload)
@@ -172,9 +173,14 @@ class Ingestor:
         if len(batch.lines) >= self._max_points:
             self._seal()
 
-    def _seal_if_idle(self, batch: _Batch) -> None:
-        if self._open is batch and not self._writing and self._queue.empty():
+    def _seal_if_quiet(self, batch: _Batch, seen: int) -> None:
+        if self._open is not batch:
+            return
+        if batch.messages == seen and not self._writing and self._queue.empty():
             self._seal()
+        else:
+            assert self._loop is not None
+            self._loop.call_later(QUIET_S, self._seal_if_quiet, batch, batch.messages)
 
     def _seal_if_open(self, batch: _Batch) -> None:
         if self._open is batch:
@@ -210,9 +216,6 @@ class Ingestor:
         self.schema_ready.set()
         while True:
             self._writing = False
-            batch_open = self._open
-            if self._queue.empty() and batch_open and time.monotonic() - batch_open.first_received >= self._min_delay_s:
-                self._seal()
             batch = await self._queue.get()
             self._writing = True
             if batch.lines:

@@ -10,8 +10,12 @@ see ``docs/ingest.md``):
 * paho reads a packet in three ``recv`` calls (1 byte, length, body); a read buffer in front of
   the socket turns these into one ``recv`` per 256 KiB (paho's socket-like wrapper hook, the way
   its websocket transport works). If a future paho lacks the hook, the subscriber runs unbuffered.
-* The MQTT 5 *Receive Maximum* caps how many unacknowledged messages the broker sends: the bound
-  on memory, and the backpressure when the database is slow (nothing is acknowledged until stored).
+* At most ``receive_maximum`` messages are held unacknowledged: the bound on memory, and the
+  backpressure when the database is slow (nothing is acknowledged until stored). The MQTT 5 *Receive
+  Maximum* asks the broker to stop there, and when it does not (mosquitto 2.0.11 honours it until the
+  first acknowledgement, then sends its whole queue), the subscriber stops reading the socket until
+  acknowledgements bring it back under the limit, so TCP holds the broker back. A pause longer than
+  about twice the keepalive makes paho drop the connection; the reconnect redelivers, nothing is lost.
 * Every successful connection gets a new :attr:`generation`. Acknowledging a packet id of an
   earlier connection could acknowledge a *different* message the broker sent since with the same
   id, so :meth:`ack` ignores stale generations; those messages are redelivered instead.
@@ -150,6 +154,9 @@ class Subscriber:
         self._stack = contextlib.AsyncExitStack()
         self._closing = False
         self._continue_scheduled = False
+        self._unacked = 0
+        self._paused = False
+        self.pauses = 0
         self.generation = 0
         self.session_present = False
         self.last_error: str | None = None
@@ -287,7 +294,23 @@ class Subscriber:
     def _add_reader(self, fd: int) -> None:
         if self._loop is not None and fd >= 0:
             self._reader_fd = fd
+            self._paused = False
             self._loop.add_reader(fd, self._on_readable)
+
+    def _pause(self) -> None:
+        """Stop reading: ``receive_maximum`` messages are unacknowledged."""
+        if not self._paused and self._loop is not None and self._reader_fd is not None:
+            self._paused = True
+            self.pauses += 1
+            self._loop.remove_reader(self._reader_fd)
+
+    def _resume(self) -> None:
+        if self._paused and self._loop is not None and self._reader_fd is not None:
+            self._paused = False
+            self._loop.add_reader(self._reader_fd, self._on_readable)
+            if not self._continue_scheduled:  # bytes may wait in the read buffer
+                self._continue_scheduled = True
+                self._loop.call_soon(self._on_readable)
 
     def _add_writer(self, fd: int) -> None:
         if self._loop is not None and fd >= 0 and self._client.socket() is not None:
@@ -310,10 +333,16 @@ class Subscriber:
     def _on_readable(self) -> None:
         """Parse every complete packet the socket (and the read buffer) holds, then yield."""
         self._continue_scheduled = False
+        if self._paused or self._reader_fd is None:
+            return
         client = self._client
+        limit = self.receive_maximum
         if self.buffered:
             buffer = self._buffer
             for _ in range(MAX_PACKETS_PER_WAKEUP):
+                if self._unacked >= limit:
+                    self._pause()
+                    return
                 if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or buffer is None:
                     return
                 if not buffer.buffered or client.socket() is not buffer:
@@ -324,6 +353,9 @@ class Subscriber:
                 self._loop.call_soon(self._on_readable)
         else:
             for _ in range(MAX_PACKETS_PER_WAKEUP):
+                if self._unacked >= limit:
+                    self._pause()
+                    return
                 before = self._received
                 if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._received == before:
                     return
@@ -340,6 +372,7 @@ class Subscriber:
             _log.error("MQTT %s", self.last_error)
             return
         self.generation += 1
+        self._unacked = 0  # the broker redelivers whatever the last connection left unacknowledged
         self.session_present = bool(getattr(flags, "session_present", False))
         self.last_error = None
         _log.info(
@@ -381,6 +414,8 @@ class Subscriber:
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._received += 1
+        if message.qos:
+            self._unacked += 1
         try:
             topic = message.topic
         except UnicodeDecodeError:
@@ -411,7 +446,15 @@ class Subscriber:
         ack = self._client.ack
         for mid in mids:
             ack(mid, 1)
+        self._unacked -= len(mids)
+        if self._paused and self._unacked < self.receive_maximum:
+            self._resume()
         return True
+
+    @property
+    def unacknowledged(self) -> int:
+        """QoS 1 messages of the current connection received and not yet acknowledged."""
+        return self._unacked
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> asyncio.Future[None]:
         """Publish; the future completes at the broker's PUBACK (paho re-sends across reconnects)."""

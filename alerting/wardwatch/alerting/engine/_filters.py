@@ -61,9 +61,11 @@ class Hampel:
     fills half the window (~4 samples for size 7); an isolated spike, or a short run of garbage
     far from the last good value, is rejected.
 
-    Measured (CPython 3.11, size 7): ring buffer + ``bisect.insort`` costs ~0.5 µs per sample and the
-    MAD is computed only when the median test fails the floor; ``numpy.median`` on a 7-array costs
-    ~8 µs and ``scipy.signal.medfilt`` per call far more, so the library calls lose by >10x here.
+    Measured (CPython 3.11, size 7, 100k integer SpO2 samples; ``bench_replay`` reports it too):
+    ``accept`` costs ~0.3 µs per sample (ring buffer + ``bisect.insort``; the MAD is only sorted
+    when the floor test fails); ``numpy.median`` of a 7-value array costs ~10 µs and
+    ``scipy.signal.medfilt`` ~20 µs per call, so per-sample library calls lose by 30-70x here.
+    numpy/scipy only pay off on whole arrays (the simulator's vectorised tracks), not on a stream.
     """
 
     __slots__ = ("_floor", "_i", "_k", "_last", "_ring", "_size", "_sorted")

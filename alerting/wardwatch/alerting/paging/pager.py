@@ -85,10 +85,7 @@ class Pager:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._tasks is not None
-        if exc is None:
-            exc = asyncio.CancelledError()  # pending deliveries stay in the outbox for the next run
-            exc_type = asyncio.CancelledError
-        for task in list(self._running):
+        for task in list(self._running):  # pending deliveries stay in the outbox for the next run
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._tasks.__aexit__(exc_type, exc, tb)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol, Self
 from bumble import hci
 from bumble.device import Advertisement, Device
 
-from ..radio import ControllerRadio, Radio, static_random_address
+from wardwatch.firmware_sim.radio import ControllerRadio, Radio, static_random_address
 
 if TYPE_CHECKING:
     from bumble.device import Connection
@@ -117,7 +117,7 @@ class BumbleCentral:
             except BaseException:
                 if device.is_le_connecting:
                     with contextlib.suppress(Exception):
-                        await device.cancel_connection()
+                        await device.cancel_connection()  # type: ignore[no-untyped-call]
                 raise
             return connection
 
@@ -128,5 +128,3 @@ class BumbleCentral:
                 listener.handle_advertisement(advertisement)
             except Exception:  # one broken callback must not stop the others
                 _log.exception("advertisement listener failed")
-
-
