@@ -227,6 +227,8 @@ async def scenario_in_progress(world: World) -> dict[str, Any]:
         "raw": [repr(r) if isinstance(r, BaseException) else (r.address if r else None) for r in raw],
         "gateway": [repr(r) if isinstance(r, BaseException) else sorted(s.device.address for s in r) for r in gateway],
         "gateway_scans": radio.scans,
+        "strap": world.strap.address,
+        "oximeter": world.oximeter.address,
     }
 
 
@@ -242,7 +244,9 @@ async def scenario_concurrent(world: World) -> dict[str, Any]:
         world.strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT * 2),
         world.oximeter.wait_subscribed(gatt.PLX_CONTINUOUS_MEASUREMENT, TIMEOUT * 2),
     )
-    both_connected = all(s.connected for s in world.sessions.values())
+    sessions = world.sessions.values()
+    await wait_for(lambda: all(s.connected for s in sessions), TIMEOUT, what="both sessions connected")
+    both_connected = all(s.connected for s in sessions)  # and still so: no session dropped the other
     await send_both(world, range(READINGS))
     recorder = world.recorder
     strap_id, ox_id = world.strap.spec.id, world.oximeter.spec.id
@@ -295,13 +299,14 @@ async def scenario_reconnect(world: World) -> dict[str, Any]:
     except WaitTimeoutError as exc:  # reported, and asserted on by its own test
         backfill_error = str(exc)
     await send_both(world, range(READINGS, 2 * READINGS))
+    last_hr, last_spo2 = float(hr_reading(2 * READINGS - 1).heart_rate), float(ox_reading(2 * READINGS - 1).spo2 or 0)
     await wait_for(
         lambda: (
-            len(recorder.values(world.strap.spec.id, Signal.HEART_RATE)) >= hr_before + READINGS
-            and len(recorder.values(world.oximeter.spec.id, Signal.SPO2)) >= spo2_before + READINGS
+            last_hr in recorder.values(world.strap.spec.id, Signal.HEART_RATE)[hr_before:]
+            and last_spo2 in recorder.values(world.oximeter.spec.id, Signal.SPO2)[spo2_before:]
         ),
         TIMEOUT,
-        what="readings after the reconnect",
+        what="the last readings after the reconnect",
     )
     return {
         "reasons_lost": reasons,

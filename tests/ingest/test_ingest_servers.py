@@ -297,3 +297,28 @@ async def test_metrics_endpoint(mosquitto: Mosquitto, influxd: Influxd) -> None:
     assert f"wardwatch_ingest_points_written_total {float(samples)}" in text
     for name in ("batch_points_bucket", "batch_latency_seconds_bucket", "in_flight_messages", "lag_seconds"):
         assert f"wardwatch_ingest_{name}" in text
+
+
+async def test_tls_and_authentication(secure_mosquitto: Mosquitto, influxd: Influxd) -> None:
+    """Over TLS with a password (the read buffer in front of an SSL socket); the ACL lets gw-01 publish."""
+    messages = []
+    for seq in range(3000):
+        patient, signal_ = f"p-{seq % 7}", (Signal.HEART_RATE, Signal.SPO2)[seq % 2]
+        device = f"d-{seq % 7}"
+        vitals = Vitals(
+            v=1,
+            patient=patient,
+            device=device,
+            gateway="gw-01",
+            signal=signal_,
+            seq=seq,
+            samples=(Sample(t=NOW_MS - HOUR_MS + seq, v=90.0),),
+        )
+        messages.append((vitals_topic("ward-a", "gw-01", patient, device, signal_), encode(vitals)))
+    config = ingest_config(secure_mosquitto, influxd, user="ingest")
+    assert config.mqtt.tls
+    async with running_ingest(config) as ingestor:
+        assert ingestor.subscriber.buffered
+        await asyncio.to_thread(publish_all, secure_mosquitto, messages, user="gw-01")
+        await wait_count(influxd, len(messages))
+        await wait_for(lambda: ingestor.in_flight == 0, TIMEOUT, what="every batch acknowledged")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wardwatch.core.errors import SchemaError, TopicError, WardwatchError
 from wardwatch.core.schema import (
@@ -109,3 +114,30 @@ def test_device_status_must_match_its_topic() -> None:
     )
     with pytest.raises(SchemaError):
         PointEncoder().lines(device_status_topic("ward-a", "gw-01", "p-2", "ox-1"), encode(status))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, derandomize=True)
+@given(
+    payload=st.binary(max_size=200)
+    | json_values.map(lambda v: json.dumps(v).encode())
+    | st.builds(
+        lambda changes: json.dumps({**msgspec.to_builtins(vitals()), **changes}).encode(),
+        st.dictionaries(st.sampled_from(["v", "kind", "seq", "samples", "patient", "signal"]), json_values, max_size=2),
+    )
+)
+def test_any_payload_gives_points_or_a_reason(payload: bytes) -> None:
+    """Seeded fuzzing: nothing a publisher sends makes the encoder fail other than with a reason."""
+    reason = ""
+    try:
+        lines = PointEncoder().lines(TOPIC, payload)
+    except (SchemaError, TopicError) as exc:
+        reason, lines = str(exc), []
+        assert reason
+    assert all(line.endswith("\n") and line.count("\n") == 1 for line in lines)

@@ -12,7 +12,7 @@ from aiohttp import web
 from wardwatch.core.config import Secret
 from wardwatch.core.servers import Influxd, free_port
 from wardwatch.ingest.config import InfluxSettings
-from wardwatch.ingest.sinks import SinkUnavailableError, V1Sink, V2Sink
+from wardwatch.ingest.sinks import SchemaSetupError, SinkUnavailableError, V1Sink, V2Sink
 
 BODY = b'vitals,device=d,patient=p,signal=spo2,ward=w value=97.0,seq=1i,gateway="g" 1700000000000\n'
 
@@ -113,3 +113,11 @@ async def test_v1_sink_against_influxd(influxd: Influxd) -> None:
     async with V1Sink(settings) as sink:
         with pytest.raises(SinkUnavailableError):
             await sink.write(line)
+
+
+async def test_refused_schema_statements_do_not_stop_writes(influx2: tuple[str, Recorded]) -> None:
+    """A v1-compatibility API without CREATE DATABASE (InfluxDB 2.x/3.x): schema set-up fails, cleanly."""
+    url, _ = influx2
+    async with V1Sink(InfluxSettings(url=url)) as sink:
+        with pytest.raises(SchemaSetupError):
+            await sink.ensure_schema()

@@ -89,8 +89,11 @@ class SystemClock:
     async def sleep_until(self, t_ms: int, wake: asyncio.Event) -> None:
         """Sleep until ``t_ms`` or ``wake``."""
         delay = max(0.0, (t_ms - self.now_ms()) / 1000)
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+        # arrives as the event is set, which would leave this task sleeping through shutdown.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), delay)
+            async with asyncio.timeout(delay):
+                await wake.wait()
 
 
 class ManualClock:

@@ -35,7 +35,7 @@ from wardwatch.core.topics import deadletter_topic
 from wardwatch.ingest.config import IngestConfig
 from wardwatch.ingest.metrics import IngestMetrics
 from wardwatch.ingest.points import PointEncoder
-from wardwatch.ingest.sinks import Sink, SinkUnavailableError
+from wardwatch.ingest.sinks import SchemaSetupError, Sink, SinkUnavailableError
 from wardwatch.ingest.subscriber import Subscriber
 
 __all__ = ["SERVICE", "Ingestor"]
@@ -212,7 +212,14 @@ class Ingestor:
             await asyncio.sleep(1.0)
 
     async def _writer(self) -> None:
-        await self._retrying(self._sink.ensure_schema, "create the database schema", is_schema=True)
+        try:
+            await self._retrying(self._sink.ensure_schema, "create the database schema", is_schema=True)
+        except SchemaSetupError as exc:
+            _log.error(
+                "cannot set up the database schema (%s); writing anyway. If the database is managed elsewhere "
+                "(e.g. InfluxDB 2.x/3.x through the v1 API), set influx.create_schema = false",
+                exc,
+            )
         self.schema_ready.set()
         while True:
             self._writing = False
@@ -265,7 +272,7 @@ class Ingestor:
                 self.metrics.write_retries.inc()
                 self._warn.warning("influx", "cannot %s, retrying in %.1f s: %s", what, delay, exc)
                 if exc.missing_database and not is_schema:
-                    with contextlib.suppress(SinkUnavailableError):
+                    with contextlib.suppress(SinkUnavailableError, SchemaSetupError):
                         await self._sink.ensure_schema()
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.config.batch.retry_max_s)

@@ -21,7 +21,7 @@ from wardwatch.core.errors import WardwatchError
 from wardwatch.ingest.config import InfluxSettings
 from wardwatch.ingest.points import VITALS_MEASUREMENT
 
-__all__ = ["Sink", "SinkUnavailableError", "V1Sink", "V2Sink", "make_sink"]
+__all__ = ["SchemaSetupError", "Sink", "SinkUnavailableError", "V1Sink", "V2Sink", "make_sink"]
 
 _log = logging.getLogger(__name__)
 
@@ -35,6 +35,14 @@ class SinkUnavailableError(WardwatchError):
     def __init__(self, problem: str, *, missing_database: bool = False) -> None:
         self.problem = problem
         self.missing_database = missing_database
+        super().__init__(problem)
+
+
+class SchemaSetupError(WardwatchError):
+    """InfluxDB refused a schema statement (e.g. no ``CREATE DATABASE`` on a 2.x compatibility API)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
         super().__init__(problem)
 
 
@@ -134,7 +142,11 @@ class V1Sink:
         raise SinkUnavailableError(reason)
 
     async def query(self, statement: str) -> dict[str, Any]:
-        """Run InfluxQL through ``POST /query``; raise :class:`SinkUnavailableError` on any error."""
+        """Run InfluxQL through ``POST /query``.
+
+        Raises :class:`SinkUnavailableError` if InfluxDB cannot answer (retry), :class:`SchemaSetupError`
+        if it refuses the statement.
+        """
         assert self._session is not None, "use the sink as an async context manager"
         headers = {k: v for k, v in self._headers.items() if k == "Authorization"}
         try:
@@ -150,8 +162,11 @@ class V1Sink:
             decoded = {"error": text.decode(errors="replace")}
         errors = [r["error"] for r in decoded.get("results", []) if "error" in r]
         if status != 200 or "error" in decoded or errors:
-            problem = decoded.get("error") or "; ".join(errors)
-            raise SinkUnavailableError(f"InfluxQL {statement.split(' ON ')[0]!r} failed: HTTP {status}: {problem}")
+            detail = decoded.get("error") or "; ".join(errors)
+            problem = f"InfluxQL {statement.split(' ON ')[0]!r} failed: HTTP {status}: {detail}"
+            if status >= 500 or status in (401, 403):
+                raise SinkUnavailableError(problem)
+            raise SchemaSetupError(problem)
         return decoded
 
     async def _create_or_alter_policy(self, name: str, duration: str, *, default: bool) -> None:
@@ -160,7 +175,7 @@ class V1Sink:
         suffix = " DEFAULT" if default else ""
         try:
             await self.query(f"CREATE RETENTION POLICY {spec}{suffix}")
-        except SinkUnavailableError as exc:
+        except SchemaSetupError as exc:
             if "already exists" not in exc.problem:
                 raise
             await self.query(
@@ -195,7 +210,7 @@ class V1Sink:
         )
         try:
             await self.query(create)
-        except SinkUnavailableError as exc:
+        except SchemaSetupError as exc:
             if "already exists" not in exc.problem:
                 raise
             await self.query(f"DROP CONTINUOUS QUERY {name} ON {db}")

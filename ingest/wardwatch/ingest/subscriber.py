@@ -155,6 +155,7 @@ class Subscriber:
         self._closing = False
         self._continue_scheduled = False
         self._unacked = 0
+        self._received = 0
         self._paused = False
         self.pauses = 0
         self.generation = 0
@@ -359,8 +360,6 @@ class Subscriber:
                 before = self._received
                 if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or self._received == before:
                     return
-
-    _received = 0
 
     # -- paho callbacks (loop thread) -----------------------------------------------------------
 

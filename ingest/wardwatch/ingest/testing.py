@@ -16,7 +16,7 @@ import msgspec
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from wardwatch.core.config import MqttSettings
+from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.schema import DeadLetter, decode
 from wardwatch.core.servers import Influxd, Mosquitto
 from wardwatch.core.topics import deadletter_topic
@@ -37,11 +37,22 @@ def ingest_config(
     client_id: str = "ingest-test",
     share_group: str | None = None,
     batch: BatchSettings | None = None,
+    user: str | None = None,
     **influx: Any,
 ) -> IngestConfig:
-    """An ingest config for the test servers (plain MQTT, no metrics endpoint, fast retries)."""
+    """An ingest config for the test servers (as ``user``, TLS if the broker has it; no metrics; fast retries)."""
+    endpoint = broker.endpoint(user)
+    mqtt = MqttSettings(
+        host=endpoint.host,
+        port=endpoint.port,
+        tls=endpoint.tls,
+        ca_file=endpoint.ca_file,
+        username=endpoint.username,
+        password=Secret(endpoint.password) if endpoint.password is not None else None,
+        client_id=client_id,
+    )
     return IngestConfig(
-        mqtt=MqttSettings(host=broker.host, port=broker.port, tls=False, client_id=client_id),
+        mqtt=mqtt,
         influx=InfluxSettings(url=influxd.url, database=DATABASE, **influx),
         batch=batch or BatchSettings(retry_min_s=0.05, retry_max_s=1.0),
         subscription=SubscriptionSettings(share_group=share_group),
@@ -70,12 +81,23 @@ async def count(influxd: Influxd, field: str = "value", measurement: str = "vita
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def publish_all(broker: Mosquitto, messages: list[tuple[str, bytes]], *, client_id: str = "test-publisher") -> None:
-    """Publish with QoS 1 and return when the broker has acknowledged every message (blocking)."""
+def publish_all(
+    broker: Mosquitto,
+    messages: list[tuple[str, bytes]],
+    *,
+    client_id: str = "test-publisher",
+    user: str | None = None,
+) -> None:
+    """Publish with QoS 1 as ``user`` (TLS if the broker has it); return when every PUBACK came (blocking)."""
+    endpoint = broker.endpoint(user)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
-    client.connect(broker.host, broker.port)
+    if endpoint.ca_file is not None:
+        client.tls_set(ca_certs=str(endpoint.ca_file))
+    if endpoint.username is not None:
+        client.username_pw_set(endpoint.username, endpoint.password)
+    client.connect(endpoint.host, endpoint.port)
     client.loop_start()
     try:
         infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]

@@ -1,4 +1,26 @@
-"""The streaming alarm engine: pure decision logic, time passed in, one state object per patient."""
+"""The streaming alarm engine: pure decision logic, time passed in, one state object per patient.
+
+Decisions (each tested in ``tests/alerting/test_engine*.py``):
+
+* Order: samples are processed in arrival order. A sample not newer than the newest already
+  processed for its device and signal is *late* and dropped (counted in ``stats.late``); a message
+  with the same ``seq`` as the previous one of that device/signal is a *duplicate* (QoS 1
+  redelivery) and dropped. No reorder buffer: it would delay every alarm by its length, and the
+  gateway publishes each stream in order.
+* Quality first: a flagged sample (contact lost, questionable, invalid, low perfusion, sensor
+  unconnected/displaced/faulty, early estimate, test data) or one without a value never reaches a
+  physiological rule; it only runs the sensor-off / poor-signal timers. Unflagged values pass
+  plausibility limits and a streaming Hampel filter. When the strap's ECG HR and the oximeter's
+  PPG pulse rate disagree, pulse and SpO2 (same PPG) are doubtful and withheld for 5 s.
+* Pulse source: the strap's HR while it is fresh (<= 5 s), else the oximeter's pulse rate.
+* Alarm hygiene: one alarm per patient and rule at a time (dedup); the severe rule of a family
+  holds its milder sibling back and clears only when the whole episode has (one episode, one
+  alarm); a clear is held for ``flap_window_s`` and cancelled if the condition returns (flap).
+* Technical priorities: sensor off medium, poor signal low, doubtful signal low, battery low low /
+  critical medium, device silent medium, gateway offline medium (monitoring interrupted for every
+  patient behind it, a prompt response but no direct patient harm; it also suppresses the
+  device-silent alarms of that gateway's devices), data gap low (awareness; expires).
+"""
 
 from __future__ import annotations
 

@@ -273,9 +273,8 @@ class MqttChannel:
     async def send(self, page: Page) -> None:
         """Publish once."""
         try:
-            await asyncio.wait_for(
-                self._publisher.publish(page_topic(page.ward, page.destination), encode(page)), self.config.timeout_s
-            )
+            async with asyncio.timeout(self.config.timeout_s):
+                await self._publisher.publish(page_topic(page.ward, page.destination), encode(page))
         except TimeoutError:
             raise DeliveryError(self._name, f"no PUBACK within {self.config.timeout_s} s") from None
         except Exception as exc:  # the publisher's own errors: translate at the boundary
