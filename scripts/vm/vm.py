@@ -83,7 +83,8 @@ def unavailable(cache: Path = CACHE) -> str | None:
         return f"{QEMU} not found (install qemu-system-x86: run scripts/setup)"
     if not BUSYBOX.is_file():
         return f"{BUSYBOX} not found (install busybox-static: run scripts/setup)"
-    missing = [tool for tool in HOST_TOOLS if shutil.which(tool, path=os.defpath + ":/usr/sbin:/usr/bin") is None]
+    path = f"{os.environ.get('PATH', os.defpath)}:/usr/sbin:/sbin"
+    missing = [tool for tool in HOST_TOOLS if shutil.which(tool, path=path) is None]
     if missing:
         return f"{', '.join(missing)} not found (install bluez and dbus: run scripts/setup)"
     if find_kernel(cache) is None:

@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 
 from wardwatch.core import gatt
+from wardwatch.core.quality import plx_quality
 from wardwatch.core.schema import DeviceStatus, Quality, Signal, Vitals, decode
 from wardwatch.firmware_sim.cli import main
 from wardwatch.firmware_sim.groundtruth import dump_jsonl, ground_truth, load_jsonl
 from wardwatch.firmware_sim.model import OximeterTrack, StrapTrack, simulate
-from wardwatch.firmware_sim.render import quality_from_plx, render, render_messages
+from wardwatch.firmware_sim.render import render, render_messages
 from wardwatch.firmware_sim.scenario import (
     ScenarioError,
     load_scenario,
@@ -136,7 +137,7 @@ def test_values_are_what_the_gatt_codecs_carry() -> None:
         assert by_t[(Signal.PERFUSION_INDEX, oxi_reading.t_ms)].v == value.pulse_amplitude_index.value  # type: ignore[union-attr]
         assert value.measurement_status is not None
         assert value.device_sensor_status is not None
-        assert set(sample.q) == set(quality_from_plx(value.measurement_status, value.device_sensor_status))
+        assert set(sample.q) == set(plx_quality(value.measurement_status, value.device_sensor_status))
 
 
 def _in(t: int, start: int, end: int) -> bool:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from wardwatch.core import gatt
+from wardwatch.core.quality import plx_quality
 from wardwatch.core.schema import AbsentReason, DeviceRole, DeviceStatus, Quality, Signal, Vitals, decode
 from wardwatch.gateway.config import DeviceBinding
 from wardwatch.gateway.queue import DurableQueue
-from wardwatch.gateway.readings import DeviceDecoder, Recorder, plx_quality
+from wardwatch.gateway.readings import DeviceDecoder, Recorder
 
 STRAP = DeviceBinding(id="hr-1", patient="p-1", role=DeviceRole.HEART_RATE_STRAP, address="AA:BB:CC:DD:EE:01")
 OXI = DeviceBinding(id="ox-1", patient="p-1", role=DeviceRole.PULSE_OXIMETER, name="Oxi 1")

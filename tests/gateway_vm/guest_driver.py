@@ -377,7 +377,11 @@ def main(argv: list[str]) -> int:
     """Run everything, write the result JSON (always), exit 0 if it was written."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(argv[0])
-    results: dict[str, Any] = {"driver_start_uptime_s": uptime(), "scenarios": {}}
+    results: dict[str, Any] = {
+        "root_switched_uptime_s": float(os.environ.get("WARDWATCH_VM_ROOT_SWITCHED_S", "nan")),
+        "driver_start_uptime_s": uptime(),
+        "scenarios": {},
+    }
     started = time.monotonic()
     try:
         asyncio.run(drive(results))

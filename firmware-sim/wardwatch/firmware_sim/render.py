@@ -19,10 +19,10 @@ import datetime as dt
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import IO, Final
 
 from wardwatch.core.gatt import DeviceSensorStatus, MeasurementStatus
+from wardwatch.core.quality import plx_quality
 from wardwatch.core.schema import (
     AbsentReason,
     DeviceRole,
@@ -38,49 +38,10 @@ from wardwatch.core.schema import (
 from .model import OximeterTrack, SpotCheck, StrapTrack, Track
 from .scenario import DeviceKind, Scenario
 
-__all__ = ["RenderStats", "quality_from_plx", "render", "render_messages", "role_of"]
+__all__ = ["RenderStats", "render", "render_messages", "role_of"]
 
 MS = MeasurementStatus
 DSS = DeviceSensorStatus
-
-_MS_QUALITY: Final = (
-    (MS.questionable_measurement_detected, Quality.QUESTIONABLE),
-    (MS.invalid_measurement_detected, Quality.INVALID),
-    (MS.measurement_unavailable, Quality.UNAVAILABLE),
-    (MS.early_estimated_data, Quality.EARLY_ESTIMATE),
-    (MS.data_from_measurement_storage, Quality.FROM_STORAGE),
-    (MS.data_for_demonstration | MS.data_for_testing, Quality.TEST_DATA),
-)
-_DSS_QUALITY: Final = (
-    (DSS.low_perfusion_detected, Quality.LOW_PERFUSION),
-    (
-        DSS.poor_signal_detected
-        | DSS.inadequate_signal_detected
-        | DSS.erratic_signal_detected
-        | DSS.nonpulsatile_signal_detected
-        | DSS.sensor_interference_detected
-        | DSS.signal_processing_irregularity_detected,
-        Quality.POOR_SIGNAL,
-    ),
-    (DSS.questionable_pulse_detected, Quality.QUESTIONABLE),
-    (DSS.sensor_unconnected_to_user, Quality.SENSOR_UNCONNECTED),
-    (DSS.sensor_displaced, Quality.SENSOR_DISPLACED),
-    (
-        DSS.sensor_malfunctioning
-        | DSS.sensor_disconnected
-        | DSS.equipment_malfunction_detected
-        | DSS.unknown_sensor_connected,
-        Quality.SENSOR_FAULT,
-    ),
-)
-
-
-@lru_cache(maxsize=1024)
-def quality_from_plx(measurement_status: int, device_sensor_status: int) -> tuple[Quality, ...]:
-    """Wire quality flags for PLX status fields (deduplicated, in :class:`Quality` order)."""
-    found = {q for bits, q in _MS_QUALITY if measurement_status & bits}
-    found |= {q for bits, q in _DSS_QUALITY if device_sensor_status & bits}
-    return tuple(q for q in Quality if q in found)
 
 
 def role_of(kind: DeviceKind) -> DeviceRole:
@@ -256,7 +217,7 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
                 )
                 seq += 1
         elif oxi is not None:
-            q = quality_from_plx(ms_list[i], dss_list[i])
+            q = plx_quality(ms_list[i], dss_list[i])
             for signal, value, scale in (
                 (Signal.SPO2, spo2_list[i], 1.0),
                 (Signal.PULSE_RATE, pr_list[i], 1.0),

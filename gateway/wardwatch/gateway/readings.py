@@ -26,6 +26,7 @@ import msgspec
 from wardwatch.core import gatt
 from wardwatch.core.errors import GattDecodeError
 from wardwatch.core.logs import RateLimitedLog
+from wardwatch.core.quality import ordered, plx_quality
 from wardwatch.core.schema import (
     VALID_RANGES,
     AbsentReason,
@@ -40,58 +41,18 @@ from wardwatch.core.topics import device_status_topic, vitals_topic
 from wardwatch.gateway.config import DeviceBinding
 from wardwatch.gateway.queue import DurableQueue, Reading
 
-__all__ = ["DeviceDecoder", "Recorder", "device_clock_zone", "plx_quality"]
+__all__ = ["DeviceDecoder", "Recorder", "device_clock_zone"]
 
 _log = logging.getLogger(__name__)
 _malformed_log = RateLimitedLog(_log, 60.0)
 
 Clock = Callable[[], float]
 
-_MS_QUALITY: Final = (
-    (gatt.MeasurementStatus.early_estimated_data, Quality.EARLY_ESTIMATE),
-    (gatt.MeasurementStatus.data_from_measurement_storage, Quality.FROM_STORAGE),
-    (gatt.MeasurementStatus.data_for_demonstration, Quality.TEST_DATA),
-    (gatt.MeasurementStatus.data_for_testing, Quality.TEST_DATA),
-    (gatt.MeasurementStatus.calibration_ongoing, Quality.QUESTIONABLE),
-    (gatt.MeasurementStatus.measurement_unavailable, Quality.UNAVAILABLE),
-    (gatt.MeasurementStatus.questionable_measurement_detected, Quality.QUESTIONABLE),
-    (gatt.MeasurementStatus.invalid_measurement_detected, Quality.INVALID),
-)
-_DSS = gatt.DeviceSensorStatus
-_DSS_QUALITY: Final = (
-    (_DSS.equipment_malfunction_detected, Quality.SENSOR_FAULT),
-    (_DSS.signal_processing_irregularity_detected, Quality.POOR_SIGNAL),
-    (_DSS.inadequate_signal_detected, Quality.POOR_SIGNAL),
-    (_DSS.poor_signal_detected, Quality.POOR_SIGNAL),
-    (_DSS.low_perfusion_detected, Quality.LOW_PERFUSION),
-    (_DSS.erratic_signal_detected, Quality.POOR_SIGNAL),
-    (_DSS.nonpulsatile_signal_detected, Quality.POOR_SIGNAL),
-    (_DSS.questionable_pulse_detected, Quality.QUESTIONABLE),
-    (_DSS.sensor_interference_detected, Quality.POOR_SIGNAL),
-    (_DSS.sensor_unconnected_to_user, Quality.SENSOR_UNCONNECTED),
-    (_DSS.unknown_sensor_connected, Quality.SENSOR_FAULT),
-    (_DSS.sensor_displaced, Quality.SENSOR_DISPLACED),
-    (_DSS.sensor_malfunctioning, Quality.SENSOR_FAULT),
-    (_DSS.sensor_disconnected, Quality.SENSOR_FAULT),
-)
-_QUALITY_ORDER: Final = {q: i for i, q in enumerate(Quality)}
 _ABSENT: Final = {reason.value: AbsentReason(reason.value) for reason in gatt.AbsentReason}
 
 # A device clock outside this window is not believed (unset clocks often start in 2000 or 1970).
 _EARLIEST_DEVICE_TIME_MS: Final = 1_577_836_800_000  # 2020-01-01
 _DEVICE_CLOCK_FUTURE_SLACK_MS: Final = 24 * 3600 * 1000
-
-
-def plx_quality(
-    measurement: gatt.MeasurementStatus | None, device_sensor: gatt.DeviceSensorStatus | None
-) -> tuple[Quality, ...]:
-    """Quality flags from PLX measurement status and device-and-sensor status bits (sorted, unique)."""
-    found: set[Quality] = set()
-    if measurement:
-        found.update(q for bit, q in _MS_QUALITY if measurement & bit)
-    if device_sensor:
-        found.update(q for bit, q in _DSS_QUALITY if device_sensor & bit)
-    return tuple(sorted(found, key=_QUALITY_ORDER.__getitem__))
 
 
 def device_clock_zone(name: str) -> tzinfo | None:
@@ -292,7 +253,7 @@ class DeviceDecoder:
                 quality.append(Quality.DEVICE_CLOCK_UNSET)
         elif m.device_clock_not_set:
             quality.append(Quality.DEVICE_CLOCK_UNSET)
-        flags = tuple(sorted(set(quality), key=_QUALITY_ORDER.__getitem__))
+        flags = ordered(quality)
         self._plx_samples(
             t, m.spo2, m.pulse_rate, m.pulse_amplitude_index, flags, "PLX Spot-Check (0x2A5E)", data, device_clock
         )

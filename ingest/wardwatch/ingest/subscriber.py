@@ -13,9 +13,9 @@ see ``docs/ingest.md``):
 * At most ``receive_maximum`` messages are held unacknowledged: the bound on memory, and the
   backpressure when the database is slow (nothing is acknowledged until stored). The MQTT 5 *Receive
   Maximum* asks the broker to stop there, and when it does not (mosquitto 2.0.11 honours it until the
-  first acknowledgement, then sends its whole queue), the subscriber stops reading the socket until
-  acknowledgements bring it back under the limit, so TCP holds the broker back. A pause longer than
-  about twice the keepalive makes paho drop the connection; the reconnect redelivers, nothing is lost.
+  first acknowledgement, then sends its whole queue), the subscriber stops reading the socket once it
+  holds more, until acknowledgements bring it back to the limit, so TCP holds the broker back. (Such a
+  pause, longer than about twice the keepalive, makes paho reconnect; the broker redelivers.)
 * Every successful connection gets a new :attr:`generation`. Acknowledging a packet id of an
   earlier connection could acknowledge a *different* message the broker sent since with the same
   id, so :meth:`ack` ignores stale generations; those messages are redelivered instead.
@@ -299,7 +299,7 @@ class Subscriber:
             self._loop.add_reader(fd, self._on_readable)
 
     def _pause(self) -> None:
-        """Stop reading: ``receive_maximum`` messages are unacknowledged."""
+        """Stop reading: more than ``receive_maximum`` messages are unacknowledged (the broker ignored it)."""
         if not self._paused and self._loop is not None and self._reader_fd is not None:
             self._paused = True
             self.pauses += 1
@@ -341,7 +341,7 @@ class Subscriber:
         if self.buffered:
             buffer = self._buffer
             for _ in range(MAX_PACKETS_PER_WAKEUP):
-                if self._unacked >= limit:
+                if self._unacked > limit:
                     self._pause()
                     return
                 if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or buffer is None:
@@ -354,7 +354,7 @@ class Subscriber:
                 self._loop.call_soon(self._on_readable)
         else:
             for _ in range(MAX_PACKETS_PER_WAKEUP):
-                if self._unacked >= limit:
+                if self._unacked > limit:
                     self._pause()
                     return
                 before = self._received
@@ -446,7 +446,7 @@ class Subscriber:
         for mid in mids:
             ack(mid, 1)
         self._unacked -= len(mids)
-        if self._paused and self._unacked < self.receive_maximum:
+        if self._paused and self._unacked <= self.receive_maximum:
             self._resume()
         return True
 
