@@ -226,3 +226,31 @@ async def test_api_over_tls(tmp_path: Path) -> None:
             assert response.status == 401
         async with http.get(f"https://127.0.0.1:{port}/healthz", ssl=context) as response:
             assert response.status == 200
+
+
+async def test_break_glass_grants_audited_emergency_rights(api: Api) -> None:
+    alarm_id = raise_alarm(api.service)
+    assert (await api.call("POST", "/api/v1/break-glass", "vic", json={}))[0] == 400  # a reason is required
+    status, body = await api.call("POST", "/api/v1/break-glass", "vic", json={"reason": "ward nurse unreachable"})
+    assert (status, body["role"]) == (200, "doctor")
+    api.tokens["vic-glass"] = body["token"]
+    status, body = await api.call("POST", f"/api/v1/alarms/{alarm_id}/acknowledge", "vic-glass", json={"reason": "ok"})
+    assert (status, body["actor"]) == (200, "vic (break-glass)")
+    entries = api.service.store.audit_entries()
+    assert ("break_glass", "vic", "ward nurse unreachable") in [(e.action, e.actor, e.reason) for e in entries]
+    assert ("acknowledge", "vic (break-glass)") in [(e.action, e.actor) for e in entries]
+    status, body = await api.call("POST", "/api/v1/tokens", "root", json={"name": "robot", "role": "viewer"})
+    api.tokens["robot"] = body["token"]
+    assert (await api.call("POST", "/api/v1/break-glass", "robot", json={"reason": "x"}))[0] == 403
+
+
+async def test_repeated_failed_logins_lock_the_name_out(api: Api) -> None:
+    for _ in range(5):
+        status, _ = await api.call("POST", "/api/v1/login", json={"name": "ann", "password": "not her password"})
+        assert status == 401
+    status, _ = await api.call("POST", "/api/v1/login", json={"name": "ann", "password": PASSWORD})
+    assert status == 401  # locked out even with the right password
+    status, _ = await api.call("POST", "/api/v1/login", json={"name": "cat", "password": PASSWORD})
+    assert status == 200  # other names are not affected
+    failed = [e for e in api.service.store.audit_entries() if e.action == "login_failed"]
+    assert len(failed) == 6

@@ -110,18 +110,10 @@ def test_scoring_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 # --- the firmware simulator's scenario library, replayed with its ground truth -----------------
 
-# Known disagreements between the simulator's ground truth and the engine's evidence-based defaults,
-# kept explicit so any other regression fails:
-KNOWN_MISSES = {
-    # the truth's curve ignores the simulated HR drift: the strap reported 40-42 /min for most of the
-    # "37 /min" hold (not < 40); the engine paged 140 s after onset when HR did fall below 40
-    ("ward", "p-w04", "bradycardia"),
-}
-KNOWN_FALSE_PAGES = {
-    # a 12 s hold at 86 % with 3 s/6 s ramps is ~17 s below 90 %: the 15 s delay (Welch 2011) pages;
-    # the simulator calls anything under 20 s below 90 % brief
-    ("brief-dips", "p-dips"),
-}
+# Disagreements between the simulator's ground truth and the engine's evidence-based defaults would be
+# listed here, explicitly, so that any other regression fails. There are none.
+KNOWN_MISSES: set[tuple[str, str, str]] = set()
+KNOWN_FALSE_PAGES: set[tuple[str, str]] = set()
 
 
 def _simulator() -> Any:

@@ -196,12 +196,34 @@ async def login(request: web.Request) -> web.Response:
     return _json({"token": token, "token_type": "Bearer", "expires": expires})
 
 
+class BreakGlassBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Emergency access: why."""
+
+    reason: Reason
+
+
+@requires(Permission.READ_ALARMS)
+async def break_glass(request: web.Request) -> web.Response:
+    """Emergency ``doctor`` rights for an hour, for a person, with a reason; audited."""
+    body = await _body(request, BreakGlassBody)
+    principal = _principal(request)
+    now = _now()
+    try:
+        token, expires = request.app[AUTH_KEY].break_glass(principal, now)
+    except AuthError as exc:
+        return _error(403, str(exc))
+    request.app[SERVICE_KEY].store.audit(
+        AuditEntry(t=now, actor=principal.name, action="break_glass", reason=body.reason, details={"expires": expires})
+    )
+    return _json({"token": token, "token_type": "Bearer", "expires": expires, "role": "doctor"})
+
+
 @requires(Permission.READ_ALARMS)
 async def logout(request: web.Request) -> web.Response:
     """End the caller's session."""
     header = request.headers.get("Authorization", "")
     request.app[AUTH_KEY].logout(header.partition(" ")[2].strip())
-    request.app[SERVICE_KEY].store.audit(AuditEntry(t=_now(), actor=_principal(request).name, action="logout"))
+    request.app[SERVICE_KEY].store.audit(AuditEntry(t=_now(), actor=_principal(request).actor, action="logout"))
     return _json({"status": "logged out"})
 
 
@@ -284,7 +306,7 @@ async def get_alarm(request: web.Request) -> web.Response:
 async def _command(request: web.Request, action: Callable[[AlarmService, str, str], AlarmRecord]) -> web.Response:
     service = request.app[SERVICE_KEY]
     try:
-        record = action(service, request.match_info["alarm_id"], _principal(request).name)
+        record = action(service, request.match_info["alarm_id"], _principal(request).actor)
     except AlarmNotFoundError as exc:
         return _error(404, str(exc))
     except InvalidTransitionError as exc:
@@ -335,7 +357,9 @@ async def get_thresholds(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     patient = _patient(request)
     overrides = service.rules.patient_overrides(patient)
-    service.store.audit(AuditEntry(t=_now(), actor=_principal(request).name, action="thresholds_read", patient=patient))
+    service.store.audit(
+        AuditEntry(t=_now(), actor=_principal(request).actor, action="thresholds_read", patient=patient)
+    )
     return _json(
         {
             "patient": patient,
@@ -355,7 +379,7 @@ async def put_thresholds(request: web.Request) -> web.Response:
         effective = _effective(service, patient, body.overrides, request.query.get("ward"))
     except ConfigError as exc:
         return _error(400, f"invalid thresholds: {exc.problem} ({exc.key})")
-    old = service.set_thresholds(patient, body.overrides, _principal(request).name, body.reason)
+    old = service.set_thresholds(patient, body.overrides, _principal(request).actor, body.reason)
     return _json({"patient": patient, "old": old, "overrides": body.overrides, "effective": effective})
 
 
@@ -382,7 +406,7 @@ async def get_audit(request: web.Request) -> web.Response:
         after_seq=_int_query(request, "after_seq", 0) or 0,
         limit=min(_int_query(request, "limit", 1000) or 1000, 10_000),
     )
-    service.store.audit(AuditEntry(t=_now(), actor=_principal(request).name, action="audit_read"))
+    service.store.audit(AuditEntry(t=_now(), actor=_principal(request).actor, action="audit_read"))
     return _json({"entries": [msgspec.to_builtins(e) for e in entries]})
 
 
@@ -423,7 +447,7 @@ async def add_user(request: web.Request) -> web.Response:
     service.store.audit(
         AuditEntry(
             t=_now(),
-            actor=_principal(request).name,
+            actor=_principal(request).actor,
             action="user_added",
             details={"user": body.name, "role": body.role},
         )
@@ -444,7 +468,7 @@ async def create_token(request: web.Request) -> web.Response:
     service.store.audit(
         AuditEntry(
             t=_now(),
-            actor=_principal(request).name,
+            actor=_principal(request).actor,
             action="token_created",
             details={"name": body.name, "role": body.role},
         )
@@ -468,6 +492,7 @@ def build_app(service: AlarmService, config: ApiConfig) -> web.Application:
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_post("/api/v1/login", login)
     app.router.add_post("/api/v1/logout", logout)
+    app.router.add_post("/api/v1/break-glass", break_glass)
     app.router.add_get("/api/v1/alarms", list_alarms)
     app.router.add_get("/api/v1/alarms/{alarm_id}", get_alarm)
     app.router.add_post("/api/v1/alarms/{alarm_id}/acknowledge", acknowledge)
@@ -559,6 +584,7 @@ OPENAPI: Final[dict[str, Any]] = {
             "ThresholdsBody": _schema(ThresholdsBody),
             "UserBody": _schema(UserBody),
             "TokenBody": _schema(TokenBody),
+            "BreakGlassBody": _schema(BreakGlassBody),
             "PageWebhook": {
                 "type": "object",
                 "description": "Body of a generic webhook page (wardwatch wire schema v1, kind=page).",
@@ -601,6 +627,9 @@ OPENAPI: Final[dict[str, Any]] = {
         "/api/v1/openapi.json": {"get": _op("This document", None)},
         "/api/v1/login": {"post": _op("Log in; returns {token, token_type, expires}", None, "LoginBody")},
         "/api/v1/logout": {"post": _op("End the session", "read_alarms")},
+        "/api/v1/break-glass": {
+            "post": _op("Emergency doctor rights for 1 h (people only), audited", "read_alarms", "BreakGlassBody")
+        },
         "/api/v1/alarms": {
             "get": _op(
                 "List alarms (state=open|active|acknowledged|silenced|resolved, comma-separated)",

@@ -2,7 +2,10 @@
 
 Passwords are stored as argon2id hashes (argon2-cffi). Logging in returns a bearer token for a
 session that ends after ``session_ttl`` of inactivity (automatic logoff) and at the latest after
-``session_max``. Machine tokens (integrations, dashboards) have a role and optional expiry. Tokens
+``session_max``. Machine tokens (integrations, dashboards) have a role and optional expiry.
+Break-glass: a logged-in person may take emergency ``doctor`` rights for a short time, with a
+reason; it is a separate session token, audited by the API. Five failed logins for a name within
+15 minutes lock that name out for 15 minutes (the attempts are audited). Tokens
 are random 256-bit values stored only as SHA-256 hashes, so a copy of the database does not
 reveal them.
 """
@@ -24,6 +27,9 @@ from wardwatch.alerting.store import Store, TokenRow
 
 TOKEN_PREFIX: Final = "wwt_"  # noqa: S105 - a prefix that marks wardwatch tokens, not a secret
 MIN_PASSWORD_LENGTH: Final = 12
+MAX_FAILURES: Final = 5
+LOCKOUT_MS: Final = 15 * 60_000
+BREAK_GLASS_MS: Final = 60 * 60_000
 _NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,63}$")
 
 
@@ -71,7 +77,12 @@ class Principal:
 
     name: str
     role: Role
-    kind: str  # "session" or "machine"
+    kind: str  # "session", "machine" or "break_glass"
+
+    @property
+    def actor(self) -> str:
+        """How this principal appears in the audit log (break-glass use is marked)."""
+        return f"{self.name} (break-glass)" if self.kind == "break_glass" else self.name
 
     def can(self, permission: Permission) -> bool:
         """Whether this principal's role grants ``permission``."""
@@ -107,6 +118,7 @@ class Authenticator:
         self.session_max_ms = session_max_ms
         self._hasher = PasswordHasher(time_cost=argon2_time_cost, memory_cost=argon2_memory_kib)
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self._failures: dict[str, list[int]] = {}
 
     def add_user(self, name: str, role: Role, password: str, now: int) -> None:
         """Create a user with an argon2id password hash."""
@@ -124,19 +136,37 @@ class Authenticator:
 
     def login(self, name: str, password: str, now: int) -> tuple[str, int]:
         """Check the password and open a session: ``(bearer token, idle expiry ms)``."""
+        recent = [t for t in self._failures.get(name, []) if now - t < LOCKOUT_MS]
+        self._failures[name] = recent
+        if len(recent) >= MAX_FAILURES:
+            raise AuthError("too many failed logins: try again later")
         user = self.store.user(name)
         try:
             self._hasher.verify(user.password_hash if user else self._dummy_hash, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
+            recent.append(now)
             raise AuthError("wrong user name or password") from None
         if user is None or user.disabled:
+            recent.append(now)
             raise AuthError("wrong user name or password")
+        self._failures.pop(name, None)
         if self._hasher.check_needs_rehash(user.password_hash):
             self.store.set_user(name, password_hash=self._hasher.hash(password))
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires = now + self.session_ttl_ms
         self.store.add_token(
             TokenRow(token_hash(token), name, user.role, "session", now, expires, now + self.session_max_ms)
+        )
+        return token, expires
+
+    def break_glass(self, principal: Principal, now: int, duration_ms: int = BREAK_GLASS_MS) -> tuple[str, int]:
+        """Emergency access: a ``doctor`` session for ``principal`` lasting ``duration_ms``; ``(token, expiry)``."""
+        if principal.kind == "machine":
+            raise AuthError("break-glass access is for people, not machine tokens")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        expires = now + duration_ms
+        self.store.add_token(
+            TokenRow(token_hash(token), principal.name, str(Role.DOCTOR), "break_glass", now, expires, expires)
         )
         return token, expires
 
@@ -167,6 +197,11 @@ class Authenticator:
                 return None
             role = Role(user.role)  # a role change applies at once
             self.store.extend_token(digest, now + self.session_ttl_ms)
+        elif row.kind == "break_glass":
+            user = self.store.user(row.name)
+            if user is None or user.disabled:
+                return None
+            role = Role(row.role)
         else:
             role = Role(row.role)
         return Principal(row.name, role, row.kind)

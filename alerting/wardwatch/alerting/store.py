@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     role TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('session', 'machine')),
+    kind TEXT NOT NULL CHECK (kind IN ('session', 'machine', 'break_glass')),
     created INTEGER NOT NULL,
     expires INTEGER,
     hard_expires INTEGER

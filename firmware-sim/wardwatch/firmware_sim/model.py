@@ -268,7 +268,8 @@ def _physiology(scenario: Scenario, patient: PatientSpec, rng: np.random.Generat
     for event in patient.events:
         if event.kind in {EventKind.TACHYCARDIA, EventKind.BRADYCARDIA}:
             assert event.target is not None
-            hr += envelope(t, event) * (event.target - base.hr)
+            # the arrhythmia takes over the rate: drift fades out as the event sets in
+            hr += envelope(t, event) * (event.target - hr)
         elif event.kind in {EventKind.DESATURATION, EventKind.BRIEF_DIP}:
             target = event.target if event.target is not None else 86.0
             drop = envelope(t, event) * (base.spo2 - target)
