@@ -7,7 +7,7 @@ left out: the sessions record into the gateway's real durable queue through a :c
 that also keeps what it queued. Each scenario's facts (or its error) go to one JSON file that
 ``test_gateway_vm.py`` asserts on; this driver itself asserts nothing.
 
-    python tests/gateway_vm/guest_driver.py RESULT.json
+    python tests/gateway_vm/guest_driver.py RESULT.json    # bluetoothd.log goes beside RESULT.json
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from wardwatch.gateway.scan import scan_main
 _log = logging.getLogger("guest_driver")
 
 TIMEOUT: Final = 45.0  # any one condition (software-emulated CPU: generous)
-SHARED: Final = Path("/mnt/wardwatch")
 VM_BLE: Final = BleSettings(
     connect_timeout_s=20.0,
     operation_timeout_s=15.0,
@@ -69,8 +68,8 @@ def uptime() -> float:
 # -- the radio: simulated wearables, the vhci controller, bluetoothd -----------------------------
 
 
-async def _bluez_adapter_powered(bus: MessageBus) -> bool:
-    """Whether org.bluez exports hci0 and it is powered (False while bluetoothd is not up yet)."""
+async def _hci0_powered(bus: MessageBus) -> bool | None:
+    """hci0's ``Powered`` property on org.bluez; None while bluetoothd does not export hci0 (yet)."""
     reply = await bus.call(
         Message(
             destination="org.bluez",
@@ -81,21 +80,9 @@ async def _bluez_adapter_powered(bus: MessageBus) -> bool:
             body=["org.bluez.Adapter1", "Powered"],
         )
     )
-    return reply is not None and reply.message_type == MessageType.METHOD_RETURN and bool(reply.body[0].value)
-
-
-async def _bluez_adapter_exists(bus: MessageBus) -> bool:
-    reply = await bus.call(
-        Message(
-            destination="org.bluez",
-            path="/org/bluez/hci0",
-            interface="org.freedesktop.DBus.Properties",
-            member="GetAll",
-            signature="s",
-            body=["org.bluez.Adapter1"],
-        )
-    )
-    return reply is not None and reply.message_type == MessageType.METHOD_RETURN
+    if reply is None or reply.message_type != MessageType.METHOD_RETURN:
+        return None
+    return bool(reply.body[0].value)
 
 
 async def _run(*command: str) -> str:
@@ -115,9 +102,16 @@ async def bluetoothd(log: Path) -> AsyncIterator[None]:
         daemon = await asyncio.create_subprocess_exec("bluetoothd", "-n", stdout=out, stderr=asyncio.subprocess.STDOUT)
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
     try:
-        await wait_for(lambda: _bluez_adapter_exists(bus), TIMEOUT, what="bluetoothd exporting hci0")
+
+        async def exported() -> bool:
+            return await _hci0_powered(bus) is not None
+
+        async def powered() -> bool:
+            return await _hci0_powered(bus) is True
+
+        await wait_for(exported, TIMEOUT, what="bluetoothd exporting hci0")
         await _run("btmgmt", "--index", "0", "power", "on")
-        await wait_for(lambda: _bluez_adapter_powered(bus), TIMEOUT, what="hci0 powered")
+        await wait_for(powered, TIMEOUT, what="hci0 powered")
         yield
     finally:
         bus.disconnect()
@@ -341,8 +335,8 @@ async def _scenario(results: dict[str, Any], name: str, run: Callable[[], Awaita
     return bool(entry["ok"])
 
 
-async def drive(results: dict[str, Any]) -> None:
-    """Set the stage, then run every scenario (each records its own outcome)."""
+async def drive(results: dict[str, Any], logs: Path) -> None:
+    """Set the stage (``bluetoothd``'s log into ``logs``), then run every scenario (each records its outcome)."""
     radio = VhciRadio()
     workdir = Path(os.environ.get("TMPDIR", "/tmp")) / "wardwatch-vm"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -354,7 +348,7 @@ async def drive(results: dict[str, Any]) -> None:
         strap = await stack.enter_async_context(HeartRateStrap(specs[0], radio))
         oximeter = await stack.enter_async_context(PulseOximeter(specs[1], radio))
         await stack.enter_async_context(radio.expose("vhci", bluez_compatible=True))
-        await stack.enter_async_context(bluetoothd(SHARED / "bluetoothd.log"))
+        await stack.enter_async_context(bluetoothd(logs / "bluetoothd.log"))
         results["bluez_ready_uptime_s"] = uptime()
         world = World(strap, oximeter, workdir)
         await _scenario(results, "scan", lambda: scenario_scan(world))
@@ -384,7 +378,7 @@ def main(argv: list[str]) -> int:
     }
     started = time.monotonic()
     try:
-        asyncio.run(drive(results))
+        asyncio.run(drive(results, out.parent))
     except BaseException as exc:  # the stage itself failed: say so in the result
         results["error"] = f"{type(exc).__name__}: {exc}"
         results["traceback"] = traceback.format_exc()

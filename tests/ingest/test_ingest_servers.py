@@ -61,7 +61,7 @@ async def test_steady_run_stores_every_sample_exactly_once(mosquitto: Mosquitto,
         await asyncio.to_thread(publish_all, mosquitto, messages)
         await wait_count(influxd, samples)
         await wait_for(lambda: ingestor.in_flight == 0, TIMEOUT, what="every batch acknowledged")
-        assert ingestor.metrics.acked._value.get() == len(messages)
+        assert ingestor.metrics.value("messages_acked_total") == len(messages)
         assert ingestor.max_in_flight <= config.batch.receive_maximum + 1
     assert await count(influxd, "seq") == samples
     per_signal = await influxd.query('SELECT count("value") FROM "raw"."vitals" GROUP BY "signal"', db="wardwatch")
@@ -171,11 +171,11 @@ async def test_influxdb_down_then_back_loses_nothing_and_bounds_memory(mosquitto
         await wait_for(
             lambda: ingestor.in_flight >= receive_maximum * 0.9, TIMEOUT, what="in-flight window full while down"
         )
-        assert ingestor.metrics.write_retries._value.get() > 0
+        await wait_for(lambda: ingestor.metrics.value("write_retries_total") > 0, TIMEOUT, what="write retries")
         # The outage lasts OUTAGE_S in all (the scenario itself, not a wait for a condition).
         await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - outage_started)))
         assert ingestor.max_in_flight <= receive_maximum + 1  # one message past the limit stops reading
-        assert ingestor.metrics.database_up._value.get() == 0
+        assert ingestor.metrics.value("database_up") == 0
         await influxd.start()
         await wait_count(influxd, samples, timeout=60)
         await wait_for(lambda: ingestor.in_flight == 0, TIMEOUT, what="every batch acknowledged")
@@ -255,7 +255,7 @@ async def test_malformed_payloads_are_dead_lettered_and_counted(
         await wait_count(influxd, samples + 1)
         await wait_for(lambda: len(dead_letters.letters) >= len(malformed), TIMEOUT, what="dead letters")
         await wait_for(lambda: ingestor.in_flight == 0, TIMEOUT, what="every batch acknowledged")
-        assert ingestor.metrics.dead_lettered.labels("malformed")._value.get() == len(malformed)
+        assert ingestor.metrics.value("dead_letters_total", cause="malformed") == len(malformed)
     reasons = [letter.reason for letter in dead_letters.letters]
     assert [letter.payload for letter in dead_letters.letters] == [payload for _, payload in malformed]
     assert "not valid JSON" in reasons[0]
@@ -274,7 +274,7 @@ async def test_two_instances_on_a_shared_subscription(mosquitto: Mosquitto, infl
         await asyncio.to_thread(publish_all, mosquitto, messages)
         await wait_count(influxd, samples)
         await wait_for(lambda: first.in_flight == second.in_flight == 0, TIMEOUT, what="all acknowledged")
-        received = (first.metrics.received._value.get(), second.metrics.received._value.get())
+        received = (first.metrics.value("messages_received_total"), second.metrics.value("messages_received_total"))
     assert sum(received) == len(messages)
     assert min(received) > 0, f"the broker did not split the stream: {received}"
 

@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wardwatch sim", description="Simulated BLE wearables and scenarios.")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("list", help="named scenarios shipped with wardwatch")
+    describe = sub.add_parser("describe", help="a scenario's ward, gateways, patients and devices (JSON)")
+    describe.add_argument("scenario", help="scenario file or name")
     render_p = sub.add_parser("render", help="the scenario's wire-schema stream offline (JSONL)")
     render_p.add_argument("scenario", nargs="?", help="scenario file or name")
     render_p.add_argument("--ward", action="store_true", help="render the named 'ward' scenario")
@@ -91,6 +93,27 @@ def _cmd_list() -> int:
         print(
             f"{name:24} {len(scenario.patients):3} patients {scenario.duration / 60:6.1f} min  {scenario.description}"
         )
+    return 0
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    from .devices import device_name
+
+    scenario = load_scenario(args.scenario)
+    description = {
+        "name": scenario.name,
+        "ward": scenario.ward,
+        "duration_s": scenario.duration,
+        "patients": [
+            {
+                "id": patient.id,
+                "gateway": patient.gateway_id,
+                "devices": [{"id": d.id, "kind": str(d.kind), "name": device_name(d)} for d in patient.devices],
+            }
+            for patient in scenario.patients
+        ],
+    }
+    print(json.dumps(description, indent=2))
     return 0
 
 
@@ -277,6 +300,8 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "list":
             return _cmd_list()
+        if args.command == "describe":
+            return _cmd_describe(args)
         if args.command == "render":
             return _cmd_render(args)
         if args.command == "run":

@@ -54,6 +54,7 @@ __all__ = [
     "HeartRateStrap",
     "PulseOximeter",
     "SimulatedDevice",
+    "device_name",
     "make_device",
 ]
 
@@ -96,7 +97,7 @@ class SimulatedDevice:
 
     def __init__(self, spec: DeviceSpec, radio: Radio, *, advertising_interval_ms: float = 100.0) -> None:
         self.spec = spec
-        self.name = spec.name or f"{self.NAME_PREFIX}-{spec.id}"[:20]
+        self.name = device_name(spec)
         self.address = spec.address or static_random_address(spec.id)
         self._radio = radio
         self._interval = advertising_interval_ms
@@ -469,6 +470,12 @@ class PulseOximeter(SimulatedDevice):
                     return
             self._racp_busy = False
             await self._racp_reply(RacpResponse(op, RacpResponseCode.success))
+
+
+def device_name(spec: DeviceSpec) -> str:
+    """The name a device advertises (what a gateway binds when addresses rotate)."""
+    prefix = HeartRateStrap.NAME_PREFIX if spec.kind == DeviceKind.HEART_RATE_STRAP else PulseOximeter.NAME_PREFIX
+    return spec.name or f"{prefix}-{spec.id}"[:20]
 
 
 def make_device(spec: DeviceSpec, radio: Radio, *, advertising_interval_ms: float = 100.0) -> SimulatedDevice:

@@ -13,14 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
-from wardwatch.core.errors import WardwatchError
+from wardwatch.core.errors import ConfigError, WardwatchError
 from wardwatch.core.logs import setup_logging
 
 __all__ = ["main"]
@@ -50,6 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--backlog", type=int, default=20_000, help="readings queued during the outage run")
     bench.add_argument("--in-flight", type=int, default=256)
     return parser
+
+
+def load_backend(spec: str) -> Callable[..., contextlib.AbstractAsyncContextManager[object]]:
+    """Resolve ``module:callable`` (config ``ble.backend``): a plug-in bleak backend, loaded at run time."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load bleak backend {spec!r}: {exc}", key="ble.backend") from None
+    if not callable(factory):
+        raise ConfigError(f"{spec!r} is not callable", key="ble.backend")
+    return cast(Callable[..., contextlib.AbstractAsyncContextManager[object]], factory)
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -106,7 +120,10 @@ def main(argv: list[str]) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-        await Gateway(config).run()
+        async with contextlib.AsyncExitStack() as stack:
+            if config.ble.backend is not None:
+                await stack.enter_async_context(load_backend(config.ble.backend)(**config.ble.backend_options))
+            await Gateway(config).run()
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
         asyncio.run(serve())

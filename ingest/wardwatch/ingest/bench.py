@@ -190,8 +190,12 @@ def _child_ingest(config_path: str, expected: int) -> None:
     metrics = IngestMetrics()
 
     async def watch(start: float, cpu0: float) -> None:
-        acked = metrics.acked._value
-        await wait_for(lambda: acked.get() >= expected, VERIFY_TIMEOUT_S, interval=0.005, max_interval=0.005)
+        await wait_for(
+            lambda: metrics.value("messages_acked_total") >= expected,
+            VERIFY_TIMEOUT_S,
+            interval=0.005,
+            max_interval=0.005,
+        )
         result = {"start": start, "end": time.time(), "cpu_s": _cpu_s() - cpu0, "rss_mb": _peak_rss_mb()}
         print(json.dumps(result), flush=True)
 

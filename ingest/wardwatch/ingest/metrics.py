@@ -52,6 +52,11 @@ class IngestMetrics:
         self.database_up = Gauge(f"{p}_database_up", "1 if the last write reached InfluxDB", registry=r)
         self.mqtt_connected = Gauge(f"{p}_mqtt_connected", "1 while connected to the broker", registry=r)
 
+    def value(self, name: str, **labels: str) -> float:
+        """The current value of a sample, e.g. ``value("messages_acked_total")`` (0 if absent)."""
+        found = self.registry.get_sample_value(f"wardwatch_ingest_{name}", labels)
+        return found if found is not None else 0.0
+
 
 @contextlib.asynccontextmanager
 async def serve_metrics(metrics: IngestMetrics, host: str, port: int) -> AsyncIterator[web.AppRunner]:

@@ -9,13 +9,14 @@ in ``with use_bumble_backend(central):`` so that ``BleakScanner()``/``BleakClien
 from .central import BumbleCentral
 from .client import BumbleBleakClient
 from .scanner import BumbleBleakScanner, advertisement_data
-from .selection import current_central, use_bumble_backend
+from .selection import bleak_backend, current_central, use_bumble_backend
 
 __all__ = [
     "BumbleBleakClient",
     "BumbleBleakScanner",
     "BumbleCentral",
     "advertisement_data",
+    "bleak_backend",
     "current_central",
     "use_bumble_backend",
 ]

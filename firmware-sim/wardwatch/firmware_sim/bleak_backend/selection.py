@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .central import BumbleCentral
 
-__all__ = ["current_central", "use_bumble_backend"]
+__all__ = ["bleak_backend", "current_central", "use_bumble_backend"]
 
 _stack: list[BumbleCentral] = []
 
@@ -60,3 +60,15 @@ def use_bumble_backend(central: BumbleCentral) -> Iterator[BumbleCentral]:
         _stack.remove(central)
         for module, name, value in saved:
             setattr(module, name, value)
+
+
+@contextlib.asynccontextmanager
+async def bleak_backend(transport: str, name: str = "wardwatch-central") -> AsyncIterator[BumbleCentral]:
+    """Plug-in for the gateway's ``ble.backend``: plain bleak talks to simulated devices over ``transport``.
+
+    ``transport`` is the bumble HCI transport of a controller on the simulator's link, e.g.
+    ``tcp-client:127.0.0.1:9000`` against ``wardwatch sim run --transport tcp-server:127.0.0.1:9000``.
+    """
+    async with BumbleCentral.over_transport(transport, name=name) as central:
+        with use_bumble_backend(central):
+            yield central
