@@ -1,0 +1,488 @@
+"""``wardwatch up``: the whole system on one machine, simulated patients through the real pipeline.
+
+Starts, in order, each as a real server or a separate ``wardwatch`` process:
+
+1. mosquitto (TLS, a password and least-privilege ACL entry per gateway and service, persistence),
+2. InfluxDB 1.x (or uses an existing InfluxDB given with ``--influx-url``),
+3. a page receiver (webhook; every page is printed and appended to ``pages.jsonl``),
+4. alerting (engine + alarm manager + API) and ingest,
+5. the simulator (``wardwatch sim run``: every device of the scenario on a real BLE stack, one HCI
+   controller per home served over TCP) and one gateway per home (``wardwatch gateway``, plain bleak
+   through the simulator's bleak backend; with ``--ble bluez`` the host's own BlueZ instead).
+
+Everything lives in a state folder (default ``.wardwatch/``); running again reuses it (passwords,
+database, alarm history). Ctrl-C stops everything. The stack imports only the core: the parts run
+as their own processes, configured by the files written here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+from wardwatch.core.broker import Site, write_site
+from wardwatch.core.errors import WardwatchError
+from wardwatch.core.servers import Influxd, Mosquitto, free_port, wait_for
+
+_log = logging.getLogger("wardwatch.stack")
+
+RESTART_DELAY_S: Final = 2.0
+INGEST_DATABASE: Final = "wardwatch"
+API_USER: Final = "nurse"
+
+
+class StackError(WardwatchError):
+    """The local system could not be started; the message says which piece and what to do."""
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What ``wardwatch up`` was asked to run."""
+
+    state: Path
+    scenario: str = "demo"
+    speed: float = 1.0
+    duration_s: float | None = None
+    mqtt_port: int | None = None
+    api_port: int | None = None
+    influx_url: str | None = None  # an existing InfluxDB (v1 API) instead of starting one
+    ble: str = "sim"  # "sim": simulator's bleak backend over TCP; "bluez": simulator on vhci, gateways on BlueZ
+    quiet: bool = False
+
+
+@dataclass
+class Child:
+    """A supervised ``wardwatch`` child process."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+
+    async def start(self) -> None:
+        """Start (or restart) the process, its output appended to its log file."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdout=log,
+                stderr=log,
+                stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+def _wardwatch() -> list[str]:
+    """How to run the ``wardwatch`` command of this very environment."""
+    return [sys.executable, "-m", "wardwatch.core"]
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> Path:
+    """Write a config file (plain keys first, then one table per dict of dicts); mode 0600: it holds secrets."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(prefix: str, table: dict[str, Any]) -> None:
+        for key, value in table.items():
+            if isinstance(value, dict) and any(isinstance(v, dict) for v in value.values()) or (
+                isinstance(value, dict) and key in _TABLE_KEYS
+            ):
+                tables.append((f"{prefix}{key}", value))
+            else:
+                lines.append(f"{key} = {_toml(value)}")
+
+    emit("", data)
+    while tables:
+        name, table = tables.pop(0)
+        lines.append(f"\n[{name}]")
+        nested: list[tuple[str, dict[str, Any]]] = []
+        for key, value in table.items():
+            if isinstance(value, dict) and (any(isinstance(v, dict) for v in value.values()) or key in _TABLE_KEYS):
+                nested.append((f"{name}.{key}", value))
+            else:
+                lines.append(f"{key} = {_toml(value)}")
+        tables[:0] = nested
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+# dicts written as [tables] even when all their values are plain (the rest become inline tables)
+_TABLE_KEYS: Final = frozenset(
+    {"mqtt", "influx", "batch", "subscription", "metrics", "api", "paging", "ble", "queue", "high", "medium"}
+)
+
+
+class PageLog:
+    """The local page receiver: a webhook endpoint that prints every page and appends it to a file."""
+
+    def __init__(self, path: Path, echo: Callable[[str], None]) -> None:
+        self.path = path
+        self.echo = echo
+        self.received = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Store one page (any JSON body) and answer 200."""
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return web.json_response({"error": "body must be JSON"}, status=400)
+        destination = request.match_info.get("destination", "?")
+        entry = {"received": time.time(), "destination": destination, "page": body}
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(entry) + "\n")
+        self.received += 1
+        self.echo(_page_line(destination, body))
+        return web.json_response({"status": "ok"})
+
+
+def _page_line(destination: str, body: Any) -> str:
+    page = body.get("page", body) if isinstance(body, dict) else {}
+    if not isinstance(page, dict):
+        page = {}
+    priority = str(page.get("priority", "?")).upper()
+    state = page.get("state", "")
+    text = page.get("text") or page.get("summary") or page.get("rule", "")
+    return f"PAGE -> {destination:15} [{priority:6}] {page.get('patient', '?'):8} {state:12} {text}"
+
+
+async def _describe(scenario: str) -> dict[str, Any]:
+    process = await asyncio.create_subprocess_exec(
+        *_wardwatch(), "sim", "describe", scenario, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise StackError(f"cannot read scenario {scenario!r}: {err.decode(errors='replace').strip()}")
+    description: dict[str, Any] = json.loads(out)
+    return description
+
+
+class Stack:
+    """The running system; :meth:`run` starts it, supervises the children and stops it all on exit."""
+
+    def __init__(self, options: StackOptions, echo: Callable[[str], None] | None = None) -> None:
+        self.options = options
+        self.state = options.state.resolve()
+        self.echo = echo or (lambda line: print(line, flush=True))
+        self.children: list[Child] = []
+        self.pages = PageLog(self.state / "pages.jsonl", self.echo)
+        self.summary: dict[str, Any] = {}
+        self.ready = asyncio.Event()
+
+    def step(self, text: str) -> None:
+        """Show start-up progress."""
+        if not self.options.quiet:
+            self.echo(f"  [{time.strftime('%H:%M:%S')}] {text}")
+
+    async def run(self) -> None:
+        """Start everything, print where to look, supervise until cancelled or ``duration_s`` passed."""
+        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.state / "logs").mkdir(exist_ok=True)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self._stop_children)
+            scenario = await _describe(self.options.scenario)
+            ward = scenario["ward"]
+            homes = sorted({p["gateway"] for p in scenario["patients"]})
+            self.step(f"scenario {scenario['name']!r}: {len(scenario['patients'])} patients, {len(homes)} homes")
+
+            site = Site(gateways=dict.fromkeys(homes, ward))
+            files = write_site(self.state / "broker", site, tls=False)
+            users = {user: files.password(user) for user in site.users}
+            broker = await stack.enter_async_context(
+                Mosquitto(
+                    users=users,
+                    acl=site.acl_text(),
+                    tls=True,
+                    persistence=True,
+                    autosave_interval=10,
+                    port=self.options.mqtt_port,
+                    directory=self.state / "mosquitto",
+                    keep_directory=True,
+                )
+            )
+            self.step(f"mosquitto: mqtts://{broker.host}:{broker.port} (TLS, {len(users)} users, ACL)")
+
+            influx_url = self.options.influx_url
+            if influx_url is None:
+                influxd = await stack.enter_async_context(
+                    Influxd(directory=self.state / "influxdb", keep_directory=True)
+                )
+                influx_url = influxd.url
+            self.step(f"InfluxDB: {influx_url} (database {INGEST_DATABASE!r})")
+
+            receiver_port = free_port()
+            app = web.Application()
+            app.router.add_post("/pages/{destination}", self.pages.handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
+            receiver = f"http://127.0.0.1:{receiver_port}/pages"
+            self.step(f"page receiver: {receiver}/<destination> -> {self.pages.path}")
+
+            def mqtt_section(user: str) -> dict[str, Any]:
+                assert broker.ca_file is not None
+                return {
+                    "host": broker.host,
+                    "port": broker.port,
+                    "tls": True,
+                    "ca_file": broker.ca_file,
+                    "username": user,
+                    "password": users[user],
+                    "client_id": f"wardwatch-{user}",
+                }
+
+            api_port = self.options.api_port or free_port()
+            api_password = self._api_password()
+            alerting_config = self._alerting_config(ward, mqtt_section("alerting"), receiver, api_port)
+            await self._ensure_api_user(alerting_config, api_password)
+            self._spawn("alerting", ["alerting", "run", "--config", str(alerting_config)])
+            ingest_config = write_toml(
+                self.state / "config" / "ingest.toml",
+                {
+                    "log_level": "INFO",
+                    "mqtt": mqtt_section("ingest"),
+                    "influx": {"api": "v1", "url": influx_url, "database": INGEST_DATABASE},
+                    "metrics": {"host": "127.0.0.1", "port": 0},
+                },
+            )
+            self._spawn("ingest", ["ingest", "--config", str(ingest_config)])
+            for child in self.children:
+                await child.start()
+            self.step(f"alerting API: http://127.0.0.1:{api_port}/api/v1/alarms   ingest -> {influx_url}")
+
+            ports = {home: free_port() for home in homes}
+            bluez = self.options.ble == "bluez"
+            transports = ["vhci"] if bluez else [f"tcp-server:127.0.0.1:{ports[home]}" for home in homes]
+            sim_argv = ["sim", "run", "--scenario", self.options.scenario, "--speed", str(self.options.speed)]
+            for transport in transports:
+                sim_argv += ["--transport", transport]
+            sim_argv += ["--ground-truth", str(self.state / "ground-truth.jsonl")]
+            sim = self._spawn("sim", sim_argv)
+            await sim.start()
+            self.step(f"simulator: {sum(len(p['devices']) for p in scenario['patients'])} BLE devices on {transports[0]}"
+                      + (f" (+{len(transports) - 1} more controllers)" if len(transports) > 1 else ""))
+            await self._wait_for_log(sim, '"running"', 60, "the simulator's devices to advertise")
+
+            for home in homes:
+                patients = [p for p in scenario["patients"] if p["gateway"] == home]
+                config = self._gateway_config(home, ward, patients, mqtt_section(home), ports[home], bluez)
+                child = self._spawn(f"gateway-{home}", ["gateway", "run", "--config", str(config)])
+                await child.start()
+            self.step(f"gateways: {len(homes)} (one per home), queues in {self.state / 'gateways'}")
+
+            self.summary = {
+                "mqtt": f"mqtts://{broker.host}:{broker.port}",
+                "mqtt_ca": str(broker.ca_file),
+                "influx": influx_url,
+                "api": f"http://127.0.0.1:{api_port}",
+                "api_user": API_USER,
+                "pages": str(self.pages.path),
+                "logs": str(self.state / "logs"),
+                "state": str(self.state),
+            }
+            self._print_summary(api_password, influx_url)
+            self.ready.set()
+            await self._supervise()
+
+    def _api_password(self) -> str:
+        path = self.state / "api-password"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(12), encoding="utf-8")
+            path.chmod(0o600)
+        return path.read_text(encoding="utf-8").strip()
+
+    async def _ensure_api_user(self, config: Path, password: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            *_wardwatch(), "alerting", "user", "add", API_USER, "--role", "charge_nurse", "--config", str(config),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "WW_ALERTING_PASSWORD": password},
+        )
+        _, err = await process.communicate(password.encode() + b"\n")
+        text = err.decode(errors="replace")
+        if process.returncode != 0 and "exists" not in text:
+            raise StackError(f"cannot create the API user: {text.strip()}")
+
+    def _alerting_config(self, ward: str, mqtt: dict[str, Any], receiver: str, api_port: int) -> Path:
+        def hook(destination: str) -> dict[str, Any]:
+            return {"channels": [{"type": "mqtt"}, {"type": "webhook", "url": f"{receiver}/{destination}"}]}
+
+        return write_toml(
+            self.state / "config" / "alerting.toml",
+            {
+                "service_id": "alerting-1",
+                "database": self.state / "alerting" / "alerting.db",
+                "log_level": "INFO",
+                "mqtt": mqtt,
+                "api": {"host": "127.0.0.1", "port": api_port},
+                "paging": {"backoff_min_s": 0.2, "backoff_max_s": 2.0},
+                "wards": {
+                    ward: {
+                        "failsafe": "charge-desk",
+                        "destinations": {
+                            "primary-nurse": hook("primary-nurse"),
+                            "charge-nurse": hook("charge-nurse"),
+                            "charge-desk": hook("charge-desk"),
+                        },
+                        "escalation": {
+                            "high": {
+                                "ack_timeout_s": 300,
+                                "steps": [
+                                    {"destination": "primary-nurse", "timeout_s": 60},
+                                    {"destination": "charge-nurse", "timeout_s": 120},
+                                ],
+                            },
+                            "medium": {
+                                "ack_timeout_s": 900,
+                                "steps": [
+                                    {"destination": "primary-nurse", "timeout_s": 180},
+                                    {"destination": "charge-nurse", "timeout_s": 300},
+                                ],
+                            },
+                        },
+                    }
+                },
+            },
+        )
+
+    def _gateway_config(
+        self, home: str, ward: str, patients: list[dict[str, Any]], mqtt: dict[str, Any], port: int, bluez: bool
+    ) -> Path:
+        devices = [
+            {
+                "id": device["id"],
+                "patient": patient["id"],
+                "role": device["kind"],
+                "name": device["name"],
+            }
+            for patient in patients
+            for device in patient["devices"]
+        ]
+        ble: dict[str, Any] = {"scan_window_s": 3.0, "backoff_min_s": 0.5, "backoff_max_s": 10.0}
+        if not bluez:
+            ble["backend"] = "wardwatch.firmware_sim.bleak_backend:bleak_backend"
+            ble["backend_options"] = {"transport": f"tcp-client:127.0.0.1:{port}", "name": f"{home}-central"}
+        return write_toml(
+            self.state / "config" / f"gateway-{home}.toml",
+            {
+                "gateway_id": home,
+                "ward": ward,
+                "status_interval_s": 15.0,
+                "log_level": "INFO",
+                "mqtt": mqtt,
+                "ble": ble,
+                "queue": {"path": self.state / "gateways" / home / "queue.sqlite3"},
+                "devices": devices,
+            },
+        )
+
+    def _spawn(self, name: str, args: list[str]) -> Child:
+        child = Child(name, [*_wardwatch(), *args], self.state / "logs" / f"{name}.log")
+        self.children.append(child)
+        return child
+
+    async def _wait_for_log(self, child: Child, marker: str, timeout: float, what: str) -> None:
+        def seen() -> bool:
+            if child.process is not None and child.process.returncode is not None:
+                raise StackError(f"{child.name} exited ({child.process.returncode}); see {child.log_path}")
+            return child.log_path.exists() and marker in child.log_path.read_text(errors="replace")
+
+        await wait_for(seen, timeout, what=what, max_interval=0.2)
+
+    def _print_summary(self, api_password: str, influx_url: str) -> None:
+        query = "SELECT count(value) FROM vitals GROUP BY signal"
+        self.echo(
+            "\nwardwatch is up. Where to look:\n"
+            f"  alarms (API)  curl -s -X POST {self.summary['api']}/api/v1/login "
+            f"-d '{{\"username\": \"{API_USER}\", \"password\": \"{api_password}\"}}'\n"
+            f"                then: curl -s -H 'Authorization: Bearer TOKEN' {self.summary['api']}/api/v1/alarms\n"
+            f"  pages         printed below as they arrive; all of them in {self.pages.path}\n"
+            f"  vitals        curl -sG {influx_url}/query --data-urlencode db={INGEST_DATABASE} "
+            f"--data-urlencode \"q={query}\"\n"
+            f"  MQTT          {self.summary['mqtt']} (CA {self.summary['mqtt_ca']}; users in "
+            f"{self.state / 'broker' / 'credentials'})\n"
+            f"  logs          {self.summary['logs']}/<service>.log\n"
+            f"  ground truth  {self.state / 'ground-truth.jsonl'}\n"
+            "Ctrl-C stops everything.\n"
+        )
+
+    async def _supervise(self) -> None:
+        deadline = None if self.options.duration_s is None else time.monotonic() + self.options.duration_s
+        while deadline is None or time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            for child in self.children:
+                process = child.process
+                if process is not None and process.returncode is not None:
+                    child.restarts += 1
+                    self.echo(f"  ! {child.name} exited ({process.returncode}); restarting (see {child.log_path})")
+                    await asyncio.sleep(RESTART_DELAY_S)
+                    await child.start()
+
+    async def _stop_children(self) -> None:
+        # gateways first (they flush their queues), then the simulator, then the services
+        order = sorted(self.children, key=lambda c: (not c.name.startswith("gateway"), c.name != "sim"))
+        await asyncio.gather(*(child.stop() for child in order))
+
+
+@contextlib.asynccontextmanager
+async def running_stack(options: StackOptions, echo: Callable[[str], None] | None = None) -> AsyncIterator[Stack]:
+    """The stack running in the background of the block (for tests); stopped on exit."""
+    stack = Stack(options, echo)
+    async with asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(stack.run(), name="wardwatch-up")
+        try:
+            waiter = asyncio.ensure_future(stack.ready.wait())
+            await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()
+            yield stack
+        finally:
+            task.cancel()
