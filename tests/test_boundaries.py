@@ -15,6 +15,7 @@ PARTS = {
     "ingest": ROOT / "ingest" / "wardwatch" / "ingest",
     "alerting": ROOT / "alerting" / "wardwatch" / "alerting",
     "firmware_sim": ROOT / "firmware-sim" / "wardwatch" / "firmware_sim",
+    "stack": ROOT / "stack" / "wardwatch" / "stack",
 }
 
 # Third-party libraries each part must not import (a Raspberry Pi installs the gateway without scipy...).
@@ -24,6 +25,8 @@ FORBIDDEN_LIBRARIES = {
     "ingest": {"bleak", "bumble", "numpy", "scipy", "wfdb"},
     "alerting": {"bleak", "bumble", "influxdb_client", "wfdb"},
     "firmware_sim": {"influxdb_client"},
+    # the local stack runs every part as its own process: it links none of their libraries
+    "stack": {"bleak", "bumble", "numpy", "scipy", "influxdb_client", "wfdb"},
 }
 
 

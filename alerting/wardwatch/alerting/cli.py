@@ -201,6 +201,10 @@ def main(argv: list[str]) -> int:
         from wardwatch.alerting.replay import replay_main  # the engine's command, loaded only when used
 
         return replay_main(argv[1:])
+    if argv[:1] == ["score"]:
+        from wardwatch.alerting.scoring import scoring_main
+
+        return scoring_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "bench":

@@ -199,7 +199,9 @@ class MqttClient:
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until connected; raise :class:`MqttError` with the last failure after ``timeout``."""
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         except TimeoutError:
             raise MqttError(
                 f"not connected to MQTT broker {self.settings.host}:{self.settings.port} after {timeout} s"
@@ -433,7 +435,8 @@ class MqttClient:
             return  # disconnected meanwhile: renewed on reconnect
         future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
         self._suback[mid] = future
-        reasons = await asyncio.wait_for(future, timeout)
+        async with asyncio.timeout(timeout):
+            reasons = await future
         failed = [str(reason) for reason in reasons if reason.is_failure]
         if failed:
             raise MqttError(f"broker refused subscription to {topic_filter!r}: {', '.join(failed)}")

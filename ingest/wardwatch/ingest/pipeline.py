@@ -141,7 +141,8 @@ class Ingestor:
         if self.in_flight:
             self._drained.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._drained.wait()
         return self.in_flight == 0
 
     # -- hot path: one call per MQTT message, on the loop thread -----------------------------------

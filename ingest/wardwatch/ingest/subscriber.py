@@ -195,7 +195,8 @@ class Subscriber:
     async def wait_subscribed(self, timeout: float) -> None:
         """Wait until connected and every filter's SUBACK arrived; raise :class:`MqttError` on timeout."""
         try:
-            await asyncio.wait_for(self._subscribed.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancellation
+                await self._subscribed.wait()
         except TimeoutError:
             raise MqttError(
                 f"not subscribed on {self.settings.host}:{self.settings.port} after {timeout} s"

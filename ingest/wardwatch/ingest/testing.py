@@ -137,7 +137,7 @@ class DeadLetters:
 
 def as_toml(config: IngestConfig) -> str:
     """The config as a TOML file's text (what ``wardwatch ingest --config`` reads)."""
-    data = msgspec.to_builtins(config, enc_hook=str)
+    data = msgspec.to_builtins(config, enc_hook=lambda o: o.reveal() if isinstance(o, Secret) else str(o))
     lines: list[str] = []
     for section, values in data.items():
         if not isinstance(values, dict):

@@ -131,7 +131,7 @@ def write_toml(path: Path, data: dict[str, Any]) -> Path:
 
     def emit(prefix: str, table: dict[str, Any]) -> None:
         for key, value in table.items():
-            if isinstance(value, dict) and any(isinstance(v, dict) for v in value.values()) or (
+            if (isinstance(value, dict) and any(isinstance(v, dict) for v in value.values())) or (
                 isinstance(value, dict) and key in _TABLE_KEYS
             ):
                 tables.append((f"{prefix}{key}", value))
@@ -227,7 +227,6 @@ class Stack:
         self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.state / "logs").mkdir(exist_ok=True)
         async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(self._stop_children)
             scenario = await _describe(self.options.scenario)
             ward = scenario["ward"]
             homes = sorted({p["gateway"] for p in scenario["patients"]})
@@ -266,6 +265,8 @@ class Stack:
             stack.push_async_callback(runner.cleanup)
             await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
             receiver = f"http://127.0.0.1:{receiver_port}/pages"
+            # exit callbacks run last-in first-out: the children stop before the servers above
+            stack.push_async_callback(self._stop_children)
             self.step(f"page receiver: {receiver}/<destination> -> {self.pages.path}")
 
             def mqtt_section(user: str) -> dict[str, Any]:
@@ -308,8 +309,10 @@ class Stack:
             sim_argv += ["--ground-truth", str(self.state / "ground-truth.jsonl")]
             sim = self._spawn("sim", sim_argv)
             await sim.start()
-            self.step(f"simulator: {sum(len(p['devices']) for p in scenario['patients'])} BLE devices on {transports[0]}"
-                      + (f" (+{len(transports) - 1} more controllers)" if len(transports) > 1 else ""))
+            self.step(
+                f"simulator: {sum(len(p['devices']) for p in scenario['patients'])} BLE devices on {transports[0]}"
+                + (f" (+{len(transports) - 1} more controllers)" if len(transports) > 1 else "")
+            )
             await self._wait_for_log(sim, '"running"', 60, "the simulator's devices to advertise")
 
             for home in homes:
@@ -342,8 +345,18 @@ class Stack:
 
     async def _ensure_api_user(self, config: Path, password: str) -> None:
         process = await asyncio.create_subprocess_exec(
-            *_wardwatch(), "alerting", "user", "add", API_USER, "--role", "charge_nurse", "--config", str(config),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            *_wardwatch(),
+            "alerting",
+            "user",
+            "add",
+            API_USER,
+            "--role",
+            "charge_nurse",
+            "--config",
+            str(config),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "WW_ALERTING_PASSWORD": password},
         )
         _, err = await process.communicate(password.encode() + b"\n")
@@ -442,11 +455,11 @@ class Stack:
         self.echo(
             "\nwardwatch is up. Where to look:\n"
             f"  alarms (API)  curl -s -X POST {self.summary['api']}/api/v1/login "
-            f"-d '{{\"username\": \"{API_USER}\", \"password\": \"{api_password}\"}}'\n"
+            f'-d \'{{"username": "{API_USER}", "password": "{api_password}"}}\'\n'
             f"                then: curl -s -H 'Authorization: Bearer TOKEN' {self.summary['api']}/api/v1/alarms\n"
             f"  pages         printed below as they arrive; all of them in {self.pages.path}\n"
             f"  vitals        curl -sG {influx_url}/query --data-urlencode db={INGEST_DATABASE} "
-            f"--data-urlencode \"q={query}\"\n"
+            f'--data-urlencode "q={query}"\n'
             f"  MQTT          {self.summary['mqtt']} (CA {self.summary['mqtt_ca']}; users in "
             f"{self.state / 'broker' / 'credentials'})\n"
             f"  logs          {self.summary['logs']}/<service>.log\n"
@@ -467,9 +480,14 @@ class Stack:
                     await child.start()
 
     async def _stop_children(self) -> None:
-        # gateways first (they flush their queues), then the simulator, then the services
-        order = sorted(self.children, key=lambda c: (not c.name.startswith("gateway"), c.name != "sim"))
-        await asyncio.gather(*(child.stop() for child in order))
+        """Gateways first (they commit their queues), then the simulator, then the services."""
+        phases = [
+            [c for c in self.children if c.name.startswith("gateway-")],
+            [c for c in self.children if c.name == "sim"],
+            [c for c in self.children if not c.name.startswith("gateway-") and c.name != "sim"],
+        ]
+        for phase in phases:
+            await asyncio.gather(*(child.stop() for child in phase))
 
 
 @contextlib.asynccontextmanager

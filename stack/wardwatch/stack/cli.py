@@ -1,0 +1,71 @@
+"""``wardwatch up``: run the whole system locally (see :mod:`wardwatch.stack.up`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from wardwatch.core.errors import WardwatchError
+from wardwatch.core.logs import setup_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wardwatch up",
+        description="Run wardwatch locally: broker, database, alerting, ingest, simulated patients, gateways.",
+    )
+    parser.add_argument("--state", type=Path, default=Path(".wardwatch"), help="state folder (reused between runs)")
+    parser.add_argument("--scenario", default="demo", help="simulator scenario name or file (default: demo)")
+    parser.add_argument("--speed", type=float, default=1.0, help="simulated-time compression (e.g. 4)")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--mqtt-port", type=int, default=None, help="broker port (default: a free one)")
+    parser.add_argument("--api-port", type=int, default=None, help="alarm API port (default: a free one)")
+    parser.add_argument("--influx-url", default=None, help="use this InfluxDB (v1 API) instead of starting one")
+    parser.add_argument(
+        "--ble",
+        choices=["sim", "bluez"],
+        default="sim",
+        help="sim: gateways reach the simulator over its bleak backend; bluez: the simulator on vhci and the "
+        "gateways on this machine's BlueZ (needs a kernel with hci_vhci)",
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``wardwatch up``."""
+    from wardwatch.stack.up import Stack, StackOptions
+
+    args = _parser().parse_args(argv)
+    setup_logging("up", "WARNING")
+    options = StackOptions(
+        state=args.state,
+        scenario=args.scenario,
+        speed=args.speed,
+        duration_s=args.duration,
+        mqtt_port=args.mqtt_port,
+        api_port=args.api_port,
+        influx_url=args.influx_url,
+        ble=args.ble,
+    )
+    print(f"wardwatch up: starting (state in {args.state.resolve()})", flush=True)
+
+    async def serve() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        await Stack(options).run()
+
+    try:
+        with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+            asyncio.run(serve())
+    except WardwatchError as exc:
+        print(f"wardwatch up: {exc}", file=sys.stderr)
+        return 1
+    print("wardwatch up: stopped", flush=True)
+    return 0

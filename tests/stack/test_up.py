@@ -1,0 +1,54 @@
+"""`wardwatch up`: the whole system from one command — vitals land in InfluxDB, deteriorations page."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wardwatch.core.servers import wait_for
+from wardwatch.stack.up import StackOptions, running_stack
+
+pytestmark = pytest.mark.slow
+
+
+def _pages(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _count_by_patient(influx: str) -> dict[str, int]:
+    query = urllib.parse.urlencode({"db": "wardwatch", "q": "SELECT count(value) FROM vitals GROUP BY patient"})
+    with urllib.request.urlopen(f"{influx}/query?{query}", timeout=10) as response:  # noqa: S310 - loopback
+        result = json.load(response)["results"][0]
+    return {s["tags"]["patient"]: s["values"][0][1] for s in result.get("series", [])}
+
+
+async def test_up_runs_the_ward_and_pages_for_the_desaturation(tmp_path: Path) -> None:
+    lines: list[str] = []
+    options = StackOptions(state=tmp_path / "state", scenario="demo", speed=4.0, quiet=True)
+    async with running_stack(options, echo=lines.append) as stack:
+        influx = stack.summary["influx"]
+        pages = Path(stack.summary["pages"])
+        patients = {f"p-d0{i}" for i in range(6)}
+        await wait_for(lambda: set(_count_by_patient(influx)) == patients, 90, what="vitals of every patient stored")
+
+        def desaturation_paged() -> bool:
+            return any(p["page"].get("patient") == "p-d01" and "spo2" in json.dumps(p["page"]) for p in _pages(pages))
+
+        await wait_for(desaturation_paged, 150, what="a page for p-d01's desaturation", max_interval=1.0)
+    printed = "\n".join(lines)
+    assert "wardwatch is up" in printed
+    assert "PAGE -> primary-nurse" in printed
+    # the brief dip and the motion burst of p-d02 never page
+    assert not [p for p in _pages(pages) if p["page"].get("patient") == "p-d02"]
+
+    # running it again on the same state folder works and keeps what was stored
+    async with running_stack(options, echo=lines.append) as again:
+        before = _count_by_patient(again.summary["influx"])
+        assert set(before) == patients
