@@ -366,7 +366,8 @@ class Stack:
 
     def _alerting_config(self, ward: str, mqtt: dict[str, Any], receiver: str, api_port: int) -> Path:
         def hook(destination: str) -> dict[str, Any]:
-            return {"channels": [{"type": "mqtt"}, {"type": "webhook", "url": f"{receiver}/{destination}"}]}
+            # channels fail over in order: the local page receiver first, the nurse-app topic if it is down
+            return {"channels": [{"type": "webhook", "url": f"{receiver}/{destination}"}, {"type": "mqtt"}]}
 
         return write_toml(
             self.state / "config" / "alerting.toml",
@@ -480,14 +481,12 @@ class Stack:
                     await child.start()
 
     async def _stop_children(self) -> None:
-        """Gateways first (they commit their queues), then the simulator, then the services."""
-        phases = [
-            [c for c in self.children if c.name.startswith("gateway-")],
-            [c for c in self.children if c.name == "sim"],
-            [c for c in self.children if not c.name.startswith("gateway-") and c.name != "sim"],
-        ]
-        for phase in phases:
-            await asyncio.gather(*(child.stop() for child in phase))
+        """Alerting first (stopping the system is not a monitoring outage to page for), then the gateways
+        (they commit their queues), the simulator, and ingest last (it stores what is still in flight)."""
+        order = ["alerting", "gateway-", "sim", "ingest"]
+        for prefix in order:
+            await asyncio.gather(*(child.stop() for child in self.children if child.name.startswith(prefix)))
+        await asyncio.gather(*(child.stop() for child in self.children))
 
 
 @contextlib.asynccontextmanager
