@@ -19,7 +19,6 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import lfilter
 
 from wardwatch.core.gatt import (
     DeviceSensorStatus,
@@ -251,6 +250,8 @@ def _ar1(rng: np.random.Generator, n: int, sd: float, tau_s: float) -> FArray:
     """Stationary AR(1) noise with standard deviation ``sd`` and time constant ``tau_s`` (1 Hz)."""
     if n == 0 or sd == 0:
         return np.zeros(n)
+    from scipy.signal import lfilter  # here, not at module level: importing the devices stays cheap
+
     phi = math.exp(-1.0 / tau_s)
     white = rng.standard_normal(n) * sd * math.sqrt(1 - phi * phi)
     white[0] = rng.standard_normal() * sd

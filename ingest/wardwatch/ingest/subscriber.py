@@ -39,7 +39,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from wardwatch.core.config import MqttSettings
-from wardwatch.core.mqtt import MqttError, PublishRefusedError, build_client
+from wardwatch.core.mqtt import (
+    MqttError,
+    PublishRefusedError,
+    ReadBuffer,
+    build_client,
+    install_read_buffer,
+)
 
 __all__ = ["MessageHandler", "Subscriber"]
 
@@ -48,43 +54,8 @@ _log = logging.getLogger(__name__)
 #: ``handler(topic, payload, mid, qos, generation)``; runs on the loop thread, must not block.
 MessageHandler = Callable[[str, bytes, int, int, int], None]
 
-READ_CHUNK: Final = 256 * 1024
 MAX_PACKETS_PER_WAKEUP: Final = 4096
 MISC_INTERVAL_S: Final = 0.5
-
-
-class _ReadBuffer:
-    """A socket-like object that serves paho's small ``recv`` calls from one large ``recv``."""
-
-    __slots__ = ("_buf", "_pos", "sock")
-
-    def __init__(self, sock: Any) -> None:
-        self.sock = sock
-        self._buf = b""
-        self._pos = 0
-
-    def recv(self, size: int) -> bytes:
-        buf, pos = self._buf, self._pos
-        if pos >= len(buf):
-            buf = self.sock.recv(READ_CHUNK)  # BlockingIOError / SSLWantReadError pass through to paho
-            if not buf:
-                return b""
-            self._buf, pos = buf, 0
-        end = pos + size
-        self._pos = min(end, len(buf))
-        return buf[pos:end]
-
-    @property
-    def buffered(self) -> bool:
-        """Whether bytes read from the socket are waiting to be parsed."""
-        return self._pos < len(self._buf)
-
-    def send(self, data: bytes | bytearray) -> int:
-        sent: int = self.sock.send(data)
-        return sent
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sock, name)
 
 
 def _connect_properties(session_expiry_s: int, receive_maximum: int) -> Properties:
@@ -133,16 +104,10 @@ class Subscriber:
         client.on_socket_register_write = self._on_socket_register_write
         client.on_socket_unregister_write = self._on_socket_unregister_write
         self._client = client
-        self._buffer: _ReadBuffer | None = None
-        create_socket = getattr(client, "_create_socket", None)
-        self.buffered = buffered and callable(create_socket)
+        self._current_buffer: Callable[[], ReadBuffer | None] = lambda: None
+        self.buffered = buffered and callable(getattr(client, "_create_socket", None))
         if self.buffered:
-
-            def create_buffered() -> Any:
-                self._buffer = _ReadBuffer(create_socket())  # type: ignore[misc]
-                return self._buffer
-
-            client._create_socket = create_buffered  # type: ignore[method-assign]
+            self._current_buffer = install_read_buffer(client)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader_fd: int | None = None
         self._connected = asyncio.Event()
@@ -340,7 +305,7 @@ class Subscriber:
         client = self._client
         limit = self.receive_maximum
         if self.buffered:
-            buffer = self._buffer
+            buffer = self._current_buffer()
             for _ in range(MAX_PACKETS_PER_WAKEUP):
                 if self._unacked > limit:
                     self._pause()

@@ -61,6 +61,12 @@ class StackOptions:
     influx_url: str | None = None  # an existing InfluxDB (v1 API) instead of starting one
     ble: str = "sim"  # "sim": simulator's bleak backend over TCP; "bluez": simulator on vhci, gateways on BlueZ
     quiet: bool = False
+    # for fault tests: each gateway reaches the broker through its own TcpProxy (Stack.proxies[home])
+    gateway_proxy: bool = False
+    # more broker principals: user -> ACL lines (e.g. a test's recorder); passwords in Stack.mqtt_users
+    extra_mqtt_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # multiplies the escalation timeouts written to the alerting config (0.1: minutes become seconds)
+    escalation_scale: float = 1.0
 
 
 @dataclass
@@ -73,6 +79,12 @@ class Child:
     env: dict[str, str] = field(default_factory=dict)
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
+    held: bool = False  # stopped on purpose: the supervisor leaves it down
+
+    @property
+    def running(self) -> bool:
+        """True while the process exists."""
+        return self.process is not None and self.process.returncode is None
 
     async def start(self) -> None:
         """Start (or restart) the process, its output appended to its log file."""
@@ -103,6 +115,116 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL (a crash); the supervisor restarts it unless it is held."""
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+class TcpProxy:
+    """A TCP relay ``127.0.0.1:port`` -> ``target`` that a test can cut like a dead network link.
+
+    :meth:`cut` drops every byte in both directions from then on, without closing anything (no RST,
+    no FIN: the peers only notice through their keepalives), and new connections are accepted and
+    blackholed too. :meth:`restore` aborts the connections that saw the cut (their byte streams lost
+    data) and relays new ones again. Use as ``async with TcpProxy(host, port) as proxy``.
+    """
+
+    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.host = host
+        self.port = 0
+        self.is_cut = False
+        self.connections = 0
+        self.dropped_bytes = 0
+        self._server: asyncio.Server | None = None
+        self._live: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
+        self._poisoned: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> TcpProxy:
+        self._server = await asyncio.start_server(self._handle, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+        for down, up in list(self._live):
+            down.transport.abort()
+            if up is not None:
+                up.transport.abort()
+        self._live.clear()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        """Drop everything from now on (open connections stay open, silently)."""
+        self.is_cut = True
+        for down, up in self._live:
+            self._poisoned.add(down)
+            if up is not None:
+                self._poisoned.add(up)
+
+    def restore(self) -> None:
+        """Relay again; connections that lived through the cut are aborted (their streams lost bytes)."""
+        for down, up in list(self._live):
+            if down in self._poisoned:
+                down.transport.abort()
+                if up is not None:
+                    up.transport.abort()
+        self._poisoned.clear()
+        self.is_cut = False
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]
+        if self.is_cut:  # blackholed: accepted, never relayed, until restore() aborts it
+            pair = (writer, None)
+            self._live.add(pair)
+            self._poisoned.add(writer)
+            try:
+                while data := await reader.read(65536):
+                    self.dropped_bytes += len(data)
+            except OSError:
+                pass
+            finally:
+                self._live.discard(pair)
+                writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        pair = (writer, up_writer)
+        self._live.add(pair)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._pipe(reader, up_writer, writer))
+                tasks.create_task(self._pipe(up_reader, writer, up_writer))
+        except* OSError:
+            pass
+        finally:
+            self._live.discard(pair)
+            writer.transport.abort()
+            up_writer.transport.abort()
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, src_writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                if src_writer in self._poisoned or dst in self._poisoned:
+                    self.dropped_bytes += len(data)
+                    continue
+                dst.write(data)
+                await dst.drain()
+        finally:
+            # one side closed (or the link was aborted): close the other, like a real socket pair
+            dst.transport.abort()
 
 
 def _wardwatch() -> list[str]:
@@ -216,6 +338,35 @@ class Stack:
         self.pages = PageLog(self.state / "pages.jsonl", self.echo)
         self.summary: dict[str, Any] = {}
         self.ready = asyncio.Event()
+        # the servers and relays, for fault tests (stop/start/kill the broker or the database, cut a link)
+        self.broker: Mosquitto | None = None
+        self.influxd: Influxd | None = None
+        self.proxies: dict[str, TcpProxy] = {}  # home (gateway id) -> its link to the broker
+        self.mqtt_users: dict[str, str] = {}  # broker user -> password
+
+    def child(self, name: str) -> Child:
+        """The supervised child called ``name`` (``alerting``, ``ingest``, ``sim``, ``gateway-<home>``)."""
+        for child in self.children:
+            if child.name == name:
+                return child
+        raise KeyError(f"no child {name!r}; children: {', '.join(c.name for c in self.children)}")
+
+    async def kill_child(self, name: str) -> None:
+        """``kill -9`` one child; the supervisor restarts it after ``RESTART_DELAY_S``, as in production."""
+        await self.child(name).kill()
+
+    async def hold_child(self, name: str) -> None:
+        """Stop one child gracefully and keep it down (until :meth:`release_child`)."""
+        child = self.child(name)
+        child.held = True
+        await child.stop()
+
+    async def release_child(self, name: str) -> None:
+        """Start a held child again."""
+        child = self.child(name)
+        child.held = False
+        if not child.running:
+            await child.start()
 
     def step(self, text: str) -> None:
         """Show start-up progress."""
@@ -232,9 +383,10 @@ class Stack:
             homes = sorted({p["gateway"] for p in scenario["patients"]})
             self.step(f"scenario {scenario['name']!r}: {len(scenario['patients'])} patients, {len(homes)} homes")
 
-            site = Site(gateways=dict.fromkeys(homes, ward))
+            site = Site(gateways=dict.fromkeys(homes, ward), extra_users=dict(self.options.extra_mqtt_users))
             files = write_site(self.state / "broker", site, tls=False)
             users = {user: files.password(user) for user in site.users}
+            self.mqtt_users = users
             broker = await stack.enter_async_context(
                 Mosquitto(
                     users=users,
@@ -247,6 +399,7 @@ class Stack:
                     keep_directory=True,
                 )
             )
+            self.broker = broker
             self.step(f"mosquitto: mqtts://{broker.host}:{broker.port} (TLS, {len(users)} users, ACL)")
 
             influx_url = self.options.influx_url
@@ -255,6 +408,7 @@ class Stack:
                     Influxd(directory=self.state / "influxdb", keep_directory=True)
                 )
                 influx_url = influxd.url
+                self.influxd = influxd
             self.step(f"InfluxDB: {influx_url} (database {INGEST_DATABASE!r})")
 
             receiver_port = free_port()
@@ -317,7 +471,12 @@ class Stack:
 
             for home in homes:
                 patients = [p for p in scenario["patients"] if p["gateway"] == home]
-                config = self._gateway_config(home, ward, patients, mqtt_section(home), ports[home], bluez)
+                mqtt = mqtt_section(home)
+                if self.options.gateway_proxy:
+                    proxy = await stack.enter_async_context(TcpProxy(broker.host, broker.port))
+                    self.proxies[home] = proxy
+                    mqtt["port"] = proxy.port
+                config = self._gateway_config(home, ward, patients, mqtt, ports[home], bluez)
                 child = self._spawn(f"gateway-{home}", ["gateway", "run", "--config", str(config)])
                 await child.start()
             self.step(f"gateways: {len(homes)} (one per home), queues in {self.state / 'gateways'}")
@@ -474,7 +633,7 @@ class Stack:
             await asyncio.sleep(0.5)
             for child in self.children:
                 process = child.process
-                if process is not None and process.returncode is not None:
+                if process is not None and process.returncode is not None and not child.held:
                     child.restarts += 1
                     self.echo(f"  ! {child.name} exited ({process.returncode}); restarting (see {child.log_path})")
                     await asyncio.sleep(RESTART_DELAY_S)
