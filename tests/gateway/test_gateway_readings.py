@@ -73,6 +73,7 @@ async def test_contact_lost_is_flagged(queue: DurableQueue) -> None:
     decoder.handle(gatt.HEART_RATE_MEASUREMENT, gatt.encode_heart_rate_measurement(gatt.HeartRateMeasurement(0, False)))
     (hr,) = await queued(queue)
     assert hr.samples[0].q == (Quality.CONTACT_LOST,)
+    assert (hr.samples[0].v, hr.samples[0].absent) == (None, AbsentReason.UNAVAILABLE)  # not "0 bpm"
 
 
 async def test_plx_continuous_with_status_flags_and_absent_values(queue: DurableQueue) -> None:

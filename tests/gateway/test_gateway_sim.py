@@ -9,19 +9,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
+import secrets
 import signal
+import socket
+import sqlite3
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from wardwatch.core import gatt
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.schema import DataGap, DeviceRole, DeviceStatus, GatewayStatus, Signal, Vitals, decode
-from wardwatch.core.servers import Mosquitto
+from wardwatch.core.servers import Mosquitto, free_port
 from wardwatch.core.topics import availability_topic
 from wardwatch.core.waiting import wait_for
 from wardwatch.firmware_sim.bleak_backend import BumbleCentral, use_bumble_backend
@@ -30,7 +38,8 @@ from wardwatch.firmware_sim.model import HeartRateReading, OximeterReading, Spot
 from wardwatch.firmware_sim.radio import SimRadio
 from wardwatch.firmware_sim.scenario import DeviceKind, DeviceSpec
 from wardwatch.gateway.app import Gateway
-from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, QueueSettings
+from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, MetricsSettings, QueueSettings
+from wardwatch.gateway.metrics import METRIC_NAMES
 
 TIMEOUT = 20.0
 WARD = "ward-a"
@@ -344,3 +353,239 @@ async def test_kill_9_with_a_full_queue_then_restart_loses_nothing_queued(
     assert list(dict.fromkeys(seqs)) == kept  # every queued reading, in order, once after dedup
     gaps = [decode(m.payload) for m in sub.on(f"wardwatch/v1/gateway/{WARD}/{GATEWAY}/gap")]
     assert sum(g.dropped for g in gaps if isinstance(g, DataGap)) == dropped
+
+
+def device_statuses(sub: Any, device: str) -> list[DeviceStatus]:
+    return [
+        s
+        for m in sub.on("wardwatch/v1/device/")
+        if isinstance(s := decode(m.payload), DeviceStatus) and s.device == device
+    ]
+
+
+async def test_a_silent_device_is_reconnected_by_the_link_watchdog(
+    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
+) -> None:
+    """Connected and subscribed, but no notification for ``stale_after_s``: disconnect and connect again."""
+    settings = settings_for(mosquitto)
+    config = msgspec.structs.replace(
+        config_for([], settings, tmp_path), ble=msgspec.structs.replace(FAST_BLE, stale_after_s=0.5)
+    )
+    async with simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)):
+        config = msgspec.structs.replace(config, devices=(binding(strap),))
+        async with (
+            collect(settings, "wardwatch/v1/#") as sub,
+            running_gateway(config) as gateway,
+        ):
+            session = gateway.sessions[0]
+            await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+            assert await send(strap, 0)  # one reading, then silence
+            await wait_for(lambda: session.connects >= 2, TIMEOUT, what="reconnect after silence")
+            assert session.ends["stale"] >= 1
+            assert strap.connections_total >= 2  # the device saw a new connection, not just a resubscription
+            await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+            assert await send(strap, 1)
+            await wait_for(lambda: len(heart_rates(sub, strap.spec.id)) == 2, TIMEOUT, what="reading after reconnect")
+            await wait_for(
+                lambda: any(not s.connected and s.reason == "stale" for s in device_statuses(sub, strap.spec.id)),
+                TIMEOUT,
+                what="device status saying why the link was dropped",
+            )
+
+
+async def test_a_busy_device_refuses_and_the_session_backs_off_until_it_is_free(
+    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
+) -> None:
+    """Held by another central: the link drops, connects are refused (0x14); once free it connects again."""
+    settings = settings_for(mosquitto)
+    async with (
+        simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)),
+        collect(settings, "wardwatch/v1/#") as sub,
+        running_gateway(config_for([binding(strap)], settings, tmp_path)) as gateway,
+    ):
+        session = gateway.sessions[0]
+        await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+        assert await send(strap, 0)
+        await strap.set_busy(True)
+        await wait_for(lambda: not session.connected, TIMEOUT, what="link dropped by the busy device")
+        await wait_for(lambda: strap.refused_total >= 3, TIMEOUT, what="the session retrying (and being refused)")
+        failed = sum(session.ends[r] for r in ("connect_failed", "setup_failed", "link_lost_during_setup"))
+        assert failed >= 2
+        assert session.connects == 1  # refused attempts never count as connections
+        assert not await send(strap, 1)  # nobody subscribed meanwhile
+        await strap.set_busy(False)
+        await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+        await wait_for(lambda: session.connected, TIMEOUT)
+        assert session.connects == 2
+        assert await send(strap, 2)
+        await wait_for(lambda: len(heart_rates(sub, strap.spec.id)) == 2, TIMEOUT, what="reading after busy")
+        assert heart_rates(sub, strap.spec.id) == [70.0, 70.0]
+        await wait_for(
+            lambda: (
+                [s.connected for s in device_statuses(sub, strap.spec.id) if s.reason != "battery"][:3]
+                == [True, False, True]
+            ),
+            TIMEOUT,
+            what="connected, lost, connected statuses",
+        )
+        lost = [s for s in device_statuses(sub, strap.spec.id) if not s.connected]
+        assert lost[0].reason == "link_lost"
+        seqs = [v.seq for v in sub.vitals() if v.device == strap.spec.id]
+        assert list(dict.fromkeys(seqs)) == list(range(len(set(seqs))))
+
+
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return str(response.read().decode())
+
+
+def _samples(text: str) -> dict[str, float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+async def test_prometheus_metrics_are_served_and_aggregate_without_patient_ids(
+    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
+) -> None:
+    settings = settings_for(mosquitto)
+    port = free_port()
+    async with simulated([DeviceKind.HEART_RATE_STRAP, DeviceKind.PULSE_OXIMETER]) as (_central, devices):
+        strap, oximeter = devices
+        config = msgspec.structs.replace(
+            config_for([binding(d) for d in devices], settings, tmp_path), metrics=MetricsSettings(port=port)
+        )
+        async with (
+            collect(settings, "wardwatch/v1/vitals/#") as sub,
+            running_gateway(config) as gateway,
+        ):
+            await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+            await oximeter.wait_subscribed(gatt.PLX_CONTINUOUS_MEASUREMENT, TIMEOUT)
+            for i in range(3):
+                assert await send(strap, i)
+                assert await send(oximeter, i)
+            await strap.send_raw(gatt.HEART_RATE_MEASUREMENT, b"\xff")
+            # strap: HR + RR per reading; oximeter: SpO2, PR, PI per reading
+            await wait_for(lambda: len(sub.vitals()) >= 3 * 2 + 3 * 3, TIMEOUT, what="readings")
+            await wait_for(lambda: gateway.queue is not None and gateway.queue.depth == 0, TIMEOUT, what="queue empty")
+            text = await asyncio.to_thread(_scrape, port)
+    values = _samples(text)
+    p = "wardwatch_gateway"
+    assert values[f"{p}_devices_bound"] == 2
+    assert values[f"{p}_devices_connected"] == 2
+    assert values[f"{p}_device_connects_total"] == 2
+    assert values[f"{p}_device_reconnects_total"] == 0
+    assert values[f"{p}_notifications_malformed_total"] == 1
+    assert values[f"{p}_notifications_received_total"] >= 3 + 3 + 1
+    assert values[f"{p}_readings_queued_total"] >= 15
+    assert values[f"{p}_messages_published_total"] >= values[f"{p}_readings_queued_total"]
+    assert values[f"{p}_queue_depth"] == 0
+    assert values[f"{p}_in_flight_messages"] == 0
+    assert values[f"{p}_messages_dropped_total"] == 0
+    assert values[f"{p}_messages_dead_lettered_total"] == 0
+    assert values[f"{p}_mqtt_connected"] == 1
+    assert values[f"{p}_watchdog_healthy"] == 1
+    assert values[f"{p}_session_ends_total{{reason=stale}}"] == 0
+    assert 0 <= values[f"{p}_last_seen_age_max_seconds"] < 60
+    assert f"{p}_device_last_seen_age_seconds" not in text  # per-device labels are opt-in
+    assert "p-hr-0" not in text and "p-ox-1" not in text  # no patient ids anywhere
+    assert {f.name for f in text_string_to_metric_families(text)} == set(METRIC_NAMES) - {
+        f"{p}_device_last_seen_age_seconds"
+    }
+
+
+async def test_metrics_endpoint_answers_404_elsewhere_and_labels_devices_only_when_asked(
+    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor
+) -> None:
+    settings = settings_for(mosquitto)
+    port = free_port()
+    config = msgspec.structs.replace(
+        config_for([], settings, tmp_path), metrics=MetricsSettings(port=port, device_labels=True)
+    )
+    async with simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)):
+        config = msgspec.structs.replace(config, devices=(binding(strap),))
+        async with running_gateway(config):
+            await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+            assert await send(strap, 0)
+            with pytest.raises(urllib.error.HTTPError) as missing:
+                await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{port}/", timeout=5)
+            assert missing.value.code == 404
+            await wait_for(
+                lambda: "device_last_seen_age_seconds{device=" in _scrape(port), TIMEOUT, what="device label"
+            )
+            values = _samples(await asyncio.to_thread(_scrape, port))
+    assert set(values) >= {"wardwatch_gateway_device_last_seen_age_seconds{device=hr-0}"}
+
+
+class _NotifySocket:
+    """A stand-in for systemd's notification socket (abstract namespace): the datagrams it got."""
+
+    def __init__(self) -> None:
+        self.address = f"@wardwatch-test-{os.getpid()}-{secrets.token_hex(4)}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.address[1:])
+        self.sock.setblocking(False)
+        self.received: list[str] = []
+
+    def drain(self) -> list[str]:
+        """Datagrams that arrived since the last call."""
+        fresh = []
+        while True:
+            try:
+                fresh.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                break
+        self.received.extend(fresh)
+        return fresh
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_watchdog_ping_is_withheld_while_queue_commits_fail_and_resumes_after(
+    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the queue file's write lock: commits fail, WATCHDOG=1 stops; lock gone: it resumes."""
+    notify_socket = _NotifySocket()
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.address)
+    monkeypatch.setenv("WATCHDOG_USEC", "150000")  # a ping every 50 ms
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    settings = settings_for(mosquitto)
+    config = config_for([], settings, tmp_path)
+    try:
+        async with simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)):
+            config = msgspec.structs.replace(config, devices=(binding(strap),), status_interval_s=0.1)
+            gateway = Gateway(config, use_default_recovery=False, commit_stall_s=0.3)
+            task = asyncio.create_task(gateway.run())
+            try:
+                await wait_for(lambda: "WATCHDOG=1" in notify_socket.drain(), TIMEOUT, what="first ping")
+                assert notify_socket.received[0] == "READY=1"
+                queue = gateway.queue
+                assert queue is not None
+                blocker = sqlite3.connect(config.queue.path, timeout=10, check_same_thread=False)
+                await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
+                try:
+                    # the status loop keeps queueing device statuses, so there is always a batch to commit
+                    await wait_for(lambda: gateway.watchdog_withheld >= 1, 30, what="the ping withheld")
+                    assert queue.last_commit_error is not None
+                    notify_socket.drain()
+                    await wait_for(lambda: gateway.watchdog_withheld >= 4, TIMEOUT, what="more checks")
+                    assert "WATCHDOG=1" not in notify_socket.drain()
+                    assert not gateway.queue_healthy()
+                finally:
+                    await asyncio.to_thread(blocker.rollback)
+                    blocker.close()
+                await wait_for(lambda: "WATCHDOG=1" in notify_socket.drain(), TIMEOUT, what="pings resumed")
+                assert queue.last_commit_error is None
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        assert "STOPPING=1" in notify_socket.drain()
+    finally:
+        notify_socket.close()

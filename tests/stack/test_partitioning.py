@@ -9,7 +9,8 @@ How "nothing else arrives" is shown without sleeping: after the two desaturation
 message (a fence) is published for each ward. The broker hands each subscriber its messages in the
 order they were published, so once an instance's engine has seen its own fence it has also been handed
 anything published before it: had it received the other ward's desaturation, its engine would have
-seen it too.
+seen it too. (The service also drops any message of a ward it does not own before the engine, so
+this shows the outcome — engine input and pages — rather than the subscription filters alone.)
 """
 
 from __future__ import annotations

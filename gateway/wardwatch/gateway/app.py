@@ -6,6 +6,7 @@
     status loop: GatewayStatus every status_interval_s, DeviceStatus of each device
     availability: retained "online" at every connect; last will and clean shutdown: "offline"
     systemd: READY=1 once the queue is open, WATCHDOG=1 while the loop and the queue are healthy
+    metrics: Prometheus ``/metrics`` on ``[metrics] host:port`` when a port is set
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class Gateway:
         scanner_kwargs: dict[str, Any] | None = None,
         recover: Callable[[], Awaitable[None]] | None = None,
         use_default_recovery: bool = True,
+        commit_stall_s: float = COMMIT_STALL_S,
     ) -> None:
         self.config = config
         self._clock = clock
@@ -67,8 +69,13 @@ class Gateway:
         self.mqtt: MqttClient | None = None
         self.publisher: Publisher | None = None
         self.radio: Radio | None = None
+        self.recorder: Recorder | None = None
         self.sessions: list[DeviceSession] = []
         self.ready = asyncio.Event()
+        self.commit_stall_s = commit_stall_s
+        self.healthy = True  # the last watchdog check's verdict
+        self.watchdog_pings = 0
+        self.watchdog_withheld = 0
         self._last_commits = 0
         self._last_commit_progress = time.monotonic()
 
@@ -100,7 +107,7 @@ class Gateway:
                 )
             )
             stack.push_async_callback(self._offline)
-            recorder = Recorder(queue, gateway=config.gateway_id, ward=config.ward)
+            recorder = self.recorder = Recorder(queue, gateway=config.gateway_id, ward=config.ward)
             radio = self.radio = Radio(
                 config.ble,
                 recover=self._recover,
@@ -129,6 +136,11 @@ class Gateway:
                 config.queue.path,
                 queue.depth,
             )
+            if config.metrics.port:
+                from wardwatch.gateway.metrics import gateway_registry, serve_metrics
+
+                registry = gateway_registry(self, device_labels=config.metrics.device_labels)
+                await stack.enter_async_context(serve_metrics(registry, config.metrics.host, config.metrics.port))
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.publisher.run(), name="publisher")
                 for session in self.sessions:
@@ -190,12 +202,16 @@ class Gateway:
             return
         while True:
             await asyncio.sleep(interval / 3)
-            if self._healthy():
+            self.healthy = self.queue_healthy()
+            if self.healthy:
                 notify("WATCHDOG=1")
+                self.watchdog_pings += 1
             else:
+                self.watchdog_withheld += 1
                 _log.error("queue commits are stalled: withholding the systemd watchdog ping")
 
-    def _healthy(self) -> bool:
+    def queue_healthy(self) -> bool:
+        """False once queue commits have failed for ``commit_stall_s`` without one succeeding."""
         queue = self.queue
         if queue is None:
             return False
@@ -203,7 +219,7 @@ class Gateway:
             self._last_commits = queue.commits
             self._last_commit_progress = time.monotonic()
             return True
-        return time.monotonic() - self._last_commit_progress < COMMIT_STALL_S
+        return time.monotonic() - self._last_commit_progress < self.commit_stall_s
 
 
 def _consume(future: asyncio.Future[None]) -> None:

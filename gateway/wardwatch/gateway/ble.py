@@ -18,6 +18,7 @@ any other bleak backend (the simulator's, in tests). BlueZ is touchy, so:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -39,7 +40,7 @@ from wardwatch.core.schema import DeviceLink, DeviceRole, DeviceStatus
 from wardwatch.gateway.config import BleSettings, DeviceBinding
 from wardwatch.gateway.readings import DeviceDecoder, Recorder
 
-__all__ = ["DeviceSession", "Radio", "Sighting", "bluez_power_cycle", "uuid16_of"]
+__all__ = ["SESSION_END_REASONS", "DeviceSession", "Radio", "Sighting", "bluez_power_cycle", "uuid16_of"]
 
 _log = logging.getLogger(__name__)
 
@@ -59,6 +60,16 @@ _DEVICE_INFORMATION: Final = {
 #: Failures that end one connection attempt (the session then backs off and tries again).
 LINK_ERRORS: Final = (BleakError, TimeoutError, EOFError, BrokenPipeError, OSError, GattDecodeError)
 STABLE_SESSION_S: Final = 60.0  # a session that lasted this long resets the backoff
+#: Why an attempt or a session ends (the part of :attr:`DeviceSession.last_reason` before any ``:``).
+SESSION_END_REASONS: Final = (
+    "not_found",
+    "connect_failed",
+    "setup_failed",
+    "link_lost_during_setup",
+    "link_lost",
+    "stale",
+    "stopped",
+)
 
 
 def uuid16_of(uuid: str) -> int | None:
@@ -245,6 +256,7 @@ class DeviceSession:
         self.info: dict[str, str] = {}
         self.last_reason: str | None = None
         self.backfilled = 0
+        self.ends: collections.Counter[str] = collections.Counter()  # SESSION_END_REASONS -> count
         self._activity = asyncio.Event()
 
     # -- status ----------------------------------------------------------------------------------
@@ -293,6 +305,7 @@ class DeviceSession:
             started = time.monotonic()
             reason = await self._attempt()
             self.last_reason = reason
+            self.ends[reason.partition(":")[0]] += 1
             lasted = time.monotonic() - started
             delay = self.settings.backoff_min_s if lasted >= STABLE_SESSION_S else _backoff(delay, self.settings)
             _log.info("device %s: %s; next attempt in %.1f s", self.binding.id, reason, delay)

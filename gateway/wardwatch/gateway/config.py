@@ -22,6 +22,7 @@ __all__ = [
     "BleSettings",
     "DeviceBinding",
     "GatewayConfig",
+    "MetricsSettings",
     "QueueSettings",
     "load_gateway_config",
 ]
@@ -92,6 +93,14 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     in_flight: Annotated[int, msgspec.Meta(ge=1, le=65000)] = 256  # unacknowledged publishes at once
 
 
+class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
+    """Prometheus ``/metrics`` endpoint; off unless ``port`` is set."""
+
+    host: str = "127.0.0.1"  # loopback: a node exporter / agent on the Pi scrapes it
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0  # 0: no metrics endpoint
+    device_labels: bool = False  # per-device last-seen ages, labelled by the pseudonymous device id
+
+
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """Everything ``wardwatch gateway`` needs."""
 
@@ -101,6 +110,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     devices: tuple[DeviceBinding, ...] = ()
     ble: BleSettings = BleSettings()
     queue: QueueSettings = QueueSettings()
+    metrics: MetricsSettings = MetricsSettings()
     status_interval_s: PositiveFloat = 60.0
     device_timezone: str = "local"  # zone of device clocks (PLX spot-check timestamps): "local", "UTC", IANA name
     log_level: str = "INFO"

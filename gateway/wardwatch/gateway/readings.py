@@ -72,7 +72,8 @@ class Recorder:
         self.gateway = gateway
         self.ward = ward
         self._topics: dict[tuple[str, str], str] = {}
-        self.recorded = 0
+        self.recorded = 0  # vitals messages queued
+        self.statuses = 0  # device status messages queued
 
     def vitals(self, binding: DeviceBinding, signal: Signal, samples: tuple[Sample, ...]) -> Vitals:
         """Queue one vitals message of ``samples`` (at least one)."""
@@ -99,6 +100,7 @@ class Recorder:
         status = msgspec.structs.replace(status, seq=self.queue.next_seq(f"status:{status.device}"))
         topic = device_status_topic(self.ward, self.gateway, status.patient, status.device)
         self.queue.put(Reading(topic, encode(status), status.t, status.t, status.patient, status.device))
+        self.statuses += 1
         return status
 
 
@@ -182,10 +184,15 @@ class DeviceDecoder:
         m = gatt.decode_heart_rate_measurement(data)
         label = "Heart Rate Measurement (0x2A37)"
         self._check(Signal.HEART_RATE, m.heart_rate, label, data)
-        quality = (Quality.CONTACT_LOST,) if m.sensor_contact is False else ()
-        records: list[tuple[Signal, tuple[Sample, ...]]] = [
-            (Signal.HEART_RATE, (Sample(self._stamp(Signal.HEART_RATE, now), float(m.heart_rate), quality),))
-        ]
+        t_hr = self._stamp(Signal.HEART_RATE, now)
+        if m.sensor_contact is False:
+            # No skin contact: whatever number the strap sends (often 0) is no heart rate.
+            quality: tuple[Quality, ...] = (Quality.CONTACT_LOST,)
+            hr = Sample(t_hr, None, quality, AbsentReason.UNAVAILABLE)
+        else:
+            quality = ()
+            hr = Sample(t_hr, float(m.heart_rate), quality)
+        records: list[tuple[Signal, tuple[Sample, ...]]] = [(Signal.HEART_RATE, (hr,))]
         if m.energy_expended is not None:
             t = self._stamp(Signal.ENERGY_EXPENDED, now)
             records.append((Signal.ENERGY_EXPENDED, (Sample(t, float(m.energy_expended)),)))

@@ -26,7 +26,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -214,7 +214,9 @@ class TcpProxy:
             writer.transport.abort()
             up_writer.transport.abort()
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, src_writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, src_writer: asyncio.StreamWriter
+    ) -> None:
         try:
             while data := await src.read(65536):
                 if src_writer in self._poisoned or dst in self._poisoned:
@@ -330,8 +332,14 @@ async def _describe(scenario: str) -> dict[str, Any]:
 class Stack:
     """The running system; :meth:`run` starts it, supervises the children and stops it all on exit."""
 
-    def __init__(self, options: StackOptions, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        options: StackOptions,
+        echo: Callable[[str], None] | None = None,
+        on_broker: Callable[[Stack], Awaitable[None]] | None = None,
+    ) -> None:
         self.options = options
+        self.on_broker = on_broker  # awaited once the broker runs, before any service starts (tests subscribe)
         self.state = options.state.resolve()
         self.echo = echo or (lambda line: print(line, flush=True))
         self.children: list[Child] = []
@@ -401,6 +409,12 @@ class Stack:
             )
             self.broker = broker
             self.step(f"mosquitto: mqtts://{broker.host}:{broker.port} (TLS, {len(users)} users, ACL)")
+            if self.options.gateway_proxy:  # closed after the children stop (exit callbacks run LIFO)
+                for home in homes:
+                    self.proxies[home] = await stack.enter_async_context(TcpProxy(broker.host, broker.port))
+                self.step(f"gateway links: through {len(homes)} TCP relays (fault injection)")
+            if self.on_broker is not None:
+                await self.on_broker(self)
 
             influx_url = self.options.influx_url
             if influx_url is None:
@@ -472,10 +486,8 @@ class Stack:
             for home in homes:
                 patients = [p for p in scenario["patients"] if p["gateway"] == home]
                 mqtt = mqtt_section(home)
-                if self.options.gateway_proxy:
-                    proxy = await stack.enter_async_context(TcpProxy(broker.host, broker.port))
-                    self.proxies[home] = proxy
-                    mqtt["port"] = proxy.port
+                if home in self.proxies:
+                    mqtt["port"] = self.proxies[home].port
                 config = self._gateway_config(home, ward, patients, mqtt, ports[home], bluez)
                 child = self._spawn(f"gateway-{home}", ["gateway", "run", "--config", str(config)])
                 await child.start()
@@ -528,6 +540,10 @@ class Stack:
             # channels fail over in order: the local page receiver first, the nurse-app topic if it is down
             return {"channels": [{"type": "webhook", "url": f"{receiver}/{destination}"}, {"type": "mqtt"}]}
 
+        def scale(seconds: int) -> int | float:
+            value = round(seconds * self.options.escalation_scale, 3)
+            return int(value) if value == int(value) else value
+
         return write_toml(
             self.state / "config" / "alerting.toml",
             {
@@ -547,17 +563,17 @@ class Stack:
                         },
                         "escalation": {
                             "high": {
-                                "ack_timeout_s": 300,
+                                "ack_timeout_s": scale(300),
                                 "steps": [
-                                    {"destination": "primary-nurse", "timeout_s": 60},
-                                    {"destination": "charge-nurse", "timeout_s": 120},
+                                    {"destination": "primary-nurse", "timeout_s": scale(60)},
+                                    {"destination": "charge-nurse", "timeout_s": scale(120)},
                                 ],
                             },
                             "medium": {
-                                "ack_timeout_s": 900,
+                                "ack_timeout_s": scale(900),
                                 "steps": [
-                                    {"destination": "primary-nurse", "timeout_s": 180},
-                                    {"destination": "charge-nurse", "timeout_s": 300},
+                                    {"destination": "primary-nurse", "timeout_s": scale(180)},
+                                    {"destination": "charge-nurse", "timeout_s": scale(300)},
                                 ],
                             },
                         },
@@ -649,9 +665,13 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(options: StackOptions, echo: Callable[[str], None] | None = None) -> AsyncIterator[Stack]:
+async def running_stack(
+    options: StackOptions,
+    echo: Callable[[str], None] | None = None,
+    on_broker: Callable[[Stack], Awaitable[None]] | None = None,
+) -> AsyncIterator[Stack]:
     """The stack running in the background of the block (for tests); stopped on exit."""
-    stack = Stack(options, echo)
+    stack = Stack(options, echo, on_broker)
     async with asyncio.TaskGroup() as tasks:
         task = tasks.create_task(stack.run(), name="wardwatch-up")
         try:
