@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,11 +34,24 @@ def test_cli_rejects_gateway_without_ward(tmp_path: Path, capsys: pytest.Capture
     assert "WARD/GATEWAY" in capsys.readouterr().err
 
 
-def test_cli_writes_tls_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert broker_main(["init", str(tmp_path / "site"), "--gateway", "ward-a/gw-01"]) == 0
-    written = json.loads(capsys.readouterr().out)
+def test_cli_writes_tls_site_with_a_certificate_for_the_broker_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "site"
+    assert broker_main(["init", str(site), "--gateway", "ward-a/gw-01", "--host", "mqtt.example.org"]) == 0
+    out = capsys.readouterr().out
+    written = json.loads(out)
     assert Path(written["ca_file"]).exists()
-    assert "password" not in capsys.readouterr().out
+    assert "password" not in out
+    names = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(site / "tls" / "server.crt")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    assert "DNS:mqtt.example.org" in names
+    assert "DNS:localhost" in names
 
 
 async def test_generated_acl_confines_each_principal(tmp_path: Path) -> None:

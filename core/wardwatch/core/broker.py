@@ -190,7 +190,15 @@ def broker_main(argv: list[str]) -> int:
             return 2
         gateways[gateway] = ward
     try:
-        files = write_site(args.directory, Site(gateways=gateways), tls=not args.no_tls, host=args.host, port=args.port)
+        files = write_site(
+            args.directory,
+            Site(gateways=gateways),
+            tls=not args.no_tls,
+            host=args.host,
+            port=args.port,
+            # the certificate must name the host clients connect to, or their TLS hostname check fails
+            server_names=tuple(dict.fromkeys(("localhost", args.host))),
+        )
     except WardwatchError as exc:
         print(f"wardwatch broker: {exc}", file=sys.stderr)
         return 2
