@@ -6,6 +6,7 @@ import asyncio
 import json
 import stat
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,8 @@ def test_cli_writes_tls_site_with_a_certificate_for_the_broker_host(
     out = capsys.readouterr().out
     written = json.loads(out)
     assert Path(written["ca_file"]).exists()
-    assert "password" not in out
+    secret = tomllib.loads((site / "credentials" / "gw-01.toml").read_text())["mqtt"]["password"]
+    assert secret not in out
     names = subprocess.run(
         ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(site / "tls" / "server.crt")],
         capture_output=True,
