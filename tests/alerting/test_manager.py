@@ -135,9 +135,9 @@ def test_flap_within_reopen_window_stays_one_alarm() -> None:
 
 def test_clearing_resolves_after_window_and_notifies_paged_destinations() -> None:
     m = manager()
-    m.on_condition(change(True, T0), T0)
+    m.on_condition(change(True, T0, priority=Priority.MEDIUM), T0)  # medium pages with the high policy here
     m.tick(T0 + 60_000)
-    m.on_condition(change(False, T0 + 70_000), T0 + 70_000)
+    m.on_condition(change(False, T0 + 70_000, priority=Priority.MEDIUM), T0 + 70_000)
     assert m.tick(T0 + 99_999) == []  # escalation paused while cleared
     actions = m.tick(T0 + 100_000)
     assert states(actions) == [AlarmState.RESOLVED]
@@ -147,6 +147,28 @@ def test_clearing_resolves_after_window_and_notifies_paged_destinations() -> Non
     assert m.open_alarms() == []
     # a new onset after resolution is a new alarm
     assert pages(m.on_condition(change(True, T0 + 200_000), T0 + 200_000)) == [("primary-nurse", 0)]
+
+
+def test_high_priority_alarm_latches_until_acknowledged() -> None:
+    """IEC 60601-1-8: a high-priority alarm nobody saw stays active and escalates after its condition clears."""
+    m = manager()
+    m.on_condition(change(True, T0), T0)
+    m.on_condition(change(False, T0 + 10_000), T0 + 10_000)  # a deep dip that is over before anyone looked
+    assert m.tick(T0 + 50_000) == []  # past the reopen window: still not resolved
+    assert [r.state for r in m.open_alarms()] == [AlarmState.ACTIVE]
+    assert pages(m.tick(T0 + 60_000)) == [("charge-nurse", 1)]  # escalation goes on
+    alarm_id = m.open_alarms()[0].alarm_id
+    assert states(m.acknowledge(alarm_id, "nurse-ann", "saw the dip, patient fine", T0 + 70_000)) == [
+        AlarmState.RESOLVED
+    ]
+    assert m.open_alarms() == []
+
+
+def test_latching_can_be_turned_off_per_ward() -> None:
+    m = AlarmManager({"ward-a": ward_policy("ward-a", msgspec.structs.replace(WARD, latch_high_priority=False))})
+    m.on_condition(change(True, T0), T0)
+    m.on_condition(change(False, T0 + 10_000), T0 + 10_000)
+    assert states(m.tick(T0 + 40_000)) == [AlarmState.RESOLVED]
 
 
 def test_silence_suppresses_pages_until_expiry() -> None:

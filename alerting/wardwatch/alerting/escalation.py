@@ -52,6 +52,7 @@ class WardPolicy:
     reopen_window_ms: int
     max_silence_ms: int
     notify_resolved: bool
+    latch_high: bool = True
 
     def policy(self, priority: Priority) -> Policy | None:
         """The escalation policy for ``priority``, or ``None`` if that priority is not paged."""
@@ -81,4 +82,5 @@ def ward_policy(ward: str, config: WardConfig) -> WardPolicy:
         reopen_window_ms=round(config.reopen_window_s * 1000),
         max_silence_ms=_ms(config.max_silence_s),
         notify_resolved=config.notify_resolved,
+        latch_high=config.latch_high_priority,
     )

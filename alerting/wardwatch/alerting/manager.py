@@ -200,16 +200,25 @@ class AlarmManager:
                 times.append(due)
         return min(times, default=None)
 
+    @staticmethod
+    def _latched(record: AlarmRecord, ward: WardPolicy) -> bool:
+        """A high-priority alarm nobody has acknowledged yet: it outlives its condition (IEC 60601-1-8)."""
+        return ward.latch_high and record.priority is Priority.HIGH and record.state is AlarmState.ACTIVE
+
     def _due(self, record: AlarmRecord) -> int | None:
         ward = self.wards[record.ward]
         candidates: list[int] = []
-        if not record.condition_active and record.cleared_at is not None:
+        if not record.condition_active and record.cleared_at is not None and not self._latched(record, ward):
             candidates.append(record.cleared_at + ward.reopen_window_ms)
         if record.state is AlarmState.SILENCED and record.silenced_until is not None:
             candidates.append(record.silenced_until)
         elif record.state is AlarmState.ACKNOWLEDGED and record.renotify_at is not None and record.condition_active:
             candidates.append(record.renotify_at)
-        elif record.state is AlarmState.ACTIVE and record.condition_active and record.next_step_at is not None:
+        elif (
+            record.state is AlarmState.ACTIVE
+            and (record.condition_active or self._latched(record, ward))
+            and record.next_step_at is not None
+        ):
             candidates.append(record.next_step_at)
         return min(candidates, default=None)
 
@@ -247,7 +256,7 @@ class AlarmManager:
         if change.value is not None:
             record.value = change.value
         self._touch(record, now)
-        if ward.reopen_window_ms == 0:
+        if ward.reopen_window_ms == 0 and not self._latched(record, ward):
             return self._resolve(record, None, now)
         return []
 
@@ -357,6 +366,7 @@ class AlarmManager:
                 not record.condition_active
                 and record.cleared_at is not None
                 and now >= record.cleared_at + ward.reopen_window_ms
+                and not self._latched(record, ward)
             ):
                 actions += self._resolve(record, None, now)
                 continue
@@ -368,7 +378,7 @@ class AlarmManager:
                     actions += self._reactivate(record, ward, now)
             elif (
                 record.state is AlarmState.ACTIVE
-                and record.condition_active
+                and (record.condition_active or self._latched(record, ward))
                 and record.next_step_at is not None
                 and now >= record.next_step_at
             ):
@@ -398,6 +408,12 @@ class AlarmManager:
         record = self._open_record(alarm_id)
         ward = self.wards[record.ward]
         policy = ward.policy(record.priority)
+        if self._latched(record, ward) and not record.condition_active:
+            # a latched alarm whose condition is gone: seeing it is all that was missing
+            record.acknowledged_at = now
+            if record.first_ack_at is None:
+                record.first_ack_at = now
+            return self._resolve(record, actor, now)
         record.state = AlarmState.ACKNOWLEDGED
         record.actor = actor
         record.acknowledged_at = now

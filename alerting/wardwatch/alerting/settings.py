@@ -109,6 +109,9 @@ class WardConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reopen_window_s: NonNegativeSeconds = 30.0  # a condition that returns within this joins its alarm
     max_silence_s: PositiveSeconds = 3600.0
     notify_resolved: bool = False  # also page "resolved" to the destinations that were paged
+    # IEC 60601-1-8 latching: a high-priority alarm whose condition cleared before anyone acknowledged it
+    # stays active (and keeps escalating) until acknowledged; acknowledging it then resolves it.
+    latch_high_priority: bool = True
 
     def __post_init__(self) -> None:
         if self.failsafe not in self.destinations:
