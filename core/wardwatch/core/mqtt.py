@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -79,23 +78,21 @@ class ReadBuffer:
         return getattr(self.sock, name)
 
 
-def install_read_buffer(client: paho.Client) -> Callable[[], ReadBuffer | None]:
-    """Make ``client`` read through a :class:`ReadBuffer`; returns a getter for the current buffer.
+def install_read_buffer(client: paho.Client) -> bool:
+    """Make ``client`` read through a :class:`ReadBuffer`; False if this paho has no hook for it.
 
-    Hooks paho's private ``_create_socket`` (paho is pinned below 3); if it is missing, reads stay
-    unbuffered and the getter returns ``None``.
+    Hooks paho's private ``_create_socket`` (paho is pinned below 3; its websocket transport wraps
+    the socket the same way); without the hook, reads stay unbuffered.
     """
     create_socket = getattr(client, "_create_socket", None)
-    current: list[ReadBuffer | None] = [None]
     if not callable(create_socket):
-        return lambda: None
+        return False
 
     def create_buffered() -> Any:
-        current[0] = ReadBuffer(create_socket())
-        return current[0]
+        return ReadBuffer(create_socket())
 
     client._create_socket = create_buffered  # type: ignore[method-assign]
-    return lambda: current[0]
+    return True
 
 
 class MqttError(WardwatchError):
@@ -130,6 +127,7 @@ class Message:
     qos: int
     retain: bool
     mid: int
+    generation: int = 0  # which connection delivered it (acknowledgements must match)
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext:
@@ -170,10 +168,15 @@ def build_client(
     return client
 
 
-def _connect_properties(session_expiry_s: int) -> Properties:
+def _connect_properties(session_expiry_s: int, receive_maximum: int | None) -> Properties:
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        properties.ReceiveMaximum = receive_maximum
     return properties
+
+
+MessageCallback = Callable[[Message], None]
 
 
 class MqttClient:
@@ -182,6 +185,15 @@ class MqttClient:
     Use as ``async with MqttClient(settings, client_id) as mqtt:``. Entering starts the connection
     attempts and returns at once; :meth:`wait_connected` waits for the broker. Subscriptions are
     renewed after every reconnect.
+
+    Received messages go to an async queue (:meth:`messages`, :meth:`get_message`), or straight to
+    ``on_message`` when given (no queue hop: the high-rate path of ingest). With ``manual_ack`` a
+    QoS 1 message is acknowledged only by :meth:`ack`; every connection has a new :attr:`generation`,
+    and acknowledgements of an earlier connection are ignored (the packet id may since name a
+    different message; the broker redelivers the old one instead). ``receive_maximum`` bounds the
+    unacknowledged messages: it is sent to the broker (MQTT 5 Receive Maximum) and, because
+    mosquitto 2.0.11 honours it only until the first acknowledgement, the client also stops reading
+    the socket while it holds more, so TCP holds the broker back.
     """
 
     def __init__(
@@ -192,16 +204,23 @@ class MqttClient:
         clean_start: bool = False,
         will: Will | None = None,
         manual_ack: bool = False,
+        receive_maximum: int | None = None,
+        on_message: MessageCallback | None = None,
         max_inflight: int = 256,
         message_queue_size: int = 0,
         on_connect: Callable[[], None] | None = None,
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
         connect_timeout_s: float = 10.0,
+        buffered: bool = True,
     ) -> None:
+        if receive_maximum is not None and not 1 <= receive_maximum <= 65_535:
+            raise MqttError(f"receive_maximum {receive_maximum} is outside MQTT 5's 1..65535")
         self.settings = settings
         self.client_id = client_id
         self._clean_start = clean_start
+        self._manual_ack = manual_ack
+        self.receive_maximum = receive_maximum
         self._client = build_client(settings, client_id, will=will, manual_ack=manual_ack, max_inflight=max_inflight)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -212,23 +231,31 @@ class MqttClient:
         self._client.on_socket_close = self._on_socket_close
         self._client.on_socket_register_write = self._on_socket_register_write
         self._client.on_socket_unregister_write = self._on_socket_unregister_write
-        install_read_buffer(self._client)
-        self._drain_scheduled = False
+        self.buffered = buffered and install_read_buffer(self._client)
+        self._on_message_callback = on_message
         self._on_connect_hook = on_connect
         self._backoff = (backoff_min_s, backoff_max_s)
         self._connect_timeout_s = connect_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reader_fd: int | None = None
+        self._drain_scheduled = False
+        self._paused = False
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._disconnected.set()
-        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._subscribed = asyncio.Event()
+        self._pending: dict[int, tuple[asyncio.Future[None], str]] = {}
         self._subscriptions: dict[str, int] = {}
         self._suback: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._renewals: set[int] = set()
         self._messages: asyncio.Queue[Message] = asyncio.Queue(message_queue_size)
         self._background: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()
         self._closing = False
-        self._attempted = False
+        self._unacked = 0
+        self.pauses = 0
+        self.generation = 0
+        self.session_present = False
         self.last_connect_error: str | None = None
         self.connects = 0
 
@@ -249,12 +276,14 @@ class MqttClient:
         self._closing = True
         if self._connected.is_set():
             self._client.disconnect()
-        for future in self._pending.values():
+            if self._client.socket() is not None:
+                self._client.loop_write()  # the DISCONNECT goes out before the socket closes
+        for future, _ in self._pending.values():
             future.cancel()
         for task in self._background:
             task.cancel()
         await self._stack.aclose()
-        self._drop_socket()
+        self._remove_fds()
 
     @property
     def is_connected(self) -> bool:
@@ -273,6 +302,17 @@ class MqttClient:
                 f" (last error: {self.last_connect_error or 'none'})"
             ) from None
 
+    async def wait_subscribed(self, timeout: float | None = None) -> None:
+        """Wait until connected and the broker granted every subscription of this connection."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._subscribed.wait()
+        except TimeoutError:
+            raise MqttError(
+                f"not subscribed on {self.settings.host}:{self.settings.port} after {timeout} s"
+                f" (last error: {self.last_connect_error or 'none'})"
+            ) from None
+
     async def wait_disconnected(self) -> None:
         """Wait until the connection is down."""
         await self._disconnected.wait()
@@ -285,26 +325,27 @@ class MqttClient:
             if not first:
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self._backoff[1])
-            first = False
             try:
-                await self._connect_once()
+                await self._connect_once(first)
             except (OSError, MqttError, ssl.SSLError) as exc:
                 self._disconnected.set()  # the attempt failed: the next round tries again
                 self.last_connect_error = str(exc)
                 _log.warning("MQTT connect to %s:%s failed: %s", self.settings.host, self.settings.port, exc)
-                self._drop_socket()
+                self._remove_fds()
                 continue
+            finally:
+                first = False
             delay = self._backoff[0]
 
-    async def _connect_once(self) -> None:
+    async def _connect_once(self, first: bool) -> None:
         assert self._loop is not None
         self._disconnected.clear()
-        properties = _connect_properties(self.settings.session_expiry_s)
-        if self._client.socket() is None and self.connects == 0 and not self._attempted:
-            self._attempted = True
+        client = self._client
+        if first:
+            properties = _connect_properties(self.settings.session_expiry_s, self.receive_maximum)
             result = await self._loop.run_in_executor(
                 None,
-                lambda: self._client.connect(
+                lambda: client.connect(
                     self.settings.host,
                     self.settings.port,
                     keepalive=self.settings.keepalive_s,
@@ -313,18 +354,16 @@ class MqttClient:
                 ),
             )
         else:
-            result = await self._loop.run_in_executor(None, self._client.reconnect)
+            result = await self._loop.run_in_executor(None, client.reconnect)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise MqttError(paho.error_string(result))
-        connected = asyncio.ensure_future(self._connected.wait())
-        dropped = asyncio.ensure_future(self._disconnected.wait())
+        up = asyncio.ensure_future(self._connected.wait())
+        down = asyncio.ensure_future(self._disconnected.wait())
         try:
-            await asyncio.wait(
-                [connected, dropped], timeout=self._connect_timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait([up, down], timeout=self._connect_timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            connected.cancel()
-            dropped.cancel()
+            up.cancel()
+            down.cancel()
         if not self._connected.is_set():
             self._disconnected.set()
             raise MqttError(self.last_connect_error or f"no CONNACK within {self._connect_timeout_s} s")
@@ -350,30 +389,71 @@ class MqttClient:
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         fd = sock.fileno()
-        self._in_loop(lambda: self._add_reader(fd, client))
+        self._in_loop(lambda: self._add_reader(fd))
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        fd = sock.fileno()
-        if fd >= 0:
-            self._in_loop(lambda: self._remove_fd(fd))
+        if sock.fileno() >= 0:
+            self._in_loop(self._remove_fds)
 
     def _on_socket_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         fd = sock.fileno()
-        self._in_loop(lambda: self._add_writer(fd, client))
+        self._in_loop(lambda: self._add_writer(fd))
 
     def _on_socket_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         fd = sock.fileno()
         self._in_loop(lambda: self._remove_writer(fd))
 
-    def _add_reader(self, fd: int, client: paho.Client) -> None:
-        if self._loop is not None:
+    def _add_reader(self, fd: int) -> None:
+        if self._loop is not None and fd >= 0:
+            self._reader_fd = fd
+            self._paused = False
             self._loop.add_reader(fd, self._on_readable)
+
+    def _add_writer(self, fd: int) -> None:
+        if self._loop is not None and fd >= 0 and self._client.socket() is not None:
+            self._loop.add_writer(fd, self._client.loop_write)
+
+    def _remove_writer(self, fd: int) -> None:
+        if self._loop is not None and fd >= 0:
+            self._loop.remove_writer(fd)
+
+    def _remove_fds(self) -> None:
+        fd, self._reader_fd = self._reader_fd, None
+        if self._loop is not None and fd is not None:
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+
+    def _over_limit(self) -> bool:
+        return self.receive_maximum is not None and self._unacked > self.receive_maximum
+
+    def _pause(self) -> None:
+        """Stop reading: more than ``receive_maximum`` messages are unacknowledged."""
+        if not self._paused and self._loop is not None and self._reader_fd is not None:
+            self._paused = True
+            self.pauses += 1
+            self._loop.remove_reader(self._reader_fd)
+
+    def _resume(self) -> None:
+        if self._paused and self._loop is not None and self._reader_fd is not None:
+            self._paused = False
+            self._loop.add_reader(self._reader_fd, self._on_readable)
+            self._schedule_drain()  # bytes may wait in the read buffer
+
+    def _schedule_drain(self) -> None:
+        if self._loop is not None and not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._on_readable)
 
     def _on_readable(self) -> None:
         """Parse every packet already read (the buffer, or a TLS record), then let other tasks run."""
         self._drain_scheduled = False
+        if self._paused or self._reader_fd is None:
+            return
         client = self._client
         for _ in range(MAX_PACKETS_PER_WAKEUP):
+            if self._over_limit():
+                self._pause()
+                return
             if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
             sock = client.socket()
@@ -383,99 +463,99 @@ class MqttClient:
             elif not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 return
         # more is waiting in memory, where the socket will not signal it: continue after other tasks
-        if self._loop is not None and not self._drain_scheduled:
-            self._drain_scheduled = True
-            self._loop.call_soon(self._on_readable)
-
-    def _add_writer(self, fd: int, client: paho.Client) -> None:
-        if self._loop is not None:
-            self._loop.add_writer(fd, client.loop_write)
-
-    def _remove_writer(self, fd: int) -> None:
-        if self._loop is not None and fd >= 0:
-            self._loop.remove_writer(fd)
-
-    def _remove_fd(self, fd: int) -> None:
-        if self._loop is not None:
-            self._loop.remove_reader(fd)
-            self._loop.remove_writer(fd)
-
-    def _drop_socket(self) -> None:
-        sock = self._client.socket()
-        if isinstance(sock, socket.socket | ssl.SSLSocket | ReadBuffer) and sock.fileno() >= 0:
-            self._remove_fd(sock.fileno())
+        self._schedule_drain()
 
     # -- paho callbacks (run on the loop thread) ----------------------------------------------------
 
     def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: Any,
-        reason: ReasonCode,
-        properties: Properties | None,
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Properties | None
     ) -> None:
         if reason.is_failure:
             self.last_connect_error = f"broker refused connection: {reason} (check username/password and TLS)"
             _log.error("MQTT %s", self.last_connect_error)
             return
         self.connects += 1
+        self.generation += 1
+        self._unacked = 0  # the broker redelivers whatever the last connection left unacknowledged
         self.last_connect_error = None
-        session_present = bool(getattr(flags, "session_present", False))
+        self.session_present = bool(getattr(flags, "session_present", False))
         _log.info(
-            "MQTT connected to %s:%s (session present: %s)",
+            "MQTT connected to %s:%s (session present: %s, generation %d)",
             self.settings.host,
             self.settings.port,
-            session_present,
+            self.session_present,
+            self.generation,
         )
+        self._renewals.clear()
         for topic_filter, qos in self._subscriptions.items():
-            client.subscribe(topic_filter, qos=qos)
+            result, mid = client.subscribe(topic_filter, qos=qos)
+            if result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                self._renewals.add(mid)
+        if not self._renewals:
+            self._subscribed.set()
         self._connected.set()
         if self._on_connect_hook is not None:
             self._on_connect_hook()
 
     def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: Any,
-        reason: ReasonCode,
-        properties: Properties | None,
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Properties | None
     ) -> None:
         if self._connected.is_set() and not self._closing:
             _log.warning("MQTT disconnected from %s:%s: %s", self.settings.host, self.settings.port, reason)
         self._connected.clear()
-        self._drop_socket()
+        self._subscribed.clear()
+        self._remove_fds()
         if not self._closing:
             self._disconnected.set()
 
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Properties | None
     ) -> None:
-        future = self._pending.pop(mid, None)
-        if future is None or future.done():
+        entry = self._pending.pop(mid, None)
+        if entry is None or entry[0].done():
             return
+        future, topic = entry
         if reason.is_failure:
-            future.set_exception(PublishRefusedError(getattr(future, "wardwatch_topic", "?"), str(reason)))
+            future.set_exception(PublishRefusedError(topic, str(reason)))
         else:
             future.set_result(None)
 
     def _on_subscribe(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
+        self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Properties | None
     ) -> None:
         future = self._suback.pop(mid, None)
         if future is not None and not future.done():
             future.set_result(reasons)
+        if mid in self._renewals:
+            failed = [str(reason) for reason in reasons if reason.is_failure]
+            if failed:
+                self.last_connect_error = f"broker refused subscription: {', '.join(failed)} (check the broker ACL)"
+                _log.error("MQTT %s", self.last_connect_error)
+                return
+            self._renewals.discard(mid)
+            if not self._renewals:
+                self._subscribed.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._messages.put_nowait(
-            Message(message.topic, bytes(message.payload), message.qos, bool(message.retain), message.mid)
+        if message.qos and self._manual_ack:
+            self._unacked += 1
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = "<invalid UTF-8 topic>"
+        payload = message.payload
+        received = Message(
+            topic,
+            payload if isinstance(payload, bytes) else bytes(payload),
+            message.qos,
+            bool(message.retain),
+            message.mid,
+            self.generation,
         )
+        if self._on_message_callback is not None:
+            self._on_message_callback(received)
+        else:
+            self._messages.put_nowait(received)
 
     # -- public operations -----------------------------------------------------------------------
 
@@ -490,22 +570,19 @@ class MqttClient:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             future.set_exception(MqttError(f"cannot publish to {topic!r}: {paho.error_string(info.rc)}"))
-            return future
-        if qos == 0:
-            future.set_result(None)
-            return future
-        future.wardwatch_topic = topic  # type: ignore[attr-defined]
-        # While disconnected paho queues the message (rc NO_CONN) and sends it after reconnecting;
-        # its is_published() raises in that state, so only ask when the publish went out.
-        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS and info.is_published():
+        elif qos == 0 or (info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS and info.is_published()):
             future.set_result(None)
         else:
-            self._pending[info.mid] = future
+            self._pending[info.mid] = (future, topic)
         return future
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Publish and wait for the broker's acknowledgement (QoS 1)."""
         await self.publish_nowait(topic, payload, qos=qos, retain=retain)
+
+    def add_subscription(self, topic_filter: str, qos: int = 1) -> None:
+        """Subscribe on every (re)connect from now on, without waiting (see :meth:`wait_subscribed`)."""
+        self._subscriptions[topic_filter] = qos
 
     async def subscribe(self, topic_filter: str, *, qos: int = 1, timeout: float = 10.0) -> None:
         """Subscribe now (waiting for SUBACK if connected) and again after every reconnect."""
@@ -524,10 +601,28 @@ class MqttClient:
         if failed:
             raise MqttError(f"broker refused subscription to {topic_filter!r}: {', '.join(failed)}")
 
-    def ack(self, message: Message) -> None:
-        """Acknowledge a received message (only needed with ``manual_ack=True``)."""
-        if message.qos > 0:
-            self._client.ack(message.mid, message.qos)
+    def ack(self, message: Message) -> bool:
+        """Acknowledge a received message (with ``manual_ack``); False if its connection is gone."""
+        if message.qos == 0:
+            return True
+        return self.ack_many([message.mid], message.generation)
+
+    def ack_many(self, mids: list[int], generation: int) -> bool:
+        """Acknowledge QoS 1 packet ids received in connection ``generation``; False if it is gone."""
+        if generation != self.generation or not self._connected.is_set():
+            return False  # a packet id of an earlier connection may name another message now
+        ack = self._client.ack
+        for mid in mids:
+            ack(mid, 1)
+        self._unacked -= len(mids)
+        if self._paused and not self._over_limit():
+            self._resume()
+        return True
+
+    @property
+    def unacknowledged(self) -> int:
+        """QoS 1 messages of the current connection received and not yet acknowledged."""
+        return self._unacked
 
     async def messages(self) -> AsyncIterator[Message]:
         """Received messages, in arrival order."""

@@ -201,7 +201,7 @@ class Ingestor:
         letter = DeadLetter(
             v=1, service=SERVICE, t=_now_ms(), reason=reason, topic=topic, payload=payload[:MAX_DEAD_LETTER_PAYLOAD]
         )
-        batch.dead_letters.append(self.subscriber.publish(DEADLETTER_TOPIC, encode(letter)))
+        batch.dead_letters.append(self.subscriber.publish_nowait(DEADLETTER_TOPIC, encode(letter)))
         self.metrics.dead_lettered.labels(cause).inc()
         self._warn.warning(f"dead-letter:{cause}", "dead-lettered a %s message on %s: %s", cause, topic, reason)
 
@@ -232,7 +232,7 @@ class Ingestor:
                 self.metrics.lag.set(max(0.0, time.time() - int(last[last.rindex(" ") + 1 :]) / 1000))
             if batch.dead_letters:
                 await self._confirm_dead_letters(batch)
-            if self.subscriber.ack(batch.mids, batch.generation):
+            if self.subscriber.ack_many(batch.mids, batch.generation):
                 self.metrics.acked.inc(batch.messages)
             else:
                 self.metrics.redelivery_skipped_acks.inc(batch.messages)
