@@ -544,14 +544,13 @@ class MqttClient:
         except UnicodeDecodeError:
             topic = "<invalid UTF-8 topic>"
         payload = message.payload
-        received = Message(
-            topic,
-            payload if isinstance(payload, bytes) else bytes(payload),
-            message.qos,
-            bool(message.retain),
-            message.mid,
-            self.generation,
+        self._dispatch(
+            topic, payload if isinstance(payload, bytes) else bytes(payload), message.qos, message.mid, message.retain
         )
+
+    def _dispatch(self, topic: str, payload: bytes, qos: int, mid: int, retain: int) -> None:
+        """Hand a received message on (subclasses on a hot path may override this)."""
+        received = Message(topic, payload, qos, bool(retain), mid, self.generation)
         if self._on_message_callback is not None:
             self._on_message_callback(received)
         else:
