@@ -516,6 +516,7 @@ async def test_metrics_endpoint_answers_404_elsewhere_and_labels_devices_only_wh
             with pytest.raises(urllib.error.HTTPError) as missing:
                 await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{port}/", timeout=5)
             assert missing.value.code == 404
+            missing.value.close()
 
             async def labelled() -> bool:
                 return 'device_last_seen_age_seconds{device="hr-0"}' in await asyncio.to_thread(_scrape, port)
@@ -574,7 +575,11 @@ async def test_watchdog_ping_is_withheld_while_queue_commits_fail_and_resumes_af
                 await asyncio.to_thread(blocker.execute, "BEGIN EXCLUSIVE")
                 try:
                     # the status loop keeps queueing device statuses, so there is always a batch to commit
-                    await wait_for(lambda: gateway.watchdog_withheld >= 1, 30, what="the ping withheld")
+                    await wait_for(
+                        lambda: bool(notify_socket.drain() or True) and gateway.watchdog_withheld >= 1,
+                        30,
+                        what="the ping withheld",
+                    )
                     assert queue.last_commit_error is not None
                     notify_socket.drain()
                     await wait_for(lambda: gateway.watchdog_withheld >= 4, TIMEOUT, what="more checks")
@@ -584,7 +589,7 @@ async def test_watchdog_ping_is_withheld_while_queue_commits_fail_and_resumes_af
                     await asyncio.to_thread(blocker.rollback)
                     blocker.close()
                 await wait_for(lambda: "WATCHDOG=1" in notify_socket.drain(), TIMEOUT, what="pings resumed")
-                assert queue.last_commit_error is None
+                assert gateway.queue_healthy()  # commits go through again
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

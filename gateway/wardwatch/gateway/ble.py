@@ -444,21 +444,21 @@ class DeviceSession:
         async def request(message: gatt.RacpRequest, idle_s: float) -> gatt.RacpMessage:
             await self._bounded(client.write_gatt_char(racp, gatt.encode_racp(message), response=True))
             while True:
-                before = self.decoder.notifications
+                before = self.decoder.spot_checks  # not all notifications: continuous ones keep flowing
                 try:
                     async with asyncio.timeout(idle_s):
                         return await responses.get()
                 except TimeoutError:
-                    if self.decoder.notifications == before:  # no records flowing either: give up
+                    if self.decoder.spot_checks == before:  # no records flowing either: give up
                         raise
 
         await self._bounded(client.start_notify(racp, on_racp))
         count = await request(gatt.RacpRequest.report_number_of_all_records(), self.settings.operation_timeout_s)
         if not isinstance(count, gatt.RacpNumberOfRecords) or count.count == 0:
             return
-        before = self.decoder.notifications
+        before = self.decoder.spot_checks
         done = await request(gatt.RacpRequest.report_all_records(), self.settings.operation_timeout_s)
-        received = self.decoder.notifications - before
+        received = self.decoder.spot_checks - before
         if isinstance(done, gatt.RacpResponse) and done.code == gatt.RacpResponseCode.success:
             await self.recorder.queue.flush()  # the records are on our disk before the device forgets them
             await request(gatt.RacpRequest.delete_all_records(), self.settings.operation_timeout_s)

@@ -154,7 +154,11 @@ class GatewayCollector(Collector):
             "adapter_recoveries", "Adapter recoveries (scanner heard nothing)", radio.recoveries if radio else 0
         )
         yield from self._last_seen(sessions)
-        yield gauge("watchdog_healthy", "1 while queue commits succeed (else the systemd watchdog ping is withheld)", int(g.queue_healthy()))
+        yield gauge(
+            "watchdog_healthy",
+            "1 while queue commits succeed (else the systemd watchdog ping is withheld)",
+            int(g.queue_healthy()),
+        )
 
     def _last_seen(self, sessions: Sequence[DeviceSession]) -> Iterable[Metric]:
         now_ms = self._clock() * 1000

@@ -136,6 +136,7 @@ class DeviceDecoder:
         self._series: dict[tuple[Signal, bool], _Series] = {}
         self.malformed = 0
         self.notifications = 0
+        self.spot_checks = 0  # 0x2A5E values received (live or fetched from storage)
         self.battery: int | None = None
         self.last_seen_ms: int | None = None
         self._handlers: dict[int, Callable[[bytes | bytearray, int], None]] = {
@@ -149,6 +150,8 @@ class DeviceDecoder:
         """Decode and queue one notification; return False if it was malformed (and skipped)."""
         now = int(self._clock() * 1000) if received_ms is None else received_ms
         self.notifications += 1
+        if uuid16 == gatt.PLX_SPOT_CHECK_MEASUREMENT:
+            self.spot_checks += 1
         self.last_seen_ms = now
         try:
             self._handlers[uuid16](data, now)

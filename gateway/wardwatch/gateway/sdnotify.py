@@ -17,6 +17,7 @@ def notify(state: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.setblocking(False)  # called on the event loop: never wait for a reader that is not reading
             sock.connect(address)
             sock.sendall(state.encode())
     except OSError:
