@@ -53,6 +53,20 @@ def test_minimal_config_and_defaults(tmp_path: Path) -> None:
     assert not config.devices[0].matches("AA:BB:CC:DD:EE:00", None)
 
 
+def test_metrics_are_off_by_default_loopback_and_configurable(tmp_path: Path) -> None:
+    config = load_gateway_config(write(tmp_path, MINIMAL), environ={})
+    assert (config.metrics.port, config.metrics.host, config.metrics.device_labels) == (0, "127.0.0.1", False)
+    config = load_gateway_config(
+        write(tmp_path, MINIMAL + '[metrics]\nport = 9464\nhost = "0.0.0.0"\n'),
+        environ={"WARDWATCH_METRICS__DEVICE_LABELS": "true"},
+    )
+    assert (config.metrics.port, config.metrics.host, config.metrics.device_labels) == (9464, "0.0.0.0", True)
+    with pytest.raises(ConfigError, match="port"):
+        load_gateway_config(write(tmp_path, MINIMAL + "[metrics]\nport = 70000\n"), environ={})
+    with pytest.raises(ConfigError, match="patient_labels"):
+        load_gateway_config(write(tmp_path, MINIMAL + "[metrics]\npatient_labels = true\n"), environ={})
+
+
 def test_name_binding_matches_by_advertised_name() -> None:
     binding = DeviceBinding(id="ox-1", patient="p-1", role=DeviceRole.PULSE_OXIMETER, name="Oxi 7")
     assert binding.matches("11:22:33:44:55:66", "Oxi 7")
@@ -98,7 +112,9 @@ def test_unknown_time_zone(tmp_path: Path) -> None:
 
 def test_cli_check_and_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", "--config", str(write(tmp_path, MINIMAL))]) == 0
-    assert "is valid" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "is valid" in out
+    assert "no metrics endpoint" in out
     assert cli.main(["--config", str(tmp_path / "missing.toml")]) == cli.EXIT_CONFIG
     assert "does not exist" in capsys.readouterr().err
 
@@ -111,6 +127,14 @@ def test_sd_notify_sends_datagrams(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv("NOTIFY_SOCKET", str(path))
         assert sdnotify.notify("READY=1")
         assert server.recv(100) == b"READY=1"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(str(path.with_name("full.sock")))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path.with_name("full.sock")))
+        sent = 0
+        while sdnotify.notify("WATCHDOG=1"):  # nobody reads: the queue fills, and notify fails instead of blocking
+            sent += 1
+            assert sent < 100_000
+        assert server.recv(100) == b"WATCHDOG=1"
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
     assert sdnotify.watchdog_interval() == 30.0

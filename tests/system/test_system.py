@@ -24,6 +24,16 @@ simulator on bumble, one gateway per home) on ``scenario.toml`` at ``SPEED`` x, 
 
 Not counted: the simulator's own notifications sent per device (``wardwatch sim run`` does not report
 ``LiveScenario.sent``); the gateway's counters are the emitted side.
+
+Known limits the tests work around (each is a finding, not a wish):
+
+* The simulator's HCI controller served over TCP keeps its BLE links when its host (a gateway) dies:
+  after a ``kill -9`` of a gateway whose devices are connected, they never advertise again. The fault
+  test therefore kills the gateway while its devices are out of range (scenario window).
+* mosquitto publishes every client's last will when it shuts down, and ``gateway_offline`` pages at
+  once: a planned broker restart pages every home (accounted as expected technical pages).
+
+The ten-minute cut runs ~11 min; deselect it locally with ``-k "not ten_minutes"`` (all are ``slow``).
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ class Gateway:
             if config.metrics.port:
                 from wardwatch.gateway.metrics import gateway_registry, serve_metrics
 
-                registry = gateway_registry(self, device_labels=config.metrics.device_labels)
+                registry = gateway_registry(self, device_labels=config.metrics.device_labels, clock=self._clock)
                 await stack.enter_async_context(serve_metrics(registry, config.metrics.host, config.metrics.port))
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.publisher.run(), name="publisher")

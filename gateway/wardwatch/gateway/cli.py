@@ -105,10 +105,16 @@ def main(argv: list[str]) -> int:
         print(f"wardwatch gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if command == "check":
+        metrics = (
+            f"metrics on http://{config.metrics.host}:{config.metrics.port}/metrics"
+            if config.metrics.port
+            else "no metrics endpoint"
+        )
         print(
             f"config {path} is valid: gateway {config.gateway_id} in ward {config.ward}, "
             f"{len(config.devices)} bound devices, broker {config.mqtt.host}:{config.mqtt.port}"
-            f" ({'TLS' if config.mqtt.tls else 'no TLS'}), queue {config.queue.path} (max {config.queue.max_messages})"
+            f" ({'TLS' if config.mqtt.tls else 'no TLS'}), queue {config.queue.path} (max {config.queue.max_messages}),"
+            f" {metrics}"
         )
         return 0
     setup_logging("gateway", config.log_level)

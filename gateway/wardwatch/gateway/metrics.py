@@ -193,10 +193,12 @@ class GatewayCollector(Collector):
             yield per_device
 
 
-def gateway_registry(gateway: Gateway, *, device_labels: bool = False) -> CollectorRegistry:
+def gateway_registry(
+    gateway: Gateway, *, device_labels: bool = False, clock: Callable[[], float] = time.time
+) -> CollectorRegistry:
     """A registry of its own holding the gateway's collector (no process-global state)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(gateway, device_labels=device_labels))
+    registry.register(GatewayCollector(gateway, device_labels=device_labels, clock=clock))
     return registry
 
 
