@@ -492,18 +492,30 @@ def test_gateway_offline_pages_each_patient_once_and_suppresses_device_silence()
     engine = Engine()
     engine.on_vitals(vit(Signal.SPO2, T0, 96, patient="p-1"), WARD)
     engine.on_vitals(vit(Signal.SPO2, T0, 96, patient="p-2"), WARD)
-    out = engine.on_gateway_availability(WARD, "gw-1", False, T0 + 1000)
-    assert [(c.patient, c.rule, c.priority) for c in out] == [
-        ("p-1", "gateway_offline", Priority.MEDIUM),
-        ("p-2", "gateway_offline", Priority.MEDIUM),
+    assert engine.on_gateway_availability(WARD, "gw-1", False, T0 + 1000) == []  # not yet: it may be a blip
+    assert engine.tick(T0 + 60_999) == []
+    out = engine.tick(T0 + 61_000)  # offline for gateway_offline_delay_s (60 s)
+    assert [(c.patient, c.rule, c.priority, c.t) for c in out] == [
+        ("p-1", "gateway_offline", Priority.MEDIUM, T0 + 61_000),
+        ("p-2", "gateway_offline", Priority.MEDIUM, T0 + 61_000),
     ]
-    assert engine.on_gateway_availability(WARD, "gw-1", False, T0 + 2000) == []
+    assert engine.on_gateway_availability(WARD, "gw-1", False, T0 + 62_000) == []
     assert engine.tick(T0 + 600_000) == []  # no device_silent flood behind an offline gateway
     out = engine.on_gateway_availability(WARD, "gw-1", True, T0 + 700_000) + engine.flush()
     assert [(c.patient, c.active) for c in out] == [("p-1", False), ("p-2", False)]
     out = engine.tick(T0 + 761_000)  # silent again, counted from the gateway's return
     assert {c.rule for c in out} == {"device_silent.pulse_oximeter"}
     assert {c.t for c in out} == {T0 + 760_000}
+
+
+def test_a_brief_gateway_outage_never_pages() -> None:
+    """A broker restart publishes every gateway's last will; back within the delay, nobody is paged."""
+    engine = Engine()
+    engine.on_vitals(vit(Signal.SPO2, T0, 96, patient="p-1"), WARD)
+    assert engine.on_gateway_availability(WARD, "gw-1", False, T0 + 1000) == []
+    assert engine.tick(T0 + 30_000) == []
+    assert engine.on_gateway_availability(WARD, "gw-1", True, T0 + 40_000) + engine.flush() == []
+    assert engine.tick(T0 + 90_000) == []
 
 
 def test_data_gap_is_low_priority_and_expires() -> None:
@@ -587,5 +599,6 @@ def test_engine_source_adapts_to_the_service_protocol() -> None:
     for msg in spo2_series([96] * 5 + [85] * 20):
         out += source.on_vitals(WARD, msg)
     assert [c.rule for c in actives(out)] == ["spo2_low"]
-    assert source.on_availability(WARD, "gw-1", False, T0 + 30_000)[0].rule == "gateway_offline"
-    assert source.tick(T0 + 31_000) == []
+    assert source.on_availability(WARD, "gw-1", False, T0 + 30_000) == []
+    assert [c.rule for c in source.tick(T0 + 90_000)] == ["gateway_offline"]
+    assert source.tick(T0 + 91_000) == []

@@ -80,14 +80,14 @@ def test_wrapped_topic_and_availability_lines(tmp_path: Path, capsys: pytest.Cap
             }
         ),
         json.dumps({"topic": "wardwatch/v1/gateway/ward-c/gw-1/availability", "payload": "offline", "t": T0 + 3000}),
-        json.dumps({"kind": "availability", "ward": "ward-c", "gateway": "gw-1", "online": True, "t": T0 + 9000}),
+        json.dumps({"kind": "availability", "ward": "ward-c", "gateway": "gw-1", "online": True, "t": T0 + 90_000}),
     ]
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(lines))
     code, out, _ = run_cli([str(path), "--no-flush"], capsys)
     assert code == 0
     assert [(o["rule"], o["active"], o["ward"], o["t"]) for o in out] == [
-        ("gateway_offline", True, "ward-c", T0 + 3000)
+        ("gateway_offline", True, "ward-c", T0 + 63_000)  # offline for gateway_offline_delay_s
     ]
     code, out, _ = run_cli([str(path)], capsys)
     assert [(o["rule"], o["active"]) for o in out] == [("gateway_offline", True), ("gateway_offline", False)]

@@ -65,6 +65,8 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     battery_low: float = 15.0
     battery_critical: float = 5.0
     device_silent_s: float = 60.0
+    # a gateway's last will pages once it has lasted this long: a broker restart or a Wi-Fi blip does not
+    gateway_offline_delay_s: float = 60.0
     data_gap_hold_s: float = 300.0  # a data-gap notice clears itself after this
     # --- alarm hygiene ---
     flap_window_s: float = 30.0  # a condition re-raised within this of clearing stays the same alarm

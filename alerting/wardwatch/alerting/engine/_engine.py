@@ -309,12 +309,14 @@ class _Patient:
 
 
 class _Gateway:
-    __slots__ = ("online", "online_since", "patients", "ward")
+    __slots__ = ("id", "offline_since", "online", "online_since", "patients", "ward")
 
-    def __init__(self, ward: str) -> None:
+    def __init__(self, gateway: str, ward: str) -> None:
+        self.id = gateway
         self.ward = ward
         self.online = True
         self.online_since = _NEVER
+        self.offline_since = -1  # >= 0 while offline: gateway_offline is raised once the delay has passed
         self.patients: set[str] = set()
 
 
@@ -483,7 +485,12 @@ class Engine:
         return []
 
     def on_gateway_availability(self, ward: str, gateway: str, online: bool, t: int) -> list[ConditionChange]:
-        """A gateway's retained ``online``/``offline`` (last will): offline raises gateway_offline for its patients."""
+        """A gateway's retained ``online``/``offline`` (last will).
+
+        Offline raises gateway_offline for its patients once it has lasted ``gateway_offline_delay_s``
+        (see :meth:`tick`): a broker restart publishes every client's last will, and a Wi-Fi blip
+        reconnects within seconds; neither should page every home. Online clears it.
+        """
         out: list[ConditionChange] = []
         gw = self._gateway(gateway, ward)
         if gw.online == online:
@@ -491,13 +498,20 @@ class Engine:
         gw.online = online
         if online:
             gw.online_since = t
+            gw.offline_since = -1
+            for patient in sorted(gw.patients):
+                self._clear(self._patients[patient], "gateway_offline", t, None, f"gateway {gateway} back online", out)
+        else:
+            gw.offline_since = t
+            self._gateway_offline_due(gw, t, out)
+        return out
+
+    def _gateway_offline_due(self, gw: _Gateway, now_ms: int, out: list[ConditionChange]) -> None:
         for patient in sorted(gw.patients):
             st = self._patients[patient]
-            if online:
-                self._clear(st, "gateway_offline", t, None, f"gateway {gateway} back online", out)
-            else:
-                self._raise(st, "gateway_offline", t, None, f"gateway {gateway} offline: monitoring interrupted", out)
-        return out
+            due = gw.offline_since + round(st.th.gateway_offline_delay_s * 1000)
+            if now_ms >= due:
+                self._raise(st, "gateway_offline", due, None, f"gateway {gw.id} offline: monitoring interrupted", out)
 
     def on_data_gap(self, msg: DataGap, ward: str) -> list[ConditionChange]:
         """A gateway dropped readings: raise data_gap (low) for the affected patients; it clears after a hold time."""
@@ -518,6 +532,9 @@ class Engine:
         """Time-driven rules: deadman (device silent), sensor-off/poor-signal timers, data-gap expiry, flap clears."""
         out: list[ConditionChange] = []
         gateways = self._gateways
+        for gateway in gateways.values():
+            if gateway.offline_since >= 0:
+                self._gateway_offline_due(gateway, now_ms, out)
         for st in self._patients.values():
             th = st.th
             if st.gap_until >= 0 and now_ms >= st.gap_until:
@@ -611,7 +628,7 @@ class Engine:
     def _gateway(self, gateway: str, ward: str) -> _Gateway:
         gw = self._gateways.get(gateway)
         if gw is None:
-            gw = self._gateways[gateway] = _Gateway(ward)
+            gw = self._gateways[gateway] = _Gateway(gateway, ward)
         return gw
 
     def _bind(self, st: _Patient, gateway: str) -> None:
