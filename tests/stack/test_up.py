@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from wardwatch.core.servers import wait_for
+from wardwatch.core.broker import Site, write_site
+from wardwatch.core.servers import Mosquitto, free_port, wait_for
+from wardwatch.stack.cli import main as up_main
 from wardwatch.stack.up import StackOptions, running_stack
 
 pytestmark = pytest.mark.slow
@@ -52,3 +55,36 @@ async def test_up_runs_the_ward_and_pages_for_the_desaturation(tmp_path: Path) -
     async with running_stack(options, echo=lines.append) as again:
         before = _count_by_patient(again.summary["influx"])
         assert set(before) == patients
+
+
+async def test_up_uses_an_existing_broker_given_its_credentials(tmp_path: Path) -> None:
+    """`--broker-credentials`: the stack starts no broker of its own and every service logs in to this one."""
+    homes = [f"gw-home-0{i}" for i in range(6)]
+    site = Site(gateways=dict.fromkeys(homes, "ward-a"))
+    port = free_port()
+    files = write_site(tmp_path / "site", site, tls=False, host="127.0.0.1", port=port)
+    users = {user: files.password(user) for user in site.users}
+    async with Mosquitto(port=port, users=users, acl=site.acl_text(), directory=tmp_path / "their-broker") as broker:
+        options = StackOptions(
+            state=tmp_path / "state", scenario="demo", speed=4.0, quiet=True, broker_credentials=tmp_path / "site"
+        )
+        async with running_stack(options, echo=lambda line: None) as stack:
+            assert stack.broker is None  # none of its own
+            assert stack.summary["mqtt"] == f"mqtt://127.0.0.1:{broker.port}"
+            influx = stack.summary["influx"]
+            await wait_for(lambda: len(_count_by_patient(influx)) == 6, 90, what="vitals through the existing broker")
+    assert "New client connected" in broker.log_text()
+
+
+def test_up_explains_missing_broker_credentials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state, nowhere = tmp_path / "state", tmp_path / "nowhere"
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert up_main(["--state", str(state), "--broker-credentials", str(nowhere)]) == 1
+    finally:  # the command configures logging for its process; give pytest its own back
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "no broker credentials for 'ingest'" in err
+    assert f"wardwatch broker init {nowhere}" in err

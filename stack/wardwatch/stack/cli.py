@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -24,7 +25,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--mqtt-port", type=int, default=None, help="broker port (default: a free one)")
     parser.add_argument("--api-port", type=int, default=None, help="alarm API port (default: a free one)")
-    parser.add_argument("--influx-url", default=None, help="use this InfluxDB (v1 API) instead of starting one")
+    parser.add_argument("--influx-url", default=None, help="use this InfluxDB instead of starting one")
+    parser.add_argument(
+        "--influx-api",
+        choices=["v1", "v2"],
+        default="v1",
+        help="v1: /write (InfluxDB 1.x, or 2.x/3.x compatibility); v2: InfluxDB 2.x/3.x with token, org, bucket",
+    )
+    parser.add_argument("--influx-org", default=None, help="v2 organisation (token: WW_INFLUX_TOKEN)")
+    parser.add_argument("--influx-bucket", default=None, help="v2 bucket (create it, with its retention, first)")
+    parser.add_argument(
+        "--broker-credentials",
+        type=Path,
+        default=None,
+        help="use an existing MQTT broker: a `wardwatch broker init` folder whose passwd/acl that broker loaded",
+    )
     parser.add_argument(
         "--ble",
         choices=["sim", "bluez"],
@@ -49,6 +64,12 @@ def main(argv: list[str]) -> int:
         mqtt_port=args.mqtt_port,
         api_port=args.api_port,
         influx_url=args.influx_url,
+        influx_api=args.influx_api,
+        # a token on the command line would show in the process list: take it from the environment
+        influx_token=os.environ.get("WW_INFLUX_TOKEN"),
+        influx_org=args.influx_org,
+        influx_bucket=args.influx_bucket,
+        broker_credentials=args.broker_credentials,
         ble=args.ble,
     )
     print(f"wardwatch up: starting (state in {args.state.resolve()})", flush=True)

@@ -26,6 +26,7 @@ import secrets
 import signal
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,14 @@ class StackOptions:
     duration_s: float | None = None
     mqtt_port: int | None = None
     api_port: int | None = None
-    influx_url: str | None = None  # an existing InfluxDB (v1 API) instead of starting one
+    influx_url: str | None = None  # an existing InfluxDB instead of starting one
+    influx_api: str = "v1"  # "v1": /write (1.x, or 2.x/3.x compatibility API); "v2": /api/v2/write with a token
+    influx_token: str | None = None
+    influx_org: str | None = None
+    influx_bucket: str | None = None
+    # an existing broker instead of starting one: a `wardwatch broker init` folder whose credentials/ hold a
+    # [mqtt] section per principal (ingest, alerting, one per gateway), loaded into that broker beforehand
+    broker_credentials: Path | None = None
     ble: str = "sim"  # "sim": simulator's bleak backend over TCP; "bluez": simulator on vhci, gateways on BlueZ
     quiet: bool = False
     # for fault tests: each gateway reaches the broker through its own TcpProxy (Stack.proxies[home])
@@ -391,31 +399,15 @@ class Stack:
             homes = sorted({p["gateway"] for p in scenario["patients"]})
             self.step(f"scenario {scenario['name']!r}: {len(scenario['patients'])} patients, {len(homes)} homes")
 
-            site = Site(gateways=dict.fromkeys(homes, ward), extra_users=dict(self.options.extra_mqtt_users))
-            files = write_site(self.state / "broker", site, tls=False)
-            users = {user: files.password(user) for user in site.users}
-            self.mqtt_users = users
-            broker = await stack.enter_async_context(
-                Mosquitto(
-                    users=users,
-                    acl=site.acl_text(),
-                    tls=True,
-                    persistence=True,
-                    autosave_interval=10,
-                    port=self.options.mqtt_port,
-                    directory=self.state / "mosquitto",
-                    keep_directory=True,
+            if self.options.broker_credentials is not None:
+                mqtt_section = self._external_broker(self.options.broker_credentials, ["ingest", "alerting", *homes])
+                first = mqtt_section("ingest")
+                self.step(
+                    f"broker: existing {first['host']}:{first['port']} (credentials in "
+                    f"{self.options.broker_credentials})"
                 )
-            )
-            self.broker = broker
-            self.step(f"mosquitto: mqtts://{broker.host}:{broker.port} (TLS, {len(users)} users, ACL)")
-            if self.options.gateway_proxy:  # closed after the children stop (exit callbacks run LIFO)
-                for home in homes:
-                    self.proxies[home] = await stack.enter_async_context(TcpProxy(broker.host, broker.port))
-                self.step(f"gateway links: through {len(homes)} TCP relays (fault injection)")
-            if self.on_broker is not None:
-                await self.on_broker(self)
-
+            else:
+                mqtt_section = await self._start_broker(stack, ward, homes)
             influx_url = self.options.influx_url
             if influx_url is None:
                 influxd = await stack.enter_async_context(
@@ -437,18 +429,6 @@ class Stack:
             stack.push_async_callback(self._stop_children)
             self.step(f"page receiver: {receiver}/<destination> -> {self.pages.path}")
 
-            def mqtt_section(user: str) -> dict[str, Any]:
-                assert broker.ca_file is not None
-                return {
-                    "host": broker.host,
-                    "port": broker.port,
-                    "tls": True,
-                    "ca_file": broker.ca_file,
-                    "username": user,
-                    "password": users[user],
-                    "client_id": f"wardwatch-{user}",
-                }
-
             api_port = self.options.api_port or free_port()
             api_password = self._api_password()
             alerting_config = self._alerting_config(ward, mqtt_section("alerting"), receiver, api_port)
@@ -459,7 +439,7 @@ class Stack:
                 {
                     "log_level": "INFO",
                     "mqtt": mqtt_section("ingest"),
-                    "influx": {"api": "v1", "url": influx_url, "database": INGEST_DATABASE},
+                    "influx": self._influx_section(influx_url),
                     "metrics": {"host": "127.0.0.1", "port": 0},
                 },
             )
@@ -493,9 +473,12 @@ class Stack:
                 await child.start()
             self.step(f"gateways: {len(homes)} (one per home), queues in {self.state / 'gateways'}")
 
+            service_mqtt = mqtt_section("ingest")
             self.summary = {
-                "mqtt": f"mqtts://{broker.host}:{broker.port}",
-                "mqtt_ca": str(broker.ca_file),
+                "mqtt": "{}://{}:{}".format(
+                    "mqtts" if service_mqtt["tls"] else "mqtt", service_mqtt["host"], service_mqtt["port"]
+                ),
+                "mqtt_ca": str(service_mqtt.get("ca_file")),
                 "influx": influx_url,
                 "api": f"http://127.0.0.1:{api_port}",
                 "api_user": API_USER,
@@ -506,6 +489,87 @@ class Stack:
             self._print_summary(api_password, influx_url)
             self.ready.set()
             await self._supervise()
+
+    async def _start_broker(
+        self, stack: contextlib.AsyncExitStack, ward: str, homes: list[str]
+    ) -> Callable[[str], dict[str, Any]]:
+        """mosquitto with TLS, a user per service and per home, the generated ACL; returns each user's [mqtt]."""
+        site = Site(gateways=dict.fromkeys(homes, ward), extra_users=dict(self.options.extra_mqtt_users))
+        files = write_site(self.state / "broker", site, tls=False)
+        users = {user: files.password(user) for user in site.users}
+        self.mqtt_users = users
+        broker = await stack.enter_async_context(
+            Mosquitto(
+                users=users,
+                acl=site.acl_text(),
+                tls=True,
+                persistence=True,
+                autosave_interval=10,
+                port=self.options.mqtt_port,
+                directory=self.state / "mosquitto",
+                keep_directory=True,
+            )
+        )
+        self.broker = broker
+        self.step(f"mosquitto: mqtts://{broker.host}:{broker.port} (TLS, {len(users)} users, ACL)")
+        if self.options.gateway_proxy:  # closed after the children stop (exit callbacks run LIFO)
+            for home in homes:
+                self.proxies[home] = await stack.enter_async_context(TcpProxy(broker.host, broker.port))
+            self.step(f"gateway links: through {len(homes)} TCP relays (fault injection)")
+        if self.on_broker is not None:
+            await self.on_broker(self)
+
+        def mqtt_section(user: str) -> dict[str, Any]:
+            assert broker.ca_file is not None
+            return {
+                "host": broker.host,
+                "port": broker.port,
+                "tls": True,
+                "ca_file": broker.ca_file,
+                "username": user,
+                "password": users[user],
+                "client_id": f"wardwatch-{user}",
+            }
+
+        return mqtt_section
+
+    def _external_broker(self, folder: Path, users: list[str]) -> Callable[[str], dict[str, Any]]:
+        """Each user's [mqtt] section from a `wardwatch broker init` folder, checked before anything starts."""
+        if self.options.gateway_proxy:
+            raise StackError("gateway_proxy needs the broker wardwatch up starts itself")
+        sections: dict[str, dict[str, Any]] = {}
+        for user in users:
+            path = folder / "credentials" / f"{user}.toml"
+            try:
+                section = dict(tomllib.loads(path.read_text(encoding="utf-8"))["mqtt"])
+            except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+                gateways = " ".join(f"--gateway WARD/{u}" for u in users if u not in {"ingest", "alerting"})
+                raise StackError(
+                    f"no broker credentials for {user!r} in {path} ({exc}); create them with "
+                    f"`wardwatch broker init {folder} --host BROKER_HOST {gateways}` and load its passwd and acl "
+                    "files into that broker"
+                ) from None
+            section["client_id"] = f"wardwatch-{user}"
+            sections[user] = section
+        return lambda user: dict(sections[user])
+
+    def _influx_section(self, url: str) -> dict[str, Any]:
+        options = self.options
+        if options.influx_api == "v1":
+            return {"api": "v1", "url": url, "database": INGEST_DATABASE}
+        missing = [name for name in ("influx_token", "influx_org", "influx_bucket") if not getattr(options, name)]
+        if options.influx_api != "v2" or missing or options.influx_url is None:
+            raise StackError(
+                "InfluxDB 2.x/3.x needs --influx-api v2 with --influx-url, --influx-token, --influx-org and "
+                f"--influx-bucket (missing: {', '.join(missing) or 'influx-url'})"
+            )
+        return {
+            "api": "v2",
+            "url": url,
+            "token": options.influx_token,
+            "org": options.influx_org,
+            "bucket": options.influx_bucket,
+        }
 
     def _api_password(self) -> str:
         path = self.state / "api-password"
@@ -628,16 +692,19 @@ class Stack:
 
     def _print_summary(self, api_password: str, influx_url: str) -> None:
         query = "SELECT count(value) FROM vitals GROUP BY signal"
+        if self.options.influx_api == "v1":
+            vitals = f'curl -sG {influx_url}/query --data-urlencode db={INGEST_DATABASE} --data-urlencode "q={query}"'
+        else:
+            vitals = f"bucket {self.options.influx_bucket!r} at {influx_url} (measurement vitals)"
+        credentials = (self.options.broker_credentials or self.state / "broker") / "credentials"
         self.echo(
             "\nwardwatch is up. Where to look:\n"
             f"  alarms (API)  curl -s -X POST {self.summary['api']}/api/v1/login "
             f'-d \'{{"username": "{API_USER}", "password": "{api_password}"}}\'\n'
             f"                then: curl -s -H 'Authorization: Bearer TOKEN' {self.summary['api']}/api/v1/alarms\n"
             f"  pages         printed below as they arrive; all of them in {self.pages.path}\n"
-            f"  vitals        curl -sG {influx_url}/query --data-urlencode db={INGEST_DATABASE} "
-            f'--data-urlencode "q={query}"\n'
-            f"  MQTT          {self.summary['mqtt']} (CA {self.summary['mqtt_ca']}; users in "
-            f"{self.state / 'broker' / 'credentials'})\n"
+            f"  vitals        {vitals}\n"
+            f"  MQTT          {self.summary['mqtt']} (CA {self.summary['mqtt_ca']}; users in {credentials})\n"
             f"  logs          {self.summary['logs']}/<service>.log\n"
             f"  ground truth  {self.state / 'ground-truth.jsonl'}\n"
             "Ctrl-C stops everything.\n"
