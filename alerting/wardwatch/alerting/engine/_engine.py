@@ -647,14 +647,7 @@ class Engine:
         rule = st.spo2_severe
         if v < rule.limit or rule.active or rule.since >= 0:
             self._threshold(st, "spo2_low_severe", rule, t, v, "SpO2", "%", out)
-        ser = st.spo2_series
-        m = t // MINUTE_MS
-        if m != ser.minute:
-            if ser.minute >= 0:
-                ser.close(st.th.trend_window_min)
-            ser.minute = m
-            self._minute(st, m, t, out)
-        ser.values.append(v)
+        self._per_minute(st, st.spo2_series, t, v, out)
 
     def _pulse(self, st: _Patient, t: int, v: float, out: list[ConditionChange]) -> None:
         # an idle rule only needs samples beyond its limit (measured: the inline test costs ~0.06 µs, the
@@ -668,7 +661,10 @@ class Engine:
         rule = st.hr_low_severe
         if v < rule.limit or rule.active or rule.since >= 0:
             self._threshold(st, "hr_low_severe", rule, t, v, "HR", "/min", out)
-        ser = st.pulse_series
+        self._per_minute(st, st.pulse_series, t, v, out)
+
+    def _per_minute(self, st: _Patient, ser: MinuteSeries, t: int, v: float, out: list[ConditionChange]) -> None:
+        """Collect ``v`` into its minute of ``ser``; a new minute closes the last one (NEWS2, trend)."""
         m = t // MINUTE_MS
         if m != ser.minute:
             if ser.minute >= 0:
