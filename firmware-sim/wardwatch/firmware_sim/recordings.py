@@ -25,6 +25,9 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from wardwatch.core.recordings import RecordingError
+from wardwatch.core.schema import WireMessage
+
 from .detectors import (
     BeatComparison,
     compare,
@@ -41,10 +44,12 @@ from .scenario import DeviceKind, DeviceSpec, PatientSpec
 __all__ = [
     "ECG_LEADS",
     "Waveforms",
+    "WfdbRecordingModel",
     "accuracy_report",
     "beats_from_vitaldb",
     "read_bidmc_csv",
     "read_wfdb",
+    "recording_model",
     "strap_track_from_beats",
     "tracks_from_numerics",
     "tracks_from_waveforms",
@@ -355,3 +360,53 @@ def accuracy_report(
         "all_records_hr_mae_bpm_median": median(per_record, "hr_mae_bpm"),
         "per_record": per_record,
     }
+
+
+class WfdbRecordingModel:
+    """The strap and oximeter device model over WFDB records (:class:`wardwatch.core.recordings.RecordingModel`)."""
+
+    def render_record(
+        self,
+        record: Path,
+        *,
+        until_s: float | None = None,
+        patient: str = "p-replay",
+        start_ms: int = 1_700_000_000_000,
+    ) -> list[WireMessage]:
+        """Vitals and device-status messages for ``record`` cut at ``until_s`` (see the protocol)."""
+        from .render import render_messages
+        from .scenario import scenario_from_dict
+
+        raw = {
+            "name": "replay",
+            "duration": 1,
+            "patients": [
+                {
+                    "id": patient,
+                    "devices": [
+                        {"kind": "heart_rate_strap", "id": f"hrs-{patient}"},
+                        {"kind": "pulse_oximeter", "id": f"plx-{patient}"},
+                    ],
+                }
+            ],
+        }
+        spec = scenario_from_dict(raw).patients[0]
+        try:
+            waves = read_wfdb(record)
+        except RecordError as exc:
+            raise RecordingError(str(exc)) from exc
+        if until_s is not None:
+            n = int(until_s * waves.fs)
+            waves = Waveforms(
+                waves.name,
+                waves.fs,
+                None if waves.ecg is None else waves.ecg[:n],
+                waves.ecg_lead,
+                None if waves.pleth is None else waves.pleth[:n],
+            )
+        return list(render_messages(tracks_from_waveforms(waves, spec, start_ms)))
+
+
+def recording_model() -> WfdbRecordingModel:
+    """Entry point of the ``wardwatch.recording_models`` group (name ``wfdb``)."""
+    return WfdbRecordingModel()
