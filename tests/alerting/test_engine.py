@@ -98,7 +98,9 @@ def test_spo2_low_raises_after_the_15_s_condition_delay() -> None:
 def test_an_abrupt_step_is_confirmed_by_the_artefact_filter_first() -> None:
     changes = feed(Engine(no_news2()), spo2_series([96] * 10 + [86] * 30))
     (alarm,) = actives(changes)
-    assert T0 + 25_000 < alarm.t <= T0 + 30_000  # a 10-point jump is held ~4 samples as a possible artefact
+    # a 10-point jump is held as a possible artefact until 3 more samples confirm it, then it counts
+    # from its first sample (+10 s): raised 15 s later
+    assert alarm.t == T0 + 25_000
 
 
 def test_brief_shallow_dip_does_not_alarm() -> None:
@@ -268,7 +270,7 @@ def test_implausible_values_are_artefacts() -> None:
     assert engine.stats.artefacts == 3
 
 
-def test_hr_pr_disagreement_marks_pulse_and_spo2_doubtful() -> None:
+def test_a_pulse_rate_above_the_ecg_is_motion_the_oximeter_is_doubtful() -> None:
     engine = Engine()
     msgs: list[Vitals] = []
     for i in range(120):
@@ -278,10 +280,42 @@ def test_hr_pr_disagreement_marks_pulse_and_spo2_doubtful() -> None:
         msgs.append(vit(Signal.PULSE_RATE, t + 10, 135 if motion else 76))
         msgs.append(vit(Signal.SPO2, t + 20, 84 if motion else 96))
     changes = feed(engine, msgs, tick=True)
+    # the ECG stays the heart rate (no tachycardia from 135 /min); the PPG's SpO2 is withheld
     assert physiological(changes) == []
     assert engine.stats.doubtful > 0
     (doubt,) = actives(changes)
     assert (doubt.rule, doubt.category, doubt.priority) == ("signal_doubtful", AlarmCategory.TECHNICAL, Priority.LOW)
+
+
+def test_a_persistent_pulse_deficit_is_shown_and_never_hides_a_desaturation() -> None:
+    engine = Engine(no_news2())
+    msgs: list[Vitals] = []
+    for i in range(150):
+        t = T0 + i * 1000
+        msgs.append(vit(Signal.HEART_RATE, t, 110))
+        msgs.append(vit(Signal.PULSE_RATE, t + 10, 62))  # atrial fibrillation: weak beats do not reach the finger
+        msgs.append(vit(Signal.SPO2, t + 20, 96 if i < 30 else 85))
+    changes = feed(engine, msgs, tick=True)
+    deficit = actives(changes, "pulse_deficit")[0]
+    assert (deficit.category, deficit.priority) == (AlarmCategory.PHYSIOLOGICAL, Priority.LOW)
+    assert deficit.t == T0 + 60_010  # held for poor_signal_s
+    assert "ECG HR 110 /min, oximeter pulse rate 62 /min" in deficit.text
+    (desaturation,) = actives(changes, "spo2_low")
+    assert desaturation.t == T0 + 60_020 + 15_000  # the SpO2 counts again once the gap is a finding
+    assert actives(changes, "hr_low") == []
+
+
+def test_oximeter_pulse_rate_is_the_source_only_without_a_strap_and_is_doubtful_after_a_gap() -> None:
+    msgs = hr_series([80] * 5 + [125] * 3, signal=Signal.HEART_RATE)
+    # the strap is taken off after 8 s: the oximeter's pulse rate (disagreeing at first) takes over
+    msgs += [vit(Signal.PULSE_RATE, T0 + i * 1000 + 10, 150) for i in range(6, 60)]
+    engine = Engine(no_news2())
+    changes = feed(engine, sorted(msgs, key=lambda m: m.samples[0].t))
+    (alarm,) = actives(changes, "hr_high")
+    # the strap is the source until 5 s after its last HR (+7 s); the pulse rate was cross-checked until
+    # then (last disagreement at +11.01 s) and stays doubtful 5 s longer: it counts from +16.01 s
+    assert alarm.t == T0 + 16_010 + 30_000
+    assert engine.stats.doubtful > 0
 
 
 def test_agreeing_strap_and_oximeter_alarm_normally() -> None:

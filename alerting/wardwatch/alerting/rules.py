@@ -10,6 +10,7 @@ The defaults and the evidence behind them are documented on each field and in
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -22,10 +23,17 @@ from wardwatch.core.config import load_config
 from wardwatch.core.errors import ConfigError
 from wardwatch.core.ids import ID_PATTERN
 
+Profile = Literal["virtual-ward", "arrhythmia"]
+
 
 class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The resolved settings of every rule for one patient (times in seconds, SpO2 in %, HR in /min)."""
+    """The resolved settings of every rule for one patient (times in seconds, SpO2 in %, HR in /min).
 
+    The built-in values are the ``virtual-ward`` profile (patients at home); ``profile = "arrhythmia"``
+    in any rules section starts from :data:`PROFILES` ``["arrhythmia"]`` instead (see :func:`_resolve`).
+    """
+
+    profile: Profile = "virtual-ward"
     # --- SpO2 (Welch 2011: 90 % + 15 s delay -> -70 % alarms; bypass at >=10 points below kept -68 %) ---
     spo2_low: float = 90.0
     spo2_delay_s: float = 15.0
@@ -34,15 +42,26 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     satseconds_budget: float = 100.0  # Σ (limit - SpO2)·s that raises spo2_low before the delay; 0 = off
     spo2_reset_margin: float = 2.0  # hysteresis: clears at >= limit + margin ...
     spo2_reset_s: float = 10.0  # ... held this long
-    # --- pulse (HR from the chest strap, else the oximeter's pulse rate) ---
+    # --- pulse (ECG HR from the chest strap while it has contact, else the oximeter's pulse rate) ---
+    # Each HR rule has a time definition (the 1 Hz rate beyond the limit for ``*_delay_s``) and an
+    # optional beat definition (``*_beats`` > 0: the rate over that many consecutive beats, from the
+    # strap's RR intervals, beyond the limit). Where RR intervals flow the beat definition decides;
+    # the time definition covers an oximeter-only patient or a strap without RR intervals.
     hr_high: float = 130.0
     hr_high_delay_s: float = 30.0
+    hr_high_beats: int = 0  # 0: time definition only
     hr_low: float = 40.0
     hr_low_delay_s: float = 15.0
-    hr_low_severe: float = 35.0  # extreme bradycardia, high priority
-    hr_low_severe_delay_s: float = 5.0  # PhysioNet/CinC 2015: extreme brady is < 40 for 5 beats
+    hr_low_beats: int = 0
+    hr_low_severe: float = 35.0  # extreme bradycardia, high priority (arrhythmia profile: CinC 2015, < 40 for 5 beats)
+    hr_low_severe_delay_s: float = 5.0
+    hr_low_severe_beats: int = 0
     hr_reset_margin: float = 5.0
     hr_reset_s: float = 10.0
+    # asystole (high priority): a strap with skin contact has seen no beat for this long. 4 s is the
+    # PhysioNet/CinC 2015 definition (no QRS for at least 4 s), used by both profiles: a strap that
+    # slips reports lost contact (a technical alarm), so no home-specific slack is needed.
+    asystole_s: float = 4.0
     # --- partial NEWS2 (RCP 2017), from 1-minute medians, re-checked before it is raised ---
     news2_enabled: bool = True
     news2_scale: Literal[1, 2] = 1  # SpO2 scale 2 for hypercapnic respiratory failure (target 88-92 %)
@@ -56,7 +75,9 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     trend_baseline_tau_min: float = 240.0  # EWMA of minute medians older than the window
     trend_min_baseline_min: int = 60  # minutes of baseline history before the rule is armed
     # --- signal quality ---
-    hr_pr_tolerance: float = 15.0  # strap HR and oximeter PR disagree by more than max(this, 15 %)
+    # strap HR and oximeter PR disagreeing by more than max(this, 15 %) make the pulse rate doubtful
+    # (never the ECG) and, held for poor_signal_s, raise pulse_deficit (informational)
+    hr_pr_tolerance: float = 15.0
     max_gap_s: float = 5.0  # longer gaps between valid samples restart delays and the SatSeconds sum
     delay_grace_samples: int = 2  # in-limit samples in a row that do not restart a pending delay (noise)
     # --- technical ---
@@ -74,42 +95,102 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 DEFAULTS: Final = Thresholds()
 FIELDS: Final = frozenset(Thresholds.__struct_fields__)
-_RANGES: Final = {"spo2_low": (50.0, 100.0), "hr_high": (60.0, 250.0), "hr_low": (20.0, 100.0)}
-_NON_NEGATIVE: Final = ("_s", "_min", "_margin", "_budget", "_drop", "_rise", "_tolerance")
+
+# Rule profiles: the values a profile changes against the built-in (virtual-ward) defaults.
+PROFILES: Final[dict[str, dict[str, Any]]] = {
+    # patients at home: delays that let brief excursions and artefacts pass (the built-in defaults)
+    "virtual-ward": {},
+    # monitoring-grade arrhythmia alarms, the PhysioNet/CinC 2015 definitions: extreme bradycardia
+    # < 40 /min for 5 beats, extreme tachycardia > 140 /min for 17 beats, asystole >= 4 s. The time
+    # definitions are the fallback without RR intervals: about as long as those beats last at the limit
+    # (5 beats at 40 /min = 7.5 s; 17 beats at 140 /min = 7.3 s), minus the 1 Hz rate's 4 s averaging.
+    "arrhythmia": {
+        "profile": "arrhythmia",
+        "hr_high": 140.0,
+        "hr_high_beats": 17,
+        "hr_high_delay_s": 5.0,
+        "hr_low_severe": 40.0,
+        "hr_low_severe_beats": 5,
+        "hr_low_severe_delay_s": 5.0,
+        "asystole_s": 4.0,
+    },
+}
+
+# Documented allowed range of every numeric setting (inclusive). Delays stop at a stated maximum: a
+# longer "delay" switches a rule off in effect, which is what a threshold change must never do silently.
+RANGES: Final[dict[str, tuple[float, float]]] = {
+    "spo2_low": (50.0, 100.0),
+    "spo2_delay_s": (0.0, 300.0),
+    "spo2_severe_margin": (0.0, 40.0),
+    "spo2_severe_samples": (1, 60),
+    "satseconds_budget": (0.0, 10_000.0),
+    "spo2_reset_margin": (0.0, 20.0),
+    "spo2_reset_s": (0.0, 600.0),
+    "hr_high": (60.0, 300.0),
+    "hr_high_delay_s": (0.0, 300.0),
+    "hr_high_beats": (0, 100),
+    "hr_low": (20.0, 100.0),
+    "hr_low_delay_s": (0.0, 300.0),
+    "hr_low_beats": (0, 100),
+    "hr_low_severe": (10.0, 100.0),
+    "hr_low_severe_delay_s": (0.0, 300.0),
+    "hr_low_severe_beats": (0, 100),
+    "hr_reset_margin": (0.0, 50.0),
+    "hr_reset_s": (0.0, 600.0),
+    "asystole_s": (2.0, 10.0),  # < 2 s: normal sinus pauses; > 10 s: too late for the most urgent alarm
+    "news2_confirm_min": (1, 60),
+    "trend_spo2_drop": (1.0, 50.0),
+    "trend_hr_rise": (5.0, 150.0),
+    "trend_window_min": (5, 1440),
+    "trend_baseline_tau_min": (1.0, 10_080.0),
+    "trend_min_baseline_min": (0, 10_080),
+    "hr_pr_tolerance": (0.0, 100.0),
+    "max_gap_s": (1.0, 60.0),
+    "delay_grace_samples": (0, 10),
+    "sensor_off_s": (0.0, 1800.0),
+    "poor_signal_s": (0.0, 3600.0),
+    "battery_low": (0.0, 100.0),
+    "battery_critical": (0.0, 100.0),
+    "device_silent_s": (5.0, 3600.0),
+    "gateway_offline_delay_s": (0.0, 3600.0),
+    "data_gap_hold_s": (0.0, 86_400.0),
+    "flap_window_s": (0.0, 600.0),
+}
 
 
 def _check(th: Thresholds) -> tuple[tuple[str, ...], str] | None:
     """The first inconsistency in ``th`` as ``(keys involved, problem)``, or ``None``."""
-    for key, (low, high) in _RANGES.items():
+    for key, (low, high) in RANGES.items():
         value = getattr(th, key)
+        if not (isinstance(value, int | float) and math.isfinite(value)):
+            return (key,), f"{value!r} is not a finite number (allowed: {low:g}..{high:g})"
         if not low <= value <= high:
-            return (key,), f"{value} is outside {low}..{high}"
-    for key in sorted(FIELDS):
-        value = getattr(th, key)
-        if key.endswith(_NON_NEGATIVE) and value < 0:
-            return (key,), f"{value} must not be negative"
-    if th.delay_grace_samples < 0:
-        return ("delay_grace_samples",), "must not be negative"
-    if th.spo2_severe_samples < 1:
-        return ("spo2_severe_samples",), "must be at least 1"
-    if th.news2_confirm_min < 1:
-        return ("news2_confirm_min",), "must be at least 1"
-    if th.trend_window_min < 5:
-        return ("trend_window_min",), "must be at least 5 minutes"
-    if th.trend_baseline_tau_min <= 0:
-        return ("trend_baseline_tau_min",), "must be positive"
-    if th.max_gap_s <= 0:
-        return ("max_gap_s",), "must be positive"
-    if not th.hr_low_severe < th.hr_low < th.hr_high:
-        problem = f"need hr_low_severe < hr_low < hr_high (got {th.hr_low_severe}, {th.hr_low}, {th.hr_high})"
-        return ("hr_low", "hr_low_severe", "hr_high"), problem
-    if not 0 <= th.battery_critical < th.battery_low <= 100:
-        problem = f"need 0 <= battery_critical < battery_low <= 100 (got {th.battery_critical}, {th.battery_low})"
+            return (key,), f"{value!r} is outside the allowed range {low:g}..{high:g}"
+    if not th.hr_low < th.hr_high:
+        return ("hr_low", "hr_high"), f"need hr_low < hr_high (got {th.hr_low}, {th.hr_high})"
+    # the severe rule must not fire at a milder rate than its sibling; an equal limit is meaningful when
+    # the two differ in definition (e.g. < 40 for 5 beats, high priority, beside < 40 for 15 s)
+    if not th.hr_low_severe <= th.hr_low:
+        problem = f"need hr_low_severe <= hr_low (got {th.hr_low_severe}, {th.hr_low})"
+        return ("hr_low_severe", "hr_low"), problem
+    if th.hr_low_severe == th.hr_low and (th.hr_low_severe_beats, th.hr_low_severe_delay_s) == (
+        th.hr_low_beats,
+        th.hr_low_delay_s,
+    ):
+        problem = "hr_low_severe equals hr_low in limit and definition: lower it or give it fewer beats / seconds"
+        return ("hr_low_severe", "hr_low"), problem
+    if not th.battery_critical < th.battery_low:
+        problem = f"need battery_critical < battery_low (got {th.battery_critical}, {th.battery_low})"
         return ("battery_low", "battery_critical"), problem
     return None
 
 
 def _resolve(layers: list[tuple[str, Mapping[str, Any]]], source: str) -> Thresholds:
+    """Merge ``layers`` (least specific first) over the selected profile and validate the result.
+
+    The profile is the one named by the most specific layer that names one (default ``virtual-ward``);
+    its values replace the built-in defaults, and every key set in any layer still applies on top.
+    """
     merged: dict[str, Any] = {}
     for where, layer in layers:
         for key in layer:
@@ -118,13 +199,25 @@ def _resolve(layers: list[tuple[str, Mapping[str, Any]]], source: str) -> Thresh
                     f"unknown rule setting {key!r} (known: see Thresholds)", key=f"{where}.{key}", source=source
                 )
         merged.update(layer)
+    name = merged.get("profile", "virtual-ward")
+    if name not in PROFILES:
+        where = next((w for w, layer in reversed(layers) if "profile" in layer), "defaults")
+        raise ConfigError(
+            f"unknown rule profile {name!r} (known: {', '.join(sorted(PROFILES))})",
+            key=f"{where}.profile",
+            source=source,
+        )
+    merged = {**PROFILES[str(name)], **merged}
     try:
         th = msgspec.convert(merged, Thresholds, strict=False)
     except msgspec.ValidationError as exc:
         message = str(exc)
         key = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else ""
         where = next((w for w, layer in reversed(layers) if key in layer), layers[-1][0] if layers else "")
-        raise ConfigError(message.split(" - at ")[0], key=f"{where}.{key}" if key else where, source=source) from None
+        reason = message.split(" - at ")[0]
+        if key in RANGES:
+            reason += f" (allowed: {RANGES[key][0]:g}..{RANGES[key][1]:g})"
+        raise ConfigError(reason, key=f"{where}.{key}" if key else where, source=source) from None
     problem = _check(th)
     if problem is not None:
         keys, text = problem
@@ -229,6 +322,17 @@ class RuleSet:
     def to_dict(self) -> dict[str, Any]:
         """The rule set in the TOML layout (for persisting or showing)."""
         return {"defaults": dict(self.defaults), "wards": dict(self.wards), "patients": dict(self.patients)}
+
+
+def validate_overrides(rules: RuleSet, patient: str, overrides: Mapping[str, Any]) -> RuleSet:
+    """``rules`` with ``patient``'s overrides replaced by ``overrides``, validated on every ward.
+
+    The one check for a threshold change (API, CLI, stored overrides at start-up): every field must
+    be known, of its type, finite and within :data:`RANGES`, and the resolved set consistent. Raises
+    :class:`ConfigError` whose ``key`` is ``patients.<patient>.<field>`` and whose message gives the
+    allowed range. Nothing is applied or saved here.
+    """
+    return rules.replacing_patient_overrides(patient, overrides)
 
 
 def _check_id(value: str, key: str, source: str) -> None:

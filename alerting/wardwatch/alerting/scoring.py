@@ -5,6 +5,9 @@ Ground truth is JSONL, one event per line::
     {"patient": "p-1", "event": "desaturation", "kind": "clinical", "start": ms, "end": ms, "should_page": true}
 
 ``kind`` is ``clinical`` (the patient), ``artefact`` (the signal) or ``technical`` (the equipment).
+A physiological *page* is the activation of a medium- or high-priority condition; low-priority ones
+(trends, pulse deficit) are informational and not paged by the default escalation. Any technical
+condition counts for technical events.
 An optional ``"max_delay"`` (ms) overrides the detection tolerance for that event.
 
 * A clinical event with ``should_page`` is *detected* when a physiological condition of that patient
@@ -39,7 +42,7 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.replay import Input, ReplayStats, read_inputs, run
 from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.core.errors import SchemaError, WardwatchError
-from wardwatch.core.schema import AlarmCategory
+from wardwatch.core.schema import AlarmCategory, Priority
 
 DEFAULT_TOLERANCE_MS = 60_000  # condition delay (15-30 s) + filter lag + margin
 DEFAULT_LEAD_MS = 30_000  # noise can cross the limit shortly before the truth's onset
@@ -115,12 +118,17 @@ def score(
     tolerance_ms: int = DEFAULT_TOLERANCE_MS,
     lead_ms: int = DEFAULT_LEAD_MS,
 ) -> Score:
-    """Score condition changes (only activations count as pages) against ``truth``."""
+    """Score condition changes (activations; physiological ones of medium/high priority) against ``truth``."""
     phys: dict[str, list[int]] = defaultdict(list)
     tech: dict[str, list[int]] = defaultdict(list)
     for c in changes:
-        if c.active:
-            (phys if c.category is AlarmCategory.PHYSIOLOGICAL else tech)[c.patient].append(c.t)
+        if not c.active:
+            continue
+        if c.category is AlarmCategory.PHYSIOLOGICAL:
+            if c.priority is not Priority.LOW:  # informational (trend, pulse deficit): not paged by default
+                phys[c.patient].append(c.t)
+        else:
+            tech[c.patient].append(c.t)
     result = Score(patient_days=patient_days)
     latencies: list[float] = []
     paging = [e for e in truth if e.kind == "clinical" and e.should_page]

@@ -10,9 +10,21 @@ Decisions (each tested in ``tests/alerting/test_engine*.py``):
 * Quality first: a flagged sample (contact lost, questionable, invalid, low perfusion, sensor
   unconnected/displaced/faulty, early estimate, test data) or one without a value never reaches a
   physiological rule; it only runs the sensor-off / poor-signal timers. Unflagged values pass
-  plausibility limits and a streaming Hampel filter. When the strap's ECG HR and the oximeter's
-  PPG pulse rate disagree, pulse and SpO2 (same PPG) are doubtful and withheld for 5 s.
-* Pulse source: the strap's HR while it is fresh (<= 5 s), else the oximeter's pulse rate.
+  limits of what is physically possible (``_filters.PLAUSIBLE``, each limit explained) and an
+  onset-aware Hampel filter: a sudden step is held until the next sample(s) confirm it and then
+  counts from its first sample; an isolated spike is rejected.
+* Pulse source: the strap's ECG HR whenever the strap has skin contact (a valid HR within 5 s,
+  including "no beat", HR 0), else the oximeter's pulse rate. The ECG is never withheld: when the
+  oximeter's pulse rate disagrees with it, the oximeter is doubtful: its pulse rate (withheld for 5 s
+  if it is the source) and its SpO2 (same PPG: motion). A pulse rate persistently *below* the ECG
+  (``poor_signal_s``) is a finding, not an artefact: it raises ``pulse_deficit`` (low, informational:
+  atrial fibrillation, or PLETH counting half the beats) and the SpO2 counts again, so a pulse
+  deficit can never hide a desaturation. A pulse rate that also exceeded the ECG rate is motion:
+  SpO2 stays withheld and ``signal_doubtful`` (technical, low) is raised.
+* Asystole (high): a strap with contact reports no beat (HR 0, the device convention) and its last
+  beat (RR interval, else its last HR > 0) is ``asystole_s`` old. Lost contact raises sensor_off
+  (technical) only. Beat definitions (``hr_*_beats``): the rate over the last N RR intervals beyond
+  the limit raises the rule; while RR intervals flow they replace the rule's time definition.
 * Alarm hygiene: one alarm per patient and rule at a time (dedup); the severe rule of a family
   holds its milder sibling back and clears only when the whole episode has (one episode, one
   alarm); a clear is held for ``flap_window_s`` and cancelled if the condition returns (flap).
@@ -24,11 +36,23 @@ Decisions (each tested in ``tests/alerting/test_engine*.py``):
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Final
 
-from wardwatch.alerting.engine._filters import HAMPEL_FLOOR, OFF, OK, PLAUSIBLE, TEST, Hampel, quality_class
+from wardwatch.alerting.engine._filters import (
+    CONFIRM_SAMPLES,
+    HAMPEL_FLOOR,
+    MIN_RR_S,
+    OFF,
+    OK,
+    PLAUSIBLE,
+    TEST,
+    Hampel,
+    OnsetFilter,
+    quality_class,
+)
 from wardwatch.alerting.engine._rules import MinuteSeries, Threshold
 from wardwatch.alerting.engine.news2 import PARTIAL_TEXT, partial_news2
 from wardwatch.alerting.events import ConditionChange
@@ -55,7 +79,8 @@ RULES: Final[dict[str, tuple[AlarmCategory, Priority, tuple[str, ...], str | Non
     "spo2_low_severe": (PHYS, HIGH, (), "spo2_low"),
     "spo2_low": (PHYS, MEDIUM, ("spo2_low_severe",), None),
     "hr_high": (PHYS, MEDIUM, (), None),
-    "hr_low_severe": (PHYS, HIGH, (), "hr_low"),
+    "asystole": (PHYS, HIGH, (), "hr_low_severe"),
+    "hr_low_severe": (PHYS, HIGH, ("asystole",), "hr_low"),
     "hr_low": (PHYS, MEDIUM, ("hr_low_severe",), None),
     "news2_emergency": (PHYS, HIGH, (), None),
     # an urgent partial NEWS2 adds nothing while a threshold alarm for the same patient is up
@@ -69,6 +94,7 @@ RULES: Final[dict[str, tuple[AlarmCategory, Priority, tuple[str, ...], str | Non
     "hr_trend": (PHYS, LOW, (), None),
     "sensor_off": (TECH, MEDIUM, (), None),
     "poor_signal": (TECH, LOW, ("sensor_off",), None),
+    "pulse_deficit": (PHYS, LOW, (), None),
     "signal_doubtful": (TECH, LOW, (), None),
     "battery_critical": (TECH, MEDIUM, (), "battery_low"),
     "battery_low": (TECH, LOW, ("battery_critical",), None),
@@ -78,8 +104,14 @@ RULES: Final[dict[str, tuple[AlarmCategory, Priority, tuple[str, ...], str | Non
 }
 
 # signal kinds on the hot path
-_OTHER, _SPO2, _HR, _PR, _BATTERY = 0, 1, 2, 3, 4
-_KIND: Final = {Signal.SPO2: _SPO2, Signal.HEART_RATE: _HR, Signal.PULSE_RATE: _PR, Signal.BATTERY: _BATTERY}
+_OTHER, _SPO2, _HR, _PR, _BATTERY, _RR = 0, 1, 2, 3, 4, 5
+_KIND: Final = {
+    Signal.SPO2: _SPO2,
+    Signal.HEART_RATE: _HR,
+    Signal.PULSE_RATE: _PR,
+    Signal.BATTERY: _BATTERY,
+    Signal.RR_INTERVAL: _RR,
+}
 _ROLE_OF_SIGNAL: Final = {
     Signal.HEART_RATE: DeviceRole.HEART_RATE_STRAP,
     Signal.RR_INTERVAL: DeviceRole.HEART_RATE_STRAP,
@@ -89,7 +121,9 @@ _ROLE_OF_SIGNAL: Final = {
 }
 _ROLE_TEXT: Final = {DeviceRole.HEART_RATE_STRAP: "HR strap", DeviceRole.PULSE_OXIMETER: "pulse oximeter"}
 FRESH_MS: Final = 5000  # a strap HR this recent is preferred over the oximeter's pulse rate, and cross-checked
-DOUBT_HOLD_MS: Final = 5000  # after a HR/PR disagreement, pulse and SpO2 stay doubtful this long
+DOUBT_HOLD_MS: Final = 5000  # after a HR/PR disagreement, the oximeter's pulse rate stays doubtful this long
+RR_FRESH_MS: Final = 10_000  # RR intervals this recent: the beat definitions of the HR rules decide
+BEAT_GAP_MS: Final = 65_000  # the longest RR interval a strap reports (16 bits of 1/1024 s)
 MINUTE_MS: Final = 60_000
 NEWS2_HOLDOFF_MS: Final = 240_000
 _NEVER: Final = -(10**15)
@@ -106,7 +140,7 @@ class EngineStats:
     duplicates: int = 0  # a message with the same seq as the previous one of that device/signal
     flagged: int = 0  # flagged by the device (quality) or without value
     artefacts: int = 0  # rejected by plausibility or the Hampel filter
-    doubtful: int = 0  # withheld because strap HR and oximeter PR disagreed
+    doubtful: int = 0  # oximeter pulse rate withheld because it disagreed with the strap's ECG HR
     flaps_merged: int = 0  # re-raised within the flap window: kept as the same alarm
 
     def as_dict(self) -> dict[str, int]:
@@ -155,14 +189,15 @@ class _Cond:
 
 
 class _Stream:
-    __slots__ = ("hampel", "hi", "kind", "last_seq", "last_t", "lo")
+    __slots__ = ("filter", "hi", "kind", "last_seq", "last_t", "lo")
 
     def __init__(self, signal: Signal) -> None:
         self.kind = _KIND.get(signal, _OTHER)
         self.last_t = _NEVER
         self.last_seq = -1
         self.lo, self.hi = PLAUSIBLE.get(signal, (0.0, 1e9))
-        self.hampel = Hampel(7, 3.0, HAMPEL_FLOOR.get(signal, 4.0))
+        floor = HAMPEL_FLOOR.get(signal, 4.0)
+        self.filter = OnsetFilter(Hampel(7, 3.0, floor), floor, CONFIRM_SAMPLES.get(signal, 1))
 
 
 class _Device:
@@ -211,8 +246,14 @@ class _Device:
 
 class _Patient:
     __slots__ = (
+        "asystole_ms",
+        "beat_ms",
+        "beats",
+        "beats_n",
         "conds",
+        "contact_since",
         "devices",
+        "doubt_erratic",
         "doubt_since",
         "doubt_until",
         "eval_minute",
@@ -221,8 +262,11 @@ class _Patient:
         "gap_until",
         "gateway",
         "hr_high",
+        "hr_high_b",
         "hr_low",
+        "hr_low_b",
         "hr_low_severe",
+        "hr_low_severe_b",
         "hr_t",
         "hr_v",
         "id",
@@ -235,10 +279,13 @@ class _Patient:
         "pr_tol",
         "pr_v",
         "pulse_series",
+        "rr_seen",
+        "rr_t",
         "silent_ms",
         "spo2_low",
         "spo2_series",
         "spo2_severe",
+        "strap_t",
         "th",
         "ward",
     )
@@ -255,12 +302,25 @@ class _Patient:
         self.hr_high = Threshold(below=False)
         self.hr_low = Threshold(below=True)
         self.hr_low_severe = Threshold(below=True)
+        # the same rules over beats (rate of the last N RR intervals, fed once per beat)
+        self.hr_high_b = Threshold(below=False)
+        self.hr_low_b = Threshold(below=True)
+        self.hr_low_severe_b = Threshold(below=True)
+        self.beats: deque[float] = deque(maxlen=1)
+        self.beats_n = (0, 0, 0)  # hr_high, hr_low, hr_low_severe beats
+        self.rr_t = _NEVER  # newest RR interval (beat) from the strap
+        self.rr_seen = False  # the strap sends RR intervals: they time the beats for asystole
+        self.beat_ms = _NEVER  # newest beat seen by a strap with contact
+        self.contact_since = -1  # strap has had skin contact since (-1: no contact)
+        self.asystole_ms = 4000
+        self.strap_t = _NEVER  # newest valid report (HR or "no beat") of a strap with skin contact
         self.hr_v = 0.0
         self.hr_t = _NEVER
         self.pr_v = 0.0
         self.pr_t = _NEVER
         self.doubt_until = _NEVER
         self.doubt_since = -1
+        self.doubt_erratic = False  # the pulse rate exceeded the ECG rate during this disagreement
         self.spo2_series = MinuteSeries()
         self.pulse_series = MinuteSeries()
         self.eval_minute = -1
@@ -298,6 +358,17 @@ class _Patient:
         self.hr_low_severe.configure(
             th.hr_low_severe, th.hr_low_severe_delay_s, 2, th.hr_reset_margin, th.hr_reset_s, gap, 0.0, th.hr_low, grace
         )
+        beats = (th.hr_high_beats, th.hr_low_beats, th.hr_low_severe_beats)
+        for rule, limit, reset_from in (
+            (self.hr_high_b, th.hr_high, None),
+            (self.hr_low_b, th.hr_low, None),
+            (self.hr_low_severe_b, th.hr_low_severe, th.hr_low),
+        ):
+            rule.configure(limit, 0.0, 1, th.hr_reset_margin, th.hr_reset_s, BEAT_GAP_MS / 1000, 0.0, reset_from, 0)
+        if beats != self.beats_n:
+            self.beats_n = beats
+            self.beats = deque(self.beats, maxlen=max(1, *beats))
+        self.asystole_ms = round(th.asystole_s * 1000)
         alpha = 1.0 - pow(2.718281828459045, -1.0 / th.trend_baseline_tau_min)
         self.spo2_series.alpha = alpha
         self.pulse_series.alpha = alpha
@@ -384,7 +455,7 @@ class Engine:
         kind = stream.kind
         lo = stream.lo
         hi = stream.hi
-        accept = stream.hampel.accept
+        onset = stream.filter
         last_t = stream.last_t
         for s in samples:
             t = s.t
@@ -398,49 +469,47 @@ class Engine:
             if v is None and cls != TEST:
                 cls = OFF
             if cls:
+                if onset.pending:
+                    self._rejected(st, dev, onset.drop(), out)
                 if cls != TEST:
                     stats.flagged += 1
+                    if cls == OFF and kind in (_HR, _RR):
+                        self._strap_off(st)
                     self._bad(st, dev, t, cls == OFF, out)
                 continue
             assert v is not None
             if kind == _BATTERY:
                 self._battery(st, dev, t, v, out)
                 continue
+            if kind == _RR:
+                self._beat(st, dev, t, v, out)
+                continue
             if kind == _OTHER:
                 continue
-            if not (lo <= v <= hi and accept(v)):
+            if kind == _HR and v == 0.0:  # a strap with contact that saw no beat in its averaging window
+                if dev.off_since >= 0 or dev.poor_since >= 0:
+                    self._good(st, dev, t, out)
+                self._no_beat(st, t, out)
+                continue
+            if not lo <= v <= hi:
                 stats.artefacts += 1
                 self._bad(st, dev, t, False, out)
                 continue
-            if dev.off_since >= 0 or dev.poor_since >= 0:
-                self._good(st, dev, t, out)
-            if kind == _SPO2:
-                if t < st.doubt_until:
-                    stats.doubtful += 1
-                    continue
-                self._spo2(st, t, v, out)
-                continue
-            if kind == _HR:
-                st.hr_v = v
-                st.hr_t = t
-                if t - st.pr_t <= FRESH_MS:
-                    other = st.pr_v
-                    diff = v - other if v >= other else other - v
-                    if st.doubt_since >= 0 or (diff > st.pr_tol and diff > 0.15 * (v if v >= other else other)):
-                        self._cross_check(st, t, v, other, out)
-            else:
-                st.pr_v = v
-                st.pr_t = t
-                if t - st.hr_t <= FRESH_MS:  # the strap's ECG HR is the pulse source while it is fresh
-                    other = st.hr_v
-                    diff = v - other if v >= other else other - v
-                    if st.doubt_since >= 0 or (diff > st.pr_tol and diff > 0.15 * (v if v >= other else other)):
-                        self._cross_check(st, t, v, other, out)
-                    continue
-            if t < st.doubt_until:
-                stats.doubtful += 1
-                continue
-            self._pulse(st, t, v, out)
+            accepted, rejected = onset.push(t, v)
+            if rejected:
+                self._rejected(st, dev, rejected, out)
+            for t_ok, v_ok in accepted:
+                if dev.off_since >= 0 or dev.poor_since >= 0:
+                    self._good(st, dev, t_ok, out)
+                if kind == _SPO2:
+                    if t_ok < st.doubt_until and (st.doubt_erratic or t_ok - st.doubt_since < st.poor_ms):
+                        stats.doubtful += 1  # same PPG as a pulse rate that just contradicted the ECG
+                        continue
+                    self._spo2(st, t_ok, v_ok, out)
+                elif kind == _HR:
+                    self._strap_hr(st, t_ok, v_ok, out)
+                else:
+                    self._oximeter_pr(st, t_ok, v_ok, out)
         stream.last_t = last_t
         if last_t > dev.last_data:
             dev.last_data = last_t
@@ -638,6 +707,118 @@ class Engine:
         self._gateway(gateway, st.ward).patients.add(st.id)
         st.gateway = gateway
 
+    # --- heart rate: source selection, beats, asystole ----------------------------------------
+
+    def _rejected(self, st: _Patient, dev: _Device, held: list[tuple[int, float]], out: list[ConditionChange]) -> None:
+        """Samples the onset filter rejected as a spike: artefacts, the poor-signal timer runs."""
+        self.stats.artefacts += len(held)
+        self._bad(st, dev, held[0][0], False, out)
+
+    def _strap_off(self, st: _Patient) -> None:
+        """The strap lost skin contact: no asystole without contact, and the beat runs start again."""
+        st.contact_since = -1
+        st.beats.clear()
+
+    def _strap_contact(self, st: _Patient, t: int) -> None:
+        st.strap_t = t
+        if st.contact_since < 0:
+            st.contact_since = t
+
+    def _no_beat(self, st: _Patient, t: int, out: list[ConditionChange]) -> None:
+        """The strap has contact and saw no beat: asystole once the last beat is ``asystole_s`` old."""
+        self._strap_contact(st, t)
+        since = st.beat_ms if st.beat_ms > st.contact_since else st.contact_since
+        if t - since >= st.asystole_ms:
+            text = f"asystole: no heartbeat for {(t - since) / 1000:.0f} s (HR strap with skin contact)"
+            self._raise(st, "asystole", t, 0.0, text, out)
+
+    def _heartbeat(self, st: _Patient, t: int, out: list[ConditionChange]) -> None:
+        st.beat_ms = t
+        cond = st.conds.get("asystole")
+        if cond is not None and cond.want:
+            self._clear(st, "asystole", t, None, "heartbeat detected again", out)
+
+    def _beat(self, st: _Patient, dev: _Device, t: int, rr: float, out: list[ConditionChange]) -> None:
+        """One RR interval (seconds) ending at ``t``: a beat; feeds the beat definitions of the HR rules."""
+        if not MIN_RR_S <= rr <= BEAT_GAP_MS / 1000:
+            self.stats.artefacts += 1
+            self._bad(st, dev, t, False, out)
+            return
+        if dev.off_since >= 0 or dev.poor_since >= 0:
+            self._good(st, dev, t, out)
+        self._strap_contact(st, t)
+        st.rr_seen = True
+        st.rr_t = t
+        self._heartbeat(st, t, out)
+        beats = st.beats
+        beats.append(rr)
+        n_high, n_low, n_severe = st.beats_n
+        have = len(beats)
+        if n_high and have >= n_high:
+            rate = _beat_rate(beats, n_high)
+            rule = st.hr_high_b
+            if rate > rule.limit or rule.active or rule.since >= 0:
+                self._beat_threshold(st, "hr_high", rule, st.hr_high, t, rate, n_high, out)
+        if n_low and have >= n_low:
+            rate = _beat_rate(beats, n_low)
+            rule = st.hr_low_b
+            if rate < rule.limit or rule.active or rule.since >= 0:
+                self._beat_threshold(st, "hr_low", rule, st.hr_low, t, rate, n_low, out)
+        if n_severe and have >= n_severe:
+            rate = _beat_rate(beats, n_severe)
+            rule = st.hr_low_severe_b
+            if rate < rule.limit or rule.active or rule.since >= 0:
+                self._beat_threshold(st, "hr_low_severe", rule, st.hr_low_severe, t, rate, n_severe, out)
+
+    def _beat_threshold(
+        self,
+        st: _Patient,
+        name: str,
+        rule: Threshold,
+        timed: Threshold,
+        t: int,
+        rate: float,
+        n: int,
+        out: list[ConditionChange],
+    ) -> None:
+        r = rule.update(t, rate)
+        if r > 0:
+            side = "below" if rule.below else "above"
+            text = f"HR {rate:.0f} /min {side} {rule.limit:.0f} /min over {n} beats"
+            self._raise(st, name, t, rate, text, out)
+        elif r < 0 and not timed.active:
+            back = "at or above" if rule.below else "at or below"
+            self._clear(st, name, t, rate, f"HR {rate:.0f} /min over {n} beats, back {back} {rule.reset:.0f} /min", out)
+
+    def _strap_hr(self, st: _Patient, t: int, v: float, out: list[ConditionChange]) -> None:
+        """An accepted ECG heart rate: the pulse source whenever the strap has contact, never withheld."""
+        self._strap_contact(st, t)
+        st.hr_v = v
+        st.hr_t = t
+        if not st.rr_seen:  # a strap without RR intervals: its HR > 0 is the evidence of recent beats
+            self._heartbeat(st, t, out)
+        if t - st.pr_t <= FRESH_MS:
+            self._compare(st, t, v, st.pr_v, out)
+        self._pulse(st, t, v, out)
+
+    def _oximeter_pr(self, st: _Patient, t: int, v: float, out: list[ConditionChange]) -> None:
+        """An accepted PPG pulse rate: cross-checked against the ECG; the pulse source only without a strap."""
+        st.pr_v = v
+        st.pr_t = t
+        if t - st.hr_t <= FRESH_MS:
+            self._compare(st, t, st.hr_v, v, out)
+        if t - st.strap_t <= FRESH_MS:
+            return  # the strap's ECG (with contact) is the heart rate
+        if t < st.doubt_until:
+            self.stats.doubtful += 1
+            return
+        self._pulse(st, t, v, out)
+
+    def _compare(self, st: _Patient, t: int, hr: float, pr: float, out: list[ConditionChange]) -> None:
+        diff = hr - pr if hr >= pr else pr - hr
+        if st.doubt_since >= 0 or (diff > st.pr_tol and diff > 0.15 * (hr if hr >= pr else pr)):
+            self._cross_check(st, t, hr, pr, out)
+
     # --- rules ---------------------------------------------------------------------------------
 
     def _spo2(self, st: _Patient, t: int, v: float, out: list[ConditionChange]) -> None:
@@ -652,15 +833,18 @@ class Engine:
     def _pulse(self, st: _Patient, t: int, v: float, out: list[ConditionChange]) -> None:
         # an idle rule only needs samples beyond its limit (measured: the inline test costs ~0.06 µs, the
         # call it avoids ~0.16 µs per rule and sample)
+        # a rule with a beat definition leaves the decision to the beats while RR intervals flow
+        beats_flow = t - st.rr_t <= RR_FRESH_MS
+        n_high, n_low, n_severe = st.beats_n
         rule = st.hr_high
-        if v > rule.limit or rule.active or rule.since >= 0:
-            self._threshold(st, "hr_high", rule, t, v, "HR", "/min", out)
+        if (v > rule.limit and not (n_high and beats_flow)) or rule.active or rule.since >= 0:
+            self._threshold(st, "hr_high", rule, t, v, "HR", "/min", out, st.hr_high_b)
         rule = st.hr_low
-        if v < rule.limit or rule.active or rule.since >= 0:
-            self._threshold(st, "hr_low", rule, t, v, "HR", "/min", out)
+        if (v < rule.limit and not (n_low and beats_flow)) or rule.active or rule.since >= 0:
+            self._threshold(st, "hr_low", rule, t, v, "HR", "/min", out, st.hr_low_b)
         rule = st.hr_low_severe
-        if v < rule.limit or rule.active or rule.since >= 0:
-            self._threshold(st, "hr_low_severe", rule, t, v, "HR", "/min", out)
+        if (v < rule.limit and not (n_severe and beats_flow)) or rule.active or rule.since >= 0:
+            self._threshold(st, "hr_low_severe", rule, t, v, "HR", "/min", out, st.hr_low_severe_b)
         self._per_minute(st, st.pulse_series, t, v, out)
 
     def _per_minute(self, st: _Patient, ser: MinuteSeries, t: int, v: float, out: list[ConditionChange]) -> None:
@@ -683,12 +867,16 @@ class Engine:
         what: str,
         unit: str,
         out: list[ConditionChange],
+        beats: Threshold | None = None,
     ) -> None:
         r = rule.update(t, v)
         if not r:
             return
         side = "below" if rule.below else "above"
         if r < 0:
+            if beats is not None and beats.active:
+                return  # still met over beats
+
             back = "at or above" if rule.below else "at or below"
             self._clear(st, name, t, v, f"{what} {v:.0f} {unit} back {back} {rule.reset:.0f} {unit}", out)
         elif rule.by_area:
@@ -705,20 +893,38 @@ class Engine:
             text = f"{what} {v:.0f} {unit} {side} {rule.limit:.0f} {unit} for {(t - rule.since) / 1000:.0f} s"
             self._raise(st, name, t, v, text, out)
 
-    def _cross_check(self, st: _Patient, t: int, v: float, other: float, out: list[ConditionChange]) -> None:
-        diff = v - other if v >= other else other - v
-        tol = st.th.hr_pr_tolerance
-        rel = 0.15 * (v if v >= other else other)
+    def _cross_check(self, st: _Patient, t: int, hr: float, pr: float, out: list[ConditionChange]) -> None:
+        """ECG HR against PPG pulse rate: a gap makes the oximeter doubtful; held, it is a finding.
+
+        A pulse deficit (beats too weak to reach the finger: atrial fibrillation; or PLETH counting half
+        the beats) only ever shows a pulse rate *below* the heart rate. A stretch in which the pulse rate
+        also exceeded the ECG rate is the PPG counting motion: it stays an artefact (SpO2 withheld) and,
+        held for ``poor_signal_s``, raises signal_doubtful (technical, low) instead.
+        """
+        diff = hr - pr if hr >= pr else pr - hr
+        tol = st.pr_tol
+        rel = 0.15 * (hr if hr >= pr else pr)
         if diff > (tol if tol >= rel else rel):
             if t >= st.doubt_until or st.doubt_since < 0:
                 st.doubt_since = t
+                st.doubt_erratic = False
+            if pr > hr:
+                st.doubt_erratic = True
             st.doubt_until = t + DOUBT_HOLD_MS
             if t - st.doubt_since >= st.poor_ms:
-                text = f"strap HR and oximeter pulse rate disagree ({st.hr_v:.0f} vs {st.pr_v:.0f} /min)"
-                self._raise(st, "signal_doubtful", t, diff, text, out)
+                if st.doubt_erratic:
+                    text = f"ECG HR and oximeter pulse rate disagree ({hr:.0f} vs {pr:.0f} /min): PPG doubtful"
+                    self._raise(st, "signal_doubtful", t, diff, text, out)
+                else:
+                    text = (
+                        f"pulse deficit: ECG HR {hr:.0f} /min, oximeter pulse rate {pr:.0f} /min "
+                        "(atrial fibrillation, weak pulses, or PLETH counting half the beats)"
+                    )
+                    self._raise(st, "pulse_deficit", t, diff, text, out)
         elif st.doubt_since >= 0 and t >= st.doubt_until:
             st.doubt_since = -1
-            self._clear(st, "signal_doubtful", t, diff, "strap HR and oximeter pulse rate agree", out)
+            for rule in ("pulse_deficit", "signal_doubtful"):
+                self._clear(st, rule, t, diff, "ECG HR and oximeter pulse rate agree", out)
 
     def _minute(self, st: _Patient, m: int, t: int, out: list[ConditionChange]) -> None:
         """Once per minute of a patient's data: partial NEWS2 and the trend rules (on closed minutes)."""
@@ -881,3 +1087,15 @@ class Engine:
                 elif c.clear_t + flap < nxt:
                     nxt = c.clear_t + flap
         st.next_due = nxt
+
+
+def _beat_rate(beats: deque[float], n: int) -> float:
+    """Heart rate (/min) over the last ``n`` RR intervals: 60 / their median.
+
+    The median, not the mean: one missed beat (a doubled RR) or one extra detection (a halved RR)
+    in the run does not move it, so neither a noisy ECG nor a weak QRS makes or breaks a run of beats.
+    """
+    last = sorted(beats[-i] for i in range(1, n + 1))
+    mid = n >> 1
+    rr = last[mid] if n & 1 else 0.5 * (last[mid - 1] + last[mid])
+    return 60.0 / rr

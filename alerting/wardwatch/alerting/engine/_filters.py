@@ -38,17 +38,30 @@ def quality_class(flags: tuple[Quality, ...]) -> int:
     return found
 
 
-# Plausible clinical ranges for a wearable; a value outside is treated as an artefact (never alarms).
-# SpO2 below 50 % is outside every oximeter's accuracy claim; a strap reports 20-250 /min.
+# Physically possible values for a living patient with a sensor on; anything outside is not a
+# measurement (an artefact or a device fault) and never alarms. Deliberately wide: a rate that is
+# extreme but possible (an HR of 15 /min, a SpO2 of 40 %) is the patient's emergency, not noise.
+# * HR / pulse rate above 350 /min: ventricular flutter, the fastest organised ventricular rhythm, stays
+#   at or below ~300-350 /min (the ventricular refractory period is ~170-200 ms); faster counts are noise.
+#   A strap's HR of 0 with contact is handled before this check (no beat seen: asystole); a pulse rate of
+#   0 cannot tell a pulseless patient from a probe that lost the pulse, so it counts as a poor signal.
+# * SpO2: a saturation is a fraction, 0-100 %; 0 is what an oximeter sends when it has no reading.
 PLAUSIBLE: Final[dict[Signal, tuple[float, float]]] = {
-    Signal.SPO2: (50.0, 100.0),
-    Signal.HEART_RATE: (20.0, 250.0),
-    Signal.PULSE_RATE: (20.0, 250.0),
+    Signal.SPO2: (0.5, 100.0),
+    Signal.HEART_RATE: (0.5, 350.0),
+    Signal.PULSE_RATE: (0.5, 350.0),
 }
+# RR intervals shorter than 60/350 s are not two heartbeats (see the HR limit above).
+MIN_RR_S: Final = 60.0 / 350.0
 
 # Smallest deviation from the window median that can be an outlier: integer SpO2 often has MAD 0,
 # which would make every change of 1 % an "outlier" without this floor.
 HAMPEL_FLOOR: Final[dict[Signal, float]] = {Signal.SPO2: 4.0, Signal.HEART_RATE: 20.0, Signal.PULSE_RATE: 20.0}
+# Following samples that must confirm a sudden step before it is accepted (from its first sample).
+# Heart rate: one (a 70 -> 160 /min onset counts from its first sample once the second agrees).
+# SpO2: three, as long as before this filter knew onsets (a motion artefact on the PPG often lasts
+# 2-3 samples, and two samples below 80 % page at high priority).
+CONFIRM_SAMPLES: Final[dict[Signal, int]] = {Signal.SPO2: 3, Signal.HEART_RATE: 1, Signal.PULSE_RATE: 1}
 
 
 class Hampel:
@@ -107,3 +120,67 @@ class Hampel:
         if ok:
             self._last = x
         return ok
+
+    @property
+    def last(self) -> float:
+        """The last accepted value (NaN before the first)."""
+        return self._last
+
+    def confirm(self, x: float) -> None:
+        """``x`` was accepted after all (a confirmed step): the continuity test continues from it."""
+        self._last = x
+
+
+class OnsetFilter:
+    """A :class:`Hampel` filter that accepts a confirmed step from its first sample.
+
+    A sample the Hampel filter rejects is held, not dropped. When the next ``confirm`` samples stay
+    away from the last accepted level on the same side (a new level or a ramp), the held samples and
+    the confirming ones are all accepted, with their own times, so a condition delay counts from the
+    first sample of the step. When a following sample returns to the old level, the held samples
+    were a spike and are rejected. A flagged sample in between (:meth:`drop`) or a gap longer than
+    ``max_gap_ms`` rejects what is held.
+    """
+
+    __slots__ = ("confirm", "floor", "hampel", "max_gap_ms", "pending")
+
+    def __init__(self, hampel: Hampel, floor: float, confirm: int, max_gap_ms: int = 5000) -> None:
+        self.hampel = hampel
+        self.floor = floor
+        self.confirm = confirm
+        self.max_gap_ms = max_gap_ms
+        self.pending: list[tuple[int, float]] = []
+
+    def drop(self) -> list[tuple[int, float]]:
+        """Reject and return whatever is held."""
+        held = self.pending
+        self.pending = []
+        return held
+
+    def push(self, t: int, x: float) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """Feed one sample: ``(accepted, rejected)`` samples, each as ``(t, value)`` in time order."""
+        hampel = self.hampel
+        before = hampel.last
+        ok = hampel.accept(x)
+        held = self.pending
+        if not held:
+            if ok:
+                return [(t, x)], []
+            held.append((t, x))
+            return [], []
+        rejected: list[tuple[int, float]] = []
+        first = held[0][1] - before
+        away = x - before
+        if t - held[-1][0] <= self.max_gap_ms and abs(away) > self.floor and away * first > 0:
+            held.append((t, x))
+            if len(held) > self.confirm:
+                self.pending = []
+                hampel.confirm(x)
+                return held, []
+            return [], []
+        rejected = held
+        self.pending = []
+        if ok:
+            return [(t, x)], rejected
+        self.pending = [(t, x)]
+        return [], rejected
