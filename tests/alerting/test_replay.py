@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from wardwatch.alerting.engine import Engine
-from wardwatch.alerting.engine.synthetic import scenario_library
 from wardwatch.alerting.replay import (
     Availability,
     ReplayStats,
@@ -20,6 +19,7 @@ from wardwatch.alerting.replay import (
     replay_main,
     run,
 )
+from wardwatch.alerting.synthetic import scenario_library
 from wardwatch.core.errors import SchemaError
 from wardwatch.core.schema import DataGap, Sample, Signal, Vitals, encode
 

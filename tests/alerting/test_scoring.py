@@ -9,10 +9,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from wardwatch.alerting.engine.synthetic import iter_jsonl_truth, scenario_library
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.replay import Input, inputs_to_jsonl
 from wardwatch.alerting.scoring import TruthEvent, compare, load_truth, score, scoring_main
+from wardwatch.alerting.synthetic import iter_jsonl_truth, scenario_library
 from wardwatch.core.schema import AlarmCategory, Priority
 
 T0 = 1_767_225_600_000

@@ -28,8 +28,8 @@ import numpy as np
 
 from wardwatch.alerting.engine import Engine, NaiveEngine
 from wardwatch.alerting.engine._filters import Hampel
-from wardwatch.alerting.engine.synthetic import scenario_library
 from wardwatch.alerting.replay import run
+from wardwatch.alerting.synthetic import scenario_library
 from wardwatch.core.schema import WireMessage, decode, encode
 
 TARGET = 200_000

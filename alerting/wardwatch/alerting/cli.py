@@ -4,6 +4,8 @@
 
     wardwatch alerting --config FILE                 run the service (same as ``run --config FILE``)
     wardwatch alerting replay ...                    the engine's offline replay
+    wardwatch alerting score ...                     engine vs naive baseline against ground truth
+    wardwatch alerting cinc2015 DIR [--profile P]    PhysioNet/CinC 2015 false-alarm score (JSON)
     wardwatch alerting user add NAME --role nurse --config FILE      (password from stdin or
                                                      WW_ALERTING_PASSWORD)
     wardwatch alerting user list|disable NAME --config FILE
@@ -205,6 +207,10 @@ def main(argv: list[str]) -> int:
         from wardwatch.alerting.scoring import scoring_main
 
         return scoring_main(argv[1:])
+    if argv[:1] == ["cinc2015"]:
+        from wardwatch.alerting.cinc2015 import cinc2015_main
+
+        return cinc2015_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "bench":

@@ -42,31 +42,14 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.replay import Input, ReplayStats, read_inputs, run
 from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.core.errors import SchemaError, WardwatchError
+from wardwatch.core.groundtruth import GroundTruthEvent
 from wardwatch.core.schema import AlarmCategory, Priority
 
 DEFAULT_TOLERANCE_MS = 60_000  # condition delay (15-30 s) + filter lag + margin
 DEFAULT_LEAD_MS = 30_000  # noise can cross the limit shortly before the truth's onset
 
 
-@dataclass(frozen=True, slots=True)
-class TruthEvent:
-    """One ground-truth event (the JSONL ground-truth line)."""
-
-    patient: str
-    event: str
-    kind: str  # clinical | artefact | technical
-    start: int
-    end: int
-    should_page: bool
-    max_delay: int | None = None
-    devices: tuple[str, ...] = ()
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def onset_ms(self) -> int:
-        """The ramp-in time the simulator reports (``detail.onset_s``), 0 when unknown."""
-        onset = self.detail.get("onset_s", 0)
-        return round(float(onset) * 1000) if isinstance(onset, int | float) else 0
+TruthEvent = GroundTruthEvent  # the core's ground-truth event (the simulator writes the same type)
 
 
 @dataclass(slots=True)
@@ -224,7 +207,7 @@ def scoring_main(argv: list[str]) -> int:
     try:
         rules = load_rules(args.rules)
         if args.synthetic:
-            from wardwatch.alerting.engine.synthetic import scenario_library
+            from wardwatch.alerting.synthetic import scenario_library
 
             scenario = scenario_library(int(args.synthetic[0]), args.synthetic[1], seed=args.seed)
             items: list[Input] = list(scenario.messages)

@@ -18,6 +18,8 @@ from typing import Any, Final, Literal
 import msgspec
 import numpy as np
 
+from wardwatch.core.groundtruth import GroundTruthEvent
+
 from .model import Track, envelope
 from .scenario import (
     ARTEFACT_EVENTS,
@@ -47,19 +49,6 @@ HR_PAGE_SECONDS: Final = 30
 TECHNICAL_PAGE_SECONDS: Final = 120  # a sensor off / device silent this long needs a nurse
 
 Kind = Literal["clinical", "artefact", "technical"]
-
-
-class GroundTruthEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One line of the ground-truth JSONL."""
-
-    patient: str
-    event: str
-    kind: Kind
-    start: int
-    end: int
-    should_page: bool
-    devices: tuple[str, ...] = ()
-    detail: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def _kind(event: EventKind) -> Kind:

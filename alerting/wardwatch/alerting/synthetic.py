@@ -24,7 +24,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from wardwatch.alerting.scoring import TruthEvent
+from wardwatch.core.groundtruth import GroundTruthEvent as TruthEvent
+from wardwatch.core.groundtruth import Kind
 from wardwatch.core.schema import DeviceRole, DeviceStatus, Quality, Sample, Signal, Vitals, WireMessage
 
 CLINICAL_EVENTS = ("desaturation", "severe_desaturation", "tachycardia", "bradycardia", "brief_dip")
@@ -113,7 +114,8 @@ def patient_scenario(
             arr[i] = arr[i] + (target - arr[i]) * max(0.0, w)
 
     for event, t0, dur in _plan(rng, seconds, mix, events_per_hour):
-        kind, page, lo, hi = "clinical", True, t0, t0 + dur
+        kind: Kind = "clinical"
+        page, lo, hi = True, t0, t0 + dur
         if event == "desaturation":
             ramp(spo2, t0, dur, rng.uniform(82.0, 87.0), 30)
         elif event == "severe_desaturation":
