@@ -1,0 +1,239 @@
+"""The engine's heart-rate path: ECG first, asystole, onset-aware filtering, beat definitions, profiles."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from wardwatch.alerting.engine import Engine
+from wardwatch.alerting.escalation import ward_policy
+from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.manager import AlarmManager
+from wardwatch.alerting.rules import RuleSet
+from wardwatch.alerting.settings import WardConfig
+from wardwatch.core.schema import AbsentReason, AlarmCategory, AlarmState, Priority, Quality, Sample, Signal, Vitals
+
+T0 = 1_767_225_600_000
+WARD = "ward-a"
+_seq = itertools.count(1)
+STRAP, OXIMETER = "hrs-1", "plx-1"
+
+
+def vitals(signal: Signal, samples: Sequence[Sample], device: str | None = None) -> Vitals:
+    """One vitals message of the strap (HR, RR) or the oximeter (PR, SpO2)."""
+    dev = device or (STRAP if signal in (Signal.HEART_RATE, Signal.RR_INTERVAL) else OXIMETER)
+    return Vitals(v=1, patient="p-1", device=dev, gateway="gw-1", signal=signal, seq=next(_seq), samples=tuple(samples))
+
+
+def hr(t: int, v: float | None) -> Vitals:
+    """A strap HR notification; ``None``: contact lost."""
+    if v is None:
+        return vitals(Signal.HEART_RATE, [Sample(t, None, (Quality.CONTACT_LOST,), AbsentReason.UNAVAILABLE)])
+    return vitals(Signal.HEART_RATE, [Sample(t, float(v))])
+
+
+def pr(t: int, v: float) -> Vitals:
+    """An oximeter pulse-rate notification."""
+    return vitals(Signal.PULSE_RATE, [Sample(t, float(v))])
+
+
+def beats(t: int, rr: Sequence[float]) -> Vitals:
+    """RR intervals (s) ending at ``t``, each stamped at its beat, as a gateway publishes them."""
+    samples: list[Sample] = []
+    end = t
+    for interval in reversed(rr):
+        samples.append(Sample(end, interval))
+        end -= round(interval * 1000)
+    return vitals(Signal.RR_INTERVAL, samples[::-1])
+
+
+def feed(engine: Engine, messages: Iterable[Vitals], tick: bool = True) -> list[ConditionChange]:
+    out: list[ConditionChange] = []
+    for msg in messages:
+        if tick:
+            out += engine.tick(msg.samples[0].t)
+        out += engine.on_vitals(msg, WARD)
+    return out + engine.flush()
+
+
+def actives(changes: Iterable[ConditionChange], rule: str | None = None) -> list[ConditionChange]:
+    return [c for c in changes if c.active and (rule is None or c.rule == rule)]
+
+
+def quiet() -> dict[str, object]:
+    return {"news2_enabled": False, "trend_enabled": False}
+
+
+def rhythm(start_s: int, seconds: int, rate: float) -> list[Vitals]:
+    """A strap at ``rate`` /min with its RR intervals, one notification per second."""
+    out: list[Vitals] = []
+    rr = 60.0 / rate
+    next_beat = start_s + rr
+    for i in range(start_s, start_s + seconds):
+        t = T0 + (i + 1) * 1000
+        out.append(hr(t, round(rate)))
+        ends = []
+        while next_beat <= i + 1:
+            ends.append(next_beat)
+            next_beat += rr
+        if ends:
+            out.append(beats(T0 + round(ends[-1] * 1000), [rr] * len(ends)))
+    return out
+
+
+# --- ECG first ---------------------------------------------------------------------------------
+
+
+def test_strap_at_160_with_the_oximeter_at_110_pages_tachycardia() -> None:
+    msgs: list[Vitals] = []
+    for i in range(90):
+        t = T0 + i * 1000
+        msgs += [hr(t, 70 if i < 10 else 160), pr(t + 10, 70 if i < 10 else 110)]
+    changes = feed(Engine(RuleSet(quiet())), msgs)
+    (alarm,) = actives(changes, "hr_high")
+    # the ECG's step counts from its first sample (+10 s); the default delay is 30 s
+    assert alarm.t == T0 + 40_000
+    assert alarm.value == 160
+    assert (alarm.priority, alarm.category) == (Priority.MEDIUM, AlarmCategory.PHYSIOLOGICAL)
+    # the 50 /min gap is shown as a pulse deficit (informational), it silences nothing
+    (deficit,) = actives(changes, "pulse_deficit")
+    assert deficit.priority is Priority.LOW
+
+
+# --- asystole ----------------------------------------------------------------------------------
+
+
+def test_no_beats_with_contact_on_pages_asystole_high_and_latching() -> None:
+    msgs = rhythm(0, 20, 75)
+    last_beat = max(s.t for m in msgs if m.signal is Signal.RR_INTERVAL for s in m.samples)
+    # the device convention: contact on, no beat in its window -> HR 0, no RR intervals
+    msgs += [hr(T0 + (i + 1) * 1000, 0) for i in range(20, 40)]
+    changes = feed(Engine(RuleSet(quiet())), msgs)
+    (asystole,) = actives(changes, "asystole")
+    assert (asystole.priority, asystole.category) == (Priority.HIGH, AlarmCategory.PHYSIOLOGICAL)
+    assert asystole.t == next(t for t in range(T0, T0 + 60_000, 1000) if t - last_beat >= 4000)
+    assert "no heartbeat" in asystole.text
+    assert not [c for c in changes if c.category is AlarmCategory.TECHNICAL]
+    # latching: a beat clears the condition, but nobody acknowledged it, so the alarm stays active
+    changes_after = feed(Engine(RuleSet(quiet())), [*msgs, *rhythm(40, 20, 75)])
+    cleared = [c for c in changes_after if c.rule == "asystole" and not c.active]
+    assert cleared
+    config = {
+        "destinations": {"nurse": {"channels": [{"type": "mqtt"}]}, "desk": {"channels": [{"type": "mqtt"}]}},
+        "escalation": {"high": {"steps": [{"destination": "nurse", "timeout_s": 60}]}},
+        "failsafe": "desk",
+    }
+    manager = AlarmManager({WARD: ward_policy(WARD, msgspec.convert(config, WardConfig))})
+    for change in (c for c in changes_after if c.rule == "asystole"):
+        manager.on_condition(change, change.t)
+    manager.tick(cleared[0].t + 120_000)
+    assert [(r.rule, r.state) for r in manager.open_alarms()] == [("asystole", AlarmState.ACTIVE)]
+
+
+def test_contact_lost_pages_a_technical_alarm_only() -> None:
+    msgs = rhythm(0, 20, 75) + [hr(T0 + (i + 1) * 1000, None) for i in range(20, 80)]
+    changes = feed(Engine(RuleSet(quiet())), msgs)
+    assert [c.rule for c in actives(changes)] == ["sensor_off.heart_rate_strap"]
+    assert actives(changes)[0].category is AlarmCategory.TECHNICAL
+
+
+def test_asystole_is_timed_from_contact_and_a_strap_without_rr_intervals_uses_its_hr() -> None:
+    # a strap that sends no RR intervals: its last HR > 0 is the last evidence of a beat
+    msgs = [hr(T0 + i * 1000, 70) for i in range(10)] + [hr(T0 + i * 1000, 0) for i in range(10, 20)]
+    (asystole,) = actives(feed(Engine(RuleSet(quiet())), msgs), "asystole")
+    assert asystole.t == T0 + 13_000  # last HR > 0 at +9 s, asystole_s 4
+    # contact regained after a loss: no asystole before asystole_s of contact without a beat
+    msgs = [hr(T0 + i * 1000, None) for i in range(10)] + [hr(T0 + i * 1000, 0) for i in range(10, 13)]
+    assert actives(feed(Engine(RuleSet(quiet())), msgs), "asystole") == []
+
+
+def test_extreme_bradycardia_below_20_is_not_discarded() -> None:
+    msgs = [hr(T0 + i * 1000, 60 if i < 5 else 15) for i in range(40)]
+    changes = feed(Engine(RuleSet(quiet())), msgs)
+    severe = actives(changes, "hr_low_severe")
+    assert severe
+    assert severe[0].priority is Priority.HIGH
+    assert severe[0].value == 15
+
+
+# --- onset-aware filtering -------------------------------------------------------------------
+
+
+def test_a_70_to_160_step_is_accepted_within_two_samples() -> None:
+    engine = Engine(RuleSet({**quiet(), "hr_high_delay_s": 0}))
+    for i in range(10):
+        assert engine.on_vitals(hr(T0 + i * 1000, 70), WARD) == []
+    assert engine.on_vitals(hr(T0 + 10_000, 160), WARD) == []  # held: a spike or an onset?
+    (alarm,) = actives(engine.on_vitals(hr(T0 + 11_000, 160), WARD))  # confirmed by the next sample
+    assert (alarm.rule, alarm.t, alarm.value) == ("hr_high", T0 + 10_000, 160)  # counted from the first
+    assert engine.stats.artefacts == 0
+
+
+def test_an_isolated_spike_is_still_rejected() -> None:
+    engine = Engine(RuleSet({**quiet(), "hr_high_delay_s": 0}))
+    values = [70] * 10 + [160] + [71] * 5 + [40] + [70] * 5
+    changes = feed(engine, [hr(T0 + i * 1000, v) for i, v in enumerate(values)], tick=False)
+    assert actives(changes) == []
+    assert engine.stats.artefacts == 2
+
+
+def test_a_fast_ramp_is_an_onset_not_a_run_of_spikes() -> None:
+    engine = Engine(RuleSet({**quiet(), "hr_high_delay_s": 0}))
+    values = [70] * 10 + [100, 130, 160, 160]  # 30 /min per second: each step exceeds the filter's floor
+    (alarm,) = actives(feed(engine, [hr(T0 + i * 1000, v) for i, v in enumerate(values)], tick=False))
+    assert alarm.t == T0 + 12_000  # the first sample above 130 /min
+    assert engine.stats.artefacts == 0
+
+
+# --- beat definitions and the arrhythmia profile ---------------------------------------------
+
+
+def arrhythmia() -> RuleSet:
+    return RuleSet({**quiet(), "profile": "arrhythmia"})
+
+
+def test_arrhythmia_profile_pages_brady_below_40_for_5_beats() -> None:
+    msgs = rhythm(0, 20, 70)
+    # five beats 1.6 s apart (37.5 /min) while the strap's 4 s mean still reads 40-50
+    t = 20.0
+    for _ in range(5):
+        t += 1.6
+        msgs.append(hr(T0 + round(t * 1000), 45))
+        msgs.append(beats(T0 + round(t * 1000), [1.6]))
+    (alarm,) = actives(feed(Engine(arrhythmia()), msgs, tick=False))
+    assert (alarm.rule, alarm.priority) == ("hr_low_severe", Priority.HIGH)
+    assert alarm.t == T0 + round((20 + 3 * 1.6) * 1000)  # the median of the last 5 RR is slow after 3 slow beats
+    assert alarm.text == "HR 38 /min below 40 /min over 5 beats"
+
+
+def test_one_missed_or_extra_beat_does_not_make_or_break_a_run() -> None:
+    # normal rhythm with one missed QRS (a doubled RR): no bradycardia
+    msgs = rhythm(0, 20, 70)
+    msgs += [hr(T0 + 21700, 35), beats(T0 + 21700, [1.7]), *rhythm(22, 10, 70)]
+    assert actives(feed(Engine(arrhythmia()), msgs, tick=False)) == []
+    # tachycardia at 160 /min with one missed beat still pages after 17 beats
+    msgs = rhythm(0, 10, 70)
+    t = 10.0
+    for k in range(20):
+        rr = 0.75 if k == 5 else 0.375
+        t += rr
+        msgs.append(beats(T0 + round(t * 1000), [rr]))
+    (alarm,) = actives(feed(Engine(arrhythmia()), msgs, tick=False))
+    assert alarm.rule == "hr_high"
+    assert "over 17 beats" in alarm.text
+
+
+def test_time_definition_decides_without_rr_intervals() -> None:
+    # an oximeter-only patient on the arrhythmia profile: > 140 /min for hr_high_delay_s (5 s)
+    msgs = [pr(T0 + i * 1000, 80 if i < 5 else 150) for i in range(20)]
+    (alarm,) = actives(feed(Engine(arrhythmia()), msgs))
+    assert (alarm.rule, alarm.t) == ("hr_high", T0 + 10_000)
+
+
+def test_virtual_ward_profile_keeps_its_time_based_rules_when_rr_intervals_flow() -> None:
+    msgs = rhythm(0, 10, 70) + rhythm(10, 40, 150)
+    (alarm,) = actives(feed(Engine(RuleSet(quiet())), msgs))
+    assert alarm.rule == "hr_high"
+    assert "for 30 s" in alarm.text
