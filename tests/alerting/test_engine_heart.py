@@ -149,6 +149,12 @@ def test_asystole_is_timed_from_contact_and_a_strap_without_rr_intervals_uses_it
     assert actives(feed(Engine(RuleSet(quiet())), msgs), "asystole") == []
 
 
+def test_a_strap_back_after_a_silence_is_not_asystole_at_once() -> None:
+    # out of range for a minute; back, its first report is "no beat yet": that is no 4 s without a beat
+    msgs = rhythm(0, 20, 75) + [hr(T0 + 80_000 + i * 1000, 0) for i in range(3)] + rhythm(83, 10, 75)
+    assert actives(feed(Engine(RuleSet(quiet())), msgs, tick=False), "asystole") == []
+
+
 def test_extreme_bradycardia_below_20_is_not_discarded() -> None:
     msgs = [hr(T0 + i * 1000, 60 if i < 5 else 15) for i in range(40)]
     changes = feed(Engine(RuleSet(quiet())), msgs)

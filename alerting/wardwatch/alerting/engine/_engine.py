@@ -726,9 +726,11 @@ class Engine:
         st.beats.clear()
 
     def _strap_contact(self, st: _Patient, t: int) -> None:
-        st.strap_t = t
-        if st.contact_since < 0:
+        """A valid report of a strap with contact; after a silence (out of range, restarted) contact starts anew."""
+        if st.contact_since < 0 or t - st.strap_t > FRESH_MS:
             st.contact_since = t
+            st.beats.clear()
+        st.strap_t = t
 
     def _no_beat(self, st: _Patient, t: int, out: list[ConditionChange]) -> None:
         """The strap has contact and saw no beat: asystole once the last beat is ``asystole_s`` old."""
