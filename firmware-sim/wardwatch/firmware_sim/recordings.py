@@ -32,13 +32,15 @@ from .detectors import (
     BeatComparison,
     compare,
     detect_pulses,
+    detect_pulses_causal,
     detect_qrs,
+    detect_qrs_causal,
     firmware_heart_rate,
     match_beats,
-    perfusion_index,
 )
 from .errors import RecordError
 from .model import OximeterTrack, StrapTrack
+from .reporting import OximeterReports, flat_seconds, oximeter_reports, strap_reports
 from .scenario import DeviceKind, DeviceSpec, PatientSpec
 
 __all__ = [
@@ -133,20 +135,20 @@ def strap_track_from_beats(
     beats: npt.ArrayLike,
     seconds: int,
     contact: npt.NDArray[np.bool_] | None = None,
+    decided: npt.ArrayLike | None = None,
 ) -> StrapTrack:
-    """A strap track whose RR intervals are the given beats' and whose HR is the firmware rate."""
-    b = np.sort(np.asarray(beats, dtype=np.float64))
-    b = b[(b >= 0) & (b < seconds)]
+    """A strap track reporting these beats (s) as strap firmware does (:func:`.reporting.strap_reports`).
+
+    ``decided`` are the times the firmware decided each beat (default: at the beat, for beat annotations).
+    """
+    b = np.asarray(beats, dtype=np.float64)
+    d = b if decided is None else np.asarray(decided, dtype=np.float64)
+    order = np.argsort(b, kind="stable")
+    b, d = b[order], d[order]
+    inside = b >= 0
+    b, d = b[inside], d[inside]
     contact_arr = np.ones(seconds, np.bool_) if contact is None else np.asarray(contact, np.bool_)
-    ends, rr = b[1:], np.diff(b)
-    keep = contact_arr[np.minimum(np.floor(ends).astype(np.int64), seconds - 1)] & (rr < 60.0)
-    ends, rr = ends[keep], rr[keep]
-    ticks = np.rint(rr * 1024).astype(np.int64)
-    offsets = np.searchsorted(ends, np.arange(seconds + 1, dtype=np.float64), side="left").astype(np.int64)
-    hr = firmware_heart_rate(b, seconds)
-    hr = np.where(np.isfinite(hr), hr, 0.0)
-    hr_int = np.clip(np.rint(hr), 0, 255).astype(np.int64)
-    hr_int[~contact_arr] = 0
+    reports = strap_reports(b, d, seconds, contact_arr)
     battery = np.full(seconds, round(device.battery), np.int64)
     on = np.ones(seconds, np.bool_)
     return StrapTrack(
@@ -157,10 +159,10 @@ def strap_track_from_beats(
         on,
         on.copy(),
         np.zeros(seconds, np.bool_),
-        hr_int,
-        contact_arr,
-        ticks,
-        offsets,
+        reports.hr,
+        reports.contact,
+        reports.rr_ticks,
+        reports.rr_offsets,
     )
 
 
@@ -205,41 +207,52 @@ def tracks_from_waveforms(
     tracks: list[StrapTrack | OximeterTrack] = []
     for device in patient.devices:
         if device.kind == DeviceKind.HEART_RATE_STRAP and waves.ecg is not None:
-            beats = detect_qrs(waves.ecg, waves.fs) / waves.fs
-            flat = _flat_seconds(waves.ecg, waves.fs, seconds)
-            tracks.append(strap_track_from_beats(patient, device, start_ms, beats, seconds, contact=~flat))
-        elif device.kind == DeviceKind.PULSE_OXIMETER and waves.pleth is not None:
-            peaks = detect_pulses(waves.pleth, waves.fs)
-            pr = firmware_heart_rate(peaks / waves.fs, seconds, window=8.0)
-            pai = np.full(seconds, perfusion_index(waves.pleth, waves.fs, peaks))
-            off = _flat_seconds(waves.pleth, waves.fs, seconds)
-            level = patient.baseline.spo2 if spo2 is None else spo2
+            qrs = detect_qrs_causal(waves.ecg, waves.fs)
+            contact = ~flat_seconds(waves.ecg, waves.fs, seconds)
             tracks.append(
-                _oximeter_track(
-                    patient, device, start_ms, np.full(seconds, level), pr, np.nan_to_num(pai, nan=0.1), off
+                strap_track_from_beats(
+                    patient, device, start_ms, qrs.beats / waves.fs, seconds, contact, qrs.decided / waves.fs
                 )
             )
+        elif device.kind == DeviceKind.PULSE_OXIMETER and waves.pleth is not None:
+            pulses = detect_pulses_causal(waves.pleth, waves.fs)
+            off = flat_seconds(waves.pleth, waves.fs, seconds)
+            reports = oximeter_reports(
+                pulses.beats / waves.fs,
+                pulses.decided / waves.fs,
+                pulses.amplitude,
+                waves.pleth,
+                waves.fs,
+                seconds,
+                off,
+            )
+            level = patient.baseline.spo2 if spo2 is None else spo2
+            tracks.append(_waveform_oximeter_track(patient, device, start_ms, level, reports))
     return tracks
 
 
-def _flat_seconds(signal: FArray, fs: float, seconds: int) -> npt.NDArray[np.bool_]:
-    """Seconds where the sensor gave nothing (NaN or a flat line): contact lost / probe off."""
-    n = int(seconds * fs)
-    x = signal[:n]
-    per = x[: int(seconds * fs) // int(fs) * int(fs)].reshape(seconds, -1) if int(fs) == fs else None
-    if per is None:
-        idx = (np.arange(n) / fs).astype(np.int64).clip(0, seconds - 1)
-        out = np.zeros(seconds, np.bool_)
-        for s in range(seconds):
-            seg = x[idx == s]
-            out[s] = bool(np.all(~np.isfinite(seg)) or np.nanstd(seg) < 1e-6)
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        nan = np.all(~np.isfinite(per), axis=1)
-        flat = np.nan_to_num(np.nanstd(per, axis=1), nan=0.0) < 1e-6
-    result: npt.NDArray[np.bool_] = nan | flat
-    return result
+def _waveform_oximeter_track(
+    patient: PatientSpec, device: DeviceSpec, start_ms: int, spo2: float, reports: OximeterReports
+) -> OximeterTrack:
+    n = reports.pulse_rate.size
+    spo2_arr = np.where(reports.valid, float(np.clip(np.rint(spo2), 0, 100)), np.nan)
+    pai = np.where(np.isfinite(reports.perfusion), np.clip(np.rint(reports.perfusion * 10), 0, 999), np.nan)
+    battery = np.full(n, round(device.battery), np.int64)
+    on = np.ones(n, np.bool_)
+    return OximeterTrack(
+        patient,
+        device,
+        start_ms,
+        battery,
+        on,
+        on.copy(),
+        np.zeros(n, np.bool_),
+        spo2_arr,
+        reports.pulse_rate.copy(),
+        pai,
+        reports.measurement_status,
+        reports.device_sensor_status,
+    )
 
 
 def tracks_from_numerics(
