@@ -17,7 +17,8 @@ state, and every windowed operation below looks back or ahead by a stated bound 
   2 s).
 * :func:`detect_pulses_causal` — 0.5-8 Hz band-pass of the plethysmogram; systolic peaks are band maxima
   within +-200 ms (decided 200 ms after the peak) whose rise from the preceding 0.4 s trough exceeds a
-  quarter of the pulse amplitude seen over the past 10 s. **Delay bound**: :data:`PULSE_MAX_DELAY_S`.
+  quarter of the pulse amplitude seen over the past 30 s; a peak early in the beat with under half the
+  recent pulses' rise is the dicrotic wave, not a pulse. **Delay bound**: :data:`PULSE_MAX_DELAY_S`.
 * :func:`firmware_heart_rate` and :func:`match_beats` / :func:`compare` give accuracy figures (a 4 s mean,
   the same measure for detected and reference beats).
 """
@@ -53,6 +54,7 @@ FArray = npt.NDArray[np.float64]
 IArray = npt.NDArray[np.int64]
 
 HR_WINDOW_S: Final = 4.0
+FLAT_LEVEL: Final = 1e-6  # signal changes below this are a flat line (no sensor), in signal units
 
 # --- QRS (strap) -----------------------------------------------------------------------------------
 QRS_BAND_HZ: Final = (5.0, 15.0)
@@ -65,14 +67,19 @@ QRS_T_WAVE_S: Final = 0.36  # a candidate this soon after a beat with half its s
 QRS_SEARCH_BACK_RR: Final = 1.66  # search back once this many mean RR passed without a beat
 QRS_MAX_DELAY_S: Final = 2.5  # no beat is decided later than this after its R peak
 QRS_RR_HISTORY: Final = 8  # the mean RR for the search-back is over the last 8 beats
+QRS_RELEARN_S: Final = 3.0  # no beat for 3 s: learn the levels again from the last 2 s (recovers after an artefact)
+QRS_MIN_RMS_SLOPE_MV_S: Final = 1.5  # absolute floor: no QRS has an RMS slope below 1.5 mV/s over 150 ms
 
 # --- pulse (oximeter) ------------------------------------------------------------------------------
 PULSE_BAND_HZ: Final = (0.5, 8.0)
 PULSE_PEAK_HALF_WINDOW_S: Final = 0.2  # systolic peak: the band maximum within +-200 ms (max 300 /min)
 PULSE_TROUGH_S: Final = 0.4  # the rise of a pulse is measured from the lowest point in the 0.4 s before it
 PULSE_SPREAD_S: Final = 3.0  # the pulse amplitude scale: band max - min over the last 3 s ...
-PULSE_SPREAD_HISTORY_S: Final = 10  # ... as the median of that, taken each second over the last 10 s
-PULSE_MIN_RISE: Final = 0.25  # a pulse rises at least a quarter of that scale
+PULSE_SPREAD_HISTORY_S: Final = 30  # ... as the median of that, taken each second over the last 30 s
+PULSE_MIN_RISE: Final = 0.25  # a pulse rises at least a quarter of that scale ...
+PULSE_DICROTIC_OF_INTERVAL: Final = 0.6  # a peak this early in the beat (share of the last interval) ...
+PULSE_MIN_RISE_OF_RECENT: Final = 0.5  # ... with under half the median rise of the last 5 s is the dicrotic wave
+PULSE_RECENT_S: Final = 5.0
 PULSE_MAX_DELAY_S: Final = PULSE_PEAK_HALF_WINDOW_S
 
 
@@ -141,7 +148,7 @@ def detect_qrs_causal(ecg: npt.ArrayLike, fs: float) -> Detections:
     if n == 0:
         return Detections(empty, empty, np.zeros(0), np.zeros(0))
     band, band_delay = _causal_band(x, fs, QRS_BAND_HZ)
-    deriv = np.concatenate(([0.0], np.diff(band)))
+    deriv = np.concatenate(([0.0], np.diff(band))) * fs  # mV/s
     width = max(1, round(QRS_INTEGRATION_S * fs))
     mwi = np.asarray(lfilter(np.full(width, 1.0 / width), [1.0], deriv * deriv), np.float64)
     learn = round(QRS_LEARN_S * fs)
@@ -163,8 +170,16 @@ def detect_qrs_causal(ecg: npt.ArrayLike, fs: float) -> Detections:
     heights = mwi[candidates]
     decided_at = np.maximum(candidates + half, learn - 1)
 
-    spki = float(np.max(mwi[:learn])) / 3.0
-    npki = float(np.mean(mwi[:learn])) / 2.0
+    floor = QRS_MIN_RMS_SLOPE_MV_S**2
+    relearn_after = round(QRS_RELEARN_S * fs)
+
+    def learned(end: int) -> tuple[float, float]:
+        """Signal and noise levels from the 2 s of integrator output up to ``end`` (Pan-Tompkins learning)."""
+        window = mwi[max(0, end - learn + 1) : end + 1]
+        return float(np.max(window)) / 3.0, float(np.mean(window)) / 2.0
+
+    spki, npki = learned(learn - 1)
+    learned_at = learn - 1
     refractory = round(QRS_REFRACTORY_S * fs)
     t_wave = round(QRS_T_WAVE_S * fs)
     max_search = round((QRS_MAX_DELAY_S - 0.1) * fs)
@@ -195,7 +210,7 @@ def detect_qrs_causal(ecg: npt.ArrayLike, fs: float) -> Detections:
             trigger = last_r + min(round(QRS_SEARCH_BACK_RR * float(np.mean(rr))), max_search)
             if trigger >= until:
                 return
-            threshold2 = 0.5 * (npki + QRS_THRESHOLD_FRACTION * (spki - npki))
+            threshold2 = max(0.5 * (npki + QRS_THRESHOLD_FRACTION * (spki - npki)), floor)
             eligible = [
                 item for item in noise if item[0] - last_r > refractory and item[1] > threshold2 and item[3] <= trigger
             ]
@@ -209,9 +224,12 @@ def detect_qrs_causal(ecg: npt.ArrayLike, fs: float) -> Detections:
         r_peaks.tolist(), heights.tolist(), slopes.tolist(), decided_at.tolist(), strict=True
     ):
         search_back(when)
+        if when - max(last_r, learned_at) > relearn_after:
+            spki, npki = learned(when)
+            learned_at = when
         if last_r >= 0 and r - last_r <= refractory:
             continue
-        threshold1 = npki + QRS_THRESHOLD_FRACTION * (spki - npki)
+        threshold1 = max(npki + QRS_THRESHOLD_FRACTION * (spki - npki), floor)
         is_t_wave = last_r >= 0 and r - last_r < t_wave and slope < 0.5 * last_slope
         if height > threshold1 and not is_t_wave:
             accept(r, height, slope, when, 0.125)
@@ -241,9 +259,22 @@ def detect_pulses_causal(pleth: npt.ArrayLike, fs: float) -> Detections:
     trough = _trailing(band, max(2, round(PULSE_TROUGH_S * fs)), maximum=False)
     peaks = _window_maxima(band, half, positive=False)
     rise = band[peaks] - trough[peaks]
-    keep = rise > PULSE_MIN_RISE * scale[peaks]
-    beats: IArray = peaks[keep].astype(np.int64)
-    return Detections(beats, beats + half, rise[keep], band)
+    keep = rise > np.maximum(PULSE_MIN_RISE * scale[peaks], FLAT_LEVEL)
+    peaks, rise = peaks[keep], rise[keep]
+    recent = round(PULSE_RECENT_S * fs)
+    accepted: list[int] = []
+    accepted_rise: list[float] = []
+    for peak, height in zip(peaks.tolist(), rise.tolist(), strict=True):
+        lately = [h for p, h in zip(accepted[-8:], accepted_rise[-8:], strict=True) if peak - p <= recent]
+        if len(accepted) >= 2 and lately:
+            early = peak - accepted[-1] < PULSE_DICROTIC_OF_INTERVAL * (accepted[-1] - accepted[-2])
+            if early and height < PULSE_MIN_RISE_OF_RECENT * float(np.median(lately)):
+                continue  # the dicrotic wave: early in the beat and much smaller than the pulses before it
+        accepted.append(peak)
+        accepted_rise.append(height)
+    beats: IArray = np.asarray(accepted, np.int64)
+    rise = np.asarray(accepted_rise, np.float64)
+    return Detections(beats, beats + half, rise, band)
 
 
 def detect_qrs(ecg: npt.ArrayLike, fs: float) -> IArray:
