@@ -173,3 +173,10 @@ def test_replayed_record_sends_rr_that_add_up_to_the_heart_rate() -> None:
     assert all(v is not None for v in rr)
     ticks = sum(round(float(v) * 1024) for v in rr[-4:] if v is not None)
     assert hr[-1] == report_rate([60.0 * 1024 * 4 / ticks])[0]
+
+
+def test_a_strap_at_39_6_per_minute_reports_below_40() -> None:
+    ecg, _ = _synthetic_ecg(39.6, 60)
+    qrs = detect_qrs_causal(ecg, FS)
+    reports = strap_reports(qrs.beats / FS, qrs.decided / FS, 60, np.ones(60, np.bool_))
+    assert np.all(reports.hr[15:] == 39)  # a rounded 4 s mean would have said 40 ("not below 40")

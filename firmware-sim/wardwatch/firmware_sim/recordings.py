@@ -77,6 +77,17 @@ class Waveforms:
         n = max(len(s) for s in (self.ecg, self.pleth) if s is not None)
         return int(n / self.fs)
 
+    def until(self, seconds: float) -> Waveforms:
+        """The record cut at ``seconds`` (as if it ended there)."""
+        n = max(0, int(seconds * self.fs))
+        return Waveforms(
+            self.name,
+            self.fs,
+            None if self.ecg is None else self.ecg[:n],
+            self.ecg_lead,
+            None if self.pleth is None else self.pleth[:n],
+        )
+
 
 def read_wfdb(path: str | Path) -> Waveforms:
     """Read a WFDB record (``.hea`` path or record path without extension)."""
@@ -409,14 +420,7 @@ class WfdbRecordingModel:
         except RecordError as exc:
             raise RecordingError(str(exc)) from exc
         if until_s is not None:
-            n = int(until_s * waves.fs)
-            waves = Waveforms(
-                waves.name,
-                waves.fs,
-                None if waves.ecg is None else waves.ecg[:n],
-                waves.ecg_lead,
-                None if waves.pleth is None else waves.pleth[:n],
-            )
+            waves = waves.until(until_s)
         return list(render_messages(tracks_from_waveforms(waves, spec, start_ms)))
 
 
