@@ -180,3 +180,14 @@ def test_a_strap_at_39_6_per_minute_reports_below_40() -> None:
     qrs = detect_qrs_causal(ecg, FS)
     reports = strap_reports(qrs.beats / FS, qrs.decided / FS, 60, np.ones(60, np.bool_))
     assert np.all(reports.hr[15:] == 39)  # a rounded 4 s mean would have said 40 ("not below 40")
+
+
+def test_a_record_without_ecg_or_pleth_is_refused_with_a_reason(tmp_path: Path) -> None:
+    import wfdb
+
+    from wardwatch.core.recordings import RecordingError
+
+    signal = np.sin(np.linspace(0, 60, 2500))[:, None]
+    wfdb.wrsamp("abp", fs=250, units=["mmHg"], sig_name=["ABP"], p_signal=signal, write_dir=str(tmp_path))
+    with pytest.raises(RecordingError, match="no ECG lead"):
+        recording_model("wfdb").render_record(tmp_path / "abp.hea")

@@ -419,6 +419,11 @@ class WfdbRecordingModel:
             waves = read_wfdb(record)
         except RecordError as exc:
             raise RecordingError(str(exc)) from exc
+        if waves.ecg is None and waves.pleth is None:
+            raise RecordingError(
+                f"{record}: no ECG lead ({', '.join(ECG_LEADS)}) and no PLETH signal: nothing a strap or an oximeter "
+                "would measure; replay a record that has one of them"
+            )
         if until_s is not None:
             waves = waves.until(until_s)
         return list(render_messages(tracks_from_waveforms(waves, spec, start_ms)))
