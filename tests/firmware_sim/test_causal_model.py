@@ -191,3 +191,14 @@ def test_a_record_without_ecg_or_pleth_is_refused_with_a_reason(tmp_path: Path) 
     wfdb.wrsamp("abp", fs=250, units=["mmHg"], sig_name=["ABP"], p_signal=signal, write_dir=str(tmp_path))
     with pytest.raises(RecordingError, match="no ECG lead"):
         recording_model("wfdb").render_record(tmp_path / "abp.hea")
+
+
+@needs_data
+def test_search_back_does_not_take_the_t_wave_of_the_beat_before_a_pause() -> None:
+    # t469l, 284-300 s: tall T waves 0.27 s after each R; pauses trigger the search-back
+    waves = read_wfdb(RECORDS / "t469l.hea")
+    assert waves.ecg is not None
+    beats = detect_qrs_causal(waves.ecg[: int(300 * waves.fs)], waves.fs).beats / waves.fs
+    window = beats[(beats >= 284) & (beats <= 300)]
+    assert window.size >= 20
+    assert float(np.min(np.diff(window))) > 0.3

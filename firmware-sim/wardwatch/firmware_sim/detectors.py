@@ -165,7 +165,7 @@ def detect_qrs_causal(ecg: npt.ArrayLike, fs: float) -> Detections:
     for k, c in enumerate(candidates.tolist()):
         lo = max(0, c - reach)
         r_peaks[k] = lo + int(np.argmax(magnitude[lo : c + 1]))
-        slopes[k] = float(np.max(slope_abs[lo : c + 1]))
+        slopes[k] = float(np.max(slope_abs[max(0, c - width) : c + 1]))
     r_peaks = np.maximum(r_peaks - round(band_delay), 0)
     heights = mwi[candidates]
     decided_at = np.maximum(candidates + half, learn - 1)
@@ -203,6 +203,10 @@ def detect_qrs_causal(ecg: npt.ArrayLike, fs: float) -> Detections:
         spki = weight * height + (1.0 - weight) * spki
         noise[:] = [item for item in noise if item[0] > r]
 
+    def is_t_wave(r: int, slope: float) -> bool:
+        """Soon after a beat and with under half its slope: the beat's T wave."""
+        return last_r >= 0 and r - last_r < t_wave and slope < 0.5 * last_slope
+
     def search_back(until: int) -> None:
         """Search-back triggers due before sample ``until``; uses only candidates decided by the trigger."""
         nonlocal searched
@@ -212,7 +216,12 @@ def detect_qrs_causal(ecg: npt.ArrayLike, fs: float) -> Detections:
                 return
             threshold2 = max(0.5 * (npki + QRS_THRESHOLD_FRACTION * (spki - npki)), floor)
             eligible = [
-                item for item in noise if item[0] - last_r > refractory and item[1] > threshold2 and item[3] <= trigger
+                item
+                for item in noise
+                if item[0] - last_r > refractory
+                and item[1] > threshold2
+                and item[3] <= trigger
+                and not is_t_wave(item[0], item[2])
             ]
             if not eligible:
                 searched = True
@@ -230,8 +239,7 @@ def detect_qrs_causal(ecg: npt.ArrayLike, fs: float) -> Detections:
         if last_r >= 0 and r - last_r <= refractory:
             continue
         threshold1 = max(npki + QRS_THRESHOLD_FRACTION * (spki - npki), floor)
-        is_t_wave = last_r >= 0 and r - last_r < t_wave and slope < 0.5 * last_slope
-        if height > threshold1 and not is_t_wave:
+        if height > threshold1 and not is_t_wave(r, slope):
             accept(r, height, slope, when, 0.125)
         else:
             npki = 0.125 * height + 0.875 * npki
