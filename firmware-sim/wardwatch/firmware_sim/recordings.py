@@ -29,11 +29,11 @@ from wardwatch.core.recordings import RecordingError
 from wardwatch.core.schema import WireMessage
 
 from .detectors import (
+    HR_WINDOW_S,
     BeatComparison,
     compare,
     detect_pulses,
     detect_pulses_causal,
-    detect_qrs,
     detect_qrs_causal,
     firmware_heart_rate,
     match_beats,
@@ -346,12 +346,21 @@ def accuracy_report(
         n = len(waves.ecg) if seconds is None else min(len(waves.ecg), int(seconds * waves.fs))
         ecg = waves.ecg[:n]
         span = int(n / waves.fs)
-        det = detect_qrs(ecg, waves.fs)
+        found = detect_qrs_causal(ecg, waves.fs)
+        det = found.beats
         xqrs, gqrs = _reference_beats(ecg, waves.fs)
         tp, fp, fn = match_beats(xqrs / waves.fs, gqrs / waves.fs, tolerance)
         agree = tp / max(1, tp + fn) >= 0.95 and tp / max(1, tp + fp) >= 0.95
         qrs: BeatComparison = compare(waves.name, det / waves.fs, xqrs / waves.fs, span, tolerance)
         row: dict[str, Any] = {**asdict(qrs), "lead": waves.ecg_lead, "references_agree": agree}
+        # what the strap sends (mean of the last 4 RR, rounded toward the alarm side, beats when decided)
+        # against the same reporting of the reference beats (decided at the beat): the wire-level error
+        contact = np.ones(span, np.bool_)
+        sent = strap_reports(det / waves.fs, found.decided / waves.fs, span, contact).hr
+        ideal = strap_reports(xqrs / waves.fs, xqrs / waves.fs, span, contact).hr
+        both_hr = (sent > 0) & (ideal > 0)
+        both_hr[: int(HR_WINDOW_S) + 1] = False
+        row["reported_hr_mae_bpm"] = float(np.mean(np.abs(sent[both_hr] - ideal[both_hr]))) if both_hr.any() else None
         if waves.pleth is not None:
             pulses = detect_pulses(waves.pleth[:n], waves.fs) / waves.fs
             pr = firmware_heart_rate(pulses, span, window=8.0)
@@ -379,6 +388,8 @@ def accuracy_report(
         "hr_mae_bpm_mean": mean(agreed, "hr_mae_bpm"),
         "hr_mae_bpm_median": median(agreed, "hr_mae_bpm"),
         "hr_within_5bpm_records": sum(1 for r in agreed if r["hr_mae_bpm"] <= 5.0),
+        "reported_hr_mae_bpm_median": median(agreed, "reported_hr_mae_bpm"),
+        "reported_hr_mae_bpm_mean": mean(agreed, "reported_hr_mae_bpm"),
         "pulse_rate_mae_bpm_median": median(agreed, "pulse_rate_mae_bpm"),
         "pulse_rate_mae_bpm_mean": mean(agreed, "pulse_rate_mae_bpm"),
         "all_records_hr_mae_bpm_median": median(per_record, "hr_mae_bpm"),
