@@ -9,7 +9,7 @@ import numpy.typing as npt
 import pytest
 
 from wardwatch.core.gatt import DeviceSensorStatus, MeasurementStatus
-from wardwatch.core.recordings import recording_model
+from wardwatch.core.recordings import RecordingError, recording_model
 from wardwatch.core.schema import DeviceStatus, Signal, Vitals, WireMessage, encode
 from wardwatch.firmware_sim.detectors import (
     PULSE_MAX_DELAY_S,
@@ -18,7 +18,7 @@ from wardwatch.firmware_sim.detectors import (
     detect_qrs_causal,
 )
 from wardwatch.firmware_sim.recordings import read_wfdb
-from wardwatch.firmware_sim.reporting import NO_BEAT_S, oximeter_reports, report_rate, strap_reports
+from wardwatch.firmware_sim.reporting import NO_BEAT_S, flat_seconds, oximeter_reports, report_rate, strap_reports
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 RECORDS = DATA / "challenge2015-dev" / "records"
@@ -113,8 +113,6 @@ def test_lost_contact_reports_contact_false_and_no_rr_across_the_gap() -> None:
 
 def test_flat_ecg_is_contact_lost() -> None:
     model_input = np.concatenate((_synthetic_ecg(70, 10)[0], np.full(int(5 * FS), 0.3), np.full(int(5 * FS), np.nan)))
-    from wardwatch.firmware_sim.reporting import flat_seconds
-
     flat = flat_seconds(model_input, FS, 20)
     assert not flat[:10].any()
     assert flat[10:].all()
@@ -184,8 +182,6 @@ def test_a_strap_at_39_6_per_minute_reports_below_40() -> None:
 
 def test_a_record_without_ecg_or_pleth_is_refused_with_a_reason(tmp_path: Path) -> None:
     import wfdb
-
-    from wardwatch.core.recordings import RecordingError
 
     signal = np.sin(np.linspace(0, 60, 2500))[:, None]
     wfdb.wrsamp("abp", fs=250, units=["mmHg"], sig_name=["ABP"], p_signal=signal, write_dir=str(tmp_path))
