@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from .render import render
 from .runner import running_scenario
 from .scenario import Scenario, load_scenario, scenario_from_dict
 
-__all__ = ["bench_live", "bench_render", "synthetic_ward"]
+__all__ = ["bench_live", "bench_recordings", "bench_render", "synthetic_ward"]
 
 
 def synthetic_ward(devices: int, duration_s: float, seed: int = 0) -> Scenario:
@@ -53,6 +54,36 @@ def bench_render(scenario: str = "ward", repeat: int = 3) -> dict[str, Any]:
         "render_seconds": round(best, 3),
         "render_samples_per_s": round(samples / best),
         "render_messages_per_s": round(messages / best),
+    }
+
+
+def bench_recordings(directory: Path, *, until_s: float = 300.0) -> dict[str, Any]:
+    """Seconds per record of the causal device model (read, detect, report, render) on ``directory``'s WFDB records."""
+    from .recordings import WfdbRecordingModel, read_wfdb
+
+    model = WfdbRecordingModel()
+    headers = sorted(directory.rglob("*.hea"))
+    reads: list[float] = []
+    renders: list[float] = []
+    messages = 0
+    for header in headers:
+        t0 = time.perf_counter()
+        read_wfdb(header)
+        t1 = time.perf_counter()
+        messages += len(model.render_record(header, until_s=until_s))
+        t2 = time.perf_counter()
+        reads.append(t1 - t0)
+        renders.append(t2 - t1 - (t1 - t0))  # render_record reads the record again
+    if not headers:
+        return {"records": 0}
+    return {
+        "records": len(headers),
+        "until_s": until_s,
+        "messages": messages,
+        "total_seconds": round(sum(reads) + sum(renders), 3),
+        "read_seconds_median": round(float(np.median(reads)), 4),
+        "model_seconds_median": round(float(np.median(renders)), 4),
+        "model_seconds_max": round(float(np.max(renders)), 4),
     }
 
 

@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("-o", "--out", default="-")
     replay.add_argument("--transport", help="run live on this transport instead of rendering")
     replay.add_argument("--speed", type=float, default=1.0)
+    replay.add_argument("--until", type=float, help="use only the first SECONDS of a --wfdb/--bidmc record")
     acc = sub.add_parser("accuracy", help="device-model QRS/pulse detection accuracy on WFDB records (JSON)")
     acc.add_argument("records", nargs="*", help="WFDB .hea files (default: the shared challenge records + bidmc01)")
     acc.add_argument("--seconds", type=float, default=290.0, help="analyse this much of each record")
@@ -64,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--counts", default="10,50,100,200", help="device counts to ramp through")
     bench.add_argument("--seconds", type=float, default=10.0, help="live seconds per step")
     bench.add_argument("--render-only", action="store_true")
+    bench.add_argument("--recordings", metavar="DIR", help="also time the causal device model on DIR's WFDB records")
+    bench.add_argument("--until", type=float, default=300.0, help="render recordings up to this second")
     return parser
 
 
@@ -225,6 +228,8 @@ def _replay_tracks(args: argparse.Namespace) -> tuple[Any, list[Track]]:
     tracks: list[Track]
     if args.wfdb or args.bidmc:
         waves = recordings.read_wfdb(args.wfdb) if args.wfdb else recordings.read_bidmc_csv(args.bidmc)
+        if args.until is not None:
+            waves = waves.until(args.until)
         tracks = list(recordings.tracks_from_waveforms(waves, patient, start))
     elif args.vitaldb is not None:
         beats, _bad = recordings.beats_from_vitaldb(args.archive, args.vitaldb)
@@ -277,10 +282,12 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_live, bench_render
+    from .bench import bench_live, bench_recordings, bench_render
 
     result: dict[str, Any] = {"render": bench_render()}
     result["render_samples_per_s"] = result["render"]["render_samples_per_s"]
+    if args.recordings:
+        result["recordings"] = bench_recordings(Path(args.recordings), until_s=args.until)
     if not args.render_only:
         counts = tuple(int(c) for c in args.counts.split(","))
         live = asyncio.run(bench_live(counts, seconds=args.seconds))

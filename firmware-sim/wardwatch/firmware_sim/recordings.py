@@ -29,16 +29,18 @@ from wardwatch.core.recordings import RecordingError
 from wardwatch.core.schema import WireMessage
 
 from .detectors import (
+    HR_WINDOW_S,
     BeatComparison,
     compare,
     detect_pulses,
-    detect_qrs,
+    detect_pulses_causal,
+    detect_qrs_causal,
     firmware_heart_rate,
     match_beats,
-    perfusion_index,
 )
 from .errors import RecordError
 from .model import OximeterTrack, StrapTrack
+from .reporting import OximeterReports, flat_seconds, oximeter_reports, strap_reports
 from .scenario import DeviceKind, DeviceSpec, PatientSpec
 
 __all__ = [
@@ -74,6 +76,17 @@ class Waveforms:
         """Whole seconds of signal."""
         n = max(len(s) for s in (self.ecg, self.pleth) if s is not None)
         return int(n / self.fs)
+
+    def until(self, seconds: float) -> Waveforms:
+        """The record cut at ``seconds`` (as if it ended there)."""
+        n = max(0, int(seconds * self.fs))
+        return Waveforms(
+            self.name,
+            self.fs,
+            None if self.ecg is None else self.ecg[:n],
+            self.ecg_lead,
+            None if self.pleth is None else self.pleth[:n],
+        )
 
 
 def read_wfdb(path: str | Path) -> Waveforms:
@@ -133,20 +146,20 @@ def strap_track_from_beats(
     beats: npt.ArrayLike,
     seconds: int,
     contact: npt.NDArray[np.bool_] | None = None,
+    decided: npt.ArrayLike | None = None,
 ) -> StrapTrack:
-    """A strap track whose RR intervals are the given beats' and whose HR is the firmware rate."""
-    b = np.sort(np.asarray(beats, dtype=np.float64))
-    b = b[(b >= 0) & (b < seconds)]
+    """A strap track reporting these beats (s) as strap firmware does (:func:`.reporting.strap_reports`).
+
+    ``decided`` are the times the firmware decided each beat (default: at the beat, for beat annotations).
+    """
+    b = np.asarray(beats, dtype=np.float64)
+    d = b if decided is None else np.asarray(decided, dtype=np.float64)
+    order = np.argsort(b, kind="stable")
+    b, d = b[order], d[order]
+    inside = b >= 0
+    b, d = b[inside], d[inside]
     contact_arr = np.ones(seconds, np.bool_) if contact is None else np.asarray(contact, np.bool_)
-    ends, rr = b[1:], np.diff(b)
-    keep = contact_arr[np.minimum(np.floor(ends).astype(np.int64), seconds - 1)] & (rr < 60.0)
-    ends, rr = ends[keep], rr[keep]
-    ticks = np.rint(rr * 1024).astype(np.int64)
-    offsets = np.searchsorted(ends, np.arange(seconds + 1, dtype=np.float64), side="left").astype(np.int64)
-    hr = firmware_heart_rate(b, seconds)
-    hr = np.where(np.isfinite(hr), hr, 0.0)
-    hr_int = np.clip(np.rint(hr), 0, 255).astype(np.int64)
-    hr_int[~contact_arr] = 0
+    reports = strap_reports(b, d, seconds, contact_arr)
     battery = np.full(seconds, round(device.battery), np.int64)
     on = np.ones(seconds, np.bool_)
     return StrapTrack(
@@ -157,10 +170,10 @@ def strap_track_from_beats(
         on,
         on.copy(),
         np.zeros(seconds, np.bool_),
-        hr_int,
-        contact_arr,
-        ticks,
-        offsets,
+        reports.hr,
+        reports.contact,
+        reports.rr_ticks,
+        reports.rr_offsets,
     )
 
 
@@ -205,41 +218,52 @@ def tracks_from_waveforms(
     tracks: list[StrapTrack | OximeterTrack] = []
     for device in patient.devices:
         if device.kind == DeviceKind.HEART_RATE_STRAP and waves.ecg is not None:
-            beats = detect_qrs(waves.ecg, waves.fs) / waves.fs
-            flat = _flat_seconds(waves.ecg, waves.fs, seconds)
-            tracks.append(strap_track_from_beats(patient, device, start_ms, beats, seconds, contact=~flat))
-        elif device.kind == DeviceKind.PULSE_OXIMETER and waves.pleth is not None:
-            peaks = detect_pulses(waves.pleth, waves.fs)
-            pr = firmware_heart_rate(peaks / waves.fs, seconds, window=8.0)
-            pai = np.full(seconds, perfusion_index(waves.pleth, waves.fs, peaks))
-            off = _flat_seconds(waves.pleth, waves.fs, seconds)
-            level = patient.baseline.spo2 if spo2 is None else spo2
+            qrs = detect_qrs_causal(waves.ecg, waves.fs)
+            contact = ~flat_seconds(waves.ecg, waves.fs, seconds)
             tracks.append(
-                _oximeter_track(
-                    patient, device, start_ms, np.full(seconds, level), pr, np.nan_to_num(pai, nan=0.1), off
+                strap_track_from_beats(
+                    patient, device, start_ms, qrs.beats / waves.fs, seconds, contact, qrs.decided / waves.fs
                 )
             )
+        elif device.kind == DeviceKind.PULSE_OXIMETER and waves.pleth is not None:
+            pulses = detect_pulses_causal(waves.pleth, waves.fs)
+            off = flat_seconds(waves.pleth, waves.fs, seconds)
+            reports = oximeter_reports(
+                pulses.beats / waves.fs,
+                pulses.decided / waves.fs,
+                pulses.amplitude,
+                waves.pleth,
+                waves.fs,
+                seconds,
+                off,
+            )
+            level = patient.baseline.spo2 if spo2 is None else spo2
+            tracks.append(_waveform_oximeter_track(patient, device, start_ms, level, reports))
     return tracks
 
 
-def _flat_seconds(signal: FArray, fs: float, seconds: int) -> npt.NDArray[np.bool_]:
-    """Seconds where the sensor gave nothing (NaN or a flat line): contact lost / probe off."""
-    n = int(seconds * fs)
-    x = signal[:n]
-    per = x[: int(seconds * fs) // int(fs) * int(fs)].reshape(seconds, -1) if int(fs) == fs else None
-    if per is None:
-        idx = (np.arange(n) / fs).astype(np.int64).clip(0, seconds - 1)
-        out = np.zeros(seconds, np.bool_)
-        for s in range(seconds):
-            seg = x[idx == s]
-            out[s] = bool(np.all(~np.isfinite(seg)) or np.nanstd(seg) < 1e-6)
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        nan = np.all(~np.isfinite(per), axis=1)
-        flat = np.nan_to_num(np.nanstd(per, axis=1), nan=0.0) < 1e-6
-    result: npt.NDArray[np.bool_] = nan | flat
-    return result
+def _waveform_oximeter_track(
+    patient: PatientSpec, device: DeviceSpec, start_ms: int, spo2: float, reports: OximeterReports
+) -> OximeterTrack:
+    n = reports.pulse_rate.size
+    spo2_arr = np.where(reports.valid, float(np.clip(np.rint(spo2), 0, 100)), np.nan)
+    pai = np.where(np.isfinite(reports.perfusion), np.clip(np.rint(reports.perfusion * 10), 0, 999), np.nan)
+    battery = np.full(n, round(device.battery), np.int64)
+    on = np.ones(n, np.bool_)
+    return OximeterTrack(
+        patient,
+        device,
+        start_ms,
+        battery,
+        on,
+        on.copy(),
+        np.zeros(n, np.bool_),
+        spo2_arr,
+        reports.pulse_rate.copy(),
+        pai,
+        reports.measurement_status,
+        reports.device_sensor_status,
+    )
 
 
 def tracks_from_numerics(
@@ -322,12 +346,21 @@ def accuracy_report(
         n = len(waves.ecg) if seconds is None else min(len(waves.ecg), int(seconds * waves.fs))
         ecg = waves.ecg[:n]
         span = int(n / waves.fs)
-        det = detect_qrs(ecg, waves.fs)
+        found = detect_qrs_causal(ecg, waves.fs)
+        det = found.beats
         xqrs, gqrs = _reference_beats(ecg, waves.fs)
         tp, fp, fn = match_beats(xqrs / waves.fs, gqrs / waves.fs, tolerance)
         agree = tp / max(1, tp + fn) >= 0.95 and tp / max(1, tp + fp) >= 0.95
         qrs: BeatComparison = compare(waves.name, det / waves.fs, xqrs / waves.fs, span, tolerance)
         row: dict[str, Any] = {**asdict(qrs), "lead": waves.ecg_lead, "references_agree": agree}
+        # what the strap sends (mean of the last 4 RR, rounded toward the alarm side, beats when decided)
+        # against the same reporting of the reference beats (decided at the beat): the wire-level error
+        contact = np.ones(span, np.bool_)
+        sent = strap_reports(det / waves.fs, found.decided / waves.fs, span, contact).hr
+        ideal = strap_reports(xqrs / waves.fs, xqrs / waves.fs, span, contact).hr
+        both_hr = (sent > 0) & (ideal > 0)
+        both_hr[: int(HR_WINDOW_S) + 1] = False
+        row["reported_hr_mae_bpm"] = float(np.mean(np.abs(sent[both_hr] - ideal[both_hr]))) if both_hr.any() else None
         if waves.pleth is not None:
             pulses = detect_pulses(waves.pleth[:n], waves.fs) / waves.fs
             pr = firmware_heart_rate(pulses, span, window=8.0)
@@ -355,6 +388,8 @@ def accuracy_report(
         "hr_mae_bpm_mean": mean(agreed, "hr_mae_bpm"),
         "hr_mae_bpm_median": median(agreed, "hr_mae_bpm"),
         "hr_within_5bpm_records": sum(1 for r in agreed if r["hr_mae_bpm"] <= 5.0),
+        "reported_hr_mae_bpm_median": median(agreed, "reported_hr_mae_bpm"),
+        "reported_hr_mae_bpm_mean": mean(agreed, "reported_hr_mae_bpm"),
         "pulse_rate_mae_bpm_median": median(agreed, "pulse_rate_mae_bpm"),
         "pulse_rate_mae_bpm_mean": mean(agreed, "pulse_rate_mae_bpm"),
         "all_records_hr_mae_bpm_median": median(per_record, "hr_mae_bpm"),
@@ -395,15 +430,13 @@ class WfdbRecordingModel:
             waves = read_wfdb(record)
         except RecordError as exc:
             raise RecordingError(str(exc)) from exc
-        if until_s is not None:
-            n = int(until_s * waves.fs)
-            waves = Waveforms(
-                waves.name,
-                waves.fs,
-                None if waves.ecg is None else waves.ecg[:n],
-                waves.ecg_lead,
-                None if waves.pleth is None else waves.pleth[:n],
+        if waves.ecg is None and waves.pleth is None:
+            raise RecordingError(
+                f"{record}: no ECG lead ({', '.join(ECG_LEADS)}) and no PLETH signal: nothing a strap or an oximeter "
+                "would measure; replay a record that has one of them"
             )
+        if until_s is not None:
+            waves = waves.until(until_s)
         return list(render_messages(tracks_from_waveforms(waves, spec, start_ms)))
 
 
