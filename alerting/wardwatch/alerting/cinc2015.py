@@ -163,7 +163,8 @@ def record_path(folder: Path, name: str) -> Path:
 
 
 def _intervals(changes: Iterable[tuple[str, ConditionChange]]) -> dict[str, list[tuple[int, float]]]:
-    """Per key, the (raised, cleared) times of its activations; an open one ends at +inf."""
+    """Per key, the ``[raised, cleared)`` times of its activations (half-open: at the clear's time the
+    condition is over); one still open at the end ends at +inf."""
     opened: dict[str, int] = {}
     spans: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for key, change in changes:
@@ -177,11 +178,15 @@ def _intervals(changes: Iterable[tuple[str, ConditionChange]]) -> dict[str, list
 
 
 def _active_in(spans: dict[str, list[tuple[int, float]]], rules: frozenset[str], lo: int, hi: int) -> list[str]:
-    """The keys (rule names, or ``rule/signal``) of ``rules`` active at any time in ``[lo, hi]``."""
+    """The keys (rule names, or ``rule/signal``) of ``rules`` active at any time in ``[lo, hi]``.
+
+    An activation ``[a, b)`` counts when it overlaps the window: raised at or before ``hi`` and
+    cleared after ``lo`` (a condition cleared at ``lo`` exactly was over when the window opened).
+    """
     return sorted(
         key
         for key, intervals in spans.items()
-        if key.split("/", 1)[0] in rules and any(a <= hi and b >= lo for a, b in intervals)
+        if key.split("/", 1)[0] in rules and any(a <= hi and b > lo for a, b in intervals)
     )
 
 
