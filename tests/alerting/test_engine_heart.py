@@ -243,3 +243,12 @@ def test_virtual_ward_profile_keeps_its_time_based_rules_when_rr_intervals_flow(
     (alarm,) = actives(feed(Engine(RuleSet(quiet())), msgs))
     assert alarm.rule == "hr_high"
     assert "for 30 s" in alarm.text
+
+
+def test_while_rr_intervals_flow_the_beat_definition_decides() -> None:
+    # the strap's 1 Hz rate says 150 (its averaging), every beat says 75 /min: the beats decide
+    msgs = [m if m.signal is Signal.RR_INTERVAL else hr(m.samples[0].t, 150) for m in rhythm(0, 40, 75)]
+    assert actives(feed(Engine(arrhythmia()), msgs)) == []
+    # the same rate without RR intervals pages on the time definition
+    hr_only = [m for m in msgs if m.signal is Signal.HEART_RATE]
+    assert [c.rule for c in actives(feed(Engine(arrhythmia()), hr_only))] == ["hr_high"]
