@@ -156,3 +156,32 @@ def test_round_trip_of_a_scenario_gives_the_same_alarms(tmp_path: Path) -> None:
     assert direct  # the scenario has events
     assert stats.rejected == 0
     assert abs(stats.patient_days - 3 * 1.5 / 24) < 0.01
+
+
+def test_profile_option_replays_with_the_arrhythmia_definitions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # heart rate 150 /min from the strap (no RR intervals): the arrhythmia profile's time fallback
+    # (> 140 /min for 5 s) pages, the virtual-ward default (> 130 /min for 30 s) not within 20 s
+    lines = [
+        encode(
+            Vitals(
+                v=1,
+                patient="p-1",
+                device="hrs-1",
+                gateway="gw-1",
+                signal=Signal.HEART_RATE,
+                seq=i,
+                samples=(Sample(t=T0 + i * 1000, v=80.0 if i < 5 else 150.0),),
+            )
+        ).decode()
+        for i in range(25)
+    ]
+    path = tmp_path / "hr.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    code, out, _ = run_cli([str(path), "--profile", "arrhythmia", "--no-flush"], capsys)
+    assert (code, [(o["rule"], o["t"]) for o in out]) == (0, [("hr_high", T0 + 10_000)])
+    _, default_out, _ = run_cli([str(path), "--no-flush"], capsys)
+    assert default_out == []
+    with pytest.raises(SystemExit):
+        replay_main([str(path), "--profile", "arrhythmia", "--rules", str(path)])

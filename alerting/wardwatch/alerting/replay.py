@@ -1,6 +1,7 @@
 """Offline replay: the same engine code as live, fed from a JSONL file, printing the alarms it would raise.
 
-``wardwatch alerting replay SAMPLES.jsonl --rules RULES.toml [--ward W] [--sort] [--stats] [--naive]``
+``wardwatch alerting replay SAMPLES.jsonl [--rules RULES.toml | --profile NAME] [--ward W] [--sort] [--stats]
+[--naive]``
 
 Each input line is one of:
 
@@ -32,7 +33,7 @@ import msgspec
 
 from wardwatch.alerting.engine import Engine, NaiveEngine
 from wardwatch.alerting.events import ConditionChange
-from wardwatch.alerting.rules import RuleSet, load_rules
+from wardwatch.alerting.rules import PROFILES, RuleSet, load_rules
 from wardwatch.core.errors import SchemaError, TopicError, WardwatchError
 from wardwatch.core.schema import DataGap, DeviceStatus, GatewayStatus, Vitals, WireMessage, decode, encode
 from wardwatch.core.topics import parse_topic
@@ -271,7 +272,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Replay recorded messages through the alarm engine; print the condition changes as JSONL.",
     )
     parser.add_argument("samples", type=Path, help="JSONL file of wire messages ('-' for stdin)")
-    parser.add_argument("--rules", type=Path, default=None, help="rules TOML (default: built-in defaults)")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--rules", type=Path, default=None, help="rules TOML (default: built-in defaults)")
+    choice.add_argument("--profile", choices=sorted(PROFILES), help="a rule profile instead of a rules file")
     parser.add_argument("--ward", default="ward-a", help="ward of messages whose line does not say (default ward-a)")
     parser.add_argument("--sort", action="store_true", help="order messages by time before replaying")
     parser.add_argument("--tick-ms", type=int, default=1000, help="run time-driven rules every this much message time")
@@ -289,7 +292,7 @@ def replay_main(argv: list[str]) -> int:
     """``wardwatch alerting replay``: exit 0 when every line was understood, 1 otherwise, 2 on bad usage."""
     args = _parser().parse_args(argv)
     try:
-        rules: RuleSet = load_rules(args.rules)
+        rules: RuleSet = RuleSet({"profile": args.profile}) if args.profile else load_rules(args.rules)
     except WardwatchError as exc:
         print(f"wardwatch alerting replay: {exc}", file=sys.stderr)
         return 2
