@@ -96,13 +96,13 @@ def _read_password(prompt: str) -> str:
 
 
 def _users(args: argparse.Namespace, config_file: str) -> int:
+    from wardwatch.alerting.app import open_store
     from wardwatch.alerting.audit import AuditEntry
     from wardwatch.alerting.auth import Authenticator, Role
     from wardwatch.alerting.settings import load_alerting_config
-    from wardwatch.alerting.store import Store
 
     config = load_alerting_config(config_file)
-    with Store(config.database) as store:
+    with open_store(config) as store:
         auth = Authenticator(store)
         actor = f"cli:{getpass.getuser()}"
         if args.user_command == "add":
@@ -130,13 +130,13 @@ def _users(args: argparse.Namespace, config_file: str) -> int:
 
 
 def _tokens(args: argparse.Namespace, config_file: str) -> int:
+    from wardwatch.alerting.app import open_store
     from wardwatch.alerting.audit import AuditEntry
     from wardwatch.alerting.auth import Authenticator, Role
     from wardwatch.alerting.settings import load_alerting_config
-    from wardwatch.alerting.store import Store
 
     config = load_alerting_config(config_file)
-    with Store(config.database) as store:
+    with open_store(config) as store:
         ttl = round(args.ttl_days * 86_400_000) if args.ttl_days is not None else None
         token = Authenticator(store).create_machine_token(args.name, Role(args.role), _now_ms(), ttl)
         store.audit(
@@ -152,7 +152,7 @@ def _tokens(args: argparse.Namespace, config_file: str) -> int:
 
 
 def _run(config_file: str) -> int:
-    from wardwatch.alerting.service import run
+    from wardwatch.alerting.app import run
     from wardwatch.alerting.settings import load_alerting_config
     from wardwatch.core.logs import setup_logging
 
