@@ -97,15 +97,25 @@ class AuditAnchorError(WardwatchError):
     """The audit key or head checkpoint cannot be read or created (the message says how to fix it)."""
 
 
+class AuditBreak(msgspec.Struct, frozen=True, kw_only=True):
+    """A discontinuity found when appending: the entry at the last checkpoint had gone or changed."""
+
+    seq: int
+    problem: str
+
+
 class AuditHead(msgspec.Struct, frozen=True, kw_only=True):
     """The signed checkpoint of the chain's head, written outside the database at every append.
 
     ``first_keyed_seq``: entries from this sequence number on carry a MAC (older ones predate the key).
+    ``breaks``: every discontinuity ever found; carried forward (and signed) so that appending after
+    a truncation cannot hide it.
     """
 
     seq: int
     hash: str
     first_keyed_seq: int
+    breaks: tuple[AuditBreak, ...] = ()
     mac: str = ""
 
 
@@ -146,7 +156,7 @@ class AuditAnchor:
         return hmac.new(self._key, chain_hash_hex.encode("ascii"), hashlib.sha256).hexdigest()
 
     def _head_mac(self, head: AuditHead) -> str:
-        message = f"head:{head.seq}:{head.hash}:{head.first_keyed_seq}".encode("ascii")
+        message = b"head:" + msgspec.json.encode(msgspec.structs.replace(head, mac=""))
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def read_head(self) -> AuditHead | None:
@@ -166,9 +176,9 @@ class AuditAnchor:
         """Whether the checkpoint carries a valid MAC."""
         return hmac.compare_digest(head.mac, self._head_mac(head))
 
-    def write_head(self, seq: int, hash_hex: str, first_keyed_seq: int) -> None:
+    def write_head(self, seq: int, hash_hex: str, first_keyed_seq: int, breaks: tuple[AuditBreak, ...] = ()) -> None:
         """Replace the checkpoint atomically (write a temporary file, then rename)."""
-        head = AuditHead(seq=seq, hash=hash_hex, first_keyed_seq=first_keyed_seq)
+        head = AuditHead(seq=seq, hash=hash_hex, first_keyed_seq=first_keyed_seq, breaks=breaks)
         head = msgspec.structs.replace(head, mac=self._head_mac(head))
         tmp = self.head_file.with_name(f"{self.head_file.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -183,7 +193,7 @@ class AuditAnchor:
         if head is None:
             self.head_file.unlink(missing_ok=True)
         else:
-            self.write_head(head.seq, head.hash, head.first_keyed_seq)
+            self.write_head(head.seq, head.hash, head.first_keyed_seq, head.breaks)
 
 
 def _read_or_create_key(key_file: Path) -> bytes:

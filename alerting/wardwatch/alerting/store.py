@@ -32,7 +32,16 @@ from typing import Any, Final, Self
 
 import msgspec
 
-from wardwatch.alerting.audit import GENESIS, SYSTEM_ACTOR, AuditAnchor, AuditEntry, AuditHead, sealed, verify_chain
+from wardwatch.alerting.audit import (
+    GENESIS,
+    SYSTEM_ACTOR,
+    AuditAnchor,
+    AuditBreak,
+    AuditEntry,
+    AuditHead,
+    sealed,
+    verify_chain,
+)
 from wardwatch.alerting.manager import AlarmRecord
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.schema import Page, decode
@@ -283,14 +292,30 @@ class Store:
             try:
                 yield tx
                 if tx.head is not None:
+                    breaks = self._breaks_since(tx)
                     wrote_head = True
-                    self.anchor.write_head(tx.head[0], tx.head[1], tx.first_keyed_seq)
+                    self.anchor.write_head(tx.head[0], tx.head[1], tx.first_keyed_seq, breaks)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 if wrote_head:
                     self.anchor.restore_head(tx.head_before)
                 raise
+
+    def _breaks_since(self, tx: _Transaction) -> tuple[AuditBreak, ...]:
+        """The checkpoint's breaks, plus one if its entry has gone or changed (a cut or rewritten tail)."""
+        head = tx.head_before
+        if head is None:
+            return ()
+        if head.seq == 0 or not self.anchor.head_is_genuine(head):
+            return head.breaks
+        row = self._db.execute("SELECT hash FROM audit WHERE seq = ?", (head.seq,)).fetchone()
+        if row is not None and row[0] == head.hash:
+            return head.breaks
+        first = min(head.seq, tx.last_before + 1)
+        problem = f"entries {first}..{head.seq} had been removed or replaced: the tail of the audit log was cut"
+        _log.error("audit log: %s", problem)
+        return (*head.breaks, AuditBreak(seq=first, problem=problem))
 
     def _last(self) -> tuple[int, str]:
         """Sequence number and hash of the newest audit entry, read inside the current transaction."""
@@ -347,6 +372,7 @@ class Store:
 
     def _append_audit(self, tx: _Transaction, entries: Iterable[AuditEntry]) -> None:
         seq, prev = self._last()
+        tx.last_before = seq
         appended = False
         for entry in entries:
             seq += 1
@@ -558,8 +584,13 @@ class Store:
             return self._broken(last_seq + 1, f"the audit head checkpoint {self.anchor.head_file} is missing", count)
         if not self.anchor.head_is_genuine(head):
             return self._broken(head.seq, "the audit head checkpoint is not signed with the audit key", count)
+        if head.breaks:
+            first = head.breaks[0]
+            return self._broken(first.seq, first.problem, count)
         if last_seq < head.seq:
-            problem = f"entries {last_seq + 1}..{head.seq} are missing: the tail of the audit log was removed"
+            problem = (
+                f"entries {last_seq + 1}..{head.seq} had been removed or replaced: the tail of the audit log was cut"
+            )
             return self._broken(last_seq + 1, problem, count)
         if head.seq > 0 and (head_row is None or head_row[0] != head.hash):
             return self._broken(head.seq, "the entry at the signed head checkpoint was replaced", count)
@@ -701,12 +732,13 @@ class Store:
 class _Transaction:
     """What one write transaction appended to the audit chain (for the head checkpoint)."""
 
-    __slots__ = ("first_keyed_seq", "head", "head_before")
+    __slots__ = ("first_keyed_seq", "head", "head_before", "last_before")
 
     def __init__(self, head_before: AuditHead | None, first_keyed_seq: int) -> None:
         self.head_before = head_before
         self.first_keyed_seq = head_before.first_keyed_seq if head_before is not None else first_keyed_seq
         self.head: tuple[int, str] | None = None
+        self.last_before = 0  # newest sequence number before this transaction appended
 
 
 def _macs_equal(a: str, b: str) -> bool:
