@@ -9,6 +9,7 @@ with a key kept outside the database (a MAC on every row) and a signed head chec
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import os
@@ -188,12 +189,26 @@ class AuditAnchor:
             os.close(fd)
         os.replace(tmp, self.head_file)
 
-    def restore_head(self, head: AuditHead | None) -> None:
-        """Put back a checkpoint read before a transaction that failed (``None``: remove it)."""
-        if head is None:
-            self.head_file.unlink(missing_ok=True)
-        else:
-            self.write_head(head.seq, head.hash, head.first_keyed_seq, head.breaks)
+    def advance_head(self, seq: int, hash_hex: str, first_keyed_seq: int, breaks: tuple[AuditBreak, ...]) -> None:
+        """Write the checkpoint unless another writer already wrote a newer one (under a file lock).
+
+        Breaks already recorded in the file are kept: a break, once found, stays in every later checkpoint.
+        """
+        lock = self.head_file.with_name(self.head_file.name + ".lock")
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = self.read_head()
+            if current is not None and self.head_is_genuine(current):
+                if current.seq >= seq:
+                    merged = (*current.breaks, *(b for b in breaks if b not in current.breaks))
+                    if merged != current.breaks:
+                        self.write_head(current.seq, current.hash, current.first_keyed_seq, merged)
+                    return
+                breaks = (*current.breaks, *(b for b in breaks if b not in current.breaks))
+            self.write_head(seq, hash_hex, first_keyed_seq, breaks)
+        finally:
+            os.close(fd)  # releases the lock
 
 
 def _read_or_create_key(key_file: Path) -> bytes:

@@ -352,7 +352,6 @@ class AlarmService:
 
     async def _escalation_timer(self) -> None:
         while True:
-            self._wake.clear()
             now = self.clock.now_ms()
             try:
                 self._apply(self.manager.tick(now))
@@ -367,6 +366,7 @@ class AlarmService:
             wake_at = due if due is not None else now + 3_600_000
             if self._retry_at is not None:
                 wake_at = min(wake_at, self._retry_at)
+            self._wake.clear()  # after the work above, which may set it: this loop has seen everything
             await self.clock.sleep_until(wake_at, self._wake)
 
     # -- inputs ----------------------------------------------------------------------------------

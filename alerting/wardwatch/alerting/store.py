@@ -282,25 +282,25 @@ class Store:
     def _write(self) -> Iterator[_Transaction]:
         """One write transaction (``BEGIN IMMEDIATE``: writers of every process queue here).
 
-        The audit head checkpoint is written before ``COMMIT`` (while the write lock is held, so
-        checkpoints of concurrent writers never go backwards) and put back if the transaction fails.
+        If it appended to the audit log, the head checkpoint is written after ``COMMIT`` (a crash in
+        between leaves the checkpoint behind the chain, which is fine; ahead of it would look like a
+        cut tail), and only ever forward (:meth:`AuditAnchor.advance_head`).
         """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             tx = _Transaction(self.anchor.read_head(), getattr(self, "_first_keyed_seq", 0))
-            wrote_head = False
             try:
                 yield tx
-                if tx.head is not None:
-                    breaks = self._breaks_since(tx)
-                    wrote_head = True
-                    self.anchor.write_head(tx.head[0], tx.head[1], tx.first_keyed_seq, breaks)
+                breaks = self._breaks_since(tx) if tx.head is not None else ()
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
-                if wrote_head:
-                    self.anchor.restore_head(tx.head_before)
                 raise
+            if tx.head is not None:
+                try:
+                    self.anchor.advance_head(tx.head[0], tx.head[1], tx.first_keyed_seq, breaks)
+                except OSError as exc:  # committed: the next append writes a newer checkpoint
+                    _log.error("cannot write the audit head checkpoint %s: %s", self.anchor.head_file, exc)
 
     def _breaks_since(self, tx: _Transaction) -> tuple[AuditBreak, ...]:
         """The checkpoint's breaks, plus one if its entry has gone or changed (a cut or rewritten tail)."""
