@@ -92,6 +92,8 @@ KEY_ENV: Final = "WW_ALERTING_AUDIT_KEY"
 Not ``WARDWATCH_*``: those are configuration overrides of every service."""
 
 _KEY_BYTES: Final = 32
+_HEAD_BYTES: Final = 4096  # the checkpoint is one page, rewritten in place
+_MAX_BREAKS: Final = 8  # the first breaks found are kept (they say where the tampering began)
 
 
 class AuditAnchorError(WardwatchError):
@@ -139,6 +141,8 @@ class AuditAnchor:
             raise AuditAnchorError(f"the audit key must be at least {_KEY_BYTES} bytes (64 hex digits)")
         self._key = key
         self.head_file = head_file
+        self._fd: int | None = None
+        self._inode = 0
 
     @classmethod
     def load(cls, key_file: Path, head_file: Path, *, environ: Mapping[str, str] | None = None) -> AuditAnchor:
@@ -160,55 +164,94 @@ class AuditAnchor:
         message = b"head:" + msgspec.json.encode(msgspec.structs.replace(head, mac=""))
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
-    def read_head(self) -> AuditHead | None:
-        """The checkpoint, or ``None`` if there is none yet. Raises :class:`AuditAnchorError` if unreadable."""
+    def _file(self) -> int:
+        """The checkpoint file, opened once (reopened if it was removed or replaced meanwhile)."""
+        fd = self._fd
+        if fd is not None:
+            try:
+                if os.stat(self.head_file).st_ino == self._inode:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+            self._fd = None
         try:
-            raw = self.head_file.read_bytes()
-        except FileNotFoundError:
-            return None
+            fd = os.open(self.head_file, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise AuditAnchorError(f"cannot read the audit head checkpoint {self.head_file}: {exc}") from None
+            raise AuditAnchorError(f"cannot open the audit head checkpoint {self.head_file}: {exc}") from None
+        self._fd, self._inode = fd, os.fstat(fd).st_ino
+        return fd
+
+    def close(self) -> None:
+        """Close the checkpoint file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _read(self, fd: int) -> AuditHead | None:
+        raw = os.pread(fd, _HEAD_BYTES, 0).strip()
+        if not raw:
+            return None
         try:
             return _head_decoder.decode(raw)
         except msgspec.DecodeError as exc:
             raise AuditAnchorError(f"audit head checkpoint {self.head_file} is corrupt: {exc}") from None
+
+    def _write(self, fd: int, head: AuditHead) -> None:
+        head = msgspec.structs.replace(head, breaks=head.breaks[:_MAX_BREAKS], mac="")
+        data = msgspec.json.encode(msgspec.structs.replace(head, mac=self._head_mac(head)))
+        os.pwrite(fd, data.ljust(_HEAD_BYTES), 0)  # one page, in place: never half old, half new
+
+    def read_head(self) -> AuditHead | None:
+        """The checkpoint, or ``None`` if there is none yet. Raises :class:`AuditAnchorError` if unreadable."""
+        fd = self._file()
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            return self._read(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def head_is_genuine(self, head: AuditHead) -> bool:
         """Whether the checkpoint carries a valid MAC."""
         return hmac.compare_digest(head.mac, self._head_mac(head))
 
     def write_head(self, seq: int, hash_hex: str, first_keyed_seq: int, breaks: tuple[AuditBreak, ...] = ()) -> None:
-        """Replace the checkpoint atomically (write a temporary file, then rename)."""
-        head = AuditHead(seq=seq, hash=hash_hex, first_keyed_seq=first_keyed_seq, breaks=breaks)
-        head = msgspec.structs.replace(head, mac=self._head_mac(head))
-        tmp = self.head_file.with_name(f"{self.head_file.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        """Replace the checkpoint (whatever it holds)."""
+        fd = self._file()
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            os.write(fd, msgspec.json.encode(head))
+            self._write(fd, AuditHead(seq=seq, hash=hash_hex, first_keyed_seq=first_keyed_seq, breaks=breaks))
         finally:
-            os.close(fd)
-        os.replace(tmp, self.head_file)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def advance_head(self, seq: int, hash_hex: str, first_keyed_seq: int, breaks: tuple[AuditBreak, ...]) -> None:
         """Write the checkpoint unless another writer already wrote a newer one (under a file lock).
 
-        Breaks already recorded in the file are kept: a break, once found, stays in every later checkpoint.
+        Breaks already recorded in the file are kept: a break, once found, stays in every later
+        checkpoint. A checkpoint not signed with the key (someone replaced the file) is a break too.
         """
-        lock = self.head_file.with_name(self.head_file.name + ".lock")
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT, 0o600)
+        fd = self._file()
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            current = self.read_head()
-            if current is not None and self.head_is_genuine(current):
-                if current.seq >= seq:
-                    merged = (*current.breaks, *(b for b in breaks if b not in current.breaks))
+            try:
+                current = self._read(fd)
+            except AuditAnchorError:
+                current = None
+                breaks = (*breaks, AuditBreak(seq=seq, problem="the head checkpoint file had been corrupted"))
+            if current is not None and not self.head_is_genuine(current):
+                problem = "the head checkpoint had been replaced by one not signed with the audit key"
+                breaks, current = (*breaks, AuditBreak(seq=seq, problem=problem)), None
+            if current is not None:
+                merged = (*current.breaks, *(b for b in breaks if b not in current.breaks))
+                if current.seq >= seq:  # a newer one is there already: keep it, with every break
                     if merged != current.breaks:
-                        self.write_head(current.seq, current.hash, current.first_keyed_seq, merged)
+                        self._write(fd, msgspec.structs.replace(current, breaks=merged))
                     return
-                breaks = (*current.breaks, *(b for b in breaks if b not in current.breaks))
-            self.write_head(seq, hash_hex, first_keyed_seq, breaks)
+                breaks = merged
+            head = AuditHead(seq=seq, hash=hash_hex, first_keyed_seq=first_keyed_seq, breaks=breaks)
+            self._write(fd, head)
         finally:
-            os.close(fd)  # releases the lock
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _read_or_create_key(key_file: Path) -> bytes:

@@ -38,7 +38,6 @@ from wardwatch.alerting.audit import (
     AuditAnchor,
     AuditBreak,
     AuditEntry,
-    AuditHead,
     sealed,
     verify_chain,
 )
@@ -239,7 +238,7 @@ class Store:
     def _anchor_head(self) -> int:
         """The first sequence number that carries a MAC; creates the checkpoint on first use of the key."""
         with self._write() as tx:
-            head = tx.head_before
+            head = self.anchor.read_head()
             if head is not None:
                 return head.first_keyed_seq
             seq, last = self._last()
@@ -273,8 +272,9 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (and the audit head checkpoint)."""
         self._db.close()
+        self.anchor.close()
 
     # -- transactions ---------------------------------------------------------------------------
 
@@ -288,7 +288,7 @@ class Store:
         """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            tx = _Transaction(self.anchor.read_head(), getattr(self, "_first_keyed_seq", 0))
+            tx = _Transaction(getattr(self, "_first_keyed_seq", 0))
             try:
                 yield tx
                 breaks = self._breaks_since(tx) if tx.head is not None else ()
@@ -304,7 +304,7 @@ class Store:
 
     def _breaks_since(self, tx: _Transaction) -> tuple[AuditBreak, ...]:
         """The checkpoint's breaks, plus one if its entry has gone or changed (a cut or rewritten tail)."""
-        head = tx.head_before
+        head = self.anchor.read_head()
         if head is None:
             return ()
         if head.seq == 0 or not self.anchor.head_is_genuine(head):
@@ -732,11 +732,10 @@ class Store:
 class _Transaction:
     """What one write transaction appended to the audit chain (for the head checkpoint)."""
 
-    __slots__ = ("first_keyed_seq", "head", "head_before", "last_before")
+    __slots__ = ("first_keyed_seq", "head", "last_before")
 
-    def __init__(self, head_before: AuditHead | None, first_keyed_seq: int) -> None:
-        self.head_before = head_before
-        self.first_keyed_seq = head_before.first_keyed_seq if head_before is not None else first_keyed_seq
+    def __init__(self, first_keyed_seq: int) -> None:
+        self.first_keyed_seq = first_keyed_seq
         self.head: tuple[int, str] | None = None
         self.last_before = 0  # newest sequence number before this transaction appended
 
