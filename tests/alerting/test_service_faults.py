@@ -542,3 +542,52 @@ async def test_two_processes_append_1000_audit_entries_each_while_alarms_flow(
         assert raised >= set(patients)
         check = store.check_audit()
         assert check.intact, check.problem
+
+
+async def test_a_crash_while_recording_a_delivery_does_not_end_the_page(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """Before: a store error while recording a delivery attempt ended that page's delivery until a restart."""
+    from wardwatch.alerting.metrics import AlertingMetrics
+    from wardwatch.alerting.paging import Pager, build_channel
+    from wardwatch.alerting.settings import PagingConfig
+    from wardwatch.alerting.store import Store
+    from wardwatch.core.schema import Page, Priority
+
+    fast = PagingConfig(attempts_per_channel=1, backoff_min_s=0.01, backoff_max_s=0.05, round_backoff_max_s=0.1)
+    page = Page(
+        v=SCHEMA_VERSION,
+        page_id="a-1.r0.s0",
+        alarm_id="a-1",
+        dedup_key="ward-a/p-1/spo2_low",
+        patient="p-1",
+        ward="ward-a",
+        priority=Priority.HIGH,
+        destination="nurse",
+        step=0,
+        t=now_ms(),
+        text="SpO2 84 %",
+    )
+    metrics = AlertingMetrics()
+    receiver.fail_status = 503
+    with Store(tmp_path / "alerting.db") as store:
+        real_mark_attempt = store.mark_attempt
+
+        def locked(page_id: str, attempts: int, error: str) -> None:
+            receiver.fail_status = None  # the next try gets through
+            raise OSError("database is locked")
+
+        store.mark_attempt = locked  # type: ignore[method-assign]
+        async with aiohttp.ClientSession() as session:
+            from wardwatch.alerting.settings import WebhookChannelConfig
+
+            channel = build_channel(
+                0, WebhookChannelConfig(url=receiver.url("/nurse")), session=session, publisher=None
+            )
+            async with Pager(store, {("ward-a", "nurse"): [channel]}, fast, metrics=metrics) as pager:
+                store.commit(pages=[page])
+                pager.submit([page])
+                await wait_for(lambda: [e.status for e in store.outbox()] == ["delivered"], TIMEOUT, what="delivered")
+        store.mark_attempt = real_mark_attempt  # type: ignore[method-assign]
+    assert [r.path for r in receiver.unique()] == ["/nurse"]
+    assert metrics.failures.labels(stage="paging")._value.get() == 1
