@@ -591,3 +591,34 @@ async def test_a_crash_while_recording_a_delivery_does_not_end_the_page(
         store.mark_attempt = real_mark_attempt  # type: ignore[method-assign]
     assert [r.path for r in receiver.unique()] == ["/nurse"]
     assert metrics.failures.labels(stage="paging")._value.get() == 1
+
+
+async def test_thresholds_the_engine_cannot_apply_are_neither_saved_nor_audited(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto
+) -> None:
+    """Finding 2: the PUT returned 500 but was saved (and broke the patient after a restart). Tried first now."""
+    from wardwatch.alerting.store import Store
+    from wardwatch.core.errors import ConfigError
+
+    config = in_process_config(tmp_path, receiver, mosquitto)
+    engine = default_source(load_rules(config.rules))
+    applied: list[RuleSet] = []
+
+    def engine_refusing_p9(rules: RuleSet) -> None:
+        if rules.patient_overrides("p-9"):
+            raise OverflowError("cannot convert float infinity to integer")
+        applied.append(rules)
+        engine.set_rules(rules)
+
+    with Store(config.database) as store:
+        async with AlarmService(config, store) as service:
+            service.rules_hooks.append(engine_refusing_p9)
+            with pytest.raises(ConfigError, match="engine cannot apply"):
+                service.set_thresholds("p-9", {"sensor_off_s": 1e306}, "doc", "test")
+            assert store.thresholds("p-9") is None
+            assert [e.action for e in store.audit_entries()] == []
+            assert service.rules.patient_overrides("p-9") == {}
+            assert applied[-1].patient_overrides("p-9") == {}  # the engine got the old rules back
+            service.set_thresholds("p-1", {"spo2_low": 88}, "doc", "target 88-92 %")
+            assert store.thresholds("p-1") == {"spo2_low": 88}
+            assert [e.action for e in store.audit_entries()] == ["thresholds_set"]

@@ -453,6 +453,15 @@ class AlarmService:
         changes.update(overrides)
         return self.rules.with_patient_override(patient, **changes)
 
+    def _restore_rules(self, rules: RuleSet) -> None:
+        for hook in self.rules_hooks:
+            try:
+                hook(rules)
+            except Exception:  # the engine refuses even the rules it ran with: say so loudly
+                self.metrics.failures.labels(stage="rules").inc()
+                self.set_problem("rules", "the engine refused to go back to the rules in force")
+                _log.exception("restoring the rules in force failed")
+
     def set_thresholds(self, patient: str, overrides: dict[str, Any], actor: str, reason: str) -> dict[str, Any]:
         """Replace a patient's threshold overrides: validated, tried on the engine, then saved with its audit entry.
 
@@ -466,8 +475,7 @@ class AlarmService:
             for hook in self.rules_hooks:
                 hook(rules)
         except Exception as exc:
-            for hook in self.rules_hooks:
-                hook(old_rules)
+            self._restore_rules(old_rules)
             raise ConfigError(f"the engine cannot apply them: {exc}", key=f"patients.{patient}") from None
         old = self.store.thresholds(patient) or {}
         now = self.clock.now_ms()
@@ -482,8 +490,7 @@ class AlarmService:
         try:
             self.store.set_thresholds(patient, overrides, actor, now, entry)
         except BaseException:
-            for hook in self.rules_hooks:
-                hook(old_rules)
+            self._restore_rules(old_rules)
             raise
         self.rules = rules
         priority = self.config.guard.thresholds_rejected_priority
