@@ -622,3 +622,30 @@ async def test_thresholds_the_engine_cannot_apply_are_neither_saved_nor_audited(
             service.set_thresholds("p-1", {"spo2_low": 88}, "doc", "target 88-92 %")
             assert store.thresholds("p-1") == {"spo2_low": 88}
             assert [e.action for e in store.audit_entries()] == ["thresholds_set"]
+
+
+async def test_an_engine_failing_for_everyone_raises_a_few_alarms_not_a_flood(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto
+) -> None:
+    """Five patients get an alarm of their own; the rest are counted in one alarm for the ward."""
+    from wardwatch.alerting.guard import FailureTracker
+    from wardwatch.alerting.store import Store
+
+    config = in_process_config(tmp_path, receiver, mosquitto)
+    with Store(config.database) as store:
+        async with AlarmService(config, store) as service:
+            tracker = FailureTracker(service)
+            patients = [f"p-{i}" for i in range(8)]
+            for _ in range(config.guard.failures_before_impaired):
+                for patient in patients:
+                    tracker.failed("ward-a", patient, "engine", OverflowError("boom"))
+            impaired = {r.patient for r in service.manager.open_alarms() if r.rule == "monitoring_impaired"}
+            assert impaired == {*patients[:5], "impaired-patients"}
+            assert len(tracker.impaired) == 8
+            assert "monitoring impaired for 8 patient(s)" in service.health()[0]
+            for _ in range(config.guard.successes_before_recovered):
+                for patient in patients:
+                    tracker.succeeded("ward-a", patient)
+            assert service.health() == []
+            still = [r for r in service.manager.open_alarms() if r.rule == "monitoring_impaired"]
+            assert all(not r.condition_active for r in still)

@@ -28,6 +28,7 @@ _log = logging.getLogger(__name__)
 PatientKey = tuple[str, str]  # (ward, patient)
 
 _SHOWN_IMPAIRED: Final = 5  # patients named in the health report (the count is always given)
+_ALARMS_PER_WARD: Final = 5  # patient alarms of their own; beyond, one alarm for the ward (no page flood)
 
 
 class TimeGate:
@@ -95,6 +96,7 @@ class _Failing:
     failures: int = 0  # consecutive
     successes: int = 0  # consecutive, once impaired
     impaired: bool = False
+    alarmed: bool = False  # has a patient alarm of its own (else counted in the ward's summary alarm)
     last_error: str = ""
     total: int = field(default=0)
 
@@ -134,12 +136,17 @@ class FailureTracker:
             )
         if not state.impaired and state.failures >= self._threshold:
             state.impaired = True
-            who = f"every patient on {ward}" if patient == ALL_PATIENTS else patient
-            text = (
-                f"monitoring of {who} impaired: the alarm engine failed on {state.failures} inputs in a row "
-                f"({type(exc).__name__}); alarms may be missed - check the patient directly"
-            )
-            self._service.technical(ward, patient, MONITORING_IMPAIRED, self._priority, True, text, state.failures)
+            alarmed = [k for k, f in self._failing.items() if k[0] == ward and f.alarmed and k[1] != ALL_PATIENTS]
+            if patient == ALL_PATIENTS or len(alarmed) < _ALARMS_PER_WARD:
+                state.alarmed = True
+                who = f"every patient on {ward}" if patient == ALL_PATIENTS else patient
+                text = (
+                    f"monitoring of {who} impaired: the alarm engine failed on {state.failures} inputs in a row "
+                    f"({type(exc).__name__}); alarms may be missed - check the patient directly"
+                )
+                self._service.technical(ward, patient, MONITORING_IMPAIRED, self._priority, True, text, state.failures)
+            else:
+                self._ward_summary(ward)
             self._report()
 
     def succeeded(self, ward: str, patient: str) -> None:
@@ -157,9 +164,25 @@ class FailureTracker:
         state.successes += 1
         if state.successes >= self._recovery:
             del self._failing[key]
-            text = f"monitoring of {patient} restored: {self._recovery} inputs handled without failure"
-            self._service.technical(ward, patient, MONITORING_IMPAIRED, self._priority, False, text)
+            if state.alarmed:
+                text = f"monitoring of {patient} restored: {self._recovery} inputs handled without failure"
+                self._service.technical(ward, patient, MONITORING_IMPAIRED, self._priority, False, text)
+            else:
+                self._ward_summary(ward)
             self._report()
+
+    def _ward_summary(self, ward: str) -> None:
+        """One alarm for the ward's impaired patients beyond the first few (who have alarms of their own)."""
+        others = sorted(p for (w, p), f in self._failing.items() if w == ward and f.impaired and not f.alarmed)
+        summary = (ward, "impaired-patients")
+        if others:
+            text = (
+                f"monitoring of {len(others) + _ALARMS_PER_WARD} patients on {ward} impaired, among them "
+                f"{', '.join(others[:_SHOWN_IMPAIRED])}: the alarm engine fails on their data - see /healthz"
+            )
+            self._service.technical(ward, summary[1], MONITORING_IMPAIRED, self._priority, True, text, len(others))
+        else:
+            self._service.technical(ward, summary[1], MONITORING_IMPAIRED, self._priority, False, "recovered")
 
     def _report(self) -> None:
         impaired = self.impaired
