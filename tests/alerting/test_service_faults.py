@@ -649,3 +649,29 @@ async def test_an_engine_failing_for_everyone_raises_a_few_alarms_not_a_flood(
             assert service.health() == []
             still = [r for r in service.manager.open_alarms() if r.rule == "monitoring_impaired"]
             assert all(not r.condition_active for r in still)
+
+
+async def test_monitoring_impaired_raised_before_a_restart_clears_when_input_works_again(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto, client: MqttClient
+) -> None:
+    config = in_process_config(tmp_path, receiver, mosquitto)
+    faulty = FaultySource(default_source(load_rules(config.rules)), bad_patient="p-r")
+    async with running(config, faulty) as (service, port):
+        for seq in range(1, 4):
+            await client.publish(topic_of(desaturation("p-r", seq=seq)), encode(desaturation("p-r", seq=seq)))
+        await wait_for(lambda: "monitoring_impaired" in rules_paged(receiver, "p-r"), TIMEOUT, what="impaired page")
+    async with running(config) as (service, port):  # fixed (e.g. a new version), restarted
+        assert (await healthz(port))[0] == 503  # still impaired until its input is seen to work
+        for seq in range(10, 10 + config.guard.successes_before_recovered):
+            normal = desaturation("p-r", seq=seq, t0=now_ms() - 60_000 + 1000 * seq)
+            normal = Vitals(
+                **{**{f: getattr(normal, f) for f in normal.__struct_fields__}, "samples": normal.samples[:8]}
+            )
+            await client.publish(topic_of(normal), encode(normal))
+
+        def cleared() -> bool:
+            open_ = [r for r in service.manager.open_alarms() if r.rule == "monitoring_impaired"]
+            return all(not r.condition_active for r in open_)
+
+        await wait_for(cleared, TIMEOUT, what="monitoring-impaired condition cleared")
+        assert (await healthz(port))[0] == 200

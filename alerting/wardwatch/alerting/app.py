@@ -22,10 +22,18 @@ from typing import Final
 
 from wardwatch.alerting.audit import AuditAnchor
 from wardwatch.alerting.events import ConditionChange
-from wardwatch.alerting.guard import FailureTracker, TimeGate
+from wardwatch.alerting.guard import IMPAIRED_PATIENTS, FailureTracker, TimeGate
 from wardwatch.alerting.metrics import AlertingMetrics
 from wardwatch.alerting.rules import RuleSet, load_rules
-from wardwatch.alerting.service import ALL_PATIENTS, THRESHOLDS_REJECTED, AlarmService, Clock, ConditionSource
+from wardwatch.alerting.service import (
+    ALL_PATIENTS,
+    DEVICE_CLOCK_WRONG,
+    MONITORING_IMPAIRED,
+    THRESHOLDS_REJECTED,
+    AlarmService,
+    Clock,
+    ConditionSource,
+)
 from wardwatch.alerting.settings import AlertingConfig
 from wardwatch.alerting.store import Store, audit_head_file, audit_key_file
 from wardwatch.core.errors import ConfigError, SchemaError, TopicError
@@ -117,6 +125,14 @@ class MqttInput:
         self.gate = TimeGate(service)
         self.failures = FailureTracker(service)
         self._rejected = dict(rejected_thresholds or {})  # alarmed when the patient's ward is known
+        for record in service.manager.open_alarms():  # raised before a restart: let them clear
+            if record.condition_active and record.rule == MONITORING_IMPAIRED and record.patient == IMPAIRED_PATIENTS:
+                text = "restarted: raised again if the patients' input keeps failing"
+                service.technical(record.ward, record.patient, MONITORING_IMPAIRED, record.priority, False, text)
+            elif record.condition_active and record.rule == MONITORING_IMPAIRED:
+                self.failures.restore(record.ward, record.patient)
+            elif record.condition_active and record.rule == DEVICE_CLOCK_WRONG:
+                self.gate.restore(record.ward, record.patient)
         if len(self.wards) == 1:
             (ward,) = self.wards
             for patient in list(self._rejected):

@@ -28,6 +28,9 @@ _log = logging.getLogger(__name__)
 PatientKey = tuple[str, str]  # (ward, patient)
 
 _SHOWN_IMPAIRED: Final = 5  # patients named in the health report (the count is always given)
+_ANY_DEVICE: Final = "*"  # restored after a restart: which device it was is not known
+IMPAIRED_PATIENTS: Final = "impaired-patients"
+"""The patient id of the ward's one alarm for impaired patients beyond the first five."""
 _ALARMS_PER_WARD: Final = 5  # patient alarms of their own; beyond, one alarm for the ward (no page flood)
 
 
@@ -78,12 +81,17 @@ class TimeGate:
             self._service.technical(ward, patient, DEVICE_CLOCK_WRONG, self._priority, True, alarm_text)
         return False
 
+    def restore(self, ward: str, patient: str) -> None:
+        """A "device clock wrong" alarm open before a restart: the patient's next sane message clears it."""
+        self._wrong.setdefault((ward, patient), set()).add(_ANY_DEVICE)
+
     def _sane_again(self, ward: str, patient: str, device: str) -> None:
         key = (ward, patient)
         devices = self._wrong.get(key)
-        if devices is None or device not in devices:
+        if devices is None or (device not in devices and _ANY_DEVICE not in devices):
             return
         devices.discard(device)
+        devices.discard(_ANY_DEVICE)
         if not devices:
             del self._wrong[key]
             self._service.technical(
@@ -111,6 +119,13 @@ class FailureTracker:
         self._recovery = guard.successes_before_recovered
         self._priority = guard.impaired_priority
         self._failing: dict[PatientKey, _Failing] = {}
+
+    def restore(self, ward: str, patient: str) -> None:
+        """A "monitoring impaired" alarm open before a restart: good inputs clear it, failures keep it."""
+        if patient == IMPAIRED_PATIENTS:
+            return  # rebuilt from the patients' own states as they fail again
+        self._failing[(ward, patient)] = _Failing(impaired=True, alarmed=True, last_error="before a restart")
+        self._report()
 
     @property
     def impaired(self) -> list[PatientKey]:
@@ -174,7 +189,7 @@ class FailureTracker:
     def _ward_summary(self, ward: str) -> None:
         """One alarm for the ward's impaired patients beyond the first few (who have alarms of their own)."""
         others = sorted(p for (w, p), f in self._failing.items() if w == ward and f.impaired and not f.alarmed)
-        summary = (ward, "impaired-patients")
+        summary = (ward, IMPAIRED_PATIENTS)
         if others:
             text = (
                 f"monitoring of {len(others) + _ALARMS_PER_WARD} patients on {ward} impaired, among them "
