@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import sys
 import textwrap
 import time
@@ -486,15 +487,20 @@ async def test_admin_user_add_while_the_service_runs_then_login_and_page(
 
 
 WRITER = """
-import sys
+import sys, time
+from pathlib import Path
 from wardwatch.alerting.app import open_store
 from wardwatch.alerting.audit import AuditEntry
 from wardwatch.alerting.settings import load_alerting_config
 
 config = load_alerting_config(sys.argv[1])
+actor, count, flag = sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 with open_store(config) as store:
-    for i in range(int(sys.argv[3])):
-        store.audit(AuditEntry(t=i, actor=sys.argv[2], action="admin_step", details={"i": i}))
+    for i in range(count):
+        if i == count // 2:
+            while not flag.exists():  # the second half once the test has alarms flowing
+                time.sleep(0.005)
+        store.audit(AuditEntry(t=i, actor=actor, action="admin_step", details={"i": i}))
 """
 
 
@@ -505,6 +511,7 @@ async def test_two_processes_append_1000_audit_entries_each_while_alarms_flow(
     port = free_port()
     config = write_config(tmp_path, receiver, mosquitto, port)
     patients = [f"p-{i:02d}" for i in range(20)]
+    flag = tmp_path / "alarms-flowing"
     async with service_process(config, port, tmp_path / "service.log") as child:
         writers = [
             await asyncio.create_subprocess_exec(
@@ -514,12 +521,24 @@ async def test_two_processes_append_1000_audit_entries_each_while_alarms_flow(
                 str(config),
                 name,
                 "1000",
+                str(flag),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
             for name in ("admin-1", "admin-2")
         ]
-        for patient in patients:
+
+        def admin_entries() -> int:
+            with contextlib.closing(sqlite3.connect(tmp_path / "alerting.db")) as db:
+                return int(db.execute("SELECT COUNT(*) FROM audit WHERE actor LIKE 'admin-%'").fetchone()[0])
+
+        await wait_for(lambda: admin_entries() > 0, 30, what="the writers writing")
+        for patient in patients[:10]:  # while both write their first halves
+            await client.publish(topic_of(desaturation(patient)), encode(desaturation(patient)))
+        await wait_for(lambda: admin_entries() == 1000, 30, what="both writers half way")
+        await wait_for(lambda: any("spo2_low" in rules_paged(receiver, p) for p in patients), TIMEOUT, what="a page")
+        flag.touch()  # second halves, while the other ten alarms are raised and paged
+        for patient in patients[10:]:
             await client.publish(topic_of(desaturation(patient)), encode(desaturation(patient)))
         results = [await w.communicate() for w in writers]
         assert [w.returncode for w in writers] == [0, 0], [err.decode()[-2000:] for _, err in results]
@@ -541,6 +560,9 @@ async def test_two_processes_append_1000_audit_entries_each_while_alarms_flow(
         assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
         raised = {e.patient for e in entries if e.action == "alarm_active"}
         assert raised >= set(patients)
+        admin = [e.seq for e in entries if e.actor.startswith("admin-")]
+        service_writes = [e.seq for e in entries if e.actor == "system" and admin[0] < e.seq < admin[-1]]
+        assert service_writes, "the service wrote nothing while the two writers ran: no concurrency tested"
         check = store.check_audit()
         assert check.intact, check.problem
 
