@@ -111,8 +111,8 @@ class AuditHead(msgspec.Struct, frozen=True, kw_only=True):
     """The signed checkpoint of the chain's head, written outside the database at every append.
 
     ``first_keyed_seq``: entries from this sequence number on carry a MAC (older ones predate the key).
-    ``breaks``: every discontinuity ever found; carried forward (and signed) so that appending after
-    a truncation cannot hide it.
+    ``breaks``: the discontinuities found (the first eight); carried forward (and signed) so that
+    appending after a truncation cannot hide it.
     """
 
     seq: int
@@ -130,10 +130,11 @@ class AuditAnchor:
 
     Each audit row gets ``mac = HMAC-SHA256(key, hash)``: whoever can write the database but not read
     the key cannot re-hash an edited chain (its MACs no longer match). The head checkpoint (sequence
-    number and hash of the newest entry, MAC'd) lives in a file beside the key: deleting the chain's
-    tail leaves the checkpoint pointing past the end. Limits: someone holding the key can forge both;
-    someone who can replace the checkpoint with an older one of their own copy can hide a truncation
-    back to that point (ship the checkpoint file off the machine to close that).
+    number and hash of the newest entry, MAC'd) lives in a file of its own, one page rewritten in
+    place under ``flock`` after every append: deleting the chain's tail leaves the checkpoint pointing
+    past the end. Limits: someone holding the key can forge both; someone who can replace the
+    checkpoint with an older one of their own copy can hide a truncation back to that point (ship the
+    checkpoint file off the machine to close that).
     """
 
     def __init__(self, key: bytes, head_file: Path) -> None:
