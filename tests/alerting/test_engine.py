@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 
-from wardwatch.alerting.engine import RULES, Engine, EngineSource, build_source
+from wardwatch.alerting.engine import RULES, Engine
 from wardwatch.alerting.engine._filters import Hampel, quality_class
 from wardwatch.alerting.engine.news2 import PARTIAL_TEXT, o2_points, partial_news2, pulse_points, spo2_points
 from wardwatch.alerting.events import ConditionChange
@@ -621,18 +621,3 @@ def test_every_rule_has_category_and_priority() -> None:
         assert isinstance(priority, Priority)
         assert all(i in RULES for i in inhibitors), name
         assert releases is None or releases in RULES
-
-
-def test_engine_source_adapts_to_the_service_protocol() -> None:
-    source = build_source(object(), {"p-1": {"spo2_low": 85}})
-    assert isinstance(source, EngineSource)
-    assert source.engine.thresholds(WARD, "p-1").spo2_low == 85
-    source.set_patient_thresholds("p-1", {})
-    assert source.engine.thresholds(WARD, "p-1").spo2_low == 90
-    out: list[ConditionChange] = []
-    for msg in spo2_series([96] * 5 + [85] * 20):
-        out += source.on_vitals(WARD, msg)
-    assert [c.rule for c in actives(out)] == ["spo2_low"]
-    assert source.on_availability(WARD, "gw-1", False, T0 + 30_000) == []
-    assert [c.rule for c in source.tick(T0 + 90_000)] == ["gateway_offline"]
-    assert source.tick(T0 + 91_000) == []

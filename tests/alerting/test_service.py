@@ -16,8 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from wardwatch.alerting.app import run
 from wardwatch.alerting.events import ConditionChange
-from wardwatch.alerting.service import AlarmService, run
+from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping, load_alerting_config
 from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import ScriptedSource, WebhookReceiver

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,15 @@ def test_missing_config_is_reported(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     monkeypatch.delenv("WARDWATCH_CONFIG", raising=False)
     assert main(["run"]) == 1
     assert "--config" in capsys.readouterr().err
+
+
+def test_audit_verify(config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("WW_ALERTING_PASSWORD", "a long enough password")
+    assert main(["user", "add", "ann", "--role", "nurse", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out)["intact"] is True
+    head = config.parent / "alerting.db.audit-head"
+    head.write_bytes(head.read_bytes().replace(b'"seq":1', b'"seq":9'))  # claims entries that are not there
+    assert main(["audit", "verify", "--config", str(config)]) == 1
+    assert json.loads(capsys.readouterr().out)["intact"] is False

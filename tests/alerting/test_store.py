@@ -94,3 +94,15 @@ def test_audit_hash_chain_detects_tampering(tmp_path: Path) -> None:
         assert store.verify_audit() is None
         forged = [entries[0], msgspec.structs.replace(entries[1], reason="nothing to see"), entries[2]]
         assert verify_chain(forged) == 2
+
+
+def test_two_writers_share_one_chain(tmp_path: Path) -> None:
+    """Finding 1 (issue 11): a second process's append made the first one's cached seq collide (IntegrityError)."""
+    with Store(tmp_path / "a.db") as service, Store(tmp_path / "a.db") as admin:
+        for i in range(5):
+            service.audit(entry("acknowledge", 2 * i))
+            admin.audit(entry("user_added", 2 * i + 1))
+        service.commit([record()], [page()], [entry("alarm_active", 99)])
+        assert [e.seq for e in service.audit_entries()] == list(range(1, 12))
+        assert service.check_audit().intact
+        assert admin.check_audit().intact

@@ -322,3 +322,37 @@ async def test_tls_and_authentication(secure_mosquitto: Mosquitto, influxd: Infl
         await asyncio.to_thread(publish_all, secure_mosquitto, messages, user="gw-01")
         await wait_count(influxd, len(messages))
         await wait_for(lambda: ingestor.in_flight == 0, TIMEOUT, what="every batch acknowledged")
+
+
+async def test_impossible_times_are_dead_lettered_not_stored(
+    mosquitto: Mosquitto, influxd: Influxd, dead_letters: DeadLetters
+) -> None:
+    """Finding 3 (issue 11): a year-2126 point was stored (every "last value" query showed it), t = 0 a 1970 one."""
+    messages, samples = stream(200)
+    topic = vitals_topic("ward-a", "gw-01", "p-1", "ox-1", "spo2")
+    good = Vitals(
+        v=1,
+        patient="p-1",
+        device="ox-1",
+        gateway="gw-01",
+        signal=Signal.SPO2,
+        seq=1,
+        samples=(Sample(t=NOW_MS, v=97.0),),
+    )
+    century = NOW_MS + 100 * 365 * DAY_MS
+    impossible = [
+        (topic, encode(msgspec.structs.replace(good, seq=2, samples=(Sample(t=century, v=97.0),)))),
+        (topic, encode(msgspec.structs.replace(good, seq=3, samples=(Sample(t=0, v=97.0),)))),
+    ]
+    config = ingest_config(mosquitto, influxd)
+    async with running_ingest(config) as ingestor:
+        await asyncio.to_thread(
+            publish_all, mosquitto, [*messages[:100], *impossible, *messages[100:], (topic, encode(good))]
+        )
+        await wait_count(influxd, samples + 1)
+        await wait_for(lambda: len(dead_letters.letters) >= len(impossible), TIMEOUT, what="dead letters")
+        await wait_for(lambda: ingestor.in_flight == 0, TIMEOUT, what="every batch acknowledged")
+        assert ingestor.metrics.value("dead_letters_total", cause="clock") == len(impossible)
+    assert all("device clock wrong" in letter.reason for letter in dead_letters.letters)
+    assert await count(influxd, where=f"time > {NOW_MS + DAY_MS}ms") == 0
+    assert await count(influxd, where=f"time < {NOW_MS - 365 * DAY_MS}ms") == 0

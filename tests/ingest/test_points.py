@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from wardwatch.core.errors import SchemaError, TopicError, WardwatchError
 from wardwatch.core.schema import (
+    SCHEMA_VERSION,
     AbsentReason,
     DeviceRole,
     DeviceStatus,
@@ -21,7 +22,7 @@ from wardwatch.core.schema import (
     encode,
 )
 from wardwatch.core.topics import device_status_topic, gateway_status_topic, vitals_topic
-from wardwatch.ingest.points import PointEncoder
+from wardwatch.ingest.points import ImplausibleTimeError, PointEncoder
 
 TOPIC = vitals_topic("ward-a", "gw-01", "p-1", "hr-1", "rr_interval")
 
@@ -52,15 +53,15 @@ def test_every_sample_is_a_point_with_its_own_time() -> None:
 def test_integer_json_values_become_floats() -> None:
     payload = (
         b'{"v":1,"kind":"vitals","patient":"p-1","device":"hr-1","gateway":"gw-01",'
-        b'"signal":"rr_interval","seq":1,"samples":[{"t":5,"v":1}]}'
+        b'"signal":"rr_interval","seq":1,"samples":[{"t":1700000000005,"v":1}]}'
     )
     assert PointEncoder().lines(TOPIC, payload)[0].split(" ")[1].startswith("value=1.0,")
 
 
 def test_absent_value_and_quality_flags() -> None:
     samples = (
-        Sample(t=1, v=None, absent=AbsentReason.NRES, q=(Quality.CONTACT_LOST, Quality.QUESTIONABLE)),
-        Sample(t=2, v=None),
+        Sample(t=1_700_000_000_001, v=None, absent=AbsentReason.NRES, q=(Quality.CONTACT_LOST, Quality.QUESTIONABLE)),
+        Sample(t=1_700_000_000_002, v=None),
     )
     lines = PointEncoder().lines(TOPIC, encode(vitals(samples=samples)))
     assert lines[0].split(" ")[1] == 'absent="nres",quality="contact_lost,questionable",seq=7i,gateway="gw-01"'
@@ -72,7 +73,7 @@ def test_absent_value_and_quality_flags() -> None:
     [
         (TOPIC, b"not json", "not valid JSON"),
         (TOPIC, encode(vitals()).replace(b'"v":1', b'"v":2'), "vitals message"),
-        (TOPIC, encode(vitals(samples=(Sample(t=1, v=99.0),))), "impossible"),
+        (TOPIC, encode(vitals(samples=(Sample(t=1_700_000_000_000, v=99.0),))), "impossible"),
         (TOPIC, encode(vitals(patient="p-2")), "do not match its topic"),
         (TOPIC, encode(vitals(gateway="gw-02")), "do not match its topic"),
         (TOPIC.replace("rr_interval", "heart_rate"), encode(vitals()), "do not match its topic"),
@@ -141,3 +142,42 @@ def test_any_payload_gives_points_or_a_reason(payload: bytes) -> None:
         reason, lines = str(exc), []
         assert reason
     assert all(line.endswith("\n") and line.count("\n") == 1 for line in lines)
+
+
+NOW = 1_800_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("t", "problem"),
+    [
+        (0, "before 2020"),
+        (1_500_000_000_000, "before 2020"),
+        (NOW + 301_000, "301 s ahead"),
+        (NOW + 100 * 365 * 86_400_000, "ahead of the server clock"),
+    ],
+)
+def test_impossible_sample_times_are_refused(t: int, problem: str) -> None:
+    """Finding 3 (issue 11): a sample a century ahead was stored, and t = 0 made a 1970 point."""
+    encoder = PointEncoder(clock=lambda: NOW)
+    good = Sample(t=NOW - 1000, v=0.8)
+    with pytest.raises(ImplausibleTimeError, match=problem):
+        encoder.lines(TOPIC, encode(vitals(samples=(good, Sample(t=t, v=0.8)))))
+    status = DeviceStatus(
+        v=SCHEMA_VERSION,
+        patient="p-1",
+        device="ox-1",
+        gateway="gw-01",
+        role=DeviceRole.PULSE_OXIMETER,
+        connected=True,
+        seq=1,
+        t=t,
+    )
+    with pytest.raises(ImplausibleTimeError):
+        encoder.lines(device_status_topic("ward-a", "gw-01", "p-1", "ox-1"), encode(status))
+
+
+def test_times_within_the_margin_are_stored() -> None:
+    encoder = PointEncoder(clock=lambda: NOW, future_margin_ms=60_000)
+    assert len(encoder.lines(TOPIC, encode(vitals(samples=(Sample(t=NOW + 59_000, v=0.8),))))) == 1
+    with pytest.raises(ImplausibleTimeError):
+        encoder.lines(TOPIC, encode(vitals(samples=(Sample(t=NOW + 61_000, v=0.8),))))

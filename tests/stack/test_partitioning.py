@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wardwatch.alerting.app import default_source, run
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.rules import RuleSet, load_rules
-from wardwatch.alerting.service import AlarmService, ConditionSource, default_source, run
+from wardwatch.alerting.service import AlarmService, ConditionSource
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
-from wardwatch.core.schema import SCHEMA_VERSION, DataGap, DeviceStatus, Sample, Signal, Vitals, encode
+from wardwatch.core.schema import SCHEMA_VERSION, DataGap, DeviceStatus, GatewayStatus, Sample, Signal, Vitals, encode
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.topics import vitals_topic
 from wardwatch.core.waiting import wait_for
@@ -70,11 +71,13 @@ class RecordingSource:
         """Feed the engine."""
         return self.engine.tick(now_ms)
 
+    def on_gateway_status(self, msg: GatewayStatus) -> Sequence[ConditionChange]:
+        """Feed the engine."""
+        return self.engine.on_gateway_status(msg)
+
     def set_rules(self, rules: RuleSet) -> None:
         """Thresholds changed through the API: pass them on."""
-        set_rules = getattr(self.engine, "set_rules", None)
-        if callable(set_rules):
-            set_rules(rules)
+        self.engine.set_rules(rules)
 
 
 @dataclass

@@ -163,10 +163,17 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness: the store answers."""
+    """Health: 200 ``ok``, or 503 ``unhealthy`` with the reasons (e.g. a patient's monitoring impaired)."""
     service = request.app[SERVICE_KEY]
+    problems = service.health()
     return _json(
-        {"status": "ok", "inputs_ready": service.inputs_ready, "open_alarms": len(service.manager.open_alarms())}
+        {
+            "status": "unhealthy" if problems else "ok",
+            "problems": problems,
+            "inputs_ready": service.inputs_ready,
+            "open_alarms": len(service.manager.open_alarms()),
+        },
+        status=503 if problems else 200,
     )
 
 
@@ -412,9 +419,18 @@ async def get_audit(request: web.Request) -> web.Response:
 
 @requires(Permission.READ_AUDIT)
 async def verify_audit(request: web.Request) -> web.Response:
-    """Check the audit hash chain."""
-    broken = request.app[SERVICE_KEY].store.verify_audit()
-    return _json({"intact": broken is None, "broken_at_seq": broken})
+    """Check the audit hash chain, its MACs (key outside the database) and the signed head checkpoint."""
+    check = request.app[SERVICE_KEY].store.check_audit()
+    return _json(
+        {
+            "intact": check.intact,
+            "broken_at_seq": check.broken_at_seq,
+            "problem": check.problem,
+            "entries": check.entries,
+            "head_seq": check.head_seq,
+            "anchored_from_seq": check.anchored_from_seq,
+        }
+    )
 
 
 @requires(Permission.READ_METRICS)

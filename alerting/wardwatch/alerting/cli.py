@@ -10,6 +10,8 @@
                                                      WW_ALERTING_PASSWORD)
     wardwatch alerting user list|disable NAME --config FILE
     wardwatch alerting token create NAME --role viewer [--ttl-days N] --config FILE
+    wardwatch alerting audit verify --config FILE      check the audit chain, its MACs and head (JSON;
+                                                     exit 1 if broken); safe while the service runs
     wardwatch bench alerting                         replay throughput + end-to-end latency (JSON)
 
 ``--config`` may also come from ``WARDWATCH_CONFIG``.
@@ -76,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--ttl-days", type=float, default=None)
     create.add_argument("--config", dest="sub_config")
 
+    audit = sub.add_parser("audit", help="the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="check the chain, its MACs and the signed head (exit 1 if broken)")
+    verify.add_argument("--config", dest="sub_config")
+
     bench = sub.add_parser("bench", help="replay throughput and end-to-end paging latency (prints JSON)")
     bench.add_argument("--patients", type=int, default=1000)
     bench.add_argument("--warmup-s", type=float, default=5.0)
@@ -98,13 +105,13 @@ def _read_password(prompt: str) -> str:
 
 
 def _users(args: argparse.Namespace, config_file: str) -> int:
+    from wardwatch.alerting.app import open_store
     from wardwatch.alerting.audit import AuditEntry
     from wardwatch.alerting.auth import Authenticator, Role
     from wardwatch.alerting.settings import load_alerting_config
-    from wardwatch.alerting.store import Store
 
     config = load_alerting_config(config_file)
-    with Store(config.database) as store:
+    with open_store(config) as store:
         auth = Authenticator(store)
         actor = f"cli:{getpass.getuser()}"
         if args.user_command == "add":
@@ -132,13 +139,13 @@ def _users(args: argparse.Namespace, config_file: str) -> int:
 
 
 def _tokens(args: argparse.Namespace, config_file: str) -> int:
+    from wardwatch.alerting.app import open_store
     from wardwatch.alerting.audit import AuditEntry
     from wardwatch.alerting.auth import Authenticator, Role
     from wardwatch.alerting.settings import load_alerting_config
-    from wardwatch.alerting.store import Store
 
     config = load_alerting_config(config_file)
-    with Store(config.database) as store:
+    with open_store(config) as store:
         ttl = round(args.ttl_days * 86_400_000) if args.ttl_days is not None else None
         token = Authenticator(store).create_machine_token(args.name, Role(args.role), _now_ms(), ttl)
         store.audit(
@@ -153,8 +160,20 @@ def _tokens(args: argparse.Namespace, config_file: str) -> int:
     return 0
 
 
+def _audit(config_file: str) -> int:
+    import dataclasses
+
+    from wardwatch.alerting.app import open_store
+    from wardwatch.alerting.settings import load_alerting_config
+
+    with open_store(load_alerting_config(config_file)) as store:
+        check = store.check_audit()
+    print(json.dumps(dataclasses.asdict(check), indent=2))
+    return 0 if check.intact else 1
+
+
 def _run(config_file: str) -> int:
-    from wardwatch.alerting.service import run
+    from wardwatch.alerting.app import run
     from wardwatch.alerting.settings import load_alerting_config
     from wardwatch.core.logs import setup_logging
 
@@ -222,6 +241,8 @@ def main(argv: list[str]) -> int:
             return _users(args, config_file)
         if args.command == "token":
             return _tokens(args, config_file)
+        if args.command == "audit":
+            return _audit(config_file)
     except WardwatchError as exc:
         print(f"wardwatch alerting: {exc}", file=sys.stderr)
         return 1

@@ -47,6 +47,30 @@ class AlertingMetrics:
         self.api_requests = Counter(
             "wardwatch_alerting_api_requests", "API requests", ["method", "route", "status"], registry=r
         )
+        self.failures = Counter(
+            "wardwatch_alerting_failures",
+            "Exceptions contained instead of stopping the service (stage: engine, tick, manager, store, rules)",
+            ["stage"],
+            registry=r,
+        )
+        self.patients_impaired = Gauge(
+            "wardwatch_alerting_patients_impaired",
+            "Patients whose input keeps failing (a 'monitoring impaired' alarm is raised for each)",
+            registry=r,
+        )
+        self.samples_ignored = Counter(
+            "wardwatch_alerting_samples_ignored",
+            "Samples not fed to the engine: time stamp before 2020 ('epoch'), ahead of the clock ('ahead', 'future')",
+            ["reason"],
+            registry=r,
+        )
+        self.thresholds_rejected = Counter(
+            "wardwatch_alerting_thresholds_rejected",
+            "Stored per-patient overrides that no longer validate (ward defaults used instead)",
+            registry=r,
+        )
+        self.healthy = Gauge("wardwatch_alerting_healthy", "1 while GET /healthz reports ok, else 0", registry=r)
+        self.healthy.set(1)
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:

@@ -1,13 +1,18 @@
-"""The alerting service: MQTT in, engine, alarm manager, pager, API and persistence in one TaskGroup.
+"""The alarm service: alarm manager, store, pager, alarm publishing and the escalation timer.
 
 :class:`AlarmService` ties the pure :class:`~wardwatch.alerting.manager.AlarmManager` to the store
 (alarm state, pages and audit in one transaction before anything is delivered), the pager and the
 MQTT alarm publisher, and runs the escalation timer: it sleeps exactly until the manager's next due
 time (or until woken by a change), on a :class:`Clock` that tests can replace.
 
-:func:`run` is the whole service: it subscribes to vitals, device, gateway and gap topics of the
-wards it owns (partitioning by ward), feeds the engine (anything satisfying :class:`ConditionSource`),
-and serves the HTTP API.
+Failure is contained and reported, never silent: an exception in the manager or the store is
+caught, counted (``wardwatch_alerting_failures``) and shown by :meth:`AlarmService.health`
+(``GET /healthz`` turns unhealthy); alarm state the store could not save is kept and retried, so
+no alarm is dropped. Technical alarms about the service itself (``monitoring_impaired``,
+``device_clock_wrong``, ``thresholds_rejected``) enter through :meth:`AlarmService.technical`,
+straight into the manager: they do not depend on the engine whose failure they report.
+
+Start-up (MQTT subscriptions, the engine, the API) is in :mod:`wardwatch.alerting.app`.
 """
 
 from __future__ import annotations
@@ -17,51 +22,49 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Final, Protocol, Self
 
 import aiohttp
 
 from wardwatch.alerting.audit import SYSTEM_ACTOR, AuditEntry
 from wardwatch.alerting.escalation import ward_policy
 from wardwatch.alerting.events import ConditionChange
-from wardwatch.alerting.manager import Action, AlarmManager, AlarmRecord, PublishAlarm, SendPage
+from wardwatch.alerting.manager import Action, AlarmManager, AlarmNotFoundError, AlarmRecord, PublishAlarm, SendPage
 from wardwatch.alerting.metrics import AlertingMetrics
 from wardwatch.alerting.paging import Channel, Pager, Publisher, build_channel
-from wardwatch.alerting.rules import RuleSet, load_rules
+from wardwatch.alerting.rules import RuleSet
 from wardwatch.alerting.settings import AlertingConfig
 from wardwatch.alerting.store import Store
-from wardwatch.core.errors import SchemaError, TopicError
-from wardwatch.core.mqtt import MqttClient
+from wardwatch.core.errors import ConfigError
+from wardwatch.core.logs import RateLimitedLog
 from wardwatch.core.schema import (
-    SCHEMA_VERSION,
     Alarm,
+    AlarmCategory,
     AlarmState,
     DataGap,
-    DeadLetter,
     DeviceStatus,
     GatewayStatus,
+    Page,
+    Priority,
     Vitals,
-    decode,
-    decode_vitals,
     encode,
 )
-from wardwatch.core.topics import (
-    AVAILABILITY_OFFLINE,
-    AVAILABILITY_ONLINE,
-    DEVICE,
-    GATEWAY,
-    VITALS,
-    alarm_topic,
-    deadletter_topic,
-    parse_topic,
-    ward_filter,
-)
+from wardwatch.core.topics import alarm_topic
 
 _log = logging.getLogger(__name__)
 
-_DAY_MS = 86_400_000
-_BATCH = 64  # messages handled before yielding to the pager
+_DAY_MS: Final = 86_400_000
+
+ALL_PATIENTS: Final = "all-patients"
+"""The patient id of a technical alarm about a whole ward (e.g. the engine tick failing)."""
+
+MONITORING_IMPAIRED: Final = "monitoring_impaired"
+DEVICE_CLOCK_WRONG: Final = "device_clock_wrong"
+THRESHOLDS_REJECTED: Final = "thresholds_rejected"
+SERVICE_RULES: Final = frozenset({MONITORING_IMPAIRED, DEVICE_CLOCK_WRONG, THRESHOLDS_REJECTED})
+"""Technical alarms raised by the service itself, not by the engine."""
 
 
 # -- clocks -------------------------------------------------------------------------------------
@@ -96,35 +99,6 @@ class SystemClock:
                 await wake.wait()
 
 
-class ManualClock:
-    """A clock that moves only when told (:meth:`advance`); for deterministic tests."""
-
-    def __init__(self, start_ms: int = 1_700_000_000_000) -> None:
-        self._now = start_ms
-        self._moved = asyncio.Event()
-
-    def now_ms(self) -> int:
-        """The current manual time."""
-        return self._now
-
-    def advance(self, ms: int) -> None:
-        """Move time forward and wake sleepers whose time has come."""
-        self._now += ms
-        self._moved.set()
-
-    async def sleep_until(self, t_ms: int, wake: asyncio.Event) -> None:
-        """Wait until the manual time reaches ``t_ms`` or ``wake`` is set."""
-        while self._now < t_ms and not wake.is_set():
-            self._moved.clear()
-            waiter = asyncio.ensure_future(self._moved.wait())
-            woken = asyncio.ensure_future(wake.wait())
-            try:
-                await asyncio.wait([waiter, woken], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiter.cancel()
-                woken.cancel()
-
-
 # -- the engine's side ---------------------------------------------------------------------------
 
 
@@ -147,13 +121,34 @@ class ConditionSource(Protocol):
         """A gateway dropped readings."""
         ...
 
+    def on_gateway_status(self, msg: GatewayStatus) -> Sequence[ConditionChange]:
+        """A gateway's periodic status (device-to-patient bindings)."""
+        ...
+
     def tick(self, now_ms: int) -> Sequence[ConditionChange]:
         """Time passed (deadman timers, delays)."""
+        ...
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Apply a new rule set (a clinician changed a patient's thresholds); raise if it cannot be applied."""
         ...
 
 
 RulesHook = Callable[[RuleSet], None]
 """Called with the new rule set when a clinician changed a patient's thresholds (``Engine.set_rules``)."""
+
+
+@dataclass
+class _Unsaved:
+    """Alarm state, pages and audit entries waiting for the store (kept and retried if it fails)."""
+
+    records: dict[str, AlarmRecord] = field(default_factory=dict)
+    pages: list[Page] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+    alarms: list[Alarm] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.pages or self.audit or self.alarms)
 
 
 # -- the alarm service -------------------------------------------------------------------------
@@ -190,6 +185,51 @@ class AlarmService:
         self.rules = RuleSet()
         self.rules_hooks: list[RulesHook] = []
         self.inputs_ready = False  # subscribed to the wards' inputs (shown by GET /healthz)
+        self._unsaved = _Unsaved()
+        self._retry_at: int | None = None
+        self._problems: dict[str, str] = {}  # what makes the service unhealthy, by kind
+        self._warn = RateLimitedLog(_log, interval_s=30.0)
+
+    # -- health -----------------------------------------------------------------------------------
+
+    def set_problem(self, kind: str, text: str | None) -> None:
+        """Report (``text``) or clear (``None``) a reason the service is unhealthy; shown by ``/healthz``."""
+        if text is None:
+            if self._problems.pop(kind, None) is not None:
+                _log.warning("recovered: %s", kind)
+        else:
+            if kind not in self._problems:
+                _log.error("unhealthy: %s", text)
+            self._problems[kind] = text
+        self.metrics.healthy.set(0 if self._problems else 1)
+
+    def health(self) -> list[str]:
+        """Why the service is unhealthy (empty: healthy)."""
+        return [self._problems[kind] for kind in sorted(self._problems)]
+
+    def technical(
+        self,
+        ward: str,
+        patient: str,
+        rule: str,
+        priority: Priority,
+        active: bool,
+        text: str,
+        value: float | None = None,
+    ) -> None:
+        """Raise or clear one of the service's own technical alarms (see :data:`SERVICE_RULES`)."""
+        change = ConditionChange(
+            patient=patient,
+            ward=ward,
+            rule=rule,
+            category=AlarmCategory.TECHNICAL,
+            priority=priority,
+            active=active,
+            t=self.clock.now_ms(),
+            value=value,
+            text=text,
+        )
+        self.on_conditions([change])
 
     async def __aenter__(self) -> Self:
         try:
@@ -233,18 +273,18 @@ class AlarmService:
     # -- applying the manager's decisions -------------------------------------------------------
 
     def _apply(self, actions: Sequence[Action], audit: Iterable[AuditEntry] = (), *, system_audit: bool = True) -> None:
-        records = self.manager.take_dirty()
-        if not actions and not records and not audit:
+        unsaved = self._unsaved
+        for record in self.manager.take_dirty():
+            unsaved.records[record.alarm_id] = record
+        unsaved.audit += audit
+        if not actions and not unsaved:
             return
         now = self.clock.now_ms()
-        entries = list(audit)
-        alarms: list[Alarm] = []
-        pages = []
         for action in actions:
             if isinstance(action, PublishAlarm):
-                alarms.append(action.alarm)
+                unsaved.alarms.append(action.alarm)
                 if system_audit:
-                    entries.append(
+                    unsaved.audit.append(
                         AuditEntry(
                             t=now,
                             actor=action.alarm.actor or SYSTEM_ACTOR,
@@ -256,8 +296,32 @@ class AlarmService:
                         )
                     )
             elif isinstance(action, SendPage):
-                pages.append(action.page)
-        queued = self.store.commit(records, pages, entries)
+                unsaved.pages.append(action.page)
+        self._save()
+
+    def _save(self) -> None:
+        """Write what is unsaved in one transaction, then deliver; on failure keep it and retry soon."""
+        unsaved = self._unsaved
+        if not unsaved:
+            return
+        try:
+            queued = self.store.commit(unsaved.records.values(), unsaved.pages, unsaved.audit)
+        except Exception as exc:  # the store failing must not lose alarms: keep them, retry, say so
+            self.metrics.failures.labels(stage="store").inc()
+            retry_s = self.config.guard.retry_s
+            self._retry_at = self.clock.now_ms() + round(retry_s * 1000)
+            self.set_problem(
+                "store",
+                f"the alarm store fails ({type(exc).__name__}: {exc}); {len(unsaved.pages)} page(s) and "
+                f"{len(unsaved.records)} alarm change(s) wait, retried every {retry_s:g} s",
+            )
+            self._warn.warning("store", "saving alarm state failed; kept for retry: %r", exc)
+            self._wake.set()
+            return
+        self._retry_at = None
+        self.set_problem("store", None)
+        alarms = unsaved.alarms
+        self._unsaved = _Unsaved()
         self.metrics.open_alarms.set(len(self.manager.open_alarms()))
         if self.pager is not None and queued:
             self.pager.submit(queued)
@@ -277,16 +341,33 @@ class AlarmService:
         except Exception as exc:  # logged; the alarm's state is in the store and the API
             _log.warning("publishing alarm %s failed: %s", alarm.alarm_id, exc)
 
-    def _undeliverable(self, page: Any) -> None:
-        self._apply(self.manager.on_delivery_failed(page, self.clock.now_ms()))
+    def _undeliverable(self, page: Page) -> None:
+        try:
+            actions = self.manager.on_delivery_failed(page, self.clock.now_ms())
+        except Exception:  # a manager bug must not stop the pager; the failsafe is paged by the next round
+            self.metrics.failures.labels(stage="manager").inc()
+            _log.exception("handling the undeliverable page %s failed", page.page_id)
+            return
+        self._apply(actions)
 
     async def _escalation_timer(self) -> None:
         while True:
-            self._wake.clear()
             now = self.clock.now_ms()
-            self._apply(self.manager.tick(now))
+            try:
+                self._apply(self.manager.tick(now))
+                self.set_problem("escalation", None)
+            except Exception as exc:  # never let the timer die: escalation is what pages people
+                self.metrics.failures.labels(stage="manager").inc()
+                self.set_problem("escalation", f"the escalation timer fails ({type(exc).__name__}: {exc})")
+                self._warn.warning("escalation", "escalation tick failed: %r", exc)
+                await asyncio.sleep(self.config.guard.retry_s)
+                continue
             due = self.manager.next_due()
-            await self.clock.sleep_until(due if due is not None else now + 3_600_000, self._wake)
+            wake_at = due if due is not None else now + 3_600_000
+            if self._retry_at is not None:
+                wake_at = min(wake_at, self._retry_at)
+            self._wake.clear()  # after the work above, which may set it: this loop has seen everything
+            await self.clock.sleep_until(wake_at, self._wake)
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -296,7 +377,13 @@ class AlarmService:
         actions: list[Action] = []
         for change in changes:
             self.metrics.conditions.labels(rule=change.rule, active=str(change.active).lower()).inc()
-            new = self.manager.on_condition(change, now)
+            try:
+                new = self.manager.on_condition(change, now)
+            except Exception as exc:  # one bad change must not cost the others their alarms
+                self.metrics.failures.labels(stage="manager").inc()
+                self.set_problem("manager", f"the alarm manager failed on a condition change ({type(exc).__name__})")
+                _log.exception("the alarm manager failed on %s/%s/%s", change.ward, change.patient, change.rule)
+                continue
             for action in new:
                 if isinstance(action, PublishAlarm) and action.alarm.state is AlarmState.ACTIVE:
                     self.metrics.alarms_raised.labels(rule=change.rule, priority=str(change.priority)).inc()
@@ -307,8 +394,13 @@ class AlarmService:
         """A patient was monitored at ``t`` (for pages per patient-day)."""
         key = (patient, t // _DAY_MS)
         if key not in self._patient_days:
+            try:
+                self.store.note_patient_days([(patient, ward, t)])
+            except Exception as exc:  # burden statistics only: never at the cost of the alarm path
+                self.metrics.failures.labels(stage="store").inc()
+                self._warn.warning("patient-days", "recording a patient-day failed: %r", exc)
+                return
             self._patient_days.add(key)
-            self.store.note_patient_days([(patient, ward, t)])
 
     def _command_audit(self, action: str, record: AlarmRecord, actor: str, reason: str, **details: Any) -> AuditEntry:
         return AuditEntry(
@@ -322,11 +414,16 @@ class AlarmService:
             details={"rule": record.rule, "priority": str(record.priority), **details},
         )
 
+    def _record(self, alarm_id: str) -> AlarmRecord:
+        record = self.manager.get(alarm_id)
+        if record is None:
+            raise AlarmNotFoundError(alarm_id)
+        return record
+
     def acknowledge(self, alarm_id: str, actor: str, reason: str) -> AlarmRecord:
         """Acknowledge an open alarm (stops escalation); audited."""
+        record = self._record(alarm_id)
         actions = self.manager.acknowledge(alarm_id, actor, reason, self.clock.now_ms())
-        record = self.manager.get(alarm_id)
-        assert record is not None
         self._apply(actions, [self._command_audit("acknowledge", record, actor, reason)], system_audit=False)
         self.metrics.clinician_actions.labels(action="acknowledge").inc()
         return record
@@ -334,9 +431,8 @@ class AlarmService:
     def silence(self, alarm_id: str, actor: str, reason: str, minutes: float) -> AlarmRecord:
         """Silence an open alarm for ``minutes``; audited."""
         now = self.clock.now_ms()
+        record = self._record(alarm_id)
         actions = self.manager.silence(alarm_id, actor, reason, now + round(minutes * 60_000), now)
-        record = self.manager.get(alarm_id)
-        assert record is not None
         audit = self._command_audit("silence", record, actor, reason, minutes=minutes, until=record.silenced_until)
         self._apply(actions, [audit], system_audit=False)
         self.metrics.clinician_actions.labels(action="silence").inc()
@@ -344,9 +440,8 @@ class AlarmService:
 
     def resolve(self, alarm_id: str, actor: str, reason: str) -> AlarmRecord:
         """Resolve an open alarm by hand; audited."""
-        record = self.manager.get(alarm_id)
+        record = self._record(alarm_id)
         actions = self.manager.resolve(alarm_id, actor, reason, self.clock.now_ms())
-        assert record is not None
         self._apply(actions, [self._command_audit("resolve", record, actor, reason)], system_audit=False)
         self.metrics.clinician_actions.labels(action="resolve").inc()
         return record
@@ -358,12 +453,30 @@ class AlarmService:
         changes.update(overrides)
         return self.rules.with_patient_override(patient, **changes)
 
-    def set_thresholds(self, patient: str, overrides: dict[str, Any], actor: str, reason: str) -> dict[str, Any]:
-        """Replace a patient's threshold overrides (validated; raises ConfigError); audited with old and new.
+    def _restore_rules(self, rules: RuleSet) -> None:
+        for hook in self.rules_hooks:
+            try:
+                hook(rules)
+            except Exception:  # the engine refuses even the rules it ran with: say so loudly
+                self.metrics.failures.labels(stage="rules").inc()
+                self.set_problem("rules", "the engine refused to go back to the rules in force")
+                _log.exception("restoring the rules in force failed")
 
-        The new rule set goes to every hook in :attr:`rules_hooks` (the engine). Returns the old overrides.
+    def set_thresholds(self, patient: str, overrides: dict[str, Any], actor: str, reason: str) -> dict[str, Any]:
+        """Replace a patient's threshold overrides: validated, tried on the engine, then saved with its audit entry.
+
+        Raises :class:`ConfigError` if invalid or if the engine cannot apply them (the old rules stay
+        in force). The new rule set goes to every hook in :attr:`rules_hooks` (the engine) before it
+        is persisted. Returns the old overrides; clears a ``thresholds_rejected`` alarm of the patient.
         """
         rules = self.rules_with(patient, overrides)
+        old_rules = self.rules
+        try:
+            for hook in self.rules_hooks:
+                hook(rules)
+        except Exception as exc:
+            self._restore_rules(old_rules)
+            raise ConfigError(f"the engine cannot apply them: {exc}", key=f"patients.{patient}") from None
         old = self.store.thresholds(patient) or {}
         now = self.clock.now_ms()
         entry = AuditEntry(
@@ -374,168 +487,13 @@ class AlarmService:
             reason=reason,
             details={"old": old, "new": overrides},
         )
-        self.store.set_thresholds(patient, overrides, actor, now, entry)
+        try:
+            self.store.set_thresholds(patient, overrides, actor, now, entry)
+        except BaseException:
+            self._restore_rules(old_rules)
+            raise
         self.rules = rules
-        for hook in self.rules_hooks:
-            hook(rules)
+        priority = self.config.guard.thresholds_rejected_priority
+        for ward in self.config.wards:  # a no-op unless the stored ones had been rejected at start-up
+            self.technical(ward, patient, THRESHOLDS_REJECTED, priority, False, "thresholds set again")
         return old
-
-
-# -- MQTT input ----------------------------------------------------------------------------------
-
-
-class _Ingest:
-    """Decodes messages of the owned wards and feeds the engine; rejects go to the dead-letter topic."""
-
-    def __init__(self, service: AlarmService, source: ConditionSource, mqtt: MqttClient, service_id: str) -> None:
-        self.service = service
-        self.source = source
-        self.mqtt = mqtt
-        self.service_id = service_id
-        self.wards = set(service.config.wards)
-
-    def handle(self, topic: str, payload: bytes) -> None:
-        metrics = self.service.metrics
-        try:
-            parts = parse_topic(topic)
-            ward = parts.ward
-            if ward is None or ward not in self.wards:
-                return
-            changes: Sequence[ConditionChange]
-            if parts.kind == VITALS:
-                vitals = decode_vitals(payload)
-                metrics.messages.labels(kind="vitals").inc()
-                self.service.note_patient(vitals.patient, ward, vitals.samples[-1].t)
-                changes = self.source.on_vitals(vitals, ward)
-            elif parts.kind == DEVICE:
-                message = decode(payload)
-                if not isinstance(message, DeviceStatus):
-                    raise SchemaError(f"expected device_status on {topic}, got {type(message).__name__}")
-                metrics.messages.labels(kind="device_status").inc()
-                changes = self.source.on_device_status(message, ward)
-            elif parts.kind == GATEWAY and parts.leaf == "availability":
-                if payload not in (AVAILABILITY_ONLINE, AVAILABILITY_OFFLINE):
-                    raise SchemaError(f"availability must be 'online' or 'offline', got {payload[:20]!r}")
-                metrics.messages.labels(kind="availability").inc()
-                assert parts.gateway is not None
-                online = payload == AVAILABILITY_ONLINE
-                now = self.service.clock.now_ms()
-                changes = self.source.on_gateway_availability(ward, parts.gateway, online, now)
-            elif parts.kind == GATEWAY and parts.leaf == "gap":
-                message = decode(payload)
-                if not isinstance(message, DataGap):
-                    raise SchemaError(f"expected data_gap on {topic}, got {type(message).__name__}")
-                metrics.messages.labels(kind="data_gap").inc()
-                changes = self.source.on_data_gap(message, ward)
-            elif parts.kind == GATEWAY and parts.leaf == "status":
-                message = decode(payload)
-                if not isinstance(message, GatewayStatus):
-                    raise SchemaError(f"expected gateway_status on {topic}, got {type(message).__name__}")
-                on_status = getattr(self.source, "on_gateway_status", None)
-                changes = on_status(message) if on_status is not None else ()
-            else:
-                return
-        except (SchemaError, TopicError) as exc:
-            metrics.rejected.labels(reason=type(exc).__name__).inc()
-            dead = DeadLetter(
-                v=SCHEMA_VERSION,
-                service=self.service_id,
-                t=self.service.clock.now_ms(),
-                reason=str(exc)[:500],
-                topic=topic,
-                payload=payload[:4096],
-            )
-            self.mqtt.publish_nowait(deadletter_topic(self.service_id), encode(dead), qos=0)
-            return
-        if changes:
-            self.service.on_conditions(changes)
-
-    def _handle_safely(self, topic: str, payload: bytes) -> None:
-        try:
-            self.handle(topic, payload)
-        except Exception:  # one bad message must not stop alarm processing for the ward
-            self.service.metrics.rejected.labels(reason="internal_error").inc()
-            _log.exception("processing a message on %s failed; it was skipped", topic)
-
-    async def consume(self) -> None:
-        while True:
-            message = await self.mqtt.get_message()
-            self._handle_safely(message.topic, message.payload)
-            for _ in range(_BATCH):  # drain a burst, but let page deliveries run in between
-                more = self.mqtt.get_message_nowait()
-                if more is None:
-                    break
-                self._handle_safely(more.topic, more.payload)
-
-    async def tick(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            changes = self.source.tick(self.service.clock.now_ms())
-            if changes:
-                self.service.on_conditions(changes)
-
-
-def load_rules_with_overrides(config: AlertingConfig, store: Store) -> RuleSet:
-    """The configured rules plus every patient override persisted by the API."""
-    rules = load_rules(config.rules)
-    for patient, overrides in store.all_thresholds().items():
-        rules = rules.with_patient_override(patient, **overrides)
-    return rules
-
-
-def default_source(rules: RuleSet) -> ConditionSource:
-    """The alarm engine for ``rules``."""
-    from wardwatch.alerting.engine import Engine  # the engine engineer's part; numpy/scipy stay lazy
-
-    engine: ConditionSource = Engine(rules)
-    return engine
-
-
-async def _purge_tokens(store: Store, clock: Clock, interval_s: float = 300.0) -> None:
-    """Delete expired sessions and tokens now and then (they are refused when expired anyway)."""
-    while True:
-        store.purge_expired_tokens(clock.now_ms())
-        await asyncio.sleep(interval_s)
-
-
-async def run(
-    config: AlertingConfig,
-    *,
-    source: ConditionSource | None = None,
-    clock: Clock | None = None,
-    ready: Callable[[AlarmService, int | None], None] | None = None,
-) -> None:
-    """Run the alerting service until cancelled. ``ready(service, api_port)`` is called once serving."""
-    from wardwatch.alerting.api import serve_api  # the API pulls in argon2; keep import cost at start-up
-
-    metrics = AlertingMetrics()
-    async with contextlib.AsyncExitStack() as stack:
-        store = stack.enter_context(Store(config.database, synchronous=config.database_sync))
-        rules = load_rules_with_overrides(config, store)
-        engine = source if source is not None else default_source(rules)
-        mqtt = await stack.enter_async_context(
-            MqttClient(config.mqtt, config.mqtt.client_id or f"wardwatch-{config.service_id}", clean_start=False)
-        )
-        service = await stack.enter_async_context(
-            AlarmService(config, store, clock=clock, publisher=mqtt, metrics=metrics)
-        )
-        service.rules = rules
-        set_rules = getattr(engine, "set_rules", None)
-        if callable(set_rules):
-            service.rules_hooks.append(set_rules)
-        api_port: int | None = None
-        if config.api.enabled:
-            api_port = await stack.enter_async_context(serve_api(service, config.api))
-        await mqtt.wait_connected(timeout=None)
-        for ward in config.wards:
-            for kind in (VITALS, DEVICE, GATEWAY):
-                await mqtt.subscribe(ward_filter(kind, ward), qos=1)
-        service.inputs_ready = True
-        ingest = _Ingest(service, engine, mqtt, config.service_id)
-        _log.info("alerting service %s running for wards %s", config.service_id, ", ".join(config.wards))
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(ingest.consume(), name="ingest")
-            tasks.create_task(ingest.tick(config.tick_s), name="engine-tick")
-            tasks.create_task(_purge_tokens(store, service.clock), name="purge-tokens")
-            if ready is not None:
-                ready(service, api_port)

@@ -154,6 +154,25 @@ class ApiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError("api.tls_cert and api.tls_key go together")
 
 
+class GuardConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What the service does with input it cannot use and with its own failures (see docs/alerting.md)."""
+
+    # a sample stamped further than this ahead of the server's clock, or before earliest_sample_t, is
+    # ignored and raises "device clock wrong" (ingest dead-letters the same samples)
+    future_margin_s: PositiveSeconds = 300.0
+    # ... and so is one merely ahead by more than this: fed to the engine, it would make every real
+    # sample after it look late until the clock caught up (no single sample may move "now" forward)
+    clock_skew_s: NonNegativeSeconds = 5.0
+    # consecutive failed messages of one patient before "monitoring impaired" is raised for them
+    failures_before_impaired: Annotated[int, msgspec.Meta(ge=1)] = 3
+    # messages handled without failure before the patient's "monitoring impaired" clears
+    successes_before_recovered: Annotated[int, msgspec.Meta(ge=1)] = 10
+    impaired_priority: Priority = Priority.HIGH  # monitoring of a patient has stopped: as urgent as it gets
+    clock_wrong_priority: Priority = Priority.MEDIUM  # like sensor off: that device's data is not used
+    thresholds_rejected_priority: Priority = Priority.MEDIUM  # the ward defaults apply meanwhile
+    retry_s: PositiveSeconds = 1.0  # retry of alarm state the store could not save
+
+
 class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The whole alerting service configuration."""
 
@@ -167,6 +186,10 @@ class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     rules: Path | None = None  # the engine's rules file (thresholds, delays); None: built-in defaults
     tick_s: PositiveSeconds = 1.0  # engine tick (deadman, delays); the manager wakes exactly when due
     log_level: str = "INFO"
+    # the audit log's anchor outside the database (key: or $WW_ALERTING_AUDIT_KEY, hex); default beside the database
+    audit_key_file: Path | None = None  # created with mode 0600 when missing
+    audit_head_file: Path | None = None  # the signed head checkpoint, rewritten at every audit append
+    guard: GuardConfig = msgspec.field(default_factory=GuardConfig)
 
 
 def _dec_hook(type_: type[Any], obj: Any) -> Any:

@@ -1,6 +1,8 @@
 """Persistence of the alerting service in SQLite (WAL): alarms, page outbox, audit, users, tokens, thresholds.
 
-One writer (the service's event loop). With WAL and ``synchronous=normal`` (the default) a committed
+Several writers are safe: the service and the admin commands (``wardwatch alerting user add`` while
+the service runs). Every write is one ``BEGIN IMMEDIATE`` transaction, and the audit chain's last
+sequence number and hash are read inside it, never cached. With WAL and ``synchronous=normal`` (the default) a committed
 transaction survives a crash or kill of the process (what the restart tests check), but the last
 ones may be lost on power failure; ``full`` syncs every commit (one fsync each).
 
@@ -9,14 +11,20 @@ Alarm state changes, the pages they cause and their audit entries are written in
 (alarm, escalation round, step), inserted with ``INSERT OR IGNORE``, so a page is queued at most
 once; it is marked delivered with the channel and time, and a restart redelivers only what is still
 pending. The audit table is append-only: triggers abort any UPDATE or DELETE, and rows are
-hash-chained (:mod:`wardwatch.alerting.audit`).
+hash-chained (:mod:`wardwatch.alerting.audit`); every row also carries a MAC made with a key kept
+outside the database, and the chain's head is checkpointed (signed) to a file beside the key at
+every append, so a re-hashed chain or a cut tail is found by :meth:`Store.check_audit`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -24,7 +32,15 @@ from typing import Any, Final, Self
 
 import msgspec
 
-from wardwatch.alerting.audit import GENESIS, AuditEntry, sealed, verify_chain
+from wardwatch.alerting.audit import (
+    GENESIS,
+    SYSTEM_ACTOR,
+    AuditAnchor,
+    AuditBreak,
+    AuditEntry,
+    sealed,
+    verify_chain,
+)
 from wardwatch.alerting.manager import AlarmRecord
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.schema import Page, decode
@@ -73,7 +89,8 @@ CREATE TABLE IF NOT EXISTS audit (
     reason TEXT NOT NULL,
     details TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    mac TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_alarm ON audit (alarm_id);
 CREATE INDEX IF NOT EXISTS audit_t ON audit (t);
@@ -116,6 +133,29 @@ _DAY_MS: Final = 86_400_000
 _record_encoder: Final = msgspec.json.Encoder()
 _record_decoder: Final = msgspec.json.Decoder(AlarmRecord)
 _json_decoder: Final = msgspec.json.Decoder()
+_log = logging.getLogger(__name__)
+
+
+def audit_key_file(database: Path) -> Path:
+    """Where the audit key lives by default: beside the database, never inside it."""
+    return database.with_name(database.name + ".audit-key")
+
+
+def audit_head_file(database: Path) -> Path:
+    """Where the signed head checkpoint of the audit chain lives by default."""
+    return database.with_name(database.name + ".audit-head")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditCheck:
+    """What :meth:`Store.check_audit` found."""
+
+    intact: bool
+    broken_at_seq: int | None  # first sequence number that is wrong or missing
+    problem: str | None  # what is wrong, for people
+    entries: int
+    head_seq: int  # newest entry in the database
+    anchored_from_seq: int | None  # entries from here on carry a MAC (older ones predate the key)
 
 
 class StoreError(WardwatchError):
@@ -161,7 +201,18 @@ class TokenRow:
 class Store:
     """The alerting database. Use as a context manager: ``with Store(path) as store: ...``."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "normal") -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "normal",
+        anchor: AuditAnchor | None = None,
+    ) -> None:
+        """Open (creating if needed) the database at ``path``.
+
+        ``anchor``: the audit key and head checkpoint; by default ``<path>.audit-key`` (created with
+        mode 0600 when missing, or ``$WW_ALERTING_AUDIT_KEY``) and ``<path>.audit-head``.
+        """
         if synchronous not in ("normal", "full"):
             raise StoreError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
         self.path = Path(path)
@@ -175,11 +226,42 @@ class Store:
             self._db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(audit)")}
+            if "mac" not in columns:  # a database from before the audit key
+                self._db.execute("ALTER TABLE audit ADD COLUMN mac TEXT")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open alerting database {self.path}: {exc}") from None
         self._lock = threading.RLock()
-        row = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        self._last_seq, self._last_hash = (int(row[0]), str(row[1])) if row else (0, GENESIS)
+        self.anchor = anchor or AuditAnchor.load(audit_key_file(self.path), audit_head_file(self.path))
+        self._first_keyed_seq = self._anchor_head()
+
+    def _anchor_head(self) -> int:
+        """The first sequence number that carries a MAC; creates the checkpoint on first use of the key."""
+        with self._write() as tx:
+            head = self.anchor.read_head()
+            if head is not None:
+                return head.first_keyed_seq
+            seq, last = self._last()
+            keyed = self._db.execute("SELECT MIN(seq) FROM audit WHERE mac IS NOT NULL").fetchone()[0]
+            if keyed is None:
+                tx.first_keyed_seq = seq + 1
+                tx.head = (seq, last)
+                return seq + 1
+            # MAC'd rows but no checkpoint: it was deleted. Say so in the chain itself, and go on.
+            _log.error(
+                "the audit head checkpoint %s is missing although the audit log is anchored: a deleted tail "
+                "before this start cannot be ruled out; this is recorded in the audit log",
+                self.anchor.head_file,
+            )
+            tx.first_keyed_seq = int(keyed)
+            problem = AuditEntry(
+                t=time.time_ns() // 1_000_000,
+                actor=SYSTEM_ACTOR,
+                action="audit_anchor_missing",
+                details={"head_file": str(self.anchor.head_file)},
+            )
+            self._append_audit(tx, [problem])
+            return int(keyed)
 
     def __enter__(self) -> Self:
         return self
@@ -190,13 +272,55 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (and the audit head checkpoint)."""
         self._db.close()
+        self.anchor.close()
 
     # -- transactions ---------------------------------------------------------------------------
 
-    def _begin(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[_Transaction]:
+        """One write transaction (``BEGIN IMMEDIATE``: writers of every process queue here).
+
+        If it appended to the audit log, the head checkpoint is written after ``COMMIT`` (a crash in
+        between leaves the checkpoint behind the chain, which is fine; ahead of it would look like a
+        cut tail), and only ever forward (:meth:`AuditAnchor.advance_head`).
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            tx = _Transaction(getattr(self, "_first_keyed_seq", 0))
+            try:
+                yield tx
+                breaks = self._breaks_since(tx) if tx.head is not None else ()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if tx.head is not None:
+                try:
+                    self.anchor.advance_head(tx.head[0], tx.head[1], tx.first_keyed_seq, breaks)
+                except OSError as exc:  # committed: the next append writes a newer checkpoint
+                    _log.error("cannot write the audit head checkpoint %s: %s", self.anchor.head_file, exc)
+
+    def _breaks_since(self, tx: _Transaction) -> tuple[AuditBreak, ...]:
+        """The checkpoint's breaks, plus one if its entry has gone or changed (a cut or rewritten tail)."""
+        head = self.anchor.read_head()
+        if head is None:
+            return ()
+        if head.seq == 0 or not self.anchor.head_is_genuine(head):
+            return head.breaks
+        row = self._db.execute("SELECT hash FROM audit WHERE seq = ?", (head.seq,)).fetchone()
+        if row is not None and row[0] == head.hash:
+            return head.breaks
+        first = min(head.seq, tx.last_before + 1)
+        problem = f"entries {first}..{head.seq} had been removed or replaced: the tail of the audit log was cut"
+        _log.error("audit log: %s", problem)
+        return (*head.breaks, AuditBreak(seq=first, problem=problem))
+
+    def _last(self) -> tuple[int, str]:
+        """Sequence number and hash of the newest audit entry, read inside the current transaction."""
+        row = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
     def commit(
         self,
@@ -209,58 +333,54 @@ class Store:
         Returns the pages newly queued (a page whose id is already in the outbox is not queued again).
         """
         queued: list[Page] = []
-        with self._lock:
-            self._begin()
-            try:
-                for record in records:
-                    self._db.execute(
-                        "INSERT INTO alarms (alarm_id, dedup_key, ward, patient, rule, state, started, updated, record)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alarm_id) DO UPDATE SET"
-                        " state = excluded.state, updated = excluded.updated, record = excluded.record",
-                        (
-                            record.alarm_id,
-                            record.dedup_key,
-                            record.ward,
-                            record.patient,
-                            record.rule,
-                            str(record.state),
-                            record.started,
-                            record.updated,
-                            _record_encoder.encode(record),
-                        ),
-                    )
-                for page in pages:
-                    cursor = self._db.execute(
-                        "INSERT OR IGNORE INTO outbox (page_id, alarm_id, ward, destination, step, created, payload)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            page.page_id,
-                            page.alarm_id,
-                            page.ward,
-                            page.destination,
-                            page.step,
-                            page.t,
-                            msgspec.json.encode(page),
-                        ),
-                    )
-                    if cursor.rowcount:
-                        queued.append(page)
-                seq, last = self._append_audit(audit)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._last_seq, self._last_hash = seq, last
+        with self._write() as tx:
+            for record in records:
+                self._db.execute(
+                    "INSERT INTO alarms (alarm_id, dedup_key, ward, patient, rule, state, started, updated, record)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (alarm_id) DO UPDATE SET"
+                    " state = excluded.state, updated = excluded.updated, record = excluded.record",
+                    (
+                        record.alarm_id,
+                        record.dedup_key,
+                        record.ward,
+                        record.patient,
+                        record.rule,
+                        str(record.state),
+                        record.started,
+                        record.updated,
+                        _record_encoder.encode(record),
+                    ),
+                )
+            for page in pages:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO outbox (page_id, alarm_id, ward, destination, step, created, payload)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        page.page_id,
+                        page.alarm_id,
+                        page.ward,
+                        page.destination,
+                        page.step,
+                        page.t,
+                        msgspec.json.encode(page),
+                    ),
+                )
+                if cursor.rowcount:
+                    queued.append(page)
+            self._append_audit(tx, audit)
         return queued
 
-    def _append_audit(self, entries: Iterable[AuditEntry]) -> tuple[int, str]:
-        seq, prev = self._last_seq, self._last_hash
+    def _append_audit(self, tx: _Transaction, entries: Iterable[AuditEntry]) -> None:
+        seq, prev = self._last()
+        tx.last_before = seq
+        appended = False
         for entry in entries:
             seq += 1
             done = sealed(entry, seq, prev)
+            appended = True
             self._db.execute(
-                "INSERT INTO audit (seq, t, actor, action, alarm_id, patient, ward, reason, details, prev_hash, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO audit (seq, t, actor, action, alarm_id, patient, ward, reason, details, prev_hash, hash,"
+                " mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     done.seq,
                     done.t,
@@ -273,10 +393,12 @@ class Store:
                     msgspec.json.encode(done.details).decode(),
                     done.prev_hash,
                     done.hash,
+                    self.anchor.mac(done.hash),
                 ),
             )
             prev = done.hash
-        return seq, prev
+        if appended:
+            tx.head = (seq, prev)
 
     def audit(self, *entries: AuditEntry) -> None:
         """Append audit entries on their own."""
@@ -340,20 +462,14 @@ class Store:
 
     def mark_delivered(self, page_id: str, channel: str, t: int, attempts: int, audit: AuditEntry) -> bool:
         """Record delivery (and its audit entry); False if the page was no longer pending."""
-        with self._lock:
-            self._begin()
-            try:
-                cursor = self._db.execute(
-                    "UPDATE outbox SET status = 'delivered', channel = ?, delivered_at = ?, attempts = ?"
-                    " WHERE page_id = ? AND status = 'pending'",
-                    (channel, t, attempts, page_id),
-                )
-                seq, last = self._append_audit([audit]) if cursor.rowcount else (self._last_seq, self._last_hash)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._last_seq, self._last_hash = seq, last
+        with self._write() as tx:
+            cursor = self._db.execute(
+                "UPDATE outbox SET status = 'delivered', channel = ?, delivered_at = ?, attempts = ?"
+                " WHERE page_id = ? AND status = 'pending'",
+                (channel, t, attempts, page_id),
+            )
+            if cursor.rowcount:
+                self._append_audit(tx, [audit])
         return bool(cursor.rowcount)
 
     def mark_attempt(self, page_id: str, attempts: int, error: str) -> None:
@@ -365,18 +481,12 @@ class Store:
 
     def mark_cancelled(self, page_id: str, audit: AuditEntry) -> None:
         """Stop trying to deliver a page whose alarm was acknowledged, silenced or resolved meanwhile."""
-        with self._lock:
-            self._begin()
-            try:
-                cursor = self._db.execute(
-                    "UPDATE outbox SET status = 'cancelled' WHERE page_id = ? AND status = 'pending'", (page_id,)
-                )
-                seq, last = self._append_audit([audit]) if cursor.rowcount else (self._last_seq, self._last_hash)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._last_seq, self._last_hash = seq, last
+        with self._write() as tx:
+            cursor = self._db.execute(
+                "UPDATE outbox SET status = 'cancelled' WHERE page_id = ? AND status = 'pending'", (page_id,)
+            )
+            if cursor.rowcount:
+                self._append_audit(tx, [audit])
 
     def pages_since(self, since: int) -> list[tuple[str, str, int, str]]:
         """(alarm_id, status, created, destination) of pages created at or after ``since``."""
@@ -431,17 +541,64 @@ class Store:
         ]
 
     def verify_audit(self) -> int | None:
-        """First broken sequence number of the audit chain, or ``None`` if intact."""
-        after = 0
-        prev = GENESIS
+        """First broken (or missing) sequence number of the audit chain, or ``None`` if intact."""
+        return self.check_audit().broken_at_seq
+
+    def check_audit(self) -> AuditCheck:
+        """Check the hash chain, every row's MAC (the key is outside the database) and the signed head.
+
+        Finds an edited row, a chain re-hashed from an edited row (its MACs do not match), rows
+        removed from the middle or the tail (the checkpoint points past them), and a forged checkpoint.
+        """
+        first_keyed = self._first_keyed_seq
+        after, prev, count = 0, GENESIS, 0
         while True:
-            batch = self.audit_entries(after_seq=after, limit=5000)
-            if not batch:
-                return None
+            rows = self._db.execute(
+                "SELECT seq, hash, mac FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000", (after,)
+            ).fetchall()
+            if not rows:
+                break
+            batch = self.audit_entries(after_seq=after, limit=len(rows))
             broken = verify_chain(batch, prev)
+            if broken is None:
+                expected = after + 1
+                for entry in batch:
+                    if entry.seq != expected:
+                        broken = expected
+                        break
+                    expected += 1
             if broken is not None:
-                return broken
+                return self._broken(broken, "the hash chain is broken (a row was edited or removed)", count)
+            for seq, hash_hex, mac in rows:
+                if seq >= first_keyed and (mac is None or not _macs_equal(mac, self.anchor.mac(hash_hex))):
+                    problem = "a row's MAC does not match: the chain was rewritten without the audit key"
+                    return self._broken(seq, problem, count)
+            count += len(rows)
             after, prev = batch[-1].seq, batch[-1].hash
+        with self._write():  # the checkpoint and the newest row, consistent with concurrent writers
+            head = self.anchor.read_head()
+            last_seq, _ = self._last()
+            at_head = None if head is None else self._db.execute("SELECT hash FROM audit WHERE seq = ?", (head.seq,))
+            head_row = None if at_head is None else at_head.fetchone()
+        if head is None:
+            return self._broken(last_seq + 1, f"the audit head checkpoint {self.anchor.head_file} is missing", count)
+        if not self.anchor.head_is_genuine(head):
+            return self._broken(head.seq, "the audit head checkpoint is not signed with the audit key", count)
+        if head.breaks:
+            first = head.breaks[0]
+            return self._broken(first.seq, first.problem, count)
+        if last_seq < head.seq:
+            problem = (
+                f"entries {last_seq + 1}..{head.seq} had been removed or replaced: the tail of the audit log was cut"
+            )
+            return self._broken(last_seq + 1, problem, count)
+        if head.seq > 0 and (head_row is None or head_row[0] != head.hash):
+            return self._broken(head.seq, "the entry at the signed head checkpoint was replaced", count)
+        return AuditCheck(True, None, None, count, last_seq, first_keyed)
+
+    def _broken(self, seq: int, problem: str, entries: int) -> AuditCheck:
+        last_seq, _ = self._last()
+        return AuditCheck(False, seq, problem, entries, last_seq, self._first_keyed_seq)
 
     # -- users and tokens -----------------------------------------------------------------------
 
@@ -544,21 +701,14 @@ class Store:
 
     def set_thresholds(self, patient: str, overrides: dict[str, Any], actor: str, t: int, audit: AuditEntry) -> None:
         """Replace a patient's overrides, with its audit entry, atomically."""
-        with self._lock:
-            self._begin()
-            try:
-                self._db.execute(
-                    "INSERT INTO thresholds (patient, overrides, updated, actor) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (patient) DO UPDATE SET overrides = excluded.overrides,"
-                    " updated = excluded.updated, actor = excluded.actor",
-                    (patient, msgspec.json.encode(overrides).decode(), t, actor),
-                )
-                seq, last = self._append_audit([audit])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._last_seq, self._last_hash = seq, last
+        with self._write() as tx:
+            self._db.execute(
+                "INSERT INTO thresholds (patient, overrides, updated, actor) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (patient) DO UPDATE SET overrides = excluded.overrides,"
+                " updated = excluded.updated, actor = excluded.actor",
+                (patient, msgspec.json.encode(overrides).decode(), t, actor),
+            )
+            self._append_audit(tx, [audit])
 
     def note_patient_days(self, seen: Iterable[tuple[str, str, int]]) -> None:
         """Record (patient, ward, t) as monitored on the UTC day of ``t`` (for pages per patient-day)."""
@@ -577,6 +727,21 @@ class Store:
                 "SELECT COUNT(*) FROM patient_days WHERE day >= ? AND ward = ?", (since // _DAY_MS, ward)
             )
         return int(row.fetchone()[0])
+
+
+class _Transaction:
+    """What one write transaction appended to the audit chain (for the head checkpoint)."""
+
+    __slots__ = ("first_keyed_seq", "head", "last_before")
+
+    def __init__(self, first_keyed_seq: int) -> None:
+        self.first_keyed_seq = first_keyed_seq
+        self.head: tuple[int, str] | None = None
+        self.last_before = 0  # newest sequence number before this transaction appended
+
+
+def _macs_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("ascii", "replace"), b.encode("ascii"))
 
 
 def _decode_page(payload: bytes) -> Page:

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.rules import RuleSet
-from wardwatch.core.schema import DataGap, DeviceStatus, Vitals
+from wardwatch.core.schema import DataGap, DeviceStatus, GatewayStatus, Vitals
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +146,10 @@ class ScriptedSource:
         return self._take()
 
     def on_data_gap(self, message: DataGap, ward: str) -> Sequence[ConditionChange]:
+        """Nothing but injected changes."""
+        return self._take()
+
+    def on_gateway_status(self, msg: GatewayStatus) -> Sequence[ConditionChange]:
         """Nothing but injected changes."""
         return self._take()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -122,3 +122,5 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     subscription: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     log_level: str = "INFO"
+    # samples stamped further ahead of this server's clock (or before 2020) are dead-lettered ("clock")
+    future_margin_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0

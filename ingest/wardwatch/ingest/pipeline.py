@@ -34,7 +34,7 @@ from wardwatch.core.schema import DeadLetter, encode
 from wardwatch.core.topics import deadletter_topic
 from wardwatch.ingest.config import IngestConfig
 from wardwatch.ingest.metrics import IngestMetrics
-from wardwatch.ingest.points import PointEncoder
+from wardwatch.ingest.points import ImplausibleTimeError, PointEncoder
 from wardwatch.ingest.sinks import SchemaSetupError, Sink, SinkUnavailableError
 from wardwatch.ingest.subscriber import Subscriber
 
@@ -87,7 +87,7 @@ class Ingestor:
         self.config = config
         self.metrics = metrics if metrics is not None else IngestMetrics()
         self._sink = sink
-        self._encoder = PointEncoder()
+        self._encoder = PointEncoder(future_margin_ms=round(config.future_margin_s * 1000))
         self._max_points = config.batch.max_points
         self._max_delay_s = config.batch.max_delay_ms / 1000
         self._min_delay_s = config.batch.min_delay_ms / 1000
@@ -158,6 +158,9 @@ class Ingestor:
             self._loop.call_later(self._max_delay_s, self._seal_if_open, batch)
         try:
             lines = self._encoder.lines(topic, payload)
+        except ImplausibleTimeError as exc:
+            lines = []
+            self._dead_letter(batch, "clock", str(exc), topic, payload)
         except WardwatchError as exc:
             lines = []
             self._dead_letter(batch, "malformed", str(exc), topic, payload)

@@ -19,21 +19,32 @@ instead of ``value``; ``quality`` lists the sample's flags, comma-separated, whe
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from wardwatch.core import topics
 from wardwatch.core.errors import SchemaError, TopicError
+from wardwatch.core.sampletime import EARLIEST_SAMPLE_MS, FUTURE_MARGIN_MS, implausible_time
 from wardwatch.core.schema import DeviceStatus, decode, decode_vitals
 from wardwatch.ingest.lineprotocol import FieldValue, encode_fields, series_key
 
-__all__ = ["DEVICE_STATUS_MEASUREMENT", "VITALS_MEASUREMENT", "PointEncoder"]
+__all__ = ["DEVICE_STATUS_MEASUREMENT", "VITALS_MEASUREMENT", "ImplausibleTimeError", "PointEncoder"]
 
 VITALS_MEASUREMENT: Final = "vitals"
 DEVICE_STATUS_MEASUREMENT: Final = "device_status"
 
 _VITALS_PREFIX: Final = f"{topics.ROOT}/{topics.VITALS}/"
 _DEVICE_PREFIX: Final = f"{topics.ROOT}/{topics.DEVICE}/"
+
+
+class ImplausibleTimeError(SchemaError):
+    """A sample or status is stamped before 2020 or too far ahead of this server's clock (device clock wrong)."""
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +64,32 @@ class PointEncoder:
 
     Raises :class:`~wardwatch.core.errors.SchemaError` or :class:`~wardwatch.core.errors.TopicError`
     saying what is wrong: bad JSON, wrong schema version, impossible values, an unknown topic, or a
-    payload whose ids differ from its topic's (a spoofed or misrouted message).
+    payload whose ids differ from its topic's (a spoofed or misrouted message); and
+    :class:`ImplausibleTimeError` for a time stamp before 2020 or more than ``future_margin_ms``
+    ahead of ``clock()`` (a message with one such sample is refused whole: its device's clock is wrong).
     """
 
-    def __init__(self, *, route_cache_size: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        route_cache_size: int = 100_000,
+        future_margin_ms: int = FUTURE_MARGIN_MS,
+        clock: Callable[[], int] = _wall_ms,
+    ) -> None:
         self._routes: dict[str, _Route] = {}
         self._route_cache_size = route_cache_size
+        self._future_margin_ms = future_margin_ms
+        self._clock = clock
+
+    def _check_time(self, t_min: int, t_max: int) -> None:
+        if t_min >= EARLIEST_SAMPLE_MS and t_max <= self._clock() + self._future_margin_ms:
+            return  # the hot path: one comparison each
+        now = self._clock()
+        problem = implausible_time(t_min, now, future_margin_ms=self._future_margin_ms) or implausible_time(
+            t_max, now, future_margin_ms=self._future_margin_ms
+        )
+        if problem is not None:
+            raise ImplausibleTimeError(f"device clock wrong: {problem}")
 
     def lines(self, topic: str, payload: bytes) -> list[str]:
         """The lines of one message (ending in ``\\n``)."""
@@ -78,6 +109,8 @@ class PointEncoder:
                 f"payload ids (gateway {message.gateway}, patient {message.patient}, device {message.device}, "
                 f"signal {message.signal}) do not match its topic"
             )
+        samples = message.samples
+        self._check_time(min(s.t for s in samples), max(s.t for s in samples))
         prefix = route.prefix
         tail = f",seq={message.seq}i{route.gateway_field} "
         out = []
@@ -119,6 +152,7 @@ class PointEncoder:
             raise SchemaError(f"a {type(message).__name__} message on device status topic")
         if (message.gateway, message.patient, message.device) != (parts.gateway, parts.patient, parts.device):
             raise SchemaError("payload ids do not match its topic")
+        self._check_time(message.t, message.t)
         assert parts.ward is not None
         fields: list[tuple[str, FieldValue]] = [
             ("connected", message.connected),

@@ -613,6 +613,8 @@ class Stack:
             {
                 "service_id": "alerting-1",
                 "database": self.state / "alerting" / "alerting.db",
+                # the audit log's key, away from the database (created 0600 by the first `alerting user add`)
+                "audit_key_file": self.state / "secrets" / "alerting-audit.key",
                 "log_level": "INFO",
                 "mqtt": mqtt,
                 "api": {"host": "127.0.0.1", "port": api_port},

@@ -118,11 +118,21 @@ class Pager:
             task.add_done_callback(self._running.discard)
 
     async def _deliver(self, page: Page) -> None:
+        crashes = 0
         try:
-            async with self._semaphore:
-                await self._deliver_rounds(page)
-        except Exception:
-            _log.exception("delivery of page %s crashed; it stays in the outbox", page.page_id)
+            while True:
+                try:
+                    async with self._semaphore:
+                        await self._deliver_rounds(page)
+                    return
+                except Exception:  # e.g. the store failing: never give a page up, try again after a pause
+                    crashes += 1
+                    if self._metrics is not None:
+                        self._metrics.failures.labels(stage="paging").inc()
+                    _log.exception("delivery of page %s crashed (%d); trying again", page.page_id, crashes)
+                    await asyncio.sleep(
+                        min(self.settings.round_backoff_max_s, self.settings.backoff_min_s * 2**crashes)
+                    )
         finally:
             self._in_flight.discard(page.page_id)
             if not self._in_flight:

@@ -1,0 +1,331 @@
+"""The alerting service's start-up and MQTT input: what ``wardwatch alerting run`` runs.
+
+:func:`run` opens the store, loads the rules (with every per-patient override that still
+validates), starts the engine, the :class:`~wardwatch.alerting.service.AlarmService` and the API,
+subscribes to the vitals, device and gateway topics of the wards this instance owns (partitioning
+by ward), and feeds the engine through :class:`MqttInput`.
+
+:class:`MqttInput` never lets one message stop the service: malformed ones go to the dead-letter
+topic, impossible time stamps are kept from the engine (:class:`~wardwatch.alerting.guard.TimeGate`),
+and an exception in the engine is counted per patient (:class:`~wardwatch.alerting.guard.FailureTracker`,
+which raises "monitoring impaired"). A failing engine tick is handled the same way, for every
+patient of the ward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from wardwatch.alerting.audit import AuditAnchor
+from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.guard import IMPAIRED_PATIENTS, FailureTracker, TimeGate
+from wardwatch.alerting.metrics import AlertingMetrics
+from wardwatch.alerting.rules import RuleSet, load_rules
+from wardwatch.alerting.service import (
+    ALL_PATIENTS,
+    DEVICE_CLOCK_WRONG,
+    MONITORING_IMPAIRED,
+    THRESHOLDS_REJECTED,
+    AlarmService,
+    Clock,
+    ConditionSource,
+)
+from wardwatch.alerting.settings import AlertingConfig
+from wardwatch.alerting.store import Store, audit_head_file, audit_key_file
+from wardwatch.core.errors import ConfigError, SchemaError, TopicError
+from wardwatch.core.mqtt import MqttClient
+from wardwatch.core.schema import (
+    SCHEMA_VERSION,
+    DataGap,
+    DeadLetter,
+    DeviceStatus,
+    GatewayStatus,
+    decode,
+    decode_vitals,
+    encode,
+)
+from wardwatch.core.topics import (
+    AVAILABILITY_OFFLINE,
+    AVAILABILITY_ONLINE,
+    DEVICE,
+    GATEWAY,
+    VITALS,
+    deadletter_topic,
+    parse_topic,
+    ward_filter,
+)
+
+_log = logging.getLogger(__name__)
+
+_BATCH: Final = 64  # messages handled before yielding to the pager
+
+
+def open_store(config: AlertingConfig) -> Store:
+    """The store of ``config``, with its audit key and head checkpoint (created when missing)."""
+    anchor = AuditAnchor.load(
+        config.audit_key_file or audit_key_file(config.database),
+        config.audit_head_file or audit_head_file(config.database),
+    )
+    return Store(config.database, synchronous=config.database_sync, anchor=anchor)
+
+
+def load_rules_with_overrides(config: AlertingConfig, store: Store) -> tuple[RuleSet, dict[str, str]]:
+    """The configured rules plus every stored patient override that still validates.
+
+    Returns the rule set and, per patient whose stored override was rejected, why (the ward's
+    defaults apply to that patient until a clinician sets the thresholds again).
+    """
+    rules = load_rules(config.rules)
+    rejected: dict[str, str] = {}
+    for patient, overrides in store.all_thresholds().items():
+        try:
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"stored overrides are a {type(overrides).__name__}, not a table")
+            rules = rules.with_patient_override(patient, **overrides)
+        except (ConfigError, TypeError, ValueError) as exc:
+            rejected[patient] = str(exc)
+            _log.error(
+                "stored thresholds of patient %s rejected: %s; the ward defaults apply until they are set again "
+                "(PUT /api/v1/patients/%s/thresholds)",
+                patient,
+                exc,
+                patient,
+            )
+    return rules, rejected
+
+
+def default_source(rules: RuleSet) -> ConditionSource:
+    """The alarm engine for ``rules``."""
+    from wardwatch.alerting.engine import Engine  # numpy/scipy stay lazy
+
+    return Engine(rules)
+
+
+class MqttInput:
+    """Decodes messages of the owned wards, gates them and feeds the engine; nothing here stops the service."""
+
+    def __init__(
+        self,
+        service: AlarmService,
+        source: ConditionSource,
+        mqtt: MqttClient,
+        service_id: str,
+        *,
+        rejected_thresholds: dict[str, str] | None = None,
+    ) -> None:
+        self.service = service
+        self.source = source
+        self.mqtt = mqtt
+        self.service_id = service_id
+        self.wards = set(service.config.wards)
+        self.gate = TimeGate(service)
+        self.failures = FailureTracker(service)
+        self._rejected = dict(rejected_thresholds or {})  # alarmed when the patient's ward is known
+        for record in service.manager.open_alarms():  # raised before a restart: let them clear
+            if record.condition_active and record.rule == MONITORING_IMPAIRED and record.patient == IMPAIRED_PATIENTS:
+                text = "restarted: raised again if the patients' input keeps failing"
+                service.technical(record.ward, record.patient, MONITORING_IMPAIRED, record.priority, False, text)
+            elif record.condition_active and record.rule == MONITORING_IMPAIRED:
+                self.failures.restore(record.ward, record.patient)
+            elif record.condition_active and record.rule == DEVICE_CLOCK_WRONG:
+                self.gate.restore(record.ward, record.patient)
+        if len(self.wards) == 1:
+            (ward,) = self.wards
+            for patient in list(self._rejected):
+                self._thresholds_rejected(ward, patient)
+
+    def _thresholds_rejected(self, ward: str, patient: str) -> None:
+        reason = self._rejected.pop(patient)
+        self.service.metrics.thresholds_rejected.inc()
+        text = f"stored thresholds rejected ({reason}); ward defaults in use - set them again"
+        self.service.technical(
+            ward, patient, THRESHOLDS_REJECTED, self.service.config.guard.thresholds_rejected_priority, True, text
+        )
+
+    def _feed(
+        self, ward: str, patient: str, stage: str, call: Callable[[], Sequence[ConditionChange]]
+    ) -> Sequence[ConditionChange]:
+        if self._rejected and patient in self._rejected:
+            self._thresholds_rejected(ward, patient)
+        try:
+            changes = call()
+        except Exception as exc:  # counted per patient; "monitoring impaired" after a few in a row
+            self.failures.failed(ward, patient, stage, exc)
+            return ()
+        self.failures.succeeded(ward, patient)
+        return changes
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """One MQTT message."""
+        metrics = self.service.metrics
+        try:
+            parts = parse_topic(topic)
+            ward = parts.ward
+            if ward is None or ward not in self.wards:
+                return
+            changes: Sequence[ConditionChange]
+            if parts.kind == VITALS:
+                vitals = decode_vitals(payload)
+                metrics.messages.labels(kind="vitals").inc()
+                samples = vitals.samples
+                t_min, t_max = samples[0].t, samples[-1].t
+                if len(samples) > 1:
+                    t_min, t_max = min(s.t for s in samples), max(s.t for s in samples)
+                if not self.gate.admit(ward, vitals.patient, vitals.device, t_min, t_max, len(samples)):
+                    return
+                self.service.note_patient(vitals.patient, ward, t_max)
+                changes = self._feed(ward, vitals.patient, "engine", lambda: self.source.on_vitals(vitals, ward))
+            elif parts.kind == DEVICE:
+                status = decode(payload)
+                if not isinstance(status, DeviceStatus):
+                    raise SchemaError(f"expected device_status on {topic}, got {type(status).__name__}")
+                metrics.messages.labels(kind="device_status").inc()
+                if not self.gate.admit(ward, status.patient, status.device, status.t, status.t, 1):
+                    return
+                changes = self._feed(ward, status.patient, "engine", lambda: self.source.on_device_status(status, ward))
+            elif parts.kind == GATEWAY and parts.leaf == "availability":
+                if payload not in (AVAILABILITY_ONLINE, AVAILABILITY_OFFLINE):
+                    raise SchemaError(f"availability must be 'online' or 'offline', got {payload[:20]!r}")
+                metrics.messages.labels(kind="availability").inc()
+                gateway = parts.gateway
+                assert gateway is not None  # parse_topic guarantees it for gateway topics
+                online = payload == AVAILABILITY_ONLINE
+                now = self.service.clock.now_ms()
+                changes = self._feed(
+                    ward,
+                    ALL_PATIENTS,
+                    "engine",
+                    lambda: self.source.on_gateway_availability(ward, gateway, online, now),
+                )
+            elif parts.kind == GATEWAY and parts.leaf == "gap":
+                gap = decode(payload)
+                if not isinstance(gap, DataGap):
+                    raise SchemaError(f"expected data_gap on {topic}, got {type(gap).__name__}")
+                metrics.messages.labels(kind="data_gap").inc()
+                if self.gate.problem(min(gap.t, gap.first_t), max(gap.t, gap.last_t), self.service.clock.now_ms()):
+                    metrics.samples_ignored.labels(reason="gap_time").inc()
+                    return
+                patient = gap.patient or ALL_PATIENTS
+                changes = self._feed(ward, patient, "engine", lambda: self.source.on_data_gap(gap, ward))
+            elif parts.kind == GATEWAY and parts.leaf == "status":
+                gw_status = decode(payload)
+                if not isinstance(gw_status, GatewayStatus):
+                    raise SchemaError(f"expected gateway_status on {topic}, got {type(gw_status).__name__}")
+                metrics.messages.labels(kind="gateway_status").inc()
+                seen = [link.last_seen for link in gw_status.devices if link.last_seen is not None]
+                now = self.service.clock.now_ms()
+                if self.gate.problem(min([gw_status.t, *seen]), max([gw_status.t, *seen]), now):
+                    metrics.samples_ignored.labels(reason="status_time").inc()
+                    return
+                changes = self._feed(ward, ALL_PATIENTS, "engine", lambda: self.source.on_gateway_status(gw_status))
+            else:
+                return
+        except (SchemaError, TopicError) as exc:
+            metrics.rejected.labels(reason=type(exc).__name__).inc()
+            dead = DeadLetter(
+                v=SCHEMA_VERSION,
+                service=self.service_id,
+                t=self.service.clock.now_ms(),
+                reason=str(exc)[:500],
+                topic=topic,
+                payload=payload[:4096],
+            )
+            self.mqtt.publish_nowait(deadletter_topic(self.service_id), encode(dead), qos=0)
+            return
+        if changes:
+            self.service.on_conditions(changes)
+
+    def _handle_safely(self, topic: str, payload: bytes) -> None:
+        try:
+            self.handle(topic, payload)
+        except Exception:  # a bug outside the engine: counted and logged; the next message is handled
+            self.service.metrics.rejected.labels(reason="internal_error").inc()
+            self.service.metrics.failures.labels(stage="input").inc()
+            _log.exception("processing a message on %s failed; it was skipped", topic)
+
+    async def consume(self) -> None:
+        """Handle messages until cancelled."""
+        while True:
+            message = await self.mqtt.get_message()
+            self._handle_safely(message.topic, message.payload)
+            for _ in range(_BATCH):  # drain a burst, but let page deliveries run in between
+                more = self.mqtt.get_message_nowait()
+                if more is None:
+                    break
+                self._handle_safely(more.topic, more.payload)
+
+    def tick_once(self) -> None:
+        """One engine tick; a failure counts against every patient of every ward (the tick serves them all)."""
+        now = self.service.clock.now_ms()
+        try:
+            changes = self.source.tick(now)
+        except Exception as exc:
+            for ward in sorted(self.wards):
+                self.failures.failed(ward, ALL_PATIENTS, "tick", exc)
+            return
+        for ward in self.wards:
+            self.failures.succeeded(ward, ALL_PATIENTS)
+        if changes:
+            self.service.on_conditions(changes)
+
+    async def tick(self, interval_s: float) -> None:
+        """Tick the engine every ``interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            self.tick_once()
+
+
+async def _purge_tokens(service: AlarmService, interval_s: float = 300.0) -> None:
+    """Delete expired sessions and tokens now and then (they are refused when expired anyway)."""
+    while True:
+        try:
+            service.store.purge_expired_tokens(service.clock.now_ms())
+        except Exception as exc:  # housekeeping only
+            service.metrics.failures.labels(stage="store").inc()
+            _log.warning("purging expired tokens failed: %r", exc)
+        await asyncio.sleep(interval_s)
+
+
+async def run(
+    config: AlertingConfig,
+    *,
+    source: ConditionSource | None = None,
+    clock: Clock | None = None,
+    ready: Callable[[AlarmService, int | None], None] | None = None,
+) -> None:
+    """Run the alerting service until cancelled. ``ready(service, api_port)`` is called once serving."""
+    from wardwatch.alerting.api import serve_api  # the API pulls in argon2; keep import cost at start-up
+
+    metrics = AlertingMetrics()
+    async with contextlib.AsyncExitStack() as stack:
+        store = stack.enter_context(open_store(config))
+        rules, rejected = load_rules_with_overrides(config, store)
+        engine = source if source is not None else default_source(rules)
+        mqtt = await stack.enter_async_context(
+            MqttClient(config.mqtt, config.mqtt.client_id or f"wardwatch-{config.service_id}", clean_start=False)
+        )
+        service = await stack.enter_async_context(
+            AlarmService(config, store, clock=clock, publisher=mqtt, metrics=metrics)
+        )
+        service.rules = rules
+        service.rules_hooks.append(engine.set_rules)
+        inputs = MqttInput(service, engine, mqtt, config.service_id, rejected_thresholds=rejected)
+        api_port: int | None = None
+        if config.api.enabled:
+            api_port = await stack.enter_async_context(serve_api(service, config.api))
+        await mqtt.wait_connected(timeout=None)
+        for ward in config.wards:
+            for kind in (VITALS, DEVICE, GATEWAY):
+                await mqtt.subscribe(ward_filter(kind, ward), qos=1)
+        service.inputs_ready = True
+        _log.info("alerting service %s running for wards %s", config.service_id, ", ".join(config.wards))
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(inputs.consume(), name="mqtt-input")
+            tasks.create_task(inputs.tick(config.tick_s), name="engine-tick")
+            tasks.create_task(_purge_tokens(service), name="purge-tokens")
+            if ready is not None:
+                ready(service, api_port)
