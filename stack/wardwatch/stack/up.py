@@ -337,6 +337,23 @@ async def _describe(scenario: str) -> dict[str, Any]:
     return description
 
 
+async def _check_gateway(config: Path) -> None:
+    """``wardwatch gateway check``: refuse a config its gateway could not serve (more devices than slots)."""
+    process = await asyncio.create_subprocess_exec(
+        *_wardwatch(),
+        "gateway",
+        "check",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await process.communicate()
+    if process.returncode != 0:
+        problem = err.decode(errors="replace").strip().removeprefix("wardwatch gateway: ")
+        raise StackError(f"{problem}. In a scenario file, give each gateway fewer patients (more gateways)")
+
+
 class Stack:
     """The running system; :meth:`run` starts it, supervises the children and stops it all on exit."""
 
@@ -463,12 +480,15 @@ class Stack:
             )
             await self._wait_for_log(sim, '"running"', 60, "the simulator's devices to advertise")
 
+            configs = {}
             for home in homes:
                 patients = [p for p in scenario["patients"] if p["gateway"] == home]
                 mqtt = mqtt_section(home)
                 if home in self.proxies:
                     mqtt["port"] = self.proxies[home].port
-                config = self._gateway_config(home, ward, patients, mqtt, ports[home], bluez)
+                configs[home] = self._gateway_config(home, ward, patients, mqtt, ports[home], bluez)
+            await asyncio.gather(*(_check_gateway(config) for config in configs.values()))
+            for home, config in configs.items():
                 child = self._spawn(f"gateway-{home}", ["gateway", "run", "--config", str(config)])
                 await child.start()
             self.step(f"gateways: {len(homes)} (one per home), queues in {self.state / 'gateways'}")
@@ -620,10 +640,14 @@ class Stack:
                 "wards": {
                     ward: {
                         "failsafe": "charge-desk",
+                        # equipment alarms of no single patient (a gateway over capacity) page the operator
+                        "operator": "operator",
+                        "operator_timeout_s": scale(900),
                         "destinations": {
                             "primary-nurse": hook("primary-nurse"),
                             "charge-nurse": hook("charge-nurse"),
                             "charge-desk": hook("charge-desk"),
+                            "operator": hook("operator"),
                         },
                         "escalation": {
                             "high": {
