@@ -41,8 +41,9 @@ from wardwatch.stack.up import StackOptions, running_stack
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 SPEED: Final = 4.0
-SIMULATED_MIN: Final = 10.0  # the first events start at 4 min; by 10 min a sensor off, a bradycardia and a
-# desaturation must have paged, an out-of-range, a motion burst and a short sensor off have happened
+SIMULATED_MIN: Final = 12.0  # events start at 4 min; by 12 min a sensor off, two bradycardias and three
+# desaturations have paged (one bradycardia is over: it must have), and out-of-range, motion, low-perfusion
+# and short sensor-off episodes have happened (none may page a nurse)
 PAGE_GRACE_S: Final = 30.0  # wall seconds a page may come after its event's (compressed) window ended
 
 
@@ -61,6 +62,7 @@ class WardScore:
     technical_beyond_should_page: list[str] = field(default_factory=list)  # explained, but should_page false
     missed: list[str] = field(default_factory=list)  # should_page clinical events over within the run, not paged
     should_page_events: int = 0  # should_page clinical events over within the run
+    paged_events: int = 0  # should_page events (any kind, over or not) with a first page
     # should_page technical events not paged: their thresholds (sensor off 30 s, no data 60 s) run on wall
     # time while the scenario is compressed SPEED x, so a 2-minute scenario fault may be too short to page
     technical_not_paged: list[str] = field(default_factory=list)
@@ -131,6 +133,7 @@ def score(state: Path, speed: float, until: float | None = None) -> WardScore:
                 result.missed.append(described)
         elif i not in paged_events:
             result.technical_not_paged.append(described)
+    result.paged_events = sum(truth[i]["should_page"] for i in paged_events)
     result.by_rule = dict(sorted(by_rule.items()))
     return result
 
@@ -156,7 +159,8 @@ async def test_up_ward_pages_only_what_its_ground_truth_says(tmp_path: Path) -> 
     assert "cannot connect" not in gateway_logs  # every device has a connection slot
     assert not result.unexplained, result.unexplained
     assert not result.missed, result.missed
-    assert result.should_page_events >= 1  # the run got as far as p-w16's bradycardia
+    assert result.should_page_events >= 1  # p-w16's bradycardia is over: it was due
+    assert result.paged_events >= 3
 
 
 if __name__ == "__main__":
