@@ -36,7 +36,7 @@ from wardwatch.alerting.engine import RULES
 from wardwatch.core.schema import AlarmCategory
 from wardwatch.core.servers import wait_for
 from wardwatch.firmware_sim.scenario import load_scenario
-from wardwatch.stack.up import StackOptions, running_stack
+from wardwatch.stack.up import Stack, StackError, StackOptions, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
@@ -161,6 +161,35 @@ async def test_up_ward_pages_only_what_its_ground_truth_says(tmp_path: Path) -> 
     assert not result.missed, result.missed
     assert result.should_page_events >= 1  # p-w16's bradycardia is over: it was due
     assert result.paged_events >= 3
+
+
+def _crowded_scenario(path: Path) -> Path:
+    """Four beds on one gateway: 8 continuous devices for the adapter's 7 slots (the old ward's mistake)."""
+    beds = "".join(
+        f"""
+[[patients]]
+id = "p-c0{n}"
+gateway = "gw-crowded"
+baseline = {{ hr = 70, spo2 = 97 }}
+devices = [{{ kind = "heart_rate_strap", id = "hrs-c0{n}" }}, {{ kind = "pulse_oximeter", id = "plx-c0{n}" }}]
+events = []
+"""
+        for n in range(4)
+    )
+    path.write_text(f'name = "crowded"\nseed = 1\nduration = "10m"\nward = "ward-a"\n{beds}', encoding="utf-8")
+    return path
+
+
+async def test_up_refuses_a_scenario_binding_more_devices_to_a_gateway_than_it_has_slots(tmp_path: Path) -> None:
+    scenario = _crowded_scenario(tmp_path / "crowded.toml")
+    stack = Stack(StackOptions(state=tmp_path / "state", scenario=str(scenario), quiet=True), echo=lambda line: None)
+    with pytest.raises(StackError) as refused:
+        await stack.run()
+    message = str(refused.value)
+    assert "gateway gw-crowded binds 8 continuous devices but its adapter has 7 connection slots" in message
+    assert "give each gateway fewer patients (more gateways)" in message
+    assert stack.broker is None  # refused before any server or child process started
+    assert not stack.children
 
 
 if __name__ == "__main__":

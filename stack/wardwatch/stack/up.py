@@ -415,6 +415,7 @@ class Stack:
             ward = scenario["ward"]
             homes = sorted({p["gateway"] for p in scenario["patients"]})
             self.step(f"scenario {scenario['name']!r}: {len(scenario['patients'])} patients, {len(homes)} homes")
+            await self._check_gateways(scenario, homes)
 
             if self.options.broker_credentials is not None:
                 mqtt_section = self._external_broker(self.options.broker_credentials, ["ingest", "alerting", *homes])
@@ -480,15 +481,12 @@ class Stack:
             )
             await self._wait_for_log(sim, '"running"', 60, "the simulator's devices to advertise")
 
-            configs = {}
             for home in homes:
                 patients = [p for p in scenario["patients"] if p["gateway"] == home]
                 mqtt = mqtt_section(home)
                 if home in self.proxies:
                     mqtt["port"] = self.proxies[home].port
-                configs[home] = self._gateway_config(home, ward, patients, mqtt, ports[home], bluez)
-            await asyncio.gather(*(_check_gateway(config) for config in configs.values()))
-            for home, config in configs.items():
+                config = self._gateway_config(home, ward, patients, mqtt, ports[home], bluez)
                 child = self._spawn(f"gateway-{home}", ["gateway", "run", "--config", str(config)])
                 await child.start()
             self.step(f"gateways: {len(homes)} (one per home), queues in {self.state / 'gateways'}")
@@ -700,6 +698,18 @@ class Stack:
                 "devices": devices,
             },
         )
+
+    async def _check_gateways(self, scenario: dict[str, Any], homes: list[str]) -> None:
+        """Before starting anything: each home's gateway config passes ``wardwatch gateway check``
+        (a gateway binding more continuous devices than its adapter has slots is refused)."""
+        placeholder = {"host": "127.0.0.1", "port": 1883, "tls": False}  # the real [mqtt] comes later
+        configs = [
+            self._gateway_config(
+                home, scenario["ward"], [p for p in scenario["patients"] if p["gateway"] == home], placeholder, 0, False
+            )
+            for home in homes
+        ]
+        await asyncio.gather(*(_check_gateway(config) for config in configs))
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         child = Child(name, [*_wardwatch(), *args], self.state / "logs" / f"{name}.log")
