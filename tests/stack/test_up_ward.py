@@ -28,7 +28,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 
@@ -190,6 +190,34 @@ async def test_up_refuses_a_scenario_binding_more_devices_to_a_gateway_than_it_h
     assert "give each gateway fewer patients (more gateways)" in message
     assert stack.broker is None  # refused before any server or child process started
     assert not stack.children
+
+
+async def test_an_over_capacity_gateway_pages_the_operator_once_and_no_nurse(tmp_path: Path) -> None:
+    """The crowded scenario run anyway (``allow_over_capacity``): one bed's device never gets a slot."""
+    scenario = _crowded_scenario(tmp_path / "crowded.toml")
+    options = StackOptions(
+        state=tmp_path / "state", scenario=str(scenario), speed=1.0, quiet=True, allow_over_capacity=True
+    )
+    async with running_stack(options, echo=lambda line: None) as stack:
+        pages_file = stack.state / "pages.jsonl"
+
+        def pages() -> list[dict[str, Any]]:
+            if not pages_file.exists():
+                return []
+            return [json.loads(line) for line in pages_file.read_text().splitlines() if line.strip()]
+
+        await wait_for(lambda: bool(pages()), 90, what="the over-capacity page", max_interval=1.0)
+        first = time.time()
+        # the waiting device is silent far longer than device_silent_s (60 s) meanwhile: no "no data" page
+        await wait_for(lambda: time.time() > first + 75, 90, what="75 s more of the device waiting for a slot")
+        entries = pages()
+        log = (stack.state / "logs" / "gateway-gw-crowded.log").read_text()
+    assert [(e["destination"], e["page"]["patient"], e["page"]["step"]) for e in entries] == [
+        ("operator", "gw-crowded", 0)
+    ], entries
+    assert entries[0]["page"]["text"].startswith("gateway gw-crowded over capacity: 1 device not connected")
+    assert log.count("cannot connect") == 1
+    assert "1 bound device cannot connect: all 7 connection slots are in use" in log
 
 
 if __name__ == "__main__":

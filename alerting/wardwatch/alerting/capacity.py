@@ -70,8 +70,9 @@ def capacity_change(before: frozenset[str], status: GatewayStatus) -> ConditionC
             text,
         )
     slots = f"all {status.connection_slots} connection slots" if status.connection_slots else "every connection slot"
+    devices = "1 device" if len(waiting) == 1 else f"{len(waiting)} devices"
     text = (
-        f"gateway {gateway} over capacity: {len(waiting)} devices not connected "
+        f"gateway {gateway} over capacity: {devices} not connected "
         f"({slots} in use; waiting: {', '.join(sorted(waiting))})"
     )
     return ConditionChange(

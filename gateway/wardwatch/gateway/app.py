@@ -221,9 +221,10 @@ class Gateway:
             slots = self.config.ble.max_connections
             if waiting:
                 _log.warning(
-                    "%d bound devices cannot connect: all %d connection slots are in use (waiting: %s); "
+                    "%d bound %s cannot connect: all %d connection slots are in use (waiting: %s); "
                     "bind at most %d continuous devices to gateway %s and move the others to another gateway",
                     len(waiting),
+                    "device" if len(waiting) == 1 else "devices",
                     slots,
                     ", ".join(waiting),
                     slots,
