@@ -17,7 +17,9 @@ then every page the page receiver got is held against the simulator's ground tru
 
 Also runnable on a finished ``wardwatch up`` state folder to measure a longer run::
 
-    .venv/bin/python tests/stack/test_up_ward.py STATE_FOLDER SPEED   # prints the score as JSON
+    .venv/bin/python tests/stack/test_up_ward.py STATE_FOLDER SPEED [RUN_S]   # prints the score as JSON
+
+(``RUN_S``: wall seconds the run lasted after the scenario started; events not over by then are not due.)
 """
 
 from __future__ import annotations
@@ -69,8 +71,9 @@ class WardScore:
     by_rule: dict[str, int] = field(default_factory=dict)
 
 
-def score(state: Path, speed: float, until: float | None = None) -> WardScore:
-    """Hold ``state``'s pages against its ground truth; events must be over (wall) by ``until`` to count as due."""
+def score(state: Path, speed: float, until: float | None = None, run_s: float | None = None) -> WardScore:
+    """Hold ``state``'s pages against its ground truth; events must be over (wall) by ``until`` (epoch s;
+    or ``run_s`` after the scenario's start) to count as due."""
     scenario = load_scenario("ward")
     at: dict[tuple[str, str], list[float]] = defaultdict(list)  # a patient may have two brief dips
     for patient in scenario.patients:
@@ -122,6 +125,8 @@ def score(state: Path, speed: float, until: float | None = None) -> WardScore:
         paged_events.update(i for i, _ in candidates)
         if not any(e["should_page"] for _, e in candidates):
             result.technical_beyond_should_page.append(line)
+    if run_s is not None:
+        until = start / 1000 + run_s
     horizon = (until if until is not None else time.time()) * 1000
     for i, event in enumerate(truth):
         if not event["should_page"] or wall(event["end"]) + grace > horizon:
@@ -221,4 +226,5 @@ async def test_an_over_capacity_gateway_pages_the_operator_once_and_no_nurse(tmp
 
 
 if __name__ == "__main__":
-    print(json.dumps(asdict(score(Path(sys.argv[1]), float(sys.argv[2]))), indent=1))
+    run = float(sys.argv[3]) if len(sys.argv) > 3 else None
+    print(json.dumps(asdict(score(Path(sys.argv[1]), float(sys.argv[2]), run_s=run)), indent=1))
