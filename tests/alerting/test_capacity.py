@@ -179,3 +179,18 @@ def test_without_an_operator_the_alarm_follows_its_priority_and_an_unknown_opera
     assert [a.page.destination for a in manager.on_condition(alarm, T0) if isinstance(a, SendPage)] == ["primary-nurse"]
     with pytest.raises(msgspec.ValidationError, match="operator destination 'nobody'"):
         ward_config(operator="nobody")
+
+
+def test_after_a_restart_the_first_status_without_waiting_clears_a_restored_alarm() -> None:
+    manager = AlarmManager({WARD: ward_policy(WARD, ward_config(operator=True, reopen_window_s=0))})
+    (raised,) = Engine().on_gateway_status(gateway_status(T0))
+    manager.on_condition(raised, T0)
+    restored = AlarmManager({WARD: ward_policy(WARD, ward_config(operator=True, reopen_window_s=0))})
+    restored.restore(manager.open_alarms())  # alerting restarted: the alarm is back, the engine knows nothing
+    fresh = Engine()
+    (cleared,) = fresh.on_gateway_status(gateway_status(T0 + 60_000, waiting=()))
+    assert (cleared.rule, cleared.active) == (OVER_CAPACITY, False)
+    restored.on_condition(cleared, cleared.t)
+    assert restored.open_alarms() == []
+    # later statuses without waiting devices say nothing more
+    assert fresh.on_gateway_status(gateway_status(T0 + 75_000, waiting=())) == []

@@ -47,13 +47,16 @@ def reason_text(reason: str) -> str:
     return _REASON_TEXT.get(reason, reason)
 
 
-def capacity_change(before: frozenset[str], status: GatewayStatus) -> ConditionChange | None:
+def capacity_change(before: frozenset[str] | None, status: GatewayStatus) -> ConditionChange | None:
     """The over-capacity alarm's change when a gateway's waiting list goes from ``before`` to ``status``'s.
 
     Raised (or updated, when the number changes) while devices wait; cleared when none does.
+    ``before`` is None for the first status since the engine started: then an empty list also clears
+    (an alarm restored from the store after a restart must not outlive its condition; with none open,
+    the manager ignores the clear).
     """
     waiting = status.waiting_for_slot
-    if len(waiting) == len(before):
+    if before is not None and len(waiting) == len(before):
         return None
     gateway = status.gateway
     if not waiting:

@@ -320,7 +320,7 @@ class _Gateway:
         self.online_since = _NEVER
         self.offline_since = -1  # >= 0 while offline: gateway_offline is raised once the delay has passed
         self.patients: set[str] = set()
-        self.waiting: frozenset[str] = frozenset()  # devices it reports waiting for a connection slot
+        self.waiting: frozenset[str] | None = None  # devices it reports waiting for a slot (None: no status yet)
 
 
 class Engine:
@@ -485,7 +485,7 @@ class Engine:
                 self._bind(st, msg.gateway)
             if link.device not in st.devices:
                 st.devices[link.device] = _Device(link.device, msg.gateway, link.role, link.last_seen or msg.t)
-            elif link.device in gw.waiting and link.device not in waiting:  # got a slot: no-data timer from now
+            elif gw.waiting and link.device in gw.waiting and link.device not in waiting:  # got a slot: timer restarts
                 dev = st.devices[link.device]
                 dev.last_data = max(dev.last_data, msg.t)
         gw.ward = msg.ward
@@ -559,7 +559,7 @@ class Engine:
                     self._raise_poor(st, dev, dev.poor_since + poor_ms, out)
                 if not dev.silent:
                     gw = gateways.get(dev.gateway)
-                    if gw is not None and (not gw.online or dev.id in gw.waiting):
+                    if gw is not None and (not gw.online or (gw.waiting and dev.id in gw.waiting)):
                         continue  # gateway_offline / gateway_over_capacity already covers this device
                     ref = dev.last_data if gw is None or gw.online_since < dev.last_data else gw.online_since
                     if now_ms - ref >= silent_ms:
