@@ -140,3 +140,35 @@ def test_sd_notify_sends_datagrams(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert sdnotify.watchdog_interval() == 30.0
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert sdnotify.watchdog_interval() is None
+
+
+def _bound(count: int, slots: int | None = None) -> str:
+    """A config binding ``count`` continuous devices (straps and oximeters, alternating)."""
+    text = MINIMAL.split("[[devices]]")[0]
+    if slots is not None:
+        text += f"[ble]\nmax_connections = {slots}\n"
+    for n in range(count):
+        role = "heart_rate_strap" if n % 2 == 0 else "pulse_oximeter"
+        text += f'[[devices]]\nid = "d-{n}"\npatient = "p-{n // 2}"\nrole = "{role}"\nname = "Device {n}"\n'
+    return text
+
+
+def test_cli_check_refuses_more_continuous_devices_than_connection_slots(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["check", "--config", str(write(tmp_path, _bound(7)))]) == 0
+    assert "7 bound devices (7 continuous, 7 connection slots)" in capsys.readouterr().out
+
+    assert cli.main(["check", "--config", str(write(tmp_path, _bound(16)))]) == cli.EXIT_CONFIG
+    captured = capsys.readouterr()
+    assert "is valid" not in captured.out
+    assert "refused" in captured.err
+    assert "binds 16 continuous devices but its adapter has 7 connection slots" in captured.err
+    assert "9 of them would never connect" in captured.err
+    assert "Bind at most 7 continuous devices to this gateway" in captured.err
+
+    # an adapter with fewer slots (a CSR dongle: ~5) counts too
+    assert cli.main(["check", "--config", str(write(tmp_path, _bound(6, slots=5)))]) == cli.EXIT_CONFIG
+    assert "1 of them would never connect" in capsys.readouterr().err
+    # the gateway itself still starts with such a config (it reports the shortage at run time)
+    assert load_gateway_config(write(tmp_path, _bound(16)), environ={}).capacity_problem() is not None

@@ -121,7 +121,16 @@ async def test_spot_check_uses_a_valid_device_clock(queue: DurableQueue) -> None
 
 @pytest.mark.parametrize(
     ("timestamp", "clock_not_set"),
-    [(datetime(2000, 1, 1), False), (datetime(2030, 1, 1), False), (datetime(2025, 12, 31), True), (None, True)],
+    [
+        (datetime(2000, 1, 1), False),
+        (datetime(2030, 1, 1), False),
+        (datetime(2025, 12, 31), True),
+        (None, True),
+        # a clock 10 minutes fast (issue #18: at simulated speed, every oximeter's): a future stamp would make
+        # the alarm engine drop the oximeter's next 10 minutes of continuous SpO2 and pulse rate as late
+        (datetime(2026, 1, 1, 0, 10, 0), False),
+        (datetime(2026, 1, 1, 0, 0, 3), False),
+    ],
 )
 async def test_spot_check_falls_back_to_gateway_time_when_the_device_clock_is_not_valid(
     queue: DurableQueue, timestamp: datetime | None, clock_not_set: bool

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wardwatch.alerting.capacity import OPERATOR_RULES
 from wardwatch.alerting.settings import WardConfig
 from wardwatch.core.schema import Priority
 
@@ -53,9 +54,12 @@ class WardPolicy:
     max_silence_ms: int
     notify_resolved: bool
     latch_high: bool = True
+    operator: Policy | None = None  # for OPERATOR_RULES (equipment alarms of no single patient)
 
-    def policy(self, priority: Priority) -> Policy | None:
-        """The escalation policy for ``priority``, or ``None`` if that priority is not paged."""
+    def policy(self, priority: Priority, rule: str = "") -> Policy | None:
+        """The escalation policy for an alarm of ``priority`` and ``rule``; ``None``: not paged."""
+        if self.operator is not None and rule in OPERATOR_RULES:
+            return self.operator
         return self.policies.get(priority)
 
 
@@ -75,6 +79,12 @@ def ward_policy(ward: str, config: WardConfig) -> WardPolicy:
             failsafe=config.failsafe,
             ack_timeout_ms=_ms(policy.ack_timeout_s),
         )
+    operator = None
+    if config.operator is not None:
+        timeout_ms = _ms(config.operator_timeout_s)
+        operator = Policy(
+            steps=(Step(config.operator, timeout_ms),), failsafe=config.failsafe, ack_timeout_ms=timeout_ms
+        )
     return WardPolicy(
         ward=ward,
         policies=policies,
@@ -83,4 +93,5 @@ def ward_policy(ward: str, config: WardConfig) -> WardPolicy:
         max_silence_ms=_ms(config.max_silence_s),
         notify_resolved=config.notify_resolved,
         latch_high=config.latch_high_priority,
+        operator=operator,
     )

@@ -290,7 +290,7 @@ class AlarmManager:
     # -- escalation -----------------------------------------------------------------------------
 
     def _start_round(self, record: AlarmRecord, ward: WardPolicy, now: int, *, first: bool) -> list[Action]:
-        policy = ward.policy(record.priority)
+        policy = ward.policy(record.priority, record.rule)
         if policy is None:
             record.next_step_at = None
             return []
@@ -347,7 +347,7 @@ class AlarmManager:
         ward = self.wards[record.ward]
         if page.destination == ward.failsafe or record.failsafe_paged:
             return []
-        policy = ward.policy(record.priority)
+        policy = ward.policy(record.priority, record.rule)
         failsafe_step = len(policy.steps) if policy is not None else 0
         record.failsafe_paged = True
         self._touch(record, now)
@@ -382,7 +382,7 @@ class AlarmManager:
                 and record.next_step_at is not None
                 and now >= record.next_step_at
             ):
-                policy = ward.policy(record.priority)
+                policy = ward.policy(record.priority, record.rule)
                 if policy is not None:
                     actions += self._page_step(record, policy, record.step + 1, now)
         return actions
@@ -407,7 +407,7 @@ class AlarmManager:
         """Acknowledge: stop escalation; re-notify if the condition is still present after the ack timeout."""
         record = self._open_record(alarm_id)
         ward = self.wards[record.ward]
-        policy = ward.policy(record.priority)
+        policy = ward.policy(record.priority, record.rule)
         if self._latched(record, ward) and not record.condition_active:
             # a latched alarm whose condition is gone: seeing it is all that was missing
             record.acknowledged_at = now

@@ -106,6 +106,10 @@ class WardConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     destinations: dict[Identifier, DestinationConfig]
     escalation: EscalationConfig
     failsafe: Identifier  # mandatory: paged after the last step, and when a page cannot be delivered
+    # paged for equipment alarms that concern no single patient (gateway over capacity: alerting/capacity.py),
+    # then the failsafe after operator_timeout_s; None: those alarms follow the escalation of their priority
+    operator: Identifier | None = None
+    operator_timeout_s: PositiveSeconds = 900.0
     reopen_window_s: NonNegativeSeconds = 30.0  # a condition that returns within this joins its alarm
     max_silence_s: PositiveSeconds = 3600.0
     notify_resolved: bool = False  # also page "resolved" to the destinations that were paged
@@ -116,6 +120,8 @@ class WardConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.failsafe not in self.destinations:
             raise ValueError(f"failsafe destination {self.failsafe!r} is not one of the ward's destinations")
+        if self.operator is not None and self.operator not in self.destinations:
+            raise ValueError(f"operator destination {self.operator!r} is not one of the ward's destinations")
         for priority in Priority:
             policy = self.escalation.for_priority(priority)
             for step in policy.steps if policy else ():

@@ -149,6 +149,8 @@ class DeviceLink(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown
     battery: int | None = None
     rssi: int | None = None
     last_seen: EpochMillis | None = None
+    # not connected once since the gateway bound it (this gateway run): alerting says "never connected"
+    never_connected: bool = False
 
 
 class GatewayStatus(_Message, frozen=True, tag="gateway_status"):
@@ -165,6 +167,9 @@ class GatewayStatus(_Message, frozen=True, tag="gateway_status"):
     dead_lettered_total: int = 0  # readings the broker refused for good (e.g. ACL), kept locally
     clock_synced: bool | None = None
     version: str = ""
+    connection_slots: int = 0  # the adapter's connection slots (ble.max_connections); 0: not reported
+    # bound devices that want a connection but find every slot in use (alerting: gateway_over_capacity)
+    waiting_for_slot: tuple[Identifier, ...] = ()
 
 
 class DataGap(_Message, frozen=True, tag="data_gap"):

@@ -4,6 +4,7 @@
 
     sessions (one per bound device) --Recorder--> DurableQueue --Publisher--> MQTT (QoS 1)
     status loop: GatewayStatus every status_interval_s, DeviceStatus of each device
+    capacity: devices waiting for a connection slot are in the status, the metrics and one log line
     availability: retained "online" at every connect; last will and clean shutdown: "offline"
     systemd: READY=1 once the queue is open, WATCHDOG=1 while the loop and the queue are healthy
     metrics: Prometheus ``/metrics`` on ``[metrics] host:port`` when a port is set
@@ -34,6 +35,7 @@ __all__ = ["Gateway", "run"]
 
 _log = logging.getLogger(__name__)
 COMMIT_STALL_S: Final = 120.0  # no successful commit for this long while data waits: stop the watchdog pings
+CAPACITY_SETTLE_S: Final = 5.0  # the waiting list must hold still this long before it is logged
 
 
 def _version() -> str:
@@ -56,6 +58,7 @@ class Gateway:
         recover: Callable[[], Awaitable[None]] | None = None,
         use_default_recovery: bool = True,
         commit_stall_s: float = COMMIT_STALL_S,
+        capacity_settle_s: float = CAPACITY_SETTLE_S,
     ) -> None:
         self.config = config
         self._clock = clock
@@ -73,6 +76,8 @@ class Gateway:
         self.sessions: list[DeviceSession] = []
         self.ready = asyncio.Event()
         self.commit_stall_s = commit_stall_s
+        self.capacity_settle_s = capacity_settle_s
+        self.capacity_logged = 0  # devices waiting for a slot as last logged
         self.healthy = True  # the last watchdog check's verdict
         self.watchdog_pings = 0
         self.watchdog_withheld = 0
@@ -147,6 +152,7 @@ class Gateway:
                     tasks.create_task(session.run(), name=f"session-{session.binding.id}")
                 tasks.create_task(self._status_loop(), name="status")
                 tasks.create_task(self._watchdog_loop(), name="watchdog")
+                tasks.create_task(self._capacity_loop(radio), name="capacity")
                 self.ready.set()
                 notify("READY=1")
 
@@ -184,17 +190,49 @@ class Gateway:
             dead_lettered_total=queue.dead_lettered_total if queue else 0,
             clock_synced=clock_synchronised(),
             version=_version(),
+            connection_slots=self.config.ble.max_connections,
+            waiting_for_slot=self.waiting_for_slot(),
         )
+
+    def waiting_for_slot(self) -> tuple[str, ...]:
+        """Bound devices (ids, sorted) in sight that cannot connect because every slot is in use."""
+        return tuple(sorted(self.radio.waiting)) if self.radio is not None else ()
 
     async def _status_loop(self) -> None:
         topic = gateway_status_topic(self.config.ward, self.config.gateway_id)
         while True:
             await asyncio.sleep(self.config.status_interval_s)
             for session in self.sessions:
-                session.recorder.device_status(session.status())  # durable, like readings
+                session.recorder.device_status(session.status(session.idle_reason()))  # durable, like readings
             if self.mqtt is not None and self.mqtt.is_connected:
                 # Live health, not data: not queued; skipped while the broker is away.
                 self.mqtt.publish_nowait(topic, encode(self.gateway_status()), qos=1).add_done_callback(_consume)
+
+    async def _capacity_loop(self, radio: Radio) -> None:
+        """Log the waiting list once it has settled, and again only when its size changes."""
+        while True:
+            await radio.capacity_changed.wait()
+            while radio.capacity_changed.is_set():  # sessions reach the slots one by one: wait for quiet
+                radio.capacity_changed.clear()
+                await asyncio.sleep(self.capacity_settle_s)
+            waiting = self.waiting_for_slot()
+            if len(waiting) == self.capacity_logged:
+                continue
+            slots = self.config.ble.max_connections
+            if waiting:
+                _log.warning(
+                    "%d bound %s cannot connect: all %d connection slots are in use (waiting: %s); "
+                    "bind at most %d continuous devices to gateway %s and move the others to another gateway",
+                    len(waiting),
+                    "device" if len(waiting) == 1 else "devices",
+                    slots,
+                    ", ".join(waiting),
+                    slots,
+                    self.config.gateway_id,
+                )
+            else:
+                _log.info("every bound device in sight has a connection slot again (%d slots)", slots)
+            self.capacity_logged = len(waiting)
 
     async def _watchdog_loop(self) -> None:
         interval = watchdog_interval()

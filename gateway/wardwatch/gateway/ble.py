@@ -4,7 +4,8 @@ Written against the plain bleak API so that the same code runs on BlueZ (a Raspb
 any other bleak backend (the simulator's, in tests). BlueZ is touchy, so:
 
 * :class:`Radio` serialises scans and connects with one lock (two at once raise
-  ``org.bluez.Error.InProgress``), caps connections at the adapter's slots (a semaphore), and counts
+  ``org.bluez.Error.InProgress``), caps connections at the adapter's slots (a semaphore; sessions
+  blocked on it are listed in ``Radio.waiting`` for the gateway status and metrics), and counts
   scans that hear nothing at all: after ``scan_stall_scans`` in a row it runs the adapter recovery
   (BlueZ: power-cycle the adapter over D-Bus), the watchdog that spares a reboot.
 * :class:`DeviceSession` connects with a timeout, reads Device Information and battery, subscribes
@@ -140,6 +141,29 @@ class Radio:
         self.scans = 0
         self.recoveries = 0
         self.wanted = 0  # sessions currently looking for their device
+        self.in_use = 0  # connection slots held (connecting or connected)
+        self.waiting: dict[str, float] = {}  # device id -> time.monotonic() it began waiting for a slot
+        self.capacity_changed = asyncio.Event()  # set whenever :attr:`waiting` changes
+
+    @contextlib.asynccontextmanager
+    async def slot(self, binding: DeviceBinding) -> AsyncIterator[None]:
+        """Hold one connection slot; while every slot is in use the device is listed in :attr:`waiting`."""
+        if self.slots.locked():
+            self.waiting[binding.id] = time.monotonic()
+            self.capacity_changed.set()
+            try:
+                await self.slots.acquire()
+            finally:
+                del self.waiting[binding.id]
+                self.capacity_changed.set()
+        else:
+            await self.slots.acquire()
+        self.in_use += 1
+        try:
+            yield
+        finally:
+            self.in_use -= 1
+            self.slots.release()
 
     @contextlib.asynccontextmanager
     async def operation(self) -> AsyncIterator[None]:
@@ -271,7 +295,23 @@ class DeviceSession:
             battery=self.decoder.battery,
             rssi=self.rssi,
             last_seen=self.decoder.last_seen_ms,
+            never_connected=self.connects == 0 and not self.connected,
         )
+
+    @property
+    def waiting_for_slot(self) -> bool:
+        """In sight, but every connection slot of the adapter is in use."""
+        return self.binding.id in self.radio.waiting
+
+    def idle_reason(self) -> str | None:
+        """Why a device that is not connected is not (for the periodic device status), else None."""
+        if self.connected:
+            return None
+        if self.waiting_for_slot:
+            return "waiting_for_slot"
+        if self.connects == 0:
+            return "never_connected"
+        return None
 
     def status(self, reason: str | None = None) -> DeviceStatus:
         """A device status message (its sequence number is set when queued)."""
@@ -325,7 +365,7 @@ class DeviceSession:
             timeout=self.settings.connect_timeout_s,
             **self.radio.client_kwargs,
         )
-        async with self.radio.slots:
+        async with self.radio.slot(self.binding):
             try:
                 async with self.radio.operation():
                     async with asyncio.timeout(self.settings.connect_timeout_s + self.settings.operation_timeout_s):

@@ -105,6 +105,10 @@ def main(argv: list[str]) -> int:
         print(f"wardwatch gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if command == "check":
+        problem = config.capacity_problem()
+        if problem is not None:
+            print(f"wardwatch gateway: config {path} is refused: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
         metrics = (
             f"metrics on http://{config.metrics.host}:{config.metrics.port}/metrics"
             if config.metrics.port
@@ -112,7 +116,8 @@ def main(argv: list[str]) -> int:
         )
         print(
             f"config {path} is valid: gateway {config.gateway_id} in ward {config.ward}, "
-            f"{len(config.devices)} bound devices, broker {config.mqtt.host}:{config.mqtt.port}"
+            f"{len(config.devices)} bound devices ({len(config.continuous_devices)} continuous, "
+            f"{config.ble.max_connections} connection slots), broker {config.mqtt.host}:{config.mqtt.port}"
             f" ({'TLS' if config.mqtt.tls else 'no TLS'}), queue {config.queue.path} (max {config.queue.max_messages}),"
             f" {metrics}"
         )

@@ -19,6 +19,7 @@ from wardwatch.core.ids import Identifier
 from wardwatch.core.schema import DeviceRole
 
 __all__ = [
+    "CONTINUOUS_ROLES",
     "BleSettings",
     "DeviceBinding",
     "GatewayConfig",
@@ -32,6 +33,10 @@ _MAC_RE: Final = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 _UUID_RE: Final = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
 
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+#: Roles that stream continuously and so hold a connection slot for as long as they are worn. Spot-check
+#: devices (blood-pressure cuffs, thermometers: issue #15) connect briefly and may share slots over time.
+CONTINUOUS_ROLES: Final = frozenset({DeviceRole.HEART_RATE_STRAP, DeviceRole.PULSE_OXIMETER})
 
 
 class DeviceBinding(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -130,6 +135,24 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
             raise ValueError(f"log_level {self.log_level!r}: use DEBUG, INFO, WARNING or ERROR")
         if self.ble.backoff_min_s > self.ble.backoff_max_s:
             raise ValueError("ble.backoff_min_s must not exceed ble.backoff_max_s")
+
+    @property
+    def continuous_devices(self) -> tuple[DeviceBinding, ...]:
+        """Bound devices that each need a connection slot of their own all the time."""
+        return tuple(d for d in self.devices if d.role in CONTINUOUS_ROLES)
+
+    def capacity_problem(self) -> str | None:
+        """Why this config binds more continuous devices than the adapter has slots (None if it does not)."""
+        continuous = len(self.continuous_devices)
+        slots = self.ble.max_connections
+        if continuous <= slots:
+            return None
+        return (
+            f"gateway {self.gateway_id} binds {continuous} continuous devices but its adapter has {slots} "
+            f"connection slots (ble.max_connections): {continuous - slots} of them would never connect. "
+            f"Bind at most {slots} continuous devices to this gateway and move the others to another gateway "
+            "(or set ble.max_connections to what this adapter really supports)"
+        )
 
     def binding(self, device_id: str) -> DeviceBinding:
         """The binding with id ``device_id``."""

@@ -55,6 +55,9 @@ METRIC_NAMES: Final = (
     f"{P}_mqtt_connected",
     f"{P}_devices_bound",
     f"{P}_devices_connected",
+    f"{P}_connection_slots",
+    f"{P}_devices_waiting_for_slot",
+    f"{P}_devices_never_connected",
     f"{P}_device_connects",
     f"{P}_device_reconnects",
     f"{P}_session_ends",
@@ -134,6 +137,19 @@ class GatewayCollector(Collector):
         )
         yield gauge("devices_bound", "Devices bound in the config", len(g.config.devices))
         yield gauge("devices_connected", "Bound devices connected now", sum(s.connected for s in sessions))
+        yield gauge(
+            "connection_slots", "Connection slots of the adapter (ble.max_connections)", g.config.ble.max_connections
+        )
+        yield gauge(
+            "devices_waiting_for_slot",
+            "Bound devices in sight that cannot connect because every connection slot is in use",
+            len(radio.waiting) if radio else 0,
+        )
+        yield gauge(
+            "devices_never_connected",
+            "Bound devices not connected once since the gateway started",
+            sum(s.connects == 0 and not s.connected for s in sessions),
+        )
         yield counter("device_connects", "Device connections established", sum(s.connects for s in sessions))
         yield counter(
             "device_reconnects",

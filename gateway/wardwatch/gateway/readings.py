@@ -52,7 +52,11 @@ _ABSENT: Final = {reason.value: AbsentReason(reason.value) for reason in gatt.Ab
 
 # A device clock outside this window is not believed (unset clocks often start in 2000 or 1970).
 _EARLIEST_DEVICE_TIME_MS: Final = 1_577_836_800_000  # 2020-01-01
-_DEVICE_CLOCK_FUTURE_SLACK_MS: Final = 24 * 3600 * 1000
+# Nor one ahead of the gateway's by more than this: a reading cannot be taken after it arrived. A clock
+# minutes or hours fast (drift, a wrong zone, the simulator's compressed time) would stamp a spot-check
+# in the future, and downstream every later continuous reading of that device and signal would look
+# older than it (the alarm engine drops those as late: SpO2 unmonitored until the clock catches up).
+_DEVICE_CLOCK_FUTURE_SLACK_MS: Final = 2_000
 
 
 def device_clock_zone(name: str) -> tzinfo | None:

@@ -75,6 +75,9 @@ class StackOptions:
     extra_mqtt_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # multiplies the escalation timeouts written to the alerting config (0.1: minutes become seconds)
     escalation_scale: float = 1.0
+    # for tests of the capacity report: start gateways that `wardwatch gateway check` refuses (more
+    # continuous devices than connection slots) instead of refusing the scenario
+    allow_over_capacity: bool = False
 
 
 @dataclass
@@ -337,6 +340,23 @@ async def _describe(scenario: str) -> dict[str, Any]:
     return description
 
 
+async def _check_gateway(config: Path) -> None:
+    """``wardwatch gateway check``: refuse a config its gateway could not serve (more devices than slots)."""
+    process = await asyncio.create_subprocess_exec(
+        *_wardwatch(),
+        "gateway",
+        "check",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await process.communicate()
+    if process.returncode != 0:
+        problem = err.decode(errors="replace").strip().removeprefix("wardwatch gateway: ")
+        raise StackError(f"{problem}. In a scenario file, give each gateway fewer patients (more gateways)")
+
+
 class Stack:
     """The running system; :meth:`run` starts it, supervises the children and stops it all on exit."""
 
@@ -398,6 +418,8 @@ class Stack:
             ward = scenario["ward"]
             homes = sorted({p["gateway"] for p in scenario["patients"]})
             self.step(f"scenario {scenario['name']!r}: {len(scenario['patients'])} patients, {len(homes)} homes")
+            if not self.options.allow_over_capacity:
+                await self._check_gateways(scenario, homes)
 
             if self.options.broker_credentials is not None:
                 mqtt_section = self._external_broker(self.options.broker_credentials, ["ingest", "alerting", *homes])
@@ -622,10 +644,14 @@ class Stack:
                 "wards": {
                     ward: {
                         "failsafe": "charge-desk",
+                        # equipment alarms of no single patient (a gateway over capacity) page the operator
+                        "operator": "operator",
+                        "operator_timeout_s": scale(900),
                         "destinations": {
                             "primary-nurse": hook("primary-nurse"),
                             "charge-nurse": hook("charge-nurse"),
                             "charge-desk": hook("charge-desk"),
+                            "operator": hook("operator"),
                         },
                         "escalation": {
                             "high": {
@@ -678,6 +704,18 @@ class Stack:
                 "devices": devices,
             },
         )
+
+    async def _check_gateways(self, scenario: dict[str, Any], homes: list[str]) -> None:
+        """Before starting anything: each home's gateway config passes ``wardwatch gateway check``
+        (a gateway binding more continuous devices than its adapter has slots is refused)."""
+        placeholder = {"host": "127.0.0.1", "port": 1883, "tls": False}  # the real [mqtt] comes later
+        configs = [
+            self._gateway_config(
+                home, scenario["ward"], [p for p in scenario["patients"] if p["gateway"] == home], placeholder, 0, False
+            )
+            for home in homes
+        ]
+        await asyncio.gather(*(_check_gateway(config) for config in configs))
 
     def _spawn(self, name: str, args: list[str]) -> Child:
         child = Child(name, [*_wardwatch(), *args], self.state / "logs" / f"{name}.log")

@@ -42,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Final
 
+from wardwatch.alerting.capacity import OVER_CAPACITY, OVER_CAPACITY_PRIORITY, capacity_change, reason_text
 from wardwatch.alerting.engine._filters import (
     CONFIRM_SAMPLES,
     HAMPEL_FLOOR,
@@ -101,6 +102,7 @@ RULES: Final[dict[str, tuple[AlarmCategory, Priority, tuple[str, ...], str | Non
     "battery_low": (TECH, LOW, ("battery_critical",), None),
     "device_silent": (TECH, MEDIUM, (), None),
     "gateway_offline": (TECH, MEDIUM, (), None),
+    OVER_CAPACITY: (TECH, OVER_CAPACITY_PRIORITY, (), None),  # per gateway, to the operator (alerting/capacity.py)
     "data_gap": (TECH, LOW, (), None),
 }
 
@@ -386,7 +388,7 @@ class _Patient:
 
 
 class _Gateway:
-    __slots__ = ("id", "offline_since", "online", "online_since", "patients", "ward")
+    __slots__ = ("id", "offline_since", "online", "online_since", "patients", "waiting", "ward")
 
     def __init__(self, gateway: str, ward: str) -> None:
         self.id = gateway
@@ -395,6 +397,7 @@ class _Gateway:
         self.online_since = _NEVER
         self.offline_since = -1  # >= 0 while offline: gateway_offline is raised once the delay has passed
         self.patients: set[str] = set()
+        self.waiting: frozenset[str] | None = None  # devices it reports waiting for a slot (None: no status yet)
 
 
 class Engine:
@@ -546,8 +549,9 @@ class Engine:
         return out
 
     def on_gateway_status(self, msg: GatewayStatus) -> list[ConditionChange]:
-        """Learn device-to-patient bindings from a gateway's periodic status."""
+        """Learn device-to-patient bindings and the devices waiting for a slot from a gateway's status."""
         gw = self._gateway(msg.gateway, msg.ward)
+        waiting = frozenset(msg.waiting_for_slot)
         for link in msg.devices:
             st = self._patients.get(link.patient)
             if st is None or st.ward != msg.ward:
@@ -556,8 +560,13 @@ class Engine:
                 self._bind(st, msg.gateway)
             if link.device not in st.devices:
                 st.devices[link.device] = _Device(link.device, msg.gateway, link.role, link.last_seen or msg.t)
+            elif gw.waiting and link.device in gw.waiting and link.device not in waiting:  # got a slot: timer restarts
+                dev = st.devices[link.device]
+                dev.last_data = max(dev.last_data, msg.t)
         gw.ward = msg.ward
-        return []
+        change = capacity_change(gw.waiting, msg)
+        gw.waiting = waiting
+        return [change] if change is not None else []
 
     def on_gateway_availability(self, ward: str, gateway: str, online: bool, t: int) -> list[ConditionChange]:
         """A gateway's retained ``online``/``offline`` (last will).
@@ -625,12 +634,12 @@ class Engine:
                     self._raise_poor(st, dev, dev.poor_since + poor_ms, out)
                 if not dev.silent:
                     gw = gateways.get(dev.gateway)
-                    if gw is not None and not gw.online:
-                        continue  # gateway_offline already covers every device behind it
+                    if gw is not None and (not gw.online or (gw.waiting and dev.id in gw.waiting)):
+                        continue  # gateway_offline / gateway_over_capacity already covers this device
                     ref = dev.last_data if gw is None or gw.online_since < dev.last_data else gw.online_since
                     if now_ms - ref >= silent_ms:
                         dev.silent = True
-                        why = f" ({dev.reason})" if dev.reason else ""
+                        why = f" ({reason_text(dev.reason)})" if dev.reason else ""
                         text = f"{dev.label} {dev.id}: no data for {th.device_silent_s:.0f} s{why}"
                         self._raise(st, dev.rule_silent, ref + silent_ms, None, text, out)
             if st.next_due <= now_ms:
