@@ -211,10 +211,10 @@ async def test_a_full_adapter_reports_waiting_devices_logs_once_and_makes_one_op
         await wait_for(lambda: bool(logged()), TIMEOUT, what="the capacity log line")
         values = metrics(gateway)
 
-        def listed_for_a_while() -> bool:  # 8 status periods (4 s): far past the 2 s silence threshold below
-            return sum(isinstance(m, GatewayStatus) and m.waiting_for_slot == waiting for m in received(sub)) >= 8
+        def listed_for_a_while() -> bool:  # 16 status periods (8 s): past the 5 s silence threshold below
+            return sum(isinstance(m, GatewayStatus) and m.waiting_for_slot == waiting for m in received(sub)) >= 16
 
-        await wait_for(listed_for_a_while, TIMEOUT, what="eight statuses listing the waiting devices")
+        await wait_for(listed_for_a_while, TIMEOUT, what="sixteen statuses listing the waiting devices")
         stop.set()
         await streaming
         messages = received(sub)
@@ -251,9 +251,9 @@ async def test_a_full_adapter_reports_waiting_devices_logs_once_and_makes_one_op
     assert lines[0].startswith("2 bound devices cannot connect: all 2 connection slots are in use")
     assert all(device in lines[0] for device in waiting)
 
-    # what alerting makes of it: one operator alarm, no device "no data" (silence threshold cut to 2 s so
-    # that the waiting devices were silent far longer than it during the run)
-    changes = replay(messages, RuleSet({"device_silent_s": 2.0}))
+    # what alerting makes of it: one operator alarm, no device "no data" (silence threshold cut to its
+    # 5 s minimum so that the waiting devices were silent longer than it during the run)
+    changes = replay(messages, RuleSet({"device_silent_s": 5.0}))
     raised = [c for c in changes if c.active]
     assert [(c.patient, c.rule) for c in raised] == [(GATEWAY, OVER_CAPACITY)], raised
     assert raised[0].text.startswith("gateway gw-01 over capacity: 2 devices not connected")
