@@ -61,6 +61,13 @@ from wardwatch.core.topics import (
 
 _log = logging.getLogger(__name__)
 
+
+def _log_refused_dead_letter(published: asyncio.Future[None]) -> None:
+    """A dead letter the broker refused is lost: say so loudly (check the broker ACL for this user)."""
+    if not published.cancelled() and published.exception() is not None:
+        _log.error("dead letter not accepted by the broker: %s", published.exception())
+
+
 _BATCH: Final = 64  # messages handled before yielding to the pager
 
 
@@ -234,7 +241,8 @@ class MqttInput:
                 topic=topic,
                 payload=payload[:4096],
             )
-            self.mqtt.publish_nowait(deadletter_topic(self.service_id), encode(dead), qos=0)
+            published = self.mqtt.publish_nowait(deadletter_topic("alerting", self.service_id), encode(dead))
+            published.add_done_callback(_log_refused_dead_letter)
             return
         if changes:
             self.service.on_conditions(changes)

@@ -537,6 +537,12 @@ class Mosquitto(_ChildServer):
     keeps retained messages, sessions and queued messages across :meth:`stop`/:meth:`start` (it
     saves on a graceful stop; ``autosave_interval`` also saves every so many seconds, for
     :meth:`kill`).
+
+    ``bind_client_ids`` (default: on when there are ``users``) writes ``use_username_as_clientid``:
+    the broker names every session after the user name and ignores the client id a client sends, so
+    no principal can take over another's session (with another's client id the broker would close
+    that connection and hand over its queued messages). Each instance of a service then needs its
+    own principal (see :class:`wardwatch.core.broker.Site`).
     """
 
     _name = "mosquitto"
@@ -554,6 +560,7 @@ class Mosquitto(_ChildServer):
         allow_anonymous: bool | None = None,
         tls: bool = False,
         require_client_cert: bool = False,
+        bind_client_ids: bool | None = None,
         # mosquitto's defaults (1000 queued, 20 in flight per client) silently drop messages to
         # a subscriber that falls behind a burst ("Outgoing messages are being dropped"); a
         # test or benchmark must see every message, so queue generously and do not cap in-flight
@@ -583,6 +590,7 @@ class Mosquitto(_ChildServer):
         self.acl = acl
         self.allow_anonymous = not self.users if allow_anonymous is None else allow_anonymous
         self.require_client_cert = require_client_cert
+        self.bind_client_ids = bool(self.users) if bind_client_ids is None else bind_client_ids
         self.use_tls = tls or require_client_cert
         self.max_queued_messages = max_queued_messages
         self.max_inflight_messages = max_inflight_messages
@@ -705,6 +713,12 @@ class Mosquitto(_ChildServer):
             lines.append(f"password_file {self.password_file}")
         if self.acl_file is not None:
             lines.append(f"acl_file {self.acl_file}")
+        if self.bind_client_ids:
+            lines += [
+                "# The session is named after the user name, whatever client id is sent: no principal can",
+                "# take over another's session (and so its connection and queued messages).",
+                "use_username_as_clientid true",
+            ]
         lines.append(f"persistence {flag(self.persistence)}")
         if self.persistence:
             lines.append(f"persistence_location {self.persistence_dir}/")

@@ -9,7 +9,7 @@
     wardwatch/v1/gateway/{ward}/{gateway}/gap                          data-gap reports (queue overflow)
     wardwatch/v1/alarm/{ward}/{patient}                                alarm state changes
     wardwatch/v1/page/{ward}/{destination}                             pages for nurse apps
-    wardwatch/v1/deadletter/{service}                                  rejected input with the reason
+    wardwatch/v1/deadletter/{service}[/{instance}]                     rejected input with the reason
 
 Design:
 
@@ -77,9 +77,15 @@ def page_topic(ward: str, destination: str) -> str:
     return f"{ROOT}/{PAGE}/{ward}/{destination}"
 
 
-def deadletter_topic(service: str) -> str:
-    """Topic where ``service`` publishes input it rejected, with the reason."""
-    return f"{ROOT}/{DEADLETTER}/{service}"
+def deadletter_topic(service: str, instance: str | None = None) -> str:
+    """Topic where ``service`` (optionally one ``instance`` of it) publishes input it rejected, with the reason.
+
+    The broker ACL lets each service write ``deadletter/{service}/#`` and the ``operator`` read them all.
+    """
+    check_id(service, "service")
+    if instance is None:
+        return f"{ROOT}/{DEADLETTER}/{service}"
+    return f"{ROOT}/{DEADLETTER}/{service}/{check_id(instance, 'instance')}"
 
 
 def vitals_filter(ward: str = "+", gateway: str = "+", patient: str = "+") -> str:
