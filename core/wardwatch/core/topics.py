@@ -38,6 +38,11 @@ ALARM: Final = "alarm"
 PAGE: Final = "page"
 DEADLETTER: Final = "deadletter"
 
+#: Kinds where only live messages count. Services subscribe to them without retained messages (MQTT 5
+#: Retain Handling 2) and refuse any published with the retain flag: a stored sample must never act again
+#: (re-raise an alarm after a restart). Gateway availability, by contrast, is retained on purpose.
+LIVE_ONLY_KINDS: Final = frozenset({VITALS, DEVICE})
+
 AVAILABILITY_ONLINE: Final = b"online"
 AVAILABILITY_OFFLINE: Final = b"offline"
 
