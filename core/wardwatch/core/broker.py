@@ -55,6 +55,9 @@ SERVICE_ACL: Final[dict[str, tuple[str, ...]]] = {
     ),
     # whoever runs the site reads the dead letters of every service (``deadletter/<service>[/<instance>]``)
     "operator": (f"topic read {topics.ROOT}/{topics.DEADLETTER}/#",),
+    # a liveness probe (e.g. the compose health check) logs in and subscribes, and may read nothing: its own
+    # principal, because sessions are named after user names and a probe would close a real client's session
+    "healthcheck": (),
 }
 
 
