@@ -21,7 +21,7 @@ password() {
 random() { openssl rand -hex "$1"; }
 ingest=$(password ingest)
 alerting=$(password alerting)
-probe=$(password nurse-app)
+probe=$(password healthcheck)
 admin=$(random 16)
 token=$(random 32)
 grafana=$(random 16)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from wardwatch.core.broker import Site, broker_main, write_site
+from wardwatch.core.broker import SERVICE_ACL, Site, broker_main, write_site
 from wardwatch.core.config import Secret
 from wardwatch.core.mqtt import MqttClient, PublishRefusedError
 from wardwatch.core.servers import Mosquitto
@@ -83,3 +83,20 @@ async def test_generated_acl_confines_each_principal(tmp_path: Path) -> None:
             await gateway.publish(own, b"second")
             assert (await asyncio.wait_for(ingest.get_message(), 10)).payload == b"second"
             assert app.get_message_nowait() is None  # the nurse app saw neither vitals message
+
+
+def test_instances_get_their_service_acl_and_the_cli_adds_them(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    assert (
+        broker_main(["init", str(site), "--no-tls", "--gateway", "ward-a/gw-01", "--instance", "ingest/ingest-2"]) == 0
+    )
+    acl = (site / "acl").read_text()
+    block = acl.split("user ingest-2\n", 1)[1].split("\n\n", 1)[0]
+    assert block.splitlines() == list(SERVICE_ACL["ingest"])
+    assert "user operator\ntopic read wardwatch/v1/deadletter/#" in acl
+    assert (site / "credentials" / "ingest-2.toml").exists()
+
+
+def test_an_instance_of_an_unknown_service_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert broker_main(["init", str(tmp_path), "--no-tls", "--instance", "ingset/ingest-2"]) == 2
+    assert "unknown service 'ingset'" in capsys.readouterr().err

@@ -98,3 +98,27 @@ async def test_starts_before_the_broker_and_queues_publishes_while_down(tmp_path
                 await watcher.subscribe("wardwatch/v1/test/#")
                 message = await asyncio.wait_for(watcher.get_message(), 10)
     assert (message.payload, message.retain) == (b"queued while down", True)
+
+
+async def test_subscribing_without_retained_messages_and_with_the_retain_flag_as_published(
+    mosquitto: Mosquitto,
+) -> None:
+    settings = mosquitto.endpoint().settings()
+    async with MqttClient(settings, "pub", clean_start=True) as pub:
+        await pub.wait_connected(10)
+        await pub.publish("wardwatch/v1/test/stored", b"old", retain=True)
+        async with MqttClient(settings, "live", clean_start=False) as live, MqttClient(settings, "all") as everything:
+            await live.wait_connected(10)
+            await everything.wait_connected(10)
+            await live.subscribe("wardwatch/v1/test/#", retained=False, retain_as_published=True)
+            await everything.subscribe("wardwatch/v1/test/#")
+            assert (await asyncio.wait_for(everything.get_message(), 10)).payload == b"old"
+            await pub.publish("wardwatch/v1/test/stored", b"new", retain=True)
+            await pub.publish("wardwatch/v1/test/plain", b"plain")
+            received = [await asyncio.wait_for(live.get_message(), 10) for _ in range(2)]
+            # subscribing again (as after every reconnect) does not bring it either
+            await live.subscribe("wardwatch/v1/test/#", retained=False, retain_as_published=True)
+            await pub.publish("wardwatch/v1/test/plain", b"fence")
+            fence = await asyncio.wait_for(live.get_message(), 10)
+    assert [(m.payload, m.retain) for m in received] == [(b"new", True), (b"plain", False)]
+    assert fence.payload == b"fence"

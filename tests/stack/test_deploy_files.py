@@ -3,6 +3,7 @@ InfluxQL runs against a real influxd. (The compose file itself needs a Docker en
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -95,7 +96,7 @@ def test_make_env_reads_broker_init_credentials(tmp_path: Path) -> None:
     )
     assert env["INGEST_MQTT_PASSWORD"] == files.password("ingest")
     assert env["ALERTING_MQTT_PASSWORD"] == files.password("alerting")
-    assert env["PROBE_MQTT_PASSWORD"] == files.password("nurse-app")
+    assert env["PROBE_MQTT_PASSWORD"] == files.password("healthcheck")
     assert env["MQTT_HOST"] == "mqtt.ward.test"
     assert len(env["INFLUX_TOKEN"]) == 64
     assert all(env[k] for k in ("INFLUX_ADMIN_PASSWORD", "GRAFANA_ADMIN_PASSWORD"))
@@ -168,3 +169,55 @@ async def test_dashboard_queries_run_against_influxd(influxd: Influxd) -> None:
                 series = await query(q)
                 values = [v for s in series for row in s["values"] for v in row[1:] if v not in (None, 0)]
                 assert values, f"{panel['title']} / {target['refId']}: no data from {q}"
+
+
+async def test_influxdb_setup_script_makes_write_only_and_read_only_users(tmp_path: Path) -> None:
+    """``deploy/influxdb/setup-users.sh`` against a real influxd with auth on; run twice (idempotent)."""
+    admin = ("admin", "adm'in\\pw")  # quoting is the script's job
+
+    async def status(method: str, path: str, user: tuple[str, str] | None, **params: str) -> int:
+        auth = {} if user is None else {"u": user[0], "p": user[1]}
+        data = b"vitals,patient=p-x value=1" if path == "/write" else None
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                method, f"{influxd.url}{path}", params={"db": "wardwatch", **params, **auth}, data=data
+            ) as r,
+        ):
+            return r.status
+
+    async with Influxd(directory=tmp_path / "influxd", auth=admin) as influxd:
+        for reader_password in ("first", "second"):
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [str(DEPLOY / "influxdb" / "setup-users.sh")],
+                env={
+                    "PATH": "/usr/bin:/bin",
+                    "INFLUX_URL": influxd.url,
+                    "INFLUX_ADMIN_PASSWORD": admin[1],
+                    "INGEST_PASSWORD": "ingest-pw",
+                    "READER_PASSWORD": reader_password,
+                },
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+        assert "ingest: WRITE on wardwatch" in done.stdout
+        ingest, reader = ("ingest", "ingest-pw"), ("reader", "second")
+        assert await status("POST", "/write", None) == 401
+        assert await status("POST", "/write", ingest) == 204
+        assert await status("POST", "/write", reader) == 403
+        assert await status("POST", "/query", ingest, q="SELECT count(value) FROM vitals") == 403
+        assert await status("POST", "/query", reader, q="SELECT count(value) FROM vitals") == 200
+        assert await status("POST", "/query", ("reader", "first"), q="SHOW DATABASES") == 401
+        assert await status("POST", "/query", reader, q='DROP MEASUREMENT "vitals"') == 403
+
+
+def test_influxdb_conf_turns_on_auth_and_continuous_queries() -> None:
+    text = (DEPLOY / "influxdb" / "influxdb.conf").read_text()
+    http = text.split("[http]", 1)[1].split("[", 1)[0]
+    cq = text.split("[continuous_queries]", 1)[1].split("[", 1)[0]
+    assert re.search(r"^\s*auth-enabled = true$", http, re.M)
+    assert re.search(r"^\s*enabled = true$", cq, re.M)

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from wardwatch.core.broker import Site, write_site
@@ -25,8 +26,15 @@ def _pages(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _count_by_patient(influx: str) -> dict[str, int]:
-    query = urllib.parse.urlencode({"db": "wardwatch", "q": "SELECT count(value) FROM vitals GROUP BY patient"})
+def _count_by_patient(influx: str, reader_password: str) -> dict[str, int]:
+    query = urllib.parse.urlencode(
+        {
+            "db": "wardwatch",
+            "q": "SELECT count(value) FROM vitals GROUP BY patient",
+            "u": "reader",
+            "p": reader_password,
+        }
+    )
     with urllib.request.urlopen(f"{influx}/query?{query}", timeout=10) as response:  # noqa: S310 - loopback
         result = json.load(response)["results"][0]
     return {s["tags"]["patient"]: s["values"][0][1] for s in result.get("series", [])}
@@ -39,12 +47,29 @@ async def test_up_runs_the_ward_and_pages_for_the_desaturation(tmp_path: Path) -
         influx = stack.summary["influx"]
         pages = Path(stack.summary["pages"])
         patients = {f"p-d0{i}" for i in range(6)}
-        await wait_for(lambda: set(_count_by_patient(influx)) == patients, 90, what="vitals of every patient stored")
+        reader = stack.influx_users["reader"]
+        await wait_for(
+            lambda: set(_count_by_patient(influx, reader)) == patients, 90, what="vitals of every patient stored"
+        )
+        # InfluxDB needs credentials: nobody else on the host writes (or drops) anything
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{influx}/write", params={"db": "wardwatch"}, data=b"vitals,patient=p-x value=1") as answer,
+        ):
+            assert answer.status == 401
 
         def desaturation_paged() -> bool:
             return any(p["page"].get("patient") == "p-d01" and "spo2" in json.dumps(p["page"]) for p in _pages(pages))
 
         await wait_for(desaturation_paged, 150, what="a page for p-d01's desaturation", max_interval=1.0)
+
+        # continuous queries run (every minute): the downsampled retention policy fills
+        async def downsampled() -> bool:
+            assert stack.influxd is not None
+            found = await stack.influxd.query('SELECT count("mean") FROM "downsampled"."vitals_1m"', db="wardwatch")
+            return bool(found["results"][0].get("series"))
+
+        await wait_for(downsampled, 90, what="downsampled points", max_interval=2.0)
     printed = "\n".join(lines)
     assert "wardwatch is up" in printed
     assert "PAGE -> primary-nurse" in printed
@@ -53,7 +78,7 @@ async def test_up_runs_the_ward_and_pages_for_the_desaturation(tmp_path: Path) -
 
     # running it again on the same state folder works and keeps what was stored
     async with running_stack(options, echo=lines.append) as again:
-        before = _count_by_patient(again.summary["influx"])
+        before = _count_by_patient(again.summary["influx"], again.influx_users["reader"])
         assert set(before) == patients
 
 
@@ -72,7 +97,10 @@ async def test_up_uses_an_existing_broker_given_its_credentials(tmp_path: Path) 
             assert stack.broker is None  # none of its own
             assert stack.summary["mqtt"] == f"mqtt://127.0.0.1:{broker.port}"
             influx = stack.summary["influx"]
-            await wait_for(lambda: len(_count_by_patient(influx)) == 6, 90, what="vitals through the existing broker")
+            reader = stack.influx_users["reader"]
+            await wait_for(
+                lambda: len(_count_by_patient(influx, reader)) == 6, 90, what="vitals through the existing broker"
+            )
     assert "New client connected" in broker.log_text()
 
 

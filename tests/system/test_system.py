@@ -231,9 +231,11 @@ def gateway_queue(stack: Stack, home: str) -> dict[str, Any]:
         db.close()
 
 
-def influx_query(url: str, query: str) -> list[dict[str, Any]]:
-    """Every series of a query (chunked, so no row limit applies)."""
-    params = urllib.parse.urlencode({"db": "wardwatch", "q": query, "epoch": "ms", "chunked": "true"})
+def influx_query(url: str, query: str, reader_password: str) -> list[dict[str, Any]]:
+    """Every series of a query (chunked, so no row limit applies), as the stack's read-only user."""
+    params = urllib.parse.urlencode(
+        {"db": "wardwatch", "q": query, "epoch": "ms", "chunked": "true", "u": "reader", "p": reader_password}
+    )
     with urllib.request.urlopen(f"{url}/query?{params}", timeout=60) as response:  # noqa: S310 - loopback
         body = response.read().decode()
     series: list[dict[str, Any]] = []
@@ -248,7 +250,9 @@ def influx_query(url: str, query: str) -> list[dict[str, Any]]:
 def stored_points(stack: Stack) -> dict[tuple[str, str, int], int]:
     """``{(device, signal, t): seq}`` of every vitals point in InfluxDB."""
     points: dict[tuple[str, str, int], int] = {}
-    for series in influx_query(stack.summary["influx"], 'SELECT "seq" FROM "vitals" GROUP BY "device", "signal"'):
+    for series in influx_query(
+        stack.summary["influx"], 'SELECT "seq" FROM "vitals" GROUP BY "device", "signal"', stack.influx_users["reader"]
+    ):
         device, signal = series["tags"]["device"], series["tags"]["signal"]
         for t, seq in series["values"]:
             points[(device, signal, int(t))] = int(seq)

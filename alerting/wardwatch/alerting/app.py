@@ -53,6 +53,7 @@ from wardwatch.core.topics import (
     AVAILABILITY_ONLINE,
     DEVICE,
     GATEWAY,
+    LIVE_ONLY_KINDS,
     VITALS,
     deadletter_topic,
     parse_topic,
@@ -60,6 +61,13 @@ from wardwatch.core.topics import (
 )
 
 _log = logging.getLogger(__name__)
+
+
+def _log_refused_dead_letter(published: asyncio.Future[None]) -> None:
+    """A dead letter the broker refused is lost: say so loudly (check the broker ACL for this user)."""
+    if not published.cancelled() and published.exception() is not None:
+        _log.error("dead letter not accepted by the broker: %s", published.exception())
+
 
 _BATCH: Final = 64  # messages handled before yielding to the pager
 
@@ -159,13 +167,18 @@ class MqttInput:
         self.failures.succeeded(ward, patient)
         return changes
 
-    def handle(self, topic: str, payload: bytes) -> None:
-        """One MQTT message."""
+    def handle(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """One MQTT message (``retain``: it was published with the retain flag)."""
         metrics = self.service.metrics
         try:
             parts = parse_topic(topic)
             ward = parts.ward
             if ward is None or ward not in self.wards:
+                return
+            if retain and parts.kind in LIVE_ONLY_KINDS:
+                # a stored message must never act again (re-raise a resolved alarm after a restart)
+                metrics.rejected.labels(reason="retained").inc()
+                self._dead_letter(topic, payload, f"refused a retained {parts.kind} message: gateways must not retain")
                 return
             changes: Sequence[ConditionChange]
             if parts.kind == VITALS:
@@ -226,22 +239,27 @@ class MqttInput:
                 return
         except (SchemaError, TopicError) as exc:
             metrics.rejected.labels(reason=type(exc).__name__).inc()
-            dead = DeadLetter(
-                v=SCHEMA_VERSION,
-                service=self.service_id,
-                t=self.service.clock.now_ms(),
-                reason=str(exc)[:500],
-                topic=topic,
-                payload=payload[:4096],
-            )
-            self.mqtt.publish_nowait(deadletter_topic(self.service_id), encode(dead), qos=0)
+            self._dead_letter(topic, payload, str(exc))
             return
         if changes:
             self.service.on_conditions(changes)
 
-    def _handle_safely(self, topic: str, payload: bytes) -> None:
+    def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
+        """Publish a refused message to ``deadletter/alerting/<service id>`` (the operator reads it)."""
+        dead = DeadLetter(
+            v=SCHEMA_VERSION,
+            service=self.service_id,
+            t=self.service.clock.now_ms(),
+            reason=reason[:500],
+            topic=topic,
+            payload=payload[:4096],
+        )
+        published = self.mqtt.publish_nowait(deadletter_topic("alerting", self.service_id), encode(dead))
+        published.add_done_callback(_log_refused_dead_letter)
+
+    def _handle_safely(self, topic: str, payload: bytes, retain: bool = False) -> None:
         try:
-            self.handle(topic, payload)
+            self.handle(topic, payload, retain)
         except Exception:  # a bug outside the engine: counted and logged; the next message is handled
             self.service.metrics.rejected.labels(reason="internal_error").inc()
             self.service.metrics.failures.labels(stage="input").inc()
@@ -251,12 +269,12 @@ class MqttInput:
         """Handle messages until cancelled."""
         while True:
             message = await self.mqtt.get_message()
-            self._handle_safely(message.topic, message.payload)
+            self._handle_safely(message.topic, message.payload, message.retain)
             for _ in range(_BATCH):  # drain a burst, but let page deliveries run in between
                 more = self.mqtt.get_message_nowait()
                 if more is None:
                     break
-                self._handle_safely(more.topic, more.payload)
+                self._handle_safely(more.topic, more.payload, more.retain)
 
     def tick_once(self) -> None:
         """One engine tick; a failure counts against every patient of every ward (the tick serves them all)."""
@@ -320,7 +338,10 @@ async def run(
         await mqtt.wait_connected(timeout=None)
         for ward in config.wards:
             for kind in (VITALS, DEVICE, GATEWAY):
-                await mqtt.subscribe(ward_filter(kind, ward), qos=1)
+                # vitals and device status count only live: no retained copies, and any retained one refused;
+                # the retained gateway availability is state the engine needs at start
+                live = kind in LIVE_ONLY_KINDS
+                await mqtt.subscribe(ward_filter(kind, ward), qos=1, retained=not live, retain_as_published=live)
         service.inputs_ready = True
         _log.info("alerting service %s running for wards %s", config.service_id, ", ".join(config.wards))
         async with asyncio.TaskGroup() as tasks:

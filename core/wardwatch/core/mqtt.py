@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.errors import WardwatchError
@@ -179,6 +180,18 @@ def _connect_properties(session_expiry_s: int, receive_maximum: int | None) -> P
 MessageCallback = Callable[[Message], None]
 
 
+def subscribe_options(qos: int = 1, retained: bool = True, retain_as_published: bool = False) -> SubscribeOptions:
+    """MQTT 5 subscription options: QoS, and whether retained messages are sent at subscribe time.
+
+    ``retained=False`` is Retain Handling 2 ("do not send retained messages at the time of the subscribe").
+    """
+    return SubscribeOptions(
+        qos=qos,
+        retainAsPublished=retain_as_published,
+        retainHandling=SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE if retained else SubscribeOptions.RETAIN_DO_NOT_SEND,
+    )
+
+
 class MqttClient:
     """An MQTT 5 connection on the asyncio loop that stays connected (reconnects with backoff).
 
@@ -245,7 +258,7 @@ class MqttClient:
         self._disconnected.set()
         self._subscribed = asyncio.Event()
         self._pending: dict[int, tuple[asyncio.Future[None], str]] = {}
-        self._subscriptions: dict[str, int] = {}
+        self._subscriptions: dict[str, SubscribeOptions] = {}
         self._suback: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._renewals: set[int] = set()
         self._messages: asyncio.Queue[Message] = asyncio.Queue(message_queue_size)
@@ -487,8 +500,8 @@ class MqttClient:
             self.generation,
         )
         self._renewals.clear()
-        for topic_filter, qos in self._subscriptions.items():
-            result, mid = client.subscribe(topic_filter, qos=qos)
+        for topic_filter, options in self._subscriptions.items():
+            result, mid = client.subscribe(topic_filter, options=options)
             if result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
                 self._renewals.add(mid)
         if not self._renewals:
@@ -579,17 +592,38 @@ class MqttClient:
         """Publish and wait for the broker's acknowledgement (QoS 1)."""
         await self.publish_nowait(topic, payload, qos=qos, retain=retain)
 
-    def add_subscription(self, topic_filter: str, qos: int = 1) -> None:
-        """Subscribe on every (re)connect from now on, without waiting (see :meth:`wait_subscribed`)."""
-        self._subscriptions[topic_filter] = qos
+    def add_subscription(
+        self, topic_filter: str, qos: int = 1, *, retained: bool = True, retain_as_published: bool = False
+    ) -> None:
+        """Subscribe on every (re)connect from now on, without waiting (see :meth:`wait_subscribed`).
 
-    async def subscribe(self, topic_filter: str, *, qos: int = 1, timeout: float = 10.0) -> None:
-        """Subscribe now (waiting for SUBACK if connected) and again after every reconnect."""
+        See :meth:`subscribe` for ``retained`` and ``retain_as_published``.
+        """
+        self._subscriptions[topic_filter] = subscribe_options(qos, retained, retain_as_published)
+
+    async def subscribe(
+        self,
+        topic_filter: str,
+        *,
+        qos: int = 1,
+        retained: bool = True,
+        retain_as_published: bool = False,
+        timeout: float = 10.0,
+    ) -> None:
+        """Subscribe now (waiting for SUBACK if connected) and again after every reconnect.
+
+        ``retained=False`` asks the broker never to send the messages retained on matching topics
+        when subscribing (MQTT 5 Retain Handling 2): for streams where only live messages count
+        (vitals), so an old retained message cannot act again at every restart. With
+        ``retain_as_published`` the broker keeps the retain flag of live messages
+        (:attr:`Message.retain`), so a message published with retain can be recognised and refused.
+        """
         assert self._loop is not None, "use MqttClient as an async context manager"
-        self._subscriptions[topic_filter] = qos
+        options = subscribe_options(qos, retained, retain_as_published)
+        self._subscriptions[topic_filter] = options
         if not self._connected.is_set():
             return
-        result, mid = self._client.subscribe(topic_filter, qos=qos)
+        result, mid = self._client.subscribe(topic_filter, options=options)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             return  # disconnected meanwhile: renewed on reconnect
         future: asyncio.Future[list[ReasonCode]] = self._loop.create_future()

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.errors import ConfigError, ServerStartError, WaitTimeoutError
@@ -537,6 +537,12 @@ class Mosquitto(_ChildServer):
     keeps retained messages, sessions and queued messages across :meth:`stop`/:meth:`start` (it
     saves on a graceful stop; ``autosave_interval`` also saves every so many seconds, for
     :meth:`kill`).
+
+    ``bind_client_ids`` (default: on when there are ``users``) writes ``use_username_as_clientid``:
+    the broker names every session after the user name and ignores the client id a client sends, so
+    no principal can take over another's session (with another's client id the broker would close
+    that connection and hand over its queued messages). Each instance of a service then needs its
+    own principal (see :class:`wardwatch.core.broker.Site`).
     """
 
     _name = "mosquitto"
@@ -554,6 +560,7 @@ class Mosquitto(_ChildServer):
         allow_anonymous: bool | None = None,
         tls: bool = False,
         require_client_cert: bool = False,
+        bind_client_ids: bool | None = None,
         # mosquitto's defaults (1000 queued, 20 in flight per client) silently drop messages to
         # a subscriber that falls behind a burst ("Outgoing messages are being dropped"); a
         # test or benchmark must see every message, so queue generously and do not cap in-flight
@@ -583,6 +590,7 @@ class Mosquitto(_ChildServer):
         self.acl = acl
         self.allow_anonymous = not self.users if allow_anonymous is None else allow_anonymous
         self.require_client_cert = require_client_cert
+        self.bind_client_ids = bool(self.users) if bind_client_ids is None else bind_client_ids
         self.use_tls = tls or require_client_cert
         self.max_queued_messages = max_queued_messages
         self.max_inflight_messages = max_inflight_messages
@@ -705,6 +713,12 @@ class Mosquitto(_ChildServer):
             lines.append(f"password_file {self.password_file}")
         if self.acl_file is not None:
             lines.append(f"acl_file {self.acl_file}")
+        if self.bind_client_ids:
+            lines += [
+                "# The session is named after the user name, whatever client id is sent: no principal can",
+                "# take over another's session (and so its connection and queued messages).",
+                "use_username_as_clientid true",
+            ]
         lines.append(f"persistence {flag(self.persistence)}")
         if self.persistence:
             lines.append(f"persistence_location {self.persistence_dir}/")
@@ -773,7 +787,8 @@ class Influxd(_ChildServer):
     The HTTP and the RPC port (8088 by default, which would clash between instances) are both
     free ports. Usage reporting, the internal monitor database, HTTP request logging and
     continuous queries (unless ``continuous_queries``) are off. ``auth`` = (user, password)
-    enables authentication and creates that admin user at the first start. Data survives
+    enables authentication and creates that admin user at the first start (also in an existing
+    directory that has no user yet); :meth:`ensure_user` adds write-only and read-only users. Data survives
     :meth:`stop`/:meth:`start` and :meth:`kill` (the WAL is synced on every write).
     """
 
@@ -809,7 +824,6 @@ class Influxd(_ChildServer):
         self.auth = auth
         self.continuous_queries = continuous_queries
         self.log_level = log_level
-        self._had_users = False
 
     @property
     def url(self) -> str:
@@ -930,15 +944,49 @@ bind-address = {_toml_string(f"{self.host}:{self.rpc_port}")}
         """``CREATE DATABASE`` (a no-op if it exists)."""
         await self.query(f"CREATE DATABASE {json.dumps(name, ensure_ascii=False)}")
 
-    def _prepare_first_start(self) -> None:
-        self._had_users = (self.data_dir / "meta" / "meta.db").exists()
+    async def ensure_user(
+        self, name: str, password: str, *, privilege: Literal["READ", "WRITE", "ALL"], database: str
+    ) -> None:
+        """Create (or re-password) a non-admin user with ``privilege`` on ``database`` only.
+
+        ``WRITE`` is write-only (ingest: it cannot read or drop anything), ``READ`` read-only
+        (dashboards, the console). Needs ``auth`` (an admin) and the database.
+        """
+        if self.auth is None:
+            raise ConfigError("users need authentication: start Influxd with auth=(admin, password)", key="auth")
+        user, db = json.dumps(name, ensure_ascii=False), json.dumps(database, ensure_ascii=False)
+        secret = _influxql_string(password)
+        try:
+            await self.query(f"CREATE USER {user} WITH PASSWORD {secret}")
+        except ServerStartError as exc:
+            if "user already exists" not in str(exc):
+                raise
+            await self.query(f"SET PASSWORD FOR {user} = {secret}")
+        for other in ("READ", "WRITE"):
+            if other != privilege:
+                with contextlib.suppress(ServerStartError):  # nothing to revoke
+                    await self.query(f"REVOKE {other} ON {db} FROM {user}")
+        await self.query(f"GRANT {privilege} ON {db} TO {user}")
 
     async def _after_first_ready(self) -> None:
-        # An existing directory already has its admin user (and refuses to make one without auth).
-        if self.auth is not None and not self._had_users:
-            user, password = self.auth
-            escaped = password.replace("\\", "\\\\").replace("'", "\\'")
-            await self.query(
-                f"CREATE USER {json.dumps(user, ensure_ascii=False)} WITH PASSWORD '{escaped}' WITH ALL PRIVILEGES",
-                use_auth=False,
-            )
+        if self.auth is None:
+            return
+        user, password = self.auth
+        create = f"CREATE USER {json.dumps(user, ensure_ascii=False)} WITH PASSWORD {_influxql_string(password)}"
+        # allowed without credentials only while there is no user at all (also in an existing directory that
+        # ran without auth before); if users exist, ours must work
+        with contextlib.suppress(ServerStartError):
+            await self.query(f"{create} WITH ALL PRIVILEGES", use_auth=False)
+        try:
+            await self.query("SHOW USERS")
+        except ServerStartError as exc:
+            raise ServerStartError(
+                self._name,
+                f"the admin {user!r} cannot log in to the existing data in {self.data_dir} ({exc}); "
+                "use that directory's admin password, or a new directory",
+            ) from None
+
+
+def _influxql_string(value: str) -> str:
+    """``value`` as a single-quoted InfluxQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

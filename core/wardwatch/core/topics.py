@@ -9,7 +9,7 @@
     wardwatch/v1/gateway/{ward}/{gateway}/gap                          data-gap reports (queue overflow)
     wardwatch/v1/alarm/{ward}/{patient}                                alarm state changes
     wardwatch/v1/page/{ward}/{destination}                             pages for nurse apps
-    wardwatch/v1/deadletter/{service}                                  rejected input with the reason
+    wardwatch/v1/deadletter/{service}[/{instance}]                     rejected input with the reason
 
 Design:
 
@@ -37,6 +37,11 @@ GATEWAY: Final = "gateway"
 ALARM: Final = "alarm"
 PAGE: Final = "page"
 DEADLETTER: Final = "deadletter"
+
+#: Kinds where only live messages count. Services subscribe to them without retained messages (MQTT 5
+#: Retain Handling 2) and refuse any published with the retain flag: a stored sample must never act again
+#: (re-raise an alarm after a restart). Gateway availability, by contrast, is retained on purpose.
+LIVE_ONLY_KINDS: Final = frozenset({VITALS, DEVICE})
 
 AVAILABILITY_ONLINE: Final = b"online"
 AVAILABILITY_OFFLINE: Final = b"offline"
@@ -77,9 +82,15 @@ def page_topic(ward: str, destination: str) -> str:
     return f"{ROOT}/{PAGE}/{ward}/{destination}"
 
 
-def deadletter_topic(service: str) -> str:
-    """Topic where ``service`` publishes input it rejected, with the reason."""
-    return f"{ROOT}/{DEADLETTER}/{service}"
+def deadletter_topic(service: str, instance: str | None = None) -> str:
+    """Topic where ``service`` (optionally one ``instance`` of it) publishes input it rejected, with the reason.
+
+    The broker ACL lets each service write ``deadletter/{service}/#`` and the ``operator`` read them all.
+    """
+    check_id(service, "service")
+    if instance is None:
+        return f"{ROOT}/{DEADLETTER}/{service}"
+    return f"{ROOT}/{DEADLETTER}/{service}/{check_id(instance, 'instance')}"
 
 
 def vitals_filter(ward: str = "+", gateway: str = "+", patient: str = "+") -> str:

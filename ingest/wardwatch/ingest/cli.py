@@ -1,4 +1,4 @@
-"""``wardwatch ingest --config FILE`` and ``wardwatch bench ingest``."""
+"""``wardwatch ingest --config FILE``, ``wardwatch ingest schema --config FILE`` and ``wardwatch bench ingest``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import asyncio
 import json
 import signal
 import sys
+
+import msgspec
 
 from wardwatch.core.config import load_config
 from wardwatch.core.errors import WardwatchError
@@ -36,6 +38,32 @@ def _bench_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _schema_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wardwatch ingest schema",
+        description="Create (or align) the database, retention policies and downsampling continuous query once, "
+        "then exit (InfluxDB 1.x). Run it as an admin (WARDWATCH_INFLUX__USERNAME/__PASSWORD) so that ingest "
+        "itself can run as a write-only user with influx.create_schema = false.",
+    )
+    parser.add_argument("--config", required=True, help="the ingest TOML config (its [influx] section is used)")
+    return parser
+
+
+async def create_schema(config: IngestConfig) -> dict[str, str]:
+    """Make the v1 schema of ``config.influx`` now (whatever its ``create_schema`` says); what was made."""
+    from wardwatch.ingest.sinks import V1Sink
+
+    settings = msgspec.structs.replace(config.influx, create_schema=True)
+    async with V1Sink(settings) as sink:
+        await sink.ensure_schema()
+        return {
+            "database": settings.database,
+            "raw_policy": settings.raw_policy,
+            "downsampled_policy": settings.downsampled_policy,
+            "downsampled_measurement": sink.downsampled_measurement,
+        }
+
+
 async def _serve(config: IngestConfig) -> None:
     from wardwatch.ingest.app import run
 
@@ -57,12 +85,24 @@ def main(argv: list[str]) -> int:
         )
         print(json.dumps(result, indent=2))
         return 0
-    args = _parser().parse_args(argv)
+    schema = bool(argv) and argv[0] == "schema"
+    args = (_schema_parser() if schema else _parser()).parse_args(argv[1:] if schema else argv)
     try:
         config = load_config(IngestConfig, args.config)
     except WardwatchError as exc:
         print(f"wardwatch ingest: {exc}", file=sys.stderr)
         return 2
+    if schema:
+        if config.influx.api != "v1":
+            print("wardwatch ingest schema: only for influx.api = 'v1' (v2: use `influx`)", file=sys.stderr)
+            return 2
+        try:
+            made = asyncio.run(create_schema(config))
+        except WardwatchError as exc:
+            print(f"wardwatch ingest schema: {exc} (run it as an InfluxDB admin)", file=sys.stderr)
+            return 1
+        print(json.dumps(made, indent=2))
+        return 0
     setup_logging("ingest", args.log_level or config.log_level)
     asyncio.run(_serve(config))
     return 0

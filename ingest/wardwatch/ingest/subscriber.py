@@ -62,7 +62,9 @@ class Subscriber(MqttClient):
         )
         self.topic_filters = list(topic_filters)
         for topic_filter in self.topic_filters:
-            self.add_subscription(topic_filter, qos=1)
+            # only live messages: a retained copy would be stored again at every new subscription
+            # (MQTT 5 Retain Handling 2; what arrives while ingest is down waits in its persistent session)
+            self.add_subscription(topic_filter, qos=1, retained=False)
         self._handler = handler
 
     def _dispatch(self, topic: str, payload: bytes, qos: int, mid: int, retain: int) -> None:

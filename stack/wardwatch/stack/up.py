@@ -43,6 +43,9 @@ _log = logging.getLogger("wardwatch.stack")
 RESTART_DELAY_S: Final = 2.0
 INGEST_DATABASE: Final = "wardwatch"
 API_USER: Final = "nurse"
+# InfluxDB users of a started influxd (passwords in <state>/secrets/influx-<user>): the admin makes the schema,
+# ingest may only write, the reader (dashboards, the console, you) may only read
+INFLUX_ADMIN, INFLUX_INGEST, INFLUX_READER = "admin", "ingest", "reader"
 
 
 class StackError(WardwatchError):
@@ -379,6 +382,7 @@ class Stack:
         self.influxd: Influxd | None = None
         self.proxies: dict[str, TcpProxy] = {}  # home (gateway id) -> its link to the broker
         self.mqtt_users: dict[str, str] = {}  # broker user -> password
+        self.influx_users: dict[str, str] = {}  # InfluxDB user -> password (when the stack started influxd)
 
     def child(self, name: str) -> Child:
         """The supervised child called ``name`` (``alerting``, ``ingest``, ``sim``, ``gateway-<home>``)."""
@@ -433,10 +437,23 @@ class Stack:
             influx_url = self.options.influx_url
             if influx_url is None:
                 influxd = await stack.enter_async_context(
-                    Influxd(directory=self.state / "influxdb", keep_directory=True)
+                    Influxd(
+                        directory=self.state / "influxdb",
+                        keep_directory=True,
+                        auth=(INFLUX_ADMIN, self._secret(f"influx-{INFLUX_ADMIN}")),
+                        continuous_queries=True,  # the downsampling policy fills
+                    )
                 )
                 influx_url = influxd.url
                 self.influxd = influxd
+                await influxd.create_database(INGEST_DATABASE)
+                self.influx_users = {user: self._secret(f"influx-{user}") for user in (INFLUX_INGEST, INFLUX_READER)}
+                await influxd.ensure_user(
+                    INFLUX_INGEST, self.influx_users[INFLUX_INGEST], privilege="WRITE", database=INGEST_DATABASE
+                )
+                await influxd.ensure_user(
+                    INFLUX_READER, self.influx_users[INFLUX_READER], privilege="READ", database=INGEST_DATABASE
+                )
             self.step(f"InfluxDB: {influx_url} (database {INGEST_DATABASE!r})")
 
             receiver_port = free_port()
@@ -465,6 +482,8 @@ class Stack:
                     "metrics": {"host": "127.0.0.1", "port": 0},
                 },
             )
+            if self.influxd is not None:  # ingest writes as a write-only user: the admin makes the schema first
+                await self._make_influx_schema(ingest_config)
             self._spawn("ingest", ["ingest", "--config", str(ingest_config)])
             for child in self.children:
                 await child.start()
@@ -577,6 +596,15 @@ class Stack:
 
     def _influx_section(self, url: str) -> dict[str, Any]:
         options = self.options
+        if options.influx_api == "v1" and self.influx_users:
+            return {
+                "api": "v1",
+                "url": url,
+                "database": INGEST_DATABASE,
+                "username": INFLUX_INGEST,
+                "password": self.influx_users[INFLUX_INGEST],
+                "create_schema": False,
+            }
         if options.influx_api == "v1":
             return {"api": "v1", "url": url, "database": INGEST_DATABASE}
         missing = [name for name in ("influx_token", "influx_org", "influx_bucket") if not getattr(options, name)]
@@ -592,6 +620,32 @@ class Stack:
             "org": options.influx_org,
             "bucket": options.influx_bucket,
         }
+
+    def _secret(self, name: str) -> str:
+        """A random password kept in ``<state>/secrets/<name>`` (mode 0600), made on first use."""
+        path = self.state / "secrets" / name
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(18), encoding="utf-8")
+            path.chmod(0o600)
+        return path.read_text(encoding="utf-8").strip()
+
+    async def _make_influx_schema(self, ingest_config: Path) -> None:
+        """``wardwatch ingest schema`` as the InfluxDB admin: database, retention policies, continuous query."""
+        admin = {"WARDWATCH_INFLUX__USERNAME": INFLUX_ADMIN, "WARDWATCH_INFLUX__PASSWORD": self._secret("influx-admin")}
+        process = await asyncio.create_subprocess_exec(
+            *_wardwatch(),
+            "ingest",
+            "schema",
+            "--config",
+            str(ingest_config),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **admin},
+        )
+        _, err = await process.communicate()
+        if process.returncode != 0:
+            raise StackError(f"cannot make the InfluxDB schema: {err.decode(errors='replace').strip()}")
 
     def _api_password(self) -> str:
         path = self.state / "api-password"
@@ -733,7 +787,11 @@ class Stack:
     def _print_summary(self, api_password: str, influx_url: str) -> None:
         query = "SELECT count(value) FROM vitals GROUP BY signal"
         if self.options.influx_api == "v1":
-            vitals = f'curl -sG {influx_url}/query --data-urlencode db={INGEST_DATABASE} --data-urlencode "q={query}"'
+            login = f' -u "{INFLUX_READER}:$(cat {self.state / "secrets" / f"influx-{INFLUX_READER}"})"'
+            vitals = (
+                f"curl -sG{login if self.influx_users else ''} {influx_url}/query "
+                f'--data-urlencode db={INGEST_DATABASE} --data-urlencode "q={query}"'
+            )
         else:
             vitals = f"bucket {self.options.influx_bucket!r} at {influx_url} (measurement vitals)"
         credentials = (self.options.broker_credentials or self.state / "broker") / "credentials"

@@ -1,0 +1,189 @@
+"""Issue 12's broker findings against a real mosquitto and the real services: retained vitals, dead letters.
+
+* A retained SpO2 message must not raise anything: not when alerting (re)subscribes, not when it is
+  published live with the retain flag (refused, counted, dead-lettered), not after a restart.
+* The ``operator`` principal receives the dead letters of ingest and of alerting, each published where
+  that service's ACL lets it.
+
+"Nothing happened" is shown without sleeping: after the retained message a normal heart-rate message (a
+fence) is published; the broker delivers in order, so once the engine has counted the fence it has been
+handed anything that came before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from wardwatch.alerting.app import run
+from wardwatch.alerting.service import AlarmService
+from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
+from wardwatch.alerting.testing import WebhookReceiver
+from wardwatch.core.broker import Site, write_site
+from wardwatch.core.config import MqttSettings, Secret
+from wardwatch.core.mqtt import Message, MqttClient
+from wardwatch.core.schema import SCHEMA_VERSION, DeadLetter, Sample, Signal, Vitals, decode, encode
+from wardwatch.core.servers import Influxd, Mosquitto
+from wardwatch.core.topics import vitals_topic
+from wardwatch.core.waiting import wait_for
+from wardwatch.ingest.testing import ingest_config, running_ingest
+
+TIMEOUT = 15.0
+WARD, GATEWAY, PATIENT = "ward-a", "gw-01", "p-a1"
+
+
+def spo2(values: list[float], t0: int, seq: int = 1) -> tuple[str, bytes]:
+    device = "ox-a1"
+    message = Vitals(
+        v=SCHEMA_VERSION,
+        patient=PATIENT,
+        device=device,
+        gateway=GATEWAY,
+        signal=Signal.SPO2,
+        seq=seq,
+        samples=tuple(Sample(t=t0 + 1000 * i, v=v) for i, v in enumerate(values)),
+    )
+    return vitals_topic(WARD, GATEWAY, PATIENT, device, "spo2"), encode(message)
+
+
+def heart_rate(t: int, seq: int) -> tuple[str, bytes]:
+    message = Vitals(
+        v=SCHEMA_VERSION,
+        patient="p-fence",
+        device="hr-fence",
+        gateway=GATEWAY,
+        signal=Signal.HEART_RATE,
+        seq=seq,
+        samples=(Sample(t=t, v=72.0),),
+    )
+    return vitals_topic(WARD, GATEWAY, "p-fence", "hr-fence", "heart_rate"), encode(message)
+
+
+def alerting_config(
+    tmp_path: Path, broker: Mosquitto, receiver: WebhookReceiver, mqtt: dict[str, Any]
+) -> AlertingConfig:
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[defaults]\nspo2_delay_s = 0.0\n")
+    return config_from_mapping(
+        {
+            "service_id": "alerting-1",
+            "database": str(tmp_path / "alerting.db"),
+            "rules": str(rules),
+            "tick_s": 0.2,
+            "mqtt": {"host": broker.host, "port": broker.port, "tls": False, **mqtt},
+            "api": {"enabled": False},
+            "paging": {"backoff_min_s": 0.01, "backoff_max_s": 0.05, "round_backoff_max_s": 0.1},
+            "wards": {
+                WARD: {
+                    "destinations": {
+                        d: {"channels": [{"type": "webhook", "url": receiver.url(f"/{d}")}]}
+                        for d in ("primary-nurse", "charge-desk")
+                    },
+                    "escalation": {"high": {"steps": [{"destination": "primary-nurse", "timeout_s": 60}]}},
+                    "failsafe": "charge-desk",
+                }
+            },
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_alerting(config: AlertingConfig) -> AsyncIterator[AlarmService]:
+    """The whole alerting service (``run``) until the block ends."""
+    started: asyncio.Future[AlarmService] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run(config, ready=lambda service, _port: started.set_result(service)))
+    try:
+        waiting: set[asyncio.Future[Any]] = {started, task}
+        done, _ = await asyncio.wait(waiting, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+        assert started in done, f"alerting not ready within {TIMEOUT} s"
+        yield started.result()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def counted(service: AlarmService, name: str, **labels: str) -> float:
+    return service.metrics.registry.get_sample_value(f"wardwatch_alerting_{name}_total", labels) or 0.0
+
+
+async def test_a_retained_spo2_message_raises_nothing_even_after_a_restart(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
+    t0 = time.time_ns() // 1_000_000 - 20_000
+    desaturation = [70.0] * 16  # 16 s at 70 %: a HIGH page at once if the engine ever saw it
+    async with WebhookReceiver() as receiver, MqttClient(mqtt, "gateway", clean_start=True) as gateway:
+        await gateway.wait_connected(TIMEOUT)
+        config = alerting_config(tmp_path, mosquitto, receiver, {})
+        # stored before alerting subscribes: the situation of every restart
+        await gateway.publish(*spo2(desaturation, t0), retain=True)
+        for run_number in (1, 2):
+            async with running_alerting(config) as service:
+                await gateway.publish(*heart_rate(t0 + 16_000, seq=run_number))
+                await wait_for(
+                    lambda: counted(service, "messages", kind="vitals") == 1, TIMEOUT, what="the fence counted"
+                )
+                if run_number == 1:  # a live publish with the retain flag is refused, counted, dead-lettered
+                    await gateway.publish(*spo2(desaturation, t0, seq=2), retain=True)
+                    await gateway.publish(*heart_rate(t0 + 17_000, seq=3))
+                    await wait_for(
+                        lambda: counted(service, "messages", kind="vitals") == 2, TIMEOUT, what="second fence counted"
+                    )
+                    assert counted(service, "rejected", reason="retained") == 1
+                assert service.manager.open_alarms() == []
+                assert receiver.requests == []
+        # the broker itself still stores the gateway's retained vitals (mosquitto 2.0 cannot refuse the
+        # retain flag per topic): a subscriber asking for retained messages gets it
+        async with MqttClient(mqtt, "curious", clean_start=True) as curious:
+            await curious.wait_connected(TIMEOUT)
+            await curious.subscribe(spo2([], t0)[0])
+            retained = await asyncio.wait_for(curious.get_message(), TIMEOUT)
+        assert retained.retain
+
+
+async def test_the_operator_receives_dead_letters_of_ingest_and_alerting(tmp_path: Path, influxd: Influxd) -> None:
+    site = Site(gateways={GATEWAY: WARD})
+    files = write_site(tmp_path / "site", site, tls=False)
+    users = {user: files.password(user) for user in site.users}
+    async with (
+        Mosquitto(users=users, acl=site.acl_text(), directory=tmp_path / "broker") as broker,
+        WebhookReceiver() as receiver,
+    ):
+
+        def as_user(user: str) -> MqttSettings:
+            return MqttSettings(
+                host=broker.host, port=broker.port, tls=False, username=user, password=Secret(users[user])
+            )
+
+        alerting = alerting_config(tmp_path, broker, receiver, {"username": "alerting", "password": users["alerting"]})
+        async with (
+            MqttClient(as_user("operator"), "operator", clean_start=True) as operator,
+            MqttClient(as_user(GATEWAY), GATEWAY, clean_start=True) as gateway,
+            running_ingest(ingest_config(broker, influxd, user="ingest")),
+            running_alerting(alerting),
+        ):
+            await operator.wait_connected(TIMEOUT)
+            await operator.subscribe("wardwatch/v1/deadletter/#")
+            await gateway.wait_connected(TIMEOUT)
+            topic, _ = spo2([97.0], time.time_ns() // 1_000_000)
+            await gateway.publish(topic, b"{not json")
+            letters: dict[str, Message] = {}
+
+            async def both() -> bool:
+                while (message := operator.get_message_nowait()) is not None:
+                    letters[message.topic] = message
+                return len(letters) == 2
+
+            await wait_for(both, TIMEOUT, what="dead letters from ingest and alerting")
+    assert sorted(letters) == ["wardwatch/v1/deadletter/alerting/alerting-1", "wardwatch/v1/deadletter/ingest"]
+    for message in letters.values():
+        letter = decode(message.payload)
+        assert isinstance(letter, DeadLetter)
+        assert (letter.topic, letter.payload) == (topic, b"{not json")
