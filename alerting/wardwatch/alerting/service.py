@@ -25,13 +25,13 @@ import aiohttp
 from wardwatch.alerting.audit import SYSTEM_ACTOR, AuditEntry
 from wardwatch.alerting.escalation import ward_policy
 from wardwatch.alerting.events import ConditionChange
-from wardwatch.alerting.manager import Action, AlarmManager, AlarmRecord, PublishAlarm, SendPage
+from wardwatch.alerting.manager import Action, AlarmManager, AlarmNotFoundError, AlarmRecord, PublishAlarm, SendPage
 from wardwatch.alerting.metrics import AlertingMetrics
 from wardwatch.alerting.paging import Channel, Pager, Publisher, build_channel
 from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.alerting.settings import AlertingConfig
 from wardwatch.alerting.store import Store
-from wardwatch.core.errors import SchemaError, TopicError
+from wardwatch.core.errors import ConfigError, SchemaError, TopicError
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import (
     SCHEMA_VERSION,
@@ -322,21 +322,27 @@ class AlarmService:
             details={"rule": record.rule, "priority": str(record.priority), **details},
         )
 
+    def _command_record(self, alarm_id: str) -> AlarmRecord:
+        """The open alarm a clinician's command is about (the manager changes this same record in place)."""
+        record = self.manager.get(alarm_id)
+        if record is None:
+            raise AlarmNotFoundError(alarm_id)
+        return record
+
     def acknowledge(self, alarm_id: str, actor: str, reason: str) -> AlarmRecord:
         """Acknowledge an open alarm (stops escalation); audited."""
+        record = self._command_record(alarm_id)  # before: acknowledging a latched, cleared alarm resolves it
         actions = self.manager.acknowledge(alarm_id, actor, reason, self.clock.now_ms())
-        record = self.manager.get(alarm_id)
-        assert record is not None
-        self._apply(actions, [self._command_audit("acknowledge", record, actor, reason)], system_audit=False)
+        audit = self._command_audit("acknowledge", record, actor, reason, state=str(record.state))
+        self._apply(actions, [audit], system_audit=False)
         self.metrics.clinician_actions.labels(action="acknowledge").inc()
         return record
 
     def silence(self, alarm_id: str, actor: str, reason: str, minutes: float) -> AlarmRecord:
         """Silence an open alarm for ``minutes``; audited."""
         now = self.clock.now_ms()
+        record = self._command_record(alarm_id)
         actions = self.manager.silence(alarm_id, actor, reason, now + round(minutes * 60_000), now)
-        record = self.manager.get(alarm_id)
-        assert record is not None
         audit = self._command_audit("silence", record, actor, reason, minutes=minutes, until=record.silenced_until)
         self._apply(actions, [audit], system_audit=False)
         self.metrics.clinician_actions.labels(action="silence").inc()
@@ -344,9 +350,8 @@ class AlarmService:
 
     def resolve(self, alarm_id: str, actor: str, reason: str) -> AlarmRecord:
         """Resolve an open alarm by hand; audited."""
-        record = self.manager.get(alarm_id)
+        record = self._command_record(alarm_id)
         actions = self.manager.resolve(alarm_id, actor, reason, self.clock.now_ms())
-        assert record is not None
         self._apply(actions, [self._command_audit("resolve", record, actor, reason)], system_audit=False)
         self.metrics.clinician_actions.labels(action="resolve").inc()
         return record
@@ -359,12 +364,24 @@ class AlarmService:
         return self.rules.with_patient_override(patient, **changes)
 
     def set_thresholds(self, patient: str, overrides: dict[str, Any], actor: str, reason: str) -> dict[str, Any]:
-        """Replace a patient's threshold overrides (validated; raises ConfigError); audited with old and new.
+        """Replace a patient's threshold overrides: validated, applied, then saved with its audit entry.
 
-        The new rule set goes to every hook in :attr:`rules_hooks` (the engine). Returns the old overrides.
+        The new rule set goes to every hook in :attr:`rules_hooks` (the engine) first; if a hook fails,
+        the previous rules are put back and :class:`ConfigError` says so, and nothing is saved. If saving
+        fails, the previous rules are put back too. Returns the old overrides.
         """
         rules = self.rules_with(patient, overrides)
         old = self.store.thresholds(patient) or {}
+        previous = self.rules
+        try:
+            for hook in self.rules_hooks:
+                hook(rules)
+        except Exception as exc:
+            self._restore_rules(previous)
+            raise ConfigError(
+                f"the alarm engine could not apply these thresholds ({type(exc).__name__}: {exc}); nothing was changed",
+                key=f"patients.{patient}",
+            ) from exc
         now = self.clock.now_ms()
         entry = AuditEntry(
             t=now,
@@ -374,11 +391,20 @@ class AlarmService:
             reason=reason,
             details={"old": old, "new": overrides},
         )
-        self.store.set_thresholds(patient, overrides, actor, now, entry)
+        try:
+            self.store.set_thresholds(patient, overrides, actor, now, entry)
+        except BaseException:
+            self._restore_rules(previous)
+            raise
         self.rules = rules
-        for hook in self.rules_hooks:
-            hook(rules)
         return old
+
+    def _restore_rules(self, previous: RuleSet) -> None:
+        for hook in self.rules_hooks:
+            try:
+                hook(previous)
+            except Exception:
+                _log.exception("putting the previous alarm rules back failed")
 
 
 # -- MQTT input ----------------------------------------------------------------------------------
