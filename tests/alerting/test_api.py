@@ -360,27 +360,35 @@ async def test_failed_logins_slow_the_client_but_never_lock_the_nurse_out(api: A
     assert status == 200
 
 
-def test_login_guard_delays_grow_with_failures_and_reset_on_success() -> None:
+def test_login_guard_pauses_grow_with_failures_and_reset_on_success() -> None:
     from wardwatch.alerting.auth import LoginGuard, LoginLimits, LoginThrottledError
 
     guard = LoginGuard(LoginLimits(client_rate_per_s=1000, client_burst=1000, free_failures=3, delay_max_s=8))
-    delays = []
-    for i in range(8):
-        delays.append(guard.admit("10.0.0.9", float(i)))
-        guard.finish("10.0.0.9", False, float(i))
-    assert delays == [0, 0, 0, 1, 2, 4, 8, 8]
-    assert guard.admit("10.0.0.7", 9.0) == 0  # another client is not affected
-    guard.finish("10.0.0.7", True, 9.0)
-    assert guard.admit("10.0.0.9", 10.0) == 8
-    guard.finish("10.0.0.9", True, 10.0)
-    assert guard.admit("10.0.0.9", 11.0) == 0  # a successful login clears the client's failures
-    guard.finish("10.0.0.9", True, 11.0)
-    assert guard.admit("10.0.0.9", 2000.0) == 0  # failures older than the window are forgotten
+    now = 0.0
+    pauses: list[float] = []
+    for _ in range(7):
+        guard.admit("10.0.0.9", now)
+        guard.finish("10.0.0.9", False, now)
+        try:
+            guard.admit("10.0.0.9", now)
+        except LoginThrottledError as paused:
+            pauses.append(paused.retry_after_s)
+            now += paused.retry_after_s
+        else:
+            pauses.append(0)
+            guard.finish("10.0.0.9", False, now)  # that attempt failed too (the second failure)
+    assert pauses == [0, 1, 2, 4, 8, 8, 8]  # from the third failure: a pause that doubles, capped
+    guard.admit("10.0.0.7", now)  # another client is not affected
+    guard.finish("10.0.0.7", True, now)
+    guard.admit("10.0.0.9", now)
+    guard.finish("10.0.0.9", True, now)
+    guard.admit("10.0.0.9", now)  # a successful login clears the client's failures
+    guard.finish("10.0.0.9", False, now)
+    guard.admit("10.0.0.9", now + 0.001)
     strict = LoginGuard(LoginLimits(client_rate_per_s=1, client_burst=2))
-    strict.admit("c", 0.0)
-    strict.finish("c", False, 0.0)
-    strict.admit("c", 0.0)
-    strict.finish("c", False, 0.0)
+    for _ in range(2):
+        strict.admit("c", 0.0)
+        strict.finish("c", False, 0.0)
     with pytest.raises(LoginThrottledError) as throttled:
         strict.admit("c", 0.0)
     assert throttled.value.retry_after_s == pytest.approx(1.0)
@@ -483,13 +491,19 @@ async def test_audit_limit_is_clamped(api: Api) -> None:
     assert len(body["entries"]) == len(api.service.store.audit_entries(limit=10_000)) - 1  # minus this read's entry
 
 
-def test_openapi_document_is_valid_openapi_3_1() -> None:
+async def test_openapi_document_is_valid_openapi_3_1(api: Api) -> None:
     from openapi_spec_validator import validate
-    from openapi_spec_validator.validation.exceptions import OpenAPIValidationError  # noqa: F401 - what it raises
 
     from wardwatch.alerting.api import OPENAPI
 
     validate(json.loads(json.dumps(OPENAPI)))  # finding 9: path parameters undeclared, #/$defs/Role unresolvable
-    acknowledge = OPENAPI["paths"]["/api/v1/alarms/{alarm_id}/acknowledge"]["post"]
+    status, served = await api.call("GET", "/api/v1/openapi.json")
+    assert status == 200
+    validate(served)
+    acknowledge = served["paths"]["/api/v1/alarms/{alarm_id}/acknowledge"]["post"]
     assert {"name": "alarm_id", "in": "path", "required": True}.items() <= acknowledge["parameters"][0].items()
-    assert "Role" in OPENAPI["components"]["schemas"]
+    assert served["components"]["schemas"]["UserBody"]["properties"]["role"] == {"$ref": "#/components/schemas/Role"}
+    (ward,) = [
+        p for p in served["paths"]["/api/v1/patients/{patient}/thresholds"]["put"]["parameters"] if p["name"] == "ward"
+    ]
+    assert ward["schema"]["enum"] == ["ward-a"]

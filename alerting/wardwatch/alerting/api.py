@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from wardwatch.alerting.audit import AuditEntry
 from wardwatch.alerting.auth import (
     MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
     NAME_PATTERN,
     Authenticator,
     AuthError,
@@ -49,7 +50,7 @@ from wardwatch.alerting.store import StoreError
 from wardwatch.core.errors import ConfigError
 from wardwatch.core.ids import ID_PATTERN
 
-__all__ = ["OPENAPI", "build_app", "serve_api"]
+__all__ = ["OPENAPI", "build_app", "openapi_document", "serve_api"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ SERVICE_KEY: Final = web.AppKey("service", AlarmService)
 AUTH_KEY: Final = web.AppKey("auth", Authenticator)
 LOGIN_KEY: Final = web.AppKey("login", LoginService)
 PRINCIPAL_KEY: Final = web.RequestKey("principal", Principal)
+OPENAPI_KEY: Final = web.AppKey("openapi", dict[str, Any])
 _PUBLIC: Final = frozenset({"/api/v1/login", "/api/v1/openapi.json", "/healthz", "/metrics"})
 
 MAX_TIME_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the largest time a query may name
@@ -320,8 +322,8 @@ async def prometheus_metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    """The OpenAPI document of this API."""
-    return _json(OPENAPI)
+    """The OpenAPI document of this API (with this service's wards)."""
+    return _json(request.app[OPENAPI_KEY])
 
 
 async def login(request: web.Request) -> web.Response:
@@ -635,6 +637,7 @@ def build_app(service: AlarmService, config: ApiConfig) -> web.Application:
     """The aiohttp application of the API."""
     app = web.Application(middlewares=[_auth_middleware], client_max_size=64 * 1024)
     app[SERVICE_KEY] = service
+    app[OPENAPI_KEY] = openapi_document(list(service.config.wards))
     auth = Authenticator(
         service.store,
         session_ttl_ms=round(config.session_ttl_s * 1000),
@@ -687,6 +690,27 @@ _ALARM_PATH: Final = "/api/v1/alarms/{alarm_id}"
 _PATIENT_PATH: Final = "/api/v1/patients/{patient}/thresholds"
 _BODIES: Final = (LoginBody, ReasonBody, SilenceBody, ThresholdsBody, UserBody, TokenBody, BreakGlassBody)
 _, _COMPONENTS = msgspec.json.schema_components(_BODIES, ref_template="#/components/schemas/{name}")
+
+
+def _override_schema(name: str, kind: Any) -> dict[str, Any]:
+    if kind is bool:
+        return {"type": "boolean"}
+    low, high = THRESHOLD_RANGES.get(name, _UNLISTED_RANGE)
+    if kind is int:
+        return {"type": "integer", "minimum": int(low), "maximum": int(high)}
+    if kind is float:
+        return {"type": "number", "minimum": low, "maximum": high}
+    return {"enum": list(range(int(low), int(high) + 1))}  # Literal[1, 2]
+
+
+_COMPONENTS["ThresholdsBody"]["properties"]["overrides"] = {
+    "type": "object",
+    "description": "Settings to override (the rest come from the ward and defaults); must also be consistent, "
+    "e.g. hr_low_severe < hr_low < hr_high",
+    "additionalProperties": False,
+    "properties": {name: _override_schema(name, kind) for name, kind in _FIELD_TYPES.items()},
+}
+_COMPONENTS["UserBody"]["properties"]["password"]["minLength"] = MIN_PASSWORD_LENGTH
 
 _ERROR_RESPONSE: Final = {
     "description": "error",
@@ -887,3 +911,13 @@ OPENAPI: Final[dict[str, Any]] = {
     "security": [{"bearer": []}],
     "paths": _SPEC_PATHS,
 }
+
+
+def openapi_document(wards: list[str]) -> dict[str, Any]:
+    """:data:`OPENAPI` for a service owning ``wards`` (the thresholds' ``ward`` parameter lists them)."""
+    document: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(OPENAPI))
+    for operation in document["paths"][_PATIENT_PATH].values():
+        for parameter in operation["parameters"]:
+            if parameter["name"] == "ward":
+                parameter["schema"] = {"type": "string", "enum": wards}
+    return document

@@ -271,8 +271,8 @@ class LoginLimits:
     client_rate_per_s: float = 1.0  # sustained attempts per client ...
     client_burst: int = 10  # ... after a burst of this many
     client_in_flight: int = 4  # attempts of one client being processed at once
-    free_failures: int = 5  # failures per client within failure_window_s before delays start
-    delay_base_s: float = 1.0  # then 1, 2, 4, ... seconds before each further attempt is checked
+    free_failures: int = 5  # the failure (per client, within failure_window_s) after which pauses start:
+    delay_base_s: float = 1.0  # 1, 2, 4, ... seconds before the client's next attempt is checked
     delay_max_s: float = 30.0
     failure_window_s: float = 900.0
     verify_rate_per_s: float = 20.0  # password verifications per second, all clients together ...
@@ -301,16 +301,18 @@ class _Client:
     failures: deque[float] = field(default_factory=deque)
     in_flight: int = 0
     seen: float = 0.0
+    not_before: float = 0.0  # no attempt before this (progressive delay after failures)
 
 
 class LoginGuard:
     """Per-client and global rate limits for logins, with progressive delays instead of a lockout.
 
     Pure bookkeeping; times are monotonic seconds. A client (an address) gets a token bucket and,
-    after ``free_failures`` failures in ``failure_window_s``, a delay that doubles with each further
-    failure (capped): the attempt waits, it is not refused, so a clinician on another workstation
-    is never affected and one on the same workstation is slowed, not locked out. Password
-    verifications (the expensive part) share one global bucket and a bounded queue.
+    from its ``free_failures``-th failure within ``failure_window_s``, a pause before its next attempt
+    that doubles with each further failure (1, 2, 4 ... s, capped): attempts during the pause are
+    answered at once with 429 and ``Retry-After``, never held open. A clinician on another
+    workstation is never affected and one on the same workstation is slowed, not locked out.
+    Password verifications (the expensive part) share one global bucket and a bounded queue.
     """
 
     _MAX_CLIENTS: Final = 10_000
@@ -321,8 +323,8 @@ class LoginGuard:
         self._verify = _Bucket(float(self.limits.verify_burst), 0.0)
         self._verifying = 0
 
-    def admit(self, client: str, now: float) -> float:
-        """Let an attempt of ``client`` in: the delay (s) to wait before checking it; raises if refused."""
+    def admit(self, client: str, now: float) -> None:
+        """Let an attempt of ``client`` in, or raise :class:`LoginThrottledError` saying how long to wait."""
         limits = self.limits
         state = self._clients.get(client)
         if state is None:
@@ -332,14 +334,15 @@ class LoginGuard:
         state.seen = now
         while state.failures and now - state.failures[0] > limits.failure_window_s:
             state.failures.popleft()
+        if now < state.not_before:
+            wait = state.not_before - now
+            raise LoginThrottledError(f"too many failed logins from this address: wait {math.ceil(wait)} s", wait)
         if state.in_flight >= limits.client_in_flight:
             raise LoginThrottledError("too many login attempts at once from this address", 1.0)
         wait = state.bucket.take(limits.client_rate_per_s, limits.client_burst, now)
         if wait > 0:
             raise LoginThrottledError("too many login attempts from this address: slow down", wait)
         state.in_flight += 1
-        excess = len(state.failures) - limits.free_failures
-        return 0.0 if excess < 0 else min(limits.delay_max_s, limits.delay_base_s * 2.0**excess)
 
     def start_verification(self, now: float) -> None:
         """A password is about to be verified; raises if the global budget or queue is exhausted."""
@@ -362,8 +365,12 @@ class LoginGuard:
         state.in_flight = max(0, state.in_flight - 1)
         if succeeded:
             state.failures.clear()
-        else:
-            state.failures.append(now)
+            state.not_before = 0.0
+            return
+        state.failures.append(now)
+        excess = len(state.failures) - self.limits.free_failures
+        if excess >= 0:
+            state.not_before = now + min(self.limits.delay_max_s, self.limits.delay_base_s * 2.0**excess)
 
     def _forget_idle(self, now: float) -> None:
         idle = [c for c, s in self._clients.items() if s.in_flight == 0 and now - s.seen > self.limits.failure_window_s]
@@ -417,11 +424,9 @@ class LoginService:
         """``(token, idle expiry ms)`` or :class:`AuthError` (:class:`LoginThrottledError` when throttled)."""
         check_name(name)  # before anything is hashed, counted or audited
         guard = self.guard
-        delay = guard.admit(client, time.monotonic())
+        guard.admit(client, time.monotonic())
         succeeded = False
         try:
-            if delay > 0:
-                await asyncio.sleep(delay)
             user = self.auth.store.user(name)
             if user is None or user.disabled:
                 await asyncio.sleep(self._typical_s)  # same time as a verification, no CPU
