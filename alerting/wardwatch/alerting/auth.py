@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import enum
 import hashlib
+import heapq
+import itertools
 import math
 import multiprocessing
+import os
 import re
 import secrets
 import time
@@ -344,14 +348,23 @@ class LoginGuard:
             raise LoginThrottledError("too many login attempts from this address: slow down", wait)
         state.in_flight += 1
 
-    def start_verification(self, now: float) -> None:
-        """A password is about to be verified; raises if the global budget or queue is exhausted."""
-        if self._verifying >= self.limits.verify_queue:
-            raise LoginThrottledError("the login service is busy: try again in a moment", 1.0)
-        wait = self._verify.take(self.limits.verify_rate_per_s, self.limits.verify_burst, now)
-        if wait > 0:
-            raise LoginThrottledError("the login service is busy: try again in a moment", wait)
+    def start_verification(self, client: str, now: float) -> int:
+        """A password of ``client`` is about to be verified: its priority (recent failures; 0 goes first).
+
+        A client with recent failures raises :class:`LoginThrottledError` when the global budget or
+        queue is exhausted; a client without any is never refused here (it cannot be flooding, and
+        it is most likely the clinician who needs in).
+        """
+        state = self._clients.get(client)
+        failures = len(state.failures) if state is not None else 0
+        if failures:
+            if self._verifying >= self.limits.verify_queue:
+                raise LoginThrottledError("the login service is busy: try again in a moment", 1.0)
+            wait = self._verify.take(self.limits.verify_rate_per_s, self.limits.verify_burst, now)
+            if wait > 0:
+                raise LoginThrottledError("the login service is busy: try again in a moment", wait)
         self._verifying += 1
+        return failures
 
     def end_verification(self) -> None:
         """A verification started with :meth:`start_verification` finished."""
@@ -389,8 +402,10 @@ class LoginService:
     """Logging in without stalling the event loop (which also runs the alarm engine and the pager).
 
     argon2 verification runs in a pool of ``workers`` threads (argon2-cffi releases the GIL) or
-    processes; unknown and disabled names are answered after a sleep as long as a typical
-    verification, without hashing. :class:`LoginGuard` limits who may try how often.
+    processes, at a lower CPU priority (nice +10) than the alarm engine; waiting verifications are
+    served in order of their client's recent failures, so a clinician is not queued behind a guessing
+    client. Unknown and disabled names are answered after a sleep as long as a typical verification,
+    without hashing. :class:`LoginGuard` limits who may try how often.
     """
 
     def __init__(
@@ -404,10 +419,17 @@ class LoginService:
         self.auth = auth
         self.guard = guard or LoginGuard()
         self._pool: concurrent.futures.Executor = (
-            concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+            )
             if executor == "process"
-            else concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="argon2")
+            else concurrent.futures.ThreadPoolExecutor(
+                workers, thread_name_prefix="argon2", initializer=_lower_priority
+            )
         )
+        self._free_workers = workers
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, arrival, wake-up)
+        self._arrivals = itertools.count()
         started = time.perf_counter()
         auth.hasher.hash(secrets.token_urlsafe(16))  # what a verification costs, for unknown names to wait as long
         self._typical_s = time.perf_counter() - started
@@ -431,12 +453,9 @@ class LoginService:
             if user is None or user.disabled:
                 await asyncio.sleep(self._typical_s)  # same time as a verification, no CPU
                 raise AuthError("wrong user name or password")
-            guard.start_verification(time.monotonic())
+            priority = guard.start_verification(client, time.monotonic())
             try:
-                started = time.perf_counter()
-                loop = asyncio.get_running_loop()
-                ok = await loop.run_in_executor(self._pool, verify_password, user.password_hash, password)
-                self._typical_s = 0.9 * self._typical_s + 0.1 * (time.perf_counter() - started)
+                ok = await self._verify(priority, user.password_hash, password)
             finally:
                 guard.end_verification()
             if not ok:
@@ -448,6 +467,42 @@ class LoginService:
             new_hash = await asyncio.to_thread(self.auth.hasher.hash, password)  # rare: after a cost change
             self.auth.store.set_user(name, password_hash=new_hash)
         return self.auth.open_session(name, user.role, now_ms)
+
+    async def _verify(self, priority: int, password_hash: str, password: str) -> bool:
+        """Verify in the pool once a worker is free; lower ``priority`` values are served first."""
+        loop = asyncio.get_running_loop()
+        if self._free_workers > 0:
+            self._free_workers -= 1
+        else:
+            turn: asyncio.Future[None] = loop.create_future()
+            heapq.heappush(self._waiting, (priority, next(self._arrivals), turn))
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():  # the worker was handed over just now: pass it on
+                    self._release_worker()
+                raise
+        try:
+            started = time.perf_counter()
+            ok = await loop.run_in_executor(self._pool, verify_password, password_hash, password)
+            self._typical_s = 0.9 * self._typical_s + 0.1 * (time.perf_counter() - started)
+            return ok
+        finally:
+            self._release_worker()
+
+    def _release_worker(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free_workers += 1
+
+
+def _lower_priority() -> None:
+    """Pool initialiser: hashing yields the CPU to the alarm engine (nice +10; per thread on Linux)."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
 
 
 def retry_after(seconds: float) -> str:
