@@ -279,8 +279,10 @@ class LoginLimits:
     delay_base_s: float = 1.0  # 1, 2, 4, ... seconds before the client's next attempt is checked
     delay_max_s: float = 30.0
     failure_window_s: float = 900.0
-    verify_rate_per_s: float = 20.0  # password verifications per second, all clients together ...
-    verify_burst: int = 40
+    # password verifications per second for clients with recent failures, all together (an argon2id
+    # verification at the default cost takes a core for ~0.1-0.3 s: the engine needs the CPU more) ...
+    verify_rate_per_s: float = 2.0
+    verify_burst: int = 4
     verify_queue: int = 16  # verifications waiting for a worker; more are refused at once
 
 
@@ -306,6 +308,7 @@ class _Client:
     in_flight: int = 0
     seen: float = 0.0
     not_before: float = 0.0  # no attempt before this (progressive delay after failures)
+    trusted_until: float = 0.0  # logged in successfully lately: its verifications go first
 
 
 class LoginGuard:
@@ -349,22 +352,28 @@ class LoginGuard:
         state.in_flight += 1
 
     def start_verification(self, client: str, now: float) -> int:
-        """A password of ``client`` is about to be verified: its priority (recent failures; 0 goes first).
+        """A password of ``client`` is about to be verified: its priority (lowest goes first).
 
-        A client with recent failures raises :class:`LoginThrottledError` when the global budget or
-        queue is exhausted; a client without any is never refused here (it cannot be flooding, and
-        it is most likely the clinician who needs in).
+        -1: the client logged in successfully within ``failure_window_s`` and has not failed since
+        (a clinician's workstation); otherwise its recent failures plus its other attempts in flight.
+        Priorities above 0 raise :class:`LoginThrottledError` when the global budget or queue is
+        exhausted; a client with one attempt and no failures is never refused here.
         """
         state = self._clients.get(client)
-        failures = len(state.failures) if state is not None else 0
-        if failures:
+        if state is None:
+            priority = 0
+        elif not state.failures and now < state.trusted_until:
+            priority = -1
+        else:
+            priority = len(state.failures) + max(0, state.in_flight - 1)
+        if priority > 0:
             if self._verifying >= self.limits.verify_queue:
                 raise LoginThrottledError("the login service is busy: try again in a moment", 1.0)
             wait = self._verify.take(self.limits.verify_rate_per_s, self.limits.verify_burst, now)
             if wait > 0:
                 raise LoginThrottledError("the login service is busy: try again in a moment", wait)
         self._verifying += 1
-        return failures
+        return priority
 
     def end_verification(self) -> None:
         """A verification started with :meth:`start_verification` finished."""
@@ -379,7 +388,9 @@ class LoginGuard:
         if succeeded:
             state.failures.clear()
             state.not_before = 0.0
+            state.trusted_until = now + self.limits.failure_window_s
             return
+        state.trusted_until = 0.0
         state.failures.append(now)
         excess = len(state.failures) - self.limits.free_failures
         if excess >= 0:

@@ -365,6 +365,7 @@ async def _login_flood(
         "nurse_statuses": dict(collections.Counter(str(status) for _, status in nurse_logins)),
         "nurse_login_ms_p50": round(statistics.median(ok), 1) if ok else None,
         "nurse_login_ms_max": round(max(ok), 1) if ok else None,
+        "nurse_login_ms": [round(ms) for ms, _ in nurse_logins],
         "healthz_ms_p50": round(statistics.median(health_ms), 2) if health_ms else None,
         "healthz_ms_p99": round(_percentile(health_ms, 0.99), 2) if health_ms else None,
         "healthz_ms_max": round(max(health_ms), 2) if health_ms else None,
