@@ -42,7 +42,6 @@ tls = false
 port = {api_port}
 argon2_time_cost = 1
 argon2_memory_kib = 1024
-login_client_rate_per_s = 50.0
 [wards.ward-a]
 failsafe = "desk"
 [wards.ward-a.destinations.desk]
