@@ -507,3 +507,13 @@ async def test_openapi_document_is_valid_openapi_3_1(api: Api) -> None:
         p for p in served["paths"]["/api/v1/patients/{patient}/thresholds"]["put"]["parameters"] if p["name"] == "ward"
     ]
     assert ward["schema"]["enum"] == ["ward-a"]
+
+
+@pytest.mark.parametrize("reason", ["   ", "seen\x00", "seen \u202eneeS", "\x1b[2Jcleared"])
+async def test_reasons_must_be_readable_text(api: Api, reason: str) -> None:
+    alarm_id = raise_alarm(api.service)
+    status, body = await api.call("POST", f"/api/v1/alarms/{alarm_id}/acknowledge", "ann", json={"reason": reason})
+    assert status == 400, body
+    assert not [e for e in api.service.store.audit_entries(alarm_id=alarm_id) if e.action == "acknowledge"]
+    status, _ = await api.call("POST", f"/api/v1/alarms/{alarm_id}/acknowledge", "ann", json={"reason": "seen\nok"})
+    assert status == 200
