@@ -517,3 +517,34 @@ async def test_reasons_must_be_readable_text(api: Api, reason: str) -> None:
     assert not [e for e in api.service.store.audit_entries(alarm_id=alarm_id) if e.action == "acknowledge"]
     status, _ = await api.call("POST", f"/api/v1/alarms/{alarm_id}/acknowledge", "ann", json={"reason": "seen\nok"})
     assert status == 200
+
+
+def test_login_guard_serves_clinicians_first_and_budgets_only_guessers() -> None:
+    from wardwatch.alerting.auth import LoginGuard, LoginLimits, LoginThrottledError
+
+    guard = LoginGuard(
+        LoginLimits(client_rate_per_s=1000, client_burst=1000, free_failures=100, verify_rate_per_s=0.5, verify_burst=1)
+    )
+    guard.admit("ward-pc", 0.0)
+    assert guard.start_verification("ward-pc", 0.0) == 0  # never seen: ordinary priority
+    guard.end_verification()
+    guard.finish("ward-pc", True, 0.0)
+    for _ in range(3):  # a guesser fails three times
+        guard.admit("guesser", 0.0)
+        guard.start_verification("guesser", 0.0)
+        guard.end_verification()
+        guard.finish("guesser", False, 0.0)
+    guard.admit("guesser", 1.0)
+    assert guard.start_verification("guesser", 1.0) == 3  # served last ...
+    guard.end_verification()
+    guard.finish("guesser", False, 1.0)
+    guard.admit("guesser", 1.0)
+    with pytest.raises(LoginThrottledError):  # ... and only within the shared budget
+        guard.start_verification("guesser", 1.0)
+    guard.finish("guesser", False, 1.0)
+    guard.admit("ward-pc", 1.0)
+    assert guard.start_verification("ward-pc", 1.0) == -1  # logged in lately: first in line, never budgeted
+    guard.end_verification()
+    guard.finish("ward-pc", False, 1.0)  # a typo
+    guard.admit("ward-pc", 1.0)
+    assert guard.start_verification("ward-pc", 1.0) == 1  # no longer first, but not refused for a typo

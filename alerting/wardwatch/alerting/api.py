@@ -650,7 +650,7 @@ def build_app(service: AlarmService, config: ApiConfig) -> web.Application:
     limits = LoginLimits(
         client_rate_per_s=config.login_client_rate_per_s,
         verify_rate_per_s=config.login_verify_rate_per_s,
-        verify_burst=max(1, round(2 * config.login_verify_rate_per_s)),
+        verify_burst=max(2, round(2 * config.login_verify_rate_per_s)),
     )
     logins = LoginService(
         auth, LoginGuard(limits), workers=config.login_hash_workers, executor=config.login_hash_executor

@@ -281,8 +281,9 @@ class LoginLimits:
     failure_window_s: float = 900.0
     # password verifications per second for clients with recent failures, all together (an argon2id
     # verification at the default cost takes a core for ~0.1-0.3 s: the engine needs the CPU more) ...
-    verify_rate_per_s: float = 2.0
-    verify_burst: int = 4
+    verify_rate_per_s: float = 0.5
+    verify_burst: int = 2
+    budget_exempt: int = 2  # failures (plus other attempts in flight) a client may have outside that budget
     verify_queue: int = 16  # verifications waiting for a worker; more are refused at once
 
 
@@ -356,8 +357,8 @@ class LoginGuard:
 
         -1: the client logged in successfully within ``failure_window_s`` and has not failed since
         (a clinician's workstation); otherwise its recent failures plus its other attempts in flight.
-        Priorities above 0 raise :class:`LoginThrottledError` when the global budget or queue is
-        exhausted; a client with one attempt and no failures is never refused here.
+        Priorities above ``budget_exempt`` (a typo or two) raise :class:`LoginThrottledError` when the
+        global budget or queue is exhausted; a clinician who mistyped is never refused here.
         """
         state = self._clients.get(client)
         if state is None:
@@ -366,7 +367,7 @@ class LoginGuard:
             priority = -1
         else:
             priority = len(state.failures) + max(0, state.in_flight - 1)
-        if priority > 0:
+        if priority > self.limits.budget_exempt:
             if self._verifying >= self.limits.verify_queue:
                 raise LoginThrottledError("the login service is busy: try again in a moment", 1.0)
             wait = self._verify.take(self.limits.verify_rate_per_s, self.limits.verify_burst, now)

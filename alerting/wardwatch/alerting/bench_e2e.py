@@ -89,6 +89,15 @@ steps = [{{ destination = "nurse", timeout_s = 600 }}]
 """
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far; 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -134,8 +143,11 @@ async def end_to_end(
             )
             try:
                 await _wait_healthy(api_port, child)
+                cpu_before = _cpu_seconds(child.pid)
                 if login_flood_per_s <= 0:
-                    return await _stream(broker, receiver, patients, warmup_s, spread_s)
+                    figures = await _stream(broker, receiver, patients, warmup_s, spread_s)
+                    figures["service_cpu_s"] = round(_cpu_seconds(child.pid) - cpu_before, 2)
+                    return figures
                 duration_s = warmup_s + spread_s + 5.0  # as long as the patients stream
                 with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                     flooding = asyncio.get_running_loop().run_in_executor(
@@ -148,6 +160,9 @@ async def end_to_end(
                         nurse_password,
                     )
                     figures = await _stream(broker, receiver, patients, warmup_s, spread_s)
+                    figures["service_cpu_s"] = round(
+                        _cpu_seconds(child.pid) - cpu_before, 2
+                    )  # threads; no pool processes
                     figures["login_flood"] = await flooding
                 figures["login_flood"]["hash_executor"] = hash_executor
                 return figures

@@ -153,7 +153,7 @@ class ApiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     login_hash_workers: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     login_hash_executor: Literal["thread", "process"] = "thread"
     login_client_rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 1.0  # after a burst of 10
-    login_verify_rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 2.0  # guessing clients, together
+    login_verify_rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 0.5  # guessing clients, together
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
