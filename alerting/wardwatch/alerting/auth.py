@@ -357,17 +357,19 @@ class LoginGuard:
 
         -1: the client logged in successfully within ``failure_window_s`` and has not failed since
         (a clinician's workstation); otherwise its recent failures plus its other attempts in flight.
-        Priorities above ``budget_exempt`` (a typo or two) raise :class:`LoginThrottledError` when the
-        global budget or queue is exhausted; a clinician who mistyped is never refused here.
+        A client with several attempts at once or more than ``budget_exempt`` recent failures raises
+        :class:`LoginThrottledError` when the global budget or queue is exhausted; one attempt at a
+        time after a typo or two (a clinician) is never refused here.
         """
         state = self._clients.get(client)
         if state is None:
-            priority = 0
+            priority, exempt = 0, True
         elif not state.failures and now < state.trusted_until:
-            priority = -1
+            priority, exempt = -1, True
         else:
             priority = len(state.failures) + max(0, state.in_flight - 1)
-        if priority > self.limits.budget_exempt:
+            exempt = state.in_flight <= 1 and len(state.failures) <= self.limits.budget_exempt
+        if not exempt:
             if self._verifying >= self.limits.verify_queue:
                 raise LoginThrottledError("the login service is busy: try again in a moment", 1.0)
             wait = self._verify.take(self.limits.verify_rate_per_s, self.limits.verify_burst, now)
