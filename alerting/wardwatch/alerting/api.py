@@ -21,7 +21,7 @@ from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from wardwatch.alerting.audit import AuditEntry
 from wardwatch.alerting.auth import (
@@ -62,6 +62,7 @@ AUTH_KEY: Final = web.AppKey("auth", Authenticator)
 LOGIN_KEY: Final = web.AppKey("login", LoginService)
 PRINCIPAL_KEY: Final = web.RequestKey("principal", Principal)
 OPENAPI_KEY: Final = web.AppKey("openapi", dict[str, Any])
+LOGINS_KEY: Final = web.AppKey("logins", Counter)
 _PUBLIC: Final = frozenset({"/api/v1/login", "/api/v1/openapi.json", "/healthz", "/metrics"})
 
 MAX_TIME_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the largest time a query may name
@@ -339,12 +340,16 @@ async def login(request: web.Request) -> web.Response:
         check_name(body.name)
         token, expires = await request.app[LOGIN_KEY].login(body.name, body.password, request.remote or "?", now)
     except InvalidNameError as exc:
+        request.app[LOGINS_KEY].labels(outcome="invalid_name").inc()
         return _error(400, str(exc))
     except LoginThrottledError as exc:
+        request.app[LOGINS_KEY].labels(outcome="throttled").inc()
         return _error(429, str(exc), **{"Retry-After": retry_after(exc.retry_after_s)})
     except AuthError:
+        request.app[LOGINS_KEY].labels(outcome="failed").inc()
         service.store.audit(AuditEntry(t=now, actor=body.name, action="login_failed"))
         return _error(401, "wrong user name or password", **{"WWW-Authenticate": "Bearer"})
+    request.app[LOGINS_KEY].labels(outcome="ok").inc()
     service.store.audit(AuditEntry(t=now, actor=body.name, action="login"))
     return _json({"token": token, "token_type": "Bearer", "expires": expires})
 
@@ -656,6 +661,17 @@ def build_app(service: AlarmService, config: ApiConfig) -> web.Application:
         auth, LoginGuard(limits), workers=config.login_hash_workers, executor=config.login_hash_executor
     )
     app[LOGIN_KEY] = logins
+    registry = service.metrics.registry
+    app[LOGINS_KEY] = Counter(
+        "wardwatch_alerting_logins",
+        "Login attempts by outcome (ok, failed, throttled, invalid_name)",
+        ["outcome"],
+        registry=registry,
+    )
+    verifications = Gauge(
+        "wardwatch_alerting_password_verifications", "argon2 verifications run since start", registry=registry
+    )
+    verifications.set_function(lambda: logins.verifications)
 
     async def stop_logins(_: web.Application) -> None:
         logins.close()

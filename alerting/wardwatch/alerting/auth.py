@@ -442,6 +442,7 @@ class LoginService:
             )
         )
         self._free_workers = workers
+        self.verifications = 0  # argon2 verifications run (for /metrics)
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, arrival, wake-up)
         self._arrivals = itertools.count()
         started = time.perf_counter()
@@ -497,6 +498,7 @@ class LoginService:
                     self._release_worker()
                 raise
         try:
+            self.verifications += 1
             started = time.perf_counter()
             ok = await loop.run_in_executor(self._pool, verify_password, password_hash, password)
             self._typical_s = 0.9 * self._typical_s + 0.1 * (time.perf_counter() - started)

@@ -363,6 +363,12 @@ async def _login_flood(
         attempts.append(asyncio.create_task(attempt(i)))
     sent_over_s = time.monotonic() - start
     await asyncio.gather(*attempts)
+    service_counts: dict[str, float] = {}
+    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(base + "/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith(("wardwatch_alerting_logins_total", "wardwatch_alerting_password_verifications")):
+                key, _, value = line.rpartition(" ")
+                service_counts[key.removeprefix("wardwatch_alerting_")] = float(value)
     for helper in helpers:
         helper.cancel()
     await asyncio.gather(*helpers, return_exceptions=True)
@@ -384,4 +390,5 @@ async def _login_flood(
         "healthz_ms_p50": round(statistics.median(health_ms), 2) if health_ms else None,
         "healthz_ms_p99": round(_percentile(health_ms, 0.99), 2) if health_ms else None,
         "healthz_ms_max": round(max(health_ms), 2) if health_ms else None,
+        "service_counts": service_counts,
     }
