@@ -283,7 +283,7 @@ class LoginLimits:
     # verification at the default cost takes a core for ~0.1-0.3 s: the engine needs the CPU more) ...
     verify_rate_per_s: float = 0.5
     verify_burst: int = 2
-    budget_exempt: int = 2  # failures (plus other attempts in flight) a client may have outside that budget
+    budget_exempt: int = 2  # typos a trusted client (one that logged in lately) may make and stay outside it
     verify_queue: int = 16  # verifications waiting for a worker; more are refused at once
 
 
@@ -355,21 +355,23 @@ class LoginGuard:
     def start_verification(self, client: str, now: float) -> int:
         """A password of ``client`` is about to be verified: its priority (lowest goes first).
 
-        -1: the client logged in successfully within ``failure_window_s`` and has not failed since
-        (a clinician's workstation); otherwise its recent failures plus its other attempts in flight.
-        A client with several attempts at once or more than ``budget_exempt`` recent failures raises
-        :class:`LoginThrottledError` when the global budget or queue is exhausted; one attempt at a
-        time after a typo or two (a clinician) is never refused here.
+        A trusted client (it logged in successfully within ``failure_window_s``, has at most
+        ``budget_exempt`` failures since and one attempt at a time: a clinician's workstation, typos
+        included) gets -1 and is never refused here. Every other client gets its recent failures plus
+        its other attempts in flight, and shares the global verification budget and queue with all
+        the others (:class:`LoginThrottledError` when they are exhausted: try again shortly).
         """
         state = self._clients.get(client)
-        if state is None:
-            priority, exempt = 0, True
-        elif not state.failures and now < state.trusted_until:
-            priority, exempt = -1, True
+        trusted = (
+            state is not None
+            and now < state.trusted_until
+            and len(state.failures) <= self.limits.budget_exempt
+            and state.in_flight <= 1
+        )
+        if trusted:
+            priority = -1
         else:
-            priority = len(state.failures) + max(0, state.in_flight - 1)
-            exempt = state.in_flight <= 1 and len(state.failures) <= self.limits.budget_exempt
-        if not exempt:
+            priority = len(state.failures) + max(0, state.in_flight - 1) if state is not None else 0
             if self._verifying >= self.limits.verify_queue:
                 raise LoginThrottledError("the login service is busy: try again in a moment", 1.0)
             wait = self._verify.take(self.limits.verify_rate_per_s, self.limits.verify_burst, now)
@@ -393,7 +395,6 @@ class LoginGuard:
             state.not_before = 0.0
             state.trusted_until = now + self.limits.failure_window_s
             return
-        state.trusted_until = 0.0
         state.failures.append(now)
         excess = len(state.failures) - self.limits.free_failures
         if excess >= 0:
