@@ -85,9 +85,11 @@ class AlarmActions(RuleBasedStateMachine):
     def _human_entries(self) -> int:
         return sum(1 for e in self.store.audit_entries(limit=1_000_000) if e.action in COMMANDS)
 
-    @initialize()
-    def a_high_alarm(self) -> None:
+    @initialize(cleared=st.booleans())
+    def a_high_alarm(self, cleared: bool) -> None:
         self.condition("p-1", "spo2_low", Priority.HIGH, True)
+        if cleared:  # latched: it stays active until someone acknowledges it
+            self.condition("p-1", "spo2_low", Priority.HIGH, False)
 
     @rule(
         patient=st.sampled_from(["p-1", "p-2"]),
