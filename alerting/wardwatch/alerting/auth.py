@@ -517,9 +517,17 @@ class LoginService:
 
 
 def _lower_priority() -> None:
-    """Pool initialiser: hashing yields the CPU to the alarm engine (nice +10; per thread on Linux)."""
+    """Pool initialiser: hashing yields the CPU to the alarm engine (per thread on Linux, inherited by argon2's lanes).
+
+    nice +10, and on a machine with several cores only the last one: argon2's lanes run in parallel and
+    would otherwise take every core at once.
+    """
     with contextlib.suppress(OSError):
         os.nice(10)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) > 1:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {cores[-1]})
 
 
 def retry_after(seconds: float) -> str:
