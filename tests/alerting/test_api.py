@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -13,6 +15,7 @@ import aiohttp
 import pytest
 
 from wardwatch.alerting.api import serve_api
+from wardwatch.alerting.audit import AuditEntry
 from wardwatch.alerting.auth import Authenticator, Role
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.service import AlarmService
@@ -230,27 +233,324 @@ async def test_api_over_tls(tmp_path: Path) -> None:
 
 async def test_break_glass_grants_audited_emergency_rights(api: Api) -> None:
     alarm_id = raise_alarm(api.service)
-    assert (await api.call("POST", "/api/v1/break-glass", "vic", json={}))[0] == 400  # a reason is required
-    status, body = await api.call("POST", "/api/v1/break-glass", "vic", json={"reason": "ward nurse unreachable"})
+    assert (await api.call("POST", "/api/v1/break-glass", "ann", json={}))[0] == 400  # a reason is required
+    assert (await api.call("POST", "/api/v1/break-glass", "ann", json={"reason": "   "}))[0] == 400  # a real one
+    status, body = await api.call("POST", "/api/v1/break-glass", "ann", json={"reason": "charge nurse unreachable"})
     assert (status, body["role"]) == (200, "doctor")
-    api.tokens["vic-glass"] = body["token"]
-    status, body = await api.call("POST", f"/api/v1/alarms/{alarm_id}/acknowledge", "vic-glass", json={"reason": "ok"})
-    assert (status, body["actor"]) == (200, "vic (break-glass)")
+    api.tokens["ann-glass"] = body["token"]
+    status, body = await api.call("POST", f"/api/v1/alarms/{alarm_id}/acknowledge", "ann-glass", json={"reason": "ok"})
+    assert (status, body["actor"]) == (200, "ann (break-glass)")
+    assert (await api.call("GET", "/api/v1/audit", "ann-glass"))[0] == 200  # doctor rights
     entries = api.service.store.audit_entries()
-    assert ("break_glass", "vic", "ward nurse unreachable") in [(e.action, e.actor, e.reason) for e in entries]
-    assert ("acknowledge", "vic (break-glass)") in [(e.action, e.actor) for e in entries]
+    assert ("break_glass", "ann", "charge nurse unreachable") in [(e.action, e.actor, e.reason) for e in entries]
+    assert ("acknowledge", "ann (break-glass)") in [(e.action, e.actor) for e in entries]
     status, body = await api.call("POST", "/api/v1/tokens", "root", json={"name": "robot", "role": "viewer"})
     api.tokens["robot"] = body["token"]
     assert (await api.call("POST", "/api/v1/break-glass", "robot", json={"reason": "x"}))[0] == 403
 
 
-async def test_repeated_failed_logins_lock_the_name_out(api: Api) -> None:
-    for _ in range(5):
-        status, _ = await api.call("POST", "/api/v1/login", json={"name": "ann", "password": "not her password"})
+# -- issue 11: findings 2, 4, 5, 6, 7, 9 ------------------------------------------------------------
+
+
+async def login_from(api: Api, address: str, name: str, password: str) -> tuple[int, Any]:
+    """Log in from another loopback address (another workstation, as far as the API can tell)."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.post(api.base + "/api/v1/login", json={"name": name, "password": password}) as response,
+    ):
+        return response.status, await response.json()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"sensor_off_s": 1e306}, "sensor_off_s"),  # finding 2: saved despite a 500, then broke every message
+        ({"spo2_delay_s": 1e12}, "spo2_delay_s"),  # finding 2: accepted, switched the SpO2 rule off in effect
+        ({"spo2_low": 88, "hr_high_delay_s": -1}, "hr_high_delay_s"),
+        ({"news2_enabled": 1}, "news2_enabled"),
+        ({"trend_window_min": 30.5}, "trend_window_min"),
+    ],
+)
+async def test_out_of_range_thresholds_are_refused_naming_the_field_and_not_saved(
+    api: Api, overrides: dict[str, Any], field: str
+) -> None:
+    path = "/api/v1/patients/p-d05/thresholds"
+    status, body = await api.call("PUT", path, "cat", json={"overrides": overrides, "reason": "test"})
+    assert status == 400, body
+    assert field in body["error"]
+    assert api.service.store.thresholds("p-d05") is None
+    assert api.service.rules.patient_overrides("p-d05") == {}
+    assert not [e for e in api.service.store.audit_entries() if e.action == "thresholds_set"]
+
+
+async def test_infinite_threshold_is_refused(api: Api) -> None:
+    raw = b'{"overrides": {"sensor_off_s": 1e999}, "reason": "overflow"}'  # JSON's way to say infinity
+    status, body = await api.call("PUT", "/api/v1/patients/p-1/thresholds", "cat", data=raw)
+    assert status == 400
+    assert "overrides" in body["error"]
+    assert api.service.store.thresholds("p-1") is None
+
+
+async def test_thresholds_are_applied_to_the_engine_before_they_are_saved(api: Api) -> None:
+    seen: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+
+    def engine(rules: Any) -> None:  # records what the engine got and what was saved at that moment
+        seen.append((rules.patient_overrides("p-1"), api.service.store.thresholds("p-1")))
+
+    api.service.rules_hooks.append(engine)
+    path = "/api/v1/patients/p-1/thresholds"
+    status, _ = await api.call("PUT", path, "cat", json={"overrides": {"spo2_low": 88}, "reason": "COPD"})
+    assert status == 200
+    assert seen == [({"spo2_low": 88}, None)]  # applied first, saved after
+    assert api.service.store.thresholds("p-1") == {"spo2_low": 88}
+
+    def failing_engine(rules: Any) -> None:
+        if rules.patient_overrides("p-1").get("spo2_low") == 86:
+            raise OverflowError("the engine cannot take this")
+
+    api.service.rules_hooks.append(failing_engine)
+    status, body = await api.call("PUT", path, "cat", json={"overrides": {"spo2_low": 86}, "reason": "review"})
+    assert status == 400  # never "500 but saved"
+    assert "nothing was changed" in body["error"]
+    assert api.service.store.thresholds("p-1") == {"spo2_low": 88}
+    assert api.service.rules.patient_overrides("p-1") == {"spo2_low": 88}
+    assert seen[-1][0] == {"spo2_low": 88}  # the engine got the previous rules back
+    changes = [e.details["new"] for e in api.service.store.audit_entries() if e.action == "thresholds_set"]
+    assert changes == [{"spo2_low": 88}]
+
+
+async def test_password_verification_runs_off_the_event_loop_and_unknown_names_are_not_hashed(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from wardwatch.alerting import auth
+
+    threads: list[int] = []
+    real_verify = auth.verify_password
+
+    def verify(password_hash: str, password: str) -> bool:
+        threads.append(threading.get_ident())
+        return real_verify(password_hash, password)
+
+    monkeypatch.setattr(auth, "verify_password", verify)
+    for i in range(4):  # finding 4: unknown names were hashed too, on the event loop
+        status, _ = await login_from(api, "127.0.0.3", f"nobody-{i}", PASSWORD)
         assert status == 401
-    status, _ = await api.call("POST", "/api/v1/login", json={"name": "ann", "password": PASSWORD})
-    assert status == 401  # locked out even with the right password
-    status, _ = await api.call("POST", "/api/v1/login", json={"name": "cat", "password": PASSWORD})
-    assert status == 200  # other names are not affected
-    failed = [e for e in api.service.store.audit_entries() if e.action == "login_failed"]
-    assert len(failed) == 6
+    assert threads == []
+    status, _ = await login_from(api, "127.0.0.3", "ann", PASSWORD)
+    assert status == 200
+    assert len(threads) == 1
+    assert threads[0] != threading.get_ident()
+
+
+async def test_failed_logins_slow_the_client_but_never_lock_the_nurse_out(api: Api) -> None:
+    status, body = await login_from(api, "127.0.0.2", "ann", PASSWORD)  # her workstation, as every shift
+    assert status == 200, body
+    # finding 5: six wrong passwords locked "ann" out for 15 minutes, for everyone
+    guesses = [login_from(api, "127.0.0.5", "ann", f"guess {i}") for i in range(12)]
+    statuses = [status for status, _ in await asyncio.gather(*guesses)]
+    assert set(statuses) <= {401, 429}
+    assert 429 in statuses  # the guessing client is throttled ...
+    status, body = await login_from(api, "127.0.0.2", "ann", PASSWORD)
+    assert status == 200, body  # ... the nurse at her own workstation is not
+    flood = [login_from(api, "127.0.0.6", f"random-{i}", "whatever password") for i in range(30)]
+    assert 429 in {status for status, _ in await asyncio.gather(*flood)}  # refused early, neither hashed nor audited
+    failed = [e for e in api.service.store.audit_entries(limit=10_000) if e.action == "login_failed"]
+    assert len(failed) < 12 + 30
+    status, _ = await login_from(api, "127.0.0.2", "ann", PASSWORD)
+    assert status == 200
+
+
+def test_login_guard_pauses_grow_with_failures_and_reset_on_success() -> None:
+    from wardwatch.alerting.auth import LoginGuard, LoginLimits, LoginThrottledError
+
+    guard = LoginGuard(LoginLimits(client_rate_per_s=1000, client_burst=1000, free_failures=3, delay_max_s=8))
+    now = 0.0
+    pauses: list[float] = []
+    for _ in range(7):
+        guard.admit("10.0.0.9", now)
+        guard.finish("10.0.0.9", False, now)
+        try:
+            guard.admit("10.0.0.9", now)
+        except LoginThrottledError as paused:
+            pauses.append(paused.retry_after_s)
+            now += paused.retry_after_s
+        else:
+            pauses.append(0)
+            guard.finish("10.0.0.9", False, now)  # that attempt failed too (the second failure)
+    assert pauses == [0, 1, 2, 4, 8, 8, 8]  # from the third failure: a pause that doubles, capped
+    guard.admit("10.0.0.7", now)  # another client is not affected
+    guard.finish("10.0.0.7", True, now)
+    guard.admit("10.0.0.9", now)
+    guard.finish("10.0.0.9", True, now)
+    guard.admit("10.0.0.9", now)  # a successful login clears the client's failures
+    guard.finish("10.0.0.9", False, now)
+    guard.admit("10.0.0.9", now + 0.001)
+    strict = LoginGuard(LoginLimits(client_rate_per_s=1, client_burst=2))
+    for _ in range(2):
+        strict.admit("c", 0.0)
+        strict.finish("c", False, 0.0)
+    with pytest.raises(LoginThrottledError) as throttled:
+        strict.admit("c", 0.0)
+    assert throttled.value.retry_after_s == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", ["ann\n", "ann\x00", "a\u202enn", "ann\r\nroot", "Ann", "a" * 65, " ann"])
+async def test_login_names_are_validated_before_hashing_or_auditing(api: Api, name: str) -> None:
+    status, body = await api.call("POST", "/api/v1/login", json={"name": name, "password": PASSWORD})
+    assert status == 400, body
+    actors = [e.actor for e in api.service.store.audit_entries(limit=10_000)]
+    assert name not in actors
+    assert all(a.isprintable() and a.isascii() for a in actors)
+
+
+async def test_break_glass_only_for_clinicians_never_chained_and_ended_by_logout(api: Api) -> None:
+    reason = {"reason": "patient deteriorating, doctor not answering"}
+    for user in ("vic", "root"):  # finding 6: a viewer took doctor rights
+        status, body = await api.call("POST", "/api/v1/break-glass", user, json=reason)
+        assert status == 403, body
+    status, body = await api.call("POST", "/api/v1/break-glass", "ann", json=reason)
+    assert status == 200
+    expires_in_ms = body["expires"] - api.service.clock.now_ms()
+    assert 0 < expires_in_ms <= 30 * 60_000  # short-lived
+    api.tokens["glass"] = body["token"]
+    status, body = await api.call("POST", "/api/v1/break-glass", "glass", json=reason)
+    assert status == 403  # no break-glass from a break-glass token
+    assert (
+        await api.call(
+            "PUT",
+            "/api/v1/patients/p-1/thresholds",
+            "glass",
+            json={"overrides": {"spo2_low": 88}, "reason": "emergency"},
+        )
+    )[0] == 200
+    status, body = await api.call("POST", "/api/v1/logout", "ann")
+    assert (status, body["break_glass_ended"]) == (200, 1)
+    assert (await api.call("GET", "/api/v1/alarms", "glass"))[0] == 401  # logging out ended it
+    actions = [(e.action, e.actor) for e in api.service.store.audit_entries()]
+    assert ("break_glass_refused", "vic") in actions
+    assert ("break_glass_refused", "ann (break-glass)") in actions
+    assert ("break_glass", "ann") in actions
+
+
+async def test_acknowledging_a_latched_high_alarm_whose_condition_cleared_resolves_it_audited_once(api: Api) -> None:
+    alarm_id = raise_alarm(api.service)
+    api.service.on_conditions(
+        [
+            ConditionChange(
+                patient="p-1",
+                ward="ward-a",
+                rule="spo2_low",
+                category=AlarmCategory.PHYSIOLOGICAL,
+                priority=Priority.HIGH,
+                active=False,
+                t=1_700_000_030_000,
+                value=95.0,
+                text="",
+            )
+        ]
+    )
+    status, body = await api.call("POST", f"/api/v1/alarms/{alarm_id}/acknowledge", "ann", json={"reason": "seen"})
+    assert (status, body["state"], body["actor"]) == (200, "resolved", "ann")  # finding 7: was a 500
+    entries = api.service.store.audit_entries(alarm_id=alarm_id)
+    assert [(e.action, e.actor, e.reason) for e in entries if e.actor == "ann"] == [("acknowledge", "ann", "seen")]
+    assert api.service.store.alarm(alarm_id).state == "resolved"  # type: ignore[union-attr]
+    for action, body in [("acknowledge", {}), ("silence", {"minutes": 1}), ("resolve", {})]:
+        status, _ = await api.call(
+            "POST", f"/api/v1/alarms/{alarm_id}/{action}", "ann", json={"reason": "again", **body}
+        )
+        assert status == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ("/api/v1/audit?since=99999999999999999999999", "since"),
+        ("/api/v1/audit?after_seq=-99999999999999999999999", "after_seq"),
+        ("/api/v1/audit?after_seq=9223372036854775808", "after_seq"),
+        ("/api/v1/audit?limit=1e3", "limit"),
+        ("/api/v1/metrics/burden?since=99999999999999999999999", "since"),
+        ("/api/v1/metrics/burden?until=-1", "until"),
+        ("/api/v1/alarms?limit=x", "limit"),
+        ("/api/v1/alarms?patient=P%0A1", "patient"),
+        ("/api/v1/patients/p-1/thresholds?ward=nowhere", "ward"),
+    ],
+)
+async def test_bad_query_parameters_are_400_naming_the_parameter(api: Api, query: str, parameter: str) -> None:
+    status, body = await api.call("GET", query, "root")  # finding 9: OverflowError gave 500
+    assert status == 400, body
+    assert body["error"].startswith(parameter)
+
+
+async def test_audit_limit_is_clamped(api: Api) -> None:
+    for i in range(3):
+        api.service.store.audit(AuditEntry(t=i, actor="system", action="test"))
+    status, body = await api.call("GET", "/api/v1/audit?limit=-1", "cat")  # finding 9: returned everything
+    assert (status, len(body["entries"])) == (200, 1)
+    status, body = await api.call("GET", "/api/v1/audit?limit=99999999999999", "cat")
+    assert status == 200
+    assert len(body["entries"]) == len(api.service.store.audit_entries(limit=10_000)) - 1  # minus this read's entry
+
+
+async def test_openapi_document_is_valid_openapi_3_1(api: Api) -> None:
+    from openapi_spec_validator import validate
+
+    from wardwatch.alerting.api import OPENAPI
+
+    validate(json.loads(json.dumps(OPENAPI)))  # finding 9: path parameters undeclared, #/$defs/Role unresolvable
+    status, served = await api.call("GET", "/api/v1/openapi.json")
+    assert status == 200
+    validate(served)
+    acknowledge = served["paths"]["/api/v1/alarms/{alarm_id}/acknowledge"]["post"]
+    assert {"name": "alarm_id", "in": "path", "required": True}.items() <= acknowledge["parameters"][0].items()
+    assert served["components"]["schemas"]["UserBody"]["properties"]["role"] == {"$ref": "#/components/schemas/Role"}
+    (ward,) = [
+        p for p in served["paths"]["/api/v1/patients/{patient}/thresholds"]["put"]["parameters"] if p["name"] == "ward"
+    ]
+    assert ward["schema"]["enum"] == ["ward-a"]
+
+
+@pytest.mark.parametrize("reason", ["   ", "seen\x00", "seen \u202eneeS", "\x1b[2Jcleared"])
+async def test_reasons_must_be_readable_text(api: Api, reason: str) -> None:
+    alarm_id = raise_alarm(api.service)
+    status, body = await api.call("POST", f"/api/v1/alarms/{alarm_id}/acknowledge", "ann", json={"reason": reason})
+    assert status == 400, body
+    assert not [e for e in api.service.store.audit_entries(alarm_id=alarm_id) if e.action == "acknowledge"]
+    status, _ = await api.call("POST", f"/api/v1/alarms/{alarm_id}/acknowledge", "ann", json={"reason": "seen\nok"})
+    assert status == 200
+
+
+def test_login_guard_serves_clinicians_first_and_budgets_everyone_else() -> None:
+    from wardwatch.alerting.auth import LoginGuard, LoginLimits, LoginThrottledError
+
+    guard = LoginGuard(
+        LoginLimits(client_rate_per_s=1000, client_burst=1000, free_failures=100, verify_rate_per_s=0.5, verify_burst=1)
+    )
+
+    def verify(client: str, now: float, succeeds: bool) -> int:
+        guard.admit(client, now)
+        verifying = False
+        try:
+            priority = guard.start_verification(client, now)
+            verifying = True
+            return priority
+        finally:
+            if verifying:
+                guard.end_verification()
+            guard.finish(client, succeeds, now)
+
+    assert verify("ward-pc", 0.0, True) == 0  # a new address: ordinary priority, within the budget
+    with pytest.raises(LoginThrottledError):  # the budget (one verification, 0.5/s) is spent ...
+        verify("guesser", 0.0, False)
+    assert verify("ward-pc", 0.0, False) == -1  # ... but a workstation that logged in lately goes first, typo or not
+    assert verify("ward-pc", 0.0, False) == -1
+    assert verify("guesser", 2.0, False) == 1  # refilled: served, after one failure already
+    with pytest.raises(LoginThrottledError):
+        verify("guesser", 2.5, False)
+    assert verify("ward-pc", 2.5, True) == -1
+    for t in (3.0, 3.0, 3.0):  # three typos in a row: the workstation is no longer trusted
+        verify("ward-pc", t, False)
+    with pytest.raises(LoginThrottledError):
+        verify("ward-pc", 3.0, False)

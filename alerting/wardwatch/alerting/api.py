@@ -11,43 +11,79 @@ actor and time. The OpenAPI 3.1 document is served at ``/api/v1/openapi.json``. 
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
+import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
 from wardwatch.alerting.audit import AuditEntry
-from wardwatch.alerting.auth import Authenticator, AuthError, Permission, Principal, Role
+from wardwatch.alerting.auth import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    NAME_PATTERN,
+    Authenticator,
+    AuthError,
+    InvalidNameError,
+    LoginGuard,
+    LoginLimits,
+    LoginService,
+    LoginThrottledError,
+    Permission,
+    Principal,
+    Role,
+    check_name,
+    retry_after,
+)
 from wardwatch.alerting.manager import AlarmNotFoundError, AlarmRecord, InvalidTransitionError
 from wardwatch.alerting.metrics import burden
+from wardwatch.alerting.rules import RANGES, Thresholds
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import ApiConfig
 from wardwatch.alerting.store import StoreError
 from wardwatch.core.errors import ConfigError
-from wardwatch.core.ids import check_id
+from wardwatch.core.ids import ID_PATTERN
 
-__all__ = ["OPENAPI", "build_app", "serve_api"]
+__all__ = ["OPENAPI", "build_app", "openapi_document", "serve_api"]
+
+_log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SERVICE_KEY: Final = web.AppKey("service", AlarmService)
 AUTH_KEY: Final = web.AppKey("auth", Authenticator)
+LOGIN_KEY: Final = web.AppKey("login", LoginService)
 PRINCIPAL_KEY: Final = web.RequestKey("principal", Principal)
+OPENAPI_KEY: Final = web.AppKey("openapi", dict[str, Any])
+LOGINS_KEY: Final = web.AppKey("logins", Counter)
 _PUBLIC: Final = frozenset({"/api/v1/login", "/api/v1/openapi.json", "/healthz", "/metrics"})
 
-Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+MAX_TIME_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the largest time a query may name
+MAX_SEQ: Final = 2**63 - 1  # SQLite's largest integer
+_ID_RE: Final = re.compile(ID_PATTERN.removesuffix("$"))  # fullmatch: "$" would accept a final newline
+
+# Free text (reasons) may hold tabs and line breaks, never other control characters or bidirectional
+# overrides that make an audit entry read differently from what it says.
+TEXT_PATTERN: Final = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u202a-\u202e\u2066-\u2069]*$"
+_TEXT_RE: Final = re.compile(TEXT_PATTERN.removesuffix("$"))
+
+Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=TEXT_PATTERN)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+Password = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
 
 
 class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /api/v1/login``."""
 
-    name: str
-    password: str
+    name: Name
+    password: Password
 
 
 class ReasonBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -64,26 +100,61 @@ class SilenceBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ThresholdsBody(msgspec.Struct, forbid_unknown_fields=True):
-    """Replace a patient's threshold overrides (``{}`` removes them all)."""
+    """Replace a patient's threshold overrides (``{}`` removes them all). Values: see ``Thresholds``."""
 
-    overrides: dict[str, Any]
+    overrides: dict[str, float | int | bool]
     reason: Reason
 
 
 class UserBody(msgspec.Struct, forbid_unknown_fields=True):
     """Create a user."""
 
-    name: str
+    name: Name
     role: Role
-    password: str
+    password: Password
 
 
 class TokenBody(msgspec.Struct, forbid_unknown_fields=True):
-    """Create a machine token."""
+    """Create a machine token (``ttl_s``: at most ten years; none: no expiry)."""
 
-    name: str
+    name: Name
     role: Role
-    ttl_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    ttl_s: Annotated[float, msgspec.Meta(gt=0, le=10 * 366 * 86_400)] | None = None
+
+
+class BreakGlassBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Emergency access: why."""
+
+    reason: Reason
+
+
+# Clinical ranges a per-patient override must stay within: the rules' own table (one source for the
+# rule file, the API and its OpenAPI document); the rules' consistency checks apply on top.
+THRESHOLD_RANGES: Final[Mapping[str, tuple[float, float]]] = RANGES
+_UNLISTED_RANGE: Final = (-1e6, 1e6)  # a setting added to Thresholds later: finite and sane until listed
+_FIELD_TYPES: Final = {f.name: f.type for f in msgspec.structs.fields(Thresholds)}
+
+
+def check_overrides(overrides: Mapping[str, Any]) -> str | None:
+    """The first problem with threshold ``overrides`` at the API boundary, naming the field, or ``None``."""
+    for key, value in overrides.items():
+        kind = _FIELD_TYPES.get(key)
+        if kind is None:
+            return f"{key}: unknown setting (known: {', '.join(sorted(_FIELD_TYPES))})"
+        if kind is bool:
+            if not isinstance(value, bool):
+                return f"{key}: must be true or false, not {value!r}"
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{key}: must be a number, not {value!r}"
+        if not math.isfinite(value):
+            return f"{key}: must be a finite number"
+        if kind is int and not float(value).is_integer():
+            return f"{key}: must be a whole number, not {value!r}"
+        low, high = THRESHOLD_RANGES.get(key, _UNLISTED_RANGE)
+        if not low <= value <= high:
+            return f"{key}: {value!r} is outside the allowed range {low:g}..{high:g}"
+    return None
 
 
 def _now() -> int:
@@ -92,6 +163,10 @@ def _now() -> int:
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=msgspec.json.encode({"error": message}).decode(), content_type="application/json")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -118,11 +193,43 @@ async def _body(request: web.Request, model: type[_T]) -> _T:
     try:
         return msgspec.json.decode(raw, type=model)
     except msgspec.ValidationError as exc:
-        raise web.HTTPBadRequest(
-            text=msgspec.json.encode({"error": f"invalid body: {exc}"}).decode(), content_type="application/json"
-        ) from None
+        raise _bad_request(f"invalid body: {exc}") from None
     except msgspec.DecodeError:
-        raise web.HTTPBadRequest(text='{"error": "body is not valid JSON"}', content_type="application/json") from None
+        raise _bad_request("body is not valid JSON") from None
+
+
+def _text(value: str, field: str) -> str:
+    """Free text for the audit log: not blank, no control or bidirectional-override characters."""
+    if not value.strip() or not _TEXT_RE.fullmatch(value):
+        raise _bad_request(f"{field} must be readable text (not blank; no control or bidirectional characters)")
+    return value
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within ``low..high`` (400 naming the parameter otherwise)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw) if len(raw) <= 20 else None
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise _bad_request(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def _limit(request: web.Request, default: int, cap: int) -> int:
+    """``limit`` clamped to ``1..cap`` (a negative or huge limit never returns more than the cap)."""
+    return max(1, min(_int_query(request, "limit", default, -MAX_SEQ, MAX_SEQ), cap))
+
+
+def _id_query(request: web.Request, name: str) -> str | None:
+    """An optional identifier filter (ward, patient, alarm_id)."""
+    value = request.query.get(name)
+    if value is not None and not _ID_RE.fullmatch(value):
+        raise _bad_request(f"{name} must be a wardwatch identifier (1-64 of a-z, 0-9, '_', '.', '-')")
+    return value
 
 
 @web.middleware
@@ -155,6 +262,10 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except StoreError as exc:  # the database refused: nothing was changed, the client may retry
+        status = 503
+        _log.error("API %s %s: the store failed: %s", request.method, route, exc)
+        return _error(503, "the alarm database is unavailable; nothing was changed, try again", **{"Retry-After": "1"})
     finally:
         service.metrics.api_requests.labels(method=request.method, route=route, status=str(status)).inc()
 
@@ -185,53 +296,69 @@ async def prometheus_metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    """The OpenAPI document of this API."""
-    return _json(OPENAPI)
+    """The OpenAPI document of this API (with this service's wards)."""
+    return _json(request.app[OPENAPI_KEY])
 
 
 async def login(request: web.Request) -> web.Response:
-    """Exchange name and password for a session token (idle expiry = automatic logoff)."""
+    """Exchange name and password for a session token (idle expiry = automatic logoff).
+
+    The name is checked before anything is hashed or audited; attempts are rate limited per client and
+    overall (429 with ``Retry-After``), with growing delays after repeated failures, never a lockout.
+    """
     body = await _body(request, LoginBody)
     service = request.app[SERVICE_KEY]
     now = _now()
     try:
-        token, expires = request.app[AUTH_KEY].login(body.name, body.password, now)
+        check_name(body.name)
+        token, expires = await request.app[LOGIN_KEY].login(body.name, body.password, request.remote or "?", now)
+    except InvalidNameError as exc:
+        request.app[LOGINS_KEY].labels(outcome="invalid_name").inc()
+        return _error(400, str(exc))
+    except LoginThrottledError as exc:
+        request.app[LOGINS_KEY].labels(outcome="throttled").inc()
+        return _error(429, str(exc), **{"Retry-After": retry_after(exc.retry_after_s)})
     except AuthError:
-        service.store.audit(AuditEntry(t=now, actor=body.name[:64], action="login_failed"))
+        request.app[LOGINS_KEY].labels(outcome="failed").inc()
+        service.store.audit(AuditEntry(t=now, actor=body.name, action="login_failed"))
         return _error(401, "wrong user name or password", **{"WWW-Authenticate": "Bearer"})
+    request.app[LOGINS_KEY].labels(outcome="ok").inc()
     service.store.audit(AuditEntry(t=now, actor=body.name, action="login"))
     return _json({"token": token, "token_type": "Bearer", "expires": expires})
 
 
-class BreakGlassBody(msgspec.Struct, forbid_unknown_fields=True):
-    """Emergency access: why."""
-
-    reason: Reason
-
-
 @requires(Permission.READ_ALARMS)
 async def break_glass(request: web.Request) -> web.Response:
-    """Emergency ``doctor`` rights for an hour, for a person, with a reason; audited."""
+    """Emergency ``doctor`` rights for a short time, for a clinician's own session, with a reason; audited."""
     body = await _body(request, BreakGlassBody)
+    reason = _text(body.reason, "reason")
     principal = _principal(request)
+    service = request.app[SERVICE_KEY]
     now = _now()
     try:
         token, expires = request.app[AUTH_KEY].break_glass(principal, now)
     except AuthError as exc:
+        service.store.audit(
+            AuditEntry(
+                t=now, actor=principal.actor, action="break_glass_refused", reason=reason, details={"why": str(exc)}
+            )
+        )
         return _error(403, str(exc))
-    request.app[SERVICE_KEY].store.audit(
-        AuditEntry(t=now, actor=principal.name, action="break_glass", reason=body.reason, details={"expires": expires})
+    service.store.audit(
+        AuditEntry(t=now, actor=principal.name, action="break_glass", reason=reason, details={"expires": expires})
     )
     return _json({"token": token, "token_type": "Bearer", "expires": expires, "role": "doctor"})
 
 
 @requires(Permission.READ_ALARMS)
 async def logout(request: web.Request) -> web.Response:
-    """End the caller's session."""
+    """End the caller's session; the person's break-glass tokens end with it."""
     header = request.headers.get("Authorization", "")
-    request.app[AUTH_KEY].logout(header.partition(" ")[2].strip())
-    request.app[SERVICE_KEY].store.audit(AuditEntry(t=_now(), actor=_principal(request).actor, action="logout"))
-    return _json({"status": "logged out"})
+    ended = request.app[AUTH_KEY].logout(header.partition(" ")[2].strip())
+    request.app[SERVICE_KEY].store.audit(
+        AuditEntry(t=_now(), actor=_principal(request).actor, action="logout", details={"break_glass_ended": ended})
+    )
+    return _json({"status": "logged out", "break_glass_ended": ended})
 
 
 def _alarm_json(record: AlarmRecord) -> dict[str, Any]:
@@ -276,13 +403,12 @@ async def list_alarms(request: web.Request) -> web.Response:
         elif state in _STATES:
             states.append(state)
         else:
-            return _error(400, f"unknown state {state!r} (open, active, acknowledged, silenced, resolved)")
-    try:
-        limit = min(int(query.get("limit", "500")), 5000)
-    except ValueError:
-        return _error(400, "limit must be an integer")
+            return _error(400, f"state: unknown state {state[:40]!r} (open, active, acknowledged, silenced, resolved)")
     records = service.store.alarms(
-        states=states, ward=query.get("ward"), patient=query.get("patient"), limit=max(1, limit)
+        states=states,
+        ward=_id_query(request, "ward"),
+        patient=_id_query(request, "patient"),
+        limit=_limit(request, 500, 5000),
     )
     return _json({"alarms": [_alarm_json(r) for r in records]})
 
@@ -323,38 +449,46 @@ async def _command(request: web.Request, action: Callable[[AlarmService, str, st
 
 @requires(Permission.ACT_ON_ALARMS)
 async def acknowledge(request: web.Request) -> web.Response:
-    """Acknowledge: stops escalation."""
-    body = await _body(request, ReasonBody)
-    return await _command(request, lambda s, a, actor: s.acknowledge(a, actor, body.reason))
+    """Acknowledge: stops escalation (a latched alarm whose condition is gone is resolved by it)."""
+    reason = _text((await _body(request, ReasonBody)).reason, "reason")
+    return await _command(request, lambda s, a, actor: s.acknowledge(a, actor, reason))
 
 
 @requires(Permission.ACT_ON_ALARMS)
 async def silence(request: web.Request) -> web.Response:
     """Silence for some minutes (bounded by the ward's ``max_silence_s``)."""
     body = await _body(request, SilenceBody)
-    return await _command(request, lambda s, a, actor: s.silence(a, actor, body.reason, body.minutes))
+    reason = _text(body.reason, "reason")
+    return await _command(request, lambda s, a, actor: s.silence(a, actor, reason, body.minutes))
 
 
 @requires(Permission.ACT_ON_ALARMS)
 async def resolve(request: web.Request) -> web.Response:
     """Resolve by hand."""
-    body = await _body(request, ReasonBody)
-    return await _command(request, lambda s, a, actor: s.resolve(a, actor, body.reason))
+    reason = _text((await _body(request, ReasonBody)).reason, "reason")
+    return await _command(request, lambda s, a, actor: s.resolve(a, actor, reason))
 
 
 def _patient(request: web.Request) -> str:
-    try:
-        return check_id(request.match_info["patient"], "patient id")
-    except ValueError as exc:
-        raise web.HTTPBadRequest(
-            text=msgspec.json.encode({"error": str(exc)}).decode(), content_type="application/json"
-        ) from None
+    patient = request.match_info["patient"]
+    if not _ID_RE.fullmatch(patient):
+        raise _bad_request("patient must be a pseudonymous wardwatch identifier (1-64 of a-z, 0-9, '_', '.', '-')")
+    return patient
 
 
-def _effective(service: AlarmService, patient: str, overrides: dict[str, Any], ward: str | None) -> dict[str, Any]:
+def _ward(request: web.Request, service: AlarmService) -> str:
+    ward = request.query.get("ward")
+    if ward is None:
+        return next(iter(service.config.wards))
+    if ward not in service.config.wards:
+        raise _bad_request(f"ward must be one of this service's wards: {', '.join(service.config.wards)}")
+    return ward
+
+
+def _effective(service: AlarmService, patient: str, overrides: dict[str, Any], ward: str) -> dict[str, Any]:
     """Validate ``overrides`` against the service's rules and return the effective thresholds on ``ward``."""
     rules = service.rules_with(patient, overrides)
-    effective: dict[str, Any] = msgspec.to_builtins(rules.resolve(ward or next(iter(service.config.wards)), patient))
+    effective: dict[str, Any] = msgspec.to_builtins(rules.resolve(ward, patient))
     return effective
 
 
@@ -363,55 +497,49 @@ async def get_thresholds(request: web.Request) -> web.Response:
     """A patient's overrides and effective thresholds; the read is audited."""
     service = request.app[SERVICE_KEY]
     patient = _patient(request)
+    ward = _ward(request, service)
     overrides = service.rules.patient_overrides(patient)
     service.store.audit(
         AuditEntry(t=_now(), actor=_principal(request).actor, action="thresholds_read", patient=patient)
     )
     return _json(
-        {
-            "patient": patient,
-            "overrides": overrides,
-            "effective": _effective(service, patient, overrides, request.query.get("ward")),
-        }
+        {"patient": patient, "overrides": overrides, "effective": _effective(service, patient, overrides, ward)}
     )
 
 
 @requires(Permission.WRITE_THRESHOLDS)
 async def put_thresholds(request: web.Request) -> web.Response:
-    """Replace a patient's overrides (validated; audited with old and new values)."""
+    """Replace a patient's overrides: checked, applied to the engine, then saved with its audit entry.
+
+    400 names the offending field; nothing is saved or applied unless every step succeeds.
+    """
     service = request.app[SERVICE_KEY]
     patient = _patient(request)
+    ward = _ward(request, service)
     body = await _body(request, ThresholdsBody)
+    reason = _text(body.reason, "reason")
+    problem = check_overrides(body.overrides)
+    if problem is not None:
+        return _error(400, f"invalid thresholds: {problem}")
     try:
-        effective = _effective(service, patient, body.overrides, request.query.get("ward"))
+        effective = _effective(service, patient, body.overrides, ward)
+        old = service.set_thresholds(patient, body.overrides, _principal(request).actor, reason)
     except ConfigError as exc:
-        return _error(400, f"invalid thresholds: {exc.problem} ({exc.key})")
-    old = service.set_thresholds(patient, body.overrides, _principal(request).actor, body.reason)
+        return _error(400, f"invalid thresholds: {exc.key}: {exc.problem}")
     return _json({"patient": patient, "old": old, "overrides": body.overrides, "effective": effective})
-
-
-def _int_query(request: web.Request, name: str, default: int | None) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(
-            text=msgspec.json.encode({"error": f"{name} must be an integer"}).decode(), content_type="application/json"
-        ) from None
 
 
 @requires(Permission.READ_AUDIT)
 async def get_audit(request: web.Request) -> web.Response:
     """Audit entries (filtered), oldest first; reading the audit log is itself audited."""
     service = request.app[SERVICE_KEY]
+    since = _int_query(request, "since", -1, 0, MAX_TIME_MS)
     entries = service.store.audit_entries(
-        since=_int_query(request, "since", None),
-        alarm_id=request.query.get("alarm_id"),
-        patient=request.query.get("patient"),
-        after_seq=_int_query(request, "after_seq", 0) or 0,
-        limit=min(_int_query(request, "limit", 1000) or 1000, 10_000),
+        since=since if since >= 0 else None,
+        alarm_id=_id_query(request, "alarm_id"),
+        patient=_id_query(request, "patient"),
+        after_seq=_int_query(request, "after_seq", 0, 0, MAX_SEQ),
+        limit=_limit(request, 1000, 10_000),
     )
     service.store.audit(AuditEntry(t=_now(), actor=_principal(request).actor, action="audit_read"))
     return _json({"entries": [msgspec.to_builtins(e) for e in entries]})
@@ -437,11 +565,9 @@ async def verify_audit(request: web.Request) -> web.Response:
 async def get_burden(request: web.Request) -> web.Response:
     """Alarm burden: pages per patient-day, acknowledged fraction, time to acknowledge, by rule."""
     service = request.app[SERVICE_KEY]
-    until = _int_query(request, "until", _now() + 1)
-    assert until is not None
-    since = _int_query(request, "since", until - 86_400_000)
-    assert since is not None
-    return _json(burden(service.store, since, until, request.query.get("ward")))
+    until = _int_query(request, "until", min(_now() + 1, MAX_TIME_MS), 0, MAX_TIME_MS)
+    since = _int_query(request, "since", max(0, until - 86_400_000), 0, MAX_TIME_MS)
+    return _json(burden(service.store, since, until, _id_query(request, "ward")))
 
 
 @requires(Permission.MANAGE_USERS)
@@ -457,7 +583,9 @@ async def add_user(request: web.Request) -> web.Response:
     body = await _body(request, UserBody)
     service = request.app[SERVICE_KEY]
     try:
-        request.app[AUTH_KEY].add_user(body.name, body.role, body.password, _now())
+        check_name(body.name)
+        password_hash = await request.app[LOGIN_KEY].hash_new_password(body.password)
+        service.store.add_user(body.name, str(body.role), password_hash, _now())
     except (AuthError, StoreError) as exc:
         return _error(400, str(exc))
     service.store.audit(
@@ -496,32 +624,44 @@ def build_app(service: AlarmService, config: ApiConfig) -> web.Application:
     """The aiohttp application of the API."""
     app = web.Application(middlewares=[_auth_middleware], client_max_size=64 * 1024)
     app[SERVICE_KEY] = service
-    app[AUTH_KEY] = Authenticator(
+    app[OPENAPI_KEY] = openapi_document(list(service.config.wards))
+    auth = Authenticator(
         service.store,
         session_ttl_ms=round(config.session_ttl_s * 1000),
         session_max_ms=round(config.session_max_s * 1000),
         argon2_time_cost=config.argon2_time_cost,
         argon2_memory_kib=config.argon2_memory_kib,
+        break_glass_ms=round(config.break_glass_s * 1000),
     )
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", prometheus_metrics)
-    app.router.add_get("/api/v1/openapi.json", openapi)
-    app.router.add_post("/api/v1/login", login)
-    app.router.add_post("/api/v1/logout", logout)
-    app.router.add_post("/api/v1/break-glass", break_glass)
-    app.router.add_get("/api/v1/alarms", list_alarms)
-    app.router.add_get("/api/v1/alarms/{alarm_id}", get_alarm)
-    app.router.add_post("/api/v1/alarms/{alarm_id}/acknowledge", acknowledge)
-    app.router.add_post("/api/v1/alarms/{alarm_id}/silence", silence)
-    app.router.add_post("/api/v1/alarms/{alarm_id}/resolve", resolve)
-    app.router.add_get("/api/v1/patients/{patient}/thresholds", get_thresholds)
-    app.router.add_put("/api/v1/patients/{patient}/thresholds", put_thresholds)
-    app.router.add_get("/api/v1/audit", get_audit)
-    app.router.add_get("/api/v1/audit/verify", verify_audit)
-    app.router.add_get("/api/v1/metrics/burden", get_burden)
-    app.router.add_get("/api/v1/users", list_users)
-    app.router.add_post("/api/v1/users", add_user)
-    app.router.add_post("/api/v1/tokens", create_token)
+    app[AUTH_KEY] = auth
+    limits = LoginLimits(
+        client_rate_per_s=config.login_client_rate_per_s,
+        verify_rate_per_s=config.login_verify_rate_per_s,
+        verify_burst=max(2, round(2 * config.login_verify_rate_per_s)),
+    )
+    logins = LoginService(
+        auth, LoginGuard(limits), workers=config.login_hash_workers, executor=config.login_hash_executor
+    )
+    app[LOGIN_KEY] = logins
+    registry = service.metrics.registry
+    app[LOGINS_KEY] = Counter(
+        "wardwatch_alerting_logins",
+        "Login attempts by outcome (ok, failed, throttled, invalid_name)",
+        ["outcome"],
+        registry=registry,
+    )
+    verifications = Gauge(
+        "wardwatch_alerting_password_verifications", "argon2 verifications run since start", registry=registry
+    )
+    verifications.set_function(lambda: logins.verifications)
+
+    async def stop_logins(_: web.Application) -> None:
+        logins.close()
+
+    app.on_cleanup.append(stop_logins)
+    for path, methods in OPENAPI["paths"].items():
+        for method in methods:
+            app.router.add_route(method.upper(), path, _HANDLERS[(method, path)])
     return app
 
 
@@ -546,16 +686,72 @@ async def serve_api(service: AlarmService, config: ApiConfig) -> AsyncIterator[i
 
 # -- OpenAPI ---------------------------------------------------------------------------------------
 
+_ALARM_PATH: Final = "/api/v1/alarms/{alarm_id}"
+_PATIENT_PATH: Final = "/api/v1/patients/{patient}/thresholds"
+_BODIES: Final = (LoginBody, ReasonBody, SilenceBody, ThresholdsBody, UserBody, TokenBody, BreakGlassBody)
+_, _COMPONENTS = msgspec.json.schema_components(_BODIES, ref_template="#/components/schemas/{name}")
+
+
+def _override_schema(name: str, kind: Any) -> dict[str, Any]:
+    if kind is bool:
+        return {"type": "boolean"}
+    low, high = THRESHOLD_RANGES.get(name, _UNLISTED_RANGE)
+    if kind is int:
+        return {"type": "integer", "minimum": int(low), "maximum": int(high)}
+    if kind is float:
+        return {"type": "number", "minimum": low, "maximum": high}
+    return {"enum": list(range(int(low), int(high) + 1))}  # Literal[1, 2]
+
+
+_COMPONENTS["ThresholdsBody"]["properties"]["overrides"] = {
+    "type": "object",
+    "description": "Settings to override (the rest come from the ward and defaults); must also be consistent, "
+    "e.g. hr_low_severe < hr_low < hr_high",
+    "additionalProperties": False,
+    "properties": {name: _override_schema(name, kind) for name, kind in _FIELD_TYPES.items()},
+}
+_COMPONENTS["UserBody"]["properties"]["password"]["minLength"] = MIN_PASSWORD_LENGTH
+
+_ERROR_RESPONSE: Final = {
+    "description": "error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_TIME: Final = {"type": "integer", "minimum": 0, "maximum": MAX_TIME_MS, "description": "ms since the epoch"}
+_QUERY: Final[dict[str, dict[str, Any]]] = {
+    "state": {"type": "string", "description": "comma-separated: open, active, acknowledged, silenced, resolved"},
+    "ward": {"type": "string", "pattern": ID_PATTERN},
+    "patient": {"type": "string", "pattern": ID_PATTERN},
+    "alarm_id": {"type": "string", "pattern": ID_PATTERN},
+    "limit": {"type": "integer", "minimum": -MAX_SEQ, "maximum": MAX_SEQ, "description": "clamped to 1..cap"},
+    "since": _TIME,
+    "until": _TIME,
+    "after_seq": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+}
+_PATH_PARAMS: Final[dict[str, dict[str, Any]]] = {
+    "alarm_id": {"type": "string", "minLength": 1, "maxLength": 200},
+    "patient": {"type": "string", "pattern": ID_PATTERN},
+}
+
 
 def _op(
-    summary: str, permission: str | None, body: str | None = None, params: list[str] | None = None
+    summary: str,
+    handler: Handler,
+    permission: str | None,
+    body: str | None = None,
+    query: tuple[str, ...] = (),
+    path: tuple[str, ...] = (),
+    statuses: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": {"200": {"description": "OK"}}}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "operationId": handler.__name__,
+        "responses": {"200": {"description": "OK"}},
+        "x-handler": handler,
+    }
+    errors = set(statuses)
     if permission is not None:
         op["description"] = f"Needs permission `{permission}`."
-        op["responses"].update(
-            {"401": {"description": "no valid token"}, "403": {"description": "role lacks permission"}}
-        )
+        errors |= {401, 403}
     else:
         op["security"] = []
     if body is not None:
@@ -563,20 +759,101 @@ def _op(
             "required": True,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
         }
-    if params:
-        op["parameters"] = [{"name": p, "in": "query", "required": False, "schema": {"type": "string"}} for p in params]
+        errors.add(400)
+    if query:
+        errors.add(400)
+    parameters = [{"name": p, "in": "path", "required": True, "schema": _PATH_PARAMS[p]} for p in path]
+    parameters += [{"name": q, "in": "query", "required": False, "schema": _QUERY[q]} for q in query]
+    if parameters:
+        op["parameters"] = parameters
+    for status in sorted(errors):
+        op["responses"][str(status)] = _ERROR_RESPONSE
     return op
 
 
-def _schema(model: type[msgspec.Struct]) -> dict[str, Any]:
-    schema: dict[str, Any] = msgspec.json.schema(model)
-    return (
-        {k: v for k, v in schema.items() if k != "$defs"} if "$ref" not in schema else schema["$defs"][model.__name__]
-    )
-
-
-_ALARM_PATH = "/api/v1/alarms/{alarm_id}"
-_PATIENT_PATH = "/api/v1/patients/{patient}/thresholds"
+_ACTION: Final = ("alarm_id",)
+_SPEC_PATHS: Final[dict[str, dict[str, dict[str, Any]]]] = {
+    "/healthz": {"get": _op("Liveness", healthz, None)},
+    "/metrics": {"get": _op("Prometheus metrics", prometheus_metrics, None)},
+    "/api/v1/openapi.json": {"get": _op("This document", openapi, None)},
+    "/api/v1/login": {
+        "post": _op("Log in; returns {token, token_type, expires}", login, None, "LoginBody", statuses=(401, 429))
+    },
+    "/api/v1/logout": {"post": _op("End the session (and its break-glass tokens)", logout, "read_alarms")},
+    "/api/v1/break-glass": {
+        "post": _op(
+            "Emergency doctor rights for a short time (clinical roles, own session only), audited",
+            break_glass,
+            "read_alarms",
+            "BreakGlassBody",
+        )
+    },
+    "/api/v1/alarms": {
+        "get": _op(
+            "List alarms (state=open|active|acknowledged|silenced|resolved, comma-separated)",
+            list_alarms,
+            "read_alarms",
+            query=("state", "ward", "patient", "limit"),
+        )
+    },
+    _ALARM_PATH: {"get": _op("One alarm with its page log", get_alarm, "read_alarms", path=_ACTION, statuses=(404,))},
+    _ALARM_PATH + "/acknowledge": {
+        "post": _op(
+            "Acknowledge (stops escalation)",
+            acknowledge,
+            "act_on_alarms",
+            "ReasonBody",
+            path=_ACTION,
+            statuses=(404, 409),
+        )
+    },
+    _ALARM_PATH + "/silence": {
+        "post": _op(
+            "Silence for some minutes", silence, "act_on_alarms", "SilenceBody", path=_ACTION, statuses=(404, 409)
+        )
+    },
+    _ALARM_PATH + "/resolve": {
+        "post": _op("Resolve", resolve, "act_on_alarms", "ReasonBody", path=_ACTION, statuses=(404, 409))
+    },
+    _PATIENT_PATH: {
+        "get": _op(
+            "Overrides and effective thresholds", get_thresholds, "read_thresholds", query=("ward",), path=("patient",)
+        ),
+        "put": _op(
+            "Replace overrides: checked, applied to the engine, then saved and audited (with old and new)",
+            put_thresholds,
+            "write_thresholds",
+            "ThresholdsBody",
+            query=("ward",),
+            path=("patient",),
+        ),
+    },
+    "/api/v1/audit": {
+        "get": _op(
+            "Audit entries, oldest first",
+            get_audit,
+            "read_audit",
+            query=("since", "alarm_id", "patient", "after_seq", "limit"),
+        )
+    },
+    "/api/v1/audit/verify": {"get": _op("Verify the audit hash chain", verify_audit, "read_audit")},
+    "/api/v1/metrics/burden": {
+        "get": _op(
+            "Alarm burden: pages/patient-day, acknowledged fraction, time to acknowledge, by rule",
+            get_burden,
+            "read_metrics",
+            query=("since", "until", "ward"),
+        )
+    },
+    "/api/v1/users": {
+        "get": _op("List users", list_users, "manage_users"),
+        "post": _op("Create a user", add_user, "manage_users", "UserBody"),
+    },
+    "/api/v1/tokens": {"post": _op("Create a machine token (shown once)", create_token, "manage_users", "TokenBody")},
+}
+_HANDLERS: Final[dict[tuple[str, str], Handler]] = {
+    (method, path): op.pop("x-handler") for path, ops in _SPEC_PATHS.items() for method, op in ops.items()
+}
 
 OPENAPI: Final[dict[str, Any]] = {
     "openapi": "3.1.0",
@@ -594,13 +871,8 @@ OPENAPI: Final[dict[str, Any]] = {
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
-            "LoginBody": _schema(LoginBody),
-            "ReasonBody": _schema(ReasonBody),
-            "SilenceBody": _schema(SilenceBody),
-            "ThresholdsBody": _schema(ThresholdsBody),
-            "UserBody": _schema(UserBody),
-            "TokenBody": _schema(TokenBody),
-            "BreakGlassBody": _schema(BreakGlassBody),
+            **_COMPONENTS,
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
             "PageWebhook": {
                 "type": "object",
                 "description": "Body of a generic webhook page (wardwatch wire schema v1, kind=page).",
@@ -637,49 +909,15 @@ OPENAPI: Final[dict[str, Any]] = {
         },
     },
     "security": [{"bearer": []}],
-    "paths": {
-        "/healthz": {"get": _op("Liveness", None)},
-        "/metrics": {"get": _op("Prometheus metrics", None)},
-        "/api/v1/openapi.json": {"get": _op("This document", None)},
-        "/api/v1/login": {"post": _op("Log in; returns {token, token_type, expires}", None, "LoginBody")},
-        "/api/v1/logout": {"post": _op("End the session", "read_alarms")},
-        "/api/v1/break-glass": {
-            "post": _op("Emergency doctor rights for 1 h (people only), audited", "read_alarms", "BreakGlassBody")
-        },
-        "/api/v1/alarms": {
-            "get": _op(
-                "List alarms (state=open|active|acknowledged|silenced|resolved, comma-separated)",
-                "read_alarms",
-                params=["state", "ward", "patient", "limit"],
-            )
-        },
-        _ALARM_PATH: {"get": _op("One alarm with its page log", "read_alarms")},
-        _ALARM_PATH + "/acknowledge": {"post": _op("Acknowledge (stops escalation)", "act_on_alarms", "ReasonBody")},
-        _ALARM_PATH + "/silence": {"post": _op("Silence for some minutes", "act_on_alarms", "SilenceBody")},
-        _ALARM_PATH + "/resolve": {"post": _op("Resolve", "act_on_alarms", "ReasonBody")},
-        _PATIENT_PATH: {
-            "get": _op("Overrides and effective thresholds", "read_thresholds", params=["ward"]),
-            "put": _op("Replace overrides (audited with old and new)", "write_thresholds", "ThresholdsBody", ["ward"]),
-        },
-        "/api/v1/audit": {
-            "get": _op(
-                "Audit entries, oldest first",
-                "read_audit",
-                params=["since", "alarm_id", "patient", "after_seq", "limit"],
-            )
-        },
-        "/api/v1/audit/verify": {"get": _op("Verify the audit hash chain", "read_audit")},
-        "/api/v1/metrics/burden": {
-            "get": _op(
-                "Alarm burden: pages/patient-day, acknowledged fraction, time to acknowledge, by rule",
-                "read_metrics",
-                params=["since", "until", "ward"],
-            )
-        },
-        "/api/v1/users": {
-            "get": _op("List users", "manage_users"),
-            "post": _op("Create a user", "manage_users", "UserBody"),
-        },
-        "/api/v1/tokens": {"post": _op("Create a machine token (shown once)", "manage_users", "TokenBody")},
-    },
+    "paths": _SPEC_PATHS,
 }
+
+
+def openapi_document(wards: list[str]) -> dict[str, Any]:
+    """:data:`OPENAPI` for a service owning ``wards`` (the thresholds' ``ward`` parameter lists them)."""
+    document: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(OPENAPI))
+    for operation in document["paths"][_PATIENT_PATH].values():
+        for parameter in operation["parameters"]:
+            if parameter["name"] == "ward":
+                parameter["schema"] = {"type": "string", "enum": wards}
+    return document

@@ -3,21 +3,36 @@
 Passwords are stored as argon2id hashes (argon2-cffi). Logging in returns a bearer token for a
 session that ends after ``session_ttl`` of inactivity (automatic logoff) and at the latest after
 ``session_max``. Machine tokens (integrations, dashboards) have a role and optional expiry.
-Break-glass: a logged-in person may take emergency ``doctor`` rights for a short time, with a
-reason; it is a separate session token, audited by the API. Five failed logins for a name within
-15 minutes lock that name out for 15 minutes (the attempts are audited). Tokens
-are random 256-bit values stored only as SHA-256 hashes, so a copy of the database does not
-reveal them.
+Break-glass: a person logged in with a clinical role may take emergency ``doctor`` rights for a
+short time, with a reason; it is a separate token, audited by the API, that cannot mint another
+and ends when its owner logs out. Tokens are random 256-bit values stored only as SHA-256 hashes,
+so a copy of the database does not reveal them.
+
+Logging in over the API (:class:`LoginService`) never runs argon2 on the event loop: verification
+runs in a bounded worker pool, unknown names are not hashed at all (they wait as long as a
+verification takes, so timing does not reveal which names exist), and :class:`LoginGuard` applies
+per-client and global rate limits with progressive delays. There is no per-name lockout, so nobody
+can keep a nurse locked out by guessing her name.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import enum
 import hashlib
+import heapq
+import itertools
+import math
+import multiprocessing
+import os
 import re
 import secrets
-from dataclasses import dataclass
-from typing import Final
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -27,10 +42,11 @@ from wardwatch.alerting.store import Store, TokenRow
 
 TOKEN_PREFIX: Final = "wwt_"  # noqa: S105 - a prefix that marks wardwatch tokens, not a secret
 MIN_PASSWORD_LENGTH: Final = 12
-MAX_FAILURES: Final = 5
-LOCKOUT_MS: Final = 15 * 60_000
-BREAK_GLASS_MS: Final = 60 * 60_000
-_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,63}$")
+MAX_PASSWORD_LENGTH: Final = 1024  # argon2 takes any length; a bound keeps request bodies honest
+BREAK_GLASS_MS: Final = 30 * 60_000
+NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_.@-]{0,63}$"
+"""User and token names: lowercase ASCII, no spaces, control or bidirectional characters (OpenAPI-compatible)."""
+_NAME_RE: Final = re.compile(NAME_PATTERN.removesuffix("$"))  # used with fullmatch: "$" accepts a final newline
 
 
 class Role(enum.StrEnum):
@@ -41,6 +57,10 @@ class Role(enum.StrEnum):
     CHARGE_NURSE = "charge_nurse"
     DOCTOR = "doctor"
     ADMIN = "admin"
+
+
+CLINICAL_ROLES: Final = frozenset({Role.NURSE, Role.CHARGE_NURSE, Role.DOCTOR})
+"""Roles that care for patients: only these may break the glass."""
 
 
 class Permission(enum.StrEnum):
@@ -71,6 +91,18 @@ class AuthError(AlertingError):
     """Bad credentials, or an invalid user/token request."""
 
 
+class InvalidNameError(AuthError, ValueError):
+    """A user or token name that is not allowed (it is never hashed, stored or audited)."""
+
+
+class LoginThrottledError(AuthError):
+    """Too many login attempts from this client (or from everyone): try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: a user (session) or a machine token."""
@@ -95,10 +127,22 @@ def token_hash(token: str) -> str:
 
 
 def check_name(name: str) -> str:
-    """A valid user or token name (unique user ids: no shared accounts)."""
-    if not _NAME_RE.match(name):
-        raise AuthError(f"name {name!r} is not valid: 1-64 of lowercase letters, digits, '_', '.', '@', '-'")
+    """A valid user or token name (unique user ids: no shared accounts); raises :class:`InvalidNameError`."""
+    if not _NAME_RE.fullmatch(name):
+        shown = ascii(name[:70])  # escaped: control and bidirectional characters never reach a log or a terminal
+        raise InvalidNameError(
+            f"name {shown} is not valid: 1-64 of lowercase letters, digits, '_', '.', '@', '-', starting with a "
+            "letter or digit"
+        )
     return name
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches the argon2 ``password_hash`` (module level, so a process pool can run it)."""
+    try:
+        return PasswordHasher().verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
 
 
 class Authenticator:
@@ -112,59 +156,64 @@ class Authenticator:
         session_max_ms: int = 12 * 3_600_000,
         argon2_time_cost: int = 3,
         argon2_memory_kib: int = 65_536,
+        break_glass_ms: int = BREAK_GLASS_MS,
     ) -> None:
         self.store = store
         self.session_ttl_ms = session_ttl_ms
         self.session_max_ms = session_max_ms
-        self._hasher = PasswordHasher(time_cost=argon2_time_cost, memory_cost=argon2_memory_kib)
-        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
-        self._failures: dict[str, list[int]] = {}
+        self.break_glass_ms = break_glass_ms
+        self.hasher = PasswordHasher(time_cost=argon2_time_cost, memory_cost=argon2_memory_kib)
 
     def add_user(self, name: str, role: Role, password: str, now: int) -> None:
         """Create a user with an argon2id password hash."""
-        check_name(name)
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise AuthError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
-        self.store.add_user(name, str(role), self._hasher.hash(password), now)
+        self.store.add_user(check_name(name), str(role), self.hash_new_password(password), now)
+
+    def hash_new_password(self, password: str) -> str:
+        """The argon2id hash of an acceptable new password (raises :class:`AuthError` if too short or long)."""
+        if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+            raise AuthError(f"a password needs {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
+        return self.hasher.hash(password)
 
     def set_password(self, name: str, password: str) -> None:
         """Change a user's password."""
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise AuthError(f"password too short: at least {MIN_PASSWORD_LENGTH} characters")
-        if not self.store.set_user(name, password_hash=self._hasher.hash(password)):
+        if not self.store.set_user(name, password_hash=self.hash_new_password(password)):
             raise AuthError(f"no user {name!r}")
 
     def login(self, name: str, password: str, now: int) -> tuple[str, int]:
-        """Check the password and open a session: ``(bearer token, idle expiry ms)``."""
-        recent = [t for t in self._failures.get(name, []) if now - t < LOCKOUT_MS]
-        self._failures[name] = recent
-        if len(recent) >= MAX_FAILURES:
-            raise AuthError("too many failed logins: try again later")
+        """Check the password and open a session: ``(token, idle expiry ms)``. Blocking: for the CLI and tests."""
+        check_name(name)
         user = self.store.user(name)
-        try:
-            self._hasher.verify(user.password_hash if user else self._dummy_hash, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            recent.append(now)
-            raise AuthError("wrong user name or password") from None
-        if user is None or user.disabled:
-            recent.append(now)
+        if user is None or user.disabled or not verify_password(user.password_hash, password):
             raise AuthError("wrong user name or password")
-        self._failures.pop(name, None)
-        if self._hasher.check_needs_rehash(user.password_hash):
-            self.store.set_user(name, password_hash=self._hasher.hash(password))
+        if self.hasher.check_needs_rehash(user.password_hash):
+            self.store.set_user(name, password_hash=self.hasher.hash(password))
+        return self.open_session(name, user.role, now)
+
+    def open_session(self, name: str, role: str, now: int) -> tuple[str, int]:
+        """A new session token for a user whose password was checked: ``(token, idle expiry ms)``."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires = now + self.session_ttl_ms
         self.store.add_token(
-            TokenRow(token_hash(token), name, user.role, "session", now, expires, now + self.session_max_ms)
+            TokenRow(token_hash(token), name, role, "session", now, expires, now + self.session_max_ms)
         )
         return token, expires
 
-    def break_glass(self, principal: Principal, now: int, duration_ms: int = BREAK_GLASS_MS) -> tuple[str, int]:
-        """Emergency access: a ``doctor`` session for ``principal`` lasting ``duration_ms``; ``(token, expiry)``."""
+    def break_glass(self, principal: Principal, now: int) -> tuple[str, int]:
+        """Emergency access: a short ``doctor`` token for a logged-in clinician; ``(token, expiry ms)``.
+
+        Refused for machine tokens, for roles that do not care for patients, and from a break-glass
+        token (no chains of emergency tokens). The token ends at :attr:`break_glass_ms`, when its owner
+        logs out, or when the owner is disabled.
+        """
         if principal.kind == "machine":
             raise AuthError("break-glass access is for people, not machine tokens")
+        if principal.kind == "break_glass":
+            raise AuthError("break-glass access cannot be taken from a break-glass token: use your own session")
+        if principal.role not in CLINICAL_ROLES:
+            allowed = ", ".join(sorted(CLINICAL_ROLES))
+            raise AuthError(f"break-glass access is for clinical roles ({allowed}), not {principal.role}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        expires = now + duration_ms
+        expires = now + self.break_glass_ms
         self.store.add_token(
             TokenRow(token_hash(token), principal.name, str(Role.DOCTOR), "break_glass", now, expires, expires)
         )
@@ -199,13 +248,288 @@ class Authenticator:
             self.store.extend_token(digest, now + self.session_ttl_ms)
         elif row.kind == "break_glass":
             user = self.store.user(row.name)
-            if user is None or user.disabled:
+            if user is None or user.disabled or Role(user.role) not in CLINICAL_ROLES:
                 return None
             role = Role(row.role)
         else:
             role = Role(row.role)
         return Principal(row.name, role, row.kind)
 
-    def logout(self, token: str) -> None:
-        """End a session (or revoke a token)."""
-        self.store.delete_token(token_hash(token))
+    def logout(self, token: str) -> int:
+        """End a session or token; a person's break-glass tokens end with it. Returns how many break-glass ended."""
+        digest = token_hash(token)
+        row = self.store.token(digest)
+        self.store.delete_token(digest)
+        if row is None or row.kind == "machine":
+            return 0
+        return self.store.delete_tokens(row.name, "break_glass")
+
+
+# -- logging in over the API ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LoginLimits:
+    """How hard logging in may be tried (see :class:`LoginGuard`)."""
+
+    client_rate_per_s: float = 1.0  # sustained attempts per client ...
+    client_burst: int = 10  # ... after a burst of this many
+    client_in_flight: int = 4  # attempts of one client being processed at once
+    free_failures: int = 5  # the failure (per client, within failure_window_s) after which pauses start:
+    delay_base_s: float = 1.0  # 1, 2, 4, ... seconds before the client's next attempt is checked
+    delay_max_s: float = 30.0
+    failure_window_s: float = 900.0
+    # password verifications per second for clients with recent failures, all together (an argon2id
+    # verification at the default cost takes a core for ~0.1-0.3 s: the engine needs the CPU more) ...
+    verify_rate_per_s: float = 0.5
+    verify_burst: int = 2
+    budget_exempt: int = 2  # typos a trusted client (one that logged in lately) may make and stay outside it
+    verify_queue: int = 16  # verifications waiting for a worker; more are refused at once
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+    def take(self, rate: float, burst: float, now: float) -> float:
+        """Take one token: 0 if there was one, else the seconds until there will be."""
+        self.tokens = min(burst, self.tokens + (now - self.at) * rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / rate
+
+
+@dataclass(slots=True)
+class _Client:
+    bucket: _Bucket
+    failures: deque[float] = field(default_factory=deque)
+    in_flight: int = 0
+    seen: float = 0.0
+    not_before: float = 0.0  # no attempt before this (progressive delay after failures)
+    trusted_until: float = 0.0  # logged in successfully lately: its verifications go first
+
+
+class LoginGuard:
+    """Per-client and global rate limits for logins, with progressive delays instead of a lockout.
+
+    Pure bookkeeping; times are monotonic seconds. A client (an address) gets a token bucket and,
+    from its ``free_failures``-th failure within ``failure_window_s``, a pause before its next attempt
+    that doubles with each further failure (1, 2, 4 ... s, capped): attempts during the pause are
+    answered at once with 429 and ``Retry-After``, never held open. A clinician on another
+    workstation is never affected and one on the same workstation is slowed, not locked out.
+    Password verifications (the expensive part) share one global bucket and a bounded queue.
+    """
+
+    _MAX_CLIENTS: Final = 10_000
+
+    def __init__(self, limits: LoginLimits | None = None) -> None:
+        self.limits = limits or LoginLimits()
+        self._clients: dict[str, _Client] = {}
+        self._verify = _Bucket(float(self.limits.verify_burst), 0.0)
+        self._verifying = 0
+
+    def admit(self, client: str, now: float) -> None:
+        """Let an attempt of ``client`` in, or raise :class:`LoginThrottledError` saying how long to wait."""
+        limits = self.limits
+        state = self._clients.get(client)
+        if state is None:
+            if len(self._clients) >= self._MAX_CLIENTS:
+                self._forget_idle(now)
+            state = self._clients[client] = _Client(_Bucket(float(limits.client_burst), now))
+        state.seen = now
+        while state.failures and now - state.failures[0] > limits.failure_window_s:
+            state.failures.popleft()
+        if now < state.not_before:
+            wait = state.not_before - now
+            raise LoginThrottledError(f"too many failed logins from this address: wait {math.ceil(wait)} s", wait)
+        if state.in_flight >= limits.client_in_flight:
+            raise LoginThrottledError("too many login attempts at once from this address", 1.0)
+        wait = state.bucket.take(limits.client_rate_per_s, limits.client_burst, now)
+        if wait > 0:
+            raise LoginThrottledError("too many login attempts from this address: slow down", wait)
+        state.in_flight += 1
+
+    def start_verification(self, client: str, now: float) -> int:
+        """A password of ``client`` is about to be verified: its priority (lowest goes first).
+
+        A trusted client (it logged in successfully within ``failure_window_s``, has at most
+        ``budget_exempt`` failures since and one attempt at a time: a clinician's workstation, typos
+        included) gets -1 and is never refused here. Every other client gets its recent failures plus
+        its other attempts in flight, and shares the global verification budget and queue with all
+        the others (:class:`LoginThrottledError` when they are exhausted: try again shortly).
+        """
+        state = self._clients.get(client)
+        trusted = (
+            state is not None
+            and now < state.trusted_until
+            and len(state.failures) <= self.limits.budget_exempt
+            and state.in_flight <= 1
+        )
+        if trusted:
+            priority = -1
+        else:
+            priority = len(state.failures) + max(0, state.in_flight - 1) if state is not None else 0
+            if self._verifying >= self.limits.verify_queue:
+                raise LoginThrottledError("the login service is busy: try again in a moment", 1.0)
+            wait = self._verify.take(self.limits.verify_rate_per_s, self.limits.verify_burst, now)
+            if wait > 0:
+                raise LoginThrottledError("the login service is busy: try again in a moment", wait)
+        self._verifying += 1
+        return priority
+
+    def end_verification(self) -> None:
+        """A verification started with :meth:`start_verification` finished."""
+        self._verifying -= 1
+
+    def finish(self, client: str, succeeded: bool, now: float) -> None:
+        """An admitted attempt ended (``succeeded``: right password)."""
+        state = self._clients.get(client)
+        if state is None:
+            return
+        state.in_flight = max(0, state.in_flight - 1)
+        if succeeded:
+            state.failures.clear()
+            state.not_before = 0.0
+            state.trusted_until = now + self.limits.failure_window_s
+            return
+        state.failures.append(now)
+        excess = len(state.failures) - self.limits.free_failures
+        if excess >= 0:
+            state.not_before = now + min(self.limits.delay_max_s, self.limits.delay_base_s * 2.0**excess)
+
+    def _forget_idle(self, now: float) -> None:
+        idle = [c for c, s in self._clients.items() if s.in_flight == 0 and now - s.seen > self.limits.failure_window_s]
+        for c in idle:
+            del self._clients[c]
+        if len(self._clients) >= self._MAX_CLIENTS:  # still full: forget the longest idle half
+            by_age = sorted((s.seen, c) for c, s in self._clients.items() if s.in_flight == 0)
+            for _, c in by_age[: len(by_age) // 2]:
+                del self._clients[c]
+
+
+HashExecutor = Literal["thread", "process"]
+
+
+class LoginService:
+    """Logging in without stalling the event loop (which also runs the alarm engine and the pager).
+
+    argon2 verification runs in a pool of ``workers`` threads (argon2-cffi releases the GIL) or
+    processes, at a lower CPU priority (nice +10) than the alarm engine; waiting verifications are
+    served in order of their client's recent failures, so a clinician is not queued behind a guessing
+    client. Unknown and disabled names are answered after a sleep as long as a typical verification,
+    without hashing. :class:`LoginGuard` limits who may try how often.
+    """
+
+    def __init__(
+        self,
+        auth: Authenticator,
+        guard: LoginGuard | None = None,
+        *,
+        workers: int = 1,
+        executor: HashExecutor = "thread",
+    ) -> None:
+        self.auth = auth
+        self.guard = guard or LoginGuard()
+        self._pool: concurrent.futures.Executor = (
+            concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+            )
+            if executor == "process"
+            else concurrent.futures.ThreadPoolExecutor(
+                workers, thread_name_prefix="argon2", initializer=_lower_priority
+            )
+        )
+        self._free_workers = workers
+        self.verifications = 0  # argon2 verifications run (for /metrics)
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, arrival, wake-up)
+        self._arrivals = itertools.count()
+        started = time.perf_counter()
+        auth.hasher.hash(secrets.token_urlsafe(16))  # what a verification costs, for unknown names to wait as long
+        self._typical_s = time.perf_counter() - started
+
+    def close(self) -> None:
+        """Stop the worker pool."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def hash_new_password(self, password: str) -> str:
+        """:meth:`Authenticator.hash_new_password` off the event loop (admins adding users)."""
+        return await asyncio.to_thread(self.auth.hash_new_password, password)
+
+    async def login(self, name: str, password: str, client: str, now_ms: int) -> tuple[str, int]:
+        """``(token, idle expiry ms)`` or :class:`AuthError` (:class:`LoginThrottledError` when throttled)."""
+        check_name(name)  # before anything is hashed, counted or audited
+        guard = self.guard
+        guard.admit(client, time.monotonic())
+        succeeded = False
+        try:
+            user = self.auth.store.user(name)
+            if user is None or user.disabled:
+                await asyncio.sleep(self._typical_s)  # same time as a verification, no CPU
+                raise AuthError("wrong user name or password")
+            priority = guard.start_verification(client, time.monotonic())
+            try:
+                ok = await self._verify(priority, user.password_hash, password)
+            finally:
+                guard.end_verification()
+            if not ok:
+                raise AuthError("wrong user name or password")
+            succeeded = True
+        finally:
+            guard.finish(client, succeeded, time.monotonic())
+        if self.auth.hasher.check_needs_rehash(user.password_hash):
+            new_hash = await asyncio.to_thread(self.auth.hasher.hash, password)  # rare: after a cost change
+            self.auth.store.set_user(name, password_hash=new_hash)
+        return self.auth.open_session(name, user.role, now_ms)
+
+    async def _verify(self, priority: int, password_hash: str, password: str) -> bool:
+        """Verify in the pool once a worker is free; lower ``priority`` values are served first."""
+        loop = asyncio.get_running_loop()
+        if self._free_workers > 0:
+            self._free_workers -= 1
+        else:
+            turn: asyncio.Future[None] = loop.create_future()
+            heapq.heappush(self._waiting, (priority, next(self._arrivals), turn))
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():  # the worker was handed over just now: pass it on
+                    self._release_worker()
+                raise
+        try:
+            self.verifications += 1
+            started = time.perf_counter()
+            ok = await loop.run_in_executor(self._pool, verify_password, password_hash, password)
+            self._typical_s = 0.9 * self._typical_s + 0.1 * (time.perf_counter() - started)
+            return ok
+        finally:
+            self._release_worker()
+
+    def _release_worker(self) -> None:
+        while self._waiting:
+            _, _, turn = heapq.heappop(self._waiting)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free_workers += 1
+
+
+def _lower_priority() -> None:
+    """Pool initialiser: hashing yields the CPU to the alarm engine (per thread on Linux, inherited by argon2's lanes).
+
+    nice +10, and on a machine with several cores only the last one: argon2's lanes run in parallel and
+    would otherwise take every core at once.
+    """
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) > 1:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {cores[-1]})
+
+
+def retry_after(seconds: float) -> str:
+    """A ``Retry-After`` header value (whole seconds, at least 1)."""
+    return str(max(1, math.ceil(seconds)))

@@ -13,13 +13,25 @@ so two figures are reported:
   ``started``, taken from the alarm published on MQTT) to the page's arrival: the pipeline's
   latency, excluding every clinical delay and confirmation;
 * ``onset_to_page_ms_p50``: from the first low sample, i.e. including the filter's confirmation.
+
+With ``login_flood_per_s`` (``wardwatch bench alerting --login-flood-per-s 200``), a separate process
+sends that many login attempts per second to the API for as long as the patients stream (half with
+random names, half guessing the real nurse's password, from ``flood_clients`` loopback addresses),
+while the real nurse logs in with her password every 5 s from her own address and ``/healthz`` is
+timed every 100 ms. The nurse's password hash uses the production argon2 cost. The ``login_flood``
+block reports what the flood got (status counts), whether and how fast the nurse got in, and the
+``/healthz`` latency; the page latencies above are then measured under the flood.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
+import multiprocessing
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -29,6 +41,8 @@ from typing import Any
 
 import aiohttp
 
+from wardwatch.alerting.auth import Authenticator, HashExecutor, Role
+from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.errors import WaitTimeoutError
@@ -40,9 +54,14 @@ from wardwatch.core.waiting import wait_for
 
 SLICES_PER_S = 50
 WARD = "ward-a"
+NURSE = "nurse-ann"
+NURSE_ADDRESS = "127.0.0.2"  # the nurse's workstation; the flood comes from 127.0.0.10 and up
+NURSE_LOGIN_EVERY_S = 5.0
 
 
-def _config_text(tmp: Path, broker: Mosquitto, receiver: WebhookReceiver, api_port: int) -> str:
+def _config_text(
+    tmp: Path, broker: Mosquitto, receiver: WebhookReceiver, api_port: int, hash_executor: HashExecutor = "thread"
+) -> str:
     return f"""
 database = "{tmp / "alerting.db"}"
 rules = "{tmp / "rules.toml"}"
@@ -55,6 +74,7 @@ tls = false
 
 [api]
 port = {api_port}
+login_hash_executor = "{hash_executor}"
 
 [paging]
 concurrency = 256
@@ -68,6 +88,15 @@ channels = [{{ type = "webhook", url = "{receiver.url("/desk")}" }}]
 [wards.{WARD}.escalation.high]
 steps = [{{ destination = "nurse", timeout_s = 600 }}]
 """
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far; 0 where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -89,22 +118,55 @@ async def _wait_healthy(port: int, child: asyncio.subprocess.Process, timeout: f
     raise TimeoutError("alerting service did not become healthy")
 
 
-async def end_to_end(*, patients: int = 1000, warmup_s: float = 5.0, spread_s: float = 20.0) -> dict[str, Any]:
+async def end_to_end(
+    *,
+    patients: int = 1000,
+    warmup_s: float = 5.0,
+    spread_s: float = 20.0,
+    login_flood_per_s: float = 0.0,
+    flood_clients: int = 20,
+    hash_executor: HashExecutor = "thread",
+) -> dict[str, Any]:
     """Run the benchmark; return its figures (latencies in ms)."""
     with tempfile.TemporaryDirectory(prefix="wardwatch-bench-") as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "rules.toml").write_text("[defaults]\nspo2_delay_s = 0.0\n")
+        nurse_password = secrets.token_urlsafe(16)
+        with Store(tmp / "alerting.db") as store:  # production argon2 cost, as a real nurse's hash has
+            Authenticator(store).add_user(NURSE, Role.NURSE, nurse_password, 0)
         async with Mosquitto(directory=tmp / "mosquitto") as broker, WebhookReceiver() as receiver:
             api_port = free_port()
             config = tmp / "alerting.toml"
-            config.write_text(_config_text(tmp, broker, receiver, api_port))
+            config.write_text(_config_text(tmp, broker, receiver, api_port, hash_executor))
             log = (tmp / "service.log").open("wb")
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "wardwatch.alerting.cli", "run", "--config", str(config), stdout=log, stderr=log
             )
             try:
                 await _wait_healthy(api_port, child)
-                return await _stream(broker, receiver, patients, warmup_s, spread_s)
+                cpu_before = _cpu_seconds(child.pid)
+                if login_flood_per_s <= 0:
+                    figures = await _stream(broker, receiver, patients, warmup_s, spread_s)
+                    figures["service_cpu_s"] = round(_cpu_seconds(child.pid) - cpu_before, 2)
+                    return figures
+                duration_s = warmup_s + spread_s + 5.0  # as long as the patients stream
+                with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    flooding = asyncio.get_running_loop().run_in_executor(
+                        pool,
+                        run_login_flood,
+                        f"http://127.0.0.1:{api_port}",
+                        login_flood_per_s,
+                        duration_s,
+                        flood_clients,
+                        nurse_password,
+                    )
+                    figures = await _stream(broker, receiver, patients, warmup_s, spread_s)
+                    figures["service_cpu_s"] = round(
+                        _cpu_seconds(child.pid) - cpu_before, 2
+                    )  # threads; no pool processes
+                    figures["login_flood"] = await flooding
+                figures["login_flood"]["hash_executor"] = hash_executor
+                return figures
             finally:
                 if child.returncode is None:
                     child.terminate()
@@ -234,3 +296,100 @@ async def _stream(
             }
         )
     return figures
+
+
+# -- the login flood (runs in a process of its own, so it does not disturb the publisher's timing) ------------
+
+
+def run_login_flood(
+    base: str, rate_per_s: float, duration_s: float, clients: int, nurse_password: str
+) -> dict[str, Any]:
+    """Flood ``base``'s login for ``duration_s`` while the nurse logs in now and then; return the figures."""
+    return asyncio.run(_login_flood(base, rate_per_s, duration_s, clients, nurse_password))
+
+
+async def _login_flood(
+    base: str, rate_per_s: float, duration_s: float, clients: int, nurse_password: str
+) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=15)
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(f"127.0.0.{10 + i}", 0)), timeout=timeout)
+        for i in range(clients)
+    ]
+    nurse = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(NURSE_ADDRESS, 0)), timeout=timeout)
+    statuses: collections.Counter[str] = collections.Counter()
+    nurse_logins: list[tuple[float, int]] = []  # (ms, status)
+    health_ms: list[float] = []
+    attempts: list[asyncio.Task[None]] = []
+
+    async def attempt(i: int) -> None:
+        name, password = (f"x{secrets.token_hex(6)}", "guess") if i % 2 else (NURSE, f"guess-{i}")
+        try:
+            async with sessions[i % clients].post(
+                base + "/api/v1/login", json={"name": name, "password": password}
+            ) as response:
+                statuses[str(response.status)] += 1
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            statuses[type(exc).__name__] += 1
+
+    async def nurse_logs_in() -> None:
+        while True:
+            started = time.perf_counter()
+            try:
+                async with nurse.post(
+                    base + "/api/v1/login", json={"name": NURSE, "password": nurse_password}
+                ) as response:
+                    nurse_logins.append(((time.perf_counter() - started) * 1000, response.status))
+            except (aiohttp.ClientError, TimeoutError):
+                nurse_logins.append(((time.perf_counter() - started) * 1000, 0))
+            await asyncio.sleep(NURSE_LOGIN_EVERY_S)
+
+    async def health() -> None:
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while True:
+                started = time.perf_counter()
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(base + "/healthz") as response:
+                        await response.read()
+                        health_ms.append((time.perf_counter() - started) * 1000)
+                await asyncio.sleep(0.1)
+
+    helpers = [asyncio.create_task(nurse_logs_in()), asyncio.create_task(health())]
+    start = time.monotonic()
+    total = round(rate_per_s * duration_s)
+    for i in range(total):
+        delay = start + i / rate_per_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        attempts.append(asyncio.create_task(attempt(i)))
+    sent_over_s = time.monotonic() - start
+    await asyncio.gather(*attempts)
+    service_counts: dict[str, float] = {}
+    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(base + "/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith(("wardwatch_alerting_logins_total", "wardwatch_alerting_password_verifications")):
+                key, _, value = line.rpartition(" ")
+                service_counts[key.removeprefix("wardwatch_alerting_")] = float(value)
+    for helper in helpers:
+        helper.cancel()
+    await asyncio.gather(*helpers, return_exceptions=True)
+    for session in [*sessions, nurse]:
+        await session.close()
+    ok = [ms for ms, status in nurse_logins if status == 200]
+    return {
+        "attempts": total,
+        "attempts_per_s": round(total / sent_over_s, 1),
+        "clients": clients,
+        "statuses": dict(statuses),
+        "nurse_logins": len(nurse_logins),
+        "nurse_logins_ok": len(ok),
+        "nurse_logged_in": bool(ok),
+        "nurse_statuses": dict(collections.Counter(str(status) for _, status in nurse_logins)),
+        "nurse_login_ms_p50": round(statistics.median(ok), 1) if ok else None,
+        "nurse_login_ms_max": round(max(ok), 1) if ok else None,
+        "nurse_login_ms": [round(ms) for ms, _ in nurse_logins],
+        "healthz_ms_p50": round(statistics.median(health_ms), 2) if health_ms else None,
+        "healthz_ms_p99": round(_percentile(health_ms, 0.99), 2) if health_ms else None,
+        "healthz_ms_max": round(max(health_ms), 2) if health_ms else None,
+        "service_counts": service_counts,
+    }

@@ -13,6 +13,7 @@
     wardwatch alerting audit verify --config FILE      check the audit chain, its MACs and head (JSON;
                                                      exit 1 if broken); safe while the service runs
     wardwatch bench alerting                         replay throughput + end-to-end latency (JSON)
+    wardwatch bench alerting --skip-replay --login-flood-per-s 200    ... under a login flood
 
 ``--config`` may also come from ``WARDWATCH_CONFIG``.
 """
@@ -89,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--spread-s", type=float, default=20.0, help="alarm onsets spread over this long")
     bench.add_argument("--skip-replay", action="store_true")
     bench.add_argument("--skip-e2e", action="store_true")
+    bench.add_argument(
+        "--login-flood-per-s", type=float, default=0.0, help="login attempts per second while the patients stream"
+    )
+    bench.add_argument("--login-flood-clients", type=int, default=20, help="addresses the flood comes from")
+    bench.add_argument("--login-hash-executor", choices=["thread", "process"], default="thread")
     return parser
 
 
@@ -210,7 +216,14 @@ def _bench(args: argparse.Namespace) -> int:
         from wardwatch.alerting.bench_e2e import end_to_end
 
         result["end_to_end"] = asyncio.run(
-            end_to_end(patients=args.patients, warmup_s=args.warmup_s, spread_s=args.spread_s)
+            end_to_end(
+                patients=args.patients,
+                warmup_s=args.warmup_s,
+                spread_s=args.spread_s,
+                login_flood_per_s=args.login_flood_per_s,
+                flood_clients=args.login_flood_clients,
+                hash_executor=args.login_hash_executor,
+            )
         )
     print(json.dumps(result, indent=2))
     return 0

@@ -414,7 +414,8 @@ class AlarmService:
             details={"rule": record.rule, "priority": str(record.priority), **details},
         )
 
-    def _record(self, alarm_id: str) -> AlarmRecord:
+    def _command_record(self, alarm_id: str) -> AlarmRecord:
+        """The open alarm a clinician's command is about (the manager changes this same record in place)."""
         record = self.manager.get(alarm_id)
         if record is None:
             raise AlarmNotFoundError(alarm_id)
@@ -422,16 +423,17 @@ class AlarmService:
 
     def acknowledge(self, alarm_id: str, actor: str, reason: str) -> AlarmRecord:
         """Acknowledge an open alarm (stops escalation); audited."""
-        record = self._record(alarm_id)
+        record = self._command_record(alarm_id)  # before: acknowledging a latched, cleared alarm resolves it
         actions = self.manager.acknowledge(alarm_id, actor, reason, self.clock.now_ms())
-        self._apply(actions, [self._command_audit("acknowledge", record, actor, reason)], system_audit=False)
+        audit = self._command_audit("acknowledge", record, actor, reason, state=str(record.state))
+        self._apply(actions, [audit], system_audit=False)
         self.metrics.clinician_actions.labels(action="acknowledge").inc()
         return record
 
     def silence(self, alarm_id: str, actor: str, reason: str, minutes: float) -> AlarmRecord:
         """Silence an open alarm for ``minutes``; audited."""
         now = self.clock.now_ms()
-        record = self._record(alarm_id)
+        record = self._command_record(alarm_id)
         actions = self.manager.silence(alarm_id, actor, reason, now + round(minutes * 60_000), now)
         audit = self._command_audit("silence", record, actor, reason, minutes=minutes, until=record.silenced_until)
         self._apply(actions, [audit], system_audit=False)
@@ -440,7 +442,7 @@ class AlarmService:
 
     def resolve(self, alarm_id: str, actor: str, reason: str) -> AlarmRecord:
         """Resolve an open alarm by hand; audited."""
-        record = self._record(alarm_id)
+        record = self._command_record(alarm_id)
         actions = self.manager.resolve(alarm_id, actor, reason, self.clock.now_ms())
         self._apply(actions, [self._command_audit("resolve", record, actor, reason)], system_audit=False)
         self.metrics.clinician_actions.labels(action="resolve").inc()

@@ -154,6 +154,12 @@ class ApiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     session_max_s: PositiveSeconds = 12 * 3600.0
     argon2_time_cost: Annotated[int, msgspec.Meta(ge=1)] = 3  # argon2id cost of new password hashes
     argon2_memory_kib: Annotated[int, msgspec.Meta(ge=1024)] = 65_536
+    break_glass_s: Annotated[float, msgspec.Meta(gt=0, le=4 * 3600)] = 1800.0  # emergency rights last this long
+    # Logins: argon2 runs in a bounded pool off the event loop; per-client and global limits, no lockout.
+    login_hash_workers: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    login_hash_executor: Literal["thread", "process"] = "thread"
+    login_client_rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 1.0  # after a burst of 10
+    login_verify_rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 0.5  # guessing clients, together
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -674,6 +674,11 @@ class Store:
         with self._lock:
             self._db.execute("DELETE FROM tokens WHERE token_hash = ?", (token_hash,))
 
+    def delete_tokens(self, name: str, kind: str) -> int:
+        """Revoke every token of ``kind`` belonging to ``name`` (e.g. break-glass at logout); return how many."""
+        with self._lock:
+            return self._db.execute("DELETE FROM tokens WHERE name = ? AND kind = ?", (name, kind)).rowcount
+
     def purge_expired_tokens(self, now: int) -> int:
         """Delete expired tokens; return how many."""
         with self._lock:
