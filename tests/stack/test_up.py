@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -40,6 +41,19 @@ def _count_by_patient(influx: str, reader_password: str) -> dict[str, int]:
     return {s["tags"]["patient"]: s["values"][0][1] for s in result.get("series", [])}
 
 
+def _printed_command(lines: list[str], label: str) -> str:
+    """The shell command printed after ``label`` in the "where to look" summary."""
+    line = next(line for line in lines if line.strip().startswith(label))
+    return line.split(label, 1)[1].strip()
+
+
+def _run_printed(command: str) -> str:
+    """Run a printed command exactly as a user would paste it into a shell; its standard output."""
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, (command, done.stderr)
+    return done.stdout
+
+
 async def test_up_runs_the_ward_and_pages_for_the_desaturation(tmp_path: Path) -> None:
     lines: list[str] = []
     options = StackOptions(state=tmp_path / "state", scenario="demo", speed=4.0, quiet=True)
@@ -70,6 +84,15 @@ async def test_up_runs_the_ward_and_pages_for_the_desaturation(tmp_path: Path) -
             return bool(found["results"][0].get("series"))
 
         await wait_for(downsampled, 90, what="downsampled points", max_interval=2.0)
+
+        # every command printed for the user works as printed
+        said = "\n".join(lines).splitlines()
+        login = _printed_command(said, "alarms (API)")
+        token = json.loads(_run_printed(login))["token"]
+        alarms = json.loads(_run_printed(_printed_command(said, "then:").replace("TOKEN", token)))
+        assert any(a["patient"] == "p-d01" for a in alarms["alarms"]), alarms
+        stored = json.loads(_run_printed(_printed_command(said, "vitals")))
+        assert stored["results"][0]["series"], stored
     printed = "\n".join(lines)
     assert "wardwatch is up" in printed
     assert "PAGE -> primary-nurse" in printed

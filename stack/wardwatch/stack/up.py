@@ -798,7 +798,7 @@ class Stack:
         self.echo(
             "\nwardwatch is up. Where to look:\n"
             f"  alarms (API)  curl -s -X POST {self.summary['api']}/api/v1/login "
-            f'-d \'{{"username": "{API_USER}", "password": "{api_password}"}}\'\n'
+            f'-d \'{{"name": "{API_USER}", "password": "{api_password}"}}\'\n'
             f"                then: curl -s -H 'Authorization: Bearer TOKEN' {self.summary['api']}/api/v1/alarms\n"
             f"  pages         printed below as they arrive; all of them in {self.pages.path}\n"
             f"  vitals        {vitals}\n"
