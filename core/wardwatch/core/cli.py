@@ -24,6 +24,7 @@ EXTRA_OF_COMMAND: Final[dict[str, str]] = {
     "ingest": "ingest",
     "alerting": "alerting",
     "sim": "sim",
+    "fhir": "fhir",
     "up": "all",
 }
 
