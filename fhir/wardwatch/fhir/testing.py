@@ -9,14 +9,31 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-from wardwatch.core.errors import WardwatchError
-from wardwatch.core.servers import LOOPBACK, _ChildServer, _http, free_port
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
-__all__ = ["TESTSERVER_DIR", "FhirTestServer", "FhirTestServerMissingError"]
+from wardwatch.core.config import MqttSettings, Secret
+from wardwatch.core.errors import WardwatchError
+from wardwatch.core.schema import DeadLetter, DeviceRole, Sample, Signal, Vitals, decode, encode
+from wardwatch.core.servers import LOOPBACK, Mosquitto, _ChildServer, _http, free_port
+from wardwatch.core.topics import deadletter_topic, vitals_topic
+from wardwatch.fhir.config import ExportSettings, FhirConfig, FhirServerSettings, MetricsSettings
+
+__all__ = [
+    "TESTSERVER_DIR",
+    "DeadLetters",
+    "FhirTestServer",
+    "FhirTestServerMissingError",
+    "fhir_config",
+    "vitals_stream",
+]
+
+TIMEOUT: Final = 30.0
 
 #: Where ``server.mjs`` and its ``node_modules`` live in a source checkout.
 TESTSERVER_DIR: Final = Path(__file__).resolve().parents[3] / "fhir" / "testserver"
@@ -124,3 +141,86 @@ class FhirTestServer(_ChildServer):
 def node_available() -> bool:
     """Whether ``node`` is on PATH."""
     return shutil.which("node") is not None
+
+
+def fhir_config(
+    broker: Mosquitto, server: FhirTestServer, *, client_id: str = "fhir-test", **export: Any
+) -> FhirConfig:
+    """An exporter config for the test servers (no metrics endpoint, fast retries, 10 s intervals)."""
+    endpoint = broker.endpoint()
+    mqtt = MqttSettings(
+        host=endpoint.host,
+        port=endpoint.port,
+        tls=endpoint.tls,
+        ca_file=endpoint.ca_file,
+        username=endpoint.username,
+        password=Secret(endpoint.password) if endpoint.password is not None else None,
+        client_id=client_id,
+    )
+    settings = {"interval_s": 10, "settle_s": 0.5, "grace_s": 1.0, **export}
+    return FhirConfig(
+        mqtt=mqtt,
+        fhir=FhirServerSettings(url=server.url, retry_min_s=0.05, retry_max_s=1.0, timeout_s=10.0),
+        export=ExportSettings(**settings),
+        metrics=MetricsSettings(port=0),
+    )
+
+
+#: The simulated wearables of each patient: (device id suffix, role, signals).
+DEVICES: Final = (
+    ("hr", DeviceRole.HEART_RATE_STRAP, (Signal.HEART_RATE, Signal.RR_INTERVAL)),
+    ("ox", DeviceRole.PULSE_OXIMETER, (Signal.SPO2, Signal.PULSE_RATE)),
+)
+_BASE: Final = {Signal.HEART_RATE: 70.0, Signal.RR_INTERVAL: 0.85, Signal.SPO2: 96.0, Signal.PULSE_RATE: 68.0}
+
+
+def vitals_stream(
+    patients: int, seconds: int, start_ms: int, *, ward: str = "ward-a", gateway: str = "gw-01"
+) -> list[tuple[str, bytes]]:
+    """1 Hz messages of one sample per signal and second for ``patients`` patients, in time order."""
+    messages = []
+    for second in range(seconds):
+        t = start_ms + second * 1000
+        for p in range(patients):
+            patient = f"p-{p:03d}"
+            for suffix, _role, signals in DEVICES:
+                device = f"dev-{suffix}-{p:03d}"
+                for signal in signals:
+                    value = _BASE[signal] + (second % 5) * (0.01 if signal is Signal.RR_INTERVAL else 1)
+                    message = Vitals(
+                        v=1,
+                        patient=patient,
+                        device=device,
+                        gateway=gateway,
+                        signal=signal,
+                        seq=second,
+                        samples=(Sample(t=t, v=value),),
+                    )
+                    messages.append((vitals_topic(ward, gateway, patient, device, signal), encode(message)))
+    return messages
+
+
+class DeadLetters:
+    """Records the dead letters of ``service`` (a paho client with its own network thread)."""
+
+    def __init__(self, broker: Mosquitto, service: str = "fhir") -> None:
+        self.letters: list[DeadLetter] = []
+        self._subscribed = threading.Event()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dl-{service}", protocol=paho.MQTTv5)
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.connect(broker.host, broker.port)
+        self._client.loop_start()
+        self._client.subscribe(deadletter_topic(service), qos=1)
+        if not self._subscribed.wait(TIMEOUT):
+            raise TimeoutError("no SUBACK for the dead-letter topic")
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        letter = decode(bytes(message.payload))
+        assert isinstance(letter, DeadLetter)
+        self.letters.append(letter)
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._client.disconnect()
+        self._client.loop_stop()
