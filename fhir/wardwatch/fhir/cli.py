@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import signal
 import sys
+from datetime import UTC, datetime
 
 from wardwatch.core.config import load_config
 from wardwatch.core.errors import WardwatchError
@@ -25,6 +28,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _backfill_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wardwatch fhir backfill",
+        description="Export one patient's vitals for a time range from InfluxDB (never duplicates). Prints JSON.",
+    )
+    parser.add_argument("--config", required=True, help="the exporter's TOML config ([influx] says where to read)")
+    parser.add_argument("--patient", required=True, help="pseudonymous patient id")
+    parser.add_argument(
+        "--from", dest="start", required=True, type=_instant, help="ISO 8601 start, e.g. 2026-12-04T08:00Z"
+    )
+    parser.add_argument("--to", dest="end", required=True, type=_instant, help="ISO 8601 end (exclusive)")
+    return parser
+
+
+def _instant(text: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time such as 2026-12-04T08:00:00Z") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z for UTC")
+    return int(moment.astimezone(UTC).timestamp() * 1000)
+
+
 async def _serve(config: FhirConfig) -> None:
     from wardwatch.fhir.app import run
 
@@ -36,7 +63,13 @@ async def _serve(config: FhirConfig) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of the ``fhir`` subcommand."""
+    """Entry point of the ``fhir`` subcommand (``backfill`` and ``bench`` are its subcommands)."""
+    if argv and argv[0] == "backfill":
+        return _run_backfill(_backfill_parser().parse_args(argv[1:]))
+    if argv and argv[0] == "bench":
+        from wardwatch.fhir.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         config = load_config(FhirConfig, args.config)
@@ -46,6 +79,20 @@ def main(argv: list[str]) -> int:
     setup_logging("fhir", args.log_level or config.log_level)
     asyncio.run(_serve(config))
     return 0
+
+
+def _run_backfill(args: argparse.Namespace) -> int:
+    from wardwatch.fhir.backfill import backfill
+
+    try:
+        config = load_config(FhirConfig, args.config)
+        setup_logging("fhir", config.log_level)
+        report = asyncio.run(backfill(config, args.patient, args.start, args.end))
+    except WardwatchError as exc:
+        print(f"wardwatch fhir backfill: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(dataclasses.asdict(report), indent=2))
+    return 1 if report.rejected else 0
 
 
 if __name__ == "__main__":

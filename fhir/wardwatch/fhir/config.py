@@ -10,7 +10,14 @@ import msgspec
 from wardwatch.core import topics
 from wardwatch.core.config import MqttSettings, Secret
 
-__all__ = ["ExportSettings", "FhirConfig", "FhirServerSettings", "IdentifierSystems", "MetricsSettings"]
+__all__ = [
+    "ExportSettings",
+    "FhirConfig",
+    "FhirServerSettings",
+    "IdentifierSystems",
+    "InfluxSettings",
+    "MetricsSettings",
+]
 
 _MAC_RE: Final = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
 
@@ -102,6 +109,21 @@ class SubscriptionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
             raise ValueError("filters must list at least one topic filter")
 
 
+class InfluxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where ``wardwatch fhir backfill`` reads: InfluxDB's 1.x ``/query`` API, as ingest writes it."""
+
+    url: str = "http://localhost:8086"
+    database: str = "wardwatch"
+    retention_policy: str = "raw"
+    username: str | None = None
+    password: Secret | None = None
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url {self.url!r} must start with http:// or https://")
+
+
 class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The Prometheus endpoint (``GET /metrics``); ``port = 0`` turns it off."""
 
@@ -117,4 +139,5 @@ class FhirConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     export: ExportSettings = msgspec.field(default_factory=ExportSettings)
     subscription: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    influx: InfluxSettings = msgspec.field(default_factory=InfluxSettings)  # read by backfill only
     log_level: str = "INFO"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
@@ -30,6 +31,7 @@ __all__ = [
     "FhirTestServer",
     "FhirTestServerMissingError",
     "fhir_config",
+    "publish_all",
     "vitals_stream",
 ]
 
@@ -198,6 +200,27 @@ def vitals_stream(
                     )
                     messages.append((vitals_topic(ward, gateway, patient, device, signal), encode(message)))
     return messages
+
+
+def publish_all(broker: Mosquitto, messages: list[tuple[str, bytes]], *, client_id: str = "fhir-publisher") -> None:
+    """Publish with QoS 1 and return when every PUBACK came (blocking: run it in a thread)."""
+    endpoint = broker.endpoint()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    try:
+        for chunk in range(0, len(messages), 10_000):  # paho refuses to queue much more at once
+            infos = [client.publish(topic, payload, qos=1) for topic, payload in messages[chunk : chunk + 10_000]]
+            deadline = time.monotonic() + 120
+            for info in infos:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+                if not info.is_published():
+                    raise TimeoutError("the broker did not acknowledge a publish")
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 class DeadLetters:
