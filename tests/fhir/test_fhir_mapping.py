@@ -6,7 +6,18 @@ from typing import Any
 
 import pytest
 
-from wardwatch.core.schema import AbsentReason, DeviceRole, DeviceStatus, Quality, Sample, Signal
+from wardwatch.core.schema import (
+    AbsentReason,
+    Alarm,
+    AlarmCategory,
+    AlarmState,
+    DeviceRole,
+    DeviceStatus,
+    Priority,
+    Quality,
+    Sample,
+    Signal,
+)
 from wardwatch.fhir.config import ExportSettings, Representation
 from wardwatch.fhir.mapping import (
     GATEWAY_DEVICE_EXTENSION,
@@ -174,3 +185,40 @@ async def test_transaction_twice_creates_once_and_is_searchable(fhir_server: Fhi
     found = await fhir_server.search("Observation", subject=f"Patient/{patient['id']}", code="http://loinc.org|8867-4")
     assert sorted(o["code"]["coding"][0]["code"] for o in found) == ["147842", "149530"]
     assert len(await fhir_server.search("Device")) == 2
+
+
+def _alarm(state: AlarmState, t: int) -> Alarm:
+    return Alarm(
+        v=1,
+        alarm_id="a-7f3",
+        dedup_key="p-001:spo2_low",
+        patient="p-001",
+        ward="ward-a",
+        rule="spo2_low",
+        category=AlarmCategory.PHYSIOLOGICAL,
+        priority=Priority.HIGH,
+        state=state,
+        t=t,
+        started=T0,
+        value=86.0,
+        text="SpO2 86 % < 90 % for 15 s",
+    )
+
+
+async def test_alarm_flags_are_valid_and_follow_the_lifecycle(fhir_server: FhirTestServer) -> None:
+    raised, resolved = BundleBuilder(ExportSettings()), BundleBuilder(ExportSettings())
+    raised.alarm(_alarm(AlarmState.ACTIVE, T0))
+    resolved.alarm(_alarm(AlarmState.RESOLVED, T0 + 90_000))
+    for builder in (raised, resolved):
+        for entry in builder.entries:
+            assert await fhir_server.validate(entry["resource"]) == [], entry["resource"]
+    for builder in (raised, resolved, raised):  # a redelivered "raised" after "resolved" changes nothing
+        status, response = await fhir_server.request("POST", "/", builder.bundle())
+        assert status == 200, response
+    (flag,) = await fhir_server.search("Flag", identifier="urn:wardwatch:alarm|a-7f3")
+    assert flag["status"] == "inactive"
+    assert flag["period"] == {"start": "2025-11-24T16:00:00.000Z", "end": "2025-11-24T16:01:30.000Z"}
+    assert flag["code"]["text"] == "SpO2 86 % < 90 % for 15 s"
+    assert flag["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] == "PH"
+    with pytest.raises(ValueError, match="another one"):
+        raised.alarm(_alarm(AlarmState.RESOLVED, T0 + 1000))

@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from wardwatch.core.schema import DeviceRole, DeviceStatus, encode
+from wardwatch.core.schema import Alarm, AlarmCategory, AlarmState, DeviceRole, DeviceStatus, Priority, encode
 from wardwatch.core.servers import Mosquitto, wait_for
-from wardwatch.core.topics import device_status_topic
+from wardwatch.core.topics import alarm_topic, device_status_topic
 from wardwatch.fhir.client import FhirClient
 from wardwatch.fhir.config import FhirConfig
 from wardwatch.fhir.exporter import Exporter
@@ -218,3 +218,35 @@ async def test_a_rejected_resource_is_dead_lettered_with_its_operation_outcome(
         assert len(await fhir_server.search("Observation", _elements="id")) == _expected(1, 20)
     finally:
         dead_letters.close()
+
+
+async def test_physiological_alarms_become_flags_technical_ones_do_not(
+    mosquitto: Mosquitto, fhir_server: FhirTestServer
+) -> None:
+    start = _start_ms()
+
+    def alarm(alarm_id: str, category: AlarmCategory, state: AlarmState, t: int) -> tuple[str, bytes]:
+        message = Alarm(
+            v=1, alarm_id=alarm_id, dedup_key=f"p-000:{alarm_id}", patient="p-000", ward="ward-a",
+            rule="hr_high" if category is AlarmCategory.PHYSIOLOGICAL else "strap_disconnected",
+            category=category, priority=Priority.MEDIUM, state=state, t=t, started=start,
+            text="HR 131 /min > 130 /min for 10 s",
+        )  # fmt: skip
+        return alarm_topic("ward-a", "p-000"), encode(message)
+
+    messages = [
+        alarm("a-1", AlarmCategory.PHYSIOLOGICAL, AlarmState.ACTIVE, start),
+        alarm("a-1", AlarmCategory.PHYSIOLOGICAL, AlarmState.ACKNOWLEDGED, start + 5_000),
+        alarm("a-1", AlarmCategory.PHYSIOLOGICAL, AlarmState.RESOLVED, start + 60_000),
+        alarm("a-2", AlarmCategory.TECHNICAL, AlarmState.ACTIVE, start),
+        alarm("a-3", AlarmCategory.PHYSIOLOGICAL, AlarmState.ACTIVE, start + 70_000),
+    ]
+    async with running_exporter(fhir_config(mosquitto, fhir_server, client_id="fhir-alarms")) as exporter:
+        await asyncio.to_thread(publish_all, mosquitto, messages)
+        await wait_for(lambda: exporter.metrics.value("messages_acked_total") == len(messages), TIMEOUT)
+    flags = {f["identifier"][0]["value"]: f for f in await fhir_server.search("Flag")}
+    assert set(flags) == {"a-1", "a-3"}
+    assert flags["a-1"]["status"] == "inactive"
+    assert flags["a-3"]["status"] == "active"
+    for flag in flags.values():
+        assert await fhir_server.validate(flag) == []

@@ -56,9 +56,10 @@ class IdentifierSystems(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     device: str = "urn:wardwatch:device"
     gateway: str = "urn:wardwatch:gateway"
     observation: str = "urn:wardwatch:observation"
+    alarm: str = "urn:wardwatch:alarm"
 
     def __post_init__(self) -> None:
-        for key in ("patient", "device", "gateway", "observation"):
+        for key in ("patient", "device", "gateway", "observation", "alarm"):
             value = getattr(self, key)
             if not value or any(c.isspace() for c in value) or ":" not in value:
                 raise ValueError(f"identifiers.{key} = {value!r} must be an absolute URI (e.g. urn:wardwatch:{key})")
@@ -101,7 +102,11 @@ class SubscriptionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
 
     client_id: str = "wardwatch-fhir"
     filters: list[str] = msgspec.field(
-        default_factory=lambda: [topics.vitals_filter(), topics.ward_filter(topics.DEVICE)]
+        default_factory=lambda: [
+            topics.vitals_filter(),
+            topics.ward_filter(topics.DEVICE),
+            topics.ward_filter(topics.ALARM),
+        ]
     )
 
     def __post_init__(self) -> None:

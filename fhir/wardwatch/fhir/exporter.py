@@ -4,7 +4,7 @@ At-least-once to the FHIR server, never duplicated there:
 
 1. Every message is validated on arrival; a malformed one is dead-lettered and, once the broker has the
    dead letter, acknowledged. Samples go into their window (one per patient, device, signal and interval);
-   a device status becomes a unit of its own.
+   a device status and a physiological alarm's state change become units of their own.
 2. A window closes when a later sample of its series came and none of its own for ``settle_s``, or
    ``grace_s`` after its end by the wall clock, or when nothing came for it for ``idle_s``.
 3. Closed windows are packed into transaction Bundles of at most ``max_bundle_entries`` entries
@@ -37,7 +37,16 @@ from typing import Final, Self, TypeVar
 from wardwatch.core import topics
 from wardwatch.core.errors import SchemaError, TopicError, WardwatchError
 from wardwatch.core.logs import RateLimitedLog
-from wardwatch.core.schema import DeadLetter, DeviceStatus, Signal, decode, decode_vitals, encode
+from wardwatch.core.schema import (
+    Alarm,
+    AlarmCategory,
+    DeadLetter,
+    DeviceStatus,
+    Signal,
+    decode,
+    decode_vitals,
+    encode,
+)
 from wardwatch.core.subscriber import Subscriber
 from wardwatch.core.topics import deadletter_topic
 from wardwatch.fhir.client import FhirClient, FhirUnavailableError, TransactionResult
@@ -57,6 +66,7 @@ MAX_DEAD_LETTER_PAYLOAD: Final = 64 * 1024
 CLOSE_CHECK_S: Final = 0.1
 _VITALS_PREFIX: Final = f"{topics.ROOT}/{topics.VITALS}/"
 _DEVICE_PREFIX: Final = f"{topics.ROOT}/{topics.DEVICE}/"
+_ALARM_PREFIX: Final = f"{topics.ROOT}/{topics.ALARM}/"
 
 SeriesKey = tuple[str, str, Signal]
 
@@ -80,6 +90,7 @@ class _Unit:
     topic: str
     window: Window | None = None
     status: DeviceStatus | None = None
+    alarm: Alarm | None = None
     messages: list[_Message] = field(default_factory=list)
     last_arrival: float = 0.0
 
@@ -87,6 +98,9 @@ class _Unit:
         """Add this unit's entries; returns the number of Observations."""
         if self.window is not None:
             return builder.window(self.window)
+        if self.alarm is not None:
+            builder.alarm(self.alarm)
+            return 0
         assert self.status is not None
         builder.device_status(self.status)
         return 0
@@ -170,8 +184,10 @@ class Exporter:
                 self._vitals(topic, payload, message)
             elif topic.startswith(_DEVICE_PREFIX):
                 self._device_status(topic, payload, message)
+            elif topic.startswith(_ALARM_PREFIX):
+                self._alarm(topic, payload, message)
             else:
-                raise TopicError(f"topic {topic!r} is neither a vitals nor a device status topic")
+                raise TopicError(f"topic {topic!r} is not a vitals, device status or alarm topic")
         except WardwatchError as exc:
             self._dead_letter_malformed(topic, payload, message, str(exc))
         except Exception as exc:  # a bug must not stop the exporter: keep the message, say what happened
@@ -242,6 +258,18 @@ class Exporter:
             raise SchemaError("payload ids do not match its topic")
         message.pending += 1
         self._queue.put_nowait(_Unit(topic=topic, status=status, messages=[message]))
+
+    def _alarm(self, topic: str, payload: bytes, message: _Message) -> None:
+        parts = topics.parse_topic(topic)
+        alarm = decode(payload)
+        if not isinstance(alarm, Alarm):
+            raise SchemaError(f"a {type(alarm).__name__} message on an alarm topic")
+        if (alarm.ward, alarm.patient) != (parts.ward, parts.patient):
+            raise SchemaError("payload ids (ward, patient) do not match its topic")
+        if alarm.category is not AlarmCategory.PHYSIOLOGICAL:
+            return  # technical alarms are about the equipment, not the patient's record: acknowledged at once
+        message.pending += 1
+        self._queue.put_nowait(_Unit(topic=topic, alarm=alarm, messages=[message]))
 
     # -- closing windows -----------------------------------------------------------------------------
 

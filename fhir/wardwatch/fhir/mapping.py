@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote
 
-from wardwatch.core.schema import AbsentReason, DeviceStatus, Quality, Sample, Signal
+from wardwatch.core.schema import AbsentReason, Alarm, AlarmState, DeviceStatus, Priority, Quality, Sample, Signal
 from wardwatch.fhir.config import ExportSettings, Representation
 
 __all__ = [
@@ -55,6 +55,16 @@ DATA_ABSENT_REASON: Final = "http://terminology.hl7.org/CodeSystem/data-absent-r
 MEASUREMENT_STATUS: Final = "http://hl7.org/fhir/uv/pocd/CodeSystem/measurement-status"
 GATEWAY_DEVICE_EXTENSION: Final = "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"
 BLUETOOTH_SYSTEM: Final = "http://hl7.org/fhir/sid/eui-48/bluetooth"
+
+FLAG_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/flag-category"
+FLAG_PRIORITY_EXTENSION: Final = "http://hl7.org/fhir/StructureDefinition/flag-priority"
+FLAG_PRIORITY: Final = "http://hl7.org/fhir/flag-priority-code"
+ALARM_RULE_SYSTEM: Final = "urn:wardwatch:alarm-rule"
+_PRIORITY_CODES: Final = {
+    Priority.HIGH: ("PH", "High priority"),
+    Priority.MEDIUM: ("PM", "Medium priority"),
+    Priority.LOW: ("PL", "Low priority"),
+}
 
 SENSOR_DEVICE_TYPE: Final = ("65573", "MDC_MOC_VMS_MDS_SIMP")
 GATEWAY_DEVICE_TYPE: Final = ("531981", "MDC_MOC_VMS_MDS_AHD")
@@ -358,6 +368,51 @@ class BundleBuilder:
                 "request": {"method": "PUT", "url": "Device?" + _if_none_exist(identifier)},
             }
         )
+
+    def alarm(self, alarm: Alarm) -> None:
+        """A physiological alarm as a Flag (identifier: the alarm id; period: raised to resolved).
+
+        Raised, acknowledged and silenced are conditional creates (a redelivered older state never
+        overwrites a newer one); resolved is a conditional update that sets ``inactive`` and the period's end.
+        """
+        system = self._settings.identifiers.alarm
+        identifier = f"{system}|{alarm.alarm_id}"
+        if identifier in self._refs:
+            raise ValueError(f"alarm {alarm.alarm_id} is already in this Bundle: put its next state in another one")
+        resolved = alarm.state is AlarmState.RESOLVED
+        code, display = _PRIORITY_CODES[alarm.priority]
+        period = {"start": _instant(alarm.started)}
+        if resolved:
+            period["end"] = _instant(max(alarm.t, alarm.started))
+        resource: Resource = {
+            "resourceType": "Flag",
+            "identifier": [{"system": system, "value": alarm.alarm_id}],
+            "extension": [
+                {
+                    "url": FLAG_PRIORITY_EXTENSION,
+                    "valueCodeableConcept": {"coding": [_coding(FLAG_PRIORITY, code, display)]},
+                }
+            ],
+            "status": "inactive" if resolved else "active",
+            "category": [{"coding": [_coding(FLAG_CATEGORY, "clinical", "Clinical")]}],
+            "code": {
+                "coding": [{"system": ALARM_RULE_SYSTEM, "code": alarm.rule}],
+                "text": alarm.text or alarm.rule,
+            },
+            "subject": {"reference": self.patient(alarm.patient)},
+            "period": period,
+        }
+        if resolved:
+            ref = self._refs[identifier] = self._full_url(identifier)
+            self.entries.append(
+                {
+                    "fullUrl": ref,
+                    "resource": resource,
+                    "request": {"method": "PUT", "url": "Flag?" + _if_none_exist(identifier)},
+                }
+            )
+        else:
+            self._conditional_create(resource, identifier)
 
     def bundle(self) -> Resource:
         """The ``transaction`` Bundle."""
