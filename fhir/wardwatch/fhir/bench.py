@@ -17,11 +17,14 @@ from typing import Any
 
 import msgspec
 
+from wardwatch.core.schema import Sample, Signal
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.waiting import wait_for
 from wardwatch.fhir.client import FhirClient
+from wardwatch.fhir.config import ExportSettings, FhirServerSettings
 from wardwatch.fhir.exporter import Exporter
-from wardwatch.fhir.testing import FhirTestServer, fhir_config, publish_all, vitals_stream
+from wardwatch.fhir.mapping import BundleBuilder, Window
+from wardwatch.fhir.testing import DEVICES, FhirTestServer, fhir_config, publish_all, vitals_stream
 
 __all__ = ["main", "run_bench"]
 
@@ -70,11 +73,55 @@ async def _one(
     }
 
 
+async def _direct(directory: Path, patients: int, windows_per_series: int, interval_s: int) -> dict[str, Any]:
+    """Transactions alone (no MQTT): summary windows packed into Bundles and posted one after another."""
+    start = time.time_ns() // 1_000_000 - 2 * DAY_S * 1000
+    start -= start % (interval_s * 1000)
+    settings = ExportSettings(interval_s=interval_s)
+    windows = []
+    for p in range(patients):
+        for suffix, _role, signals in DEVICES:
+            for signal in signals:
+                for k in range(windows_per_series):
+                    window = Window(
+                        f"p-{p:03d}",
+                        f"dev-{suffix}-{p:03d}",
+                        "gw-01",
+                        signal,
+                        start + k * interval_s * 1000,
+                        interval_s,
+                    )
+                    window.add(Sample(t=window.start, v=1.0 if signal is Signal.RR_INTERVAL else 70.0))
+                    windows.append(window)
+    bundles = []
+    while windows:  # Patient + sensor + gateway + 5 Observations of one device = 8 entries
+        builder = BundleBuilder(settings)
+        first = windows[0]
+        while windows and len(builder) < 8 and (windows[0].patient, windows[0].device) == (first.patient, first.device):
+            builder.window(windows.pop(0))
+        bundles.append(builder.bundle())
+    async with (
+        FhirTestServer(directory=directory / "direct") as server,
+        FhirClient(FhirServerSettings(url=server.url)) as client,
+    ):
+        began = time.perf_counter()
+        observations = 0
+        for bundle in bundles:
+            result = await client.transaction(bundle)
+            if not result.accepted:
+                raise RuntimeError(f"the server refused a benchmark Bundle: {result.outcome_text}")
+            observations += sum(1 for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation")
+        elapsed = time.perf_counter() - began
+    return {"transactions": len(bundles), "observations": observations, "seconds": round(elapsed, 3),
+            "observations_per_s": round(observations / elapsed, 1)}  # fmt: skip
+
+
 async def run_bench(patients: int, seconds: int, interval_s: int, representations: list[str]) -> dict[str, Any]:
     """Run each representation once on a fresh FHIR server; the broker is shared."""
     with tempfile.TemporaryDirectory(prefix="wardwatch-bench-fhir-") as tmp:
         async with Mosquitto(directory=Path(tmp) / "mosquitto") as broker:
             runs = [await _one(broker, Path(tmp), r, patients, seconds, interval_s) for r in representations]
+        direct = await _direct(Path(tmp), patients, max(1, seconds // interval_s), interval_s)
     return {
         "patients": patients,
         "seconds_of_data": seconds,
@@ -82,6 +129,7 @@ async def run_bench(patients: int, seconds: int, interval_s: int, representation
         "signals_per_patient": SERIES_PER_PATIENT,
         "server": "Medplum fhir-router 4.5.2 in memory (fhir/testserver), loopback",
         "runs": runs,
+        "transactions_only": direct,
     }
 
 
