@@ -66,6 +66,8 @@ def main(argv: list[str]) -> int:
     """Entry point of the ``fhir`` subcommand (``backfill`` and ``bench`` are its subcommands)."""
     if argv and argv[0] == "backfill":
         return _run_backfill(_backfill_parser().parse_args(argv[1:]))
+    if argv and argv[0] == "testserver":
+        return _run_testserver(argv[1:])
     if argv and argv[0] == "bench":
         from wardwatch.fhir.bench import main as bench_main
 
@@ -79,6 +81,38 @@ def main(argv: list[str]) -> int:
     setup_logging("fhir", args.log_level or config.log_level)
     asyncio.run(_serve(config))
     return 0
+
+
+def _run_testserver(argv: list[str]) -> int:
+    """Run the local FHIR test server (Node) in the foreground: for ``wardwatch up --fhir`` and by hand."""
+    import shutil
+
+    from wardwatch.fhir.testing import TESTSERVER_DIR
+
+    parser = argparse.ArgumentParser(
+        prog="wardwatch fhir testserver",
+        description="The local FHIR R4 server of the tests (Medplum's router in Node, in memory). Not for patients.",
+    )
+    parser.add_argument("--port", type=int, default=8103)
+    parser.add_argument("--data", default=None, help="keep resources in this file across restarts")
+    args = parser.parse_args(argv)
+    node = shutil.which("node")
+    if node is None or not (TESTSERVER_DIR / "node_modules").is_dir():
+        print(
+            f"wardwatch fhir testserver: needs node and `npm ci` in {TESTSERVER_DIR} (scripts/setup)", file=sys.stderr
+        )
+        return 3
+    command = [node, str(TESTSERVER_DIR / "server.mjs"), "--port", str(args.port)]
+    if args.data:
+        command += ["--data", args.data]
+    return _exec(command)
+
+
+def _exec(command: list[str]) -> int:
+    """Replace this process with ``command`` (signals then reach it directly); never returns."""
+    import os
+
+    os.execv(command[0], command)  # noqa: S606
 
 
 def _run_backfill(args: argparse.Namespace) -> int:
