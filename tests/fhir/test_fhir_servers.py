@@ -250,3 +250,24 @@ async def test_physiological_alarms_become_flags_technical_ones_do_not(
     assert flags["a-3"]["status"] == "active"
     for flag in flags.values():
         assert await fhir_server.validate(flag) == []
+
+
+async def test_a_malformed_message_is_dead_lettered_and_the_rest_exported(
+    mosquitto: Mosquitto, fhir_server: FhirTestServer
+) -> None:
+    dead_letters = DeadLetters(mosquitto)
+    try:
+        stream = vitals_stream(1, 20, _start_ms())
+        spoofed = stream[0][0].replace("p-000", "p-999")  # payload ids do not match the topic
+        messages = [(stream[0][0], b"{not json"), (spoofed, stream[0][1]), *stream]
+        async with running_exporter(fhir_config(mosquitto, fhir_server, client_id="fhir-malformed")) as exporter:
+            await asyncio.to_thread(publish_all, mosquitto, messages)
+            await wait_for(lambda: exporter.metrics.value("messages_acked_total") == len(messages), TIMEOUT)
+            await wait_for(lambda: len(dead_letters.letters) == 2, TIMEOUT, what="two dead letters")
+            assert exporter.metrics.value("dead_letters_total", cause="malformed") == 2
+        assert [letter.topic for letter in dead_letters.letters] == [messages[0][0], spoofed]
+        assert "not valid JSON" in dead_letters.letters[0].reason
+        assert "do not match its topic" in dead_letters.letters[1].reason
+        await wait_observations(fhir_server, _expected(1, 20))
+    finally:
+        dead_letters.close()
