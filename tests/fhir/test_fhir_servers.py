@@ -16,14 +16,18 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
+from wardwatch.core.broker import Site, write_site
+from wardwatch.core.config import Secret
+from wardwatch.core.mqtt import MqttClient, PublishRefusedError
 from wardwatch.core.schema import Alarm, AlarmCategory, AlarmState, DeviceRole, DeviceStatus, Priority, encode
 from wardwatch.core.servers import Mosquitto, wait_for
 from wardwatch.core.topics import alarm_topic, device_status_topic
 from wardwatch.fhir.client import FhirClient
 from wardwatch.fhir.config import FhirConfig
 from wardwatch.fhir.exporter import Exporter
-from wardwatch.fhir.testing import DEVICES, DeadLetters, FhirTestServer, fhir_config, vitals_stream
-from wardwatch.ingest.testing import publish_all
+from wardwatch.fhir.testing import DEVICES, DeadLetters, FhirTestServer, fhir_config, publish_all, vitals_stream
 
 #: How long the FHIR server stays down in the outage test (the issue asks for a minute).
 OUTAGE_S = float(os.environ.get("FHIR_TEST_OUTAGE_S", "60"))
@@ -271,3 +275,27 @@ async def test_a_malformed_message_is_dead_lettered_and_the_rest_exported(
         await wait_observations(fhir_server, _expected(1, 20))
     finally:
         dead_letters.close()
+
+
+async def test_the_exporter_runs_as_its_own_least_privilege_principal(
+    tmp_path: Path, fhir_server: FhirTestServer
+) -> None:
+    """`wardwatch broker init` makes a `fhir` user: it reads vitals, device status and alarms, and
+    dead-letters to its own topic; it may not publish vitals."""
+    site = Site(gateways={"gw-01": "ward-a"})
+    files = write_site(tmp_path / "site", site, tls=False)
+    users = {user: files.password(user) for user in site.users}
+    async with Mosquitto(users=users, acl=site.acl_text(), directory=tmp_path / "broker") as broker:
+        base = fhir_config(broker, fhir_server, client_id="fhir-acl")
+        mqtt = broker.endpoint("fhir").settings(password=Secret(users["fhir"]), client_id="fhir-acl")
+        config = FhirConfig(mqtt=mqtt, fhir=base.fhir, export=base.export, metrics=base.metrics)
+        gateway = MqttClient(broker.endpoint("gw-01").settings(password=Secret(users["gw-01"])), "gw-01-test")
+        async with running_exporter(config) as exporter, gateway:
+            await gateway.wait_connected(10)
+            stream = vitals_stream(1, 20, _start_ms())
+            for topic, payload in [(stream[0][0], b"{not json"), *stream]:
+                await gateway.publish(topic, payload)
+            await wait_for(lambda: exporter.metrics.value("messages_acked_total") == len(stream) + 1, TIMEOUT)
+            with pytest.raises(PublishRefusedError):
+                await exporter.subscriber.publish(stream[0][0], stream[0][1])
+        await wait_observations(fhir_server, _expected(1, 20))
