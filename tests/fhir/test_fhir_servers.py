@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -299,3 +300,25 @@ async def test_the_exporter_runs_as_its_own_least_privilege_principal(
             with pytest.raises(PublishRefusedError):
                 await exporter.subscriber.publish(stream[0][0], stream[0][1])
         await wait_observations(fhir_server, _expected(1, 20))
+
+
+async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(
+    tmp_path: Path, fhir_server: FhirTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The exporter's open windows hold messages of the lost connection: it drops them, the broker redelivers."""
+    patients, seconds = 3, 120
+    messages = vitals_stream(patients, seconds, _start_ms())
+    half = len(messages) // 2
+    caplog.set_level(logging.INFO, "wardwatch.fhir.exporter")
+    async with Mosquitto(directory=tmp_path / "broker", persistence=True) as broker:
+        config = fhir_config(broker, fhir_server, client_id="fhir-broker-restart", settle_s=2.0)
+        async with running_exporter(config) as exporter:
+            await asyncio.to_thread(publish_all, broker, messages[:half])
+            await wait_for(lambda: exporter.metrics.value("messages_received_total") > 0, TIMEOUT)
+            await broker.restart()  # graceful: mosquitto saves the session and its unacknowledged messages
+            await asyncio.to_thread(publish_all, broker, messages[half:])
+            await wait_observations(fhir_server, _expected(patients, seconds))
+            await wait_for(lambda: exporter.in_flight == 0, TIMEOUT, what="every message acknowledged")
+            assert exporter.subscriber.generation >= 2
+    assert "open windows dropped" in caplog.text  # the restart came while windows were open
+    await assert_exactly_once(fhir_server, patients, seconds)
