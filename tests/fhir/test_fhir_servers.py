@@ -322,3 +322,22 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(
             assert exporter.subscriber.generation >= 2
     assert "open windows dropped" in caplog.text  # the restart came while windows were open
     await assert_exactly_once(fhir_server, patients, seconds)
+
+
+async def test_a_wrong_server_url_is_retried_not_dead_lettered(
+    mosquitto: Mosquitto, fhir_server: FhirTestServer
+) -> None:
+    """A 404 for the transaction means a configuration to fix: nothing is dead-lettered or acknowledged."""
+    dead_letters = DeadLetters(mosquitto)
+    try:
+        config = fhir_config(mosquitto, fhir_server, client_id="fhir-wrong-url")
+        config.fhir.url = fhir_server.url + "not/the/base/"
+        messages = vitals_stream(1, 20, _start_ms())
+        async with running_exporter(config) as exporter:
+            await asyncio.to_thread(publish_all, mosquitto, messages)
+            await wait_for(lambda: exporter.metrics.value("retries_total") >= 3, TIMEOUT, what="retries")
+            assert exporter.metrics.value("messages_acked_total") == 0
+            assert exporter.metrics.value("dead_letters_total", cause="rejected") == 0
+        assert dead_letters.letters == []
+    finally:
+        dead_letters.close()

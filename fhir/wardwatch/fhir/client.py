@@ -16,8 +16,10 @@ from wardwatch.fhir.mapping import BUNDLE_CONTENT_TYPE
 
 __all__ = ["FhirClient", "FhirUnavailableError", "TransactionResult"]
 
-#: Answers that say "try again later": the server, a proxy or the credentials are not there yet.
-RETRY_STATUSES: Final = frozenset({401, 403, 408, 425, 429, 500, 502, 503, 504})
+#: Answers that say "try again later": the server, a proxy or the credentials are not there yet. 404 and 405
+#: to a transaction (a POST to the base URL) mean a wrong URL or a proxy's error page: a configuration to
+#: fix, never a reason to dead-letter the ward's data.
+RETRY_STATUSES: Final = frozenset({401, 403, 404, 405, 408, 425, 429, 500, 502, 503, 504})
 
 _encoder: Final = msgspec.json.Encoder()
 
