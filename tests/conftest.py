@@ -20,7 +20,7 @@ from wardwatch.core.servers import Influxd, Mosquitto
 
 # --- Real servers -------------------------------------------------------------------------------
 
-SERVER_FIXTURES = frozenset({"mosquitto", "secure_mosquitto", "influxd"})
+SERVER_FIXTURES = frozenset({"mosquitto", "secure_mosquitto", "influxd", "fhir_server"})
 
 #: The users of ``secure_mosquitto``; get their passwords with ``broker.credentials(user)``.
 SECURE_USERS = ("ingest", "gw-01", "gw-02", "reader")

@@ -16,6 +16,7 @@ PARTS = {
     "alerting": ROOT / "alerting" / "wardwatch" / "alerting",
     "firmware_sim": ROOT / "firmware-sim" / "wardwatch" / "firmware_sim",
     "stack": ROOT / "stack" / "wardwatch" / "stack",
+    "fhir": ROOT / "fhir" / "wardwatch" / "fhir",
 }
 
 # Third-party libraries each part must not import (a Raspberry Pi installs the gateway without scipy...).
@@ -27,6 +28,8 @@ FORBIDDEN_LIBRARIES = {
     "firmware_sim": {"influxdb_client"},
     # the local stack runs every part as its own process: it links none of their libraries
     "stack": {"bleak", "bumble", "numpy", "scipy", "influxdb_client", "wfdb"},
+    # the exporter speaks MQTT and HTTP; backfill reads InfluxDB over HTTP without influxdb_client
+    "fhir": {"bleak", "bumble", "numpy", "scipy", "influxdb_client", "wfdb"},
 }
 
 

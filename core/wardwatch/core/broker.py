@@ -48,6 +48,13 @@ SERVICE_ACL: Final[dict[str, tuple[str, ...]]] = {
         f"topic write {topics.ROOT}/{topics.PAGE}/#",
         f"topic write {topics.ROOT}/{topics.DEADLETTER}/alerting/#",
     ),
+    # the FHIR exporter reads vitals, device status and alarms, and dead-letters what the EHR refuses
+    "fhir": (
+        f"topic read {topics.ROOT}/{topics.VITALS}/#",
+        f"topic read {topics.ROOT}/{topics.DEVICE}/#",
+        f"topic read {topics.ROOT}/{topics.ALARM}/#",
+        f"topic write {topics.ROOT}/{topics.DEADLETTER}/fhir/#",
+    ),
     # nurse apps and dashboards read alarms and pages only
     "nurse-app": (
         f"topic read {topics.ROOT}/{topics.ALARM}/#",

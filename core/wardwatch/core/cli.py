@@ -24,6 +24,7 @@ EXTRA_OF_COMMAND: Final[dict[str, str]] = {
     "ingest": "ingest",
     "alerting": "alerting",
     "sim": "sim",
+    "fhir": "fhir",
     "up": "all",
 }
 
@@ -136,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "bench":
             if not rest or rest[0].startswith("-"):
                 print(
-                    "usage: wardwatch bench PART [ARGS...]   (PART: ingest, alerting, gateway, sim)",
+                    "usage: wardwatch bench PART [ARGS...]   (PART: ingest, alerting, gateway, sim, fhir)",
                     file=sys.stderr,
                 )
                 return 2

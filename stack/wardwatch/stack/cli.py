@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         help="sim: gateways reach the simulator over its bleak backend; bluez: the simulator on vhci and the "
         "gateways on this machine's BlueZ (needs a kernel with hci_vhci)",
     )
+    parser.add_argument(
+        "--fhir",
+        action="store_true",
+        help="also run the FHIR exporter (`wardwatch fhir`) into a local FHIR test server (needs node, scripts/setup)",
+    )
+    parser.add_argument("--fhir-url", default=None, help="with --fhir: export to this FHIR R4 server instead")
     return parser
 
 
@@ -71,6 +77,8 @@ def main(argv: list[str]) -> int:
         influx_bucket=args.influx_bucket,
         broker_credentials=args.broker_credentials,
         ble=args.ble,
+        fhir=args.fhir or args.fhir_url is not None,
+        fhir_url=args.fhir_url,
     )
     print(f"wardwatch up: starting (state in {args.state.resolve()})", flush=True)
 

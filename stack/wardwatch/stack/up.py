@@ -81,6 +81,9 @@ class StackOptions:
     # for tests of the capacity report: start gateways that `wardwatch gateway check` refuses (more
     # continuous devices than connection slots) instead of refusing the scenario
     allow_over_capacity: bool = False
+    # also the FHIR exporter (`wardwatch fhir`): into fhir_url, else the local test server (`fhir testserver`)
+    fhir: bool = False
+    fhir_url: str | None = None
 
 
 @dataclass
@@ -426,7 +429,8 @@ class Stack:
                 await self._check_gateways(scenario, homes)
 
             if self.options.broker_credentials is not None:
-                mqtt_section = self._external_broker(self.options.broker_credentials, ["ingest", "alerting", *homes])
+                services = ["ingest", "alerting", *(["fhir"] if self.options.fhir else [])]
+                mqtt_section = self._external_broker(self.options.broker_credentials, [*services, *homes])
                 first = mqtt_section("ingest")
                 self.step(
                     f"broker: existing {first['host']}:{first['port']} (credentials in "
@@ -485,9 +489,12 @@ class Stack:
             if self.influxd is not None:  # ingest writes as a write-only user: the admin makes the schema first
                 await self._make_influx_schema(ingest_config)
             self._spawn("ingest", ["ingest", "--config", str(ingest_config)])
+            fhir_url = self._spawn_fhir(mqtt_section) if self.options.fhir else None
             for child in self.children:
                 await child.start()
             self.step(f"alerting API: http://127.0.0.1:{api_port}/api/v1/alarms   ingest -> {influx_url}")
+            if fhir_url is not None:
+                self.step(f"FHIR exporter -> {fhir_url} (1-minute summaries; Observation?code=http://loinc.org|8867-4)")
 
             ports = {home: free_port() for home in homes}
             bluez = self.options.ble == "bluez"
@@ -526,6 +533,7 @@ class Stack:
                 "pages": str(self.pages.path),
                 "logs": str(self.state / "logs"),
                 "state": str(self.state),
+                **({"fhir": fhir_url} if fhir_url is not None else {}),
             }
             self._print_summary(api_password, influx_url)
             self.ready.set()
@@ -771,6 +779,27 @@ class Stack:
         ]
         await asyncio.gather(*(_check_gateway(config) for config in configs))
 
+    def _spawn_fhir(self, mqtt_section: Callable[[str], dict[str, Any]]) -> str:
+        """The FHIR exporter as its own principal, and the local FHIR test server unless a URL was given."""
+        url = self.options.fhir_url
+        if url is None:
+            port = free_port()
+            (self.state / "fhir").mkdir(exist_ok=True)
+            data = self.state / "fhir" / "resources.json"
+            self._spawn("ehr", ["fhir", "testserver", "--port", str(port), "--data", str(data)])
+            url = f"http://127.0.0.1:{port}/"
+        config = write_toml(
+            self.state / "config" / "fhir.toml",
+            {
+                "log_level": "INFO",
+                "mqtt": mqtt_section("fhir"),
+                "fhir": {"url": url},
+                "metrics": {"host": "127.0.0.1", "port": 0},
+            },
+        )
+        self._spawn("fhir", ["fhir", "--config", str(config)])
+        return url
+
     def _spawn(self, name: str, args: list[str]) -> Child:
         child = Child(name, [*_wardwatch(), *args], self.state / "logs" / f"{name}.log")
         self.children.append(child)
@@ -822,8 +851,9 @@ class Stack:
 
     async def _stop_children(self) -> None:
         """Alerting first (stopping the system is not a monitoring outage to page for), then the gateways
-        (they commit their queues), the simulator, and ingest last (it stores what is still in flight)."""
-        order = ["alerting", "gateway-", "sim", "ingest"]
+        (they commit their queues), the simulator, ingest (it stores what is still in flight), the FHIR
+        exporter, and then the rest (the local FHIR server saves its resources on SIGTERM)."""
+        order = ["alerting", "gateway-", "sim", "ingest", "fhir"]
         for prefix in order:
             await asyncio.gather(*(child.stop() for child in self.children if child.name.startswith(prefix)))
         await asyncio.gather(*(child.stop() for child in self.children))
