@@ -494,6 +494,17 @@ async def test_audit_limit_is_clamped(api: Api) -> None:
     assert len(body["entries"]) == len(api.service.store.audit_entries(limit=10_000)) - 1  # minus this read's entry
 
 
+def test_threshold_overrides_in_the_openapi_document_are_bounded_choices() -> None:
+    """A Literal setting (profile, news2_scale) was documented as a 2-million-value enum, which made
+    client generators and schemathesis run out of memory."""
+    from wardwatch.alerting.api import OPENAPI
+
+    overrides = OPENAPI["components"]["schemas"]["ThresholdsBody"]["properties"]["overrides"]["properties"]
+    assert overrides["profile"] == {"enum": ["virtual-ward", "arrhythmia"]}
+    assert overrides["news2_scale"] == {"enum": [1, 2]}
+    assert all(len(schema.get("enum", ())) <= 10 for schema in overrides.values())
+
+
 async def test_openapi_document_is_valid_openapi_3_1(api: Api) -> None:
     from openapi_spec_validator import validate
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from wardwatch.core import topics
 from wardwatch.core.errors import TopicError
-from wardwatch.core.ids import check_id, pseudonym
+from wardwatch.core.ids import Identifier, check_id, pseudonym
 
 
 def test_vitals_topic_round_trips_through_parse() -> None:
@@ -80,3 +81,12 @@ def test_pseudonym_is_stable_keyed_and_valid() -> None:
     check_id(first)
     with pytest.raises(ValueError, match="16 bytes"):
         pseudonym(b"short", "x")
+
+
+@pytest.mark.parametrize("bad", ["p-1\n", "p-1\r\n", "p-1 ", "\np-1"])
+def test_identifiers_with_a_trailing_newline_or_space_are_refused(bad: str) -> None:
+    """Python's ``$`` matches before a final newline: ``"p-1\\n"`` was accepted by the schema and check_id."""
+    with pytest.raises(TopicError):
+        check_id(bad)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(bad, Identifier)

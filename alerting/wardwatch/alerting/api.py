@@ -16,6 +16,7 @@ import math
 import re
 import ssl
 import time
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any, Final, TypeVar
 
@@ -700,7 +701,10 @@ def _override_schema(name: str, kind: Any) -> dict[str, Any]:
         return {"type": "integer", "minimum": int(low), "maximum": int(high)}
     if kind is float:
         return {"type": "number", "minimum": low, "maximum": high}
-    return {"enum": list(range(int(low), int(high) + 1))}  # Literal[1, 2]
+    choices = typing.get_args(kind)  # a Literal: its values (news2_scale 1 or 2, a profile name)
+    if not choices:
+        raise TypeError(f"threshold {name}: no OpenAPI schema for {kind!r}; add one here")
+    return {"enum": list(choices)}
 
 
 _COMPONENTS["ThresholdsBody"]["properties"]["overrides"] = {

@@ -11,7 +11,6 @@ The defaults and the evidence behind them are documented on each field and in
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ import msgspec
 
 from wardwatch.core.config import load_config
 from wardwatch.core.errors import ConfigError
-from wardwatch.core.ids import ID_PATTERN
+from wardwatch.core.ids import is_identifier
 
 Profile = Literal["virtual-ward", "arrhythmia"]
 
@@ -336,7 +335,7 @@ def validate_overrides(rules: RuleSet, patient: str, overrides: Mapping[str, Any
 
 
 def _check_id(value: str, key: str, source: str) -> None:
-    if not re.match(ID_PATTERN, value):
+    if not is_identifier(value):
         raise ConfigError(f"{value!r} is not a wardwatch identifier", key=key, source=source)
 
 

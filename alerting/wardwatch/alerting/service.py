@@ -478,7 +478,10 @@ class AlarmService:
                 hook(rules)
         except Exception as exc:
             self._restore_rules(old_rules)
-            raise ConfigError(f"the engine cannot apply them: {exc}", key=f"patients.{patient}") from None
+            raise ConfigError(
+                f"the engine cannot apply them ({type(exc).__name__}: {exc}); nothing was changed",
+                key=f"patients.{patient}",
+            ) from None
         old = self.store.thresholds(patient) or {}
         now = self.clock.now_ms()
         entry = AuditEntry(

@@ -18,17 +18,26 @@ import msgspec
 from wardwatch.core.errors import TopicError
 
 ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
-"""Allowed identifier shape: lowercase letters, digits, ``_ . -``; 1-64 characters; topic-safe."""
+"""Allowed identifier shape: lowercase letters, digits, ``_ . -``; 1-64 characters; topic-safe.
 
-_ID_RE: Final = re.compile(ID_PATTERN)
+This is the JSON Schema (ECMA-262) form for API documents, where ``$`` ends the string. In Python ``$``
+also matches before a final newline (``"p-1\\n"`` passed), so Python code checks with
+:func:`is_identifier` and the wire schema with ``\\Z``."""
 
-Identifier = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+Identifier = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}\Z")]
 """An identifier as a msgspec-validated type, for use in schema and config structs."""
+
+
+def is_identifier(value: str) -> bool:
+    """Whether ``value`` is a valid identifier (the whole string; no final newline)."""
+    return _ID_RE.fullmatch(value) is not None
 
 
 def check_id(value: str, what: str = "identifier") -> str:
     """Return ``value`` if it is a valid identifier, else raise :class:`TopicError` saying why."""
-    if not _ID_RE.match(value):
+    if not is_identifier(value):
         raise TopicError(
             f"{what} {value!r} is not a valid wardwatch identifier: use 1-64 characters of "
             "lowercase letters, digits, '_', '.', '-', starting with a letter or digit "
