@@ -9,9 +9,10 @@ per second). After a warm-up each patient's SpO2 drops below the limit once, at 
 step with its artefact filter (a 7-sample Hampel window: the 4th low sample makes the median low),
 so two figures are reported:
 
-* ``latency_ms_*``: from publishing the sample that made the condition true (the alarm's
-  ``started``, taken from the alarm published on MQTT) to the page's arrival: the pipeline's
-  latency, excluding every clinical delay and confirmation;
+* ``latency_ms_*``: from publishing the sample that made the condition true (the one that confirmed
+  the step: the alarm's ``started``, taken from the alarm published on MQTT, is the onset it is dated
+  from, and the confirming sample comes ``CONFIRM_SAMPLES`` seconds later) to the page's arrival: the
+  pipeline's latency, excluding every clinical delay and confirmation;
 * ``onset_to_page_ms_p50``: from the first low sample, i.e. including the filter's confirmation.
 
 With ``login_flood_per_s`` (``wardwatch bench alerting --login-flood-per-s 200``), a separate process
@@ -42,6 +43,7 @@ from typing import Any
 import aiohttp
 
 from wardwatch.alerting.auth import Authenticator, HashExecutor, Role
+from wardwatch.alerting.engine._filters import CONFIRM_SAMPLES
 from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.core.config import MqttSettings
@@ -266,7 +268,10 @@ async def _stream(
     onset_latencies = [(first_page[p][0] - triggered[p]) / 1e6 for p in first_page]
     latencies = []
     for pid, (received, alarm_id) in first_page.items():
-        sent = sent_ns.get((pid, started.get(alarm_id, -1)))
+        # the alarm is dated from the first low sample (the onset); the engine can only decide once the
+        # filter has confirmed the step, on the arrival of the CONFIRM_SAMPLES-th sample after it (1 Hz)
+        onset = started.get(alarm_id, -1)
+        sent = sent_ns.get((pid, onset + CONFIRM_SAMPLES[Signal.SPO2] * 1000))
         if sent is not None:
             latencies.append((received - sent) / 1e6)
     figures: dict[str, Any] = {
