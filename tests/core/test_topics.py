@@ -59,6 +59,7 @@ def test_gateway_acl_confines_gateway_to_its_own_topics() -> None:
         "topic write wardwatch/v1/vitals/ward-a/gw-01/#",
         "topic write wardwatch/v1/device/ward-a/gw-01/#",
         "topic write wardwatch/v1/gateway/ward-a/gw-01/#",
+        "topic read wardwatch/v1/registry/ward-a/gw-01",
     ]
     with pytest.raises(TopicError):
         topics.gateway_acl("gw-01/#", "ward-a")

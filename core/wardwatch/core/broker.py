@@ -38,6 +38,7 @@ SERVICE_ACL: Final[dict[str, tuple[str, ...]]] = {
         f"topic read {topics.ROOT}/{topics.DEVICE}/#",
         f"topic read {topics.ROOT}/{topics.GATEWAY}/#",
         f"topic write {topics.ROOT}/{topics.DEADLETTER}/ingest/#",
+        f"topic read {topics.ROOT}/{topics.REGISTRY}/#",  # kit bindings: provenance of every sample
     ),
     # alerting reads what the gateways say and publishes alarms and pages
     "alerting": (
@@ -47,6 +48,7 @@ SERVICE_ACL: Final[dict[str, tuple[str, ...]]] = {
         f"topic write {topics.ROOT}/{topics.ALARM}/#",
         f"topic write {topics.ROOT}/{topics.PAGE}/#",
         f"topic write {topics.ROOT}/{topics.DEADLETTER}/alerting/#",
+        f"topic readwrite {topics.ROOT}/{topics.REGISTRY}/#",  # the registry publishes kits; instances read them
     ),
     # the FHIR exporter reads vitals, device status and alarms, and dead-letters what the EHR refuses
     "fhir": (

@@ -10,6 +10,7 @@
     wardwatch/v1/alarm/{ward}/{patient}                                alarm state changes
     wardwatch/v1/page/{ward}/{destination}                             pages for nurse apps
     wardwatch/v1/deadletter/{service}[/{instance}]                     rejected input with the reason
+    wardwatch/v1/registry/{ward}[/{gateway}]                           kit bindings (retained; core.registry)
 
 Design:
 
@@ -37,6 +38,7 @@ GATEWAY: Final = "gateway"
 ALARM: Final = "alarm"
 PAGE: Final = "page"
 DEADLETTER: Final = "deadletter"
+REGISTRY: Final = "registry"
 
 #: Kinds where only live messages count. Services subscribe to them without retained messages (MQTT 5
 #: Retain Handling 2) and refuse any published with the retain flag: a stored sample must never act again
@@ -150,4 +152,5 @@ def gateway_acl(username: str, ward: str) -> str:
     check_id(ward, "ward id")
     lines = [f"user {username}"]
     lines += [f"topic write {ROOT}/{kind}/{ward}/{username}/#" for kind in (VITALS, DEVICE, GATEWAY)]
+    lines.append(f"topic read {ROOT}/{REGISTRY}/{ward}/{username}")  # its own kit (wardwatch.core.registry)
     return "\n".join(lines) + "\n"
