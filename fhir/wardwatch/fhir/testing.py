@@ -21,7 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.schema import DeadLetter, DeviceRole, Sample, Signal, Vitals, decode, encode
-from wardwatch.core.servers import LOOPBACK, Mosquitto, _ChildServer, _http, free_port
+from wardwatch.core.servers import LOOPBACK, Mosquitto, free_port
+from wardwatch.core.servers.process import ChildServer, http_request
 from wardwatch.core.topics import deadletter_topic, vitals_topic
 from wardwatch.fhir.config import ExportSettings, FhirConfig, FhirServerSettings, MetricsSettings
 
@@ -45,7 +46,7 @@ class FhirTestServerMissingError(WardwatchError):
     """The Node test server or its packages are not installed."""
 
 
-class FhirTestServer(_ChildServer):
+class FhirTestServer(ChildServer):
     """``node fhir/testserver/server.mjs`` on a free loopback port; an async context manager."""
 
     _name = "fhir-testserver"
@@ -100,7 +101,7 @@ class FhirTestServer(_ChildServer):
 
     async def _probe(self) -> bool:
         try:
-            status, _ = await _http(self.host, self.port, "GET", "/healthcheck", timeout=2.0)
+            status, _ = await http_request(self.host, self.port, "GET", "/healthcheck", timeout=2.0)
         except (OSError, TimeoutError, ConnectionError):
             return False
         return status == 200
@@ -111,7 +112,9 @@ class FhirTestServer(_ChildServer):
         """One request; returns the status and the parsed JSON body."""
         payload = json.dumps(body).encode() if body is not None else b""
         headers = {"Content-Type": "application/fhir+json"} if body is not None else {}
-        status, raw = await _http(self.host, self.port, method, target, body=payload, headers=headers, timeout=30.0)
+        status, raw = await http_request(
+            self.host, self.port, method, target, body=payload, headers=headers, timeout=30.0
+        )
         return status, json.loads(raw) if raw else None
 
     async def search(self, resource_type: str, **params: str) -> list[dict[str, Any]]:
