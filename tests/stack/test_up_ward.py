@@ -38,7 +38,8 @@ from wardwatch.alerting.engine import RULES
 from wardwatch.core.schema import AlarmCategory
 from wardwatch.core.servers import wait_for
 from wardwatch.firmware_sim.scenario import load_scenario
-from wardwatch.stack.up import Stack, StackError, StackOptions, running_stack
+from wardwatch.stack.errors import StackError
+from wardwatch.stack.up import Stack, StackOptions, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 

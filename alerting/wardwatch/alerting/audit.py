@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
-from wardwatch.core.errors import WardwatchError
+from wardwatch.alerting.errors import AlertingError
 
 GENESIS: Final = "0" * 64
 
@@ -96,7 +96,7 @@ _HEAD_BYTES: Final = 4096  # the checkpoint is one page, rewritten in place
 _MAX_BREAKS: Final = 8  # the first breaks found are kept (they say where the tampering began)
 
 
-class AuditAnchorError(WardwatchError):
+class AuditAnchorError(AlertingError):
     """The audit key or head checkpoint cannot be read or created (the message says how to fix it)."""
 
 

@@ -37,7 +37,7 @@ from typing import Final, Literal
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from wardwatch.alerting.manager import AlertingError
+from wardwatch.alerting.errors import AlertingError
 from wardwatch.alerting.store import Store, TokenRow
 
 TOKEN_PREFIX: Final = "wwt_"  # noqa: S105 - a prefix that marks wardwatch tokens, not a secret

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import msgspec
 
+from wardwatch.alerting.errors import AlertingError
 from wardwatch.alerting.escalation import Policy, WardPolicy
 from wardwatch.alerting.events import ConditionChange
-from wardwatch.core.errors import WardwatchError
 from wardwatch.core.schema import SCHEMA_VERSION, Alarm, AlarmCategory, AlarmState, Page, Priority
 
 __all__ = [
@@ -42,10 +42,6 @@ __all__ = [
     "SendPage",
     "alarm_id_for",
 ]
-
-
-class AlertingError(WardwatchError):
-    """Base of the alerting service's errors."""
 
 
 class AlarmNotFoundError(AlertingError, LookupError):

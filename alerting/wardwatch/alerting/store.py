@@ -41,8 +41,8 @@ from wardwatch.alerting.audit import (
     sealed,
     verify_chain,
 )
+from wardwatch.alerting.errors import AlertingError
 from wardwatch.alerting.manager import AlarmRecord
-from wardwatch.core.errors import WardwatchError
 from wardwatch.core.schema import Page, decode
 
 SCHEMA_VERSION: Final = 1
@@ -158,7 +158,7 @@ class AuditCheck:
     anchored_from_seq: int | None  # entries from here on carry a MAC (older ones predate the key)
 
 
-class StoreError(WardwatchError):
+class StoreError(AlertingError):
     """The alerting database cannot be opened or is inconsistent."""
 
 

@@ -17,10 +17,10 @@ from typing import Any, Final
 import aiohttp
 import msgspec
 
-from wardwatch.core.errors import WardwatchError
 from wardwatch.core.schema import AbsentReason, Quality, Sample, Signal
 from wardwatch.fhir.client import FhirClient, FhirUnavailableError
 from wardwatch.fhir.config import FhirConfig, InfluxSettings
+from wardwatch.fhir.errors import FhirError
 from wardwatch.fhir.mapping import SIGNAL_CODES, BundleBuilder, Window, window_start
 
 __all__ = ["BackfillReport", "backfill", "read_windows"]
@@ -31,7 +31,7 @@ _QUALITIES: Final = {q.value: q for q in Quality}
 _ABSENT: Final = {a.value: a for a in AbsentReason}
 
 
-class BackfillError(WardwatchError):
+class BackfillError(FhirError):
     """InfluxDB could not be read."""
 
 

@@ -10,8 +10,8 @@ from typing import Any, Final, Self
 import aiohttp
 import msgspec
 
-from wardwatch.core.errors import WardwatchError
 from wardwatch.fhir.config import FhirServerSettings
+from wardwatch.fhir.errors import FhirError
 from wardwatch.fhir.mapping import BUNDLE_CONTENT_TYPE
 
 __all__ = ["FhirClient", "FhirUnavailableError", "TransactionResult"]
@@ -24,7 +24,7 @@ RETRY_STATUSES: Final = frozenset({401, 403, 404, 405, 408, 425, 429, 500, 502, 
 _encoder: Final = msgspec.json.Encoder()
 
 
-class FhirUnavailableError(WardwatchError):
+class FhirUnavailableError(FhirError):
     """The FHIR server cannot take the transaction now (down, overloaded, timing out, refusing credentials)."""
 
 

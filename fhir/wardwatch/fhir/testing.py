@@ -19,12 +19,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from wardwatch.core.config import MqttSettings, Secret
-from wardwatch.core.errors import WardwatchError
 from wardwatch.core.schema import DeadLetter, DeviceRole, Sample, Signal, Vitals, decode, encode
 from wardwatch.core.servers import LOOPBACK, Mosquitto, free_port
 from wardwatch.core.servers.process import ChildServer, http_request
 from wardwatch.core.topics import deadletter_topic, vitals_topic
 from wardwatch.fhir.config import ExportSettings, FhirConfig, FhirServerSettings, MetricsSettings
+from wardwatch.fhir.errors import FhirError
 
 __all__ = [
     "TESTSERVER_DIR",
@@ -42,7 +42,7 @@ TIMEOUT: Final = 30.0
 TESTSERVER_DIR: Final = Path(__file__).resolve().parents[3] / "fhir" / "testserver"
 
 
-class FhirTestServerMissingError(WardwatchError):
+class FhirTestServerMissingError(FhirError):
     """The Node test server or its packages are not installed."""
 
 

@@ -11,5 +11,5 @@ class SimError(WardwatchError):
     """The simulator cannot do what was asked (transport, device state, ...)."""
 
 
-class RecordError(WardwatchError):
+class RecordError(SimError):
     """A recording (WFDB record, annotation file, numerics) cannot be read or used."""

@@ -18,8 +18,8 @@ from typing import Any, Final
 
 import msgspec
 
-from wardwatch.core.errors import WardwatchError
 from wardwatch.core.ids import Identifier, check_id
+from wardwatch.firmware_sim.errors import SimError
 
 __all__ = [
     "DEFAULT_START",
@@ -41,7 +41,7 @@ DEFAULT_START: Final = dt.datetime(2025, 1, 6, 8, 0, 0, tzinfo=dt.UTC)
 _DURATION_RE: Final = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
 
 
-class ScenarioError(WardwatchError):
+class ScenarioError(SimError):
     """A scenario file is missing or invalid; the message names the field and the fix."""
 
 

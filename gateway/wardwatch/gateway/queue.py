@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
-from wardwatch.core.errors import WardwatchError
+from wardwatch.gateway.errors import GatewayError
 
 __all__ = ["DeadLetter", "DurableQueue", "Gap", "QueueClosedError", "QueueError", "QueuedMessage", "Reading"]
 
@@ -79,7 +79,7 @@ DROPPED_TOTAL: Final = "dropped_total"
 DEAD_LETTERED_TOTAL: Final = "dead_lettered_total"
 
 
-class QueueError(WardwatchError):
+class QueueError(GatewayError):
     """The on-disk queue cannot be opened or written (disk full, corrupt file, wrong permissions)."""
 
 

@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from wardwatch.core.errors import WardwatchError
+from wardwatch.ingest.errors import IngestError
 
 __all__ = [
     "FieldValue",
@@ -35,7 +35,7 @@ __all__ = [
 FieldValue = float | int | bool | str
 
 
-class LineProtocolError(WardwatchError, ValueError):
+class LineProtocolError(IngestError, ValueError):
     """A value cannot be represented in line protocol."""
 
 

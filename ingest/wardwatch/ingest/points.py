@@ -28,6 +28,7 @@ from wardwatch.core import topics
 from wardwatch.core.errors import SchemaError, TopicError
 from wardwatch.core.sampletime import EARLIEST_SAMPLE_MS, FUTURE_MARGIN_MS, implausible_time
 from wardwatch.core.schema import DeviceStatus, decode, decode_vitals
+from wardwatch.ingest.errors import IngestError
 from wardwatch.ingest.lineprotocol import FieldValue, encode_fields, series_key
 
 __all__ = ["DEVICE_STATUS_MEASUREMENT", "VITALS_MEASUREMENT", "ImplausibleTimeError", "PointEncoder"]
@@ -39,7 +40,7 @@ _VITALS_PREFIX: Final = f"{topics.ROOT}/{topics.VITALS}/"
 _DEVICE_PREFIX: Final = f"{topics.ROOT}/{topics.DEVICE}/"
 
 
-class ImplausibleTimeError(SchemaError):
+class ImplausibleTimeError(IngestError, SchemaError):
     """A sample or status is stamped before 2020 or too far ahead of this server's clock (device clock wrong)."""
 
 

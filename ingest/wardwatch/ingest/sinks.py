@@ -17,8 +17,8 @@ from typing import Any, Final, Protocol, Self
 
 import aiohttp
 
-from wardwatch.core.errors import WardwatchError
 from wardwatch.ingest.config import InfluxSettings
+from wardwatch.ingest.errors import IngestError
 from wardwatch.ingest.points import VITALS_MEASUREMENT
 
 __all__ = ["SchemaSetupError", "Sink", "SinkUnavailableError", "V1Sink", "V2Sink", "make_sink"]
@@ -29,7 +29,7 @@ _log = logging.getLogger(__name__)
 REJECT_STATUSES: Final = frozenset({400, 413, 422})
 
 
-class SinkUnavailableError(WardwatchError):
+class SinkUnavailableError(IngestError):
     """The database cannot take writes now (down, slow, 5xx, auth, missing database); retry later."""
 
     def __init__(self, problem: str, *, missing_database: bool = False) -> None:
@@ -38,7 +38,7 @@ class SinkUnavailableError(WardwatchError):
         super().__init__(problem)
 
 
-class SchemaSetupError(WardwatchError):
+class SchemaSetupError(IngestError):
     """InfluxDB refused a schema statement (e.g. no ``CREATE DATABASE`` on a 2.x compatibility API)."""
 
     def __init__(self, problem: str) -> None:

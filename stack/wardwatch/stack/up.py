@@ -35,8 +35,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from wardwatch.core.broker import Site, write_site
-from wardwatch.core.errors import WardwatchError
 from wardwatch.core.servers import Influxd, Mosquitto, free_port, wait_for
+from wardwatch.stack.errors import StackError
 
 _log = logging.getLogger("wardwatch.stack")
 
@@ -46,10 +46,6 @@ API_USER: Final = "nurse"
 # InfluxDB users of a started influxd (passwords in <state>/secrets/influx-<user>): the admin makes the schema,
 # ingest may only write, the reader (dashboards, the console, you) may only read
 INFLUX_ADMIN, INFLUX_INGEST, INFLUX_READER = "admin", "ingest", "reader"
-
-
-class StackError(WardwatchError):
-    """The local system could not be started; the message says which piece and what to do."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol
 import aiohttp
 import msgspec
 
-from wardwatch.alerting.manager import AlertingError
+from wardwatch.alerting.errors import AlertingError
 from wardwatch.alerting.settings import (
     ChannelConfig,
     MqttChannelConfig,
