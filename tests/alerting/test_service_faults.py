@@ -23,8 +23,9 @@ import pytest
 
 from wardwatch.alerting.app import default_source, open_store, run
 from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.rules import RuleSet, load_rules
-from wardwatch.alerting.service import AlarmService, ConditionSource
+from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, load_alerting_config
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.core.config import MqttSettings

@@ -25,8 +25,9 @@ from typing import Any
 
 from wardwatch.alerting.app import default_source, run
 from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.rules import RuleSet, load_rules
-from wardwatch.alerting.service import AlarmService, ConditionSource
+from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver

@@ -24,6 +24,7 @@ from wardwatch.alerting.audit import AuditAnchor
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.guard import IMPAIRED_PATIENTS, FailureTracker, TimeGate
 from wardwatch.alerting.metrics import AlertingMetrics
+from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.alerting.service import (
     ALL_PATIENTS,
@@ -32,7 +33,6 @@ from wardwatch.alerting.service import (
     THRESHOLDS_REJECTED,
     AlarmService,
     Clock,
-    ConditionSource,
 )
 from wardwatch.alerting.settings import AlertingConfig
 from wardwatch.alerting.store import Store, audit_head_file, audit_key_file

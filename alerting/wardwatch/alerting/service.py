@@ -33,7 +33,8 @@ from wardwatch.alerting.escalation import ward_policy
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.manager import Action, AlarmManager, AlarmNotFoundError, AlarmRecord, PublishAlarm, SendPage
 from wardwatch.alerting.metrics import AlertingMetrics
-from wardwatch.alerting.paging import Channel, Pager, Publisher, build_channel
+from wardwatch.alerting.paging import Pager, build_channel
+from wardwatch.alerting.protocols import Channel, Publisher
 from wardwatch.alerting.rules import RuleSet
 from wardwatch.alerting.settings import AlertingConfig
 from wardwatch.alerting.store import Store
@@ -43,12 +44,8 @@ from wardwatch.core.schema import (
     Alarm,
     AlarmCategory,
     AlarmState,
-    DataGap,
-    DeviceStatus,
-    GatewayStatus,
     Page,
     Priority,
-    Vitals,
     encode,
 )
 from wardwatch.core.topics import alarm_topic
@@ -100,38 +97,6 @@ class SystemClock:
 
 
 # -- the engine's side ---------------------------------------------------------------------------
-
-
-class ConditionSource(Protocol):
-    """What the service needs from the alarm engine (:class:`wardwatch.alerting.engine.Engine`; pure)."""
-
-    def on_vitals(self, msg: Vitals, ward: str) -> Sequence[ConditionChange]:
-        """Feed one vitals message."""
-        ...
-
-    def on_device_status(self, msg: DeviceStatus, ward: str) -> Sequence[ConditionChange]:
-        """Feed one device status."""
-        ...
-
-    def on_gateway_availability(self, ward: str, gateway: str, online: bool, t: int) -> Sequence[ConditionChange]:
-        """A gateway came online or went offline."""
-        ...
-
-    def on_data_gap(self, msg: DataGap, ward: str) -> Sequence[ConditionChange]:
-        """A gateway dropped readings."""
-        ...
-
-    def on_gateway_status(self, msg: GatewayStatus) -> Sequence[ConditionChange]:
-        """A gateway's periodic status (device-to-patient bindings)."""
-        ...
-
-    def tick(self, now_ms: int) -> Sequence[ConditionChange]:
-        """Time passed (deadman timers, delays)."""
-        ...
-
-    def set_rules(self, rules: RuleSet) -> None:
-        """Apply a new rule set (a clinician changed a patient's thresholds); raise if it cannot be applied."""
-        ...
 
 
 RulesHook = Callable[[RuleSet], None]

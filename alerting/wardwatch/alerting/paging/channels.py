@@ -9,18 +9,20 @@ PHI beyond the pseudonymous patient id.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import datetime as dt
 import smtplib
 import ssl
 from collections.abc import Mapping
 from email.message import EmailMessage
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import aiohttp
 import msgspec
 
 from wardwatch.alerting.errors import AlertingError
+from wardwatch.alerting.protocols import Channel, Publisher
 from wardwatch.alerting.settings import (
     ChannelConfig,
     MqttChannelConfig,
@@ -34,6 +36,7 @@ from wardwatch.core.topics import page_topic
 __all__ = [
     "Channel",
     "DeliveryError",
+    "HttpChannel",
     "MqttChannel",
     "PagerDutyChannel",
     "Publisher",
@@ -62,27 +65,6 @@ class DeliveryError(AlertingError):
         self.problem = problem
         self.retryable = retryable
         super().__init__(f"{channel}: {problem}")
-
-
-class Channel(Protocol):
-    """A way to deliver a page; ``name`` is safe to log and audit (no secrets)."""
-
-    @property
-    def name(self) -> str:
-        """E.g. ``webhook:0`` (type and position in the destination's list)."""
-        ...
-
-    async def send(self, page: Page) -> None:
-        """Deliver once or raise :class:`DeliveryError`."""
-        ...
-
-
-class Publisher(Protocol):
-    """What the MQTT channel needs: QoS 1 publish that waits for the broker's acknowledgement."""
-
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        """Publish ``payload``."""
-        ...
 
 
 def _ssl_context(ca_file: Any) -> ssl.SSLContext | None:
@@ -118,12 +100,18 @@ async def _post_json(
         raise DeliveryError(name, f"{type(exc).__name__}: {exc}") from None
 
 
-class WebhookChannel:
-    """POST the page as wardwatch JSON (the ``Page`` wire message) with an ``Idempotency-Key`` header."""
+class HttpChannel(abc.ABC):
+    """A channel that POSTs one JSON body per page over HTTP(S); subclasses say what the body and headers are.
 
-    def __init__(self, name: str, config: WebhookChannelConfig, session: aiohttp.ClientSession) -> None:
+    2xx is delivered; 408/409/425/429 and 5xx are retryable failures; other statuses are not (the receiver refused).
+    """
+
+    def __init__(
+        self, name: str, config: WebhookChannelConfig | PagerDutyChannelConfig, session: aiohttp.ClientSession
+    ) -> None:
         self._name = name
-        self.config = config
+        self._url = config.url
+        self._timeout_s = config.timeout_s
         self._session = session
         self._ssl = _ssl_context(config.ca_file)
 
@@ -132,13 +120,28 @@ class WebhookChannel:
         """Channel name for logs and audit."""
         return self._name
 
+    @abc.abstractmethod
+    def request_for(self, page: Page) -> tuple[bytes, dict[str, str]]:
+        """The JSON body and the headers (besides ``Content-Type``) that deliver ``page``."""
+
     async def send(self, page: Page) -> None:
         """POST once."""
+        body, headers = self.request_for(page)
+        await _post_json(self._session, self._name, self._url, body, headers, self._timeout_s, self._ssl)
+
+
+class WebhookChannel(HttpChannel):
+    """POST the page as wardwatch JSON (the ``Page`` wire message) with an ``Idempotency-Key`` header."""
+
+    def __init__(self, name: str, config: WebhookChannelConfig, session: aiohttp.ClientSession) -> None:
+        super().__init__(name, config, session)
+        self.config = config
+
+    def request_for(self, page: Page) -> tuple[bytes, dict[str, str]]:
+        """The page as wardwatch JSON; the configured headers (secrets revealed only here) and the idempotency key."""
         headers = {k: v.reveal() for k, v in self.config.headers.items()}
         headers[IDEMPOTENCY_HEADER] = page.page_id
-        await _post_json(
-            self._session, self._name, self.config.url, encode(page), headers, self.config.timeout_s, self._ssl
-        )
+        return encode(page), headers
 
 
 def pagerduty_event(page: Page, routing_key: str) -> dict[str, Any]:
@@ -174,25 +177,17 @@ def pagerduty_event(page: Page, routing_key: str) -> dict[str, Any]:
     return event
 
 
-class PagerDutyChannel:
+class PagerDutyChannel(HttpChannel):
     """POST a PagerDuty-Events-v2-compatible event (``/v2/enqueue``)."""
 
     def __init__(self, name: str, config: PagerDutyChannelConfig, session: aiohttp.ClientSession) -> None:
-        self._name = name
+        super().__init__(name, config, session)
         self.config = config
-        self._session = session
-        self._ssl = _ssl_context(config.ca_file)
 
-    @property
-    def name(self) -> str:
-        """Channel name for logs and audit."""
-        return self._name
-
-    async def send(self, page: Page) -> None:
-        """POST once."""
+    def request_for(self, page: Page) -> tuple[bytes, dict[str, str]]:
+        """The Events v2 event (routing key revealed only here) with the idempotency key."""
         body = msgspec.json.encode(pagerduty_event(page, self.config.routing_key.reveal()))
-        headers = {IDEMPOTENCY_HEADER: page.page_id}
-        await _post_json(self._session, self._name, self.config.url, body, headers, self.config.timeout_s, self._ssl)
+        return body, {IDEMPOTENCY_HEADER: page.page_id}
 
 
 def mail_for(page: Page, sender: str, to: list[str]) -> EmailMessage:
