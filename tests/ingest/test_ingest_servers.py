@@ -17,12 +17,12 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
+from wardwatch.core.metrics import serve_metrics
 from wardwatch.core.schema import Sample, Signal, Vitals, encode
 from wardwatch.core.servers import Influxd, Mosquitto, free_port, wait_for
 from wardwatch.core.topics import device_status_topic, vitals_topic
 from wardwatch.ingest.bench import make_stream
 from wardwatch.ingest.config import BatchSettings
-from wardwatch.ingest.metrics import serve_metrics
 from wardwatch.ingest.testing import TIMEOUT, DeadLetters, as_toml, count, ingest_config, publish_all, running_ingest
 
 #: How long InfluxDB stays down in the outage test (the issue asks for 30 s; shorten locally if you like).
@@ -288,7 +288,7 @@ async def test_metrics_endpoint(mosquitto: Mosquitto, influxd: Influxd) -> None:
         await wait_for(lambda: ingestor.in_flight == 0, TIMEOUT, what="every batch acknowledged")
         port = free_port()
         async with (
-            serve_metrics(ingestor.metrics, "127.0.0.1", port),
+            serve_metrics(ingestor.metrics.registry, "127.0.0.1", port),
             aiohttp.ClientSession() as session,
             session.get(f"http://127.0.0.1:{port}/metrics") as response,
         ):

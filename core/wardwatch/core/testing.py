@@ -1,0 +1,80 @@
+"""Test helpers shared by the consumers' tests (ingest, fhir): publish a stream, record dead letters.
+
+Blocking paho clients with their own network threads, so that a test's event loop stays free for the
+service under test (call :func:`publish_all` through ``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Final
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from wardwatch.core.schema import DeadLetter, decode
+from wardwatch.core.servers import Mosquitto
+from wardwatch.core.topics import deadletter_topic
+
+__all__ = ["DeadLetters", "publish_all"]
+
+SUBSCRIBE_TIMEOUT_S: Final = 30.0
+_CHUNK: Final = 10_000  # paho refuses to queue much more at once
+
+
+def publish_all(
+    broker: Mosquitto,
+    messages: list[tuple[str, bytes]],
+    *,
+    client_id: str = "test-publisher",
+    user: str | None = None,
+) -> None:
+    """Publish with QoS 1 as ``user`` (TLS if the broker has it); return when every PUBACK came (blocking)."""
+    endpoint = broker.endpoint(user)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    if endpoint.ca_file is not None:
+        client.tls_set(ca_certs=str(endpoint.ca_file))
+    if endpoint.username is not None:
+        client.username_pw_set(endpoint.username, endpoint.password)
+    client.connect(endpoint.host, endpoint.port)
+    client.loop_start()
+    try:
+        for chunk in range(0, len(messages), _CHUNK):
+            infos = [client.publish(topic, payload, qos=1) for topic, payload in messages[chunk : chunk + _CHUNK]]
+            deadline = time.monotonic() + 120
+            for info in infos:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+                if not info.is_published():
+                    raise TimeoutError("the broker did not acknowledge a publish within 120 s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class DeadLetters:
+    """Records the dead letters ``service`` publishes on ``wardwatch/v1/deadletter/{service}``."""
+
+    def __init__(self, broker: Mosquitto, service: str) -> None:
+        self.letters: list[DeadLetter] = []
+        self._subscribed = threading.Event()
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dl-{service}", protocol=paho.MQTTv5)
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
+        self._client.connect(broker.host, broker.port)
+        self._client.loop_start()
+        self._client.subscribe(deadletter_topic(service), qos=1)
+        if not self._subscribed.wait(SUBSCRIBE_TIMEOUT_S):
+            raise TimeoutError(f"no SUBACK for {deadletter_topic(service)} within {SUBSCRIBE_TIMEOUT_S} s")
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        letter = decode(bytes(message.payload))
+        assert isinstance(letter, DeadLetter)
+        self.letters.append(letter)
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._client.disconnect()
+        self._client.loop_stop()
