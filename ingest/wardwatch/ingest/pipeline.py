@@ -2,9 +2,9 @@
 
 At-least-once, exactly-once in the database:
 
-1. Every MQTT message is validated and encoded on arrival (:class:`~wardwatch.ingest.points.PointEncoder`);
+1. Every MQTT message is validated and made points on arrival (:class:`~wardwatch.ingest.points.PointEncoder`);
    a malformed one is published to the dead-letter topic and otherwise treated like a stored one.
-2. Lines accumulate in a batch, written by one writer task, in order, while the next batch fills:
+2. Points accumulate in a batch, written by one writer task, in order, while the next batch fills:
    when it holds ``max_points`` points; or once it is ``min_delay_ms`` old, the writer is idle and no
    message came for ``QUIET_S`` (the stream paused: low latency at low rates and at the end of a
    burst, big batches under load); and at the latest ``max_delay_ms`` after its first message.
@@ -31,7 +31,7 @@ from wardwatch.core.consumer import AckAfterStore
 from wardwatch.core.errors import WardwatchError
 from wardwatch.ingest.config import IngestConfig
 from wardwatch.ingest.metrics import IngestMetrics
-from wardwatch.ingest.points import ImplausibleTimeError, PointEncoder
+from wardwatch.ingest.points import ImplausibleTimeError, Point, PointEncoder
 from wardwatch.ingest.sinks import SchemaSetupError, Sink, SinkUnavailableError
 from wardwatch.ingest.subscriber import Subscriber
 
@@ -46,21 +46,21 @@ QUIET_S: Final = 0.005  # no message for this long: the stream paused
 
 
 class _Batch:
-    """Lines of consecutive messages of one connection, and what acknowledging them needs."""
+    """Points of consecutive messages of one connection, and what acknowledging them needs."""
 
-    __slots__ = ("dead_letters", "first_received", "generation", "lines", "messages", "mids", "starts", "topics")
+    __slots__ = ("dead_letters", "first_received", "generation", "messages", "mids", "points", "starts", "topics")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
-        self.lines: list[str] = []
-        self.starts: list[int] = []  # index in lines of each message's first line
+        self.points: list[Point] = []
+        self.starts: list[int] = []  # index in points of each message's first point
         self.topics: list[str] = []
         self.mids: list[int] = []  # packet ids of the QoS 1 messages
         self.dead_letters: list[asyncio.Future[None]] = []
         self.messages = 0
         self.first_received = time.monotonic()
 
-    def topic_of_line(self, index: int) -> str:
+    def topic_of_point(self, index: int) -> str:
         lo, hi = 0, len(self.starts)
         while hi - lo > 1:  # the last message starting at or before ``index``
             mid = (lo + hi) // 2
@@ -135,24 +135,24 @@ class Ingestor:
             self._loop.call_later(self._min_delay_s, self._seal_if_quiet, batch, -1)
             self._loop.call_later(self._max_delay_s, self._seal_if_open, batch)
         try:
-            lines = self._encoder.lines(topic, payload)
+            points = self._encoder.points(topic, payload)
         except ImplausibleTimeError as exc:
-            lines = []
+            points = []
             self._dead_letter(batch, "clock", str(exc), topic, payload)
         except WardwatchError as exc:
-            lines = []
+            points = []
             self._dead_letter(batch, "malformed", str(exc), topic, payload)
         except Exception as exc:  # a bug must not stop ingest: keep the message, say what happened
             _log.exception("cannot convert message on %s", topic)
-            lines = []
+            points = []
             self._dead_letter(batch, "malformed", f"internal error: {exc!r}", topic, payload)
-        batch.starts.append(len(batch.lines))
+        batch.starts.append(len(batch.points))
         batch.topics.append(topic)
-        batch.lines += lines
+        batch.points += points
         if qos:
             batch.mids.append(mid)
         batch.messages += 1
-        if len(batch.lines) >= self._max_points:
+        if len(batch.points) >= self._max_points:
             self._seal()
 
     def _seal_if_quiet(self, batch: _Batch, seen: int) -> None:
@@ -197,32 +197,31 @@ class Ingestor:
             self._writing = False
             batch = await self._queue.get()
             self._writing = True
-            if batch.lines:
-                await self._write_range(batch, 0, len(batch.lines))
-                last = batch.lines[-1]
-                self.metrics.lag.set(max(0.0, time.time() - int(last[last.rindex(" ") + 1 :]) / 1000))
+            if batch.points:
+                await self._write_range(batch, 0, len(batch.points))
+                self.metrics.lag.set(max(0.0, time.time() - batch.points[-1].time / 1000))
             await self._consumer.confirm(batch.dead_letters, batch.generation)
             self._consumer.acknowledge(batch.mids, batch.generation, batch.messages)
             self.in_flight -= batch.messages
             self.metrics.in_flight.set(self.in_flight)
             if not self.in_flight:
                 self._drained.set()
-            self.metrics.batch_points.observe(len(batch.lines))
+            self.metrics.batch_points.observe(len(batch.points))
             self.metrics.batch_latency.observe(time.monotonic() - batch.first_received)
 
     async def _write_range(self, batch: _Batch, lo: int, hi: int) -> None:
-        """Store lines ``lo:hi``; on rejection split in halves, and dead-letter single rejected points."""
-        body = "".join(batch.lines[lo:hi]).encode()
+        """Store points ``lo:hi``; on rejection split in halves, and dead-letter single rejected points."""
+        points = batch.points[lo:hi]
         started = time.monotonic()
-        reason = await self._retrying(lambda: self._sink.write(body), "write to InfluxDB")
+        reason = await self._retrying(lambda: self._sink.write(points), "write to InfluxDB")
         self.metrics.write_seconds.observe(time.monotonic() - started)
         if reason is None:
             self.metrics.written.inc(hi - lo)
             return
         if hi - lo == 1:
-            line = batch.lines[lo]
+            point = self._sink.describe(batch.points[lo])
             self._dead_letter(
-                batch, "rejected", f"InfluxDB rejected the point: {reason}", batch.topic_of_line(lo), line.encode()
+                batch, "rejected", f"InfluxDB rejected the point: {reason}", batch.topic_of_point(lo), point
             )
             return
         middle = (lo + hi) // 2
