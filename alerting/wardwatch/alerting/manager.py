@@ -29,7 +29,7 @@ import msgspec
 from wardwatch.alerting.escalation import Policy, WardPolicy
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.core.errors import WardwatchError
-from wardwatch.core.schema import SCHEMA_VERSION, Alarm, AlarmCategory, AlarmState, Page, Priority
+from wardwatch.core.schema import SCHEMA_VERSION, Alarm, AlarmCategory, AlarmState, News2, Page, Priority
 
 __all__ = [
     "Action",
@@ -75,6 +75,7 @@ class AlarmRecord(msgspec.Struct, kw_only=True):
     updated: int
     value: float | None = None
     text: str = ""
+    news2: News2 | None = None
     actor: str | None = None
     condition_active: bool = True
     cleared_at: int | None = None
@@ -108,6 +109,7 @@ class AlarmRecord(msgspec.Struct, kw_only=True):
             value=self.value,
             text=self.text,
             actor=self.actor,
+            news2=self.news2,
         )
 
     @property
@@ -240,6 +242,7 @@ class AlarmManager:
             if record is not None:
                 record.value = change.value
                 record.text = change.text or record.text
+                record.news2 = change.news2 or record.news2
                 if record.priority != change.priority and _rank(change.priority) > _rank(record.priority):
                     record.priority = change.priority  # escalate a deepening condition, never downgrade
                 if not record.condition_active:
@@ -279,6 +282,7 @@ class AlarmManager:
             updated=now,
             value=change.value,
             text=change.text,
+            news2=change.news2,
         )
         self._alarms[alarm_id] = record
         self._by_key[change.dedup_key] = alarm_id

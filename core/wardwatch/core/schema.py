@@ -209,6 +209,18 @@ class AlarmState(enum.StrEnum):
     RESOLVED = "resolved"
 
 
+class News2(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """A *partial* NEWS2 (RCP 2017) as alerting scored it: SpO2, air or oxygen, pulse. Respiration rate,
+    blood pressure, consciousness and temperature are not measured, so ``score`` is a lower bound of the
+    full NEWS2 and must never be shown as the NEWS2 total."""
+
+    score: Annotated[int, msgspec.Meta(ge=0, le=20)]
+    o2: Annotated[int, msgspec.Meta(ge=0, le=2)]  # air or oxygen sub-score
+    spo2_scale: Literal[1, 2] = 1
+    spo2: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None  # SpO2 sub-score on spo2_scale
+    pulse: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+
+
 class Alarm(_Message, frozen=True, tag="alarm"):
     """An alarm's state change. ``alarm_id`` is stable across its lifecycle."""
 
@@ -225,6 +237,7 @@ class Alarm(_Message, frozen=True, tag="alarm"):
     value: float | None = None
     text: str = ""  # clinical text without PHI, e.g. "SpO2 84 % < 90 % for 15 s"
     actor: str | None = None  # who acknowledged/silenced/resolved, when a person did
+    news2: News2 | None = None  # the partial NEWS2 behind a news2_* alarm (its latest scoring)
 
 
 class Page(_Message, frozen=True, tag="page"):

@@ -82,8 +82,7 @@ class _Unit:
         if self.window is not None:
             return builder.window(self.window)
         if self.alarm is not None:
-            builder.alarm(self.alarm)
-            return 0
+            return builder.alarm(self.alarm)
         assert self.status is not None
         builder.device_status(self.status)
         return 0
