@@ -24,6 +24,7 @@ from wardwatch.core.config import Secret
 from wardwatch.core.mqtt import MqttClient, PublishRefusedError
 from wardwatch.core.schema import Alarm, AlarmCategory, AlarmState, DeviceRole, DeviceStatus, Priority, encode
 from wardwatch.core.servers import Mosquitto, wait_for
+from wardwatch.core.testing import wait_exactly
 from wardwatch.core.topics import alarm_topic, device_status_topic
 from wardwatch.fhir.client import FhirClient
 from wardwatch.fhir.config import FhirConfig
@@ -56,18 +57,11 @@ async def running_exporter(config: FhirConfig) -> AsyncIterator[Exporter]:
 
 async def wait_observations(server: FhirTestServer, expected: int, timeout: float = TIMEOUT) -> None:
     """Wait until exactly ``expected`` Observations are stored (never more)."""
-    seen = 0
 
-    async def reached() -> bool:
-        nonlocal seen
-        seen = len(await server.search("Observation", _elements="id"))
-        assert seen <= expected, f"{seen} Observations stored, more than the {expected} intervals published"
-        return seen == expected
+    async def stored() -> int:
+        return len(await server.search("Observation", _elements="id"))
 
-    try:
-        await wait_for(reached, timeout, interval=0.1, max_interval=0.5, what=f"{expected} Observations")
-    except TimeoutError:
-        raise AssertionError(f"only {seen} of {expected} Observations stored after {timeout} s") from None
+    await wait_exactly(stored, expected, timeout, "Observations", interval=0.1)
 
 
 async def assert_exactly_once(server: FhirTestServer, patients: int, seconds: int) -> None:

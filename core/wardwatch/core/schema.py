@@ -17,6 +17,7 @@ import msgspec
 
 from wardwatch.core.errors import SchemaError
 from wardwatch.core.ids import Identifier
+from wardwatch.core.topics import TopicParts
 
 SCHEMA_VERSION: Final = 1
 
@@ -271,6 +272,17 @@ WireMessage = Vitals | DeviceStatus | GatewayStatus | DataGap | Alarm | Page | D
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(WireMessage)
 _vitals_decoder: Final = msgspec.json.Decoder(Vitals)
+
+
+def decode_device_status(payload: bytes, parts: TopicParts) -> DeviceStatus:
+    """A device status received on the topic ``parts``; :class:`SchemaError` unless it is one and its
+    gateway, patient and device are the topic's (a spoofed or misrouted message)."""
+    status = decode(payload)
+    if not isinstance(status, DeviceStatus):
+        raise SchemaError(f"a {type(status).__name__} message on a device status topic")
+    if (status.gateway, status.patient, status.device) != (parts.gateway, parts.patient, parts.device):
+        raise SchemaError("payload ids (gateway, patient, device) do not match its topic")
+    return status
 
 
 def encode(message: WireMessage) -> bytes:

@@ -8,19 +8,54 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.schema import DeadLetter, decode
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.topics import deadletter_topic
+from wardwatch.core.waiting import wait_for
 
-__all__ = ["DeadLetters", "publish_all"]
+__all__ = ["DeadLetters", "mqtt_settings", "publish_all", "wait_exactly"]
 
 SUBSCRIBE_TIMEOUT_S: Final = 30.0
 _CHUNK: Final = 10_000  # paho refuses to queue much more at once
+
+
+async def wait_exactly(
+    count: Callable[[], Awaitable[int]], expected: int, timeout: float, what: str, *, interval: float = 0.05
+) -> None:
+    """Wait until ``count()`` is ``expected``; fail at once if it ever exceeds it (something was stored twice)."""
+    seen = 0
+
+    async def reached() -> bool:
+        nonlocal seen
+        seen = await count()
+        assert seen <= expected, f"{seen} {what} stored, more than the {expected} published"
+        return seen == expected
+
+    try:
+        await wait_for(reached, timeout, interval=interval, max_interval=10 * interval, what=f"{expected} {what}")
+    except TimeoutError:
+        raise AssertionError(f"only {seen} of {expected} {what} stored after {timeout} s") from None
+
+
+def mqtt_settings(broker: Mosquitto, client_id: str, user: str | None = None) -> MqttSettings:
+    """How a service under test reaches ``broker`` as ``user`` (TLS and credentials if the broker has them)."""
+    endpoint = broker.endpoint(user)
+    return MqttSettings(
+        host=endpoint.host,
+        port=endpoint.port,
+        tls=endpoint.tls,
+        ca_file=endpoint.ca_file,
+        username=endpoint.username,
+        password=Secret(endpoint.password) if endpoint.password is not None else None,
+        client_id=client_id,
+    )
 
 
 def publish_all(

@@ -34,7 +34,15 @@ from typing import Final, Self
 from wardwatch.core import topics
 from wardwatch.core.consumer import AckAfterStore
 from wardwatch.core.errors import SchemaError, TopicError, WardwatchError
-from wardwatch.core.schema import Alarm, AlarmCategory, DeviceStatus, Signal, decode, decode_vitals
+from wardwatch.core.schema import (
+    Alarm,
+    AlarmCategory,
+    DeviceStatus,
+    Signal,
+    decode,
+    decode_device_status,
+    decode_vitals,
+)
 from wardwatch.core.subscriber import Subscriber
 from wardwatch.fhir.client import FhirClient, FhirUnavailableError, TransactionResult
 from wardwatch.fhir.config import FhirConfig
@@ -218,12 +226,7 @@ class Exporter:
                 self._latest[series] = sample.t
 
     def _device_status(self, topic: str, payload: bytes, message: _Message) -> None:
-        parts = topics.parse_topic(topic)
-        status = decode(payload)
-        if not isinstance(status, DeviceStatus):
-            raise SchemaError(f"a {type(status).__name__} message on a device status topic")
-        if (status.gateway, status.patient, status.device) != (parts.gateway, parts.patient, parts.device):
-            raise SchemaError("payload ids do not match its topic")
+        status = decode_device_status(payload, topics.parse_topic(topic))
         message.pending += 1
         self._queue.put_nowait(_Unit(topic=topic, status=status, messages=[message]))
 

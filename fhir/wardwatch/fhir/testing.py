@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.schema import DeviceRole, Sample, Signal, Vitals, encode
 from wardwatch.core.servers import LOOPBACK, Mosquitto, _ChildServer, _http, free_port
-from wardwatch.core.testing import DeadLetters, publish_all
+from wardwatch.core.testing import DeadLetters, mqtt_settings, publish_all
 from wardwatch.core.topics import vitals_topic
 from wardwatch.fhir.config import ExportSettings, FhirConfig, FhirServerSettings, MetricsSettings
 
@@ -145,16 +144,7 @@ def fhir_config(
     broker: Mosquitto, server: FhirTestServer, *, client_id: str = "fhir-test", **export: Any
 ) -> FhirConfig:
     """An exporter config for the test servers (no metrics endpoint, fast retries, 10 s intervals)."""
-    endpoint = broker.endpoint()
-    mqtt = MqttSettings(
-        host=endpoint.host,
-        port=endpoint.port,
-        tls=endpoint.tls,
-        ca_file=endpoint.ca_file,
-        username=endpoint.username,
-        password=Secret(endpoint.password) if endpoint.password is not None else None,
-        client_id=client_id,
-    )
+    mqtt = mqtt_settings(broker, client_id)
     settings = {"interval_s": 10, "settle_s": 0.5, "grace_s": 1.0, **export}
     return FhirConfig(
         mqtt=mqtt,

@@ -30,7 +30,7 @@ import msgspec
 from wardwatch.core import topics
 from wardwatch.core.errors import SchemaError, TopicError
 from wardwatch.core.sampletime import EARLIEST_SAMPLE_MS, FUTURE_MARGIN_MS, implausible_time
-from wardwatch.core.schema import DeviceStatus, decode, decode_vitals
+from wardwatch.core.schema import decode_device_status, decode_vitals
 
 __all__ = [
     "DEVICE_STATUS_MEASUREMENT",
@@ -168,11 +168,7 @@ class PointEncoder:
         if not topic.startswith(_DEVICE_PREFIX):
             raise TopicError(f"topic {topic!r} is neither a vitals nor a device status topic")
         parts = topics.parse_topic(topic)
-        message = decode(payload)
-        if not isinstance(message, DeviceStatus):
-            raise SchemaError(f"a {type(message).__name__} message on device status topic")
-        if (message.gateway, message.patient, message.device) != (parts.gateway, parts.patient, parts.device):
-            raise SchemaError("payload ids do not match its topic")
+        message = decode_device_status(payload, parts)
         self._check_time(message.t, message.t)
         assert parts.ward is not None
         fields: dict[str, FieldValue] = {

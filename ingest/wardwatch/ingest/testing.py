@@ -12,9 +12,9 @@ from typing import Any
 
 import msgspec
 
-from wardwatch.core.config import MqttSettings, Secret
+from wardwatch.core.config import Secret
 from wardwatch.core.servers import Influxd, Mosquitto
-from wardwatch.core.testing import DeadLetters, publish_all
+from wardwatch.core.testing import DeadLetters, mqtt_settings, publish_all
 from wardwatch.ingest.config import BatchSettings, InfluxSettings, IngestConfig, MetricsSettings, SubscriptionSettings
 from wardwatch.ingest.pipeline import Ingestor
 from wardwatch.ingest.sinks import V1Sink
@@ -36,16 +36,7 @@ def ingest_config(
     **influx: Any,
 ) -> IngestConfig:
     """An ingest config for the test servers (as ``user``, TLS if the broker has it; no metrics; fast retries)."""
-    endpoint = broker.endpoint(user)
-    mqtt = MqttSettings(
-        host=endpoint.host,
-        port=endpoint.port,
-        tls=endpoint.tls,
-        ca_file=endpoint.ca_file,
-        username=endpoint.username,
-        password=Secret(endpoint.password) if endpoint.password is not None else None,
-        client_id=client_id,
-    )
+    mqtt = mqtt_settings(broker, client_id, user)
     return IngestConfig(
         mqtt=mqtt,
         influx=InfluxSettings(url=influxd.url, database=DATABASE, **influx),
