@@ -11,12 +11,13 @@ Sections (add new ones below, each with its own heading):
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from wardwatch.core.servers import Influxd, Mosquitto
+from wardwatch.core.testing import DeadLetters
 
 # --- Real servers -------------------------------------------------------------------------------
 
@@ -75,3 +76,11 @@ async def influxd(tmp_path: Path) -> AsyncIterator[Influxd]:
     """An InfluxDB 1.x server without auth and without databases; its HTTP API is at ``influxd.url``."""
     async with Influxd(directory=tmp_path / "influxd") as server:
         yield server
+
+
+@pytest.fixture
+def dead_letters(mosquitto: Mosquitto, consumer_service: str) -> Iterator[DeadLetters]:
+    """A listener on ``wardwatch/v1/deadletter/{consumer_service}`` (a test package names its service)."""
+    listener = DeadLetters(mosquitto, consumer_service)
+    yield listener
+    listener.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 import pytest
 
@@ -16,7 +18,7 @@ from wardwatch.alerting.manager import (
     SendPage,
 )
 from wardwatch.alerting.settings import WardConfig
-from wardwatch.core.schema import AlarmCategory, AlarmState, Priority
+from wardwatch.core.schema import AlarmCategory, AlarmState, News2, Priority
 
 T0 = 1_700_000_000_000
 
@@ -82,6 +84,17 @@ def test_new_condition_opens_alarm_and_pages_first_step() -> None:
     assert page.patient == "p-1"
     assert "84" in page.text
     assert m.next_due() == T0 + 60_000
+
+
+def test_the_partial_news2_of_a_condition_is_published_with_its_alarm() -> None:
+    scored = News2(score=5, o2=0, spo2=3, pulse=2)
+    urgent = dataclasses.replace(change(True, T0, rule="news2_urgent"), value=5.0, news2=scored)
+    m = manager()
+    (published,) = [a.alarm for a in m.on_condition(urgent, T0) if isinstance(a, PublishAlarm)]
+    assert published.news2 == scored
+    alarm_id = published.alarm_id
+    (resolved,) = [a.alarm for a in m.resolve(alarm_id, "nurse-1", "seen", T0 + 1000) if isinstance(a, PublishAlarm)]
+    assert resolved.news2 == scored
 
 
 def test_escalation_steps_then_failsafe_then_nothing() -> None:

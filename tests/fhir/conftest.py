@@ -15,3 +15,9 @@ async def fhir_server(tmp_path: Path) -> AsyncIterator[FhirTestServer]:
     """A FHIR R4 server on a free loopback port that validates what it stores; ``fhir_server.url``."""
     async with FhirTestServer(directory=tmp_path / "fhir") as server:
         yield server
+
+
+@pytest.fixture
+def consumer_service() -> str:
+    """Whose dead letters the shared ``dead_letters`` fixture records."""
+    return "fhir"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from wardwatch.core.schema import (
@@ -13,6 +14,7 @@ from wardwatch.core.schema import (
     AlarmState,
     DeviceRole,
     DeviceStatus,
+    News2,
     Priority,
     Quality,
     Sample,
@@ -21,6 +23,7 @@ from wardwatch.core.schema import (
 from wardwatch.fhir.config import ExportSettings, Representation
 from wardwatch.fhir.mapping import (
     GATEWAY_DEVICE_EXTENSION,
+    UCUM,
     BundleBuilder,
     Window,
     observations,
@@ -222,3 +225,53 @@ async def test_alarm_flags_are_valid_and_follow_the_lifecycle(fhir_server: FhirT
     assert flag["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] == "PH"
     with pytest.raises(ValueError, match="another one"):
         raised.alarm(_alarm(AlarmState.RESOLVED, T0 + 1000))
+
+
+def test_limit_alarm_flags_carry_the_ieee_11073_alert_condition() -> None:
+    builder = BundleBuilder(ExportSettings())
+    assert builder.alarm(_alarm(AlarmState.ACTIVE, T0)) == 0  # no NEWS2: no Observation
+    (flag,) = [e["resource"] for e in builder.entries if e["resource"]["resourceType"] == "Flag"]
+    assert flag["code"]["coding"] == [
+        {"system": "urn:iso:std:iso:11073:10101", "code": "196670", "display": "MDC_EVT_LO"},
+        {"system": "urn:wardwatch:alarm-rule", "code": "spo2_low"},
+    ]
+
+
+def _news2_alarm(state: AlarmState, t: int) -> Alarm:
+    return msgspec.structs.replace(
+        _alarm(state, t),
+        alarm_id="a-n2",
+        rule="news2_urgent",
+        priority=Priority.MEDIUM,
+        value=5.0,
+        text="partial NEWS2 (HR, SpO2 only) 5: SpO2 91 % (3, scale 1), air (0), pulse 115 /min (2); medium",
+        news2=News2(score=5, o2=0, spo2_scale=1, spo2=3, pulse=2),
+    )
+
+
+async def test_a_news2_alarm_exports_its_partial_score_once_never_as_the_news2_total(
+    fhir_server: FhirTestServer,
+) -> None:
+    raised, resolved = BundleBuilder(ExportSettings()), BundleBuilder(ExportSettings())
+    assert raised.alarm(_news2_alarm(AlarmState.ACTIVE, T0)) == 1
+    assert resolved.alarm(_news2_alarm(AlarmState.RESOLVED, T0 + 600_000)) == 1
+    for builder in (raised, resolved):
+        for entry in builder.entries:
+            assert await fhir_server.validate(entry["resource"]) == [], entry["resource"]
+    for builder in (raised, resolved, raised):  # redelivered: nothing is stored twice
+        status, response = await fhir_server.request("POST", "/", builder.bundle())
+        assert status == 200, response
+    (score,) = await fhir_server.search("Observation", code="urn:wardwatch:score|news2-partial")
+    assert score["valueQuantity"] == {"value": 5, "unit": "{score}", "system": UCUM, "code": "{score}"}
+    assert score["effectiveDateTime"] == "2025-11-24T16:00:00.000Z"
+    assert [(c["code"]["coding"][0]["code"], c["valueQuantity"]["value"]) for c in score["component"]] == [
+        ("1104311000000102", 3),  # SpO2 scale 1 sub-score
+        ("1104331000000105", 0),  # air or oxygen
+        ("1104351000000103", 2),  # pulse
+    ]
+    assert "1104051000000101" not in str(score)  # the SNOMED CT NEWS2 *total* would overstate a partial score
+    (flag,) = await fhir_server.search("Flag", identifier="urn:wardwatch:alarm|a-n2")
+    assert flag["status"] == "inactive"
+    detail = next(e for e in flag["extension"] if e["url"].endswith("flag-detail"))
+    assert detail["valueReference"]["reference"] == f"Observation/{score['id']}"
+    assert len(await fhir_server.search("Patient")) == 1

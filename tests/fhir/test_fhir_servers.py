@@ -24,6 +24,7 @@ from wardwatch.core.config import Secret
 from wardwatch.core.mqtt import MqttClient, PublishRefusedError
 from wardwatch.core.schema import Alarm, AlarmCategory, AlarmState, DeviceRole, DeviceStatus, Priority, encode
 from wardwatch.core.servers import Mosquitto, wait_for
+from wardwatch.core.testing import wait_exactly
 from wardwatch.core.topics import alarm_topic, device_status_topic
 from wardwatch.fhir.client import FhirClient
 from wardwatch.fhir.config import FhirConfig
@@ -56,18 +57,11 @@ async def running_exporter(config: FhirConfig) -> AsyncIterator[Exporter]:
 
 async def wait_observations(server: FhirTestServer, expected: int, timeout: float = TIMEOUT) -> None:
     """Wait until exactly ``expected`` Observations are stored (never more)."""
-    seen = 0
 
-    async def reached() -> bool:
-        nonlocal seen
-        seen = len(await server.search("Observation", _elements="id"))
-        assert seen <= expected, f"{seen} Observations stored, more than the {expected} intervals published"
-        return seen == expected
+    async def stored() -> int:
+        return len(await server.search("Observation", _elements="id"))
 
-    try:
-        await wait_for(reached, timeout, interval=0.1, max_interval=0.5, what=f"{expected} Observations")
-    except TimeoutError:
-        raise AssertionError(f"only {seen} of {expected} Observations stored after {timeout} s") from None
+    await wait_exactly(stored, expected, timeout, "Observations", interval=0.1)
 
 
 async def assert_exactly_once(server: FhirTestServer, patients: int, seconds: int) -> None:
@@ -193,36 +187,32 @@ async def test_fhir_server_outage_loses_and_duplicates_nothing(
 
 
 async def test_a_rejected_resource_is_dead_lettered_with_its_operation_outcome(
-    mosquitto: Mosquitto, fhir_server: FhirTestServer
+    mosquitto: Mosquitto, fhir_server: FhirTestServer, dead_letters: DeadLetters
 ) -> None:
     """A device that reports its manufacturer with a NUL byte: the server refuses the Device, nothing else."""
-    dead_letters = DeadLetters(mosquitto)
-    try:
-        statuses = [
-            DeviceStatus(
-                v=1, patient="p-000", device=device, gateway="gw-01", t=_start_ms(),
-                role=DeviceRole.PULSE_OXIMETER, connected=True, manufacturer=manufacturer,
-            )
-            for device, manufacturer in (("dev-ox-000", "Acme\x00\x00"), ("dev-ox-001", "Acme"))
-        ]  # fmt: skip
-        messages = [(device_status_topic("ward-a", "gw-01", s.patient, s.device), encode(s)) for s in statuses]
-        messages += vitals_stream(1, 20, _start_ms())
-        async with running_exporter(fhir_config(mosquitto, fhir_server, client_id="fhir-reject")) as exporter:
-            await asyncio.to_thread(publish_all, mosquitto, messages)
-            await wait_for(lambda: exporter.in_flight == 0, TIMEOUT, what="every message acknowledged")
-            await wait_for(lambda: len(dead_letters.letters) == 1, TIMEOUT, what="the dead letter")
-            assert exporter.metrics.value("dead_letters_total", cause="rejected") == 1
-        (letter,) = dead_letters.letters
-        assert letter.service == "fhir"
-        assert letter.topic == messages[0][0]
-        assert '"resourceType":"OperationOutcome"' in letter.reason
-        assert "Invalid string format" in letter.reason
-        assert b"Acme\\u0000" in letter.payload  # the rejected Bundle
-        devices = {d["identifier"][0]["value"]: d for d in await fhir_server.search("Device")}
-        assert devices["dev-ox-001"]["manufacturer"] == "Acme"
-        assert len(await fhir_server.search("Observation", _elements="id")) == _expected(1, 20)
-    finally:
-        dead_letters.close()
+    statuses = [
+        DeviceStatus(
+            v=1, patient="p-000", device=device, gateway="gw-01", t=_start_ms(),
+            role=DeviceRole.PULSE_OXIMETER, connected=True, manufacturer=manufacturer,
+        )
+        for device, manufacturer in (("dev-ox-000", "Acme\x00\x00"), ("dev-ox-001", "Acme"))
+    ]  # fmt: skip
+    messages = [(device_status_topic("ward-a", "gw-01", s.patient, s.device), encode(s)) for s in statuses]
+    messages += vitals_stream(1, 20, _start_ms())
+    async with running_exporter(fhir_config(mosquitto, fhir_server, client_id="fhir-reject")) as exporter:
+        await asyncio.to_thread(publish_all, mosquitto, messages)
+        await wait_for(lambda: exporter.in_flight == 0, TIMEOUT, what="every message acknowledged")
+        await wait_for(lambda: len(dead_letters.letters) == 1, TIMEOUT, what="the dead letter")
+        assert exporter.metrics.value("dead_letters_total", cause="rejected") == 1
+    (letter,) = dead_letters.letters
+    assert letter.service == "fhir"
+    assert letter.topic == messages[0][0]
+    assert '"resourceType":"OperationOutcome"' in letter.reason
+    assert "Invalid string format" in letter.reason
+    assert b"Acme\\u0000" in letter.payload  # the rejected Bundle
+    devices = {d["identifier"][0]["value"]: d for d in await fhir_server.search("Device")}
+    assert devices["dev-ox-001"]["manufacturer"] == "Acme"
+    assert len(await fhir_server.search("Observation", _elements="id")) == _expected(1, 20)
 
 
 async def test_physiological_alarms_become_flags_technical_ones_do_not(
@@ -258,24 +248,20 @@ async def test_physiological_alarms_become_flags_technical_ones_do_not(
 
 
 async def test_a_malformed_message_is_dead_lettered_and_the_rest_exported(
-    mosquitto: Mosquitto, fhir_server: FhirTestServer
+    mosquitto: Mosquitto, fhir_server: FhirTestServer, dead_letters: DeadLetters
 ) -> None:
-    dead_letters = DeadLetters(mosquitto)
-    try:
-        stream = vitals_stream(1, 20, _start_ms())
-        spoofed = stream[0][0].replace("p-000", "p-999")  # payload ids do not match the topic
-        messages = [(stream[0][0], b"{not json"), (spoofed, stream[0][1]), *stream]
-        async with running_exporter(fhir_config(mosquitto, fhir_server, client_id="fhir-malformed")) as exporter:
-            await asyncio.to_thread(publish_all, mosquitto, messages)
-            await wait_for(lambda: exporter.metrics.value("messages_acked_total") == len(messages), TIMEOUT)
-            await wait_for(lambda: len(dead_letters.letters) == 2, TIMEOUT, what="two dead letters")
-            assert exporter.metrics.value("dead_letters_total", cause="malformed") == 2
-        assert [letter.topic for letter in dead_letters.letters] == [messages[0][0], spoofed]
-        assert "not valid JSON" in dead_letters.letters[0].reason
-        assert "do not match its topic" in dead_letters.letters[1].reason
-        await wait_observations(fhir_server, _expected(1, 20))
-    finally:
-        dead_letters.close()
+    stream = vitals_stream(1, 20, _start_ms())
+    spoofed = stream[0][0].replace("p-000", "p-999")  # payload ids do not match the topic
+    messages = [(stream[0][0], b"{not json"), (spoofed, stream[0][1]), *stream]
+    async with running_exporter(fhir_config(mosquitto, fhir_server, client_id="fhir-malformed")) as exporter:
+        await asyncio.to_thread(publish_all, mosquitto, messages)
+        await wait_for(lambda: exporter.metrics.value("messages_acked_total") == len(messages), TIMEOUT)
+        await wait_for(lambda: len(dead_letters.letters) == 2, TIMEOUT, what="two dead letters")
+        assert exporter.metrics.value("dead_letters_total", cause="malformed") == 2
+    assert [letter.topic for letter in dead_letters.letters] == [messages[0][0], spoofed]
+    assert "not valid JSON" in dead_letters.letters[0].reason
+    assert "do not match its topic" in dead_letters.letters[1].reason
+    await wait_observations(fhir_server, _expected(1, 20))
 
 
 async def test_the_exporter_runs_as_its_own_least_privilege_principal(
@@ -325,19 +311,15 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(
 
 
 async def test_a_wrong_server_url_is_retried_not_dead_lettered(
-    mosquitto: Mosquitto, fhir_server: FhirTestServer
+    mosquitto: Mosquitto, fhir_server: FhirTestServer, dead_letters: DeadLetters
 ) -> None:
     """A 404 for the transaction means a configuration to fix: nothing is dead-lettered or acknowledged."""
-    dead_letters = DeadLetters(mosquitto)
-    try:
-        config = fhir_config(mosquitto, fhir_server, client_id="fhir-wrong-url")
-        config.fhir.url = fhir_server.url + "not/the/base/"
-        messages = vitals_stream(1, 20, _start_ms())
-        async with running_exporter(config) as exporter:
-            await asyncio.to_thread(publish_all, mosquitto, messages)
-            await wait_for(lambda: exporter.metrics.value("retries_total") >= 3, TIMEOUT, what="retries")
-            assert exporter.metrics.value("messages_acked_total") == 0
-            assert exporter.metrics.value("dead_letters_total", cause="rejected") == 0
-        assert dead_letters.letters == []
-    finally:
-        dead_letters.close()
+    config = fhir_config(mosquitto, fhir_server, client_id="fhir-wrong-url")
+    config.fhir.url = fhir_server.url + "not/the/base/"
+    messages = vitals_stream(1, 20, _start_ms())
+    async with running_exporter(config) as exporter:
+        await asyncio.to_thread(publish_all, mosquitto, messages)
+        await wait_for(lambda: exporter.metrics.value("retries_total") >= 3, TIMEOUT, what="retries")
+        assert exporter.metrics.value("messages_acked_total") == 0
+        assert exporter.metrics.value("dead_letters_total", cause="rejected") == 0
+    assert dead_letters.letters == []

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-
-from wardwatch.core.servers import Mosquitto
-from wardwatch.ingest.testing import DeadLetters
 
 
 @pytest.fixture
-def dead_letters(mosquitto: Mosquitto) -> Iterator[DeadLetters]:
-    """A listener on ``wardwatch/v1/deadletter/ingest``."""
-    listener = DeadLetters(mosquitto)
-    yield listener
-    listener.close()
+def consumer_service() -> str:
+    """Whose dead letters the shared ``dead_letters`` fixture records."""
+    return "ingest"

@@ -17,12 +17,13 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
+from wardwatch.core.metrics import serve_metrics
 from wardwatch.core.schema import Sample, Signal, Vitals, encode
 from wardwatch.core.servers import Influxd, Mosquitto, free_port, wait_for
+from wardwatch.core.testing import wait_exactly
 from wardwatch.core.topics import device_status_topic, vitals_topic
 from wardwatch.ingest.bench import make_stream
 from wardwatch.ingest.config import BatchSettings
-from wardwatch.ingest.metrics import serve_metrics
 from wardwatch.ingest.testing import TIMEOUT, DeadLetters, as_toml, count, ingest_config, publish_all, running_ingest
 
 #: How long InfluxDB stays down in the outage test (the issue asks for 30 s; shorten locally if you like).
@@ -39,19 +40,8 @@ def stream(
 
 
 async def wait_count(influxd: Influxd, expected: int, timeout: float = 60.0) -> None:
-    """Wait until exactly ``expected`` samples are stored (then check no more arrive with the next writes)."""
-    seen = 0
-
-    async def reached() -> bool:
-        nonlocal seen
-        seen = await count(influxd)
-        assert seen <= expected, f"{seen} points stored, more than the {expected} samples published"
-        return seen == expected
-
-    try:
-        await wait_for(reached, timeout, interval=0.05, max_interval=0.25, what=f"{expected} samples stored")
-    except TimeoutError:
-        raise AssertionError(f"only {seen} of {expected} samples stored after {timeout} s") from None
+    """Wait until exactly ``expected`` samples are stored (never more)."""
+    await wait_exactly(lambda: count(influxd), expected, timeout, "samples")
 
 
 async def test_steady_run_stores_every_sample_exactly_once(mosquitto: Mosquitto, influxd: Influxd) -> None:
@@ -288,7 +278,7 @@ async def test_metrics_endpoint(mosquitto: Mosquitto, influxd: Influxd) -> None:
         await wait_for(lambda: ingestor.in_flight == 0, TIMEOUT, what="every batch acknowledged")
         port = free_port()
         async with (
-            serve_metrics(ingestor.metrics, "127.0.0.1", port),
+            serve_metrics(ingestor.metrics.registry, "127.0.0.1", port),
             aiohttp.ClientSession() as session,
             session.get(f"http://127.0.0.1:{port}/metrics") as response,
         ):

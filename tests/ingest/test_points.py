@@ -22,9 +22,16 @@ from wardwatch.core.schema import (
     encode,
 )
 from wardwatch.core.topics import device_status_topic, gateway_status_topic, vitals_topic
-from wardwatch.ingest.points import ImplausibleTimeError, PointEncoder
+from wardwatch.ingest.lineprotocol import LineEncoder
+from wardwatch.ingest.points import ImplausibleTimeError, Point, PointEncoder
 
 TOPIC = vitals_topic("ward-a", "gw-01", "p-1", "hr-1", "rr_interval")
+
+
+def as_lines(topic: str, payload: bytes, encoder: PointEncoder | None = None) -> list[str]:
+    """The message's points as the InfluxDB sinks write them (line protocol)."""
+    line_encoder = LineEncoder()
+    return [line_encoder.line(point) for point in (encoder or PointEncoder()).points(topic, payload)]
 
 
 def vitals(**changes: object) -> Vitals:
@@ -42,7 +49,7 @@ def vitals(**changes: object) -> Vitals:
 
 
 def test_every_sample_is_a_point_with_its_own_time() -> None:
-    lines = PointEncoder().lines(TOPIC, encode(vitals()))
+    lines = as_lines(TOPIC, encode(vitals()))
     prefix = "vitals,device=hr-1,patient=p-1,signal=rr_interval,ward=ward-a"
     assert lines == [
         f'{prefix} value=0.8,seq=7i,gateway="gw-01" 1700000000000\n',
@@ -50,12 +57,20 @@ def test_every_sample_is_a_point_with_its_own_time() -> None:
     ]
 
 
+def test_points_carry_measurement_tags_fields_and_time_not_an_encoding() -> None:
+    first, second = PointEncoder().points(TOPIC, encode(vitals()))
+    tags = (("device", "hr-1"), ("patient", "p-1"), ("signal", "rr_interval"), ("ward", "ward-a"))
+    assert first == Point("vitals", tags, {"value": 0.8, "seq": 7, "gateway": "gw-01"}, 1_700_000_000_000)
+    assert second.time == 1_700_000_000_801
+    assert first.tags is second.tags  # one tuple per series: the sink encodes its key once
+
+
 def test_integer_json_values_become_floats() -> None:
     payload = (
         b'{"v":1,"kind":"vitals","patient":"p-1","device":"hr-1","gateway":"gw-01",'
         b'"signal":"rr_interval","seq":1,"samples":[{"t":1700000000005,"v":1}]}'
     )
-    assert PointEncoder().lines(TOPIC, payload)[0].split(" ")[1].startswith("value=1.0,")
+    assert as_lines(TOPIC, payload)[0].split(" ")[1].startswith("value=1.0,")
 
 
 def test_absent_value_and_quality_flags() -> None:
@@ -63,7 +78,7 @@ def test_absent_value_and_quality_flags() -> None:
         Sample(t=1_700_000_000_001, v=None, absent=AbsentReason.NRES, q=(Quality.CONTACT_LOST, Quality.QUESTIONABLE)),
         Sample(t=1_700_000_000_002, v=None),
     )
-    lines = PointEncoder().lines(TOPIC, encode(vitals(samples=samples)))
+    lines = as_lines(TOPIC, encode(vitals(samples=samples)))
     assert lines[0].split(" ")[1] == 'absent="nres",quality="contact_lost,questionable",seq=7i,gateway="gw-01"'
     assert lines[1].split(" ")[1] == 'absent="unspecified",seq=7i,gateway="gw-01"'
 
@@ -85,7 +100,7 @@ def test_absent_value_and_quality_flags() -> None:
 )
 def test_malformed_messages_are_refused_with_a_reason(topic: str, payload: bytes, problem: str) -> None:
     with pytest.raises(WardwatchError, match=problem) as caught:
-        PointEncoder().lines(topic, payload)
+        as_lines(topic, payload)
     assert isinstance(caught.value, SchemaError | TopicError)
 
 
@@ -102,7 +117,7 @@ def test_device_status_point() -> None:
         battery=80,
         reason='out "of" range',
     )
-    lines = PointEncoder().lines(device_status_topic("ward-a", "gw-01", "p-1", "ox-1"), encode(status))
+    lines = as_lines(device_status_topic("ward-a", "gw-01", "p-1", "ox-1"), encode(status))
     assert lines == [
         'device_status,device=ox-1,patient=p-1,ward=ward-a connected=false,gateway="gw-01",'
         'role="pulse_oximeter",seq=3i,malformed_total=0i,battery=80i,reason="out \\"of\\" range" 1700000000000\n'
@@ -114,7 +129,7 @@ def test_device_status_must_match_its_topic() -> None:
         v=1, patient="p-1", device="ox-1", gateway="gw-01", t=1, role=DeviceRole.PULSE_OXIMETER, connected=True
     )
     with pytest.raises(SchemaError):
-        PointEncoder().lines(device_status_topic("ward-a", "gw-01", "p-2", "ox-1"), encode(status))
+        as_lines(device_status_topic("ward-a", "gw-01", "p-2", "ox-1"), encode(status))
 
 
 json_values = st.recursive(
@@ -137,7 +152,7 @@ def test_any_payload_gives_points_or_a_reason(payload: bytes) -> None:
     """Seeded fuzzing: nothing a publisher sends makes the encoder fail other than with a reason."""
     reason = ""
     try:
-        lines = PointEncoder().lines(TOPIC, payload)
+        lines = as_lines(TOPIC, payload)
     except (SchemaError, TopicError) as exc:
         reason, lines = str(exc), []
         assert reason
@@ -161,7 +176,7 @@ def test_impossible_sample_times_are_refused(t: int, problem: str) -> None:
     encoder = PointEncoder(clock=lambda: NOW)
     good = Sample(t=NOW - 1000, v=0.8)
     with pytest.raises(ImplausibleTimeError, match=problem):
-        encoder.lines(TOPIC, encode(vitals(samples=(good, Sample(t=t, v=0.8)))))
+        as_lines(TOPIC, encode(vitals(samples=(good, Sample(t=t, v=0.8)))), encoder)
     status = DeviceStatus(
         v=SCHEMA_VERSION,
         patient="p-1",
@@ -173,11 +188,11 @@ def test_impossible_sample_times_are_refused(t: int, problem: str) -> None:
         t=t,
     )
     with pytest.raises(ImplausibleTimeError):
-        encoder.lines(device_status_topic("ward-a", "gw-01", "p-1", "ox-1"), encode(status))
+        as_lines(device_status_topic("ward-a", "gw-01", "p-1", "ox-1"), encode(status), encoder)
 
 
 def test_times_within_the_margin_are_stored() -> None:
     encoder = PointEncoder(clock=lambda: NOW, future_margin_ms=60_000)
-    assert len(encoder.lines(TOPIC, encode(vitals(samples=(Sample(t=NOW + 59_000, v=0.8),))))) == 1
+    assert len(encoder.points(TOPIC, encode(vitals(samples=(Sample(t=NOW + 59_000, v=0.8),))))) == 1
     with pytest.raises(ImplausibleTimeError):
-        encoder.lines(TOPIC, encode(vitals(samples=(Sample(t=NOW + 61_000, v=0.8),))))
+        encoder.points(TOPIC, encode(vitals(samples=(Sample(t=NOW + 61_000, v=0.8),))))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wardwatch.core.schema import AlarmCategory, Priority
+from wardwatch.core.schema import AlarmCategory, News2, Priority
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ class ConditionChange:
     t: int
     value: float | None = None
     text: str = ""  # clinical text without PHI: "SpO2 84 % below 90 % for 15 s"
+    news2: News2 | None = None  # the partial NEWS2 behind a news2_* condition
 
     @property
     def dedup_key(self) -> str:

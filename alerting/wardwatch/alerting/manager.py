@@ -29,7 +29,7 @@ import msgspec
 from wardwatch.alerting.errors import AlertingError
 from wardwatch.alerting.escalation import Policy, WardPolicy
 from wardwatch.alerting.events import ConditionChange
-from wardwatch.core.schema import SCHEMA_VERSION, Alarm, AlarmCategory, AlarmState, Page, Priority
+from wardwatch.core.schema import SCHEMA_VERSION, Alarm, AlarmCategory, AlarmState, News2, Page, Priority
 
 __all__ = [
     "Action",
@@ -71,6 +71,7 @@ class AlarmRecord(msgspec.Struct, kw_only=True):
     updated: int
     value: float | None = None
     text: str = ""
+    news2: News2 | None = None
     actor: str | None = None
     condition_active: bool = True
     cleared_at: int | None = None
@@ -104,6 +105,7 @@ class AlarmRecord(msgspec.Struct, kw_only=True):
             value=self.value,
             text=self.text,
             actor=self.actor,
+            news2=self.news2,
         )
 
     @property
@@ -236,6 +238,7 @@ class AlarmManager:
             if record is not None:
                 record.value = change.value
                 record.text = change.text or record.text
+                record.news2 = change.news2 or record.news2
                 if record.priority != change.priority and _rank(change.priority) > _rank(record.priority):
                     record.priority = change.priority  # escalate a deepening condition, never downgrade
                 if not record.condition_active:
@@ -275,6 +278,7 @@ class AlarmManager:
             updated=now,
             value=change.value,
             text=change.text,
+            news2=change.news2,
         )
         self._alarms[alarm_id] = record
         self._by_key[change.dedup_key] = alarm_id

@@ -72,6 +72,24 @@ class MqttSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError("cert_file and key_file go together: set both for mutual TLS, or neither")
 
 
+class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A service's Prometheus endpoint (``GET /metrics``); ``port = 0`` turns it off. Services set their port."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+class SubscriptionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A consumer's persistent MQTT session: its name and its topic filters (services set the defaults)."""
+
+    client_id: str  # the persistent session's name: keep it stable per instance
+    filters: list[str]
+
+    def __post_init__(self) -> None:
+        if not self.filters:
+            raise ValueError("filters must list at least one topic filter")
+
+
 def _dec_hook(type_: type[Any], obj: Any) -> Any:
     if type_ is Secret and isinstance(obj, str):
         return Secret(obj)

@@ -17,6 +17,7 @@ import msgspec
 
 from wardwatch.core.errors import SchemaError
 from wardwatch.core.ids import Identifier
+from wardwatch.core.topics import TopicParts
 
 SCHEMA_VERSION: Final = 1
 
@@ -209,6 +210,18 @@ class AlarmState(enum.StrEnum):
     RESOLVED = "resolved"
 
 
+class News2(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """A *partial* NEWS2 (RCP 2017) as alerting scored it: SpO2, air or oxygen, pulse. Respiration rate,
+    blood pressure, consciousness and temperature are not measured, so ``score`` is a lower bound of the
+    full NEWS2 and must never be shown as the NEWS2 total."""
+
+    score: Annotated[int, msgspec.Meta(ge=0, le=20)]
+    o2: Annotated[int, msgspec.Meta(ge=0, le=2)]  # air or oxygen sub-score
+    spo2_scale: Literal[1, 2] = 1
+    spo2: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None  # SpO2 sub-score on spo2_scale
+    pulse: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+
+
 class Alarm(_Message, frozen=True, tag="alarm"):
     """An alarm's state change. ``alarm_id`` is stable across its lifecycle."""
 
@@ -225,6 +238,7 @@ class Alarm(_Message, frozen=True, tag="alarm"):
     value: float | None = None
     text: str = ""  # clinical text without PHI, e.g. "SpO2 84 % < 90 % for 15 s"
     actor: str | None = None  # who acknowledged/silenced/resolved, when a person did
+    news2: News2 | None = None  # the partial NEWS2 behind a news2_* alarm (its latest scoring)
 
 
 class Page(_Message, frozen=True, tag="page"):
@@ -258,6 +272,17 @@ WireMessage = Vitals | DeviceStatus | GatewayStatus | DataGap | Alarm | Page | D
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(WireMessage)
 _vitals_decoder: Final = msgspec.json.Decoder(Vitals)
+
+
+def decode_device_status(payload: bytes, parts: TopicParts) -> DeviceStatus:
+    """A device status received on the topic ``parts``; :class:`SchemaError` unless it is one and its
+    gateway, patient and device are the topic's (a spoofed or misrouted message)."""
+    status = decode(payload)
+    if not isinstance(status, DeviceStatus):
+        raise SchemaError(f"a {type(status).__name__} message on a device status topic")
+    if (status.gateway, status.patient, status.device) != (parts.gateway, parts.patient, parts.device):
+        raise SchemaError("payload ids (gateway, patient, device) do not match its topic")
+    return status
 
 
 def encode(message: WireMessage) -> bytes:

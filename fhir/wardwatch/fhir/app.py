@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import logging
 
+from wardwatch.core.metrics import serve_metrics
 from wardwatch.fhir.client import FhirClient
 from wardwatch.fhir.config import FhirConfig
 from wardwatch.fhir.exporter import Exporter
-from wardwatch.fhir.metrics import FhirMetrics, serve_metrics
+from wardwatch.fhir.metrics import FhirMetrics
 
 __all__ = ["run"]
 
@@ -27,7 +28,7 @@ async def run(config: FhirConfig, *, stop: asyncio.Event | None = None, metrics:
     async with contextlib.AsyncExitStack() as stack:
         client = await stack.enter_async_context(FhirClient(config.fhir))
         if config.metrics.port:
-            await stack.enter_async_context(serve_metrics(metrics, config.metrics.host, config.metrics.port))
+            await stack.enter_async_context(serve_metrics(metrics.registry, config.metrics.host, config.metrics.port))
         exporter = await stack.enter_async_context(Exporter(config, client, metrics=metrics))
         _log.info(
             "fhir exporter running: %s -> %s (%s, %d s intervals)",

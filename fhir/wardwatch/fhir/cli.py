@@ -6,26 +6,24 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import signal
 import sys
 from datetime import UTC, datetime
 
 from wardwatch.core.config import load_config
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.logs import setup_logging
+from wardwatch.core.service import load_service_config, run_service, service_parser
 from wardwatch.fhir.config import FhirConfig
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="wardwatch fhir",
-        description="MQTT vitals and device status -> FHIR R4 transaction Bundles (at-least-once, never duplicated).",
+    return service_parser(
+        "wardwatch fhir",
+        "MQTT vitals, device status and alarms -> FHIR R4 transaction Bundles (at-least-once, never duplicated).",
+        "deploy/fhir/fhir.example.toml",
     )
-    parser.add_argument("--config", required=True, help="TOML config file (see deploy/fhir/fhir.example.toml)")
-    parser.add_argument("--log-level", default=None, help="override log_level from the config")
-    return parser
 
 
 def _backfill_parser() -> argparse.ArgumentParser:
@@ -52,13 +50,9 @@ def _instant(text: str) -> int:
     return int(moment.astimezone(UTC).timestamp() * 1000)
 
 
-async def _serve(config: FhirConfig) -> None:
+async def _serve(config: FhirConfig, stop: asyncio.Event) -> None:
     from wardwatch.fhir.app import run
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await run(config, stop=stop)
 
 
@@ -73,14 +67,10 @@ def main(argv: list[str]) -> int:
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
-    try:
-        config = load_config(FhirConfig, args.config)
-    except WardwatchError as exc:
-        print(f"wardwatch fhir: {exc}", file=sys.stderr)
+    config = load_service_config(FhirConfig, args.config, "wardwatch fhir")
+    if config is None:
         return 2
-    setup_logging("fhir", args.log_level or config.log_level)
-    asyncio.run(_serve(config))
-    return 0
+    return run_service("fhir", config, _serve, args.log_level)
 
 
 def _run_testserver(argv: list[str]) -> int:

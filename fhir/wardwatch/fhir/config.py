@@ -7,6 +7,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from wardwatch.core import config as core_config
 from wardwatch.core import topics
 from wardwatch.core.config import MqttSettings, Secret
 
@@ -97,7 +98,7 @@ class ExportSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                 raise ValueError(f"bluetooth_addresses.{device} = {address!r} is not like AA:BB:CC:DD:EE:FF")
 
 
-class SubscriptionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class SubscriptionSettings(core_config.SubscriptionSettings, kw_only=True):
     """The exporter's own persistent MQTT session."""
 
     client_id: str = "wardwatch-fhir"
@@ -108,10 +109,6 @@ class SubscriptionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
             topics.ward_filter(topics.ALARM),
         ]
     )
-
-    def __post_init__(self) -> None:
-        if not self.filters:
-            raise ValueError("filters must list at least one topic filter")
 
 
 class InfluxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -129,10 +126,9 @@ class InfluxSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError(f"url {self.url!r} must start with http:// or https://")
 
 
-class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class MetricsSettings(core_config.MetricsSettings, kw_only=True):
     """The Prometheus endpoint (``GET /metrics``); ``port = 0`` turns it off."""
 
-    host: str = "127.0.0.1"
     port: int = 9465
 
 

@@ -24,31 +24,26 @@ InfluxDB, the exported summary is not changed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Final, Self
 
 from wardwatch.core import topics
+from wardwatch.core.consumer import AckAfterStore
 from wardwatch.core.errors import SchemaError, TopicError, WardwatchError
-from wardwatch.core.logs import RateLimitedLog
 from wardwatch.core.schema import (
     Alarm,
     AlarmCategory,
-    DeadLetter,
     DeviceStatus,
     Signal,
     decode,
+    decode_device_status,
     decode_vitals,
-    encode,
 )
 from wardwatch.core.subscriber import Subscriber
-from wardwatch.core.topics import deadletter_topic
 from wardwatch.fhir.client import FhirClient, FhirUnavailableError, TransactionResult
 from wardwatch.fhir.config import FhirConfig
 from wardwatch.fhir.mapping import SIGNAL_CODES, BundleBuilder, Window, window_start
@@ -58,11 +53,7 @@ __all__ = ["SERVICE", "Exporter"]
 
 _log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 SERVICE: Final = "fhir"
-DEADLETTER_TOPIC: Final = deadletter_topic(SERVICE)
-MAX_DEAD_LETTER_PAYLOAD: Final = 64 * 1024
 CLOSE_CHECK_S: Final = 0.1
 _VITALS_PREFIX: Final = f"{topics.ROOT}/{topics.VITALS}/"
 _DEVICE_PREFIX: Final = f"{topics.ROOT}/{topics.DEVICE}/"
@@ -99,8 +90,7 @@ class _Unit:
         if self.window is not None:
             return builder.window(self.window)
         if self.alarm is not None:
-            builder.alarm(self.alarm)
-            return 0
+            return builder.alarm(self.alarm)
         assert self.status is not None
         builder.device_status(self.status)
         return 0
@@ -127,9 +117,6 @@ class Exporter:
         self._generation = -1
         self._busy = False
         self.in_flight = 0
-        self._warn = RateLimitedLog(_log, interval_s=30.0)
-        self._stack = contextlib.AsyncExitStack()
-        self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self.subscriber = Subscriber(
             config.mqtt,
@@ -138,29 +125,18 @@ class Exporter:
             self._on_message,
             receive_maximum=config.export.receive_maximum,
         )
+        self._consumer = AckAfterStore(SERVICE, self.subscriber, self.metrics, _log)
 
     async def __aenter__(self) -> Self:
-        try:
-            tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-            await self._stack.enter_async_context(self.subscriber)
-            self._tasks = [
-                tasks.create_task(self._writer(), name="fhir-writer"),
-                tasks.create_task(self._closer(), name="fhir-closer"),
-                tasks.create_task(self._watch_connection(), name="fhir-connection"),
-            ]
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        await self._consumer.start({"fhir-writer": self._writer, "fhir-closer": self._closer})
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
         for task in list(self._background):
             task.cancel()
-        await self._stack.aclose()
+        await self._consumer.stop()
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until subscribed (the FHIR server may still be down)."""
@@ -250,12 +226,7 @@ class Exporter:
                 self._latest[series] = sample.t
 
     def _device_status(self, topic: str, payload: bytes, message: _Message) -> None:
-        parts = topics.parse_topic(topic)
-        status = decode(payload)
-        if not isinstance(status, DeviceStatus):
-            raise SchemaError(f"a {type(status).__name__} message on a device status topic")
-        if (status.gateway, status.patient, status.device) != (parts.gateway, parts.patient, parts.device):
-            raise SchemaError("payload ids do not match its topic")
+        status = decode_device_status(payload, topics.parse_topic(topic))
         message.pending += 1
         self._queue.put_nowait(_Unit(topic=topic, status=status, messages=[message]))
 
@@ -297,11 +268,6 @@ class Exporter:
 
     # -- the writer ----------------------------------------------------------------------------------
 
-    async def _watch_connection(self) -> None:
-        while True:
-            self.metrics.mqtt_connected.set(1 if self.subscriber.is_connected else 0)
-            await asyncio.sleep(1.0)
-
     async def _writer(self) -> None:
         while True:
             self._busy = False
@@ -342,7 +308,13 @@ class Exporter:
             self._finish(units)
             return
         started = time.monotonic()
-        result = await self._retrying(lambda: self._client.transaction(builder.bundle()))
+        result = await self._consumer.retrying(
+            lambda: self._client.transaction(builder.bundle()),
+            FhirUnavailableError,
+            what="post the FHIR transaction",
+            min_s=self.config.fhir.retry_min_s,
+            max_s=self.config.fhir.retry_max_s,
+        )
         self.metrics.transaction_seconds.observe(time.monotonic() - started)
         if result.accepted:
             self.metrics.transactions.labels("accepted").inc()
@@ -359,21 +331,6 @@ class Exporter:
         await self._dead_letter_rejected(units[0], builder, result)
         self._finish(units)
 
-    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
-        delay = self.config.fhir.retry_min_s
-        while True:
-            try:
-                result = await operation()
-            except FhirUnavailableError as exc:
-                self.metrics.server_up.set(0)
-                self.metrics.retries.inc()
-                self._warn.warning("fhir", "FHIR transaction failed, retrying in %.1f s: %s", delay, exc)
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.config.fhir.retry_max_s)
-                continue
-            self.metrics.server_up.set(1)
-            return result
-
     def _finish(self, units: list[_Unit]) -> None:
         done = []
         for unit in units:
@@ -389,30 +346,18 @@ class Exporter:
             if message.qos:
                 by_generation.setdefault(message.generation, []).append(message.mid)
         for generation, mids in by_generation.items():
-            count = len(mids)
-            if not self.subscriber.ack_many(mids, generation):
-                self.metrics.skipped_acks.inc(count)
-            else:
-                self.metrics.acked.inc(count)
+            self._consumer.acknowledge(mids, generation, len(mids))
         self.in_flight -= len(messages)
         self.metrics.in_flight.set(self.in_flight)
 
     # -- dead letters ---------------------------------------------------------------------------------
 
-    def _publish_dead_letter(self, cause: str, reason: str, topic: str, payload: bytes) -> asyncio.Future[None]:
-        letter = DeadLetter(
-            v=1, service=SERVICE, t=_now_ms(), reason=reason, topic=topic, payload=payload[:MAX_DEAD_LETTER_PAYLOAD]
-        )
-        self.metrics.dead_lettered.labels(cause).inc()
-        self._warn.warning(f"dead-letter:{cause}", "dead-lettered a %s message on %s: %s", cause, topic, reason[:500])
-        return self.subscriber.publish_nowait(DEADLETTER_TOPIC, encode(letter))
-
     def _dead_letter_malformed(self, topic: str, payload: bytes, message: _Message, reason: str) -> None:
-        future = self._publish_dead_letter("malformed", reason, topic, payload)
+        future = self._consumer.dead_letter("malformed", reason, topic, payload)
         message.pending = -1  # held until the broker has the dead letter
 
         async def confirm() -> None:
-            await self._confirm(future, message.generation)
+            await self._consumer.confirm([future], message.generation)
             message.pending = 0
             self._ack([message])
 
@@ -423,15 +368,5 @@ class Exporter:
     async def _dead_letter_rejected(self, unit: _Unit, builder: BundleBuilder, result: TransactionResult) -> None:
         reason = f"the FHIR server rejected the transaction ({result.status}): {result.outcome_text}"
         payload = json.dumps(builder.bundle(), separators=(",", ":")).encode()
-        letter = self._publish_dead_letter("rejected", reason, unit.topic, payload)
-        await self._confirm(letter, self.subscriber.generation)
-
-    async def _confirm(self, future: asyncio.Future[None], generation: int) -> None:
-        """Wait for the broker to confirm a dead letter (while the connection lasts)."""
-        while generation == self.subscriber.generation:
-            done, _ = await asyncio.wait({future}, timeout=1.0)
-            if done:
-                if future.exception() is not None:
-                    _log.error("dead letter not accepted by the broker: %s", future.exception())
-                return
-        future.cancel()
+        letter = self._consumer.dead_letter("rejected", reason, unit.topic, payload)
+        await self._consumer.confirm([letter], self.subscriber.generation)

@@ -31,7 +31,17 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import quote
 
-from wardwatch.core.schema import AbsentReason, Alarm, AlarmState, DeviceStatus, Priority, Quality, Sample, Signal
+from wardwatch.core.schema import (
+    AbsentReason,
+    Alarm,
+    AlarmState,
+    DeviceStatus,
+    News2,
+    Priority,
+    Quality,
+    Sample,
+    Signal,
+)
 from wardwatch.fhir.config import ExportSettings, Representation
 
 __all__ = [
@@ -59,7 +69,30 @@ BLUETOOTH_SYSTEM: Final = "http://hl7.org/fhir/sid/eui-48/bluetooth"
 FLAG_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/flag-category"
 FLAG_PRIORITY_EXTENSION: Final = "http://hl7.org/fhir/StructureDefinition/flag-priority"
 FLAG_PRIORITY: Final = "http://hl7.org/fhir/flag-priority-code"
+FLAG_DETAIL_EXTENSION: Final = "http://hl7.org/fhir/StructureDefinition/flag-detail"
 ALARM_RULE_SYSTEM: Final = "urn:wardwatch:alarm-rule"
+SNOMED: Final = "http://snomed.info/sct"
+SCORE_SYSTEM: Final = "urn:wardwatch:score"
+#: IEEE 11073-10101 partition 3 (alert) condition codes, as in IHE PCD ACM and the R6 DeviceAlert examples:
+#: the limit alarms are "value above/below its limit"; the parameter is in the Flag's text.
+MDC_EVT_HI: Final = ("196648", "MDC_EVT_HI")
+MDC_EVT_LO: Final = ("196670", "MDC_EVT_LO")
+ALARM_CONDITION_CODES: Final = {
+    "spo2_low": MDC_EVT_LO,
+    "spo2_low_severe": MDC_EVT_LO,
+    "hr_low": MDC_EVT_LO,
+    "hr_low_severe": MDC_EVT_LO,
+    "hr_high": MDC_EVT_HI,
+}
+#: SNOMED CT (UK edition) NEWS2 sub-score observables (UK Core EarlyWarningSubScore value set).
+_RCP_NEWS2: Final = "Royal College of Physicians National Early Warning Score 2 -"
+NEWS2_SPO2_SCALE_CODES: Final = {
+    1: ("1104311000000102", f"{_RCP_NEWS2} oxygen saturation scale 1 score"),
+    2: ("1104321000000108", f"{_RCP_NEWS2} oxygen saturation scale 2 score"),
+}
+NEWS2_AIR_OR_OXYGEN: Final = ("1104331000000105", f"{_RCP_NEWS2} air or oxygen score")
+NEWS2_PULSE: Final = ("1104351000000103", f"{_RCP_NEWS2} pulse score")
+PARTIAL_NEWS2: Final = ("news2-partial", "Partial NEWS2: SpO2, air or oxygen and pulse sub-scores only")
 _PRIORITY_CODES: Final = {
     Priority.HIGH: ("PH", "High priority"),
     Priority.MEDIUM: ("PM", "Medium priority"),
@@ -253,6 +286,10 @@ def observations(window: Window, settings: ExportSettings) -> list[tuple[Resourc
     return out
 
 
+def _score(points: int) -> Resource:
+    return {"value": points, "unit": "{score}", "system": UCUM, "code": "{score}"}
+
+
 def _if_none_exist(identifier: str) -> str:
     return "identifier=" + quote(identifier, safe="")
 
@@ -369,11 +406,14 @@ class BundleBuilder:
             }
         )
 
-    def alarm(self, alarm: Alarm) -> None:
-        """A physiological alarm as a Flag (identifier: the alarm id; period: raised to resolved).
+    def alarm(self, alarm: Alarm) -> int:
+        """A physiological alarm as a Flag (identifier: the alarm id; period: raised to resolved); returns the
+        number of Observations added (1 with the partial NEWS2 of a ``news2_*`` alarm, else 0).
 
         Raised, acknowledged and silenced are conditional creates (a redelivered older state never
         overwrites a newer one); resolved is a conditional update that sets ``inactive`` and the period's end.
+        ``Flag.code`` carries the IEEE 11073 alert condition (``MDC_EVT_LO``/``MDC_EVT_HI``) where the rule is
+        a limit alarm, and the wardwatch rule.
         """
         system = self._settings.identifiers.alarm
         identifier = f"{system}|{alarm.alarm_id}"
@@ -384,21 +424,26 @@ class BundleBuilder:
         period = {"start": _instant(alarm.started)}
         if resolved:
             period["end"] = _instant(max(alarm.t, alarm.started))
+        codings = [{"system": ALARM_RULE_SYSTEM, "code": alarm.rule}]
+        condition = ALARM_CONDITION_CODES.get(alarm.rule)
+        if condition is not None:
+            codings.insert(0, _coding(MDC, *condition))
+        extensions: list[Resource] = [
+            {
+                "url": FLAG_PRIORITY_EXTENSION,
+                "valueCodeableConcept": {"coding": [_coding(FLAG_PRIORITY, code, display)]},
+            }
+        ]
+        if alarm.news2 is not None:
+            score = self._partial_news2(alarm, alarm.news2)
+            extensions.append({"url": FLAG_DETAIL_EXTENSION, "valueReference": {"reference": score}})
         resource: Resource = {
             "resourceType": "Flag",
             "identifier": [{"system": system, "value": alarm.alarm_id}],
-            "extension": [
-                {
-                    "url": FLAG_PRIORITY_EXTENSION,
-                    "valueCodeableConcept": {"coding": [_coding(FLAG_PRIORITY, code, display)]},
-                }
-            ],
+            "extension": extensions,
             "status": "inactive" if resolved else "active",
             "category": [{"coding": [_coding(FLAG_CATEGORY, "clinical", "Clinical")]}],
-            "code": {
-                "coding": [{"system": ALARM_RULE_SYSTEM, "code": alarm.rule}],
-                "text": alarm.text or alarm.rule,
-            },
+            "code": {"coding": codings, "text": alarm.text or alarm.rule},
             "subject": {"reference": self.patient(alarm.patient)},
             "period": period,
         }
@@ -413,6 +458,37 @@ class BundleBuilder:
             )
         else:
             self._conditional_create(resource, identifier)
+        return 0 if alarm.news2 is None else 1
+
+    def _partial_news2(self, alarm: Alarm, news2: News2) -> str:
+        """The partial NEWS2 that raised a ``news2_*`` alarm, as an Observation with SNOMED CT sub-scores.
+
+        Never coded as the NEWS2 total score (SNOMED CT 1104051000000101): four of its seven parameters are
+        not measured, and a record system would show the lower bound as the full score.
+        """
+        system = self._settings.identifiers.observation
+        value = f"{alarm.patient}/{PARTIAL_NEWS2[0]}/{alarm.alarm_id}"
+        components = [(NEWS2_SPO2_SCALE_CODES[news2.spo2_scale], news2.spo2), (NEWS2_PULSE, news2.pulse)]
+        components.insert(1, (NEWS2_AIR_OR_OXYGEN, news2.o2))
+        resource: Resource = {
+            "resourceType": "Observation",
+            "identifier": [{"system": system, "value": value}],
+            "status": "final",
+            "category": [{"coding": [_coding(OBSERVATION_CATEGORY, "survey", "Survey")]}],
+            "code": {
+                "coding": [_coding(SCORE_SYSTEM, *PARTIAL_NEWS2)],
+                "text": "partial NEWS2 (SpO2, air or oxygen, pulse only): a lower bound of the NEWS2 total",
+            },
+            "subject": {"reference": self.patient(alarm.patient)},
+            "effectiveDateTime": _instant(alarm.started),
+            "valueQuantity": _score(news2.score),
+            "component": [
+                {"code": {"coding": [_coding(SNOMED, *code)]}, "valueQuantity": _score(points)}
+                for code, points in components
+                if points is not None
+            ],
+        }
+        return self._conditional_create(resource, f"{system}|{value}")
 
     def bundle(self) -> Resource:
         """The ``transaction`` Bundle."""

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-
-from wardwatch.core.config import MqttSettings, Secret
-from wardwatch.core.schema import DeadLetter, DeviceRole, Sample, Signal, Vitals, decode, encode
+from wardwatch.core.schema import DeviceRole, Sample, Signal, Vitals, encode
 from wardwatch.core.servers import LOOPBACK, Mosquitto, free_port
 from wardwatch.core.servers.process import ChildServer, http_request
-from wardwatch.core.topics import deadletter_topic, vitals_topic
+from wardwatch.core.testing import DeadLetters, mqtt_settings, publish_all
+from wardwatch.core.topics import vitals_topic
 from wardwatch.fhir.config import ExportSettings, FhirConfig, FhirServerSettings, MetricsSettings
 from wardwatch.fhir.errors import FhirError
 
@@ -152,16 +147,7 @@ def fhir_config(
     broker: Mosquitto, server: FhirTestServer, *, client_id: str = "fhir-test", **export: Any
 ) -> FhirConfig:
     """An exporter config for the test servers (no metrics endpoint, fast retries, 10 s intervals)."""
-    endpoint = broker.endpoint()
-    mqtt = MqttSettings(
-        host=endpoint.host,
-        port=endpoint.port,
-        tls=endpoint.tls,
-        ca_file=endpoint.ca_file,
-        username=endpoint.username,
-        password=Secret(endpoint.password) if endpoint.password is not None else None,
-        client_id=client_id,
-    )
+    mqtt = mqtt_settings(broker, client_id)
     settings = {"interval_s": 10, "settle_s": 0.5, "grace_s": 1.0, **export}
     return FhirConfig(
         mqtt=mqtt,
@@ -203,50 +189,3 @@ def vitals_stream(
                     )
                     messages.append((vitals_topic(ward, gateway, patient, device, signal), encode(message)))
     return messages
-
-
-def publish_all(broker: Mosquitto, messages: list[tuple[str, bytes]], *, client_id: str = "fhir-publisher") -> None:
-    """Publish with QoS 1 and return when every PUBACK came (blocking: run it in a thread)."""
-    endpoint = broker.endpoint()
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect(endpoint.host, endpoint.port)
-    client.loop_start()
-    try:
-        for chunk in range(0, len(messages), 10_000):  # paho refuses to queue much more at once
-            infos = [client.publish(topic, payload, qos=1) for topic, payload in messages[chunk : chunk + 10_000]]
-            deadline = time.monotonic() + 120
-            for info in infos:
-                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-                if not info.is_published():
-                    raise TimeoutError("the broker did not acknowledge a publish")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
-class DeadLetters:
-    """Records the dead letters of ``service`` (a paho client with its own network thread)."""
-
-    def __init__(self, broker: Mosquitto, service: str = "fhir") -> None:
-        self.letters: list[DeadLetter] = []
-        self._subscribed = threading.Event()
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dl-{service}", protocol=paho.MQTTv5)
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = lambda *_: self._subscribed.set()
-        self._client.connect(broker.host, broker.port)
-        self._client.loop_start()
-        self._client.subscribe(deadletter_topic(service), qos=1)
-        if not self._subscribed.wait(TIMEOUT):
-            raise TimeoutError("no SUBACK for the dead-letter topic")
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        letter = decode(bytes(message.payload))
-        assert isinstance(letter, DeadLetter)
-        self.letters.append(letter)
-
-    def close(self) -> None:
-        """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()

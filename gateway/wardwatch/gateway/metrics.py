@@ -13,18 +13,17 @@ guards the port; it serves no patient data but does reveal device counts.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Final
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from wardwatch.core.metrics import serve_metrics  # the shared endpoint, re-exported for the gateway
 from wardwatch.gateway.ble import SESSION_END_REASONS
 
 if TYPE_CHECKING:
@@ -216,45 +215,3 @@ def gateway_registry(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(gateway, device_labels=device_labels, clock=clock))
     return registry
-
-
-_MAX_REQUEST: Final = 8192
-
-
-async def _handle(registry: CollectorRegistry, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        async with asyncio.timeout(10):
-            head = await reader.readuntil(b"\r\n\r\n")
-        if len(head) > _MAX_REQUEST:
-            raise ValueError("request too large")
-        method, path, *_ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-        if method in {"GET", "HEAD"} and path.split("?", 1)[0] == "/metrics":
-            body = generate_latest(registry)
-            status, ctype = "200 OK", CONTENT_TYPE_LATEST
-        else:
-            body, status, ctype = b"not found: try /metrics\n", "404 Not Found", "text/plain; charset=utf-8"
-        header = (
-            f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        )
-        writer.write(header.encode("latin-1") + (body if method != "HEAD" else b""))
-        await writer.drain()
-    except (TimeoutError, ValueError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-        pass
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-@contextlib.asynccontextmanager
-async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> AsyncIterator[asyncio.Server]:
-    """Serve ``GET /metrics`` on ``host:port`` while the context is open."""
-    server = await asyncio.start_server(lambda r, w: _handle(registry, r, w), host, port, limit=_MAX_REQUEST)
-    _log.info("metrics on http://%s:%d/metrics", host, port)
-    try:
-        yield server
-    finally:
-        server.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2):
-                await server.wait_closed()

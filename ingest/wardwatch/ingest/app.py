@@ -7,8 +7,9 @@ import contextlib
 import gc
 import logging
 
+from wardwatch.core.metrics import serve_metrics
 from wardwatch.ingest.config import IngestConfig
-from wardwatch.ingest.metrics import IngestMetrics, serve_metrics
+from wardwatch.ingest.metrics import IngestMetrics
 from wardwatch.ingest.pipeline import Ingestor
 from wardwatch.ingest.sinks import make_sink
 
@@ -26,7 +27,7 @@ async def run(config: IngestConfig, *, stop: asyncio.Event | None = None, metric
     async with contextlib.AsyncExitStack() as stack:
         sink = await stack.enter_async_context(make_sink(config.influx))
         if config.metrics.port:
-            await stack.enter_async_context(serve_metrics(metrics, config.metrics.host, config.metrics.port))
+            await stack.enter_async_context(serve_metrics(metrics.registry, config.metrics.host, config.metrics.port))
         ingestor = await stack.enter_async_context(Ingestor(config, sink, metrics=metrics))
         # Start-up objects live forever: keep the cyclic GC from re-scanning them on every collection.
         gc.freeze()

@@ -5,24 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 
 import msgspec
 
-from wardwatch.core.config import load_config
 from wardwatch.core.errors import WardwatchError
-from wardwatch.core.logs import setup_logging
+from wardwatch.core.service import load_service_config, run_service, service_parser
 from wardwatch.ingest.config import IngestConfig
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wardwatch ingest", description="MQTT vitals -> InfluxDB (at-least-once).")
-    parser.add_argument("--config", required=True, help="TOML config file (see deploy/ingest/ingest.example.toml)")
-    parser.add_argument("--log-level", default=None, help="override log_level from the config")
-    return parser
+    return service_parser(
+        "wardwatch ingest", "MQTT vitals -> InfluxDB (at-least-once).", "deploy/ingest/ingest.example.toml"
+    )
 
 
 def _bench_parser() -> argparse.ArgumentParser:
@@ -64,13 +61,9 @@ async def create_schema(config: IngestConfig) -> dict[str, str]:
         }
 
 
-async def _serve(config: IngestConfig) -> None:
+async def _serve(config: IngestConfig, stop: asyncio.Event) -> None:
     from wardwatch.ingest.app import run
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await run(config, stop=stop)
 
 
@@ -87,10 +80,8 @@ def main(argv: list[str]) -> int:
         return 0
     schema = bool(argv) and argv[0] == "schema"
     args = (_schema_parser() if schema else _parser()).parse_args(argv[1:] if schema else argv)
-    try:
-        config = load_config(IngestConfig, args.config)
-    except WardwatchError as exc:
-        print(f"wardwatch ingest: {exc}", file=sys.stderr)
+    config = load_service_config(IngestConfig, args.config, "wardwatch ingest")
+    if config is None:
         return 2
     if schema:
         if config.influx.api != "v1":
@@ -103,9 +94,7 @@ def main(argv: list[str]) -> int:
             return 1
         print(json.dumps(made, indent=2))
         return 0
-    setup_logging("ingest", args.log_level or config.log_level)
-    asyncio.run(_serve(config))
-    return 0
+    return run_service("ingest", config, _serve, args.log_level)
 
 
 if __name__ == "__main__":

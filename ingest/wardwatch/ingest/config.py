@@ -7,6 +7,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from wardwatch.core import config as core_config
 from wardwatch.core import topics
 from wardwatch.core.config import MqttSettings, Secret
 
@@ -83,10 +84,10 @@ class BatchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError("need 0 < retry_min_s <= retry_max_s")
 
 
-class SubscriptionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class SubscriptionSettings(core_config.SubscriptionSettings, kw_only=True):
     """What to subscribe to, and as whom."""
 
-    client_id: str = "wardwatch-ingest"  # the persistent session's name: keep it stable per instance
+    client_id: str = "wardwatch-ingest"
     filters: list[str] = msgspec.field(
         default_factory=lambda: [topics.vitals_filter(), topics.ward_filter(topics.DEVICE)]
     )
@@ -94,8 +95,7 @@ class SubscriptionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
     share_group: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.filters:
-            raise ValueError("filters must list at least one topic filter")
+        super().__post_init__()
         if self.share_group is not None and not _NAME.match(self.share_group):
             raise ValueError("share_group must be 1-64 letters, digits, '_' or '-'")
 
@@ -106,10 +106,9 @@ class SubscriptionSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
         return [f"$share/{self.share_group}/{f}" for f in self.filters]
 
 
-class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+class MetricsSettings(core_config.MetricsSettings, kw_only=True):
     """The Prometheus endpoint (``GET /metrics``); ``port = 0`` turns it off."""
 
-    host: str = "127.0.0.1"
     port: int = 9464
 
 

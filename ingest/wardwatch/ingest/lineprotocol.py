@@ -16,13 +16,15 @@ tag or key ending in a backslash, or holding a line break, cannot be written at 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from wardwatch.ingest.errors import IngestError
+from wardwatch.ingest.points import FieldValue, Point, Tags
 
 __all__ = [
     "FieldValue",
+    "LineEncoder",
     "LineProtocolError",
     "encode_fields",
     "encode_line",
@@ -31,8 +33,6 @@ __all__ = [
     "field_value",
     "series_key",
 ]
-
-FieldValue = float | int | bool | str
 
 
 class LineProtocolError(IngestError, ValueError):
@@ -98,3 +98,46 @@ def encode_fields(fields: Iterable[tuple[str, FieldValue]]) -> str:
 def encode_line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue], timestamp: int) -> str:
     """One complete line, ending in ``\\n``; ``timestamp`` is an integer in the write's precision."""
     return f"{series_key(measurement, tags)} {encode_fields(fields.items())} {int(timestamp)}\n"
+
+
+class LineEncoder:
+    """:class:`~wardwatch.ingest.points.Point` values to line protocol (ms precision), as the InfluxDB sinks send.
+
+    Series keys are encoded once per ``tags`` tuple (the point encoder shares one per series) and field keys
+    once per name; at most ``cache_size`` series are remembered.
+    """
+
+    def __init__(self, cache_size: int = 100_000) -> None:
+        self._series: dict[int, tuple[str, Tags, str]] = {}  # id(tags) -> (measurement, tags kept alive, key)
+        self._field_keys: dict[str, str] = {}
+        self._cache_size = cache_size
+
+    def _key(self, measurement: str, tags: Tags) -> str:
+        cached = self._series.get(id(tags))
+        if cached is not None and cached[1] is tags and cached[0] == measurement:
+            return cached[2]
+        key = series_key(measurement, dict(tags))
+        if len(self._series) >= self._cache_size:
+            self._series.clear()
+        self._series[id(tags)] = (measurement, tags, key)
+        return key
+
+    def _fields(self, fields: Mapping[str, FieldValue]) -> str:
+        keys = self._field_keys
+        parts = []
+        for name, value in fields.items():
+            key = keys.get(name)
+            if key is None:
+                key = keys[name] = escape_key(name, "field key")
+            parts.append(f"{key}={field_value(value)}")
+        if not parts:
+            raise LineProtocolError("a point needs at least one field")
+        return ",".join(parts)
+
+    def line(self, point: Point) -> str:
+        """One point as a line ending in ``\\n``; raises :class:`LineProtocolError` if it cannot be written."""
+        return f"{self._key(point.measurement, point.tags)} {self._fields(point.fields)} {int(point.time)}\n"
+
+    def body(self, points: Sequence[Point]) -> bytes:
+        """The lines of ``points``, as one request body."""
+        return "".join([self.line(point) for point in points]).encode()

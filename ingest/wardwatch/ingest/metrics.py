@@ -1,39 +1,23 @@
-"""Prometheus metrics of ingest, and the ``/metrics`` HTTP endpoint (aiohttp, on the event loop)."""
+"""Prometheus metrics of ingest: the consumers' common ones (:mod:`wardwatch.core.metrics`) and ingest's own."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from wardwatch.core.metrics import ConsumerMetrics
 
-__all__ = ["IngestMetrics", "serve_metrics"]
+__all__ = ["IngestMetrics"]
 
 
-class IngestMetrics:
+class IngestMetrics(ConsumerMetrics):
     """The counters, gauges and histograms of one ingest instance, in their own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        r = self.registry = registry if registry is not None else CollectorRegistry()
-        p = "wardwatch_ingest"
-        self.received = Counter(f"{p}_messages_received", "MQTT messages received", registry=r)
-        self.acked = Counter(f"{p}_messages_acked", "MQTT messages acknowledged after storing", registry=r)
+        super().__init__(
+            "ingest", store="InfluxDB", retries_name="write_retries", up_name="database_up", registry=registry
+        )
+        r, p = self.registry, self.prefix
         self.written = Counter(f"{p}_points_written", "Points stored in InfluxDB", registry=r)
-        self.dead_lettered = Counter(
-            f"{p}_dead_letters",
-            "Messages or points sent to the dead-letter topic (cause: malformed message, rejected point)",
-            ["cause"],
-            registry=r,
-        )
-        self.write_retries = Counter(
-            f"{p}_write_retries", "Writes retried because InfluxDB was unavailable", registry=r
-        )
-        self.redelivery_skipped_acks = Counter(
-            f"{p}_stale_acks_skipped",
-            "Messages stored but not acknowledged because their connection was gone (they are redelivered)",
-            registry=r,
-        )
         self.batch_points = Histogram(
             f"{p}_batch_points",
             "Points per written batch",
@@ -47,30 +31,4 @@ class IngestMetrics:
             registry=r,
         )
         self.write_seconds = Histogram(f"{p}_write_seconds", "Duration of one InfluxDB write request", registry=r)
-        self.in_flight = Gauge(f"{p}_in_flight_messages", "Messages received and not yet acknowledged", registry=r)
         self.lag = Gauge(f"{p}_lag_seconds", "Now minus the time of the newest sample stored", registry=r)
-        self.database_up = Gauge(f"{p}_database_up", "1 if the last write reached InfluxDB", registry=r)
-        self.mqtt_connected = Gauge(f"{p}_mqtt_connected", "1 while connected to the broker", registry=r)
-
-    def value(self, name: str, **labels: str) -> float:
-        """The current value of a sample, e.g. ``value("messages_acked_total")`` (0 if absent)."""
-        found = self.registry.get_sample_value(f"wardwatch_ingest_{name}", labels)
-        return found if found is not None else 0.0
-
-
-@contextlib.asynccontextmanager
-async def serve_metrics(metrics: IngestMetrics, host: str, port: int) -> AsyncIterator[web.AppRunner]:
-    """Serve ``GET /metrics`` on ``host:port`` while the context is open."""
-
-    async def handle(_request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/metrics", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        yield runner
-    finally:
-        await runner.cleanup()

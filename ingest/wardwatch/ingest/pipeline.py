@@ -2,9 +2,9 @@
 
 At-least-once, exactly-once in the database:
 
-1. Every MQTT message is validated and encoded on arrival (:class:`~wardwatch.ingest.points.PointEncoder`);
+1. Every MQTT message is validated and made points on arrival (:class:`~wardwatch.ingest.points.PointEncoder`);
    a malformed one is published to the dead-letter topic and otherwise treated like a stored one.
-2. Lines accumulate in a batch, written by one writer task, in order, while the next batch fills:
+2. Points accumulate in a batch, written by one writer task, in order, while the next batch fills:
    when it holds ``max_points`` points; or once it is ``min_delay_ms`` old, the writer is idle and no
    message came for ``QUIET_S`` (the stream paused: low latency at low rates and at the end of a
    burst, big batches under load); and at the latest ``max_delay_ms`` after its first message.
@@ -22,19 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
+from wardwatch.core.consumer import AckAfterStore
 from wardwatch.core.errors import WardwatchError
-from wardwatch.core.logs import RateLimitedLog
-from wardwatch.core.schema import DeadLetter, encode
-from wardwatch.core.topics import deadletter_topic
 from wardwatch.ingest.config import IngestConfig
 from wardwatch.ingest.metrics import IngestMetrics
-from wardwatch.ingest.points import ImplausibleTimeError, PointEncoder
+from wardwatch.ingest.points import ImplausibleTimeError, Point, PointEncoder
 from wardwatch.ingest.sinks import SchemaSetupError, Sink, SinkUnavailableError
 from wardwatch.ingest.subscriber import Subscriber
 
@@ -45,27 +42,25 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SERVICE: Final = "ingest"
-DEADLETTER_TOPIC: Final = deadletter_topic(SERVICE)
-MAX_DEAD_LETTER_PAYLOAD: Final = 64 * 1024
 QUIET_S: Final = 0.005  # no message for this long: the stream paused
 
 
 class _Batch:
-    """Lines of consecutive messages of one connection, and what acknowledging them needs."""
+    """Points of consecutive messages of one connection, and what acknowledging them needs."""
 
-    __slots__ = ("dead_letters", "first_received", "generation", "lines", "messages", "mids", "starts", "topics")
+    __slots__ = ("dead_letters", "first_received", "generation", "messages", "mids", "points", "starts", "topics")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
-        self.lines: list[str] = []
-        self.starts: list[int] = []  # index in lines of each message's first line
+        self.points: list[Point] = []
+        self.starts: list[int] = []  # index in points of each message's first point
         self.topics: list[str] = []
         self.mids: list[int] = []  # packet ids of the QoS 1 messages
         self.dead_letters: list[asyncio.Future[None]] = []
         self.messages = 0
         self.first_received = time.monotonic()
 
-    def topic_of_line(self, index: int) -> str:
+    def topic_of_point(self, index: int) -> str:
         lo, hi = 0, len(self.starts)
         while hi - lo > 1:  # the last message starting at or before ``index``
             mid = (lo + hi) // 2
@@ -74,10 +69,6 @@ class _Batch:
             else:
                 hi = mid
         return self.topics[lo] if self.topics else ""
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Ingestor:
@@ -95,8 +86,6 @@ class Ingestor:
         self._queue: asyncio.Queue[_Batch] = asyncio.Queue()
         self._open: _Batch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._warn = RateLimitedLog(_log, interval_s=30.0)
-        self._stack = contextlib.AsyncExitStack()
         self.subscriber = Subscriber(
             config.mqtt,
             config.mqtt.client_id or config.subscription.client_id,
@@ -104,32 +93,21 @@ class Ingestor:
             self._on_message,
             receive_maximum=config.batch.receive_maximum,
         )
+        self._consumer = AckAfterStore(SERVICE, self.subscriber, self.metrics, _log)
         self.in_flight = 0
         self.max_in_flight = 0
         self.schema_ready = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
         self._drained = asyncio.Event()
 
     async def __aenter__(self) -> Self:
         self._loop = asyncio.get_running_loop()
-        try:
-            tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-            await self._stack.enter_async_context(self.subscriber)
-            self._tasks = [
-                tasks.create_task(self._writer(), name="ingest-writer"),
-                tasks.create_task(self._watch_connection(), name="ingest-connection"),
-            ]
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        await self._consumer.start({"ingest-writer": self._writer})
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await self._stack.aclose()
+        await self._consumer.stop()
 
     async def wait_ready(self, timeout: float) -> None:
         """Wait until subscribed (the database may still be down)."""
@@ -157,24 +135,24 @@ class Ingestor:
             self._loop.call_later(self._min_delay_s, self._seal_if_quiet, batch, -1)
             self._loop.call_later(self._max_delay_s, self._seal_if_open, batch)
         try:
-            lines = self._encoder.lines(topic, payload)
+            points = self._encoder.points(topic, payload)
         except ImplausibleTimeError as exc:
-            lines = []
+            points = []
             self._dead_letter(batch, "clock", str(exc), topic, payload)
         except WardwatchError as exc:
-            lines = []
+            points = []
             self._dead_letter(batch, "malformed", str(exc), topic, payload)
         except Exception as exc:  # a bug must not stop ingest: keep the message, say what happened
             _log.exception("cannot convert message on %s", topic)
-            lines = []
+            points = []
             self._dead_letter(batch, "malformed", f"internal error: {exc!r}", topic, payload)
-        batch.starts.append(len(batch.lines))
+        batch.starts.append(len(batch.points))
         batch.topics.append(topic)
-        batch.lines += lines
+        batch.points += points
         if qos:
             batch.mids.append(mid)
         batch.messages += 1
-        if len(batch.lines) >= self._max_points:
+        if len(batch.points) >= self._max_points:
             self._seal()
 
     def _seal_if_quiet(self, batch: _Batch, seen: int) -> None:
@@ -201,19 +179,9 @@ class Ingestor:
         self._queue.put_nowait(batch)
 
     def _dead_letter(self, batch: _Batch, cause: str, reason: str, topic: str, payload: bytes) -> None:
-        letter = DeadLetter(
-            v=1, service=SERVICE, t=_now_ms(), reason=reason, topic=topic, payload=payload[:MAX_DEAD_LETTER_PAYLOAD]
-        )
-        batch.dead_letters.append(self.subscriber.publish_nowait(DEADLETTER_TOPIC, encode(letter)))
-        self.metrics.dead_lettered.labels(cause).inc()
-        self._warn.warning(f"dead-letter:{cause}", "dead-lettered a %s message on %s: %s", cause, topic, reason)
+        batch.dead_letters.append(self._consumer.dead_letter(cause, reason, topic, payload))
 
     # -- the writer -----------------------------------------------------------------------------------
-
-    async def _watch_connection(self) -> None:
-        while True:
-            self.metrics.mqtt_connected.set(1 if self.subscriber.connected else 0)
-            await asyncio.sleep(1.0)
 
     async def _writer(self) -> None:
         try:
@@ -229,36 +197,31 @@ class Ingestor:
             self._writing = False
             batch = await self._queue.get()
             self._writing = True
-            if batch.lines:
-                await self._write_range(batch, 0, len(batch.lines))
-                last = batch.lines[-1]
-                self.metrics.lag.set(max(0.0, time.time() - int(last[last.rindex(" ") + 1 :]) / 1000))
-            if batch.dead_letters:
-                await self._confirm_dead_letters(batch)
-            if self.subscriber.ack_many(batch.mids, batch.generation):
-                self.metrics.acked.inc(batch.messages)
-            else:
-                self.metrics.redelivery_skipped_acks.inc(batch.messages)
+            if batch.points:
+                await self._write_range(batch, 0, len(batch.points))
+                self.metrics.lag.set(max(0.0, time.time() - batch.points[-1].time / 1000))
+            await self._consumer.confirm(batch.dead_letters, batch.generation)
+            self._consumer.acknowledge(batch.mids, batch.generation, batch.messages)
             self.in_flight -= batch.messages
             self.metrics.in_flight.set(self.in_flight)
             if not self.in_flight:
                 self._drained.set()
-            self.metrics.batch_points.observe(len(batch.lines))
+            self.metrics.batch_points.observe(len(batch.points))
             self.metrics.batch_latency.observe(time.monotonic() - batch.first_received)
 
     async def _write_range(self, batch: _Batch, lo: int, hi: int) -> None:
-        """Store lines ``lo:hi``; on rejection split in halves, and dead-letter single rejected points."""
-        body = "".join(batch.lines[lo:hi]).encode()
+        """Store points ``lo:hi``; on rejection split in halves, and dead-letter single rejected points."""
+        points = batch.points[lo:hi]
         started = time.monotonic()
-        reason = await self._retrying(lambda: self._sink.write(body), "write to InfluxDB")
+        reason = await self._retrying(lambda: self._sink.write(points), "write to InfluxDB")
         self.metrics.write_seconds.observe(time.monotonic() - started)
         if reason is None:
             self.metrics.written.inc(hi - lo)
             return
         if hi - lo == 1:
-            line = batch.lines[lo]
+            point = self._sink.describe(batch.points[lo])
             self._dead_letter(
-                batch, "rejected", f"InfluxDB rejected the point: {reason}", batch.topic_of_line(lo), line.encode()
+                batch, "rejected", f"InfluxDB rejected the point: {reason}", batch.topic_of_point(lo), point
             )
             return
         middle = (lo + hi) // 2
@@ -267,30 +230,18 @@ class Ingestor:
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]], what: str, *, is_schema: bool = False) -> T:
         """Run ``operation`` until it does not raise :class:`SinkUnavailableError`, backing off."""
-        delay = self.config.batch.retry_min_s
-        while True:
-            try:
-                result = await operation()
-            except SinkUnavailableError as exc:
-                self.metrics.database_up.set(0)
-                self.metrics.write_retries.inc()
-                self._warn.warning("influx", "cannot %s, retrying in %.1f s: %s", what, delay, exc)
-                if exc.missing_database and not is_schema:
-                    with contextlib.suppress(SinkUnavailableError, SchemaSetupError):
-                        await self._sink.ensure_schema()
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, self.config.batch.retry_max_s)
-                continue
-            self.metrics.database_up.set(1)
-            return result
 
-    async def _confirm_dead_letters(self, batch: _Batch) -> None:
-        """Wait for the broker to confirm this batch's dead letters (while the connection lasts)."""
-        pending = set(batch.dead_letters)
-        while pending and batch.generation == self.subscriber.generation:
-            done, pending = await asyncio.wait(pending, timeout=1.0)
-            for future in done:
-                if future.exception() is not None:
-                    _log.error("dead letter not accepted by the broker: %s", future.exception())
-        for future in pending:
-            future.cancel()
+        async def create_missing_database(exc: Exception) -> None:
+            if isinstance(exc, SinkUnavailableError) and exc.missing_database and not is_schema:
+                with contextlib.suppress(SinkUnavailableError, SchemaSetupError):
+                    await self._sink.ensure_schema()
+
+        batch = self.config.batch
+        return await self._consumer.retrying(
+            operation,
+            SinkUnavailableError,
+            what=what,
+            min_s=batch.retry_min_s,
+            max_s=batch.retry_max_s,
+            on_unavailable=create_missing_database,
+        )

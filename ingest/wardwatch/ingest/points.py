@@ -1,6 +1,7 @@
-"""MQTT messages to InfluxDB points: the point schema and the validating converter.
+"""MQTT messages to points (measurement, tags, fields, time): the point schema and the validating converter.
 
-Point schema (``precision=ms``)::
+A :class:`Point` says nothing of any store's wire format: a sink encodes it (InfluxDB's line protocol in
+:mod:`~wardwatch.ingest.lineprotocol`). Point schema, as line protocol (time in ms)::
 
     vitals,device=D,patient=P,signal=S,ward=W value=72.0,seq=42i,gateway="G"[,quality="a,b"] T
     vitals,device=D,patient=P,signal=S,ward=W absent="nres",seq=42i,gateway="G" T
@@ -24,20 +25,46 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+import msgspec
+
 from wardwatch.core import topics
 from wardwatch.core.errors import SchemaError, TopicError
 from wardwatch.core.sampletime import EARLIEST_SAMPLE_MS, FUTURE_MARGIN_MS, implausible_time
-from wardwatch.core.schema import DeviceStatus, decode, decode_vitals
+from wardwatch.core.schema import decode_device_status, decode_vitals
 from wardwatch.ingest.errors import IngestError
-from wardwatch.ingest.lineprotocol import FieldValue, encode_fields, series_key
 
-__all__ = ["DEVICE_STATUS_MEASUREMENT", "VITALS_MEASUREMENT", "ImplausibleTimeError", "PointEncoder"]
+__all__ = [
+    "DEVICE_STATUS_MEASUREMENT",
+    "VITALS_MEASUREMENT",
+    "FieldValue",
+    "ImplausibleTimeError",
+    "Point",
+    "PointEncoder",
+    "Tags",
+]
+
+FieldValue = float | int | bool | str
+#: Tag (key, value) pairs sorted by key; one tuple object is shared by every point of a series.
+Tags = tuple[tuple[str, str], ...]
 
 VITALS_MEASUREMENT: Final = "vitals"
 DEVICE_STATUS_MEASUREMENT: Final = "device_status"
 
 _VITALS_PREFIX: Final = f"{topics.ROOT}/{topics.VITALS}/"
 _DEVICE_PREFIX: Final = f"{topics.ROOT}/{topics.DEVICE}/"
+
+
+class Point(msgspec.Struct, frozen=True, gc=False):
+    """One stored value set: ``measurement``, ``tags`` (the series), ``fields`` and ``time`` (ms since the epoch)."""
+
+    measurement: str
+    tags: Tags
+    fields: dict[str, FieldValue]
+    time: int
+
+    def as_builtins(self) -> dict[str, object]:
+        """The point as JSON-ready builtins (tags as an object), for logs and tests."""
+        return {"measurement": self.measurement, "tags": dict(self.tags), "fields": self.fields, "time": self.time}
 
 
 class ImplausibleTimeError(IngestError, SchemaError):
@@ -50,18 +77,17 @@ def _wall_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Route:
-    """What a valid vitals topic says, with the constant parts of its lines pre-encoded."""
+    """What a valid vitals topic says, and the tags of its series (one shared tuple)."""
 
     gateway: str
     patient: str
     device: str
     signal: str
-    prefix: str  # "vitals,device=..,patient=..,signal=..,ward=.. "
-    gateway_field: str  # ',gateway="gw-01"'
+    tags: Tags
 
 
 class PointEncoder:
-    """Validate MQTT messages and turn them into line-protocol lines (hot path: :meth:`lines`).
+    """Validate MQTT messages and turn them into :class:`Point` values (hot path: :meth:`points`).
 
     Raises :class:`~wardwatch.core.errors.SchemaError` or :class:`~wardwatch.core.errors.TopicError`
     saying what is wrong: bad JSON, wrong schema version, impossible values, an unknown topic, or a
@@ -92,8 +118,8 @@ class PointEncoder:
         if problem is not None:
             raise ImplausibleTimeError(f"device clock wrong: {problem}")
 
-    def lines(self, topic: str, payload: bytes) -> list[str]:
-        """The lines of one message (ending in ``\\n``)."""
+    def points(self, topic: str, payload: bytes) -> list[Point]:
+        """The points of one message, one per sample (or one for a device status)."""
         route = self._routes.get(topic)
         if route is None:
             if not topic.startswith(_VITALS_PREFIX):
@@ -112,63 +138,56 @@ class PointEncoder:
             )
         samples = message.samples
         self._check_time(min(s.t for s in samples), max(s.t for s in samples))
-        prefix = route.prefix
-        tail = f",seq={message.seq}i{route.gateway_field} "
+        tags, seq, gateway = route.tags, message.seq, route.gateway
         out = []
         for sample in message.samples:
             value = sample.v
-            fields = f"value={float(value)!r}" if value is not None else f'absent="{sample.absent or "unspecified"}"'
+            fields: dict[str, FieldValue] = (
+                {"value": float(value)} if value is not None else {"absent": sample.absent or "unspecified"}
+            )
             if sample.q:
-                fields += ',quality="' + ",".join(sample.q) + '"'
-            out.append(f"{prefix}{fields}{tail}{sample.t}\n")
+                fields["quality"] = ",".join(sample.q)
+            fields["seq"] = seq
+            fields["gateway"] = gateway
+            out.append(Point(VITALS_MEASUREMENT, tags, fields, sample.t))
         return out
 
     def _route(self, topic: str) -> _Route:
         parts = topics.parse_topic(topic)
         if not (parts.ward and parts.gateway and parts.patient and parts.device and parts.signal):
             raise TopicError(f"topic {topic!r} lacks a level")
-        key = series_key(
-            VITALS_MEASUREMENT,
-            {"ward": parts.ward, "patient": parts.patient, "device": parts.device, "signal": parts.signal},
-        )
+        tags = _tags(ward=parts.ward, patient=parts.patient, device=parts.device, signal=parts.signal)
         route = _Route(
-            gateway=parts.gateway,
-            patient=parts.patient,
-            device=parts.device,
-            signal=parts.signal,
-            prefix=key + " ",
-            gateway_field=f',gateway="{parts.gateway}"',
+            gateway=parts.gateway, patient=parts.patient, device=parts.device, signal=parts.signal, tags=tags
         )
         if len(self._routes) >= self._route_cache_size:
             self._routes.clear()
         self._routes[topic] = route
         return route
 
-    def _other(self, topic: str, payload: bytes) -> list[str]:
+    def _other(self, topic: str, payload: bytes) -> list[Point]:
         if not topic.startswith(_DEVICE_PREFIX):
             raise TopicError(f"topic {topic!r} is neither a vitals nor a device status topic")
         parts = topics.parse_topic(topic)
-        message = decode(payload)
-        if not isinstance(message, DeviceStatus):
-            raise SchemaError(f"a {type(message).__name__} message on device status topic")
-        if (message.gateway, message.patient, message.device) != (parts.gateway, parts.patient, parts.device):
-            raise SchemaError("payload ids do not match its topic")
+        message = decode_device_status(payload, parts)
         self._check_time(message.t, message.t)
         assert parts.ward is not None
-        fields: list[tuple[str, FieldValue]] = [
-            ("connected", message.connected),
-            ("gateway", message.gateway),
-            ("role", str(message.role)),
-            ("seq", message.seq),
-            ("malformed_total", message.malformed_total),
-        ]
-        optional: list[tuple[str, FieldValue | None]] = [
-            ("battery", message.battery),
-            ("rssi", message.rssi),
-            ("reason", message.reason),
-        ]
-        fields += [(k, v) for k, v in optional if v is not None]
-        key = series_key(
-            DEVICE_STATUS_MEASUREMENT, {"ward": parts.ward, "patient": message.patient, "device": message.device}
-        )
-        return [f"{key} {encode_fields(fields)} {message.t}\n"]
+        fields: dict[str, FieldValue] = {
+            "connected": message.connected,
+            "gateway": message.gateway,
+            "role": str(message.role),
+            "seq": message.seq,
+            "malformed_total": message.malformed_total,
+        }
+        optional: dict[str, FieldValue | None] = {
+            "battery": message.battery,
+            "rssi": message.rssi,
+            "reason": message.reason,
+        }
+        fields.update((k, v) for k, v in optional.items() if v is not None)
+        tags = _tags(ward=parts.ward, patient=message.patient, device=message.device)
+        return [Point(DEVICE_STATUS_MEASUREMENT, tags, fields, message.t)]
+
+
+def _tags(**tags: str) -> Tags:
+    return tuple(sorted(tags.items()))

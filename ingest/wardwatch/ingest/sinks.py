@@ -1,9 +1,11 @@
-"""Where batches of line protocol go: InfluxDB's v1 ``/write`` API or the v2 API via influxdb-client.
+"""Where batches of points go: InfluxDB's v1 ``/write`` API or the v2 API via influxdb-client.
 
-A sink's :meth:`~Sink.write` returns ``None`` when the points are stored and a reason string when the
-database *rejected* points of the body (field type conflict, unparsable line, beyond retention,
-request too large): the caller splits the batch to find them. Everything else that fails (network,
-5xx, timeouts, authentication, a missing database) raises :class:`SinkUnavailableError`: retry later.
+A sink takes :class:`~wardwatch.ingest.points.Point` values and owns their encoding (both InfluxDB sinks:
+line protocol, :class:`~wardwatch.ingest.lineprotocol.LineEncoder`), so another store is another
+:class:`Sink`. :meth:`~Sink.write` returns ``None`` when the points are stored and a reason string when
+the store *rejected* some of them (field type conflict, a point line protocol cannot carry, beyond
+retention, request too large): the caller splits the batch to find them. Everything else that fails
+(network, 5xx, timeouts, authentication, a missing database) raises :class:`SinkUnavailableError`: retry later.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ import base64
 import gzip
 import json
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
 import aiohttp
+import msgspec
 
 from wardwatch.ingest.config import InfluxSettings
 from wardwatch.ingest.errors import IngestError
-from wardwatch.ingest.points import VITALS_MEASUREMENT
+from wardwatch.ingest.lineprotocol import LineEncoder, LineProtocolError
+from wardwatch.ingest.points import VITALS_MEASUREMENT, Point
 
 __all__ = ["SchemaSetupError", "Sink", "SinkUnavailableError", "V1Sink", "V2Sink", "make_sink"]
 
@@ -47,7 +52,7 @@ class SchemaSetupError(IngestError):
 
 
 class Sink(Protocol):
-    """A line-protocol destination; an async context manager."""
+    """A store of points; an async context manager."""
 
     async def __aenter__(self) -> Self: ...
 
@@ -58,8 +63,33 @@ class Sink(Protocol):
     async def ensure_schema(self) -> None:
         """Create what writes need (database, retention policies, downsampling), idempotently."""
 
-    async def write(self, body: bytes) -> str | None:
-        """Store ``body`` (lines, ms precision); ``None`` if stored, else why points were rejected."""
+    async def write(self, points: Sequence[Point]) -> str | None:
+        """Store ``points`` (idempotently: a point written again is the same point); ``None`` if stored, else
+        why the store rejected some of them."""
+
+    def describe(self, point: Point) -> bytes:
+        """``point`` as this sink sends it, for a dead letter (never raises)."""
+
+
+class _LineProtocolSink:
+    """What both InfluxDB sinks share: points to line protocol."""
+
+    def __init__(self) -> None:
+        self._lines = LineEncoder()
+
+    def _body(self, points: Sequence[Point]) -> bytes | str:
+        """The request body, or why a point cannot be written (a rejection: the caller isolates the point)."""
+        try:
+            return self._lines.body(points)
+        except LineProtocolError as exc:
+            return f"not writable as line protocol: {exc}"
+
+    def describe(self, point: Point) -> bytes:
+        """The point's line, or its JSON where line protocol cannot carry it."""
+        try:
+            return self._lines.line(point).encode()
+        except LineProtocolError:
+            return msgspec.json.encode(point.as_builtins())
 
 
 def _error_text(status: int, body: bytes) -> str:
@@ -77,7 +107,7 @@ def _quote(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class V1Sink:
+class V1Sink(_LineProtocolSink):
     """InfluxDB 1.x ``/write`` and ``/query`` (also served by 2.x and 3.x for compatibility).
 
     Schema on start: the database, a default retention policy ``raw_policy`` (``raw_retention``), a
@@ -88,6 +118,7 @@ class V1Sink:
     """
 
     def __init__(self, settings: InfluxSettings) -> None:
+        super().__init__()
         self.settings = settings
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if settings.token is not None:
@@ -118,9 +149,12 @@ class V1Sink:
             await self._session.close()
             self._session = None
 
-    async def write(self, body: bytes) -> str | None:
-        """POST the lines to ``/write?db=..&rp=..&precision=ms``."""
+    async def write(self, points: Sequence[Point]) -> str | None:
+        """POST the points' lines to ``/write?db=..&rp=..&precision=ms``."""
         assert self._session is not None, "use the sink as an async context manager"
+        body = self._body(points)
+        if isinstance(body, str):
+            return body
         data = gzip.compress(body, compresslevel=1) if self.settings.gzip else body
         try:
             async with self._session.post(
@@ -217,7 +251,7 @@ class V1Sink:
             await self.query(create)
 
 
-class V2Sink:
+class V2Sink(_LineProtocolSink):
     """InfluxDB 2.x/3.x ``/api/v2/write`` through influxdb-client's asyncio client (token, org, bucket).
 
     The bucket (with its retention period) is the operator's to create, and downsampling is a 2.x
@@ -225,6 +259,7 @@ class V2Sink:
     """
 
     def __init__(self, settings: InfluxSettings) -> None:
+        super().__init__()
         self.settings = settings
         self._client: Any = None
         self._write: Any = None
@@ -250,12 +285,15 @@ class V2Sink:
     async def ensure_schema(self) -> None:
         """Nothing to create through the v2 API (see the class docstring)."""
 
-    async def write(self, body: bytes) -> str | None:
-        """Write through ``WriteApiAsync.write(bucket, org, body, precision=ms)``."""
+    async def write(self, points: Sequence[Point]) -> str | None:
+        """Write the points' lines through ``WriteApiAsync.write(bucket, org, body, precision=ms)``."""
         from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException
 
         s = self.settings
+        body = self._body(points)
+        if isinstance(body, str):
+            return body
         try:
             await self._write.write(bucket=s.bucket, org=s.org, record=body, write_precision=WritePrecision.MS)
         except ApiException as exc:

@@ -7,19 +7,14 @@ Used by the test suite and handy for trying ingest by hand; it needs the servers
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
-from wardwatch.core.config import MqttSettings, Secret
-from wardwatch.core.schema import DeadLetter, decode
+from wardwatch.core.config import Secret
 from wardwatch.core.servers import Influxd, Mosquitto
-from wardwatch.core.topics import deadletter_topic
+from wardwatch.core.testing import DeadLetters, mqtt_settings, publish_all
 from wardwatch.ingest.config import BatchSettings, InfluxSettings, IngestConfig, MetricsSettings, SubscriptionSettings
 from wardwatch.ingest.pipeline import Ingestor
 from wardwatch.ingest.sinks import V1Sink
@@ -41,16 +36,7 @@ def ingest_config(
     **influx: Any,
 ) -> IngestConfig:
     """An ingest config for the test servers (as ``user``, TLS if the broker has it; no metrics; fast retries)."""
-    endpoint = broker.endpoint(user)
-    mqtt = MqttSettings(
-        host=endpoint.host,
-        port=endpoint.port,
-        tls=endpoint.tls,
-        ca_file=endpoint.ca_file,
-        username=endpoint.username,
-        password=Secret(endpoint.password) if endpoint.password is not None else None,
-        client_id=client_id,
-    )
+    mqtt = mqtt_settings(broker, client_id, user)
     return IngestConfig(
         mqtt=mqtt,
         influx=InfluxSettings(url=influxd.url, database=DATABASE, **influx),
@@ -79,60 +65,6 @@ async def count(influxd: Influxd, field: str = "value", measurement: str = "vita
         return 0
     series = result["results"][0].get("series")
     return int(series[0]["values"][0][1]) if series else 0
-
-
-def publish_all(
-    broker: Mosquitto,
-    messages: list[tuple[str, bytes]],
-    *,
-    client_id: str = "test-publisher",
-    user: str | None = None,
-) -> None:
-    """Publish with QoS 1 as ``user`` (TLS if the broker has it); return when every PUBACK came (blocking)."""
-    endpoint = broker.endpoint(user)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    if endpoint.ca_file is not None:
-        client.tls_set(ca_certs=str(endpoint.ca_file))
-    if endpoint.username is not None:
-        client.username_pw_set(endpoint.username, endpoint.password)
-    client.connect(endpoint.host, endpoint.port)
-    client.loop_start()
-    try:
-        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
-        deadline = time.monotonic() + 120
-        for info in infos:
-            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-            assert info.is_published(), "the broker did not acknowledge a publish"
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
-class DeadLetters:
-    """Records the dead letters ingest publishes (a paho client with its own network thread)."""
-
-    def __init__(self, broker: Mosquitto) -> None:
-        self.letters: list[DeadLetter] = []
-        self._subscribed = threading.Event()
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id="dead-letter-reader", protocol=paho.MQTTv5)
-        self._client.on_message = self._on_message
-        self._client.on_subscribe = lambda *_: self._subscribed.set()
-        self._client.connect(broker.host, broker.port)
-        self._client.loop_start()
-        self._client.subscribe(deadletter_topic("ingest"), qos=1)
-        if not self._subscribed.wait(TIMEOUT):
-            raise TimeoutError("no SUBACK for the dead-letter topic")
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        letter = decode(bytes(message.payload))
-        assert isinstance(letter, DeadLetter)
-        self.letters.append(letter)
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 def as_toml(config: IngestConfig) -> str:

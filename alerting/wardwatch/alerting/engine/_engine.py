@@ -65,6 +65,7 @@ from wardwatch.core.schema import (
     DeviceRole,
     DeviceStatus,
     GatewayStatus,
+    News2,
     Priority,
     Signal,
     Vitals,
@@ -165,6 +166,7 @@ class _Cond:
         "cleared_at",
         "holdoff",
         "inhibitors",
+        "news2",
         "priority",
         "releases",
         "rule",
@@ -194,6 +196,7 @@ class _Cond:
         self.t = 0
         self.value: float | None = None
         self.text = ""
+        self.news2: News2 | None = None
 
 
 class _Stream:
@@ -680,7 +683,9 @@ class Engine:
             for c in st.conds.values():
                 if c.shown:
                     found.append(
-                        ConditionChange(st.id, st.ward, c.rule, c.category, c.priority, True, c.t, c.value, c.text)
+                        ConditionChange(
+                            st.id, st.ward, c.rule, c.category, c.priority, True, c.t, c.value, c.text, c.news2
+                        )
                     )
         return found
 
@@ -977,7 +982,8 @@ class Engine:
                     st.n2_hits[level] += 1
                     st.n2_misses[level] = 0
                     if st.n2_hits[level] >= th.news2_confirm_min:
-                        self._raise(st, name, t, float(p.score), text, out)
+                        scored = News2(score=p.score, o2=p.o2, spo2_scale=th.news2_scale, spo2=p.spo2, pulse=p.pulse)
+                        self._raise(st, name, t, float(p.score), text, out, news2=scored)
                 else:
                     st.n2_misses[level] += 1
                     st.n2_hits[level] = 0
@@ -1050,7 +1056,15 @@ class Engine:
     # --- emission: dedup, inhibition, flap suppression --------------------------------------
 
     def _raise(
-        self, st: _Patient, rule: str, t: int, value: float | None, text: str, out: list[ConditionChange]
+        self,
+        st: _Patient,
+        rule: str,
+        t: int,
+        value: float | None,
+        text: str,
+        out: list[ConditionChange],
+        *,
+        news2: News2 | None = None,
     ) -> None:
         c = st.conds.get(rule)
         if c is None:
@@ -1063,14 +1077,14 @@ class Engine:
             return
         if not c.want:
             c.want = True
-            c.t, c.value, c.text = t, value, text
+            c.t, c.value, c.text, c.news2 = t, value, text, news2
         conds = st.conds
         for name in c.inhibitors:
             other = conds.get(name)
             if other is not None and (other.shown or t - other.cleared_at < c.holdoff):
                 return  # held back; a family member releases it when it clears
         c.shown = True
-        out.append(ConditionChange(st.id, st.ward, rule, c.category, c.priority, True, t, value, text))
+        out.append(ConditionChange(st.id, st.ward, rule, c.category, c.priority, True, t, value, text, news2))
 
     def _clear(
         self, st: _Patient, rule: str, t: int, value: float | None, text: str, out: list[ConditionChange]
