@@ -42,7 +42,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Final
 
-from wardwatch.alerting.capacity import OVER_CAPACITY, OVER_CAPACITY_PRIORITY, capacity_change, reason_text
 from wardwatch.alerting.engine._filters import (
     CONFIRM_SAMPLES,
     HAMPEL_FLOOR,
@@ -56,6 +55,7 @@ from wardwatch.alerting.engine._filters import (
     quality_class,
 )
 from wardwatch.alerting.engine._rules import MinuteSeries, Threshold
+from wardwatch.alerting.engine.capacity import OVER_CAPACITY, OVER_CAPACITY_PRIORITY, capacity_change, reason_text
 from wardwatch.alerting.engine.news2 import PARTIAL_TEXT, partial_news2
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.rules import RuleSet, Thresholds
@@ -102,7 +102,7 @@ RULES: Final[dict[str, tuple[AlarmCategory, Priority, tuple[str, ...], str | Non
     "battery_low": (TECH, LOW, ("battery_critical",), None),
     "device_silent": (TECH, MEDIUM, (), None),
     "gateway_offline": (TECH, MEDIUM, (), None),
-    OVER_CAPACITY: (TECH, OVER_CAPACITY_PRIORITY, (), None),  # per gateway, to the operator (alerting/capacity.py)
+    OVER_CAPACITY: (TECH, OVER_CAPACITY_PRIORITY, (), None),  # per gateway, to the operator (engine/capacity.py)
     "data_gap": (TECH, LOW, (), None),
 }
 
