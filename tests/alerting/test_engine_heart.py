@@ -155,6 +155,24 @@ def test_a_strap_back_after_a_silence_is_not_asystole_at_once() -> None:
     assert actives(feed(Engine(RuleSet(quiet())), msgs, tick=False), "asystole") == []
 
 
+def test_a_pause_over_asystole_s_that_ends_within_a_report_second_pages_asystole() -> None:
+    # beats at 75 /min, then a 4.4 s pause that ends before the strap's 1 Hz "no beat" report could show
+    # it (HR 0 needs a whole second with no beat for 4 s): only the RR interval tells
+    msgs = rhythm(0, 20, 75)
+    last = max(s.t for m in msgs if m.signal is Signal.RR_INTERVAL for s in m.samples)
+    msgs += [hr(T0 + 21_000 + i * 1000, 75) for i in range(4)]
+    msgs.append(beats(last + 4400, [4.4]))
+    changes = feed(Engine(RuleSet(quiet())), sorted(msgs, key=lambda m: m.samples[0].t))
+    (asystole,) = actives(changes, "asystole")
+    assert asystole.t == last + 4400
+    assert asystole.priority is Priority.HIGH
+    assert "pause of 4.4 s" in asystole.text
+    assert [c.active for c in changes if c.rule == "asystole"] == [True, False]  # the beat ends it; latched
+    # a pause under asystole_s is no asystole
+    short = [*rhythm(0, 20, 75), beats(last + 3900, [3.9])]
+    assert actives(feed(Engine(RuleSet(quiet())), short), "asystole") == []
+
+
 def _strap_on_without_qrs(contact_at_s: int, until_s: int) -> list[Vitals]:
     """Strap contact lost until ``contact_at_s``, then contact on and no QRS detected (HR 0)."""
     return [hr(T0 + i * 1000, None if i < contact_at_s else 0) for i in range(until_s)]

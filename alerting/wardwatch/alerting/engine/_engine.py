@@ -809,6 +809,13 @@ class Engine:
         self._strap_contact(st, t)
         st.rr_seen = True
         st.rr_t = t
+        if rr * 1000 >= st.asystole_ms:
+            # a pause the 1 Hz "no beat" report cannot show: a strap reports HR 0 only at the end of a
+            # second with no beat for asystole_s, so a pause of 4.0-5 s that ends within that second
+            # arrives only as this RR interval (an RR never spans a loss of contact). Measured on the
+            # VitalDB annotations (scripts/vitaldb_beat_rules.py): 2 of 47 pauses > 4 s were missed.
+            text = f"asystole: a pause of {rr:.1f} s without a heartbeat (HR strap with skin contact)"
+            self._raise(st, "asystole", t, 0.0, text, out)
         self._heartbeat(st, t, out)
         beats = st.beats
         beats.append(rr)
