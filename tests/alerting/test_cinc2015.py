@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,6 +100,26 @@ def test_three_dev_records_give_the_decisions_verified_by_hand(
     assert doc["baselines"]["never_suppress"]["Bradycardia"]["fp"] == 1  # type: ignore[index]
     assert doc["profile"] == "arrhythmia"
     assert doc["skipped"] == []
+
+
+@needs_data
+def test_an_ecg_lead_without_qrs_since_it_came_back_is_no_asystole_while_the_pleth_pulses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Verified by hand: b835l (false brady) lead II is flat from ~150 s to ~260 s, then 0.03-0.08 mV peak
+    # to peak with no QRS up to 300 s; its PLETH pulses at 98-120 /min all along. The strap's contact is
+    # back but it has not seen one QRS: strap_no_qrs (check the strap), not asystole -> no alarm (TN).
+    records = tmp_path / "records.txt"
+    records.write_text("b835l\n")
+    code, doc, _ = run([str(DEV), "--records", str(records), "--profile", "arrhythmia", "--per-record"], capsys)
+    assert code == 0
+    lines: list[dict[str, Any]] = doc["per_record"]  # type: ignore[assignment]
+    (line,) = lines
+    assert (line["decision"], line["outcome"], line["naive"]) == (False, "TN", "FP")
+    assert line["rules_in_window"] == []
+    assert line["other_rules_in_window"] == ["strap_no_qrs"]
+    assert line["strap_hr"]["no_beat_s"] == 17
+    assert line["oximeter_pr"]["min"] >= 90
 
 
 @needs_data

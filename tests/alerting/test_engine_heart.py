@@ -155,6 +155,76 @@ def test_a_strap_back_after_a_silence_is_not_asystole_at_once() -> None:
     assert actives(feed(Engine(RuleSet(quiet())), msgs, tick=False), "asystole") == []
 
 
+def test_a_pause_over_asystole_s_that_ends_within_a_report_second_pages_asystole() -> None:
+    # beats at 75 /min, then a 4.4 s pause that ends before the strap's 1 Hz "no beat" report could show
+    # it (HR 0 needs a whole second with no beat for 4 s): only the RR interval tells
+    msgs = rhythm(0, 20, 75)
+    last = max(s.t for m in msgs if m.signal is Signal.RR_INTERVAL for s in m.samples)
+    msgs += [hr(T0 + 21_000 + i * 1000, 75) for i in range(4)]
+    msgs.append(beats(last + 4400, [4.4]))
+    changes = feed(Engine(RuleSet(quiet())), sorted(msgs, key=lambda m: m.samples[0].t))
+    (asystole,) = actives(changes, "asystole")
+    assert asystole.t == last + 4400
+    assert asystole.priority is Priority.HIGH
+    assert "pause of 4.4 s" in asystole.text
+    assert [c.active for c in changes if c.rule == "asystole"] == [True, False]  # the beat ends it; latched
+    # a pause under asystole_s is no asystole
+    short = [*rhythm(0, 20, 75), beats(last + 3900, [3.9])]
+    assert actives(feed(Engine(RuleSet(quiet())), short), "asystole") == []
+
+
+def _strap_on_without_qrs(contact_at_s: int, until_s: int) -> list[Vitals]:
+    """Strap contact lost until ``contact_at_s``, then contact on and no QRS detected (HR 0)."""
+    return [hr(T0 + i * 1000, None if i < contact_at_s else 0) for i in range(until_s)]
+
+
+def test_a_strap_without_a_qrs_since_contact_is_a_technical_alarm_while_the_oximeter_shows_a_pulse() -> None:
+    # the strap was put back on but its electrodes pick up no ECG; the oximeter counted 110 /min throughout
+    msgs = _strap_on_without_qrs(10, 40) + [pr(T0 + i * 1000 + 10, 110) for i in range(40)]
+    changes = feed(Engine(RuleSet(quiet())), sorted(msgs, key=lambda m: m.samples[0].t))
+    assert actives(changes, "asystole") == []
+    (check,) = actives(changes, "strap_no_qrs")
+    assert (check.priority, check.category) == (Priority.MEDIUM, AlarmCategory.TECHNICAL)
+    assert check.t == T0 + 14_000  # asystole_s after the contact began
+    assert "110 /min" in check.text
+
+
+def test_the_asystole_follows_at_once_when_the_oximeters_pulse_goes() -> None:
+    msgs = _strap_on_without_qrs(10, 40) + [pr(T0 + i * 1000 + 10, 110) for i in range(25)]
+    gone = Vitals(
+        v=1,
+        patient="p-1",
+        device=OXIMETER,
+        gateway="gw-1",
+        signal=Signal.PULSE_RATE,
+        seq=0,
+        samples=(Sample(T0 + 25_010, 0.0, (Quality.POOR_SIGNAL,)),),
+    )
+    msgs.append(msgspec.structs.replace(gone, seq=next(_seq)))
+    changes = feed(Engine(RuleSet(quiet())), sorted(msgs, key=lambda m: m.samples[0].t))
+    (asystole,) = actives(changes, "asystole")
+    assert asystole.t == T0 + 26_000  # the strap's next "no beat" after the flagged pulse
+    assert [c.active for c in changes if c.rule == "strap_no_qrs"] == [True, False]
+
+
+def test_an_oximeter_never_overrules_a_strap_whose_beats_stopped() -> None:
+    # the strap saw this patient's QRS, then none: asystole, whatever the (lagging) pulse rate says
+    msgs = rhythm(0, 20, 75) + [hr(T0 + (i + 1) * 1000, 0) for i in range(20, 40)]
+    msgs += [pr(T0 + i * 1000 + 10, 75) for i in range(40)]
+    changes = feed(Engine(RuleSet(quiet())), sorted(msgs, key=lambda m: m.samples[0].t))
+    assert len(actives(changes, "asystole")) == 1
+    assert actives(changes, "strap_no_qrs") == []
+
+
+def test_a_pulse_that_began_after_the_strap_contact_or_is_slow_is_no_evidence_against_asystole() -> None:
+    late = _strap_on_without_qrs(10, 40) + [pr(T0 + i * 1000 + 10, 110) for i in range(12, 40)]
+    slow = _strap_on_without_qrs(10, 40) + [pr(T0 + i * 1000 + 10, 35) for i in range(40)]
+    for msgs in (late, slow):
+        changes = feed(Engine(RuleSet(quiet())), sorted(msgs, key=lambda m: m.samples[0].t))
+        assert [c.t for c in actives(changes, "asystole")] == [T0 + 14_000]
+        assert actives(changes, "strap_no_qrs") == []
+
+
 def test_extreme_bradycardia_below_20_is_not_discarded() -> None:
     msgs = [hr(T0 + i * 1000, 60 if i < 5 else 15) for i in range(40)]
     changes = feed(Engine(RuleSet(quiet())), msgs)

@@ -28,8 +28,9 @@ limits). Score = (TP+TN)/(TP+TN+FP+5·FN), in %, as the challenge scored it; TPR
 
 A record that cannot be read, or holds less than ``--until`` seconds or neither ECG nor PLETH, is
 reported under ``skipped`` (and on stderr) and left out; the run goes on. One JSON document is printed
-on stdout; ``--per-record`` adds ``per_record``, one line per record, with the decision and a summary
-of the heart rate the engine saw in the window.
+on stdout; ``--per-record`` adds ``per_record``, one line per record, with the decision, the rules that
+made it, the engine's other conditions in the window (e.g. ``strap_no_qrs``, ``pulse_deficit``) and a
+summary of the heart rate the engine saw there.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class RecordResult:
     decision: bool
     naive: bool
     rules: list[str] = field(default_factory=list)
+    other_rules: list[str] = field(default_factory=list)  # every other engine rule active in the window
     window: dict[str, Any] = field(default_factory=dict)
 
 
@@ -256,7 +258,8 @@ def evaluate_record(
     naive_spans = _intervals(naive_changes)
     active = _active_in(engine_spans, TYPE_RULES[alarm.kind], lo, hi)
     naive_active = _active_in(naive_spans, NAIVE_RULES[alarm.kind], lo, hi)
-    return RecordResult(alarm, bool(active), bool(naive_active), active, _window_summary(vitals, lo, hi))
+    others = _active_in(engine_spans, frozenset(engine_spans) - TYPE_RULES[alarm.kind], lo, hi)
+    return RecordResult(alarm, bool(active), bool(naive_active), active, others, _window_summary(vitals, lo, hi))
 
 
 def evaluate(
@@ -312,6 +315,7 @@ def evaluate(
                     "outcome": outcome,
                     "naive": naive_outcome,
                     "rules_in_window": result.rules,
+                    "other_rules_in_window": result.other_rules,
                     **result.window,
                 }
             )

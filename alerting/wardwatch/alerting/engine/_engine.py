@@ -23,7 +23,13 @@ Decisions (each tested in ``tests/alerting/test_engine*.py``):
   SpO2 stays withheld and ``signal_doubtful`` (technical, low) is raised.
 * Asystole (high): a strap with contact reports no beat (HR 0, the device convention) and its last
   beat (RR interval, else its last HR > 0) is ``asystole_s`` old. Lost contact raises sensor_off
-  (technical) only. Beat definitions (``hr_*_beats``): the rate over the last N RR intervals beyond
+  (technical) only. ECG fused with the PPG, one way only: a strap that has detected no QRS at all
+  since its contact began, while the oximeter has shown a good-quality pulse (unflagged, >=
+  ``PULSE_EVIDENCE_MIN``) from before that contact up to now, has not shown it can see this patient's
+  ECG: ``strap_no_qrs`` (technical, medium: check the electrodes) instead of asystole, for as long
+  as both hold. A strap that has seen a beat since contact began is never overruled by the oximeter,
+  and the moment the pulse goes (or is flagged) the asystole is raised.
+  Beat definitions (``hr_*_beats``): the rate over the last N RR intervals beyond
   the limit raises the rule; while RR intervals flow they replace the rule's time definition.
 * Alarm hygiene: one alarm per patient and rule at a time (dedup); the severe rule of a family
   holds its milder sibling back and clears only when the whole episode has (one episode, one
@@ -42,7 +48,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Final
 
-from wardwatch.alerting.capacity import OVER_CAPACITY, OVER_CAPACITY_PRIORITY, capacity_change, reason_text
 from wardwatch.alerting.engine._filters import (
     CONFIRM_SAMPLES,
     HAMPEL_FLOOR,
@@ -56,6 +61,7 @@ from wardwatch.alerting.engine._filters import (
     quality_class,
 )
 from wardwatch.alerting.engine._rules import MinuteSeries, Threshold
+from wardwatch.alerting.engine.capacity import OVER_CAPACITY, OVER_CAPACITY_PRIORITY, capacity_change, reason_text
 from wardwatch.alerting.engine.news2 import PARTIAL_TEXT, partial_news2
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.rules import RuleSet, Thresholds
@@ -98,12 +104,14 @@ RULES: Final[dict[str, tuple[AlarmCategory, Priority, tuple[str, ...], str | Non
     "sensor_off": (TECH, MEDIUM, (), None),
     "poor_signal": (TECH, LOW, ("sensor_off",), None),
     "pulse_deficit": (PHYS, LOW, (), None),
+    # the strap's ECG shows no QRS since contact while the oximeter shows a pulse (see _no_beat)
+    "strap_no_qrs": (TECH, MEDIUM, (), None),
     "signal_doubtful": (TECH, LOW, (), None),
     "battery_critical": (TECH, MEDIUM, (), "battery_low"),
     "battery_low": (TECH, LOW, ("battery_critical",), None),
     "device_silent": (TECH, MEDIUM, (), None),
     "gateway_offline": (TECH, MEDIUM, (), None),
-    OVER_CAPACITY: (TECH, OVER_CAPACITY_PRIORITY, (), None),  # per gateway, to the operator (alerting/capacity.py)
+    OVER_CAPACITY: (TECH, OVER_CAPACITY_PRIORITY, (), None),  # per gateway, to the operator (engine/capacity.py)
     "data_gap": (TECH, LOW, (), None),
 }
 
@@ -132,6 +140,10 @@ RR_FRESH_MS: Final = 10_000  # RR intervals this recent: the beat definitions of
 # 0.6 -> 53.8 / 65.5, 0.8 -> 25.4 / 24.5, 1.0 (every beat) -> 22.4 / 9.1: the events start at the end of
 # the records and a strap's QRS detection misses or adds beats, so a stricter run mostly loses true alarms.
 BEAT_FRACTION: Final = 0.5
+# a pulse rate this high, unflagged and held since before the strap's contact, is evidence of heartbeats
+# against a strap that has seen no QRS since it was put on: the CinC bradycardia limit, so a pulse that
+# is itself extreme bradycardia never counts as evidence
+PULSE_EVIDENCE_MIN: Final = 40.0
 BEAT_GAP_MS: Final = 65_000  # the longest RR interval a strap reports (16 bits of 1/1024 s)
 MINUTE_MS: Final = 60_000
 NEWS2_HOLDOFF_MS: Final = 240_000
@@ -286,6 +298,7 @@ class _Patient:
         "next_due",
         "off_ms",
         "poor_ms",
+        "pr_run_since",
         "pr_t",
         "pr_tol",
         "pr_v",
@@ -329,6 +342,7 @@ class _Patient:
         self.hr_t = _NEVER
         self.pr_v = 0.0
         self.pr_t = _NEVER
+        self.pr_run_since = -1  # the oximeter's pulse rate has been unflagged and >= PULSE_EVIDENCE_MIN since
         self.doubt_until = _NEVER
         self.doubt_since = -1
         self.doubt_erratic = False  # the pulse rate exceeded the ECG rate during this disagreement
@@ -485,8 +499,10 @@ class Engine:
                     self._rejected(st, dev, onset.drop(), out)
                 if cls != TEST:
                     stats.flagged += 1
-                    if cls == OFF and kind in (_HR, _RR):
-                        self._strap_off(st)
+                    if kind == _PR:
+                        st.pr_run_since = -1
+                    elif cls == OFF and kind in (_HR, _RR):
+                        self._strap_off(st, t, out)
                     self._bad(st, dev, t, cls == OFF, out)
                 continue
             assert v is not None
@@ -504,6 +520,8 @@ class Engine:
                 self._no_beat(st, t, out)
                 continue
             if not lo <= v <= hi:
+                if kind == _PR:
+                    st.pr_run_since = -1
                 stats.artefacts += 1
                 self._bad(st, dev, t, False, out)
                 continue
@@ -734,10 +752,11 @@ class Engine:
         self.stats.artefacts += len(held)
         self._bad(st, dev, held[0][0], False, out)
 
-    def _strap_off(self, st: _Patient) -> None:
+    def _strap_off(self, st: _Patient, t: int, out: list[ConditionChange]) -> None:
         """The strap lost skin contact: no asystole without contact, and the beat runs start again."""
         st.contact_since = -1
         st.beats.clear()
+        self._clear(st, "strap_no_qrs", t, None, "HR strap contact lost (sensor-off alarm follows)", out)
 
     def _strap_contact(self, st: _Patient, t: int) -> None:
         """A valid report of a strap with contact; after a silence (out of range, restarted) contact starts anew."""
@@ -751,13 +770,35 @@ class Engine:
         """The strap has contact and saw no beat: asystole once the last beat is ``asystole_s`` old."""
         self._strap_contact(st, t)
         since = st.beat_ms if st.beat_ms > st.contact_since else st.contact_since
-        if t - since >= st.asystole_ms:
-            text = f"asystole: no heartbeat for {(t - since) / 1000:.0f} s (HR strap with skin contact)"
-            self._raise(st, "asystole", t, 0.0, text, out)
+        if t - since < st.asystole_ms:
+            return
+        if st.beat_ms <= st.contact_since and self._pulse_evident(st, t, since):
+            text = (
+                f"HR strap: no QRS in the {(t - since) / 1000:.0f} s since skin contact began, while the pulse "
+                f"oximeter measures a pulse of {st.pr_v:.0f} /min: the strap does not pick up the ECG; check "
+                "its electrodes and position (asystole is raised if the pulse goes)"
+            )
+            self._raise(st, "strap_no_qrs", t, st.pr_v, text, out)
+            return
+        self._clear(st, "strap_no_qrs", t, None, "no pulse from the oximeter either: asystole raised", out)
+        text = f"asystole: no heartbeat for {(t - since) / 1000:.0f} s (HR strap with skin contact)"
+        self._raise(st, "asystole", t, 0.0, text, out)
+
+    @staticmethod
+    def _pulse_evident(st: _Patient, t: int, since: int) -> bool:
+        """The oximeter shows a good-quality pulse now and has since before ``since`` (see the module doc).
+
+        Unflagged by the device (a flag or an implausible value ends the run), at least
+        ``PULSE_EVIDENCE_MIN``, no report missing for ``FRESH_MS``. The pulse rate is a mean over
+        several seconds, so it lags a cardiac arrest; that is why it only ever overrules a strap that
+        has not seen one QRS since its contact began, never a strap whose beats stopped.
+        """
+        return 0 <= st.pr_run_since <= since and t - st.pr_t <= FRESH_MS
 
     def _heartbeat(self, st: _Patient, t: int, out: list[ConditionChange]) -> None:
         if t > st.beat_ms:
             st.beat_ms = t
+        self._clear(st, "strap_no_qrs", t, None, "HR strap detects heartbeats", out)
         cond = st.conds.get("asystole")
         if cond is not None and cond.want:
             self._clear(st, "asystole", t, None, "heartbeat detected again", out)
@@ -773,6 +814,13 @@ class Engine:
         self._strap_contact(st, t)
         st.rr_seen = True
         st.rr_t = t
+        if rr * 1000 >= st.asystole_ms:
+            # a pause the 1 Hz "no beat" report cannot show: a strap reports HR 0 only at the end of a
+            # second with no beat for asystole_s, so a pause of 4.0-5 s that ends within that second
+            # arrives only as this RR interval (an RR never spans a loss of contact). Measured on the
+            # VitalDB annotations (scripts/vitaldb_beat_rules.py): 2 of 47 pauses > 4 s were missed.
+            text = f"asystole: a pause of {rr:.1f} s without a heartbeat (HR strap with skin contact)"
+            self._raise(st, "asystole", t, 0.0, text, out)
         self._heartbeat(st, t, out)
         beats = st.beats
         beats.append(rr)
@@ -827,6 +875,10 @@ class Engine:
 
     def _oximeter_pr(self, st: _Patient, t: int, v: float, out: list[ConditionChange]) -> None:
         """An accepted PPG pulse rate: cross-checked against the ECG; the pulse source only without a strap."""
+        if v < PULSE_EVIDENCE_MIN:
+            st.pr_run_since = -1
+        elif st.pr_run_since < 0 or t - st.pr_t > FRESH_MS:
+            st.pr_run_since = t
         st.pr_v = v
         st.pr_t = t
         if t - st.hr_t <= FRESH_MS:
