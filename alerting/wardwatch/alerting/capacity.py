@@ -27,14 +27,17 @@ __all__ = [
     "OPERATOR_RULES",
     "OVER_CAPACITY",
     "OVER_CAPACITY_PRIORITY",
+    "PROVENANCE_REFUSED",
     "capacity_change",
     "reason_text",
 ]
 
 OVER_CAPACITY: Final = "gateway_over_capacity"
 OVER_CAPACITY_PRIORITY: Final = Priority.MEDIUM  # patients go unmonitored, but nothing clinical is known
+#: Messages refused by the registry's provenance check (wardwatch.alerting.registry.provenance).
+PROVENANCE_REFUSED: Final = "provenance_refused"
 #: Rules about the equipment rather than a patient: paged to the ward's operator, not to the nurses.
-OPERATOR_RULES: Final = frozenset({OVER_CAPACITY})
+OPERATOR_RULES: Final = frozenset({OVER_CAPACITY, PROVENANCE_REFUSED})
 
 _REASON_TEXT: Final = {
     "never_connected": "never connected",

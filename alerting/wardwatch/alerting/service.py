@@ -34,6 +34,7 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.manager import Action, AlarmManager, AlarmNotFoundError, AlarmRecord, PublishAlarm, SendPage
 from wardwatch.alerting.metrics import AlertingMetrics
 from wardwatch.alerting.paging import Channel, Pager, Publisher, build_channel
+from wardwatch.alerting.registry.registry import Registry
 from wardwatch.alerting.rules import RuleSet
 from wardwatch.alerting.settings import AlertingConfig
 from wardwatch.alerting.store import Store
@@ -189,6 +190,7 @@ class AlarmService:
         self._retry_at: int | None = None
         self._problems: dict[str, str] = {}  # what makes the service unhealthy, by kind
         self._warn = RateLimitedLog(_log, interval_s=30.0)
+        self.registry = Registry(self)  # patients, gateways, kits (docs/registry.md)
 
     # -- health -----------------------------------------------------------------------------------
 
