@@ -866,8 +866,10 @@ OPENAPI: Final[dict[str, Any]] = {
 def openapi_document(wards: list[str]) -> dict[str, Any]:
     """:data:`OPENAPI` for a service owning ``wards`` (the thresholds' ``ward`` parameter lists them)."""
     document: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(OPENAPI))
-    for operation in document["paths"][_PATIENT_PATH].values():
-        for parameter in operation["parameters"]:
+    operations = [document["paths"][_PATIENT_PATH].values()]
+    operations += [item.values() for path, item in document["paths"].items() if path.startswith("/api/v1/registry/")]
+    for operation in (op for ops in operations for op in ops):
+        for parameter in operation.get("parameters", ()):
             if parameter["name"] == "ward":
                 parameter["schema"] = {"type": "string", "enum": wards}
     return document

@@ -29,7 +29,7 @@ Kit = tuple[str, Mapping[str, DeviceRole | str]]
 """(gateway, {device id: role}) of one patient."""
 
 
-async def enrol_in_database(config: AlertingConfig, kits: Mapping[str, Kit]) -> None:
+async def enrol_in_database(config: AlertingConfig, kits: Mapping[str, Kit], *, capacity: int = 64) -> None:
     """:func:`admit_with_kit` for each ``patient: (gateway, devices)``, written to ``config``'s database.
 
     For tests that run the service as a child process: call it before the service starts.
@@ -40,7 +40,7 @@ async def enrol_in_database(config: AlertingConfig, kits: Mapping[str, Kit]) -> 
     with open_store(config) as store:
         registry = AlarmService(config, store).registry  # not started: its registry writes the tables
         for patient, (gateway, devices) in kits.items():
-            await admit_with_kit(registry, patient, gateway, devices)
+            await admit_with_kit(registry, patient, gateway, devices, capacity=capacity)
 
 
 async def admit_with_kit(
