@@ -37,12 +37,14 @@ from aiohttp import web
 from wardwatch.core.broker import Site, write_site
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.servers import Influxd, Mosquitto, free_port, wait_for
+from wardwatch.stack.enrol import enrol
 
 _log = logging.getLogger("wardwatch.stack")
 
 RESTART_DELAY_S: Final = 2.0
 INGEST_DATABASE: Final = "wardwatch"
 API_USER: Final = "nurse"
+GATEWAY_SLOTS: Final = 7  # each home gateway's BLE connection slots (a Raspberry Pi's), its registry capacity
 # InfluxDB users of a started influxd (passwords in <state>/secrets/influx-<user>): the admin makes the schema,
 # ingest may only write, the reader (dashboards, the console, you) may only read
 INFLUX_ADMIN, INFLUX_INGEST, INFLUX_READER = "admin", "ingest", "reader"
@@ -493,6 +495,23 @@ class Stack:
             for child in self.children:
                 await child.start()
             self.step(f"alerting API: http://127.0.0.1:{api_port}/api/v1/alarms   ingest -> {influx_url}")
+            try:
+                admitted, bound = await enrol(
+                    f"http://127.0.0.1:{api_port}",
+                    API_USER,
+                    api_password,
+                    ward,
+                    scenario["patients"],
+                    GATEWAY_SLOTS,
+                    # a crowded scenario run on purpose: the registry takes the kit, the gateway finds it over capacity
+                    over_capacity=self.options.allow_over_capacity,
+                )
+            except WardwatchError as exc:
+                raise StackError(f"registry: {exc}") from None
+            self.step(
+                f"registry: {len(scenario['patients'])} patients on {len(homes)} gateways "
+                f"({admitted} admitted, {bound} devices bound now; GET /api/v1/registry/patients)"
+            )
             if fhir_url is not None:
                 self.step(f"FHIR exporter -> {fhir_url} (1-minute summaries; Observation?code=http://loinc.org|8867-4)")
 
@@ -749,7 +768,12 @@ class Stack:
             for patient in patients
             for device in patient["devices"]
         ]
-        ble: dict[str, Any] = {"scan_window_s": 3.0, "backoff_min_s": 0.5, "backoff_max_s": 10.0}
+        ble: dict[str, Any] = {
+            "scan_window_s": 3.0,
+            "backoff_min_s": 0.5,
+            "backoff_max_s": 10.0,
+            "max_connections": GATEWAY_SLOTS,  # the capacity the registry knows the gateway by
+        }
         if not bluez:
             ble["backend"] = "wardwatch.firmware_sim.bleak_backend:bleak_backend"
             ble["backend_options"] = {"transport": f"tcp-client:127.0.0.1:{port}", "name": f"{home}-central"}
