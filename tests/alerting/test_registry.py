@@ -19,8 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from wardwatch.alerting.app import run
+from wardwatch.alerting.app import open_store, run
 from wardwatch.alerting.auth import Authenticator, Role
+from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.registry.identity import (
     Identity,
     IdentityCipher,
@@ -30,11 +31,21 @@ from wardwatch.alerting.registry.identity import (
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 from wardwatch.alerting.store import Store
-from wardwatch.alerting.testing import WebhookReceiver
+from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.registry import GatewayKit, WardManifest, decode_document, kit_topic, manifest_topic
-from wardwatch.core.schema import SCHEMA_VERSION, DeadLetter, Sample, Signal, Vitals, decode, encode
+from wardwatch.core.schema import (
+    SCHEMA_VERSION,
+    AlarmCategory,
+    DeadLetter,
+    Priority,
+    Sample,
+    Signal,
+    Vitals,
+    decode,
+    encode,
+)
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.topics import deadletter_topic, vitals_topic
 from wardwatch.core.waiting import wait_for
@@ -423,3 +434,25 @@ async def test_retained_kit_documents_on_the_broker_match_the_registry_after_eac
         kit = await check()
         assert kit.current_devices() == ()
         assert len(kit.devices) == 2  # within the retention window: late samples are judged at their time
+
+
+async def test_alarms_a_crash_left_open_at_discharge_are_resolved_at_the_next_start(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto
+) -> None:
+    config = config_for(tmp_path, receiver, mosquitto)
+    with open_store(config) as store:
+        async with AlarmService(config, store) as service:
+            await admit_with_kit(service.registry, "p-c1", "gw-1", {"ox-c1": "pulse_oximeter"})
+            low = ConditionChange(
+                "p-c1", WARD, "spo2_low", AlarmCategory.PHYSIOLOGICAL, Priority.HIGH, True, 1, 84.0, ""
+            )
+            service.on_conditions([low])
+            with store.transaction() as (db, _):  # the discharge committed; the process died before the alarms
+                db.execute("UPDATE reg_patients SET status = 'discharged' WHERE patient = 'p-c1'")
+    with open_store(config) as store:
+        async with AlarmService(config, store) as service:
+            assert [r.patient for r in service.manager.open_alarms()] == ["p-c1"]
+            await service.registry.publish_all()  # what the service does at start
+            assert service.manager.open_alarms() == []
+            resolved = [e for e in store.audit_entries(patient="p-c1") if e.action == "resolve"]
+            assert [(e.actor, e.reason) for e in resolved] == [("system", "discharged")]

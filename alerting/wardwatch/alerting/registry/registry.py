@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from wardwatch.alerting.audit import AuditEntry
+from wardwatch.alerting.audit import SYSTEM_ACTOR, AuditEntry
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.registry.identity import Identity, IdentityCipher, IdentityKeyError
 from wardwatch.alerting.settings import RegistryConfig
@@ -307,7 +307,15 @@ class Registry:
                 )
 
     async def publish_all(self) -> None:
-        """At start: bump every kit's revision, rebuild and publish every kit and manifest."""
+        """At start: bump every kit's revision, rebuild and publish every kit and manifest.
+
+        Also resolves alarms still open for discharged patients (a crash between a discharge and the
+        resolution of its alarms).
+        """
+        discharged = {row[0] for row in self._rows("SELECT patient FROM reg_patients WHERE status = 'discharged'")}
+        for record in self.service.manager.open_alarms():
+            if record.patient in discharged:
+                self.service.resolve(record.alarm_id, SYSTEM_ACTOR, DISCHARGED)
         async with self._lock:
             with self.store.transaction() as (db, _audit):
                 for ward in self.wards:
