@@ -38,6 +38,7 @@ from wardwatch.core.registry import GatewayKit, WardManifest, decode_document, k
 from wardwatch.core.schema import (
     SCHEMA_VERSION,
     AlarmCategory,
+    DataGap,
     DeadLetter,
     Priority,
     Sample,
@@ -47,7 +48,7 @@ from wardwatch.core.schema import (
     encode,
 )
 from wardwatch.core.servers import Mosquitto
-from wardwatch.core.topics import deadletter_topic, vitals_topic
+from wardwatch.core.topics import deadletter_topic, gap_topic, vitals_topic
 from wardwatch.core.waiting import wait_for
 
 TIMEOUT = 15.0
@@ -456,3 +457,19 @@ async def test_alarms_a_crash_left_open_at_discharge_are_resolved_at_the_next_st
             assert service.manager.open_alarms() == []
             resolved = [e for e in store.audit_entries(patient="p-c1") if e.action == "resolve"]
             assert [(e.actor, e.reason) for e in resolved] == [("system", "discharged")]
+
+
+async def test_a_data_gap_naming_a_patient_nobody_admitted_is_refused(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto, client: MqttClient
+) -> None:
+    config = config_for(tmp_path, receiver, mosquitto)
+    async with running(config) as api:
+        await api.ok("charge", "POST", "/api/v1/registry/gateways", {"gateway": "gw-01", "capacity": 2, "reason": "r"})
+        t = now_ms()
+        gap = DataGap(
+            v=SCHEMA_VERSION, gateway="gw-01", t=t, dropped=60, first_t=t - 60_000, last_t=t - 1000, patient="p-nobody"
+        )
+        await client.publish(gap_topic(WARD, "gw-01"), encode(gap))
+        (letter,) = await dead_letters(client, 1)
+        assert "unknown_patient" in letter.reason
+        assert [r.rule for r in api.service.manager.open_alarms()] == ["provenance_refused"]  # the operator's only

@@ -227,6 +227,8 @@ class MqttInput:
                 if not isinstance(gap, DataGap):
                     raise SchemaError(f"expected data_gap on {topic}, got {type(gap).__name__}")
                 metrics.messages.labels(kind="data_gap").inc()
+                if not self.provenance.data_gap(topic, payload, parts, gap):
+                    return
                 if self.gate.problem(min(gap.t, gap.first_t), max(gap.t, gap.last_t), self.service.clock.now_ms()):
                     metrics.samples_ignored.labels(reason="gap_time").inc()
                     return

@@ -1,6 +1,6 @@
 """Provenance in alerting: a vitals or device message counts only if its source was bound when it was taken.
 
-Before the engine sees a message, :class:`ProvenanceGate` checks that
+Before the engine sees a vitals, device-status or data-gap message, :class:`ProvenanceGate` checks that
 
 * the topic and the payload agree on gateway, patient, device (and signal): the ward and gateway
   come from the topic, which the broker's ACL ties to the publishing gateway, so a payload naming
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 
 from wardwatch.alerting.capacity import PROVENANCE_REFUSED
-from wardwatch.core.schema import DeviceStatus, Priority, Vitals
+from wardwatch.core.schema import DataGap, DeviceStatus, Priority, Vitals
 from wardwatch.core.topics import TopicParts
 
 if TYPE_CHECKING:
@@ -94,6 +94,27 @@ class ProvenanceGate:
                 return True
             refusal = str(verdict)
         self._refuse(topic, payload, parts, refusal, f"patient {status.patient}, device {status.device}")
+        return False
+
+    def data_gap(self, topic: str, payload: bytes, parts: TopicParts, gap: DataGap) -> bool:
+        """Whether a gateway's data-gap report may reach the engine (it may name a patient and a device)."""
+        if gap.gateway != parts.gateway:
+            self._refuse(topic, payload, parts, TOPIC_MISMATCH, "the payload names another gateway than its topic")
+            return False
+        if not self.enforce or gap.patient is None:
+            return True
+        refusal = self._unissued(gap.patient)
+        if refusal is None and gap.device is not None:
+            check = self.registry.index.check
+            verdicts = [
+                check(parts.ward or "", gap.gateway, gap.patient, gap.device, t) for t in (gap.first_t, gap.last_t)
+            ]
+            if None in verdicts:
+                return True
+            refusal = str(verdicts[-1])
+        if refusal is None:
+            return True
+        self._refuse(topic, payload, parts, refusal, f"data gap of patient {gap.patient}, device {gap.device}")
         return False
 
     def _unissued(self, patient: str) -> str | None:
