@@ -478,6 +478,7 @@ class Stack:
             api_password = self._api_password()
             alerting_config = self._alerting_config(ward, mqtt_section("alerting"), receiver, api_port)
             await self._ensure_api_user(alerting_config, api_password)
+            await self._ensure_identity_key()
             self._spawn("alerting", ["alerting", "run", "--config", str(alerting_config)])
             ingest_config = write_toml(
                 self.state / "config" / "ingest.toml",
@@ -702,6 +703,27 @@ class Stack:
         if process.returncode != 0 and "exists" not in text:
             raise StackError(f"cannot create the API user: {text.strip()}")
 
+    def _identity_key(self) -> Path:
+        return self.state / "secrets" / "alerting-identity.key"
+
+    async def _ensure_identity_key(self) -> None:
+        """``wardwatch alerting registry-key``: the registry's identity key, made once per state folder."""
+        key = self._identity_key()
+        if key.exists():
+            return
+        key.parent.mkdir(mode=0o700, exist_ok=True)
+        process = await asyncio.create_subprocess_exec(
+            *_wardwatch(),
+            "alerting",
+            "registry-key",
+            str(key),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        if process.returncode != 0:
+            raise StackError(f"cannot create the registry's identity key: {err.decode(errors='replace').strip()}")
+
     def _alerting_config(self, ward: str, mqtt: dict[str, Any], receiver: str, api_port: int) -> Path:
         def hook(destination: str) -> dict[str, Any]:
             # channels fail over in order: the local page receiver first, the nurse-app topic if it is down
@@ -718,6 +740,8 @@ class Stack:
                 "database": self.state / "alerting" / "alerting.db",
                 # the audit log's key, away from the database (created 0600 by the first `alerting user add`)
                 "audit_key_file": self.state / "secrets" / "alerting-audit.key",
+                # patient identity in the registry, encrypted with this key (docs/registry.md)
+                "registry": {"identity_key_file": self._identity_key()},
                 "log_level": "INFO",
                 "mqtt": mqtt,
                 "api": {"host": "127.0.0.1", "port": api_port},
