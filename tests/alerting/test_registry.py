@@ -473,3 +473,34 @@ async def test_a_data_gap_naming_a_patient_nobody_admitted_is_refused(
         (letter,) = await dead_letters(client, 1)
         assert "unknown_patient" in letter.reason
         assert [r.rule for r in api.service.manager.open_alarms()] == ["provenance_refused"]  # the operator's only
+
+
+async def test_bindings_ended_longer_than_the_retention_ago_leave_the_published_kit(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto
+) -> None:
+    config = config_for(tmp_path, receiver, mosquitto)
+    config.registry.retention_s = 2.0
+    async with running(config) as api:
+        await api.ok("charge", "POST", "/api/v1/registry/gateways", {"gateway": "gw-5", "capacity": 2, "reason": "r"})
+        patient = (await api.ok("charge", "POST", "/api/v1/registry/patients", {"reason": "r"}))["patient"]
+        strap = {"id": "hr-1", "role": "heart_rate_strap"}
+        await api.ok(
+            "charge",
+            "POST",
+            f"/api/v1/registry/patients/{patient}/kit",
+            {"gateway": "gw-5", "devices": [strap], "reason": "r"},
+        )
+        swap = {"old_device": "hr-1", "new": {"id": "hr-2", "role": "heart_rate_strap"}, "reason": "r"}
+        bindings = (await api.ok("charge", "POST", f"/api/v1/registry/patients/{patient}/swap", swap))["bindings"]
+        ended = next(b["until"] for b in bindings if b["device"] == "hr-1")
+        before = decode_document(await retained(mosquitto, kit_topic(WARD, "gw-5")))
+        assert isinstance(before, GatewayKit)
+        assert sorted(d.id for d in before.devices) == ["hr-1", "hr-2"]
+        assert await api.service.registry.expire_ended() == []  # still within the retention
+        await wait_for(lambda: now_ms() > ended + 2000, TIMEOUT, what="the retention to pass")
+        assert await api.service.registry.expire_ended() == ["gw-5"]
+        after = decode_document(await retained(mosquitto, kit_topic(WARD, "gw-5")))
+        assert isinstance(after, GatewayKit)
+        assert [d.id for d in after.devices] == ["hr-2"]
+        assert after.revision > before.revision
+        assert await api.service.registry.expire_ended() == []

@@ -362,5 +362,6 @@ async def run(
             tasks.create_task(inputs.consume(), name="mqtt-input")
             tasks.create_task(inputs.tick(config.tick_s), name="engine-tick")
             tasks.create_task(_purge_tokens(service), name="purge-tokens")
+            tasks.create_task(service.registry.expire_periodically(), name="registry-expiry")
             if ready is not None:
                 ready(service, api_port)

@@ -322,6 +322,37 @@ class Registry:
                     db.execute("UPDATE reg_gateways SET revision = revision + 1 WHERE ward = ?", (ward,))
             await self._publish(self._rebuild(self.service.clock.now_ms()))
 
+    async def expire_ended(self) -> list[str]:
+        """Republish (at a new revision) every kit holding a binding that ended longer than the retention ago.
+
+        Returns the gateways whose kit changed. Run now and then (:meth:`expire_periodically`).
+        """
+        async with self._lock:
+            keep_from = self.service.clock.now_ms() - round(self.config.retention_s * 1000)
+            stale = [
+                (ward, gateway)
+                for (ward, gateway), kit in list(self.index.kits.items())
+                if ward in self.wards and any(d.until is not None and d.until < keep_from for d in kit.devices)
+            ]
+            if not stale:
+                return []
+            with self.store.transaction() as (db, _audit):
+                for _ward, gateway in stale:
+                    db.execute("UPDATE reg_gateways SET revision = revision + 1 WHERE gateway = ?", (gateway,))
+            for ward in sorted({ward for ward, _ in stale}):
+                await self._changed(ward, [gateway for w, gateway in stale if w == ward])
+            return [gateway for _, gateway in stale]
+
+    async def expire_periodically(self, interval_s: float = 3600.0) -> None:
+        """:meth:`expire_ended` every ``interval_s`` until cancelled (the kits stay as small as the retention)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.expire_ended()
+            except Exception as exc:  # housekeeping: the kits only stay larger than needed
+                self.service.metrics.failures.labels(stage="registry").inc()
+                _log.warning("expiring ended bindings failed: %r", exc)
+
     async def _changed(self, ward: str, gateways: Iterable[str]) -> None:
         """After a committed change: rebuild the touched kits and the ward's manifest; apply; publish."""
         now = self.service.clock.now_ms()
