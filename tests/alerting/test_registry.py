@@ -504,3 +504,21 @@ async def test_bindings_ended_longer_than_the_retention_ago_leave_the_published_
         assert [d.id for d in after.devices] == ["hr-2"]
         assert after.revision > before.revision
         assert await api.service.registry.expire_ended() == []
+
+
+async def test_a_bound_device_with_a_wrong_clock_is_the_nurses_alarm_not_a_provenance_notice(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto, client: MqttClient
+) -> None:
+    """Its samples fall outside the binding's interval; the time gate, not the registry, must speak."""
+    config = config_for(tmp_path, receiver, mosquitto)
+    async with running(config) as api:
+        await api.ok("charge", "POST", "/api/v1/registry/gateways", {"gateway": "gw-01", "capacity": 2, "reason": "r"})
+        patient = (await api.ok("charge", "POST", "/api/v1/registry/patients", {"reason": "r"}))["patient"]
+        kit = {"gateway": "gw-01", "devices": [{"id": "ox-1", "role": "pulse_oximeter"}], "reason": "r"}
+        await api.ok("charge", "POST", f"/api/v1/registry/patients/{patient}/kit", kit)
+        await publish(client, spo2(patient, "ox-1", "gw-01", [97.0], t0=1_000))  # a clock never set: 1970
+        await wait_for(lambda: bool(pages(receiver, patient)), TIMEOUT, what="the clock alarm")
+        (page,) = pages(receiver, patient)
+        assert page["dedup_key"] == f"{WARD}/{patient}/device_clock_wrong"
+        assert "before 2020" in page["text"]
+        assert [r.rule for r in api.service.manager.open_alarms()] == ["device_clock_wrong"]

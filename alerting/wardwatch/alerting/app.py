@@ -133,7 +133,7 @@ class MqttInput:
         self.wards = set(service.config.wards)
         self.gate = TimeGate(service)
         self.failures = FailureTracker(service)
-        self.provenance = ProvenanceGate(service, service.registry, self._dead_letter)
+        self.provenance = ProvenanceGate(service, service.registry, self._dead_letter, self.gate.problem)
         self._rejected = dict(rejected_thresholds or {})  # alarmed when the patient's ward is known
         for record in service.manager.open_alarms():  # raised before a restart: let them clear
             if record.condition_active and record.rule == MONITORING_IMPAIRED and record.patient == IMPAIRED_PATIENTS:

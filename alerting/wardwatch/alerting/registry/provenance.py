@@ -20,13 +20,13 @@ destination gets it as a low-priority alarm (listed by the API, paged only if th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 import msgspec
 
 from wardwatch.alerting.capacity import PROVENANCE_REFUSED
-from wardwatch.core.schema import DataGap, DeviceStatus, Priority, Vitals
+from wardwatch.core.schema import DataGap, DeviceStatus, Priority, Sample, Vitals
 from wardwatch.core.topics import TopicParts
 
 if TYPE_CHECKING:
@@ -43,9 +43,16 @@ DeadLetterSink = Callable[[str, bytes, str], None]
 class ProvenanceGate:
     """Refuses vitals and device messages whose source was not bound at the sample's time."""
 
-    def __init__(self, service: AlarmService, registry: Registry, dead_letter: DeadLetterSink) -> None:
+    def __init__(
+        self,
+        service: AlarmService,
+        registry: Registry,
+        dead_letter: DeadLetterSink,
+        implausible_time: Callable[[int, int, int], object] | None = None,
+    ) -> None:
         self.service = service
         self.registry = registry
+        self._implausible = implausible_time  # TimeGate.problem: a wrong device clock is the nurse's alarm
         self.enforce = service.config.registry.enforce
         self._dead_letter = dead_letter
         self._noticed: dict[tuple[str, str], int] = {}  # (ward, gateway) -> when the last notice was raised
@@ -71,6 +78,8 @@ class ProvenanceGate:
                 return vitals
             kept = tuple(sample for sample, verdict in zip(vitals.samples, verdicts, strict=True) if verdict is None)
             first = next(verdict for verdict in verdicts if verdict is not None)
+            if not kept and self._clock_wrong_but_bound(ward, gateway, patient, device, vitals.samples):
+                return vitals  # the time gate raises "device clock wrong" for this bound patient
             if kept:
                 self._count(str(first), len(vitals.samples) - len(kept))
                 return msgspec.structs.replace(vitals, samples=kept)
@@ -87,10 +96,11 @@ class ProvenanceGate:
             return True
         refusal = self._unissued(status.patient)
         if refusal is None:
-            verdict = self.registry.index.check(
-                parts.ward or "", status.gateway, status.patient, status.device, status.t
-            )
-            if verdict is None:
+            ward = parts.ward or ""
+            verdict = self.registry.index.check(ward, status.gateway, status.patient, status.device, status.t)
+            if verdict is None or self._clock_wrong_but_bound(
+                ward, status.gateway, status.patient, status.device, (status,)
+            ):
                 return True
             refusal = str(verdict)
         self._refuse(topic, payload, parts, refusal, f"patient {status.patient}, device {status.device}")
@@ -116,6 +126,22 @@ class ProvenanceGate:
             return True
         self._refuse(topic, payload, parts, refusal, f"data gap of patient {gap.patient}, device {gap.device}")
         return False
+
+    def _clock_wrong_but_bound(
+        self, ward: str, gateway: str, patient: str, device: str, stamped: Sequence[Sample | DeviceStatus]
+    ) -> bool:
+        """Refused only for its times, which the time gate finds impossible, from a device bound now.
+
+        Such a message goes on to the time gate, which keeps it from the engine and raises "device clock
+        wrong" for the patient: a clock fault is the nurse's to know, not a provenance notice.
+        """
+        if self._implausible is None:
+            return False
+        now = self.service.clock.now_ms()
+        times = [item.t for item in stamped]
+        if self._implausible(min(times), max(times), now) is None:
+            return False
+        return self.registry.index.check(ward, gateway, patient, device, now) is None
 
     def _unissued(self, patient: str) -> str | None:
         return None if self.registry.issued(patient) else UNKNOWN_PATIENT
