@@ -22,6 +22,7 @@ import pytest
 
 from wardwatch.alerting.auth import Authenticator, Role
 from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.registry.identity import create_key_file
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import load_alerting_config
 from wardwatch.alerting.store import Store
@@ -42,6 +43,8 @@ tls = false
 port = {api_port}
 argon2_time_cost = 1
 argon2_memory_kib = 1024
+[registry]
+identity_key_file = "{key}"
 [wards.ward-a]
 failsafe = "desk"
 [wards.ward-a.destinations.desk]
@@ -105,8 +108,10 @@ async def service_url(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[str
         auth.add_user("ann", Role.NURSE, PASSWORD, 0)
     api_port = free_port()
     config = tmp_path / "alerting.toml"
+    key = tmp_path / "identity.key"
+    create_key_file(key)
     config.write_text(
-        CONFIG.format(db=tmp_path / "alerting.db", host=mosquitto.host, port=mosquitto.port, api_port=api_port)
+        CONFIG.format(db=tmp_path / "alerting.db", host=mosquitto.host, port=mosquitto.port, api_port=api_port, key=key)
     )
     alarms = ", ".join(f'"{a}"' for a in _seed_alarms(config))
     (tmp_path / "schemathesis.toml").write_text(

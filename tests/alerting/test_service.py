@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping, load_alerting_config
 from wardwatch.alerting.store import Store
-from wardwatch.alerting.testing import ScriptedSource, WebhookReceiver
+from wardwatch.alerting.testing import ScriptedSource, WebhookReceiver, admit_with_kit, enrol_in_database
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.errors import ConfigError
 from wardwatch.core.mqtt import MqttClient
@@ -88,6 +88,16 @@ def onset(patient: str = "p-1", active: bool = True) -> ConditionChange:
 
 def pages_for(receiver: WebhookReceiver, patient: str) -> list[tuple[str, int]]:
     return [(r.path.strip("/"), r.body["step"]) for r in receiver.unique() if r.body["patient"] == patient]
+
+
+def ready_once(started: list[AlarmService], ready: asyncio.Event) -> Callable[[AlarmService, int | None], None]:
+    """A ``ready`` callback for ``run`` that keeps the service (to admit patients into its registry)."""
+
+    def callback(service: AlarmService, port: int | None) -> None:
+        started.append(service)
+        ready.set()
+
+    return callback
 
 
 @pytest.fixture
@@ -190,12 +200,14 @@ async def test_run_consumes_mqtt_pages_and_publishes_alarms(
     config.mqtt = mqtt
     source = ScriptedSource(limit=90)
     ready = asyncio.Event()
+    started: list[AlarmService] = []
     async with MqttClient(mqtt, "test-client", clean_start=True) as client:
         await client.wait_connected(TIMEOUT)
         await client.subscribe(alarm_topic("ward-a", "+"))
-        task = asyncio.create_task(run(config, source=source, ready=lambda service, port: ready.set()))
+        task = asyncio.create_task(run(config, source=source, ready=ready_once(started, ready)))
         try:
             await asyncio.wait_for(ready.wait(), TIMEOUT)
+            await admit_with_kit(started[0].registry, "p-7", "gw-01", {"ox-1": "pulse_oximeter"})
             vitals = Vitals(
                 v=SCHEMA_VERSION,
                 patient="p-7",
@@ -228,11 +240,13 @@ async def test_run_with_the_real_engine(tmp_path: Path, receiver: WebhookReceive
     config.mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
     config.rules = rules
     ready = asyncio.Event()
+    started: list[AlarmService] = []
     async with MqttClient(config.mqtt, "test-client", clean_start=True) as client:
         await client.wait_connected(TIMEOUT)
-        task = asyncio.create_task(run(config, ready=lambda service, port: ready.set()))
+        task = asyncio.create_task(run(config, ready=ready_once(started, ready)))
         try:
             await asyncio.wait_for(ready.wait(), TIMEOUT)
+            await admit_with_kit(started[0].registry, "p-5", "gw-01", {"ox-5": "pulse_oximeter"})
             t0 = 1_700_000_000_000
             values = [97.0] * 8 + [84.0] * 8
             vitals = Vitals(
@@ -334,6 +348,7 @@ steps = [{{ destination = "nurse", timeout_s = 2 }}, {{ destination = "charge", 
 """
     )
     log = tmp_path / "service.log"
+    await enrol_in_database(load_alerting_config(config), {"p-3": ("gw-01", {"ox-3": "pulse_oximeter"})})
     mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
     async with service_process(config, port, log) as child, MqttClient(mqtt, "test-client", clean_start=True) as client:
         await client.wait_connected(TIMEOUT)

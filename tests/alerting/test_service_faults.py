@@ -27,7 +27,7 @@ from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, load_alerting_config
-from wardwatch.alerting.testing import WebhookReceiver
+from wardwatch.alerting.testing import FIXTURE_ACTOR, Kit, WebhookReceiver, enrol_in_database
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import (
@@ -90,14 +90,14 @@ def write_config(tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto
     return path
 
 
-def desaturation(patient: str, device: str = "ox-1", seq: int = 1, t0: int | None = None) -> Vitals:
-    """Eight normal SpO2 samples then eight at 84 %, ending 4 s ago."""
+def desaturation(patient: str, device: str | None = None, seq: int = 1, t0: int | None = None) -> Vitals:
+    """Eight normal SpO2 samples then eight at 84 % from ``device`` (default ``ox-{patient}``), ending 4 s ago."""
     start = (now_ms() - 20_000) if t0 is None else t0
     values = [97.0] * 8 + [84.0] * 8
     return Vitals(
         v=SCHEMA_VERSION,
         patient=patient,
-        device=device,
+        device=device or f"ox-{patient}",
         gateway="gw-01",
         signal=Signal.SPO2,
         seq=seq,
@@ -128,11 +128,24 @@ async def client(mosquitto: Mosquitto) -> AsyncIterator[MqttClient]:
         yield mqtt
 
 
+def oximeters(*patients: str, extra: dict[str, list[str]] | None = None) -> dict[str, Kit]:
+    """Kits for the registry: each patient wears ``ox-{patient}`` (and the ``extra`` devices) through gw-01."""
+    return {
+        patient: ("gw-01", dict.fromkeys([f"ox-{patient}", *(extra or {}).get(patient, [])], "pulse_oximeter"))
+        for patient in patients
+    }
+
+
 @contextlib.asynccontextmanager
 async def running(
-    config: AlertingConfig, source: ConditionSource | None = None
+    config: AlertingConfig, source: ConditionSource | None = None, kits: dict[str, Kit] | None = None
 ) -> AsyncIterator[tuple[AlarmService, int]]:
-    """The whole service in-process (``run``) until the block ends; yields the service and its API port."""
+    """The whole service in-process (``run``) until the block ends; yields the service and its API port.
+
+    ``kits``: patients admitted with their devices before it starts (the registry refuses others' vitals).
+    """
+    if kits:
+        await enrol_in_database(config, kits)
     started: asyncio.Future[tuple[AlarmService, int]] = asyncio.get_running_loop().create_future()
 
     def ready(service: AlarmService, port: int | None) -> None:
@@ -214,7 +227,7 @@ async def test_engine_failing_for_one_patient_raises_monitoring_impaired(
     """Finding 2's aftermath: 7,347 tracebacks, no page, no technical alarm, /healthz "ok". Now: loud."""
     config = in_process_config(tmp_path, receiver, mosquitto)
     source = FaultySource(default_source(load_rules(config.rules)), bad_patient="p-d05")
-    async with running(config, source) as (_, port):
+    async with running(config, source, oximeters("p-d05", "p-ok")) as (_, port):
         assert (await healthz(port))[0] == 200
         for seq in range(1, 4):
             await client.publish(topic_of(desaturation("p-d05", seq=seq)), encode(desaturation("p-d05", seq=seq)))
@@ -317,7 +330,7 @@ async def test_stored_override_that_no_longer_validates_is_rejected_at_load(
 
         entry = AuditEntry(t=now_ms(), actor="doc", action="thresholds_set", patient="p-x")
         store.set_thresholds("p-x", {"spo2_low": 20.0}, "doc", now_ms(), entry)
-    async with running(config) as (service, _):
+    async with running(config, kits=oximeters("p-x")) as (service, _):
         await wait_for(
             lambda: "thresholds_rejected" in rules_paged(receiver, "p-x"), TIMEOUT, what="thresholds-rejected page"
         )
@@ -362,7 +375,7 @@ async def test_a_future_sample_neither_blinds_the_engine_nor_stays_silent(
 ) -> None:
     """Finding 3: one sample stamped 100 years ahead, then SpO2 84 %: no page for minutes. Now: both paged."""
     config = in_process_config(tmp_path, receiver, mosquitto)
-    async with running(config):
+    async with running(config, kits=oximeters("p-f", extra={"p-f": ["ox-1"]})):
         century = now_ms() + 100 * 365 * 86_400_000
         future = Vitals(
             v=SCHEMA_VERSION,
@@ -386,7 +399,7 @@ async def test_a_sample_a_few_minutes_ahead_does_not_hide_the_samples_after_it(
 ) -> None:
     """Within the 5-minute margin, but ahead of the server clock: still kept from the engine."""
     config = in_process_config(tmp_path, receiver, mosquitto)
-    async with running(config) as (service, _):
+    async with running(config, kits=oximeters("p-a")) as (service, _):
         ahead = desaturation("p-a", seq=1, t0=now_ms() + 200_000)
         await client.publish(topic_of(ahead), encode(ahead))
         await wait_for(lambda: "device_clock_wrong" in rules_paged(receiver, "p-a"), TIMEOUT, what="clock alarm")
@@ -403,7 +416,7 @@ async def test_a_sample_at_t0_creates_no_phantom_device(
     """Finding 3: ``t = 0`` created a device that paged "no data" with a 1970 start. Now: never reaches the engine."""
     config = in_process_config(tmp_path, receiver, mosquitto)
     engine = default_source(load_rules(config.rules))
-    async with running(config, engine):
+    async with running(config, engine, oximeters("p-g", extra={"p-g": ["ox-ghost"]})):
         zero = Vitals(
             v=SCHEMA_VERSION,
             patient="p-g",
@@ -457,6 +470,7 @@ async def test_admin_user_add_while_the_service_runs_then_login_and_page(
     """Finding 1: ``user add`` beside a running service, then a login: 500 (UNIQUE constraint failed: audit.seq)."""
     port = free_port()
     config = write_config(tmp_path, receiver, mosquitto, port)
+    await enrol_in_database(load_alerting_config(config), oximeters("p-1"))
     async with service_process(config, port, tmp_path / "service.log") as child:
         added = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -483,7 +497,8 @@ async def test_admin_user_add_while_the_service_runs_then_login_and_page(
         await wait_for(lambda: "spo2_low" in rules_paged(receiver, "p-1"), TIMEOUT, what="desaturation page")
         assert child.returncode is None
     with open_store(load_alerting_config(config)) as store:
-        assert [e.action for e in store.audit_entries()][:2] == ["user_added", "login"]
+        actions = [e.action for e in store.audit_entries() if e.actor != FIXTURE_ACTOR]  # admission: before start
+        assert actions[:2] == ["user_added", "login"]
         assert store.check_audit().intact
 
 
@@ -513,6 +528,7 @@ async def test_two_processes_append_1000_audit_entries_each_while_alarms_flow(
     config = write_config(tmp_path, receiver, mosquitto, port)
     patients = [f"p-{i:02d}" for i in range(20)]
     flag = tmp_path / "alarms-flowing"
+    await enrol_in_database(load_alerting_config(config), oximeters(*patients))
     async with service_process(config, port, tmp_path / "service.log") as child:
         writers = [
             await asyncio.create_subprocess_exec(
@@ -681,7 +697,7 @@ async def test_monitoring_impaired_raised_before_a_restart_clears_when_input_wor
 ) -> None:
     config = in_process_config(tmp_path, receiver, mosquitto)
     faulty = FaultySource(default_source(load_rules(config.rules)), bad_patient="p-r")
-    async with running(config, faulty) as (service, port):
+    async with running(config, faulty, oximeters("p-r")) as (service, port):
         for seq in range(1, 4):
             await client.publish(topic_of(desaturation("p-r", seq=seq)), encode(desaturation("p-r", seq=seq)))
         await wait_for(lambda: "monitoring_impaired" in rules_paged(receiver, "p-r"), TIMEOUT, what="impaired page")

@@ -22,7 +22,7 @@ from typing import Any
 from wardwatch.alerting.app import run
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
-from wardwatch.alerting.testing import WebhookReceiver
+from wardwatch.alerting.testing import WebhookReceiver, enrol_in_database
 from wardwatch.core.broker import Site, write_site
 from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.mqtt import Message, MqttClient
@@ -122,6 +122,9 @@ async def test_a_retained_spo2_message_raises_nothing_even_after_a_restart(
     async with WebhookReceiver() as receiver, MqttClient(mqtt, "gateway", clean_start=True) as gateway:
         await gateway.wait_connected(TIMEOUT)
         config = alerting_config(tmp_path, mosquitto, receiver, {})
+        # admitted, so that only the retain flag can keep their messages from the engine
+        kits = {PATIENT: (GATEWAY, {"ox-a1": "pulse_oximeter"}), "p-fence": (GATEWAY, {"hr-fence": "heart_rate_strap"})}
+        await enrol_in_database(config, kits)
         # stored before alerting subscribes: the situation of every restart
         await gateway.publish(*spo2(desaturation, t0), retain=True)
         for run_number in (1, 2):

@@ -30,7 +30,7 @@ from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 from wardwatch.alerting.store import Store
-from wardwatch.alerting.testing import WebhookReceiver
+from wardwatch.alerting.testing import WebhookReceiver, enrol_in_database
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import SCHEMA_VERSION, DataGap, DeviceStatus, GatewayStatus, Sample, Signal, Vitals, encode
@@ -134,6 +134,12 @@ async def running(instance: Instance) -> AsyncIterator[Instance]:
         instance.service = service
         instance.ready.set()
 
+    ward = instance.ward
+    kits = {
+        PATIENT[ward]: (f"gw-{ward}", {f"ox-{PATIENT[ward]}": "pulse_oximeter"}),
+        FENCE_PATIENT[ward]: (f"gw-{ward}", {f"hr-{FENCE_PATIENT[ward]}": "heart_rate_strap"}),
+    }
+    await enrol_in_database(instance.config, kits)  # the ward's own patients, admitted in its own registry
     task = asyncio.create_task(run(instance.config, source=instance.source, ready=ready))
     try:
         ready_wait = asyncio.ensure_future(instance.ready.wait())

@@ -13,12 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 import ssl
-import time
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Annotated, Any, Final, TypeVar
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Annotated, Any, Final
 
 import msgspec
 from aiohttp import web
@@ -37,13 +35,23 @@ from wardwatch.alerting.auth import (
     LoginService,
     LoginThrottledError,
     Permission,
-    Principal,
     Role,
     check_name,
     retry_after,
 )
+from wardwatch.alerting.http import ERROR_RESPONSE as _ERROR_RESPONSE
+from wardwatch.alerting.http import ID_RE as _ID_RE
+from wardwatch.alerting.http import PRINCIPAL_KEY, SERVICE_KEY, Handler, Reason, requires
+from wardwatch.alerting.http import bad_request as _bad_request
+from wardwatch.alerting.http import error as _error
+from wardwatch.alerting.http import json_response as _json
+from wardwatch.alerting.http import now_ms as _now
+from wardwatch.alerting.http import principal_of as _principal
+from wardwatch.alerting.http import read_body as _body
+from wardwatch.alerting.http import readable_text as _text
 from wardwatch.alerting.manager import AlarmNotFoundError, AlarmRecord, InvalidTransitionError
 from wardwatch.alerting.metrics import burden
+from wardwatch.alerting.registry.routes import REGISTRY_PATHS, REGISTRY_SCHEMAS
 from wardwatch.alerting.rules import RANGES, Thresholds
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import ApiConfig
@@ -55,27 +63,15 @@ __all__ = ["OPENAPI", "build_app", "openapi_document", "serve_api"]
 
 _log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-SERVICE_KEY: Final = web.AppKey("service", AlarmService)
 AUTH_KEY: Final = web.AppKey("auth", Authenticator)
 LOGIN_KEY: Final = web.AppKey("login", LoginService)
-PRINCIPAL_KEY: Final = web.RequestKey("principal", Principal)
 OPENAPI_KEY: Final = web.AppKey("openapi", dict[str, Any])
 LOGINS_KEY: Final = web.AppKey("logins", Counter)
 _PUBLIC: Final = frozenset({"/api/v1/login", "/api/v1/openapi.json", "/healthz", "/metrics"})
 
 MAX_TIME_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the largest time a query may name
 MAX_SEQ: Final = 2**63 - 1  # SQLite's largest integer
-_ID_RE: Final = re.compile(ID_PATTERN.removesuffix("$"))  # fullmatch: "$" would accept a final newline
 
-# Free text (reasons) may hold tabs and line breaks, never other control characters or bidirectional
-# overrides that make an audit entry read differently from what it says.
-TEXT_PATTERN: Final = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u202a-\u202e\u2066-\u2069]*$"
-_TEXT_RE: Final = re.compile(TEXT_PATTERN.removesuffix("$"))
-
-Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=TEXT_PATTERN)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PASSWORD_LENGTH)]
 
@@ -156,54 +152,6 @@ def check_overrides(overrides: Mapping[str, Any]) -> str | None:
         if not low <= value <= high:
             return f"{key}: {value!r} is outside the allowed range {low:g}..{high:g}"
     return None
-
-
-def _now() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _error(status: int, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers or None)
-
-
-def _bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=msgspec.json.encode({"error": message}).decode(), content_type="application/json")
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=msgspec.json.encode(data), status=status, content_type="application/json")
-
-
-def requires(permission: Permission) -> Callable[[Handler], Handler]:
-    """Mark a handler as needing ``permission`` (checked by the auth middleware)."""
-
-    def mark(handler: Handler) -> Handler:
-        handler.wardwatch_permission = permission  # type: ignore[attr-defined]
-        return handler
-
-    return mark
-
-
-def _principal(request: web.Request) -> Principal:
-    principal: Principal = request[PRINCIPAL_KEY]
-    return principal
-
-
-async def _body(request: web.Request, model: type[_T]) -> _T:
-    raw = await request.read()
-    try:
-        return msgspec.json.decode(raw, type=model)
-    except msgspec.ValidationError as exc:
-        raise _bad_request(f"invalid body: {exc}") from None
-    except msgspec.DecodeError:
-        raise _bad_request("body is not valid JSON") from None
-
-
-def _text(value: str, field: str) -> str:
-    """Free text for the audit log: not blank, no control or bidirectional-override characters."""
-    if not value.strip() or not _TEXT_RE.fullmatch(value):
-        raise _bad_request(f"{field} must be readable text (not blank; no control or bidirectional characters)")
-    return value
 
 
 def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -716,10 +664,6 @@ _COMPONENTS["ThresholdsBody"]["properties"]["overrides"] = {
 }
 _COMPONENTS["UserBody"]["properties"]["password"]["minLength"] = MIN_PASSWORD_LENGTH
 
-_ERROR_RESPONSE: Final = {
-    "description": "error",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
 _TIME: Final = {"type": "integer", "minimum": 0, "maximum": MAX_TIME_MS, "description": "ms since the epoch"}
 _QUERY: Final[dict[str, dict[str, Any]]] = {
     "state": {"type": "string", "description": "comma-separated: open, active, acknowledged, silenced, resolved"},
@@ -854,6 +798,7 @@ _SPEC_PATHS: Final[dict[str, dict[str, dict[str, Any]]]] = {
         "post": _op("Create a user", add_user, "manage_users", "UserBody"),
     },
     "/api/v1/tokens": {"post": _op("Create a machine token (shown once)", create_token, "manage_users", "TokenBody")},
+    **REGISTRY_PATHS,
 }
 _HANDLERS: Final[dict[tuple[str, str], Handler]] = {
     (method, path): op.pop("x-handler") for path, ops in _SPEC_PATHS.items() for method, op in ops.items()
@@ -876,6 +821,7 @@ OPENAPI: Final[dict[str, Any]] = {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         "schemas": {
             **_COMPONENTS,
+            **REGISTRY_SCHEMAS,
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
             "PageWebhook": {
                 "type": "object",
@@ -920,8 +866,10 @@ OPENAPI: Final[dict[str, Any]] = {
 def openapi_document(wards: list[str]) -> dict[str, Any]:
     """:data:`OPENAPI` for a service owning ``wards`` (the thresholds' ``ward`` parameter lists them)."""
     document: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(OPENAPI))
-    for operation in document["paths"][_PATIENT_PATH].values():
-        for parameter in operation["parameters"]:
+    operations = [document["paths"][_PATIENT_PATH].values()]
+    operations += [item.values() for path, item in document["paths"].items() if path.startswith("/api/v1/registry/")]
+    for operation in (op for ops in operations for op in ops):
+        for parameter in operation.get("parameters", ()):
             if parameter["name"] == "ward":
                 parameter["schema"] = {"type": "string", "enum": wards}
     return document

@@ -25,6 +25,7 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.guard import IMPAIRED_PATIENTS, FailureTracker, TimeGate
 from wardwatch.alerting.metrics import AlertingMetrics
 from wardwatch.alerting.protocols import ConditionSource
+from wardwatch.alerting.registry.provenance import ProvenanceGate
 from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.alerting.service import (
     ALL_PATIENTS,
@@ -132,6 +133,7 @@ class MqttInput:
         self.wards = set(service.config.wards)
         self.gate = TimeGate(service)
         self.failures = FailureTracker(service)
+        self.provenance = ProvenanceGate(service, service.registry, self._dead_letter, self.gate.problem)
         self._rejected = dict(rejected_thresholds or {})  # alarmed when the patient's ward is known
         for record in service.manager.open_alarms():  # raised before a restart: let them clear
             if record.condition_active and record.rule == MONITORING_IMPAIRED and record.patient == IMPAIRED_PATIENTS:
@@ -182,8 +184,12 @@ class MqttInput:
                 return
             changes: Sequence[ConditionChange]
             if parts.kind == VITALS:
-                vitals = decode_vitals(payload)
+                decoded = decode_vitals(payload)
                 metrics.messages.labels(kind="vitals").inc()
+                admitted = self.provenance.vitals(topic, payload, parts, decoded)
+                if admitted is None:
+                    return
+                vitals = admitted
                 samples = vitals.samples
                 t_min, t_max = samples[0].t, samples[-1].t
                 if len(samples) > 1:
@@ -197,6 +203,8 @@ class MqttInput:
                 if not isinstance(status, DeviceStatus):
                     raise SchemaError(f"expected device_status on {topic}, got {type(status).__name__}")
                 metrics.messages.labels(kind="device_status").inc()
+                if not self.provenance.device_status(topic, payload, parts, status):
+                    return
                 if not self.gate.admit(ward, status.patient, status.device, status.t, status.t, 1):
                     return
                 changes = self._feed(ward, status.patient, "engine", lambda: self.source.on_device_status(status, ward))
@@ -219,6 +227,8 @@ class MqttInput:
                 if not isinstance(gap, DataGap):
                     raise SchemaError(f"expected data_gap on {topic}, got {type(gap).__name__}")
                 metrics.messages.labels(kind="data_gap").inc()
+                if not self.provenance.data_gap(topic, payload, parts, gap):
+                    return
                 if self.gate.problem(min(gap.t, gap.first_t), max(gap.t, gap.last_t), self.service.clock.now_ms()):
                     metrics.samples_ignored.labels(reason="gap_time").inc()
                     return
@@ -331,11 +341,15 @@ async def run(
         )
         service.rules = rules
         service.rules_hooks.append(engine.set_rules)
+        discharge = getattr(engine, "discharge", None)
+        if callable(discharge):  # the engine forgets a discharged patient
+            service.registry.discharge_hooks.append(discharge)
         inputs = MqttInput(service, engine, mqtt, config.service_id, rejected_thresholds=rejected)
         api_port: int | None = None
         if config.api.enabled:
             api_port = await stack.enter_async_context(serve_api(service, config.api))
         await mqtt.wait_connected(timeout=None)
+        await service.registry.publish_all()  # kits and manifests, retained, at new revisions
         for ward in config.wards:
             for kind in (VITALS, DEVICE, GATEWAY):
                 # vitals and device status count only live: no retained copies, and any retained one refused;
@@ -348,5 +362,6 @@ async def run(
             tasks.create_task(inputs.consume(), name="mqtt-input")
             tasks.create_task(inputs.tick(config.tick_s), name="engine-tick")
             tasks.create_task(_purge_tokens(service), name="purge-tokens")
+            tasks.create_task(service.registry.expire_periodically(), name="registry-expiry")
             if ready is not None:
                 ready(service, api_port)

@@ -73,17 +73,24 @@ class Permission(enum.StrEnum):
     READ_AUDIT = "read_audit"
     READ_METRICS = "read_metrics"
     MANAGE_USERS = "manage_users"
+    MANAGE_PATIENTS = "manage_patients"  # registry: gateways, admission, kits, discharge
+    READ_IDENTITY = "read_identity"  # registry: a patient's name, birth date, hospital number (clinical only)
 
 
 _VIEW: Final = {Permission.READ_ALARMS, Permission.READ_THRESHOLDS, Permission.READ_METRICS}
+_LEAD: Final = {
+    Permission.ACT_ON_ALARMS,
+    Permission.WRITE_THRESHOLDS,
+    Permission.READ_AUDIT,
+    Permission.MANAGE_PATIENTS,
+    Permission.READ_IDENTITY,
+}
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.VIEWER: frozenset(_VIEW),
-    Role.NURSE: frozenset(_VIEW | {Permission.ACT_ON_ALARMS}),
-    Role.CHARGE_NURSE: frozenset(
-        _VIEW | {Permission.ACT_ON_ALARMS, Permission.WRITE_THRESHOLDS, Permission.READ_AUDIT}
-    ),
-    Role.DOCTOR: frozenset(_VIEW | {Permission.ACT_ON_ALARMS, Permission.WRITE_THRESHOLDS, Permission.READ_AUDIT}),
-    Role.ADMIN: frozenset(Permission),
+    Role.NURSE: frozenset(_VIEW | {Permission.ACT_ON_ALARMS, Permission.READ_IDENTITY}),
+    Role.CHARGE_NURSE: frozenset(_VIEW | _LEAD),
+    Role.DOCTOR: frozenset(_VIEW | _LEAD),
+    Role.ADMIN: frozenset(Permission) - {Permission.READ_IDENTITY},  # identity is for those who care for patients
 }
 
 

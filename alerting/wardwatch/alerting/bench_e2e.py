@@ -44,8 +44,9 @@ import aiohttp
 
 from wardwatch.alerting.auth import Authenticator, HashExecutor, Role
 from wardwatch.alerting.engine._filters import CONFIRM_SAMPLES
+from wardwatch.alerting.settings import load_alerting_config
 from wardwatch.alerting.store import Store
-from wardwatch.alerting.testing import WebhookReceiver
+from wardwatch.alerting.testing import Kit, WebhookReceiver, enrol_in_database
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.errors import WaitTimeoutError
 from wardwatch.core.mqtt import MqttClient
@@ -140,6 +141,8 @@ async def end_to_end(
             api_port = free_port()
             config = tmp / "alerting.toml"
             config.write_text(_config_text(tmp, broker, receiver, api_port, hash_executor))
+            # admitted with their kits, as the registry's provenance check requires (100 patients per gateway)
+            await enrol_in_database(load_alerting_config(config), _kits(patients), capacity=2 * PER_GATEWAY)
             log = (tmp / "service.log").open("wb")
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "wardwatch.alerting.cli", "run", "--config", str(config), stdout=log, stderr=log
@@ -178,6 +181,20 @@ async def end_to_end(
                         child.kill()
                         await child.wait()
                 log.close()
+
+
+PER_GATEWAY = 100
+
+
+def _kits(patients: int) -> dict[str, Kit]:
+    """Patient ``p-{i}`` wears ``hr-{i}`` and ``ox-{i}`` through gateway ``gw-{i // 100}``."""
+    return {
+        f"p-{i:05d}": (
+            f"gw-{i // PER_GATEWAY:03d}",
+            {f"hr-{i:05d}": "heart_rate_strap", f"ox-{i:05d}": "pulse_oximeter"},
+        )
+        for i in range(patients)
+    }
 
 
 async def _stream(
@@ -220,7 +237,7 @@ async def _stream(
             t_ms = time.time_ns() // 1_000_000
             for i in range(tick % SLICES_PER_S, patients, SLICES_PER_S):
                 pid = ids[i]
-                gateway = f"gw-{i // 100:03d}"
+                gateway = f"gw-{i // PER_GATEWAY:03d}"
                 seq[pid] += 1
                 low = now_s >= onset_at[pid]
                 spo2 = 85.0 if low else 97.0

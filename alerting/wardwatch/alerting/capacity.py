@@ -32,9 +32,12 @@ __all__ = [
     "OPERATOR_RULES",
     "OVER_CAPACITY",
     "OVER_CAPACITY_PRIORITY",
+    "PROVENANCE_REFUSED",
     "capacity_change",
     "reason_text",
 ]
 
+#: Messages refused by the registry's provenance check (wardwatch.alerting.registry.provenance).
+PROVENANCE_REFUSED: Final = "provenance_refused"
 #: Rules about the equipment rather than a patient: paged to the ward's operator, not to the nurses.
-OPERATOR_RULES: Final = frozenset({OVER_CAPACITY})
+OPERATOR_RULES: Final = frozenset({OVER_CAPACITY, PROVENANCE_REFUSED})

@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Final
 
 from wardwatch.core.errors import WardwatchError
@@ -83,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="check the chain, its MACs and the signed head (exit 1 if broken)")
     verify.add_argument("--config", dest="sub_config")
+
+    key = sub.add_parser(
+        "registry-key", help="create the registry's identity key file (32 random bytes, mode 0600; never overwrites)"
+    )
+    key.add_argument("path", type=Path, help="where [registry] identity_key_file will point (not beside backups)")
 
     bench = sub.add_parser("bench", help="replay throughput and end-to-end paging latency (prints JSON)")
     bench.add_argument("--patients", type=int, default=1000)
@@ -231,6 +237,17 @@ def _bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``wardwatch alerting``."""
+    if argv[:1] == ["registry-key"]:
+        from wardwatch.alerting.registry.identity import IdentityKeyError, create_key_file
+
+        args = _parser().parse_args(argv)
+        try:
+            create_key_file(args.path)
+        except (IdentityKeyError, OSError) as exc:
+            print(f"wardwatch alerting registry-key: {exc}", file=sys.stderr)
+            return 1
+        print(f'identity key written to {args.path} (mode 0600); set [registry] identity_key_file = "{args.path}"')
+        return 0
     if argv[:1] == ["replay"]:
         from wardwatch.alerting.replay import replay_main  # the engine's command, loaded only when used
 

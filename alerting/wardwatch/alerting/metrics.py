@@ -69,6 +69,12 @@ class AlertingMetrics:
             "Stored per-patient overrides that no longer validate (ward defaults used instead)",
             registry=r,
         )
+        self.provenance_refused = Counter(
+            "wardwatch_alerting_provenance_refused",
+            "Vitals/device messages (or samples) refused by the registry's provenance check, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.healthy = Gauge("wardwatch_alerting_healthy", "1 while GET /healthz reports ok, else 0", registry=r)
         self.healthy.set(1)
 

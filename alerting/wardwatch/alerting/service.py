@@ -35,6 +35,7 @@ from wardwatch.alerting.manager import Action, AlarmManager, AlarmNotFoundError,
 from wardwatch.alerting.metrics import AlertingMetrics
 from wardwatch.alerting.paging import Pager, build_channel
 from wardwatch.alerting.protocols import Channel, Publisher
+from wardwatch.alerting.registry.registry import Registry
 from wardwatch.alerting.rules import RuleSet
 from wardwatch.alerting.settings import AlertingConfig
 from wardwatch.alerting.store import Store
@@ -154,6 +155,7 @@ class AlarmService:
         self._retry_at: int | None = None
         self._problems: dict[str, str] = {}  # what makes the service unhealthy, by kind
         self._warn = RateLimitedLog(_log, interval_s=30.0)
+        self.registry = Registry(self)  # patients, gateways, kits (docs/registry.md)
 
     # -- health -----------------------------------------------------------------------------------
 

@@ -185,6 +185,19 @@ class GuardConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     retry_s: PositiveSeconds = 1.0  # retry of alarm state the store could not save
 
 
+class RegistryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The registry of patients, gateways and kits (docs/registry.md)."""
+
+    # accept a vitals/device message only when its gateway, patient and device were bound at the sample's time
+    enforce: bool = True
+    # AES-256-GCM key of patient identity (32 raw bytes), outside the database; create it with
+    # ``wardwatch alerting registry-key PATH``. None: identity cannot be stored or read (503)
+    identity_key_file: Path | None = None
+    retention_s: PositiveSeconds = 7 * 86_400.0  # ended bindings stay in kits this long (late samples)
+    notice_interval_s: PositiveSeconds = 300.0  # at most one operator notice per gateway this often
+    notice_priority: Priority = Priority.MEDIUM  # the operator's technical alarm about refused messages
+
+
 class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """The whole alerting service configuration."""
 
@@ -202,6 +215,7 @@ class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     audit_key_file: Path | None = None  # created with mode 0600 when missing
     audit_head_file: Path | None = None  # the signed head checkpoint, rewritten at every audit append
     guard: GuardConfig = msgspec.field(default_factory=GuardConfig)
+    registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
 
 
 def _dec_hook(type_: type[Any], obj: Any) -> Any:

@@ -404,6 +404,26 @@ class Store:
         """Append audit entries on their own."""
         self.commit(audit=entries)
 
+    # -- other modules' tables (the registry) ------------------------------------------------------
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for reads of another module's tables (writes go through :meth:`transaction`)."""
+        return self._db
+
+    def add_schema(self, script: str) -> None:
+        """Create another module's tables (``CREATE ... IF NOT EXISTS``: the store's way of migrating)."""
+        with self._lock:
+            self._db.executescript(script)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[tuple[sqlite3.Connection, list[AuditEntry]]]:
+        """One write transaction: the connection, and a list whose audit entries are appended in it too."""
+        with self._write() as tx:
+            audit: list[AuditEntry] = []
+            yield self._db, audit
+            self._append_audit(tx, audit)
+
     # -- alarms ---------------------------------------------------------------------------------
 
     def open_alarms(self) -> list[AlarmRecord]:

@@ -9,17 +9,68 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import msgspec
 from aiohttp import web
 
 from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.registry.registry import DeviceSpec, Registry, RegistryError
 from wardwatch.alerting.rules import RuleSet
-from wardwatch.core.schema import DataGap, DeviceStatus, GatewayStatus, Vitals
+from wardwatch.alerting.settings import AlertingConfig
+from wardwatch.core.schema import DataGap, DeviceRole, DeviceStatus, GatewayStatus, Vitals
+
+FIXTURE_ACTOR: Final = "test-fixture"
+
+Kit = tuple[str, Mapping[str, DeviceRole | str]]
+"""(gateway, {device id: role}) of one patient."""
+
+
+async def enrol_in_database(config: AlertingConfig, kits: Mapping[str, Kit], *, capacity: int = 64) -> None:
+    """:func:`admit_with_kit` for each ``patient: (gateway, devices)``, written to ``config``'s database.
+
+    For tests that run the service as a child process: call it before the service starts.
+    """
+    from wardwatch.alerting.app import open_store
+    from wardwatch.alerting.service import AlarmService
+
+    with open_store(config) as store:
+        registry = AlarmService(config, store).registry  # not started: its registry writes the tables
+        for patient, (gateway, devices) in kits.items():
+            await admit_with_kit(registry, patient, gateway, devices, capacity=capacity)
+
+
+async def admit_with_kit(
+    registry: Registry,
+    patient: str,
+    gateway: str,
+    devices: Mapping[str, DeviceRole | str],
+    *,
+    ward: str | None = None,
+    capacity: int = 64,  # tests bind many patients through one gateway unless they test capacity
+    since: int | None = 0,
+) -> None:
+    """Admit ``patient`` (that id) and bind ``devices`` (id -> role) through ``gateway``, registering it if new.
+
+    For tests whose vitals would otherwise be refused by the provenance check. ``since`` defaults to 0
+    (bound since the epoch), so samples stamped at fixed past times are accepted; ``None`` binds from now.
+    Calling it again for an admitted patient only binds the devices not yet bound.
+    """
+    ward = ward or registry.wards[0]
+    if gateway not in {row["gateway"] for row in registry.gateways(ward)}:
+        await registry.register_gateway(ward, gateway, "test home", capacity, FIXTURE_ACTOR, "test fixture")
+    if not registry.issued(patient):
+        await registry.admit(ward, FIXTURE_ACTOR, "test fixture", patient=patient)
+    bound = {binding["device"] for binding in registry.bindings(patient) if binding["until"] is None}
+    specs = [DeviceSpec(id=device, role=DeviceRole(role)) for device, role in devices.items() if device not in bound]
+    if specs:
+        try:
+            await registry.assign_kit(patient, gateway, specs, FIXTURE_ACTOR, "test fixture", since=since)
+        except RegistryError as exc:
+            raise AssertionError(f"test fixture could not bind {list(devices)} to {patient}: {exc.message}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from wardwatch.core.broker import Site, write_site
+from wardwatch.core.errors import WardwatchError
 from wardwatch.core.servers import Influxd, Mosquitto, free_port, wait_for
+from wardwatch.stack.enrol import enrol
 from wardwatch.stack.errors import StackError
 
 _log = logging.getLogger("wardwatch.stack")
@@ -43,6 +45,7 @@ _log = logging.getLogger("wardwatch.stack")
 RESTART_DELAY_S: Final = 2.0
 INGEST_DATABASE: Final = "wardwatch"
 API_USER: Final = "nurse"
+GATEWAY_SLOTS: Final = 7  # each home gateway's BLE connection slots (a Raspberry Pi's), its registry capacity
 # InfluxDB users of a started influxd (passwords in <state>/secrets/influx-<user>): the admin makes the schema,
 # ingest may only write, the reader (dashboards, the console, you) may only read
 INFLUX_ADMIN, INFLUX_INGEST, INFLUX_READER = "admin", "ingest", "reader"
@@ -472,6 +475,7 @@ class Stack:
             api_password = self._api_password()
             alerting_config = self._alerting_config(ward, mqtt_section("alerting"), receiver, api_port)
             await self._ensure_api_user(alerting_config, api_password)
+            await self._ensure_identity_key()
             self._spawn("alerting", ["alerting", "run", "--config", str(alerting_config)])
             ingest_config = write_toml(
                 self.state / "config" / "ingest.toml",
@@ -489,6 +493,23 @@ class Stack:
             for child in self.children:
                 await child.start()
             self.step(f"alerting API: http://127.0.0.1:{api_port}/api/v1/alarms   ingest -> {influx_url}")
+            try:
+                admitted, bound = await enrol(
+                    f"http://127.0.0.1:{api_port}",
+                    API_USER,
+                    api_password,
+                    ward,
+                    scenario["patients"],
+                    GATEWAY_SLOTS,
+                    # a crowded scenario run on purpose: the registry takes the kit, the gateway finds it over capacity
+                    over_capacity=self.options.allow_over_capacity,
+                )
+            except WardwatchError as exc:
+                raise StackError(f"registry: {exc}") from None
+            self.step(
+                f"registry: {len(scenario['patients'])} patients on {len(homes)} gateways "
+                f"({admitted} admitted, {bound} devices bound now; GET /api/v1/registry/patients)"
+            )
             if fhir_url is not None:
                 self.step(f"FHIR exporter -> {fhir_url} (1-minute summaries; Observation?code=http://loinc.org|8867-4)")
 
@@ -679,6 +700,27 @@ class Stack:
         if process.returncode != 0 and "exists" not in text:
             raise StackError(f"cannot create the API user: {text.strip()}")
 
+    def _identity_key(self) -> Path:
+        return self.state / "secrets" / "alerting-identity.key"
+
+    async def _ensure_identity_key(self) -> None:
+        """``wardwatch alerting registry-key``: the registry's identity key, made once per state folder."""
+        key = self._identity_key()
+        if key.exists():
+            return
+        key.parent.mkdir(mode=0o700, exist_ok=True)
+        process = await asyncio.create_subprocess_exec(
+            *_wardwatch(),
+            "alerting",
+            "registry-key",
+            str(key),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await process.communicate()
+        if process.returncode != 0:
+            raise StackError(f"cannot create the registry's identity key: {err.decode(errors='replace').strip()}")
+
     def _alerting_config(self, ward: str, mqtt: dict[str, Any], receiver: str, api_port: int) -> Path:
         def hook(destination: str) -> dict[str, Any]:
             # channels fail over in order: the local page receiver first, the nurse-app topic if it is down
@@ -695,6 +737,8 @@ class Stack:
                 "database": self.state / "alerting" / "alerting.db",
                 # the audit log's key, away from the database (created 0600 by the first `alerting user add`)
                 "audit_key_file": self.state / "secrets" / "alerting-audit.key",
+                # patient identity in the registry, encrypted with this key (docs/registry.md)
+                "registry": {"identity_key_file": self._identity_key()},
                 "log_level": "INFO",
                 "mqtt": mqtt,
                 "api": {"host": "127.0.0.1", "port": api_port},
@@ -745,7 +789,12 @@ class Stack:
             for patient in patients
             for device in patient["devices"]
         ]
-        ble: dict[str, Any] = {"scan_window_s": 3.0, "backoff_min_s": 0.5, "backoff_max_s": 10.0}
+        ble: dict[str, Any] = {
+            "scan_window_s": 3.0,
+            "backoff_min_s": 0.5,
+            "backoff_max_s": 10.0,
+            "max_connections": GATEWAY_SLOTS,  # the capacity the registry knows the gateway by
+        }
         if not bluez:
             ble["backend"] = "wardwatch.firmware_sim.bleak_backend:bleak_backend"
             ble["backend_options"] = {"transport": f"tcp-client:127.0.0.1:{port}", "name": f"{home}-central"}

@@ -1,0 +1,341 @@
+"""The registry's HTTP API under ``/api/v1/registry`` (authenticated and audited like the rest of the API).
+
+:data:`REGISTRY_PATHS` (OpenAPI path items, each operation with its handler under ``x-handler``) and
+:data:`REGISTRY_SCHEMAS` are merged into :data:`wardwatch.alerting.api.OPENAPI`, which registers the
+routes. Changes need ``manage_patients`` (charge nurse, doctor, admin); reading the identity needs
+``read_identity`` (clinical roles only, every read audited); listing needs ``read_alarms``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Final
+
+import msgspec
+from aiohttp import web
+
+from wardwatch.alerting.auth import Permission
+from wardwatch.alerting.http import (
+    ERROR_RESPONSE,
+    ID_RE,
+    SERVICE_KEY,
+    Handler,
+    Reason,
+    bad_request,
+    error,
+    json_response,
+    principal_of,
+    read_body,
+    readable_text,
+    requires,
+)
+from wardwatch.alerting.registry.identity import Identity, IdentityKeyError
+from wardwatch.alerting.registry.registry import DeviceSpec, Registry, RegistryError
+from wardwatch.alerting.rules import PROFILES
+from wardwatch.core.errors import WardwatchError
+from wardwatch.core.ids import ID_PATTERN, Identifier
+
+REQUESTED_ID_PATTERN: Final = r"^p-[a-z0-9]+(-[a-z0-9]+)*$"
+"""A patient id a caller may ask the registry to issue (a demo's fixed ids): never a name or a number."""
+
+Address = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z:/_.-]+$")]
+AdvertisedName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[ -~]+$")]
+Profile = Annotated[str, msgspec.Meta(pattern="^(" + "|".join(sorted(PROFILES)) + ")$")]
+
+
+class DeviceBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A device of a kit: id, role, and its address or advertised name."""
+
+    id: Identifier
+    role: Annotated[str, msgspec.Meta(pattern="^(heart_rate_strap|pulse_oximeter)$")]
+    address: Address | None = None
+    name: AdvertisedName | None = None
+
+    def spec(self) -> DeviceSpec:
+        """As the registry takes it."""
+        return msgspec.convert(msgspec.to_builtins(self), DeviceSpec)
+
+
+class GatewayBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Register a gateway (or change its home label and capacity)."""
+
+    gateway: Identifier
+    capacity: Annotated[int, msgspec.Meta(ge=0, le=64)]  # continuous-device connection slots
+    reason: Reason
+    ward: Identifier | None = None  # default: the service's only ward
+    home: Annotated[str, msgspec.Meta(max_length=100, pattern=r"^[ -~]*$")] = ""
+
+
+class AdmitBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Admit a patient; the registry issues the id (``patient``: ask for a specific ``p-...`` id)."""
+
+    reason: Reason
+    ward: Identifier | None = None
+    profile: Profile | None = None
+    identity: Identity | None = None
+    patient: Annotated[str, msgspec.Meta(max_length=40, pattern=REQUESTED_ID_PATTERN)] | None = None
+
+
+class IdentityBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Store (replace) a patient's identity."""
+
+    identity: Identity
+    reason: Reason
+
+
+class KitBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Bind devices to the patient through a gateway, from now."""
+
+    gateway: Identifier
+    devices: Annotated[list[DeviceBody], msgspec.Meta(min_length=1, max_length=16)]
+    reason: Reason
+
+
+class SwapBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Replace one bound device by another, from now."""
+
+    old_device: Identifier
+    new: DeviceBody
+    reason: Reason
+
+
+class DischargeBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Discharge: why."""
+
+    reason: Reason
+
+
+_BODIES: Final = (GatewayBody, AdmitBody, IdentityBody, KitBody, SwapBody, DischargeBody)
+_, REGISTRY_SCHEMAS = msgspec.json.schema_components(_BODIES, ref_template="#/components/schemas/{name}")
+
+
+def _registry(request: web.Request) -> Registry:
+    return request.app[SERVICE_KEY].registry
+
+
+def _ward(request: web.Request, ward: str | None) -> str:
+    wards = request.app[SERVICE_KEY].config.wards
+    if ward is None:
+        if len(wards) != 1:
+            raise bad_request(f"ward is required (this service owns {', '.join(wards)})")
+        return next(iter(wards))
+    if ward not in wards:
+        raise bad_request(f"ward must be one of this service's wards: {', '.join(wards)}")
+    return ward
+
+
+def _id(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not ID_RE.fullmatch(value):
+        raise bad_request(f"{name} must be a wardwatch identifier (1-64 of a-z, 0-9, '_', '.', '-')")
+    return value
+
+
+def _registry_errors(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Handler:
+    """Registry refusals become their HTTP status with the reason; a bad identifier is a 400."""
+
+    async def wrapped(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except RegistryError as exc:
+            return error(exc.status, exc.message)
+        except IdentityKeyError as exc:  # never plaintext: say what is wrong with the key
+            return error(503, str(exc))
+        except WardwatchError as exc:
+            return error(400, str(exc))
+
+    wrapped.__name__ = handler.__name__
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+@requires(Permission.READ_ALARMS)
+@_registry_errors
+async def list_gateways(request: web.Request) -> web.Response:
+    """The ward's gateways: capacity, continuous devices bound, kit revision."""
+    ward = _ward(request, request.query.get("ward"))
+    return json_response({"ward": ward, "gateways": _registry(request).gateways(ward)})
+
+
+@requires(Permission.MANAGE_PATIENTS)
+@_registry_errors
+async def register_gateway(request: web.Request) -> web.Response:
+    """Register a gateway with its capacity (connection slots for continuous devices); audited."""
+    body = await read_body(request, GatewayBody)
+    reason = readable_text(body.reason, "reason")
+    ward = _ward(request, body.ward)
+    gateway = await _registry(request).register_gateway(
+        ward, body.gateway, body.home, body.capacity, principal_of(request).actor, reason
+    )
+    return json_response(gateway)
+
+
+@requires(Permission.READ_ALARMS)
+@_registry_errors
+async def get_kit(request: web.Request) -> web.Response:
+    """The gateway's kit document as published (retained) on its registry topic."""
+    registry = _registry(request)
+    gateway = _id(request, "gateway")
+    for ward in registry.wards:
+        kit = registry.kit(ward, gateway)
+        if kit is not None:
+            return json_response(kit)
+    return error(404, f"no gateway {gateway} in the registry")
+
+
+@requires(Permission.READ_ALARMS)
+@_registry_errors
+async def list_patients(request: web.Request) -> web.Response:
+    """The ward's patients (pseudonymous ids, status, profile; never identity)."""
+    ward = _ward(request, request.query.get("ward"))
+    status = request.query.get("status")
+    if status not in (None, "admitted", "discharged"):
+        raise bad_request("status must be admitted or discharged")
+    rows = _registry(request).patients(ward, status)
+    return json_response({"ward": ward, "patients": [row.as_json() for row in rows]})
+
+
+@requires(Permission.MANAGE_PATIENTS)
+@_registry_errors
+async def admit(request: web.Request) -> web.Response:
+    """Admit a patient; returns the id the registry issued (use it everywhere instead of any real identifier)."""
+    body = await read_body(request, AdmitBody)
+    reason = readable_text(body.reason, "reason")
+    ward = _ward(request, body.ward)
+    row = await _registry(request).admit(
+        ward, principal_of(request).actor, reason, profile=body.profile, identity=body.identity, patient=body.patient
+    )
+    return json_response(row.as_json(), status=201)
+
+
+@requires(Permission.READ_ALARMS)
+@_registry_errors
+async def get_patient(request: web.Request) -> web.Response:
+    """One patient with every binding (device, role, gateway, since, until)."""
+    registry = _registry(request)
+    patient = _id(request, "patient")
+    row = registry.patient(patient)
+    return json_response({**row.as_json(), "bindings": registry.bindings(patient)})
+
+
+@requires(Permission.READ_IDENTITY)
+@_registry_errors
+async def get_identity(request: web.Request) -> web.Response:
+    """The patient's identity (clinical roles only); every read is audited."""
+    patient = _id(request, "patient")
+    identity = _registry(request).identity(patient, principal_of(request).actor)
+    if identity is None:
+        return error(404, f"no identity stored for patient {patient}")
+    return json_response({"patient": patient, "identity": identity})
+
+
+@requires(Permission.READ_IDENTITY)
+@_registry_errors
+async def put_identity(request: web.Request) -> web.Response:
+    """Store (replace) the patient's identity, encrypted; audited without the identity itself."""
+    patient = _id(request, "patient")
+    body = await read_body(request, IdentityBody)
+    reason = readable_text(body.reason, "reason")
+    await _registry(request).set_identity(patient, body.identity, principal_of(request).actor, reason)
+    return json_response({"patient": patient, "stored": True})
+
+
+@requires(Permission.MANAGE_PATIENTS)
+@_registry_errors
+async def assign_kit(request: web.Request) -> web.Response:
+    """Bind devices to the patient through a gateway (409 over the gateway's capacity or if a device is bound)."""
+    patient = _id(request, "patient")
+    body = await read_body(request, KitBody)
+    reason = readable_text(body.reason, "reason")
+    devices = [device.spec() for device in body.devices]
+    bindings = await _registry(request).assign_kit(patient, body.gateway, devices, principal_of(request).actor, reason)
+    return json_response({"patient": patient, "bindings": bindings})
+
+
+@requires(Permission.MANAGE_PATIENTS)
+@_registry_errors
+async def swap_device(request: web.Request) -> web.Response:
+    """Replace a bound device: the old one's samples are refused from now, the new one's accepted."""
+    patient = _id(request, "patient")
+    body = await read_body(request, SwapBody)
+    reason = readable_text(body.reason, "reason")
+    bindings = await _registry(request).swap_device(
+        patient, body.old_device, body.new.spec(), principal_of(request).actor, reason
+    )
+    return json_response({"patient": patient, "bindings": bindings})
+
+
+@requires(Permission.MANAGE_PATIENTS)
+@_registry_errors
+async def discharge(request: web.Request) -> web.Response:
+    """Discharge: open alarms resolved ("discharged"), the engine forgets the patient, the kit is freed."""
+    patient = _id(request, "patient")
+    reason = readable_text((await read_body(request, DischargeBody)).reason, "reason")
+    row = await _registry(request).discharge(patient, principal_of(request).actor, reason)
+    return json_response(row.as_json())
+
+
+def _op(
+    summary: str, handler: Handler, permission: Permission, body: str | None = None, *, path: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "description": f"Needs permission `{permission}`.",
+        "operationId": handler.__name__,
+        "responses": {"200": {"description": "OK"}},
+        "x-handler": handler,
+    }
+    statuses = {400, 401, 403, 404, 409, 503}
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
+        for name in path
+    ]
+    if handler in (list_gateways, list_patients):
+        parameters.append({"name": "ward", "in": "query", "required": False, "schema": {"type": "string"}})
+    if handler is list_patients:
+        parameters.append(
+            {"name": "status", "in": "query", "required": False, "schema": {"enum": ["admitted", "discharged"]}}
+        )
+    if parameters:
+        op["parameters"] = parameters
+    if handler is admit:
+        op["responses"]["201"] = {"description": "admitted; the body holds the issued id"}
+    for status in sorted(statuses):
+        op["responses"][str(status)] = ERROR_RESPONSE
+    return op
+
+
+_PATIENT: Final = "/api/v1/registry/patients/{patient}"
+_P: Final = ("patient",)
+REGISTRY_PATHS: Final[dict[str, dict[str, dict[str, Any]]]] = {
+    "/api/v1/registry/gateways": {
+        "get": _op("Gateways of a ward", list_gateways, Permission.READ_ALARMS),
+        "post": _op(
+            "Register a gateway (capacity: slots)", register_gateway, Permission.MANAGE_PATIENTS, "GatewayBody"
+        ),
+    },
+    "/api/v1/registry/gateways/{gateway}/kit": {
+        "get": _op("The gateway's kit document", get_kit, Permission.READ_ALARMS, path=("gateway",))
+    },
+    "/api/v1/registry/patients": {
+        "get": _op("Patients of a ward", list_patients, Permission.READ_ALARMS),
+        "post": _op("Admit a patient (returns the issued id)", admit, Permission.MANAGE_PATIENTS, "AdmitBody"),
+    },
+    _PATIENT: {"get": _op("One patient with its bindings", get_patient, Permission.READ_ALARMS, path=_P)},
+    _PATIENT + "/identity": {
+        "get": _op("The patient's identity (audited)", get_identity, Permission.READ_IDENTITY, path=_P),
+        "put": _op("Store the patient's identity", put_identity, Permission.READ_IDENTITY, "IdentityBody", path=_P),
+    },
+    _PATIENT + "/kit": {
+        "post": _op("Assign a kit (gateway + devices)", assign_kit, Permission.MANAGE_PATIENTS, "KitBody", path=_P)
+    },
+    _PATIENT + "/swap": {"post": _op("Swap a device", swap_device, Permission.MANAGE_PATIENTS, "SwapBody", path=_P)},
+    _PATIENT + "/discharge": {
+        "post": _op("Discharge with a reason", discharge, Permission.MANAGE_PATIENTS, "DischargeBody", path=_P)
+    },
+}
