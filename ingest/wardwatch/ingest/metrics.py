@@ -26,6 +26,17 @@ class IngestMetrics:
             ["cause"],
             registry=r,
         )
+        self.provenance_refused = Counter(
+            f"{p}_provenance_refused",
+            "Samples (or device statuses) not stored: the registry did not bind their source then (reason)",
+            ["reason"],
+            registry=r,
+        )
+        self.provenance_held = Gauge(
+            f"{p}_provenance_held_messages",
+            "Messages held until their ward's registry documents arrive (start-up settle)",
+            registry=r,
+        )
         self.write_retries = Counter(
             f"{p}_write_retries", "Writes retried because InfluxDB was unavailable", registry=r
         )

@@ -17,14 +17,37 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from wardwatch.core.config import MqttSettings, Secret
-from wardwatch.core.schema import DeadLetter, decode
+from wardwatch.core.registry import (
+    GatewayKit,
+    KitDevice,
+    RegistryDocument,
+    WardManifest,
+    encode_document,
+    kit_from_bindings,
+    kit_topic,
+    manifest_topic,
+)
+from wardwatch.core.sampletime import EARLIEST_SAMPLE_MS
+from wardwatch.core.schema import DeadLetter, DeviceRole, Signal, decode
 from wardwatch.core.servers import Influxd, Mosquitto
-from wardwatch.core.topics import deadletter_topic
+from wardwatch.core.topics import deadletter_topic, parse_topic
 from wardwatch.ingest.config import BatchSettings, InfluxSettings, IngestConfig, MetricsSettings, SubscriptionSettings
 from wardwatch.ingest.pipeline import Ingestor
 from wardwatch.ingest.sinks import V1Sink
 
-__all__ = ["DATABASE", "TIMEOUT", "DeadLetters", "as_toml", "count", "ingest_config", "publish_all", "running_ingest"]
+__all__ = [
+    "DATABASE",
+    "TIMEOUT",
+    "DeadLetters",
+    "as_toml",
+    "count",
+    "ingest_config",
+    "kits_for",
+    "publish_all",
+    "publish_kits_for",
+    "publish_registry",
+    "running_ingest",
+]
 
 TIMEOUT = 30.0
 DATABASE = "wardwatch"
@@ -87,6 +110,7 @@ def publish_all(
     *,
     client_id: str = "test-publisher",
     user: str | None = None,
+    retain: bool = False,
 ) -> None:
     """Publish with QoS 1 as ``user`` (TLS if the broker has it); return when every PUBACK came (blocking)."""
     endpoint = broker.endpoint(user)
@@ -100,7 +124,7 @@ def publish_all(
     client.connect(endpoint.host, endpoint.port)
     client.loop_start()
     try:
-        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+        infos = [client.publish(topic, payload, qos=1, retain=retain) for topic, payload in messages]
         deadline = time.monotonic() + 120
         for info in infos:
             info.wait_for_publish(max(0.1, deadline - time.monotonic()))
@@ -110,15 +134,76 @@ def publish_all(
         client.loop_stop()
 
 
+_OXIMETER_SIGNALS = frozenset({Signal.SPO2, Signal.PULSE_RATE, Signal.PERFUSION_INDEX})
+
+
+def kits_for(
+    messages: list[tuple[str, bytes]], *, since_ms: int = EARLIEST_SAMPLE_MS, revision: int = 1
+) -> list[RegistryDocument]:
+    """Registry documents binding every (gateway, patient, device) that ``messages`` name since ``since_ms``:
+    one kit per gateway, then one manifest per ward (the order the registry publishes in)."""
+    bindings: dict[tuple[str, str], dict[str, KitDevice]] = {}
+    for topic, _payload in messages:
+        parts = parse_topic(topic)
+        if parts.ward is None or parts.gateway is None or parts.patient is None or parts.device is None:
+            continue
+        role = DeviceRole.PULSE_OXIMETER if parts.signal in _OXIMETER_SIGNALS else DeviceRole.HEART_RATE_STRAP
+        devices = bindings.setdefault((parts.ward, parts.gateway), {})
+        binding = KitDevice(id=parts.device, patient=parts.patient, role=role, since=since_ms, name=parts.device)
+        devices.setdefault(parts.device, binding)
+    issued_at = time.time_ns() // 1_000_000
+    kits = [
+        kit_from_bindings(ward, gateway, revision, issued_at, devices.values())
+        for (ward, gateway), devices in sorted(bindings.items())
+    ]
+    wards = sorted({kit.ward for kit in kits})
+    manifests = [
+        WardManifest(
+            ward=ward, issued_at=issued_at, gateways={kit.gateway: kit.revision for kit in kits if kit.ward == ward}
+        )
+        for ward in wards
+    ]
+    return [*kits, *manifests]
+
+
+def publish_registry(broker: Mosquitto, documents: list[RegistryDocument], *, user: str | None = None) -> None:
+    """Publish registry documents retained with QoS 1, as the registry does (as ``user``, e.g. ``alerting``)."""
+    messages = [
+        (
+            kit_topic(document.ward, document.gateway)
+            if isinstance(document, GatewayKit)
+            else manifest_topic(document.ward),
+            encode_document(document),
+        )
+        for document in documents
+    ]
+    publish_all(broker, messages, client_id="test-registry", user=user, retain=True)
+
+
+def publish_kits_for(
+    broker: Mosquitto,
+    messages: list[tuple[str, bytes]],
+    *,
+    user: str | None = None,
+    since_ms: int = EARLIEST_SAMPLE_MS,
+) -> list[RegistryDocument]:
+    """Bind every source that ``messages`` name (:func:`kits_for`) and publish the documents; return them."""
+    documents = kits_for(messages, since_ms=since_ms)
+    publish_registry(broker, documents, user=user)
+    return documents
+
+
 class DeadLetters:
     """Records the dead letters ingest publishes (a paho client with its own network thread)."""
 
-    def __init__(self, broker: Mosquitto) -> None:
+    def __init__(self, broker: Mosquitto, *, user: str | None = None) -> None:
         self.letters: list[DeadLetter] = []
         self._subscribed = threading.Event()
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id="dead-letter-reader", protocol=paho.MQTTv5)
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *_: self._subscribed.set()
+        if user is not None:
+            self._client.username_pw_set(*broker.credentials(user))
         self._client.connect(broker.host, broker.port)
         self._client.loop_start()
         self._client.subscribe(deadletter_topic("ingest"), qos=1)
