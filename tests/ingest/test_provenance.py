@@ -17,7 +17,7 @@ import msgspec
 import pytest
 
 from wardwatch.core.broker import Site, write_site
-from wardwatch.core.registry import KitDevice, WardManifest, kit_from_bindings
+from wardwatch.core.registry import GatewayKit, KitDevice, WardManifest, kit_from_bindings
 from wardwatch.core.schema import DeviceRole, DeviceStatus, Sample, Signal, Vitals, encode
 from wardwatch.core.servers import Influxd, Mosquitto, wait_for
 from wardwatch.core.topics import device_status_topic, vitals_topic
@@ -100,8 +100,8 @@ async def test_spoofed_sources_store_nothing_and_are_dead_lettered_with_their_re
     broker = site.broker
     stream, stream_samples = make_stream(600, 1, start_ms=NOW_MS - 10 * MINUTE_MS)  # gw-00, p-00000, in ward-a
     admitted, discharged = NOW_MS - 30 * MINUTE_MS, NOW_MS - 20 * MINUTE_MS
-    kits = kits_for(stream)
-    gw00 = kits[0]
+    gw00 = kits_for(stream)[0]
+    assert isinstance(gw00, GatewayKit)
     assert (gw00.ward, gw00.gateway) == (WARD, "gw-00")
     strap_of_p1 = KitDevice(
         id="hr-p1", patient="p-1", role=DeviceRole.HEART_RATE_STRAP, since=admitted, until=discharged, name="hr-p1"
