@@ -197,3 +197,15 @@ async def test_a_ward_whose_registry_never_comes_is_judged_after_the_settle_time
         assert ingestor.metrics.value("provenance_refused_total", reason="unknown_ward") == 1
     assert "unknown_ward" in site.letters.letters[0].reason
     assert await count(influxd) == 0
+
+
+async def test_a_malformed_message_is_not_held_for_the_registry(site: SiteBroker, influxd: Influxd) -> None:
+    """Its fate does not depend on the registry: dead-lettered at once, even while the registry is awaited."""
+    broker = site.broker
+    topic, _ = vitals("gw-00", "p-0", "hr-0", Signal.HEART_RATE, 1, NOW_MS)
+    async with running_ingest(config_for(broker, influxd, settle_s=120.0)) as ingestor:
+        assert ingestor.provenance is not None
+        await asyncio.to_thread(publish_all, broker, [(topic, b"{not json")], user="gw-00")
+        await wait_for(lambda: len(site.letters.letters) == 1, TIMEOUT, what="the malformed message dead-lettered")
+        assert ingestor.provenance.held_total == 0
+        assert ingestor.metrics.value("dead_letters_total", cause="malformed") == 1

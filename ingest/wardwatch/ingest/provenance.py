@@ -116,8 +116,8 @@ class ProvenanceGate:
                 self._forward(topic, None, mid, qos, generation, None, payload)
             return
         ward = _ward_of(topic)
-        if not self._held and self._ready(ward):
-            self._judge_and_forward(topic, payload, mid, qos, generation)
+        if not self._held and (self._in_step.get(ward, False) or not _judgeable(topic, payload) or self._ready(ward)):
+            self._judge_and_forward(topic, payload, mid, qos, generation)  # malformed: dead-lettered at once
             return
         self._hold((topic, payload, mid, qos, generation, ward))
         self._release()
@@ -319,6 +319,18 @@ class ProvenanceGate:
             )
         labels = ", ".join(f"{label} x{n}" for label, n in sorted(refused.items()))
         return f"provenance refused {sum(refused.values())} of {samples} samples ({labels}): {detail}"
+
+
+def _judgeable(topic: str, payload: bytes) -> bool:
+    """Whether the registry decides this message's fate (a malformed one is dead-lettered regardless)."""
+    parts = topic.split("/")
+    try:
+        if topic.startswith(_VITALS_PREFIX) and len(parts) == 8:
+            decode_vitals(payload)
+            return True
+        return topic.startswith(_DEVICE_PREFIX) and len(parts) == 7 and isinstance(decode(payload), DeviceStatus)
+    except WardwatchError:
+        return False
 
 
 def _ward_of(topic: str) -> str:
