@@ -22,7 +22,7 @@ import pytest
 from wardwatch.core import gatt
 from wardwatch.core.broker import Site, write_site
 from wardwatch.core.config import MqttSettings
-from wardwatch.core.registry import GatewayKit, KitDevice, WardManifest, kit_from_bindings
+from wardwatch.core.registry import GatewayKit, KitDevice, WardManifest, encode_document, kit_from_bindings
 from wardwatch.core.schema import DeviceRole, GatewayStatus, Signal, decode
 from wardwatch.core.servers import Influxd, Mosquitto, free_port
 from wardwatch.core.waiting import wait_for
@@ -32,8 +32,8 @@ from wardwatch.firmware_sim.model import HeartRateReading
 from wardwatch.firmware_sim.radio import SimRadio
 from wardwatch.firmware_sim.scenario import DeviceKind, DeviceSpec
 from wardwatch.gateway.app import Gateway
-from wardwatch.gateway.config import BleSettings, GatewayConfig, QueueSettings
-from wardwatch.gateway.kit import kit_path
+from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, QueueSettings
+from wardwatch.gateway.kit import KitState, kit_path
 from wardwatch.ingest.testing import count, ingest_config, publish_registry, running_ingest
 
 TIMEOUT = 20.0
@@ -264,3 +264,39 @@ async def test_a_kit_over_capacity_still_reports_the_devices_waiting_for_a_slot(
         waiting = gateway.waiting_for_slot()
         assert gateway.gateway_status().waiting_for_slot == waiting
         assert set(waiting) < {strap.spec.id for strap in straps}
+
+
+async def test_the_config_devices_hold_until_a_kit_replaces_them(
+    site: Mosquitto, tmp_path: Path, settings_for: SettingsFor
+) -> None:
+    async with simulated_strap() as strap:
+        fallback = DeviceBinding(
+            id=strap.spec.id, patient="p-toml", role=DeviceRole.HEART_RATE_STRAP, address=strap.address
+        )
+        config = msgspec.structs.replace(gateway_config(settings_for(site, GATEWAY), tmp_path), devices=(fallback,))
+        async with running_gateway(config) as gateway:
+            await wait_for(lambda: bool(gateway.sessions) and gateway.sessions[0].connected, TIMEOUT, what="bound")
+            assert gateway.sessions[0].binding.patient == "p-toml"
+            assert gateway.kit.revision == -1
+            await assign(site, 1, strap_binding(strap, "p-kit", now_ms()))
+            await wait_for(
+                lambda: [(s.binding.patient, s.connected) for s in gateway.sessions] == [("p-kit", True)],
+                TIMEOUT,
+                what="the kit's binding in force",
+            )
+
+
+def test_a_kit_replaces_the_one_in_force_only_with_a_higher_revision(tmp_path: Path) -> None:
+    state = KitState(WARD, GATEWAY, tmp_path / "kit.json")
+    assert state.load() is None
+    one = KitDevice(id="hr-1", patient="p-1", role=DeviceRole.HEART_RATE_STRAP, since=1, name="HR 1")
+    assert state.accept(encode_document(kit_from_bindings(WARD, GATEWAY, 2, 1, [one])))
+    assert not state.accept(encode_document(kit_from_bindings(WARD, GATEWAY, 1, 2, [])))  # older
+    assert not state.accept(encode_document(kit_from_bindings(WARD, "gw-09", 5, 2, [])))  # another gateway's
+    assert not state.accept(b"")  # a cleared retained message keeps the kit in force
+    assert not state.accept(b"{not json")
+    assert list(state.current_bindings()) == ["hr-1"]
+    again = KitState(WARD, GATEWAY, tmp_path / "kit.json")
+    loaded = again.load()
+    assert loaded is not None
+    assert (loaded.revision, again.patient_at("hr-1", 5)) == (2, "p-1")
