@@ -15,7 +15,7 @@ from wardwatch.fhir.client import FhirClient
 from wardwatch.fhir.config import FhirConfig, InfluxSettings
 from wardwatch.fhir.exporter import Exporter
 from wardwatch.fhir.testing import FhirTestServer, fhir_config, publish_all, vitals_stream
-from wardwatch.ingest.testing import count, ingest_config, running_ingest
+from wardwatch.ingest.testing import count, ingest_config, publish_kits_for, running_ingest
 
 INTERVAL_S = 10
 TIMEOUT = 60.0
@@ -36,6 +36,7 @@ async def test_backfill_matches_live_export_and_never_duplicates(
     start = _start_ms()
     seconds = 60
     messages = vitals_stream(2, seconds, start)
+    await asyncio.to_thread(publish_kits_for, mosquitto, messages)  # ingest stores only bound sources
     config: FhirConfig = fhir_config(mosquitto, fhir_server, client_id="fhir-live")
     config = FhirConfig(
         mqtt=config.mqtt,

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from wardwatch.core import gatt
@@ -193,7 +194,47 @@ async def test_device_status_has_its_own_sequence(queue: DurableQueue) -> None:
     status = DeviceStatus(
         v=1, patient="p-1", device="hr-1", gateway="gw-01", t=NOW_MS, role=STRAP.role, connected=True, battery=80
     )
-    assert [recorder.device_status(status).seq for _ in range(3)] == [0, 1, 2]
+    queued = [recorder.device_status(status) for _ in range(3)]
+    assert [s.seq if s is not None else None for s in queued] == [0, 1, 2]
     await queue.flush()
     messages = await queue.read_after(0, 10)
     assert [m.topic for m in messages] == ["wardwatch/v1/device/ward-a/gw-01/p-1/hr-1"] * 3
+
+
+async def test_with_a_kit_each_sample_goes_out_under_the_patient_bound_at_its_time(queue: DurableQueue) -> None:
+    """A swap at NOW_MS (p-1 until then, p-2 from then) and nothing bound before NOW_MS - 1000 (issue 12)."""
+    from wardwatch.core.registry import KitDevice, kit_from_bindings
+    from wardwatch.gateway.kit import KitState
+
+    kit = KitState("ward-a", "gw-01", Path("unused"))
+    kit.kit = kit_from_bindings(
+        "ward-a",
+        "gw-01",
+        1,
+        NOW_MS,
+        [
+            KitDevice(id="hr-1", patient="p-1", role=STRAP.role, since=NOW_MS - 1000, until=NOW_MS, name="h"),
+            KitDevice(id="hr-1", patient="p-2", role=STRAP.role, since=NOW_MS, name="h"),
+        ],
+    )
+    recorder = Recorder(queue, gateway="gw-01", ward="ward-a")
+    recorder.patient_at = kit.patient_at
+    decoder = DeviceDecoder(STRAP, recorder, device_zone=UTC)  # the session's binding still says p-1
+    assert decoder.handle(gatt.HEART_RATE_MEASUREMENT, bytes.fromhex("0046"), NOW_MS - 2000)  # not bound yet
+    # RR intervals of one notification straddle the swap: the earlier beat is p-1's, the later p-2's
+    assert decoder.handle(gatt.HEART_RATE_MEASUREMENT, bytes.fromhex("104600020002"), NOW_MS + 100)
+    status = DeviceStatus(
+        v=1, patient="p-1", device="hr-1", gateway="gw-01", t=NOW_MS + 5, role=STRAP.role, connected=True
+    )
+    assert recorder.device_status(status) is not None
+    assert recorder.device_status(msgspec.structs.replace(status, t=NOW_MS - 5000)) is None
+    await queue.flush()
+    decoded = [decode(m.payload) for m in await queue.read_after(0, 100)]
+    vitals = [(m.signal, m.patient, [s.t for s in m.samples]) for m in decoded if isinstance(m, Vitals)]
+    assert vitals == [
+        (Signal.HEART_RATE, "p-2", [NOW_MS + 100]),
+        (Signal.RR_INTERVAL, "p-1", [NOW_MS + 100 - 500]),
+        (Signal.RR_INTERVAL, "p-2", [NOW_MS + 100]),
+    ]
+    assert [(m.patient, m.t) for m in decoded if isinstance(m, DeviceStatus)] == [("p-2", NOW_MS + 5)]
+    assert recorder.unbound == 2  # the heart rate before the binding, and the early status

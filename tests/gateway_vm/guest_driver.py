@@ -130,11 +130,11 @@ class KeepingRecorder(Recorder):
         super().__init__(queue, gateway=gateway, ward=ward)
         self.kept: list[Vitals] = []
 
-    def vitals(self, binding: DeviceBinding, signal: Signal, samples: tuple[Sample, ...]) -> Vitals:
-        """Queue the message (as the gateway does) and keep it."""
-        message = super().vitals(binding, signal, samples)
-        self.kept.append(message)
-        return message
+    def vitals(self, binding: DeviceBinding, signal: Signal, samples: tuple[Sample, ...]) -> list[Vitals]:
+        """Queue the messages (as the gateway does) and keep them."""
+        messages = super().vitals(binding, signal, samples)
+        self.kept += messages
+        return messages
 
     def values(self, device: str, signal: Signal) -> list[float | None]:
         """Every sample value of ``device``'s ``signal`` so far."""

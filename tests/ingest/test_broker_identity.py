@@ -17,7 +17,7 @@ from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.servers import Influxd, Mosquitto, wait_for
 from wardwatch.ingest.bench import make_stream
-from wardwatch.ingest.testing import TIMEOUT, count, ingest_config, running_ingest
+from wardwatch.ingest.testing import TIMEOUT, count, ingest_config, publish_kits_for, running_ingest
 
 MESSAGES = 1500
 TAKEOVER_IDS = ("wardwatch-ingest", "ingest", "ingest-2", "wardwatch-ingest-2")
@@ -36,6 +36,7 @@ async def test_another_principal_cannot_take_over_ingest_and_nothing_is_lost(tmp
     messages, samples = make_stream(MESSAGES, 1, start_ms=time.time_ns() // 1_000_000 - 600_000)
     async with Mosquitto(users=users, acl=site.acl_text(), directory=tmp_path / "broker") as broker:
         assert "use_username_as_clientid true" in broker.config_path.read_text()
+        documents = await asyncio.to_thread(publish_kits_for, broker, messages, user="alerting")
         one = ingest_config(broker, influxd, user="ingest", client_id="wardwatch-ingest", share_group="ingest")
         two = ingest_config(broker, influxd, user="ingest-2", client_id="wardwatch-ingest-2", share_group="ingest")
         async with (
@@ -76,6 +77,6 @@ async def test_another_principal_cannot_take_over_ingest_and_nothing_is_lost(tmp
             assert (first.subscriber.connects, second.subscriber.connects) == (1, 1)
             assert (first.subscriber.generation, second.subscriber.generation) == (1, 1)
             received = (first.metrics.value("messages_received_total"), second.metrics.value("messages_received_total"))
-        assert sum(received) == len(messages)
-        assert min(received) > 0, f"the broker did not split the stream between the instances: {received}"
+        assert sum(received) == len(messages) + 2 * len(documents)  # each instance reads every registry document
+        assert min(received) > len(documents), f"the broker did not split the stream between the instances: {received}"
     assert await count(influxd) == samples

@@ -25,7 +25,16 @@ from wardwatch.core.servers import Influxd, Mosquitto, wait_for
 from wardwatch.ingest.bench import make_stream
 from wardwatch.ingest.cli import main
 from wardwatch.ingest.config import InfluxSettings, IngestConfig
-from wardwatch.ingest.testing import DATABASE, TIMEOUT, as_toml, count, ingest_config, publish_all, running_ingest
+from wardwatch.ingest.testing import (
+    DATABASE,
+    TIMEOUT,
+    as_toml,
+    count,
+    ingest_config,
+    publish_all,
+    publish_kits_for,
+    running_ingest,
+)
 
 
 def line() -> bytes:
@@ -101,6 +110,7 @@ async def test_write_only_ingest_read_only_reader_and_no_anonymous_writes(mosqui
         assert b"not authorized" in err, err.decode()
 
         messages, samples = make_stream(400, 2, start_ms=time.time_ns() // 1_000_000 - 3000)
+        await asyncio.to_thread(publish_kits_for, mosquitto, messages)
         async with running_ingest(config) as ingestor:
             await asyncio.to_thread(publish_all, mosquitto, messages)
 

@@ -1,7 +1,10 @@
 """ingest against a real mosquitto and a real influxd: exact counts through crashes and outages.
 
 "Exact" means ``SELECT count(value)`` equals the number of samples published: nothing lost, and
-redelivered messages did not add points (they rewrite the same series and timestamp).
+redelivered messages did not add points (they rewrite the same series and timestamp). Every test first
+binds the sources it publishes from (``publish_kits_for``: the registry's retained documents), since
+ingest stores only samples whose provenance the registry confirms (``tests/ingest/test_provenance.py``);
+``test_tls_and_authentication`` alone turns that off (its broker has no registry principal).
 """
 
 from __future__ import annotations
@@ -23,8 +26,17 @@ from wardwatch.core.servers import Influxd, Mosquitto, free_port, wait_for
 from wardwatch.core.testing import wait_exactly
 from wardwatch.core.topics import device_status_topic, vitals_topic
 from wardwatch.ingest.bench import make_stream
-from wardwatch.ingest.config import BatchSettings
-from wardwatch.ingest.testing import TIMEOUT, DeadLetters, as_toml, count, ingest_config, publish_all, running_ingest
+from wardwatch.ingest.config import BatchSettings, RegistrySettings
+from wardwatch.ingest.testing import (
+    TIMEOUT,
+    DeadLetters,
+    as_toml,
+    count,
+    ingest_config,
+    publish_all,
+    publish_kits_for,
+    running_ingest,
+)
 
 #: How long InfluxDB stays down in the outage test (the issue asks for 30 s; shorten locally if you like).
 OUTAGE_S = float(os.environ.get("INGEST_TEST_OUTAGE_S", "30"))
@@ -46,12 +58,13 @@ async def wait_count(influxd: Influxd, expected: int, timeout: float = 60.0) -> 
 
 async def test_steady_run_stores_every_sample_exactly_once(mosquitto: Mosquitto, influxd: Influxd) -> None:
     messages, samples = stream(6000)
+    documents = await asyncio.to_thread(publish_kits_for, mosquitto, messages)
     config = ingest_config(mosquitto, influxd)
     async with running_ingest(config) as ingestor:
         await asyncio.to_thread(publish_all, mosquitto, messages)
         await wait_count(influxd, samples)
         await wait_for(lambda: ingestor.in_flight == 0, TIMEOUT, what="every batch acknowledged")
-        assert ingestor.metrics.value("messages_acked_total") == len(messages)
+        assert ingestor.metrics.value("messages_acked_total") == len(messages) + len(documents)
         assert ingestor.max_in_flight <= config.batch.receive_maximum + 1
     assert await count(influxd, "seq") == samples
     per_signal = await influxd.query('SELECT count("value") FROM "raw"."vitals" GROUP BY "signal"', db="wardwatch")
@@ -87,6 +100,7 @@ async def test_continuous_query_downsamples(mosquitto: Mosquitto, tmp_path: Path
         async with running_ingest(config):
             start = time.time_ns() // 1_000_000 - 3000
             messages, samples = stream(400, patients=2, start_ms=start)
+            await asyncio.to_thread(publish_kits_for, mosquitto, messages)
             await asyncio.to_thread(publish_all, mosquitto, messages)
             await wait_count(influxd, samples)
 
@@ -102,7 +116,10 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
 ) -> None:
     """The real service process is SIGKILLed while it holds unacknowledged messages, then restarted."""
     messages, samples = stream(30_000)
+    await asyncio.to_thread(publish_kits_for, mosquitto, messages)
     config = ingest_config(mosquitto, influxd, client_id="ingest-kill9")
+    # the restart reads the registry documents it kept: its backlog (more than receive_maximum) is judged at once
+    config = msgspec.structs.replace(config, registry=RegistrySettings(state_file=tmp_path / "registry.jsonl"))
     config_file = tmp_path / "ingest.toml"
     config_file.write_text(as_toml(config))
     command = [sys.executable, "-m", "wardwatch.core", "ingest", "--config", str(config_file)]
@@ -148,6 +165,7 @@ async def test_kill_9_mid_stream_then_restart_loses_nothing(
 
 async def test_influxdb_down_then_back_loses_nothing_and_bounds_memory(mosquitto: Mosquitto, influxd: Influxd) -> None:
     messages, samples = stream(12_000)
+    await asyncio.to_thread(publish_kits_for, mosquitto, messages)
     receive_maximum = 2000
     batch = BatchSettings(receive_maximum=receive_maximum, max_points=500, retry_min_s=0.05, retry_max_s=2.0)
     config = ingest_config(mosquitto, influxd, batch=batch)
@@ -201,6 +219,7 @@ async def test_field_type_conflict_dead_letters_only_the_bad_point(
             samples=(Sample(t=NOW_MS - HOUR_MS // 2, v=97.0), Sample(t=old + 1000, v=95.0)),
         )
         bad_topic = vitals_topic("ward-b", "gw-01", "p-00001", "ox-00001", "spo2")
+        await asyncio.to_thread(publish_kits_for, mosquitto, messages)
         await asyncio.to_thread(publish_all, mosquitto, [*messages[:500], (bad_topic, encode(bad)), *messages[500:]])
         # + the good sample of the bad message (influxd 1.6 counts only the float points of a mixed-type field)
         await wait_count(influxd, samples + 1)
@@ -237,6 +256,7 @@ async def test_malformed_payloads_are_dead_lettered_and_counted(
         (topic + "/extra", encode(good)),
         (device_status_topic("ward-a", "gw-01", "p-1", "hr-1"), b'{"v":1,"kind":"device_status"}'),
     ]
+    await asyncio.to_thread(publish_kits_for, mosquitto, [*messages, (topic, encode(good))])
     config = ingest_config(mosquitto, influxd)
     async with running_ingest(config) as ingestor:
         await asyncio.to_thread(
@@ -245,19 +265,22 @@ async def test_malformed_payloads_are_dead_lettered_and_counted(
         await wait_count(influxd, samples + 1)
         await wait_for(lambda: len(dead_letters.letters) >= len(malformed), TIMEOUT, what="dead letters")
         await wait_for(lambda: ingestor.in_flight == 0, TIMEOUT, what="every batch acknowledged")
-        assert ingestor.metrics.value("dead_letters_total", cause="malformed") == len(malformed)
+        # the spoofed payload (ids other than its topic's) is a provenance refusal, the rest malformed
+        assert ingestor.metrics.value("dead_letters_total", cause="malformed") == len(malformed) - 1
+        assert ingestor.metrics.value("dead_letters_total", cause="provenance") == 1
     reasons = [letter.reason for letter in dead_letters.letters]
     assert [letter.payload for letter in dead_letters.letters] == [payload for _, payload in malformed]
     assert "not valid JSON" in reasons[0]
     assert "vitals message" in reasons[1]
     assert "impossible" in reasons[2]
-    assert "do not match its topic" in reasons[3]
+    assert "topic_mismatch" in reasons[3]
     assert "levels" in reasons[4]
     assert "device_status" in reasons[5] or "missing" in reasons[5].lower()
 
 
 async def test_two_instances_on_a_shared_subscription(mosquitto: Mosquitto, influxd: Influxd) -> None:
     messages, samples = stream(8000)
+    documents = await asyncio.to_thread(publish_kits_for, mosquitto, messages)
     one = ingest_config(mosquitto, influxd, client_id="ingest-a", share_group="ingest")
     two = ingest_config(mosquitto, influxd, client_id="ingest-b", share_group="ingest")
     async with running_ingest(one) as first, running_ingest(two) as second:
@@ -265,12 +288,13 @@ async def test_two_instances_on_a_shared_subscription(mosquitto: Mosquitto, infl
         await wait_count(influxd, samples)
         await wait_for(lambda: first.in_flight == second.in_flight == 0, TIMEOUT, what="all acknowledged")
         received = (first.metrics.value("messages_received_total"), second.metrics.value("messages_received_total"))
-    assert sum(received) == len(messages)
-    assert min(received) > 0, f"the broker did not split the stream: {received}"
+    assert sum(received) == len(messages) + 2 * len(documents)  # each instance reads every registry document
+    assert min(received) > len(documents), f"the broker did not split the stream: {received}"
 
 
 async def test_metrics_endpoint(mosquitto: Mosquitto, influxd: Influxd) -> None:
     messages, samples = stream(200)
+    documents = await asyncio.to_thread(publish_kits_for, mosquitto, messages)
     config = ingest_config(mosquitto, influxd)
     async with running_ingest(config) as ingestor:
         await asyncio.to_thread(publish_all, mosquitto, messages)
@@ -283,9 +307,10 @@ async def test_metrics_endpoint(mosquitto: Mosquitto, influxd: Influxd) -> None:
             session.get(f"http://127.0.0.1:{port}/metrics") as response,
         ):
             text = await response.text()
-    assert f"wardwatch_ingest_messages_received_total {float(len(messages))}" in text
+    assert f"wardwatch_ingest_messages_received_total {float(len(messages) + len(documents))}" in text
     assert f"wardwatch_ingest_points_written_total {float(samples)}" in text
-    for name in ("batch_points_bucket", "batch_latency_seconds_bucket", "in_flight_messages", "lag_seconds"):
+    names = ("batch_points_bucket", "batch_latency_seconds_bucket", "in_flight_messages", "lag_seconds")
+    for name in (*names, "provenance_held_messages"):
         assert f"wardwatch_ingest_{name}" in text
 
 
@@ -305,7 +330,9 @@ async def test_tls_and_authentication(secure_mosquitto: Mosquitto, influxd: Infl
             samples=(Sample(t=NOW_MS - HOUR_MS + seq, v=90.0),),
         )
         messages.append((vitals_topic("ward-a", "gw-01", patient, device, signal_), encode(vitals)))
+    # about TLS and passwords: this broker has no registry principal, so provenance is off here
     config = ingest_config(secure_mosquitto, influxd, user="ingest")
+    config = msgspec.structs.replace(config, registry=RegistrySettings(enforce=False))
     assert config.mqtt.tls
     async with running_ingest(config) as ingestor:
         assert ingestor.subscriber.buffered
@@ -330,6 +357,8 @@ async def test_impossible_times_are_dead_lettered_not_stored(
         samples=(Sample(t=NOW_MS, v=97.0),),
     )
     century = NOW_MS + 100 * 365 * DAY_MS
+    # bound since the epoch: the 1970 sample must reach the clock check, not be refused as before admission
+    await asyncio.to_thread(publish_kits_for, mosquitto, [*messages, (topic, encode(good))], since_ms=0)
     impossible = [
         (topic, encode(msgspec.structs.replace(good, seq=2, samples=(Sample(t=century, v=97.0),)))),
         (topic, encode(msgspec.structs.replace(good, seq=3, samples=(Sample(t=0, v=97.0),)))),

@@ -64,6 +64,7 @@ def publish_all(
     *,
     client_id: str = "test-publisher",
     user: str | None = None,
+    retain: bool = False,
 ) -> None:
     """Publish with QoS 1 as ``user`` (TLS if the broker has it); return when every PUBACK came (blocking)."""
     endpoint = broker.endpoint(user)
@@ -78,7 +79,8 @@ def publish_all(
     client.loop_start()
     try:
         for chunk in range(0, len(messages), _CHUNK):
-            infos = [client.publish(topic, payload, qos=1) for topic, payload in messages[chunk : chunk + _CHUNK]]
+            chunk_messages = messages[chunk : chunk + _CHUNK]
+            infos = [client.publish(topic, payload, qos=1, retain=retain) for topic, payload in chunk_messages]
             deadline = time.monotonic() + 120
             for info in infos:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
@@ -90,14 +92,16 @@ def publish_all(
 
 
 class DeadLetters:
-    """Records the dead letters ``service`` publishes on ``wardwatch/v1/deadletter/{service}``."""
+    """Records the dead letters ``service`` publishes on ``wardwatch/v1/deadletter/{service}`` (read as ``user``)."""
 
-    def __init__(self, broker: Mosquitto, service: str) -> None:
+    def __init__(self, broker: Mosquitto, service: str, *, user: str | None = None) -> None:
         self.letters: list[DeadLetter] = []
         self._subscribed = threading.Event()
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"dl-{service}", protocol=paho.MQTTv5)
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *_: self._subscribed.set()
+        if user is not None:
+            self._client.username_pw_set(*broker.credentials(user))
         self._client.connect(broker.host, broker.port)
         self._client.loop_start()
         self._client.subscribe(deadletter_topic(service), qos=1)

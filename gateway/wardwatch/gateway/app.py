@@ -5,6 +5,7 @@
     sessions (one per bound device) --Recorder--> DurableQueue --Publisher--> MQTT (QoS 1)
     status loop: GatewayStatus every status_interval_s, DeviceStatus of each device
     capacity: devices waiting for a connection slot are in the status, the metrics and one log line
+    kit: the registry's retained kit (own topic) binds and releases sessions without a restart (gateway.kit)
     availability: retained "online" at every connect; last will and clean shutdown: "offline"
     systemd: READY=1 once the queue is open, WATCHDOG=1 while the loop and the queue are healthy
     metrics: Prometheus ``/metrics`` on ``[metrics] host:port`` when a port is set
@@ -21,11 +22,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
 from wardwatch.core.mqtt import MqttClient, MqttError, Will
+from wardwatch.core.registry import kit_topic
 from wardwatch.core.schema import GatewayStatus, encode
 from wardwatch.core.topics import AVAILABILITY_OFFLINE, AVAILABILITY_ONLINE, availability_topic, gateway_status_topic
 from wardwatch.gateway.ble import DeviceSession, Radio, default_recovery
 from wardwatch.gateway.clock import clock_synchronised
-from wardwatch.gateway.config import GatewayConfig
+from wardwatch.gateway.config import DeviceBinding, GatewayConfig
+from wardwatch.gateway.kit import KitState, kit_path
 from wardwatch.gateway.publisher import Publisher
 from wardwatch.gateway.queue import DurableQueue
 from wardwatch.gateway.readings import DeviceDecoder, Recorder, device_clock_zone
@@ -83,6 +86,11 @@ class Gateway:
         self.watchdog_withheld = 0
         self._last_commits = 0
         self._last_commit_progress = time.monotonic()
+        self.kit = KitState(config.ward, config.gateway_id, kit_path(config.queue.path))
+        self.kit_topic = kit_topic(config.ward, config.gateway_id)
+        self.kits_applied = 0  # kits taken from MQTT (tests, logs)
+        self._session_tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: asyncio.TaskGroup | None = None
 
     @property
     def availability_topic(self) -> str:
@@ -102,15 +110,15 @@ class Gateway:
                     clock=self._clock,
                 )
             )
-            mqtt = self.mqtt = await stack.enter_async_context(
-                MqttClient(
-                    config.mqtt,
-                    config.mqtt.client_id or config.gateway_id,
-                    will=Will(self.availability_topic, AVAILABILITY_OFFLINE, qos=1, retain=True),
-                    max_inflight=config.queue.in_flight,
-                    on_connect=self._online,
-                )
+            client = MqttClient(
+                config.mqtt,
+                config.mqtt.client_id or config.gateway_id,
+                will=Will(self.availability_topic, AVAILABILITY_OFFLINE, qos=1, retain=True),
+                max_inflight=config.queue.in_flight,
+                on_connect=self._online,
             )
+            client.add_subscription(self.kit_topic, qos=1, retained=True)  # its kit, at every (re)connect
+            mqtt = self.mqtt = await stack.enter_async_context(client)
             stack.push_async_callback(self._offline)
             recorder = self.recorder = Recorder(queue, gateway=config.gateway_id, ward=config.ward)
             radio = self.radio = Radio(
@@ -119,17 +127,13 @@ class Gateway:
                 client_kwargs=self._client_kwargs,
                 scanner_kwargs=self._scanner_kwargs,
             )
-            zone = device_clock_zone(config.device_timezone)
-            self.sessions = [
-                DeviceSession(
-                    binding,
-                    radio,
-                    recorder,
-                    decoder=DeviceDecoder(binding, recorder, clock=self._clock, device_zone=zone),
-                    clock=self._clock,
-                )
-                for binding in config.devices
-            ]
+            self._zone = device_clock_zone(config.device_timezone)
+            if self.kit.load() is not None:
+                recorder.patient_at = self.kit.patient_at
+                bindings = list(self.kit.current_bindings().values())
+            else:
+                bindings = list(config.devices)  # the offline fallback until a kit arrives
+            self.sessions = [self._session(binding) for binding in bindings]
             self.publisher = Publisher(
                 queue, mqtt, gateway=config.gateway_id, ward=config.ward, in_flight=config.queue.in_flight
             )
@@ -147,14 +151,84 @@ class Gateway:
                 registry = gateway_registry(self, device_labels=config.metrics.device_labels, clock=self._clock)
                 await stack.enter_async_context(serve_metrics(registry, config.metrics.host, config.metrics.port))
             async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
                 tasks.create_task(self.publisher.run(), name="publisher")
                 for session in self.sessions:
-                    tasks.create_task(session.run(), name=f"session-{session.binding.id}")
+                    self._start(session)
+                tasks.create_task(self._kit_loop(mqtt), name="kit")
+                tasks.create_task(self._stop_sessions_on_exit(), name="sessions-stop")
                 tasks.create_task(self._status_loop(), name="status")
                 tasks.create_task(self._watchdog_loop(), name="watchdog")
                 tasks.create_task(self._capacity_loop(radio), name="capacity")
                 self.ready.set()
                 notify("READY=1")
+
+    # -- the kit: bind and release sessions ---------------------------------------------------------
+
+    def _session(self, binding: DeviceBinding) -> DeviceSession:
+        assert self.radio is not None
+        assert self.recorder is not None
+        return DeviceSession(
+            binding,
+            self.radio,
+            self.recorder,
+            decoder=DeviceDecoder(binding, self.recorder, clock=self._clock, device_zone=self._zone),
+            clock=self._clock,
+        )
+
+    def _start(self, session: DeviceSession) -> None:
+        assert self._tasks is not None
+        self._session_tasks[session.binding.id] = self._tasks.create_task(
+            session.run(), name=f"session-{session.binding.id}"
+        )
+
+    async def _stop_sessions_on_exit(self) -> None:
+        """When the gateway stops, stop every session too (see :meth:`DeviceSession.stop`: cancel is not enough)."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for session in self.sessions:
+                session.stop()
+
+    async def _kit_loop(self, mqtt: MqttClient) -> None:
+        async for message in mqtt.messages():
+            if message.topic == self.kit_topic and self.kit.accept(message.payload):
+                self.kits_applied += 1
+                await self.apply_kit()
+
+    async def apply_kit(self) -> None:
+        """Make the sessions match the kit in force: release ended or changed bindings, bind new ones."""
+        assert self.recorder is not None
+        assert self.kit.kit is not None
+        self.recorder.patient_at = self.kit.patient_at
+        wanted = self.kit.current_bindings()
+        for session in list(self.sessions):
+            if wanted.get(session.binding.id) != session.binding:
+                await self._release(session)
+        running = {session.binding.id for session in self.sessions}
+        for device_id, binding in wanted.items():
+            if device_id not in running:
+                session = self._session(binding)
+                self.sessions.append(session)
+                self._start(session)
+                _log.info("kit: bound device %s (%s) to patient %s", device_id, binding.role, binding.patient)
+        _log.info(
+            "kit revision %d in force: %d bound devices (%s)",
+            self.kit.revision,
+            len(self.sessions),
+            ", ".join(sorted(wanted)) or "none",
+        )
+
+    async def _release(self, session: DeviceSession) -> None:
+        """Stop a session (disconnecting its device) and forget it."""
+        session.stop(released=True)
+        task = self._session_tasks.pop(session.binding.id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.sessions.remove(session)
+        _log.info("kit: released device %s (patient %s)", session.binding.id, session.binding.patient)
 
     # -- availability ----------------------------------------------------------------------------
 

@@ -281,6 +281,8 @@ class DeviceSession:
         self.last_reason: str | None = None
         self.backfilled = 0
         self.ends: collections.Counter[str] = collections.Counter()  # SESSION_END_REASONS -> count
+        self.released = False  # the kit ended this binding: the session is stopping and reports nothing more
+        self._stopping = asyncio.Event()
         self._activity = asyncio.Event()
 
     # -- status ----------------------------------------------------------------------------------
@@ -334,16 +336,29 @@ class DeviceSession:
         )
 
     def _report(self, reason: str | None = None) -> None:
-        self.recorder.device_status(self.status(reason))
+        if not self.released:
+            self.recorder.device_status(self.status(reason))
 
     # -- the session loop ------------------------------------------------------------------------
 
+    def stop(self, *, released: bool = False) -> None:
+        """Ask the session to end (with :meth:`run`'s task cancelled too); ``released``: report nothing more.
+
+        Cancelling alone is not enough: a cancellation that arrives while the BLE library connects can be
+        swallowed there (seen with the simulator's backend), and the session would go on streaming.
+        """
+        self.released = self.released or released
+        self._stopping.set()
+
     async def run(self) -> None:
-        """Connect, stream, reconnect: forever (cancel to stop)."""
+        """Connect, stream, reconnect: until cancelled or :meth:`stop` is called."""
         delay = 0.0
         while True:
             started = time.monotonic()
             reason = await self._attempt()
+            task = asyncio.current_task()
+            if self._stopping.is_set() or (task is not None and task.cancelling()):
+                raise asyncio.CancelledError(f"device {self.binding.id}: session stopped ({reason})")
             self.last_reason = reason
             self.ends[reason.partition(":")[0]] += 1
             lasted = time.monotonic() - started
@@ -453,7 +468,11 @@ class DeviceSession:
         """Wait for the link to drop, or for the device to go silent (then the caller disconnects)."""
         while True:
             self._activity.clear()
-            waiters = [asyncio.ensure_future(disconnected.wait()), asyncio.ensure_future(self._activity.wait())]
+            waiters = [
+                asyncio.ensure_future(disconnected.wait()),
+                asyncio.ensure_future(self._activity.wait()),
+                asyncio.ensure_future(self._stopping.wait()),
+            ]
             try:
                 done, _ = await asyncio.wait(
                     waiters, timeout=self.settings.stale_after_s, return_when=asyncio.FIRST_COMPLETED
@@ -461,6 +480,8 @@ class DeviceSession:
             finally:
                 for waiter in waiters:
                     waiter.cancel()
+            if self._stopping.is_set():
+                return "stopped"
             if disconnected.is_set():
                 return "link_lost"
             if not done:

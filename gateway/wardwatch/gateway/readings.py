@@ -75,19 +75,38 @@ class Recorder:
         self.queue = queue
         self.gateway = gateway
         self.ward = ward
-        self._topics: dict[tuple[str, str], str] = {}
+        self._topics: dict[tuple[str, str, str], str] = {}
         self.recorded = 0  # vitals messages queued
         self.statuses = 0  # device status messages queued
+        # The patient a device was bound to at a time, from the kit in force (None: the config's bindings hold).
+        self.patient_at: Callable[[str, int], str | None] | None = None
+        self.unbound = 0  # samples and statuses not queued: no binding held at their time
 
-    def vitals(self, binding: DeviceBinding, signal: Signal, samples: tuple[Sample, ...]) -> Vitals:
-        """Queue one vitals message of ``samples`` (at least one)."""
-        key = (binding.id, signal)
+    def vitals(self, binding: DeviceBinding, signal: Signal, samples: tuple[Sample, ...]) -> list[Vitals]:
+        """Queue ``samples`` (at least one): one message per patient whose binding held at their times.
+
+        Without :attr:`patient_at` (no kit yet: the config's devices) every sample is ``binding.patient``'s;
+        with it, samples that no binding held are not queued (the device was released or not yet bound).
+        """
+        if self.patient_at is None:
+            return [self._vitals(binding, binding.patient, signal, samples)]
+        groups: dict[str, list[Sample]] = {}
+        for sample in samples:
+            patient = self.patient_at(binding.id, sample.t)
+            if patient is None:
+                self.unbound += 1
+                continue
+            groups.setdefault(patient, []).append(sample)
+        return [self._vitals(binding, patient, signal, tuple(group)) for patient, group in groups.items()]
+
+    def _vitals(self, binding: DeviceBinding, patient: str, signal: Signal, samples: tuple[Sample, ...]) -> Vitals:
+        key = (binding.id, signal, patient)
         topic = self._topics.get(key)
         if topic is None:
-            topic = self._topics[key] = vitals_topic(self.ward, self.gateway, binding.patient, binding.id, signal)
+            topic = self._topics[key] = vitals_topic(self.ward, self.gateway, patient, binding.id, signal)
         message = Vitals(
             v=1,
-            patient=binding.patient,
+            patient=patient,
             device=binding.id,
             gateway=self.gateway,
             signal=signal,
@@ -95,12 +114,18 @@ class Recorder:
             samples=samples,
         )
         times = [s.t for s in samples]
-        self.queue.put(Reading(topic, encode(message), min(times), max(times), binding.patient, binding.id))
+        self.queue.put(Reading(topic, encode(message), min(times), max(times), patient, binding.id))
         self.recorded += 1
         return message
 
-    def device_status(self, status: DeviceStatus) -> DeviceStatus:
-        """Queue a device status (numbered in its own per-device sequence)."""
+    def device_status(self, status: DeviceStatus) -> DeviceStatus | None:
+        """Queue a device status (numbered in its own per-device sequence); None if no binding held then."""
+        if self.patient_at is not None:
+            patient = self.patient_at(status.device, status.t)
+            if patient is None:
+                self.unbound += 1
+                return None
+            status = msgspec.structs.replace(status, patient=patient)
         status = msgspec.structs.replace(status, seq=self.queue.next_seq(f"status:{status.device}"))
         topic = device_status_topic(self.ward, self.gateway, status.patient, status.device)
         self.queue.put(Reading(topic, encode(status), status.t, status.t, status.patient, status.device))

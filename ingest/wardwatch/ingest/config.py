@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Final, Literal
 
 import msgspec
@@ -11,7 +12,14 @@ from wardwatch.core import config as core_config
 from wardwatch.core import topics
 from wardwatch.core.config import MqttSettings, Secret
 
-__all__ = ["BatchSettings", "InfluxSettings", "IngestConfig", "MetricsSettings", "SubscriptionSettings"]
+__all__ = [
+    "BatchSettings",
+    "InfluxSettings",
+    "IngestConfig",
+    "MetricsSettings",
+    "RegistrySettings",
+    "SubscriptionSettings",
+]
 
 _DURATION: Final = re.compile(r"^(INF|[1-9][0-9]*(ms|s|m|h|d|w))$")
 _NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -112,6 +120,20 @@ class MetricsSettings(core_config.MetricsSettings, kw_only=True):
     port: int = 9464
 
 
+class RegistrySettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Provenance (``docs/provenance.md``): store a sample only if the registry bound its source at its time."""
+
+    # Off only for a site without a registry (every sample is then stored as it comes, as before issue 12).
+    enforce: bool = True
+    # At start-up the registry's retained documents may arrive after the session's queued messages: a ward's
+    # messages are held (not acknowledged) until its documents are in step, for at most this long, then judged.
+    settle_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
+    # Where the last registry documents are kept, so that a restart judges its session's backlog at once
+    # (the retained documents queue behind that backlog at the broker; with more than batch.receive_maximum
+    # messages waiting they cannot arrive until some are acknowledged). Strongly advised; None: not kept.
+    state_file: Path | None = None
+
+
 class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Everything ``wardwatch ingest`` reads from its config file."""
 
@@ -120,6 +142,7 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     batch: BatchSettings = msgspec.field(default_factory=BatchSettings)
     subscription: SubscriptionSettings = msgspec.field(default_factory=SubscriptionSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    registry: RegistrySettings = msgspec.field(default_factory=RegistrySettings)
     log_level: str = "INFO"
     # samples stamped further ahead of this server's clock (or before 2020) are dead-lettered ("clock")
     future_margin_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0

@@ -18,6 +18,17 @@ class IngestMetrics(ConsumerMetrics):
         )
         r, p = self.registry, self.prefix
         self.written = Counter(f"{p}_points_written", "Points stored in InfluxDB", registry=r)
+        self.provenance_refused = Counter(
+            f"{p}_provenance_refused",
+            "Samples (or device statuses) not stored: the registry did not bind their source then (reason)",
+            ["reason"],
+            registry=r,
+        )
+        self.provenance_held = Gauge(
+            f"{p}_provenance_held_messages",
+            "Messages held until their ward's registry documents arrive (start-up settle)",
+            registry=r,
+        )
         self.batch_points = Histogram(
             f"{p}_batch_points",
             "Points per written batch",

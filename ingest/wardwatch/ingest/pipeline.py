@@ -29,9 +29,12 @@ from typing import Final, Self, TypeVar
 
 from wardwatch.core.consumer import AckAfterStore
 from wardwatch.core.errors import WardwatchError
+from wardwatch.core.logs import RateLimitedLog
+from wardwatch.core.registry import registry_filter
 from wardwatch.ingest.config import IngestConfig
 from wardwatch.ingest.metrics import IngestMetrics
 from wardwatch.ingest.points import ImplausibleTimeError, Point, PointEncoder
+from wardwatch.ingest.provenance import ProvenanceGate
 from wardwatch.ingest.sinks import SchemaSetupError, Sink, SinkUnavailableError
 from wardwatch.ingest.subscriber import Subscriber
 
@@ -86,14 +89,25 @@ class Ingestor:
         self._queue: asyncio.Queue[_Batch] = asyncio.Queue()
         self._open: _Batch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._warn = RateLimitedLog(_log, interval_s=30.0)
+        # Provenance (docs/provenance.md): the gate judges each message before it reaches the encoder and sink.
+        self.provenance = (
+            ProvenanceGate(
+                config.registry.settle_s, self._on_message, self.metrics, state_file=config.registry.state_file
+            )
+            if config.registry.enforce
+            else None
+        )
         self.subscriber = Subscriber(
             config.mqtt,
             config.mqtt.client_id or config.subscription.client_id,
             config.subscription.topic_filters(),
-            self._on_message,
+            self.provenance.receive if self.provenance is not None else self._on_message,
             receive_maximum=config.batch.receive_maximum,
         )
         self._consumer = AckAfterStore(SERVICE, self.subscriber, self.metrics, _log)
+        if self.provenance is not None:  # every instance needs every document: retained, never a shared group
+            self.subscriber.add_subscription(registry_filter(), qos=1, retained=True)
         self.in_flight = 0
         self.max_in_flight = 0
         self.schema_ready = asyncio.Event()
@@ -125,7 +139,18 @@ class Ingestor:
 
     # -- hot path: one call per MQTT message, on the loop thread -----------------------------------
 
-    def _on_message(self, topic: str, payload: bytes, mid: int, qos: int, generation: int) -> None:
+    def _on_message(
+        self,
+        topic: str,
+        payload: bytes | None,
+        mid: int,
+        qos: int,
+        generation: int,
+        refused: str | None = None,
+        original: bytes = b"",
+    ) -> None:
+        """Take one message: store ``payload`` (None: nothing, e.g. a registry document) and dead-letter
+        ``original`` with the ``refused`` reason if the provenance gate refused samples of it."""
         batch = self._open
         if batch is None or batch.generation != generation:
             if batch is not None:
@@ -134,18 +159,20 @@ class Ingestor:
             assert self._loop is not None
             self._loop.call_later(self._min_delay_s, self._seal_if_quiet, batch, -1)
             self._loop.call_later(self._max_delay_s, self._seal_if_open, batch)
+        if refused is not None:
+            self._dead_letter(batch, "provenance", refused, topic, original)
         try:
-            points = self._encoder.points(topic, payload)
+            points = self._encoder.points(topic, payload) if payload is not None else []
         except ImplausibleTimeError as exc:
             points = []
-            self._dead_letter(batch, "clock", str(exc), topic, payload)
+            self._dead_letter(batch, "clock", str(exc), topic, original or payload or b"")
         except WardwatchError as exc:
             points = []
-            self._dead_letter(batch, "malformed", str(exc), topic, payload)
+            self._dead_letter(batch, "malformed", str(exc), topic, original or payload or b"")
         except Exception as exc:  # a bug must not stop ingest: keep the message, say what happened
             _log.exception("cannot convert message on %s", topic)
             points = []
-            self._dead_letter(batch, "malformed", f"internal error: {exc!r}", topic, payload)
+            self._dead_letter(batch, "malformed", f"internal error: {exc!r}", topic, original or payload or b"")
         batch.starts.append(len(batch.points))
         batch.topics.append(topic)
         batch.points += points

@@ -484,6 +484,8 @@ class Stack:
                     "mqtt": mqtt_section("ingest"),
                     "influx": self._influx_section(influx_url),
                     "metrics": {"host": "127.0.0.1", "port": 0},
+                    # provenance: the registry's documents kept on disk, so a restart judges its backlog at once
+                    "registry": {"state_file": self.state / "ingest" / "registry.json"},
                 },
             )
             if self.influxd is not None:  # ingest writes as a write-only user: the admin makes the schema first
@@ -777,8 +779,18 @@ class Stack:
         )
 
     def _gateway_config(
-        self, home: str, ward: str, patients: list[dict[str, Any]], mqtt: dict[str, Any], port: int, bluez: bool
+        self,
+        home: str,
+        ward: str,
+        patients: list[dict[str, Any]],
+        mqtt: dict[str, Any],
+        port: int,
+        bluez: bool,
+        *,
+        with_devices: bool = False,
     ) -> Path:
+        """A home gateway's config. Its devices come as its kit from the registry over MQTT (docs/provenance.md);
+        ``with_devices`` writes them into the file too, for ``wardwatch gateway check`` before anything starts."""
         devices = [
             {
                 "id": device["id"],
@@ -808,7 +820,7 @@ class Stack:
                 "mqtt": mqtt,
                 "ble": ble,
                 "queue": {"path": self.state / "gateways" / home / "queue.sqlite3"},
-                "devices": devices,
+                "devices": devices if with_devices else [],
             },
         )
 
@@ -818,7 +830,13 @@ class Stack:
         placeholder = {"host": "127.0.0.1", "port": 1883, "tls": False}  # the real [mqtt] comes later
         configs = [
             self._gateway_config(
-                home, scenario["ward"], [p for p in scenario["patients"] if p["gateway"] == home], placeholder, 0, False
+                home,
+                scenario["ward"],
+                [p for p in scenario["patients"] if p["gateway"] == home],
+                placeholder,
+                0,
+                False,
+                with_devices=True,
             )
             for home in homes
         ]
