@@ -37,7 +37,8 @@ from bleak.exc import BleakError
 
 from wardwatch.core import gatt
 from wardwatch.core.errors import GattDecodeError
-from wardwatch.core.schema import DeviceLink, DeviceRole, DeviceStatus
+from wardwatch.core.profiles import BATTERY, PROFILES, Access, Profile, profile_for_role
+from wardwatch.core.schema import DeviceLink, DeviceStatus
 from wardwatch.gateway.config import BleSettings, DeviceBinding
 from wardwatch.gateway.readings import DeviceDecoder, Recorder
 
@@ -45,13 +46,10 @@ __all__ = ["SESSION_END_REASONS", "DeviceSession", "Radio", "Sighting", "bluez_p
 
 _log = logging.getLogger(__name__)
 
-#: Services a wardwatch wearable advertises (scans are filtered on them).
-WEARABLE_SERVICES: Final = (gatt.sig_uuid(gatt.HEART_RATE_SERVICE), gatt.sig_uuid(gatt.PULSE_OXIMETER_SERVICE))
-_NOTIFIED: Final = (
-    gatt.HEART_RATE_MEASUREMENT,
-    gatt.PLX_CONTINUOUS_MEASUREMENT,
-    gatt.PLX_SPOT_CHECK_MEASUREMENT,
-)
+#: Services a wardwatch wearable advertises (scans are filtered on them): one per profile.
+WEARABLE_SERVICES: Final = tuple(gatt.sig_uuid(p.service) for p in PROFILES)
+#: A spot-check device (cuff, thermometer) quiet this long after its last measurement is let go.
+SPOT_CHECK_IDLE_S: Final = 3.0
 _DEVICE_INFORMATION: Final = {
     "manufacturer": gatt.MANUFACTURER_NAME_STRING,
     "model": gatt.MODEL_NUMBER_STRING,
@@ -69,6 +67,7 @@ SESSION_END_REASONS: Final = (
     "link_lost_during_setup",
     "link_lost",
     "stale",
+    "released",
     "stopped",
 )
 
@@ -272,6 +271,7 @@ class DeviceSession:
         self.settings = radio.settings
         self.recorder = recorder
         self.decoder = decoder or DeviceDecoder(binding, recorder, clock=clock)
+        self.profile: Profile = profile_for_role(binding.role)
         self._clock = clock
         self.connected = False
         self.connects = 0
@@ -347,7 +347,11 @@ class DeviceSession:
             self.last_reason = reason
             self.ends[reason.partition(":")[0]] += 1
             lasted = time.monotonic() - started
-            delay = self.settings.backoff_min_s if lasted >= STABLE_SESSION_S else _backoff(delay, self.settings)
+            if lasted >= STABLE_SESSION_S or (self.profile.spot_check and reason != "connect_failed"):
+                # A spot-check device is asleep most of the time and awake for a short window: keep looking.
+                delay = self.settings.backoff_min_s
+            else:
+                delay = _backoff(delay, self.settings)
             _log.info("device %s: %s; next attempt in %.1f s", self.binding.id, reason, delay)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
@@ -402,7 +406,7 @@ class DeviceSession:
         self.connected = True
         self._report("connected")
         _log.info("device %s connected (connection %d)", self.binding.id, self.connects)
-        if self.connects > 1 and self.settings.backfill and self.binding.role == DeviceRole.PULSE_OXIMETER:
+        if self.connects > 1 and self.settings.backfill and self.profile.record_access:
             try:
                 await self._backfill(client)
             except LINK_ERRORS as exc:
@@ -421,14 +425,20 @@ class DeviceSession:
         if battery is not None and "read" in battery.properties:
             self.decoder.handle(gatt.BATTERY_LEVEL, await self._bounded(client.read_gatt_char(battery)))
         subscribed = 0
-        for uuid16 in (*_NOTIFIED, gatt.BATTERY_LEVEL):
-            char = characteristics.get(uuid16)
-            if char is None or not {"notify", "indicate"} & set(char.properties):
+        for wanted in (*(c for p in PROFILES for c in p.characteristics), BATTERY):
+            char = characteristics.get(wanted.uuid16)
+            if char is None:
                 continue
-            await self._bounded(client.start_notify(char, self._callback(uuid16)))
-            subscribed += uuid16 != gatt.BATTERY_LEVEL
+            if wanted.access is Access.READ_ONCE:
+                if "read" in char.properties:
+                    self.decoder.handle(wanted.uuid16, await self._bounded(client.read_gatt_char(char)))
+                continue
+            if (wanted.samples is None and wanted is not BATTERY) or not {"notify", "indicate"} & set(char.properties):
+                continue
+            await self._bounded(client.start_notify(char, self._callback(wanted.uuid16)))
+            subscribed += wanted is not BATTERY
         if not subscribed:
-            raise BleakError(f"device {self.binding.id} offers no heart-rate or pulse-oximeter measurement")
+            raise BleakError(f"device {self.binding.id} offers no measurement of any wearable profile")
 
     def _callback(self, uuid16: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
         handle = self.decoder.handle
@@ -450,19 +460,24 @@ class DeviceSession:
         return on_measurement
 
     async def _stream(self, disconnected: asyncio.Event) -> str:
-        """Wait for the link to drop, or for the device to go silent (then the caller disconnects)."""
+        """Wait for the link to drop, or for the device to go silent (then the caller disconnects).
+
+        A spot-check device is let go once quiet for :data:`SPOT_CHECK_IDLE_S` (it has delivered
+        every pending measurement; an unconfirmed indication stays on the device for next time).
+        """
+        idle_s = SPOT_CHECK_IDLE_S if self.profile.spot_check else self.settings.stale_after_s
         while True:
             self._activity.clear()
             waiters = [asyncio.ensure_future(disconnected.wait()), asyncio.ensure_future(self._activity.wait())]
             try:
-                done, _ = await asyncio.wait(
-                    waiters, timeout=self.settings.stale_after_s, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait(waiters, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waiters:
                     waiter.cancel()
             if disconnected.is_set():
                 return "link_lost"
+            if not done and self.profile.spot_check:
+                return "released"
             if not done:
                 _log.warning("device %s silent for %.0f s: reconnecting", self.binding.id, self.settings.stale_after_s)
                 return "stale"
