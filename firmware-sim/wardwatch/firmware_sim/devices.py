@@ -319,7 +319,7 @@ class SimulatedDevice:
         device = self._device
         if device is None:
             return
-        want = self._powered and self._in_range and self._connection is None
+        want = self._powered and self._in_range and self._connection is None and self._awake()
         try:
             if want:
                 await device.start_advertising(
@@ -332,6 +332,10 @@ class SimulatedDevice:
                 await device.stop_advertising()
         except Exception as exc:  # a controller mid-reset; the next state change retries
             _log.debug("%s: advertising update failed: %r", self.name, exc)
+
+    def _awake(self) -> bool:
+        """Whether the device wants to be found (spot-check devices sleep between readings)."""
+        return True
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -472,10 +476,17 @@ class PulseOximeter(SimulatedDevice):
             await self._racp_reply(RacpResponse(op, RacpResponseCode.success))
 
 
+_NAME_PREFIXES: Final = {
+    DeviceKind.HEART_RATE_STRAP: "WW-HRS",
+    DeviceKind.PULSE_OXIMETER: "WW-PLX",
+    DeviceKind.BLOOD_PRESSURE_CUFF: "WW-BPC",
+    DeviceKind.THERMOMETER: "WW-THM",
+}
+
+
 def device_name(spec: DeviceSpec) -> str:
     """The name a device advertises (what a gateway binds when addresses rotate)."""
-    prefix = HeartRateStrap.NAME_PREFIX if spec.kind == DeviceKind.HEART_RATE_STRAP else PulseOximeter.NAME_PREFIX
-    return spec.name or f"{prefix}-{spec.id}"[:20]
+    return spec.name or f"{_NAME_PREFIXES[spec.kind]}-{spec.id}"[:20]
 
 
 def make_device(spec: DeviceSpec, radio: Radio, *, advertising_interval_ms: float = 100.0) -> SimulatedDevice:
@@ -484,4 +495,10 @@ def make_device(spec: DeviceSpec, radio: Radio, *, advertising_interval_ms: floa
         return HeartRateStrap(spec, radio, advertising_interval_ms=advertising_interval_ms)
     if spec.kind == DeviceKind.PULSE_OXIMETER:
         return PulseOximeter(spec, radio, advertising_interval_ms=advertising_interval_ms)
+    from .spot_check import BloodPressureCuff, Thermometer  # they build on this module
+
+    if spec.kind == DeviceKind.BLOOD_PRESSURE_CUFF:
+        return BloodPressureCuff(spec, radio, advertising_interval_ms=advertising_interval_ms)
+    if spec.kind == DeviceKind.THERMOMETER:
+        return Thermometer(spec, radio, advertising_interval_ms=advertising_interval_ms)
     raise SimError(f"unknown device kind {spec.kind!r}")
