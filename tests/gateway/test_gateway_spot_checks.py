@@ -25,7 +25,7 @@ from wardwatch.core.config import MqttSettings
 from wardwatch.core.schema import DeviceRole, Signal
 from wardwatch.core.servers import Influxd, Mosquitto
 from wardwatch.core.waiting import wait_for
-from wardwatch.firmware_sim.bleak_backend import BumbleCentral, use_bumble_backend
+from wardwatch.firmware_sim.bleak_backend import BumbleCentral, bleak_arguments
 from wardwatch.firmware_sim.radio import SimRadio
 from wardwatch.firmware_sim.scenario import DeviceKind, DeviceSpec
 from wardwatch.firmware_sim.spot_check import BloodPressureCuff, Thermometer
@@ -126,7 +126,7 @@ async def test_cuff_and_thermometer_end_to_end(tmp_path: Path, mosquitto: Mosqui
         assert cuff.is_advertising
 
         central = await stack.enter_async_context(BumbleCentral(radio))
-        stack.enter_context(use_bumble_backend(central))
+        selected = bleak_arguments(central)
         await stack.enter_async_context(running_ingest(ingest_config(mosquitto, influxd)))
         alerting.mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
         alerting_ready = asyncio.Event()
@@ -137,7 +137,12 @@ async def test_cuff_and_thermometer_end_to_end(tmp_path: Path, mosquitto: Mosqui
             DeviceBinding(id="bpc-7", patient=PATIENT, role=DeviceRole.BLOOD_PRESSURE_CUFF, name=cuff.name),
             DeviceBinding(id="thm-7", patient=PATIENT, role=DeviceRole.THERMOMETER, name=thermo.name),
         ]
-        gateway = Gateway(gateway_config(mosquitto, tmp_path, bindings), use_default_recovery=False)
+        gateway = Gateway(
+            gateway_config(mosquitto, tmp_path, bindings),
+            use_default_recovery=False,
+            client_kwargs=selected.client_kwargs,
+            scanner_kwargs=selected.scanner_kwargs,
+        )
         await stack.enter_async_context(running(gateway.run(), gateway.ready))
 
         # the gateway comes up, catches the short windows and takes every stored reading
