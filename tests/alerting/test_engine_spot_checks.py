@@ -13,7 +13,13 @@ from wardwatch.core.schema import AlarmCategory, DeviceRole, DeviceStatus, Prior
 T0 = 1_767_225_600_000
 WARD = "ward-a"
 _seq = itertools.count(1)
-DEVICE = {Signal.SYSTOLIC_BP: "bpc-1", Signal.BODY_TEMPERATURE: "thm-1", Signal.SPO2: "plx-1"}
+DEVICE = {
+    Signal.SYSTOLIC_BP: "bpc-1",
+    Signal.DIASTOLIC_BP: "bpc-1",
+    Signal.MEAN_ARTERIAL_PRESSURE: "bpc-1",
+    Signal.BODY_TEMPERATURE: "thm-1",
+    Signal.SPO2: "plx-1",
+}
 
 
 def vit(signal: Signal, t: int, v: float, q: tuple[Quality, ...] = ()) -> Vitals:
@@ -60,6 +66,22 @@ def test_body_movement_or_a_loose_cuff_never_pages_on_its_own() -> None:
         assert feed(engine, vit(Signal.SYSTOLIC_BP, T0 + i * 60_000, 70.0, (flag,))) == []
     # an irregular pulse does not make the pressure doubtful
     assert raised(feed(engine, vit(Signal.SYSTOLIC_BP, T0 + 300_000, 80.0, (Quality.IRREGULAR_PULSE,))), "bp_low")
+
+
+def test_flagged_diastolic_and_mean_pressure_raise_no_technical_alarm() -> None:
+    """Found by the hypotension scenario: they took the continuous path and raised poor_signal for the cuff."""
+    engine = Engine(RuleSet())
+    out: list[ConditionChange] = []
+    for i, flag in enumerate((Quality.BODY_MOVEMENT, Quality.CUFF_LOOSE)):
+        t = T0 + i * 600_000  # two flagged readings 10 minutes apart
+        out += feed(
+            engine,
+            vit(Signal.SYSTOLIC_BP, t, 70.0, (Quality.DEVICE_CLOCK, flag)),
+            vit(Signal.DIASTOLIC_BP, t, 45.0, (Quality.DEVICE_CLOCK, flag)),
+            vit(Signal.MEAN_ARTERIAL_PRESSURE, t, 53.0, (Quality.DEVICE_CLOCK, flag)),
+        )
+        out += engine.tick(t + 1000)
+    assert out == []
 
 
 def test_a_flagged_reading_does_not_clear_either() -> None:

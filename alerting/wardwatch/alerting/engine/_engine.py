@@ -113,8 +113,11 @@ RULES: Final[dict[str, tuple[AlarmCategory, Priority, tuple[str, ...], str | Non
 }
 
 # signal kinds on the hot path
-_OTHER, _SPO2, _HR, _PR, _BATTERY, _RR, _SBP, _TEMP = 0, 1, 2, 3, 4, 5, 6, 7
+_OTHER, _SPO2, _HR, _PR, _BATTERY, _RR, _SBP, _TEMP, _SPOT_OTHER = 0, 1, 2, 3, 4, 5, 6, 7, 8
 _KIND: Final = {
+    # every signal of a spot-check device (diastolic, MAP...) takes the spot-check path; the two with
+    # rules of their own are set below
+    **{s: _SPOT_OTHER for p in PROFILES if p.spot_check for s in p.signals},
     Signal.SPO2: _SPO2,
     Signal.HEART_RATE: _HR,
     Signal.PULSE_RATE: _PR,
@@ -1043,6 +1046,8 @@ class Engine:
         """
         if v is None or any(flag not in _SPOT_BENIGN for flag in q):
             self.stats.flagged += 1
+            return
+        if kind == _SPOT_OTHER:
             return
         st.spot[kind] = (t, v)
         th = st.th
