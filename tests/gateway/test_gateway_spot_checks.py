@@ -30,6 +30,7 @@ from wardwatch.firmware_sim.radio import SimRadio
 from wardwatch.firmware_sim.scenario import DeviceKind, DeviceSpec
 from wardwatch.firmware_sim.spot_check import BloodPressureCuff, Thermometer
 from wardwatch.gateway.app import Gateway
+from wardwatch.gateway.ble import Radio
 from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, QueueSettings
 from wardwatch.ingest.testing import DATABASE, ingest_config, running_ingest
 
@@ -185,3 +186,27 @@ async def test_cuff_and_thermometer_end_to_end(tmp_path: Path, mosquitto: Mosqui
         await wait_for(all_stored, TIMEOUT, what="every reading in InfluxDB")
         assert cuff.connections_total >= 3  # one short window per wake-up
         assert not [r for r in receiver.unique() if "temp_" in r.body["dedup_key"] or "silent" in r.body["dedup_key"]]
+
+
+async def test_a_sleeping_spot_check_device_does_not_trip_the_scan_stall_watchdog() -> None:
+    """Scans that hear nothing while only a sleeping cuff is wanted must not power-cycle the adapter
+    (which would drop every connected strap and oximeter); a silent adapter while a strap is wanted does."""
+    recoveries: list[float] = []
+
+    async def recover() -> None:
+        recoveries.append(asyncio.get_running_loop().time())
+
+    settings = BleSettings(scan_window_s=0.05, scan_stall_scans=2, operation_timeout_s=3.0)
+    async with BumbleCentral(SimRadio()) as central:
+        selected = bleak_arguments(central)
+        radio = Radio(
+            settings, recover=recover, client_kwargs=selected.client_kwargs, scanner_kwargs=selected.scanner_kwargs
+        )
+        cuff = DeviceBinding(id="bpc-1", patient=PATIENT, role=DeviceRole.BLOOD_PRESSURE_CUFF, name="WW-BPC-bpc-1")
+        strap = DeviceBinding(id="hrs-1", patient=PATIENT, role=DeviceRole.HEART_RATE_STRAP, name="WW-HRS-hrs-1")
+        for _ in range(4):
+            assert await radio.find(cuff) is None
+        assert (radio.scans, radio.recoveries, recoveries) == (4, 0, [])
+        for _ in range(2):
+            assert await radio.find(strap) is None
+        assert radio.recoveries == len(recoveries) == 1

@@ -188,9 +188,18 @@ class Radio:
         return sighting
 
     async def scan(
-        self, duration: float, *, until: Callable[[Sighting], bool] | None = None, all_devices: bool = False
+        self,
+        duration: float,
+        *,
+        until: Callable[[Sighting], bool] | None = None,
+        all_devices: bool = False,
+        silence_expected: bool = False,
     ) -> list[Sighting]:
-        """Scan (holding the adapter) for up to ``duration`` s, or until ``until`` accepts a sighting."""
+        """Scan (holding the adapter) for up to ``duration`` s, or until ``until`` accepts a sighting.
+
+        ``silence_expected``: looking for a device that sleeps between readings (a spot-check
+        device); hearing nothing then says nothing about the adapter (no stall watchdog count).
+        """
         heard: dict[str, Sighting] = {}
         found = asyncio.Event()
 
@@ -214,7 +223,7 @@ class Radio:
                     await scanner.stop()
         if heard:
             self.empty_scans = 0
-        else:
+        elif not silence_expected:
             self.empty_scans += 1
             await self._maybe_recover()
         return list(heard.values())
@@ -244,7 +253,11 @@ class Radio:
             sighting = self.sighting(binding)
             if sighting is not None:
                 return sighting
-            await self.scan(self.settings.scan_window_s, until=lambda s: binding.matches(s.device.address, s.name))
+            await self.scan(
+                self.settings.scan_window_s,
+                until=lambda s: binding.matches(s.device.address, s.name),
+                silence_expected=profile_for_role(binding.role).spot_check,
+            )
         finally:
             self.wanted -= 1
         return self.sighting(binding)
