@@ -22,7 +22,7 @@ from wardwatch.alerting.app import run as run_alerting
 from wardwatch.alerting.settings import config_from_mapping
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.core.config import MqttSettings
-from wardwatch.core.schema import DeviceRole, Signal
+from wardwatch.core.schema import DeviceRole, Quality, Signal
 from wardwatch.core.servers import Influxd, Mosquitto
 from wardwatch.core.waiting import wait_for
 from wardwatch.firmware_sim.bleak_backend import BumbleCentral, bleak_arguments
@@ -210,3 +210,42 @@ async def test_a_sleeping_spot_check_device_does_not_trip_the_scan_stall_watchdo
         for _ in range(2):
             assert await radio.find(strap) is None
         assert radio.recoveries == len(recoveries) == 1
+
+
+async def test_many_stored_readings_from_a_cuff_with_an_unset_clock(
+    tmp_path: Path, mosquitto: Mosquitto, collect: Any
+) -> None:
+    """40 readings stored (capacity 30: the oldest 10 overwritten) on a cuff whose clock was never set: the 30
+    kept arrive in order, stamped with the gateway's time and flagged device_clock_unset, with no gap in seq."""
+    radio = SimRadio()
+    spec = DeviceSpec(kind=DeviceKind.BLOOD_PRESSURE_CUFF, id="bpc-8", clock="unset", storage_capacity=30)
+    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False, keepalive_s=5)
+    async with contextlib.AsyncExitStack() as stack:
+        cuff = await stack.enter_async_context(BloodPressureCuff(spec, radio, advertising_interval_ms=50))
+        for i in range(40):
+            await cuff.take_reading(100 + i, 70, 60)
+        assert (len(cuff.stored), cuff.overwritten_total) == (30, 10)
+        central = await stack.enter_async_context(BumbleCentral(radio))
+        selected = bleak_arguments(central)
+        sub = await stack.enter_async_context(collect(settings, "wardwatch/v1/vitals/#"))
+        binding = DeviceBinding(id="bpc-8", patient=PATIENT, role=DeviceRole.BLOOD_PRESSURE_CUFF, name=cuff.name)
+        gateway = Gateway(
+            gateway_config(mosquitto, tmp_path, [binding]),
+            use_default_recovery=False,
+            client_kwargs=selected.client_kwargs,
+            scanner_kwargs=selected.scanner_kwargs,
+        )
+        await stack.enter_async_context(running(gateway.run(), gateway.ready))
+        await cuff.wait_delivered(TIMEOUT)
+
+        def systolic() -> list[Any]:
+            return [v for v in sub.vitals() if v.signal == Signal.SYSTOLIC_BP]
+
+        await wait_for(lambda: len(systolic()) >= 30, TIMEOUT, what="30 systolic readings")
+        messages = systolic()
+        assert [m.samples[0].v for m in messages] == [float(110 + i) for i in range(30)]
+        assert {m.samples[0].q for m in messages} == {(Quality.DEVICE_CLOCK_UNSET,)}
+        times = [m.samples[0].t for m in messages]
+        assert times == sorted(set(times))  # gateway time, strictly increasing per series
+        seqs = sorted({v.seq for v in sub.vitals()})
+        assert seqs == list(range(len(seqs)))
