@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from wardwatch.alerting.engine import RULES, Engine
 from wardwatch.alerting.engine.news2 import partial_news2, systolic_points, temperature_points
 from wardwatch.alerting.events import ConditionChange
-from wardwatch.alerting.rules import RuleSet
+from wardwatch.alerting.rules import RuleSet, validate_overrides
+from wardwatch.core.errors import ConfigError
 from wardwatch.core.schema import AlarmCategory, DeviceRole, DeviceStatus, Priority, Quality, Sample, Signal, Vitals
 
 T0 = 1_767_225_600_000
@@ -103,6 +106,11 @@ def test_fever_and_hypothermia_bands() -> None:
 def test_thresholds_can_be_overridden_per_patient() -> None:
     rules = RuleSet().with_patient_override("p-1", bp_systolic_low=100.0)
     assert raised(feed(Engine(rules), vit(Signal.SYSTOLIC_BP, T0, 98.0)), "bp_low")
+
+
+def test_temperature_limits_must_not_overlap() -> None:
+    with pytest.raises(ConfigError, match="temp_low < temp_high"):
+        validate_overrides(RuleSet(), "p-1", {"temp_low": 37.0, "temp_high": 37.0})
 
 
 def test_a_sleeping_cuff_is_not_a_silent_device() -> None:

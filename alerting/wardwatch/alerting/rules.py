@@ -192,6 +192,8 @@ def _check(th: Thresholds) -> tuple[tuple[str, ...], str] | None:
     if not th.battery_critical < th.battery_low:
         problem = f"need battery_critical < battery_low (got {th.battery_critical}, {th.battery_low})"
         return ("battery_low", "battery_critical"), problem
+    if not th.temp_low < th.temp_high:
+        return ("temp_low", "temp_high"), f"need temp_low < temp_high (got {th.temp_low}, {th.temp_high})"
     return None
 
 
