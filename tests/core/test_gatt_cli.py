@@ -94,7 +94,7 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert "0x2A37  00002a37-0000-1000-8000-00805f9b34fb  Heart Rate Measurement" in out
     for uuid in ("2A19", "2A24", "2A25", "2A26", "2A27", "2A28", "2A29", "2A38", "2A52", "2A5E", "2A5F", "2A60"):
         assert f"0x{uuid}" in out
-    assert len(out.splitlines()) == len(CODECS) == 20
+    assert len(out.splitlines()) == len(CODECS) == 21
 
 
 def test_decode_blood_pressure_and_temperature(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -216,7 +217,8 @@ async def test_many_stored_readings_from_a_cuff_with_an_unset_clock(
     tmp_path: Path, mosquitto: Mosquitto, collect: Any
 ) -> None:
     """40 readings stored (capacity 30: the oldest 10 overwritten) on a cuff whose clock was never set: the 30
-    kept arrive in order, stamped with the gateway's time and flagged device_clock_unset, with no gap in seq."""
+    kept arrive in order, stamped with the gateway's time and flagged device_clock_unset, with no gap in seq;
+    the gateway sets the clock, and the next reading carries the device's (now right) time."""
     radio = SimRadio()
     spec = DeviceSpec(kind=DeviceKind.BLOOD_PRESSURE_CUFF, id="bpc-8", clock="unset", storage_capacity=30)
     settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False, keepalive_s=5)
@@ -249,3 +251,15 @@ async def test_many_stored_readings_from_a_cuff_with_an_unset_clock(
         assert times == sorted(set(times))  # gateway time, strictly increasing per series
         seqs = sorted({v.seq for v in sub.vitals()})
         assert seqs == list(range(len(seqs)))
+
+        # the gateway set the cuff's clock (Current Time) when it connected: new readings carry the right time
+        assert cuff.clock_writes >= 1
+        assert gateway.sessions[0].clock_writes >= 1
+        taken = await cuff.take_reading(150, 81, 66)
+        await cuff.wait_delivered(TIMEOUT)
+        await wait_for(lambda: len(systolic()) >= 31, TIMEOUT, what="the reading after the clock was set")
+        (latest,) = [m.samples[0] for m in systolic() if m.samples[0].v == 150.0]
+        assert latest.q == (Quality.DEVICE_CLOCK,)
+        assert taken.timestamp is not None
+        assert latest.t == local_ms(taken.timestamp)
+        assert abs(latest.t - time.time() * 1000) < 60_000

@@ -32,6 +32,7 @@ from wardwatch.core.gatt.blood_pressure import (
     encode_blood_pressure_measurement,
     encode_intermediate_cuff_pressure,
 )
+from wardwatch.core.gatt.current_time import CurrentTime, decode_current_time, encode_current_time
 from wardwatch.core.gatt.thermometer import (
     TemperatureMeasurement,
     decode_intermediate_temperature,
@@ -49,6 +50,8 @@ from wardwatch.core.schema import AbsentReason, DeviceRole, Quality, Signal
 __all__ = [
     "BATTERY",
     "CODECS",
+    "CURRENT_TIME",
+    "CURRENT_TIME_SERVICE",
     "PROFILES",
     "SIGNAL_ROLES",
     "Access",
@@ -237,6 +240,10 @@ def _char(
 BATTERY: Final = ProfileCharacteristic(_known(gatt.BATTERY_LEVEL), Access.NOTIFY)
 """Battery Level: read once and notified by every wearable; remembered for the status, not sampled."""
 
+CURRENT_TIME_SERVICE: Final = 0x1805
+CURRENT_TIME: Final = _char(0x2A2B, "Current Time", decode_current_time, encode_current_time)
+"""Current Time: the gateway writes it on connect when a device offers it writable (its clock is then set)."""
+
 HEART_RATE_STRAP = Profile(
     "heart rate strap",
     DeviceRole.HEART_RATE_STRAP,
@@ -321,7 +328,11 @@ PROFILES: Final[tuple[Profile, ...]] = (HEART_RATE_STRAP, PULSE_OXIMETER, BLOOD_
 """Every wearable type wardwatch supports."""
 
 CODECS: Final[Mapping[int, gatt.Characteristic[Any]]] = MappingProxyType(
-    {**gatt.CHARACTERISTICS, **{c.uuid16: c.codec for p in PROFILES for c in p.characteristics}}
+    {
+        **gatt.CHARACTERISTICS,
+        **{c.uuid16: c.codec for p in PROFILES for c in p.characteristics},
+        CURRENT_TIME.uuid16: CURRENT_TIME,
+    }
 )
 """Every characteristic with a codec, by 16-bit UUID (the core registry plus the profiles' own)."""
 
@@ -371,6 +382,11 @@ class DeviceClock:
     """
 
     zone: tzinfo | None = None
+
+    def now(self, wall_s: float) -> CurrentTime:
+        """The Current Time value that sets a device's clock to ``wall_s`` (epoch s) in :attr:`zone`."""
+        moment = datetime.fromtimestamp(wall_s, self.zone) if self.zone is not None else datetime.fromtimestamp(wall_s)
+        return CurrentTime.of(moment.replace(tzinfo=None))
 
     def resolve(self, m: Measurement, received_ms: int) -> tuple[int, Quality | None]:
         """The sample time of ``m`` and the clock flag to add (None: gateway time, nothing to say).

@@ -23,8 +23,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
-from bumble.gatt import Characteristic
+from bumble.gatt import Characteristic, CharacteristicValue, Service
 
+from wardwatch.core.errors import GattDecodeError
 from wardwatch.core.gatt import MedFloat
 from wardwatch.core.gatt.blood_pressure import (
     BloodPressureFeature,
@@ -32,11 +33,19 @@ from wardwatch.core.gatt.blood_pressure import (
     BloodPressureStatus,
     PulseRateRange,
 )
+from wardwatch.core.gatt.current_time import CurrentTime
 from wardwatch.core.gatt.thermometer import MeasurementInterval, TemperatureMeasurement, TemperatureType
-from wardwatch.core.profiles import BLOOD_PRESSURE_CUFF, THERMOMETER, Access, Profile
+from wardwatch.core.profiles import (
+    BLOOD_PRESSURE_CUFF,
+    CURRENT_TIME,
+    CURRENT_TIME_SERVICE,
+    THERMOMETER,
+    Access,
+    Profile,
+)
 from wardwatch.core.waiting import wait_for
 
-from .devices import DISCONNECT_USER, SimulatedDevice
+from .devices import DISCONNECT_USER, SimulatedDevice, _uuid
 from .model import DEVICE_EPOCH
 from .radio import Radio
 from .scenario import DeviceKind, DeviceSpec
@@ -63,15 +72,21 @@ class SpotCheckDevice(SimulatedDevice):
         self.delivered_total = 0
         self.overwritten_total = 0
         self._started = time.monotonic()
+        self._clock_offset: dt.timedelta | None = None  # set by a central writing Current Time
+        self.clock_writes = 0
         self._delivering: asyncio.Task[None] | None = None
         self._measurement = next(c.uuid16 for c in self.PROFILE.characteristics if c.access is Access.INDICATE)
 
     # --- what the patient does --------------------------------------------------------------------
 
     def device_time(self, now: dt.datetime | None = None) -> dt.datetime:
-        """The device's clock: local wall time when set, else counting from 2000-01-01 since power-on."""
+        """The device's clock: local wall time when set (by its spec or by a central writing Current
+        Time), else counting from 2000-01-01 since power-on."""
+        wall = now or dt.datetime.now()
+        if self._clock_offset is not None:
+            return (wall + self._clock_offset).replace(microsecond=0)
         if self.spec.clock == "set":
-            return (now or dt.datetime.now()).replace(microsecond=0)
+            return wall.replace(microsecond=0)
         return DEVICE_EPOCH + dt.timedelta(seconds=int(time.monotonic() - self._started))
 
     async def store(self, data: bytes) -> None:
@@ -98,6 +113,24 @@ class SpotCheckDevice(SimulatedDevice):
             self._characteristic(c.uuid16, _ACCESS_PROPS[c.access], values.get(c.uuid16, b""))
             for c in self.PROFILE.characteristics
         ]
+
+    def _services(self) -> list[Service]:
+        clock = self._characteristic(
+            CURRENT_TIME.uuid16,
+            _PROPS.READ | _PROPS.WRITE,
+            CharacteristicValue(
+                read=lambda _c: CURRENT_TIME.encode(CurrentTime(self.device_time())), write=self._on_time_write
+            ),
+        )
+        return [*super()._services(), Service(_uuid(CURRENT_TIME_SERVICE), [clock])]
+
+    def _on_time_write(self, _connection: Any, value: bytes) -> None:
+        try:
+            written = CURRENT_TIME.decode(bytes(value))
+        except GattDecodeError:
+            return
+        self._clock_offset = written.timestamp - dt.datetime.now().replace(microsecond=0)
+        self.clock_writes += 1
 
     def _awake(self) -> bool:
         return bool(self.stored)

@@ -37,7 +37,7 @@ from bleak.exc import BleakError
 
 from wardwatch.core import gatt
 from wardwatch.core.errors import GattDecodeError
-from wardwatch.core.profiles import BATTERY, PROFILES, Access, Profile, profile_for_role
+from wardwatch.core.profiles import BATTERY, CURRENT_TIME, PROFILES, Access, Profile, profile_for_role
 from wardwatch.core.schema import DeviceLink, DeviceStatus
 from wardwatch.gateway.config import BleSettings, DeviceBinding
 from wardwatch.gateway.readings import DeviceDecoder, Recorder
@@ -293,6 +293,7 @@ class DeviceSession:
         self.info: dict[str, str] = {}
         self.last_reason: str | None = None
         self.backfilled = 0
+        self.clock_writes = 0  # times this session set the device's clock
         self.ends: collections.Counter[str] = collections.Counter()  # SESSION_END_REASONS -> count
         self._activity = asyncio.Event()
 
@@ -437,6 +438,7 @@ class DeviceSession:
         battery = characteristics.get(gatt.BATTERY_LEVEL)
         if battery is not None and "read" in battery.properties:
             self.decoder.handle(gatt.BATTERY_LEVEL, await self._bounded(client.read_gatt_char(battery)))
+        await self._set_clock(client, characteristics.get(CURRENT_TIME.uuid16))
         subscribed = 0
         for wanted in (*(c for p in PROFILES for c in p.characteristics), BATTERY):
             char = characteristics.get(wanted.uuid16)
@@ -452,6 +454,18 @@ class DeviceSession:
             subscribed += wanted is not BATTERY
         if not subscribed:
             raise BleakError(f"device {self.binding.id} offers no measurement of any wearable profile")
+
+    async def _set_clock(self, client: BleakClient, char: BleakGATTCharacteristic | None) -> None:
+        """Set the device's clock (Current Time, 0x2A2B) when it offers it writable: no unset clock, no drift."""
+        if char is None or not {"write", "write-without-response"} & set(char.properties):
+            return
+        value = CURRENT_TIME.encode(self.decoder.device_clock.now(self._clock()))
+        try:
+            await self._bounded(client.write_gatt_char(char, value, response="write" in char.properties))
+        except BleakError as exc:  # a device refusing the write still measures: carry on
+            _log.warning("device %s: cannot set its clock: %s", self.binding.id, exc)
+            return
+        self.clock_writes += 1
 
     def _callback(self, uuid16: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
         handle = self.decoder.handle

@@ -131,7 +131,7 @@ class DeviceDecoder:
         self.binding = binding
         self.recorder = recorder
         self._clock = clock
-        self._device_clock = DeviceClock(device_zone)
+        self.device_clock = DeviceClock(device_zone)
         self._series: dict[tuple[Signal, bool], _Series] = {}
         self.malformed = 0
         self.notifications = 0
@@ -185,7 +185,7 @@ class DeviceDecoder:
                 low, high = VALID_RANGES[point.signal]
                 if not (math.isfinite(value) and low <= value <= high):
                     raise GattDecodeError(label, f"{point.signal} {value} outside {low}..{high}", bytes(data))
-        t, clock_flag = self._device_clock.resolve(m, now)
+        t, clock_flag = self.device_clock.resolve(m, now)
         device_clock = clock_flag is Quality.DEVICE_CLOCK
         by_signal: dict[Signal, list[Sample]] = {}
         for point in m.points:
