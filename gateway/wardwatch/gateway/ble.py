@@ -8,9 +8,12 @@ any other bleak backend (the simulator's, in tests). BlueZ is touchy, so:
   blocked on it are listed in ``Radio.waiting`` for the gateway status and metrics), and counts
   scans that hear nothing at all: after ``scan_stall_scans`` in a row it runs the adapter recovery
   (BlueZ: power-cycle the adapter over D-Bus), the watchdog that spares a reboot.
-* :class:`DeviceSession` connects with a timeout, reads Device Information and battery, subscribes
-  to 0x2A37 / 0x2A5F / 0x2A5E / battery, backfills stored oximeter records (RACP) after a
-  reconnect, and reconnects forever with exponential backoff. Every BLE operation is bounded by a
+* :class:`DeviceSession` connects with a timeout, reads Device Information and battery, sets the
+  device's clock (Current Time, when offered), reads the read-once and subscribes to the measurement
+  characteristics of the core profile table (:mod:`wardwatch.core.profiles`) and battery, backfills
+  stored records (RACP) after a reconnect, and reconnects forever with exponential backoff. A
+  spot-check device (cuff, thermometer) is let go once it falls quiet and looked for again at the
+  minimum backoff. Every BLE operation is bounded by a
   timeout; any failure mid-setup (the link dropping during service discovery or ``start_notify``)
   ends that attempt and the next one starts from scratch. A connected device that stays silent for
   ``stale_after_s`` is disconnected and reconnected (the per-link watchdog).

@@ -1,11 +1,12 @@
 """From notification bytes to queued wire messages: decode, time-stamp, number, encode, queue.
 
-:class:`DeviceDecoder` turns the bytes of one device's notifications (0x2A37, 0x2A5F, 0x2A5E,
-0x2A19) into :class:`~wardwatch.core.schema.Vitals` samples; :class:`Recorder` numbers them
-(per-device sequence numbers, allocated by the durable queue) and queues their JSON.
+:class:`DeviceDecoder` turns the bytes of one device's notifications (every measurement of the core
+profile table, and battery) into :class:`~wardwatch.core.schema.Vitals` samples; :class:`Recorder`
+numbers them (per-device sequence numbers, allocated by the durable queue) and queues their JSON.
 
 Time: a sample gets the gateway's UTC clock at reception, unless the device sent its own valid
-timestamp (PLX spot-check, flagged ``device_clock``). RR intervals are back-dated from reception
+timestamp (PLX spot-check, blood pressure, temperature; flagged ``device_clock``, see
+:class:`~wardwatch.core.profiles.DeviceClock`). RR intervals are back-dated from reception
 (the last beat at reception, each earlier beat one interval before). Within a device and signal the
 gateway's timestamps are strictly increasing at ms resolution, so no two samples of a series share
 a time (a time-series database would overwrite one with the other).
