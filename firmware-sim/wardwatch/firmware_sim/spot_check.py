@@ -21,7 +21,7 @@ import datetime as dt
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
@@ -41,7 +41,6 @@ from wardwatch.core.profiles import (
     CURRENT_TIME_SERVICE,
     THERMOMETER,
     Access,
-    Profile,
 )
 from wardwatch.core.waiting import wait_for
 
@@ -53,18 +52,11 @@ from .scenario import DeviceKind, DeviceSpec
 __all__ = ["BloodPressureCuff", "SpotCheckDevice", "Thermometer"]
 
 _PROPS = Characteristic.Properties
-_ACCESS_PROPS: Final = {
-    Access.NOTIFY: _PROPS.READ | _PROPS.NOTIFY,
-    Access.INDICATE: _PROPS.INDICATE,
-    Access.READ_ONCE: _PROPS.READ,
-}
 LINGER_S: Final = 0.5  # after the last confirmed indication, before the device says goodbye
 
 
 class SpotCheckDevice(SimulatedDevice):
     """A device that wakes for a reading, delivers everything it stored, and sleeps."""
-
-    PROFILE: ClassVar[Profile]
 
     def __init__(self, spec: DeviceSpec, radio: Radio, *, advertising_interval_ms: float = 100.0) -> None:
         super().__init__(spec, radio, advertising_interval_ms=advertising_interval_ms)
@@ -103,16 +95,6 @@ class SpotCheckDevice(SimulatedDevice):
         await wait_for(lambda: not self.stored, timeout, what=f"{self.name} delivered its stored readings")
 
     # --- GATT -------------------------------------------------------------------------------------
-
-    def _read_values(self) -> dict[int, bytes]:
-        return {}
-
-    def _main_characteristics(self) -> list[Characteristic[Any]]:
-        values = self._read_values()
-        return [
-            self._characteristic(c.uuid16, _ACCESS_PROPS[c.access], values.get(c.uuid16, b""))
-            for c in self.PROFILE.characteristics
-        ]
 
     def _services(self) -> list[Service]:
         clock = self._characteristic(
