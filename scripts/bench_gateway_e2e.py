@@ -76,7 +76,7 @@ async def simulator(port: int, devices: int, rate: float) -> None:
 async def gateway(port: int, broker_port: int, addresses: list[str], queue: str) -> None:
     """The gateway, its bleak calls going to the simulator over TCP."""
     from wardwatch.core.schema import DeviceRole
-    from wardwatch.firmware_sim.bleak_backend import BumbleCentral, use_bumble_backend
+    from wardwatch.firmware_sim.bleak_backend import BumbleCentral, bleak_arguments
     from wardwatch.gateway.app import Gateway
     from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, QueueSettings
 
@@ -93,8 +93,13 @@ async def gateway(port: int, broker_port: int, addresses: list[str], queue: str)
         queue=QueueSettings(path=Path(queue)),
     )
     async with BumbleCentral.over_transport(f"tcp-client:127.0.0.1:{port}") as central:
-        with use_bumble_backend(central):
-            await Gateway(config, use_default_recovery=False).run()
+        selected = bleak_arguments(central)
+        await Gateway(
+            config,
+            use_default_recovery=False,
+            client_kwargs=selected.client_kwargs,
+            scanner_kwargs=selected.scanner_kwargs,
+        ).run()
 
 
 async def main(devices: int, rate: float, seconds: float) -> dict[str, object]:

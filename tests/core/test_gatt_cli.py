@@ -7,6 +7,7 @@ import json
 import pytest
 
 from wardwatch.core.gatt.cli import gatt_main, parse_hex
+from wardwatch.core.profiles import CODECS
 
 
 def _one_error_line(err: str) -> str:
@@ -93,7 +94,23 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert "0x2A37  00002a37-0000-1000-8000-00805f9b34fb  Heart Rate Measurement" in out
     for uuid in ("2A19", "2A24", "2A25", "2A26", "2A27", "2A28", "2A29", "2A38", "2A52", "2A5E", "2A5F", "2A60"):
         assert f"0x{uuid}" in out
-    assert len(out.splitlines()) == 13
+    assert len(out.splitlines()) == len(CODECS) == 21
+
+
+def test_decode_blood_pressure_and_temperature(capsys: pytest.CaptureFixture[str]) -> None:
+    assert gatt_main(["decode", "2a35", "1e 7800 5000 5a00 e807050f0c1e00 4800 01 0100"]) == 0
+    bp = json.loads(capsys.readouterr().out)
+    assert bp["characteristic"] == "Blood Pressure Measurement"
+    assert (bp["systolic"], bp["diastolic"], bp["mean_arterial_pressure"]) == (120.0, 80.0, 90.0)
+    assert bp["status"] == ["body_movement"]
+    assert bp["timestamp"] == "2024-05-15T12:30:00"
+    assert gatt_main(["decode", "2a1c", "06 720100ff e807050f0c1e00 02"]) == 0
+    temperature = json.loads(capsys.readouterr().out)
+    assert (temperature["temperature"], temperature["unit"], temperature["temperature_type"]) == (
+        37.0,
+        "celsius",
+        "body",
+    )
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:

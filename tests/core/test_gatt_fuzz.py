@@ -14,7 +14,6 @@ import pytest
 
 from wardwatch.core.errors import GattDecodeError, GattEncodeError
 from wardwatch.core.gatt import (
-    CHARACTERISTICS,
     FLOAT_MANTISSA_MAX,
     SFLOAT_MANTISSA_MAX,
     BytesLike,
@@ -24,6 +23,7 @@ from wardwatch.core.gatt import (
     encode_float,
     encode_sfloat,
 )
+from wardwatch.core.profiles import CODECS
 
 SEED = 0x2A37_2A5F
 CASES_PER_DECODER = 20_000
@@ -32,9 +32,7 @@ MAX_LENGTH = 30
 Decoder = Callable[[BytesLike], object]
 Encoder = Callable[[object], bytes]
 
-_codecs: dict[str, tuple[Decoder, Encoder]] = {
-    f"{c.uuid16:04x}": (c.decode, c.encode) for c in CHARACTERISTICS.values()
-}
+_codecs: dict[str, tuple[Decoder, Encoder]] = {f"{c.uuid16:04x}": (c.decode, c.encode) for c in CODECS.values()}
 _codecs["sfloat"] = (decode_sfloat, encode_sfloat)  # type: ignore[assignment]
 _codecs["float"] = (decode_float, encode_float)  # type: ignore[assignment]
 
@@ -42,8 +40,8 @@ _codecs["float"] = (decode_float, encode_float)  # type: ignore[assignment]
 def _med_floats(value: object) -> list[MedFloat]:
     if isinstance(value, MedFloat):
         return [value]
-    if dataclasses.is_dataclass(value):
-        return [v for f in dataclasses.fields(value) if isinstance(v := getattr(value, f.name), MedFloat)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [m for f in dataclasses.fields(value) for m in _med_floats(getattr(value, f.name))]
     return []
 
 
@@ -68,6 +66,14 @@ _VALID = {
     "2a60": ["7f00 e0ff ffff00", "f000", "0200 000800", "0100 e0ff"],
     "2a52": ["0101", "0401", "05000300", "06000101", "01030100e807", "0300"],
     "2a19": ["57"],
+    "2a35": ["1e 7800 5000 5a00 e807050f0c1e00 4800 01 2100", "00 7800 5000 5a00", "11 1000 0b00 0c00 0800"],
+    "2a36": ["04 9600 ff07 ff07 4800", "1a 9600 ff07 ff07 e807050f0c1e00 01 0000"],
+    "2a49": ["3f00", "ff01"],
+    "2a1c": ["06 720100ff e807050f0c1e00 02", "01 fa0300ff", "00 ffff7f00"],
+    "2a1d": ["02"],
+    "2a1e": ["04 720100ff 06", "00 720100ff"],
+    "2a21": ["2c01"],
+    "2a2b": ["e807050f0c1e00030002", "e80701010000000000 00"],
     "sfloat": ["5f00", "34f0"],
     "float": ["340000ff"],
 }

@@ -214,4 +214,4 @@ def test_jsonable_others(value: GattValue, expected: dict[str, object]) -> None:
 
 def test_jsonable_rejects_unknown_types() -> None:
     with pytest.raises(GattEncodeError, match="no JSON form for int"):
-        to_jsonable(5)  # type: ignore[arg-type]
+        to_jsonable(5)

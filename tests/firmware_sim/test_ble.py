@@ -18,7 +18,7 @@ from wardwatch.firmware_sim.bleak_backend import (
     BumbleBleakClient,
     BumbleBleakScanner,
     BumbleCentral,
-    use_bumble_backend,
+    bleak_arguments,
 )
 from wardwatch.firmware_sim.devices import HeartRateStrap, PulseOximeter
 from wardwatch.firmware_sim.model import OximeterTrack, StrapTrack, simulate
@@ -37,8 +37,17 @@ def radio() -> SimRadio:
 @pytest.fixture
 async def central(radio: SimRadio) -> AsyncIterator[BumbleCentral]:
     async with BumbleCentral(radio) as c, asyncio.timeout(60):
-        with use_bumble_backend(c):
-            yield c
+        yield c
+
+
+def scanner_of(central: BumbleCentral) -> dict[str, Any]:
+    """bleak's own ``backend=`` selection of the bumble scanner on ``central``."""
+    return bleak_arguments(central).scanner_kwargs
+
+
+def client_of(central: BumbleCentral) -> dict[str, Any]:
+    """bleak's own ``backend=`` selection of the bumble client on ``central``."""
+    return bleak_arguments(central).client_kwargs
 
 
 def _scenario() -> Scenario:
@@ -51,7 +60,10 @@ async def test_strap_notifications_reads_and_out_of_range(radio: SimRadio, centr
     track = next(t for t in tracks if isinstance(t, StrapTrack))
     async with HeartRateStrap(track.device, radio) as strap:
         found = await BleakScanner.find_device_by_filter(
-            lambda d, adv: adv.local_name == strap.name, timeout=5, service_uuids=[U(gatt.HEART_RATE_SERVICE)]
+            lambda d, adv: adv.local_name == strap.name,
+            timeout=5,
+            service_uuids=[U(gatt.HEART_RATE_SERVICE)],
+            **scanner_of(central),
         )
         assert found is not None
         assert found.address == strap.address
@@ -61,7 +73,12 @@ async def test_strap_notifications_reads_and_out_of_range(radio: SimRadio, centr
         def on_hr(_c: BleakGATTCharacteristic, data: bytearray) -> None:
             received.append(gatt.decode_heart_rate_measurement(data))
 
-        async with BleakClient(found, disconnected_callback=lambda _c: disconnected.set(), timeout=5) as client:
+        async with BleakClient(
+            **client_of(central),
+            address_or_ble_device=found,
+            disconnected_callback=lambda _c: disconnected.set(),
+            timeout=5,
+        ) as client:
             assert gatt.decode_battery_level(await client.read_gatt_char(U(gatt.BATTERY_LEVEL))).percent == 95
             info = {
                 u: gatt.decode_device_information_string(await client.read_gatt_char(U(u)))
@@ -98,11 +115,11 @@ async def test_strap_notifications_reads_and_out_of_range(radio: SimRadio, centr
             await asyncio.wait_for(disconnected.wait(), 5)
             assert not client.is_connected
             # not advertising while away: a scan does not find it
-            assert await BleakScanner.find_device_by_address(strap.address, timeout=0.5) is None
+            assert await BleakScanner.find_device_by_address(strap.address, **scanner_of(central), timeout=0.5) is None
         await strap.come_back()
-        again = await BleakScanner.find_device_by_address(strap.address, timeout=5)
+        again = await BleakScanner.find_device_by_address(strap.address, **scanner_of(central), timeout=5)
         assert again is not None
-        async with BleakClient(again, timeout=5) as client:
+        async with BleakClient(**client_of(central), address_or_ble_device=again, timeout=5) as client:
             assert client.is_connected
         assert strap.connections_total == 2
 
@@ -116,10 +133,10 @@ async def test_oximeter_continuous_spot_check_features_and_racp(radio: SimRadio,
             assert not await plx.spot_check(spot)
         assert len(plx.stored) == 3
         device = await BleakScanner.find_device_by_filter(
-            lambda d, adv: True, timeout=5, service_uuids=[U(gatt.PULSE_OXIMETER_SERVICE)]
+            lambda d, adv: True, timeout=5, service_uuids=[U(gatt.PULSE_OXIMETER_SERVICE)], **scanner_of(central)
         )
         assert device is not None
-        async with BleakClient(device, timeout=5) as client:
+        async with BleakClient(**client_of(central), address_or_ble_device=device, timeout=5) as client:
             features = gatt.decode_plx_features(await client.read_gatt_char(U(gatt.PLX_FEATURES)))
             assert gatt.PlxFeatureFlags.measurement_storage_for_spot_check in features.features
             continuous: list[gatt.PlxContinuousMeasurement] = []
@@ -180,28 +197,28 @@ async def test_busy_device_refuses_and_absent_device_times_out(radio: SimRadio, 
     track = next(t for t in simulate(_scenario()) if isinstance(t, StrapTrack))
     async with HeartRateStrap(track.device, radio) as strap:
         await strap.set_busy(True)
-        device = await BleakScanner.find_device_by_address(strap.address, timeout=5)
+        device = await BleakScanner.find_device_by_address(strap.address, **scanner_of(central), timeout=5)
         assert device is not None
         with pytest.raises(BleakError):
-            async with BleakClient(device, timeout=5):
+            async with BleakClient(**client_of(central), address_or_ble_device=device, timeout=5):
                 pass
         assert strap.refused_total >= 1
         assert not strap.is_connected
         await strap.set_busy(False)
-        async with BleakClient(device, timeout=5) as client:
+        async with BleakClient(**client_of(central), address_or_ble_device=device, timeout=5) as client:
             assert client.is_connected
     with pytest.raises(TimeoutError):
-        async with BleakClient("C0:11:22:33:44:55", timeout=0.5):
+        async with BleakClient(**client_of(central), address_or_ble_device="C0:11:22:33:44:55", timeout=0.5):
             pass
 
 
 async def test_malformed_bytes_reach_the_gateway_raw(radio: SimRadio, central: BumbleCentral) -> None:
     track = next(t for t in simulate(_scenario()) if isinstance(t, StrapTrack))
     async with HeartRateStrap(track.device, radio) as strap:
-        device = await BleakScanner.find_device_by_address(strap.address, timeout=5)
+        device = await BleakScanner.find_device_by_address(strap.address, **scanner_of(central), timeout=5)
         assert device is not None
         raw: list[bytes] = []
-        async with BleakClient(device, timeout=5) as client:
+        async with BleakClient(**client_of(central), address_or_ble_device=device, timeout=5) as client:
             await client.start_notify(U(gatt.HEART_RATE_MEASUREMENT), lambda _c, d: raw.append(bytes(d)))
             await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT)
             await strap.send_raw(gatt.HEART_RATE_MEASUREMENT, b"\x10\x48\x00")  # RR flag with an odd byte
@@ -261,7 +278,9 @@ async def test_live_scenario_many_devices_time_compressed(radio: SimRadio, centr
             def lost(_c: BleakClient, did: str = did) -> None:
                 drops[did] += 1
 
-            client = BleakClient(dev.address, disconnected_callback=lost, timeout=5)
+            client = BleakClient(
+                **client_of(central), address_or_ble_device=dev.address, disconnected_callback=lost, timeout=5
+            )
             await client.connect()
             await client.start_notify(U(uuid), lambda _c, d: got[did].append(bytes(d)))
             clients[did] = client
@@ -308,8 +327,7 @@ async def test_tcp_hci_transport(radio: SimRadio) -> None:
         HeartRateStrap(track.device, radio) as strap,
         BumbleCentral.over_transport(f"tcp-client:127.0.0.1:{port}") as central,
     ):
-        with use_bumble_backend(central):
-            device = await BleakScanner.find_device_by_address(strap.address, timeout=5)
-            assert device is not None
-            async with BleakClient(device, timeout=5) as client:
-                assert gatt.decode_battery_level(await client.read_gatt_char(U(gatt.BATTERY_LEVEL))).percent == 95
+        device = await BleakScanner.find_device_by_address(strap.address, **scanner_of(central), timeout=5)
+        assert device is not None
+        async with BleakClient(**client_of(central), address_or_ble_device=device, timeout=5) as client:
+            assert gatt.decode_battery_level(await client.read_gatt_char(U(gatt.BATTERY_LEVEL))).percent == 95

@@ -41,7 +41,7 @@ from wardwatch.core.schema import (
 )
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.waiting import wait_for
-from wardwatch.firmware_sim.bleak_backend import BumbleCentral, use_bumble_backend
+from wardwatch.firmware_sim.bleak_backend import BumbleCentral, bleak_arguments
 from wardwatch.firmware_sim.devices import HeartRateStrap, PulseOximeter, SimulatedDevice, make_device
 from wardwatch.firmware_sim.model import HeartRateReading, OximeterReading
 from wardwatch.firmware_sim.radio import SimRadio
@@ -112,7 +112,7 @@ async def full_gateway(settings: MqttSettings, tmp_path: Path) -> AsyncIterator[
             await stack.enter_async_context(make_device(spec(n), radio, advertising_interval_ms=50)) for n in range(4)
         ]
         central = await stack.enter_async_context(BumbleCentral(radio))
-        stack.enter_context(use_bumble_backend(central))
+        selected = bleak_arguments(central)
         config = GatewayConfig(
             gateway_id=GATEWAY,
             ward=WARD,
@@ -122,7 +122,13 @@ async def full_gateway(settings: MqttSettings, tmp_path: Path) -> AsyncIterator[
             queue=QueueSettings(path=tmp_path / "queue.sqlite3", commit_interval_s=0.05),
             status_interval_s=0.5,
         )
-        gateway = Gateway(config, use_default_recovery=False, capacity_settle_s=3.0)
+        gateway = Gateway(
+            config,
+            use_default_recovery=False,
+            capacity_settle_s=3.0,
+            client_kwargs=selected.client_kwargs,
+            scanner_kwargs=selected.scanner_kwargs,
+        )
         task = asyncio.create_task(gateway.run())
         try:
             await wait_for(lambda: gateway.ready.is_set() or task.done(), TIMEOUT, what="gateway ready")

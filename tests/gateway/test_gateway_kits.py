@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,7 +27,7 @@ from wardwatch.core.registry import GatewayKit, KitDevice, WardManifest, encode_
 from wardwatch.core.schema import DeviceRole, GatewayStatus, Signal, decode
 from wardwatch.core.servers import Influxd, Mosquitto, free_port
 from wardwatch.core.waiting import wait_for
-from wardwatch.firmware_sim.bleak_backend import BumbleCentral, use_bumble_backend
+from wardwatch.firmware_sim.bleak_backend import BleakArguments, BumbleCentral, bleak_arguments
 from wardwatch.firmware_sim.devices import HeartRateStrap, SimulatedDevice, make_device
 from wardwatch.firmware_sim.model import HeartRateReading
 from wardwatch.firmware_sim.radio import SimRadio
@@ -37,6 +38,9 @@ from wardwatch.gateway.kit import KitState, kit_path
 from wardwatch.ingest.testing import count, ingest_config, publish_registry, running_ingest
 
 TIMEOUT = 20.0
+#: bleak's ``backend=`` arguments of the simulated central that :func:`simulated_straps` made (bleak's own
+#: backend selection, no patching); :func:`running_gateway` passes them to the gateway.
+_BACKEND: contextvars.ContextVar[BleakArguments] = contextvars.ContextVar("simulated_central")
 WARD = "ward-a"
 GATEWAY = "gw-01"
 SettingsFor = Callable[..., MqttSettings]
@@ -72,8 +76,11 @@ async def simulated_straps(n: int) -> AsyncIterator[list[HeartRateStrap]]:
             assert isinstance(device, HeartRateStrap)
             straps.append(device)
         central = await stack.enter_async_context(BumbleCentral(radio))
-        stack.enter_context(use_bumble_backend(central))
-        yield straps
+        token = _BACKEND.set(bleak_arguments(central))  # the gateways started inside this block use this central
+        try:
+            yield straps
+        finally:
+            _BACKEND.reset(token)
 
 
 @asynccontextmanager
@@ -84,7 +91,13 @@ async def simulated_strap() -> AsyncIterator[HeartRateStrap]:
 
 @asynccontextmanager
 async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
-    gateway = Gateway(config, use_default_recovery=False)
+    backend = _BACKEND.get()
+    gateway = Gateway(
+        config,
+        use_default_recovery=False,
+        client_kwargs=backend.client_kwargs,
+        scanner_kwargs=backend.scanner_kwargs,
+    )
     task = asyncio.create_task(gateway.run())
     try:
         await wait_for(lambda: gateway.ready.is_set() or task.done(), TIMEOUT, what="gateway ready")

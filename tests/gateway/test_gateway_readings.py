@@ -11,6 +11,8 @@ import msgspec
 import pytest
 
 from wardwatch.core import gatt
+from wardwatch.core.gatt.blood_pressure import BloodPressureStatus
+from wardwatch.core.profiles import blood_pressure_quality
 from wardwatch.core.quality import plx_quality
 from wardwatch.core.schema import AbsentReason, DeviceRole, DeviceStatus, Quality, Signal, Vitals, decode
 from wardwatch.gateway.config import DeviceBinding
@@ -104,6 +106,7 @@ def test_quality_mapping_covers_every_status_bit() -> None:
         Quality.CONTACT_LOST,
         Quality.DEVICE_CLOCK,
         Quality.DEVICE_CLOCK_UNSET,
+        *blood_pressure_quality(BloodPressureStatus(0x27)),
     }
     assert list(flags) == sorted(flags, key=list(Quality).index)
     assert plx_quality(gatt.MeasurementStatus.validated_data, gatt.DeviceSensorStatus.signal_analysis_ongoing) == ()

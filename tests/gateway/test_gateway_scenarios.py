@@ -31,7 +31,7 @@ from wardwatch.core.quality import plx_quality
 from wardwatch.core.schema import AbsentReason, DeviceRole, DeviceStatus, Quality, Signal, Vitals, decode
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.waiting import wait_for
-from wardwatch.firmware_sim.bleak_backend import BumbleCentral, use_bumble_backend
+from wardwatch.firmware_sim.bleak_backend import BleakArguments, BumbleCentral, bleak_arguments
 from wardwatch.firmware_sim.devices import PulseOximeter, SimulatedDevice, make_device
 from wardwatch.firmware_sim.model import OximeterTrack, StrapTrack, Track, simulate
 from wardwatch.firmware_sim.radio import SimRadio
@@ -126,7 +126,9 @@ def bindings(played: Played) -> tuple[DeviceBinding, ...]:
 
 
 @asynccontextmanager
-async def gateway_for(played: Played, settings: MqttSettings, tmp_path: Path) -> AsyncIterator[Gateway]:
+async def gateway_for(
+    played: Played, settings: MqttSettings, tmp_path: Path, selected: BleakArguments
+) -> AsyncIterator[Gateway]:
     config = GatewayConfig(
         gateway_id=GATEWAY,
         ward=played.scenario.ward,
@@ -137,7 +139,12 @@ async def gateway_for(played: Played, settings: MqttSettings, tmp_path: Path) ->
         status_interval_s=0.5,
         device_timezone="UTC",  # the simulated device clocks run in UTC
     )
-    gateway = Gateway(config, use_default_recovery=False)
+    gateway = Gateway(
+        config,
+        use_default_recovery=False,
+        client_kwargs=selected.client_kwargs,
+        scanner_kwargs=selected.scanner_kwargs,
+    )
     task = asyncio.create_task(gateway.run())
     try:
         await wait_for(lambda: gateway.ready.is_set() or task.done(), TIMEOUT, what="gateway ready")
@@ -296,24 +303,19 @@ async def scenario_run(
         devices_of(scenario, radio) as played,
         BumbleCentral(radio) as central,
         collect(settings, "wardwatch/v1/#") as sub,
+        gateway_for(played, settings, tmp_path, bleak_arguments(central)) as gateway,
     ):
-        with use_bumble_backend(central):
-            async with gateway_for(played, settings, tmp_path) as gateway:
-                for device in played.devices.values():
-                    main = (
-                        gatt.PLX_CONTINUOUS_MEASUREMENT
-                        if isinstance(device, PulseOximeter)
-                        else gatt.HEART_RATE_MEASUREMENT
-                    )
-                    await device.wait_subscribed(main, TIMEOUT)
-                await asyncio.wait_for(play_all(played), scenario.duration / SPEED + 30)
-                for did in played.tracks:
-                    await wait_for(partial(all_arrived, played, sub, did), TIMEOUT, what=f"everything of {did}")
-                sessions = {s.binding.id: s for s in gateway.sessions}
-                await wait_for(lambda: gateway.queue is not None and gateway.queue.depth == 0, TIMEOUT, what="drained")
-                run = Run(played, gateway, sub)
-                check_everything(run, sessions)
-                yield run
+        for device in played.devices.values():
+            main = gatt.PLX_CONTINUOUS_MEASUREMENT if isinstance(device, PulseOximeter) else gatt.HEART_RATE_MEASUREMENT
+            await device.wait_subscribed(main, TIMEOUT)
+        await asyncio.wait_for(play_all(played), scenario.duration / SPEED + 30)
+        for did in played.tracks:
+            await wait_for(partial(all_arrived, played, sub, did), TIMEOUT, what=f"everything of {did}")
+        sessions = {s.binding.id: s for s in gateway.sessions}
+        await wait_for(lambda: gateway.queue is not None and gateway.queue.depth == 0, TIMEOUT, what="drained")
+        run = Run(played, gateway, sub)
+        check_everything(run, sessions)
+        yield run
 
 
 def check_everything(run: Run, sessions: dict[str, Any]) -> None:

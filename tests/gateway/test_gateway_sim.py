@@ -1,7 +1,8 @@
 """End to end through the simulator's bleak backend: simulated wearables -> gateway -> real mosquitto.
 
-The gateway runs unmodified: ``use_bumble_backend`` makes plain ``BleakScanner``/``BleakClient`` use
-the simulator's bumble-based backend (the same code runs on BlueZ).
+The gateway runs unmodified: bleak's own ``backend=`` argument (``bleak_arguments``, passed as the
+gateway's client and scanner keyword arguments) makes ``BleakScanner``/``BleakClient`` use the
+simulator's bumble-based backend (the same code runs on BlueZ).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from wardwatch.core.schema import DataGap, DeviceRole, DeviceStatus, GatewayStat
 from wardwatch.core.servers import Mosquitto, free_port
 from wardwatch.core.topics import availability_topic
 from wardwatch.core.waiting import wait_for
-from wardwatch.firmware_sim.bleak_backend import BumbleCentral, use_bumble_backend
+from wardwatch.firmware_sim.bleak_backend import BleakArguments, BumbleCentral, bleak_arguments
 from wardwatch.firmware_sim.devices import HeartRateStrap, PulseOximeter, SimulatedDevice, make_device
 from wardwatch.firmware_sim.model import HeartRateReading, OximeterReading, SpotCheck
 from wardwatch.firmware_sim.radio import SimRadio
@@ -102,13 +103,24 @@ async def simulated(kinds: list[DeviceKind]) -> AsyncIterator[tuple[BumbleCentra
             for n, kind in enumerate(kinds)
         ]
         central = await stack.enter_async_context(BumbleCentral(radio))
-        stack.enter_context(use_bumble_backend(central))
+        _selected.append(bleak_arguments(central))
+        stack.callback(_selected.pop)
         yield central, devices
+
+
+_selected: list[BleakArguments] = []  # the simulated radio's bleak arguments, while one is up
+
+
+def sim_kwargs() -> dict[str, Any]:
+    """Gateway keyword arguments for the simulated radio that is up (none when there is none)."""
+    if not _selected:
+        return {}
+    return {"client_kwargs": _selected[-1].client_kwargs, "scanner_kwargs": _selected[-1].scanner_kwargs}
 
 
 @asynccontextmanager
 async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
-    gateway = Gateway(config, use_default_recovery=False)
+    gateway = Gateway(config, use_default_recovery=False, **sim_kwargs())
     task = asyncio.create_task(gateway.run())
     try:
         await wait_for(lambda: gateway.ready.is_set() or task.done(), TIMEOUT, what="gateway ready")
@@ -265,7 +277,7 @@ _KILLED_GATEWAY = """
 import asyncio, sys
 from pathlib import Path
 from wardwatch.core.config import MqttSettings
-from wardwatch.firmware_sim.bleak_backend import BumbleCentral, use_bumble_backend
+from wardwatch.firmware_sim.bleak_backend import BumbleCentral, bleak_arguments
 from wardwatch.firmware_sim.devices import make_device
 from wardwatch.firmware_sim.model import HeartRateReading
 from wardwatch.firmware_sim.radio import SimRadio
@@ -278,23 +290,25 @@ async def main(queue_path: str, port: int) -> None:
     radio = SimRadio()
     async with make_device(DeviceSpec(kind=DeviceKind.HEART_RATE_STRAP, id="hr-0"), radio) as strap, \\
             BumbleCentral(radio) as central:
-        with use_bumble_backend(central):
-            config = GatewayConfig(
-                gateway_id="gw-01", ward="ward-a",
-                mqtt=MqttSettings(host="127.0.0.1", port=port, tls=False),
-                devices=(DeviceBinding(id="hr-0", patient="p-0", role=DeviceRole.HEART_RATE_STRAP,
-                                       address=strap.address),),
-                ble=BleSettings(connect_timeout_s=3, scan_window_s=1, backoff_min_s=0.05, backoff_max_s=0.5),
-                queue=QueueSettings(path=Path(queue_path), max_messages=300, commit_interval_s=0.02),
-            )
-            gateway = asyncio.create_task(Gateway(config, use_default_recovery=False).run())
-            await strap.wait_subscribed(0x2A37, 20)
-            i = 0
-            while True:
-                await strap.send(HeartRateReading(index=i, t_ms=0, heart_rate=60 + i % 40, contact=True,
-                                                  rr_ticks=(), battery=90))
-                i += 1
-                await asyncio.sleep(0.002)
+        selected = bleak_arguments(central)
+        config = GatewayConfig(
+            gateway_id="gw-01", ward="ward-a",
+            mqtt=MqttSettings(host="127.0.0.1", port=port, tls=False),
+            devices=(DeviceBinding(id="hr-0", patient="p-0", role=DeviceRole.HEART_RATE_STRAP,
+                                   address=strap.address),),
+            ble=BleSettings(connect_timeout_s=3, scan_window_s=1, backoff_min_s=0.05, backoff_max_s=0.5),
+            queue=QueueSettings(path=Path(queue_path), max_messages=300, commit_interval_s=0.02),
+        )
+        gateway = asyncio.create_task(Gateway(config, use_default_recovery=False,
+                                              client_kwargs=selected.client_kwargs,
+                                              scanner_kwargs=selected.scanner_kwargs).run())
+        await strap.wait_subscribed(0x2A37, 20)
+        i = 0
+        while True:
+            await strap.send(HeartRateReading(index=i, t_ms=0, heart_rate=60 + i % 40, contact=True,
+                                              rr_ticks=(), battery=90))
+            i += 1
+            await asyncio.sleep(0.002)
 
 asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 """
@@ -564,7 +578,7 @@ async def test_watchdog_ping_is_withheld_while_queue_commits_fail_and_resumes_af
     try:
         async with simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)):
             config = msgspec.structs.replace(config, devices=(binding(strap),), status_interval_s=0.1)
-            gateway = Gateway(config, use_default_recovery=False, commit_stall_s=0.3)
+            gateway = Gateway(config, use_default_recovery=False, commit_stall_s=0.3, **sim_kwargs())
             task = asyncio.create_task(gateway.run())
             try:
                 await wait_for(lambda: "WATCHDOG=1" in notify_socket.drain(), TIMEOUT, what="first ping")

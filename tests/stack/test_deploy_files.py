@@ -116,13 +116,28 @@ def test_dashboard_shape() -> None:
     queries = [t["query"] for p in dashboard["panels"] for t in p["targets"]]
     assert all('FROM "vitals"' in q or 'FROM "device_status"' in q for q in queries)
     signals = set(re.findall(r"\"signal\" = '([a-z0-9_]+)'", " ".join(queries)))
-    assert signals == {"spo2", "heart_rate", "pulse_rate", "perfusion_index", "rr_interval"}
+    assert signals == {
+        "spo2",
+        "heart_rate",
+        "pulse_rate",
+        "perfusion_index",
+        "rr_interval",
+        "systolic_bp",
+        "diastolic_bp",
+        "mean_arterial_pressure",
+        "body_temperature",
+    }
     lines = {
         p["title"]: [s["value"] for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]]
         for p in dashboard["panels"]
         if p["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "line"
     }
-    assert lines == {"SpO2": [None, 90], "Heart rate (strap) vs pulse rate (oximeter)": [None, 40, 130]}
+    assert lines == {
+        "SpO2": [None, 90],
+        "Heart rate (strap) vs pulse rate (oximeter)": [None, 40, 130],
+        "Blood pressure (cuff)": [None, 90],
+        "Temperature (thermometer)": [None, 35.0, 39.1],
+    }
     provisioned = (DEPLOY / "grafana" / "provisioning" / "datasources" / "wardwatch.yaml").read_text()
     assert all(p["datasource"]["uid"] in provisioned for p in dashboard["panels"])
 
@@ -138,6 +153,12 @@ async def test_dashboard_queries_run_against_influxd(influxd: Influxd) -> None:
         f'vitals,device=hr-1,patient=p-1,signal=heart_rate,ward=ward-a value=90.0,seq=1i,gateway="gw-01" {now - 2000}',
         f'vitals,device=hr-1,patient=p-1,signal=rr_interval,ward=ward-a value=0.66,seq=1i,gateway="gw-01" {now - 2000}',
         f'vitals,device=ox-1,patient=p-1,signal=spo2,ward=ward-a absent="nres",seq=2i,gateway="gw-01" {now - 1000}',
+        f'vitals,device=bp-1,patient=p-1,signal=systolic_bp,ward=ward-a value=88.0,seq=1i,gateway="gw-01" {now - 900}',
+        f'vitals,device=bp-1,patient=p-1,signal=diastolic_bp,ward=ward-a value=52.0,seq=2i,gateway="gw-01" {now - 900}',
+        f'vitals,device=bp-1,patient=p-1,signal=mean_arterial_pressure,ward=ward-a value=64.0,seq=3i,gateway="gw-01" '
+        f"{now - 900}",
+        f'vitals,device=th-1,patient=p-1,signal=body_temperature,ward=ward-a value=38.4,seq=1i,gateway="gw-01" '
+        f"{now - 900}",
         f'device_status,device=ox-1,patient=p-1,ward=ward-a connected=true,gateway="gw-01",role="pulse_oximeter",'
         f"seq=1i,battery=80i {now - 1000}",
     ]

@@ -66,6 +66,13 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     news2_scale: Literal[1, 2] = 1  # SpO2 scale 2 for hypercapnic respiratory failure (target 88-92 %)
     supplemental_o2: bool = False
     news2_confirm_min: int = 2  # consecutive minutes meeting the criterion before raising / clearing
+    # --- spot checks (BP cuff, thermometer): one valid reading raises, the next valid one clears ---
+    # NEWS2 bands (RCP 2017): systolic <= 90 mmHg scores 3, temperature >= 39.1 °C scores 2, <= 35.0 °C 3.
+    # Readings flagged body movement, loose cuff or improper position never raise or clear on their own.
+    bp_systolic_low: float = 90.0  # hypotension (bp_low)
+    temp_high: float = 39.1  # fever (temp_high)
+    temp_low: float = 35.0  # hypothermia (temp_low)
+    news2_spot_fresh_s: float = 4 * 3600.0  # a systolic BP / temperature this recent counts in NEWS2
     # --- slow trend against the patient's own baseline ---
     trend_enabled: bool = True
     trend_spo2_drop: float = 4.0  # median of the last 30 min this far below the baseline
@@ -138,6 +145,10 @@ RANGES: Final[dict[str, tuple[float, float]]] = {
     "hr_reset_s": (0.0, 600.0),
     "asystole_s": (2.0, 10.0),  # < 2 s: normal sinus pauses; > 10 s: too late for the most urgent alarm
     "news2_confirm_min": (1, 60),
+    "bp_systolic_low": (50.0, 150.0),
+    "temp_high": (37.0, 42.0),
+    "temp_low": (30.0, 37.0),
+    "news2_spot_fresh_s": (60.0, 86_400.0),
     "trend_spo2_drop": (1.0, 50.0),
     "trend_hr_rise": (5.0, 150.0),
     "trend_window_min": (5, 1440),
@@ -181,6 +192,8 @@ def _check(th: Thresholds) -> tuple[tuple[str, ...], str] | None:
     if not th.battery_critical < th.battery_low:
         problem = f"need battery_critical < battery_low (got {th.battery_critical}, {th.battery_low})"
         return ("battery_low", "battery_critical"), problem
+    if not th.temp_low < th.temp_high:
+        return ("temp_low", "temp_high"), f"need temp_low < temp_high (got {th.temp_low}, {th.temp_high})"
     return None
 
 

@@ -35,6 +35,10 @@ class Signal(enum.StrEnum):
     PERFUSION_INDEX = "perfusion_index"
     BATTERY = "battery"
     ENERGY_EXPENDED = "energy_expended"
+    SYSTOLIC_BP = "systolic_bp"
+    DIASTOLIC_BP = "diastolic_bp"
+    MEAN_ARTERIAL_PRESSURE = "mean_arterial_pressure"
+    BODY_TEMPERATURE = "body_temperature"
 
 
 UNITS: Final[dict[Signal, str]] = {
@@ -45,6 +49,10 @@ UNITS: Final[dict[Signal, str]] = {
     Signal.PERFUSION_INDEX: "%",
     Signal.BATTERY: "%",
     Signal.ENERGY_EXPENDED: "kJ",
+    Signal.SYSTOLIC_BP: "mm[Hg]",
+    Signal.DIASTOLIC_BP: "mm[Hg]",
+    Signal.MEAN_ARTERIAL_PRESSURE: "mm[Hg]",
+    Signal.BODY_TEMPERATURE: "Cel",
 }
 
 # Physically possible ranges (not clinical limits): a value outside is a malformed message.
@@ -56,6 +64,10 @@ VALID_RANGES: Final[dict[Signal, tuple[float, float]]] = {
     Signal.PERFUSION_INDEX: (0.0, 100.0),
     Signal.BATTERY: (0.0, 100.0),
     Signal.ENERGY_EXPENDED: (0.0, 65535.0),
+    Signal.SYSTOLIC_BP: (0.0, 400.0),  # cuffs inflate to ~300 mmHg at most
+    Signal.DIASTOLIC_BP: (0.0, 400.0),
+    Signal.MEAN_ARTERIAL_PRESSURE: (0.0, 400.0),
+    Signal.BODY_TEMPERATURE: (0.0, 60.0),  # °C
 }
 
 
@@ -76,6 +88,10 @@ class Quality(enum.StrEnum):
     DEVICE_CLOCK = "device_clock"  # timestamp is the device's own clock
     DEVICE_CLOCK_UNSET = "device_clock_unset"  # device said its clock is not set: gateway time used
     TEST_DATA = "test_data"  # PLX data for testing / demonstration
+    BODY_MOVEMENT = "body_movement"  # blood pressure: body movement during the measurement
+    CUFF_LOOSE = "cuff_loose"  # blood pressure: cuff too loose
+    IRREGULAR_PULSE = "irregular_pulse"  # blood pressure: irregular pulse detected
+    IMPROPER_POSITION = "improper_position"  # blood pressure: improper measurement position
 
 
 class AbsentReason(enum.StrEnum):
@@ -118,6 +134,8 @@ class DeviceRole(enum.StrEnum):
 
     HEART_RATE_STRAP = "heart_rate_strap"
     PULSE_OXIMETER = "pulse_oximeter"
+    BLOOD_PRESSURE_CUFF = "blood_pressure_cuff"
+    THERMOMETER = "thermometer"
 
 
 class DeviceStatus(_Message, frozen=True, tag="device_status"):

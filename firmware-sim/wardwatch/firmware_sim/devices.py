@@ -3,7 +3,8 @@
 :class:`HeartRateStrap` (Heart Rate 0x180D, Battery 0x180F, Device Information 0x180A) and
 :class:`PulseOximeter` (Pulse Oximeter 0x1822 with continuous notifications, spot-check
 indications, features and a Record Access Control Point for stored spot-checks; Battery; Device
-Information). Every value is packed by the encoders of :mod:`wardwatch.core.gatt`.
+Information). The main service's characteristics come from the core profile table
+(:mod:`wardwatch.core.profiles`); every value is packed by the encoders of :mod:`wardwatch.core.gatt`.
 
 Faults are methods: :meth:`SimulatedDevice.go_out_of_range` / :meth:`~SimulatedDevice.come_back`,
 :meth:`~SimulatedDevice.set_busy` (held by another central: the link drops and new connections are
@@ -40,6 +41,7 @@ from wardwatch.core.gatt import (
     RacpResponse,
     RacpResponseCode,
 )
+from wardwatch.core.profiles import HEART_RATE_STRAP, PULSE_OXIMETER, Access, Profile
 from wardwatch.core.waiting import wait_for
 
 from .errors import SimError
@@ -66,6 +68,7 @@ DISCONNECT_USER: Final = hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR  # 0x13
 DISCONNECT_POWER_OFF: Final = hci.HCI_REMOTE_DEVICE_TERMINATED_CONNECTION_DUE_TO_POWER_OFF_ERROR  # 0x15
 _INDICATION_TIMEOUT_S: Final = 5.0
 _PROPS = Characteristic.Properties
+_ACCESS_PROPS: Final = {Access.NOTIFY: _PROPS.NOTIFY, Access.INDICATE: _PROPS.INDICATE, Access.READ_ONCE: _PROPS.READ}
 
 
 def _uuid(uuid16: int) -> UUID:
@@ -92,6 +95,7 @@ class SimulatedDevice:
     """A BLE peripheral with battery and device-information services and the faults real ones have."""
 
     KIND: ClassVar[DeviceKind]
+    PROFILE: ClassVar[Profile]  # the core profile table's entry: service and characteristics
     MAIN_SERVICE: ClassVar[int]
     NAME_PREFIX: ClassVar[str]
 
@@ -237,7 +241,21 @@ class SimulatedDevice:
         ]
 
     def _main_characteristics(self) -> list[Characteristic[Any]]:
-        raise NotImplementedError
+        """The profile's characteristics (from the core table), then any of this device's own."""
+        values = self._read_values()
+        declared = [
+            self._characteristic(c.uuid16, _ACCESS_PROPS[c.access], values.get(c.uuid16, b""))
+            for c in self.PROFILE.characteristics
+        ]
+        return declared + self._extra_characteristics()
+
+    def _read_values(self) -> dict[int, bytes]:
+        """Values of the profile's read-once characteristics, by UUID."""
+        return {}
+
+    def _extra_characteristics(self) -> list[Characteristic[Any]]:
+        """Characteristics beyond the profile's (e.g. the oximeter's RACP)."""
+        return []
 
     def _characteristic(self, uuid16: int, properties: Characteristic.Properties, value: Any) -> Characteristic[Any]:
         char: Characteristic[Any] = Characteristic(
@@ -319,7 +337,7 @@ class SimulatedDevice:
         device = self._device
         if device is None:
             return
-        want = self._powered and self._in_range and self._connection is None
+        want = self._powered and self._in_range and self._connection is None and self._awake()
         try:
             if want:
                 await device.start_advertising(
@@ -333,6 +351,10 @@ class SimulatedDevice:
         except Exception as exc:  # a controller mid-reset; the next state change retries
             _log.debug("%s: advertising update failed: %r", self.name, exc)
 
+    def _awake(self) -> bool:
+        """Whether the device wants to be found (spot-check devices sleep between readings)."""
+        return True
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
@@ -343,16 +365,12 @@ class HeartRateStrap(SimulatedDevice):
     """A chest strap: Heart Rate Measurement notifications with RR intervals and sensor contact."""
 
     KIND = DeviceKind.HEART_RATE_STRAP
-    MAIN_SERVICE = codec.HEART_RATE_SERVICE
+    PROFILE = HEART_RATE_STRAP
+    MAIN_SERVICE = HEART_RATE_STRAP.service
     NAME_PREFIX = "WW-HRS"
 
-    def _main_characteristics(self) -> list[Characteristic[Any]]:
-        return [
-            self._characteristic(codec.HEART_RATE_MEASUREMENT, _PROPS.NOTIFY, b""),
-            self._characteristic(
-                codec.BODY_SENSOR_LOCATION, _PROPS.READ, codec.encode_body_sensor_location(BodySensorLocation.chest)
-            ),
-        ]
+    def _read_values(self) -> dict[int, bytes]:
+        return {codec.BODY_SENSOR_LOCATION: codec.encode_body_sensor_location(BodySensorLocation.chest)}
 
     async def send(self, reading: HeartRateReading) -> bool:
         """Notify one reading (battery first if it changed); False if nobody received it."""
@@ -375,7 +393,8 @@ class PulseOximeter(SimulatedDevice):
     """A pulse oximeter: continuous notifications, spot-check indications, RACP for stored records."""
 
     KIND = DeviceKind.PULSE_OXIMETER
-    MAIN_SERVICE = codec.PULSE_OXIMETER_SERVICE
+    PROFILE = PULSE_OXIMETER
+    MAIN_SERVICE = PULSE_OXIMETER.service
     NAME_PREFIX = "WW-PLX"
 
     def __init__(self, spec: DeviceSpec, radio: Radio, *, advertising_interval_ms: float = 100.0) -> None:
@@ -383,17 +402,16 @@ class PulseOximeter(SimulatedDevice):
         self.stored: list[SpotCheck] = []
         self._racp_busy = False
 
-    def _main_characteristics(self) -> list[Characteristic[Any]]:
-        return [
-            self._characteristic(codec.PLX_SPOT_CHECK_MEASUREMENT, _PROPS.INDICATE, b""),
-            self._characteristic(codec.PLX_CONTINUOUS_MEASUREMENT, _PROPS.NOTIFY, b""),
-            self._characteristic(codec.PLX_FEATURES, _PROPS.READ, codec.encode_plx_features(PLX_FEATURES)),
-            self._characteristic(
-                codec.RECORD_ACCESS_CONTROL_POINT,
-                _PROPS.WRITE | _PROPS.INDICATE,
-                CharacteristicValue(write=self._on_racp_write),
-            ),
-        ]
+    def _read_values(self) -> dict[int, bytes]:
+        return {codec.PLX_FEATURES: codec.encode_plx_features(PLX_FEATURES)}
+
+    def _extra_characteristics(self) -> list[Characteristic[Any]]:
+        racp = self._characteristic(
+            codec.RECORD_ACCESS_CONTROL_POINT,
+            _PROPS.WRITE | _PROPS.INDICATE,
+            CharacteristicValue(write=self._on_racp_write),
+        )
+        return [racp]
 
     async def send(self, reading: OximeterReading) -> bool:
         """Notify one continuous reading (battery first if it changed)."""
@@ -472,10 +490,17 @@ class PulseOximeter(SimulatedDevice):
             await self._racp_reply(RacpResponse(op, RacpResponseCode.success))
 
 
+_NAME_PREFIXES: Final = {
+    DeviceKind.HEART_RATE_STRAP: "WW-HRS",
+    DeviceKind.PULSE_OXIMETER: "WW-PLX",
+    DeviceKind.BLOOD_PRESSURE_CUFF: "WW-BPC",
+    DeviceKind.THERMOMETER: "WW-THM",
+}
+
+
 def device_name(spec: DeviceSpec) -> str:
     """The name a device advertises (what a gateway binds when addresses rotate)."""
-    prefix = HeartRateStrap.NAME_PREFIX if spec.kind == DeviceKind.HEART_RATE_STRAP else PulseOximeter.NAME_PREFIX
-    return spec.name or f"{prefix}-{spec.id}"[:20]
+    return spec.name or f"{_NAME_PREFIXES[spec.kind]}-{spec.id}"[:20]
 
 
 def make_device(spec: DeviceSpec, radio: Radio, *, advertising_interval_ms: float = 100.0) -> SimulatedDevice:
@@ -484,4 +509,10 @@ def make_device(spec: DeviceSpec, radio: Radio, *, advertising_interval_ms: floa
         return HeartRateStrap(spec, radio, advertising_interval_ms=advertising_interval_ms)
     if spec.kind == DeviceKind.PULSE_OXIMETER:
         return PulseOximeter(spec, radio, advertising_interval_ms=advertising_interval_ms)
+    from .spot_check import BloodPressureCuff, Thermometer  # they build on this module
+
+    if spec.kind == DeviceKind.BLOOD_PRESSURE_CUFF:
+        return BloodPressureCuff(spec, radio, advertising_interval_ms=advertising_interval_ms)
+    if spec.kind == DeviceKind.THERMOMETER:
+        return Thermometer(spec, radio, advertising_interval_ms=advertising_interval_ms)
     raise SimError(f"unknown device kind {spec.kind!r}")

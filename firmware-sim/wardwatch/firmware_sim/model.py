@@ -30,6 +30,7 @@ from wardwatch.core.gatt import (
 )
 from wardwatch.core.gatt.ieee11073 import AbsentReason
 
+from .errors import SimError
 from .scenario import DeviceKind, DeviceSpec, EventKind, EventSpec, PatientSpec, Scenario
 
 __all__ = [
@@ -466,8 +467,13 @@ def simulate_patient(scenario: Scenario, patient: PatientSpec) -> tuple[PatientP
         rng = np.random.default_rng(seed)
         if device.kind == DeviceKind.HEART_RATE_STRAP:
             tracks.append(_strap(scenario, patient, device, phys, rng))
-        else:
+        elif device.kind == DeviceKind.PULSE_OXIMETER:
             tracks.append(_oximeter(scenario, patient, device, phys, rng))
+        else:
+            raise SimError(
+                f"device {device.id!r}: {device.kind} is not modelled in scenario files yet; "
+                "drive it through wardwatch.firmware_sim.spot_check (take_reading) instead"
+            )
     return phys, tracks
 
 

@@ -46,7 +46,7 @@ DSS = DeviceSensorStatus
 
 def role_of(kind: DeviceKind) -> DeviceRole:
     """Wire role of a device kind."""
-    return DeviceRole.HEART_RATE_STRAP if kind == DeviceKind.HEART_RATE_STRAP else DeviceRole.PULSE_OXIMETER
+    return DeviceRole(kind.value)  # the kinds are named after the profile table's roles
 
 
 @dataclass(slots=True)

@@ -65,6 +65,8 @@ class DeviceKind(enum.StrEnum):
 
     HEART_RATE_STRAP = "heart_rate_strap"
     PULSE_OXIMETER = "pulse_oximeter"
+    BLOOD_PRESSURE_CUFF = "blood_pressure_cuff"
+    THERMOMETER = "thermometer"
 
 
 class EventKind(enum.StrEnum):

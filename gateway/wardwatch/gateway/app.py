@@ -114,7 +114,7 @@ class Gateway:
                 config.mqtt,
                 config.mqtt.client_id or config.gateway_id,
                 will=Will(self.availability_topic, AVAILABILITY_OFFLINE, qos=1, retain=True),
-                max_inflight=config.queue.in_flight,
+                max_inflight=0,  # the publisher bounds in-flight publishes; paho's bound costs O(n) per PUBACK
                 on_connect=self._online,
             )
             client.add_subscription(self.kit_topic, qos=1, retained=True)  # its kit, at every (re)connect

@@ -176,7 +176,11 @@ async def bench_main(
             async with (
                 DurableQueue(Path(tmp) / "queue.sqlite3") as queue,
                 MqttClient(
-                    settings, "bench-gateway", max_inflight=in_flight, backoff_min_s=0.05, backoff_max_s=0.2
+                    settings,
+                    "bench-gateway",
+                    max_inflight=0,  # as the gateway: its publisher bounds in-flight publishes
+                    backoff_min_s=0.05,
+                    backoff_max_s=0.2,
                 ) as mqtt,
             ):
                 await mqtt.wait_connected(10)

@@ -8,9 +8,12 @@ any other bleak backend (the simulator's, in tests). BlueZ is touchy, so:
   blocked on it are listed in ``Radio.waiting`` for the gateway status and metrics), and counts
   scans that hear nothing at all: after ``scan_stall_scans`` in a row it runs the adapter recovery
   (BlueZ: power-cycle the adapter over D-Bus), the watchdog that spares a reboot.
-* :class:`DeviceSession` connects with a timeout, reads Device Information and battery, subscribes
-  to 0x2A37 / 0x2A5F / 0x2A5E / battery, backfills stored oximeter records (RACP) after a
-  reconnect, and reconnects forever with exponential backoff. Every BLE operation is bounded by a
+* :class:`DeviceSession` connects with a timeout, reads Device Information and battery, sets the
+  device's clock (Current Time, when offered), reads the read-once and subscribes to the measurement
+  characteristics of the core profile table (:mod:`wardwatch.core.profiles`) and battery, backfills
+  stored records (RACP) after a reconnect, and reconnects forever with exponential backoff. A
+  spot-check device (cuff, thermometer) is let go once it falls quiet and looked for again at the
+  minimum backoff. Every BLE operation is bounded by a
   timeout; any failure mid-setup (the link dropping during service discovery or ``start_notify``)
   ends that attempt and the next one starts from scratch. A connected device that stays silent for
   ``stale_after_s`` is disconnected and reconnected (the per-link watchdog).
@@ -37,7 +40,8 @@ from bleak.exc import BleakError
 
 from wardwatch.core import gatt
 from wardwatch.core.errors import GattDecodeError
-from wardwatch.core.schema import DeviceLink, DeviceRole, DeviceStatus
+from wardwatch.core.profiles import BATTERY, CURRENT_TIME, PROFILES, Access, Profile, profile_for_role
+from wardwatch.core.schema import DeviceLink, DeviceStatus
 from wardwatch.gateway.config import BleSettings, DeviceBinding
 from wardwatch.gateway.readings import DeviceDecoder, Recorder
 
@@ -45,13 +49,10 @@ __all__ = ["SESSION_END_REASONS", "DeviceSession", "Radio", "Sighting", "bluez_p
 
 _log = logging.getLogger(__name__)
 
-#: Services a wardwatch wearable advertises (scans are filtered on them).
-WEARABLE_SERVICES: Final = (gatt.sig_uuid(gatt.HEART_RATE_SERVICE), gatt.sig_uuid(gatt.PULSE_OXIMETER_SERVICE))
-_NOTIFIED: Final = (
-    gatt.HEART_RATE_MEASUREMENT,
-    gatt.PLX_CONTINUOUS_MEASUREMENT,
-    gatt.PLX_SPOT_CHECK_MEASUREMENT,
-)
+#: Services a wardwatch wearable advertises (scans are filtered on them): one per profile.
+WEARABLE_SERVICES: Final = tuple(gatt.sig_uuid(p.service) for p in PROFILES)
+#: A spot-check device (cuff, thermometer) quiet this long after its last measurement is let go.
+SPOT_CHECK_IDLE_S: Final = 3.0
 _DEVICE_INFORMATION: Final = {
     "manufacturer": gatt.MANUFACTURER_NAME_STRING,
     "model": gatt.MODEL_NUMBER_STRING,
@@ -69,6 +70,7 @@ SESSION_END_REASONS: Final = (
     "link_lost_during_setup",
     "link_lost",
     "stale",
+    "released",
     "stopped",
 )
 
@@ -189,9 +191,18 @@ class Radio:
         return sighting
 
     async def scan(
-        self, duration: float, *, until: Callable[[Sighting], bool] | None = None, all_devices: bool = False
+        self,
+        duration: float,
+        *,
+        until: Callable[[Sighting], bool] | None = None,
+        all_devices: bool = False,
+        silence_expected: bool = False,
     ) -> list[Sighting]:
-        """Scan (holding the adapter) for up to ``duration`` s, or until ``until`` accepts a sighting."""
+        """Scan (holding the adapter) for up to ``duration`` s, or until ``until`` accepts a sighting.
+
+        ``silence_expected``: looking for a device that sleeps between readings (a spot-check
+        device); hearing nothing then says nothing about the adapter (no stall watchdog count).
+        """
         heard: dict[str, Sighting] = {}
         found = asyncio.Event()
 
@@ -215,7 +226,7 @@ class Radio:
                     await scanner.stop()
         if heard:
             self.empty_scans = 0
-        else:
+        elif not silence_expected:
             self.empty_scans += 1
             await self._maybe_recover()
         return list(heard.values())
@@ -245,7 +256,11 @@ class Radio:
             sighting = self.sighting(binding)
             if sighting is not None:
                 return sighting
-            await self.scan(self.settings.scan_window_s, until=lambda s: binding.matches(s.device.address, s.name))
+            await self.scan(
+                self.settings.scan_window_s,
+                until=lambda s: binding.matches(s.device.address, s.name),
+                silence_expected=profile_for_role(binding.role).spot_check,
+            )
         finally:
             self.wanted -= 1
         return self.sighting(binding)
@@ -272,6 +287,7 @@ class DeviceSession:
         self.settings = radio.settings
         self.recorder = recorder
         self.decoder = decoder or DeviceDecoder(binding, recorder, clock=clock)
+        self.profile: Profile = profile_for_role(binding.role)
         self._clock = clock
         self.connected = False
         self.connects = 0
@@ -280,6 +296,7 @@ class DeviceSession:
         self.info: dict[str, str] = {}
         self.last_reason: str | None = None
         self.backfilled = 0
+        self.clock_writes = 0  # times this session set the device's clock
         self.ends: collections.Counter[str] = collections.Counter()  # SESSION_END_REASONS -> count
         self.released = False  # the kit ended this binding: the session is stopping and reports nothing more
         self._stopping = asyncio.Event()
@@ -362,7 +379,11 @@ class DeviceSession:
             self.last_reason = reason
             self.ends[reason.partition(":")[0]] += 1
             lasted = time.monotonic() - started
-            delay = self.settings.backoff_min_s if lasted >= STABLE_SESSION_S else _backoff(delay, self.settings)
+            if lasted >= STABLE_SESSION_S or (self.profile.spot_check and reason != "connect_failed"):
+                # A spot-check device is asleep most of the time and awake for a short window: keep looking.
+                delay = self.settings.backoff_min_s
+            else:
+                delay = _backoff(delay, self.settings)
             _log.info("device %s: %s; next attempt in %.1f s", self.binding.id, reason, delay)
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
@@ -417,7 +438,7 @@ class DeviceSession:
         self.connected = True
         self._report("connected")
         _log.info("device %s connected (connection %d)", self.binding.id, self.connects)
-        if self.connects > 1 and self.settings.backfill and self.binding.role == DeviceRole.PULSE_OXIMETER:
+        if self.connects > 1 and self.settings.backfill and self.profile.record_access:
             try:
                 await self._backfill(client)
             except LINK_ERRORS as exc:
@@ -435,15 +456,34 @@ class DeviceSession:
         battery = characteristics.get(gatt.BATTERY_LEVEL)
         if battery is not None and "read" in battery.properties:
             self.decoder.handle(gatt.BATTERY_LEVEL, await self._bounded(client.read_gatt_char(battery)))
+        await self._set_clock(client, characteristics.get(CURRENT_TIME.uuid16))
         subscribed = 0
-        for uuid16 in (*_NOTIFIED, gatt.BATTERY_LEVEL):
-            char = characteristics.get(uuid16)
-            if char is None or not {"notify", "indicate"} & set(char.properties):
+        for wanted in (*(c for p in PROFILES for c in p.characteristics), BATTERY):
+            char = characteristics.get(wanted.uuid16)
+            if char is None:
                 continue
-            await self._bounded(client.start_notify(char, self._callback(uuid16)))
-            subscribed += uuid16 != gatt.BATTERY_LEVEL
+            if wanted.access is Access.READ_ONCE:
+                if "read" in char.properties:
+                    self.decoder.handle(wanted.uuid16, await self._bounded(client.read_gatt_char(char)))
+                continue
+            if (wanted.samples is None and wanted is not BATTERY) or not {"notify", "indicate"} & set(char.properties):
+                continue
+            await self._bounded(client.start_notify(char, self._callback(wanted.uuid16)))
+            subscribed += wanted is not BATTERY
         if not subscribed:
-            raise BleakError(f"device {self.binding.id} offers no heart-rate or pulse-oximeter measurement")
+            raise BleakError(f"device {self.binding.id} offers no measurement of any wearable profile")
+
+    async def _set_clock(self, client: BleakClient, char: BleakGATTCharacteristic | None) -> None:
+        """Set the device's clock (Current Time, 0x2A2B) when it offers it writable: no unset clock, no drift."""
+        if char is None or not {"write", "write-without-response"} & set(char.properties):
+            return
+        value = CURRENT_TIME.encode(self.decoder.device_clock.now(self._clock()))
+        try:
+            await self._bounded(client.write_gatt_char(char, value, response="write" in char.properties))
+        except BleakError as exc:  # a device refusing the write still measures: carry on
+            _log.warning("device %s: cannot set its clock: %s", self.binding.id, exc)
+            return
+        self.clock_writes += 1
 
     def _callback(self, uuid16: int) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
         handle = self.decoder.handle
@@ -465,7 +505,12 @@ class DeviceSession:
         return on_measurement
 
     async def _stream(self, disconnected: asyncio.Event) -> str:
-        """Wait for the link to drop, or for the device to go silent (then the caller disconnects)."""
+        """Wait for the link to drop, or for the device to go silent (then the caller disconnects).
+
+        A spot-check device is let go once quiet for :data:`SPOT_CHECK_IDLE_S` (it has delivered
+        every pending measurement; an unconfirmed indication stays on the device for next time).
+        """
+        idle_s = SPOT_CHECK_IDLE_S if self.profile.spot_check else self.settings.stale_after_s
         while True:
             self._activity.clear()
             waiters = [
@@ -474,9 +519,7 @@ class DeviceSession:
                 asyncio.ensure_future(self._stopping.wait()),
             ]
             try:
-                done, _ = await asyncio.wait(
-                    waiters, timeout=self.settings.stale_after_s, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait(waiters, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for waiter in waiters:
                     waiter.cancel()
@@ -484,6 +527,8 @@ class DeviceSession:
                 return "stopped"
             if disconnected.is_set():
                 return "link_lost"
+            if not done and self.profile.spot_check:
+                return "released"
             if not done:
                 _log.warning("device %s silent for %.0f s: reconnecting", self.binding.id, self.settings.stale_after_s)
                 return "stale"

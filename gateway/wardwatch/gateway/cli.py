@@ -132,9 +132,15 @@ def main(argv: list[str]) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
         async with contextlib.AsyncExitStack() as stack:
+            selected: object = None
             if config.ble.backend is not None:
-                await stack.enter_async_context(load_backend(config.ble.backend)(**config.ble.backend_options))
-            await Gateway(config).run()
+                selected = await stack.enter_async_context(
+                    load_backend(config.ble.backend)(**config.ble.backend_options)
+                )
+            # bleak's own backend= selection: the plug-in yields the client and scanner keyword arguments
+            client_kwargs = getattr(selected, "client_kwargs", None)
+            scanner_kwargs = getattr(selected, "scanner_kwargs", None)
+            await Gateway(config, client_kwargs=client_kwargs, scanner_kwargs=scanner_kwargs).run()
 
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
         asyncio.run(serve())

@@ -82,7 +82,8 @@ class BleSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, froz
     scan_stall_scans: Annotated[int, msgspec.Meta(ge=1)] = 5  # empty scans in a row before adapter recovery
     backfill: bool = True  # ask oximeters for stored records (RACP) after a reconnect
     # Another bleak backend instead of the platform's (BlueZ on Linux): "module:callable" returning an
-    # async context manager that installs it, called with backend_options. The simulator provides
+    # async context manager, called with backend_options, that yields an object with client_kwargs and
+    # scanner_kwargs for BleakClient / BleakScanner (bleak's own backend= argument). The simulator provides
     # "wardwatch.firmware_sim.bleak_backend:bleak_backend" (options: transport = "tcp-client:HOST:PORT").
     backend: str | None = None
     backend_options: dict[str, str] = msgspec.field(default_factory=dict)

@@ -1,11 +1,12 @@
 """From notification bytes to queued wire messages: decode, time-stamp, number, encode, queue.
 
-:class:`DeviceDecoder` turns the bytes of one device's notifications (0x2A37, 0x2A5F, 0x2A5E,
-0x2A19) into :class:`~wardwatch.core.schema.Vitals` samples; :class:`Recorder` numbers them
-(per-device sequence numbers, allocated by the durable queue) and queues their JSON.
+:class:`DeviceDecoder` turns the bytes of one device's notifications (every measurement of the core
+profile table, and battery) into :class:`~wardwatch.core.schema.Vitals` samples; :class:`Recorder`
+numbers them (per-device sequence numbers, allocated by the durable queue) and queues their JSON.
 
 Time: a sample gets the gateway's UTC clock at reception, unless the device sent its own valid
-timestamp (PLX spot-check, flagged ``device_clock``). RR intervals are back-dated from reception
+timestamp (PLX spot-check, blood pressure, temperature; flagged ``device_clock``, see
+:class:`~wardwatch.core.profiles.DeviceClock`). RR intervals are back-dated from reception
 (the last beat at reception, each earlier beat one interval before). Within a device and signal the
 gateway's timestamps are strictly increasing at ms resolution, so no two samples of a series share
 a time (a time-series database would overwrite one with the other).
@@ -18,18 +19,17 @@ import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import msgspec
 
-from wardwatch.core import gatt
 from wardwatch.core.errors import GattDecodeError
 from wardwatch.core.logs import RateLimitedLog
-from wardwatch.core.quality import ordered, plx_quality
+from wardwatch.core.profiles import BATTERY, PROFILES, Access, DeviceClock, Measurement, ProfileCharacteristic
+from wardwatch.core.quality import ordered
 from wardwatch.core.schema import (
     VALID_RANGES,
-    AbsentReason,
     DeviceStatus,
     Quality,
     Sample,
@@ -47,16 +47,6 @@ _log = logging.getLogger(__name__)
 _malformed_log = RateLimitedLog(_log, 60.0)
 
 Clock = Callable[[], float]
-
-_ABSENT: Final = {reason.value: AbsentReason(reason.value) for reason in gatt.AbsentReason}
-
-# A device clock outside this window is not believed (unset clocks often start in 2000 or 1970).
-_EARLIEST_DEVICE_TIME_MS: Final = 1_577_836_800_000  # 2020-01-01
-# Nor one ahead of the gateway's by more than this: a reading cannot be taken after it arrived. A clock
-# minutes or hours fast (drift, a wrong zone, the simulator's compressed time) would stamp a spot-check
-# in the future, and downstream every later continuous reading of that device and signal would look
-# older than it (the alarm engine drops those as late: SpO2 unmonitored until the clock catches up).
-_DEVICE_CLOCK_FUTURE_SLACK_MS: Final = 2_000
 
 
 def device_clock_zone(name: str) -> tzinfo | None:
@@ -148,7 +138,13 @@ class _Series:
 
 
 class DeviceDecoder:
-    """Decodes one device's notifications into queued vitals; malformed bytes are counted and skipped."""
+    """Decodes one device's notifications into queued vitals; malformed bytes are counted and skipped.
+
+    Every characteristic of :data:`~wardwatch.core.profiles.PROFILES` is handled alike: decode with
+    the profile's codec, turn the value into samples with the profile's function, place them in
+    time with the shared :class:`~wardwatch.core.profiles.DeviceClock`, check them against the
+    physically valid ranges, and queue one message per signal.
+    """
 
     def __init__(
         self,
@@ -161,29 +157,33 @@ class DeviceDecoder:
         self.binding = binding
         self.recorder = recorder
         self._clock = clock
-        self._zone = device_zone
+        self.device_clock = DeviceClock(device_zone)
         self._series: dict[tuple[Signal, bool], _Series] = {}
         self.malformed = 0
         self.notifications = 0
-        self.spot_checks = 0  # 0x2A5E values received (live or fetched from storage)
+        self.spot_checks = 0  # indicated measurements received (live or fetched from storage)
         self.battery: int | None = None
         self.last_seen_ms: int | None = None
-        self._handlers: dict[int, Callable[[bytes | bytearray, int], None]] = {
-            gatt.HEART_RATE_MEASUREMENT: self._heart_rate,
-            gatt.PLX_CONTINUOUS_MEASUREMENT: self._plx_continuous,
-            gatt.PLX_SPOT_CHECK_MEASUREMENT: self._plx_spot_check,
-            gatt.BATTERY_LEVEL: self._battery,
-        }
+        self.values: dict[int, object] = {}  # last value of each characteristic without samples (features...)
 
     def handle(self, uuid16: int, data: bytes | bytearray, received_ms: int | None = None) -> bool:
         """Decode and queue one notification; return False if it was malformed (and skipped)."""
         now = int(self._clock() * 1000) if received_ms is None else received_ms
         self.notifications += 1
-        if uuid16 == gatt.PLX_SPOT_CHECK_MEASUREMENT:
-            self.spot_checks += 1
         self.last_seen_ms = now
+        characteristic = _HANDLED.get(uuid16)
         try:
-            self._handlers[uuid16](data, now)
+            if characteristic is None:
+                raise GattDecodeError(f"0x{uuid16:04X}", "no wearable profile has this characteristic", bytes(data))
+            if characteristic.access is Access.INDICATE:
+                self.spot_checks += 1
+            value = characteristic.codec.decode(data)
+            if characteristic is BATTERY:
+                self.battery = value.percent
+            elif characteristic.samples is None:
+                self.values[uuid16] = value
+            else:
+                self._record(characteristic.samples(value), now, characteristic.codec.label, data)
         except GattDecodeError as exc:
             self.malformed += 1
             _malformed_log.warning(
@@ -204,101 +204,30 @@ class DeviceDecoder:
             series = self._series[(signal, device_clock)] = _Series()
         return series.after(t)
 
-    @staticmethod
-    def _check(signal: Signal, value: float | None, characteristic: str, data: bytes | bytearray) -> None:
-        if value is None:
-            return
-        low, high = VALID_RANGES[signal]
-        if not (math.isfinite(value) and low <= value <= high):
-            raise GattDecodeError(characteristic, f"{signal} {value} outside {low}..{high}", bytes(data))
-
-    def _heart_rate(self, data: bytes | bytearray, now: int) -> None:
-        m = gatt.decode_heart_rate_measurement(data)
-        label = "Heart Rate Measurement (0x2A37)"
-        self._check(Signal.HEART_RATE, m.heart_rate, label, data)
-        t_hr = self._stamp(Signal.HEART_RATE, now)
-        if m.sensor_contact is False:
-            # No skin contact: whatever number the strap sends (often 0) is no heart rate.
-            quality: tuple[Quality, ...] = (Quality.CONTACT_LOST,)
-            hr = Sample(t_hr, None, quality, AbsentReason.UNAVAILABLE)
-        else:
-            quality = ()
-            hr = Sample(t_hr, float(m.heart_rate), quality)
-        records: list[tuple[Signal, tuple[Sample, ...]]] = [(Signal.HEART_RATE, (hr,))]
-        if m.energy_expended is not None:
-            t = self._stamp(Signal.ENERGY_EXPENDED, now)
-            records.append((Signal.ENERGY_EXPENDED, (Sample(t, float(m.energy_expended)),)))
-        if m.rr_ticks:
-            # Beat times back-dated from reception: the last beat now, each earlier one an interval before.
-            beat = now
-            times = []
-            for ticks in reversed(m.rr_ticks):
-                times.append(beat)
-                beat -= round(ticks * 1000 / 1024)
-            times.reverse()
-            series = Signal.RR_INTERVAL
-            samples = tuple(
-                Sample(self._stamp(series, t), ticks / 1024, quality)
-                for t, ticks in zip(times, m.rr_ticks, strict=True)
+    def _record(self, m: Measurement, now: int, label: str, data: bytes | bytearray) -> None:
+        for point in m.points:
+            value = point.value
+            if value is not None:
+                low, high = VALID_RANGES[point.signal]
+                if not (math.isfinite(value) and low <= value <= high):
+                    raise GattDecodeError(label, f"{point.signal} {value} outside {low}..{high}", bytes(data))
+        t, clock_flag = self.device_clock.resolve(m, now)
+        device_clock = clock_flag is Quality.DEVICE_CLOCK
+        by_signal: dict[Signal, list[Sample]] = {}
+        for point in m.points:
+            quality = point.quality if clock_flag is None else ordered((*point.quality, clock_flag))
+            sample = Sample(
+                self._stamp(point.signal, t - point.before_ms, device_clock), point.value, quality, point.absent
             )
-            records.append((series, samples))
-        for signal, samples in records:
-            self.recorder.vitals(self.binding, signal, samples)
+            by_signal.setdefault(point.signal, []).append(sample)
+        for signal, samples in by_signal.items():
+            self.recorder.vitals(self.binding, signal, tuple(samples))
 
-    def _plx_samples(
-        self,
-        t: int,
-        spo2: gatt.MedFloat,
-        pulse_rate: gatt.MedFloat,
-        pai: gatt.MedFloat | None,
-        quality: tuple[Quality, ...],
-        label: str,
-        data: bytes | bytearray,
-        device_clock: bool,
-    ) -> None:
-        pairs = [(Signal.SPO2, spo2), (Signal.PULSE_RATE, pulse_rate)]
-        if pai is not None:
-            pairs.append((Signal.PERFUSION_INDEX, pai))
-        records = []
-        for signal, value in pairs:
-            self._check(signal, value.value, label, data)
-        for signal, value in pairs:
-            absent = None if value.absent_reason is None else _ABSENT[value.absent_reason.value]
-            sample = Sample(self._stamp(signal, t, device_clock), value.value, quality, absent)
-            records.append((signal, sample))
-        for signal, sample in records:
-            self.recorder.vitals(self.binding, signal, (sample,))
 
-    def _plx_continuous(self, data: bytes | bytearray, now: int) -> None:
-        m = gatt.decode_plx_continuous_measurement(data)
-        quality = plx_quality(m.measurement_status, m.device_sensor_status)
-        self._plx_samples(
-            now, m.spo2, m.pulse_rate, m.pulse_amplitude_index, quality, "PLX Continuous (0x2A5F)", data, False
-        )
-
-    def _plx_spot_check(self, data: bytes | bytearray, now: int) -> None:
-        m = gatt.decode_plx_spot_check_measurement(data)
-        quality = list(plx_quality(m.measurement_status, m.device_sensor_status))
-        t = now
-        device_clock = False
-        if m.timestamp is not None and not m.device_clock_not_set:
-            local = m.timestamp.replace(tzinfo=self._zone) if self._zone is not None else m.timestamp.astimezone()
-            device_ms = int(local.timestamp() * 1000)
-            if _EARLIEST_DEVICE_TIME_MS <= device_ms <= now + _DEVICE_CLOCK_FUTURE_SLACK_MS:
-                t = device_ms
-                device_clock = True
-                quality.append(Quality.DEVICE_CLOCK)
-            else:
-                quality.append(Quality.DEVICE_CLOCK_UNSET)
-        elif m.device_clock_not_set:
-            quality.append(Quality.DEVICE_CLOCK_UNSET)
-        flags = ordered(quality)
-        self._plx_samples(
-            t, m.spo2, m.pulse_rate, m.pulse_amplitude_index, flags, "PLX Spot-Check (0x2A5E)", data, device_clock
-        )
-
-    def _battery(self, data: bytes | bytearray, now: int) -> None:
-        self.battery = gatt.decode_battery_level(data).percent
+_HANDLED: Final[dict[int, ProfileCharacteristic[Any]]] = {
+    **{c.uuid16: c for p in PROFILES for c in p.characteristics},
+    BATTERY.uuid16: BATTERY,
+}
 
 
 def utc_ms(moment: datetime) -> int:

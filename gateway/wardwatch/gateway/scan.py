@@ -8,14 +8,14 @@ from typing import Any
 from bleak.exc import BleakError
 
 from wardwatch.core import gatt
+from wardwatch.core.profiles import PROFILES
 from wardwatch.gateway.ble import Radio, Sighting, uuid16_of
 from wardwatch.gateway.config import BleSettings
 
 __all__ = ["describe", "scan_main"]
 
 _KNOWN = {
-    gatt.HEART_RATE_SERVICE: "heart_rate",
-    gatt.PULSE_OXIMETER_SERVICE: "pulse_oximeter",
+    **{p.service: str(p.role) for p in PROFILES},
     gatt.BATTERY_SERVICE: "battery",
     gatt.DEVICE_INFORMATION_SERVICE: "device_information",
 }
@@ -27,9 +27,8 @@ def describe(sighting: Sighting) -> dict[str, Any]:
     for uuid in sighting.services:
         uuid16 = uuid16_of(uuid)
         services.append(_KNOWN.get(uuid16, uuid) if uuid16 is not None else uuid)
-    role = (
-        "pulse_oximeter" if "pulse_oximeter" in services else "heart_rate_strap" if "heart_rate" in services else None
-    )
+    roles = [str(p.role) for p in PROFILES if str(p.role) in services]
+    role = roles[-1] if roles else None
     return {
         "name": sighting.name,
         "address": sighting.device.address,

@@ -62,9 +62,10 @@ from wardwatch.alerting.engine._filters import (
 )
 from wardwatch.alerting.engine._rules import MinuteSeries, Threshold
 from wardwatch.alerting.engine.capacity import OVER_CAPACITY, OVER_CAPACITY_PRIORITY, capacity_change, reason_text
-from wardwatch.alerting.engine.news2 import PARTIAL_TEXT, partial_news2
+from wardwatch.alerting.engine.news2 import partial_news2
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.rules import RuleSet, Thresholds
+from wardwatch.core.profiles import PROFILES, SIGNAL_ROLES
 from wardwatch.core.schema import (
     AlarmCategory,
     DataGap,
@@ -73,6 +74,7 @@ from wardwatch.core.schema import (
     GatewayStatus,
     News2,
     Priority,
+    Quality,
     Signal,
     Vitals,
 )
@@ -113,25 +115,40 @@ RULES: Final[dict[str, tuple[AlarmCategory, Priority, tuple[str, ...], str | Non
     "gateway_offline": (TECH, MEDIUM, (), None),
     OVER_CAPACITY: (TECH, OVER_CAPACITY_PRIORITY, (), None),  # per gateway, to the operator (engine/capacity.py)
     "data_gap": (TECH, LOW, (), None),
+    # spot checks (cuff, thermometer): one valid reading decides, the next one clears (see _spot_reading)
+    "bp_low": (PHYS, MEDIUM, (), None),
+    "temp_high": (PHYS, MEDIUM, (), None),
+    "temp_low": (PHYS, MEDIUM, (), None),
 }
 
 # signal kinds on the hot path
-_OTHER, _SPO2, _HR, _PR, _BATTERY, _RR = 0, 1, 2, 3, 4, 5
+_OTHER, _SPO2, _HR, _PR, _BATTERY, _RR, _SBP, _TEMP, _SPOT_OTHER = 0, 1, 2, 3, 4, 5, 6, 7, 8
 _KIND: Final = {
+    # every signal of a spot-check device (diastolic, MAP...) takes the spot-check path; the two with
+    # rules of their own are set below
+    **{s: _SPOT_OTHER for p in PROFILES if p.spot_check for s in p.signals},
     Signal.SPO2: _SPO2,
     Signal.HEART_RATE: _HR,
     Signal.PULSE_RATE: _PR,
     Signal.BATTERY: _BATTERY,
     Signal.RR_INTERVAL: _RR,
+    Signal.SYSTOLIC_BP: _SBP,
+    Signal.BODY_TEMPERATURE: _TEMP,
 }
-_ROLE_OF_SIGNAL: Final = {
-    Signal.HEART_RATE: DeviceRole.HEART_RATE_STRAP,
-    Signal.RR_INTERVAL: DeviceRole.HEART_RATE_STRAP,
-    Signal.SPO2: DeviceRole.PULSE_OXIMETER,
-    Signal.PULSE_RATE: DeviceRole.PULSE_OXIMETER,
-    Signal.PERFUSION_INDEX: DeviceRole.PULSE_OXIMETER,
+_ROLE_OF_SIGNAL: Final = dict(SIGNAL_ROLES)  # the core profile table
+_ROLE_TEXT: Final = {
+    DeviceRole.HEART_RATE_STRAP: "HR strap",
+    DeviceRole.PULSE_OXIMETER: "pulse oximeter",
+    DeviceRole.BLOOD_PRESSURE_CUFF: "BP cuff",
+    DeviceRole.THERMOMETER: "thermometer",
 }
-_ROLE_TEXT: Final = {DeviceRole.HEART_RATE_STRAP: "HR strap", DeviceRole.PULSE_OXIMETER: "pulse oximeter"}
+#: Devices that sleep between readings: silence is their normal state (no device_silent deadman).
+_SPOT_CHECK_ROLES: Final = frozenset(p.role for p in PROFILES if p.spot_check)
+#: Flags that do not make a spot-check reading doubtful; any other (movement, loose cuff, improper
+#: position, test data...) means the reading is no evidence either way: it neither raises nor clears.
+_SPOT_BENIGN: Final = frozenset(
+    {Quality.FROM_STORAGE, Quality.DEVICE_CLOCK, Quality.DEVICE_CLOCK_UNSET, Quality.IRREGULAR_PULSE}
+)
 FRESH_MS: Final = 5000  # a strap HR this recent is preferred over the oximeter's pulse rate, and cross-checked
 DOUBT_HOLD_MS: Final = 5000  # after a HR/PR disagreement, the oximeter's pulse rate stays doubtful this long
 RR_FRESH_MS: Final = 10_000  # RR intervals this recent: the beat definitions of the HR rules decide
@@ -309,6 +326,7 @@ class _Patient:
         "spo2_low",
         "spo2_series",
         "spo2_severe",
+        "spot",
         "strap_t",
         "th",
         "ward",
@@ -351,6 +369,7 @@ class _Patient:
         self.eval_minute = -1
         self.n2_hits = [0, 0]
         self.n2_misses = [0, 0]
+        self.spot: dict[int, tuple[int, float]] = {}  # _SBP / _TEMP -> (t, value) of the last valid reading
         self.gap_until = -1
         self.first_t = -1
         self.th = th
@@ -491,6 +510,9 @@ class Engine:
             last_t = t
             v = s.v
             q = s.q
+            if kind >= _SBP:
+                self._spot_reading(st, kind, t, v, q, out)
+                continue
             cls = quality_class(q) if q else OK
             if v is None and cls != TEST:
                 cls = OFF
@@ -649,6 +671,8 @@ class Engine:
             for dev in st.devices.values():
                 if dev.off_since < 0 and dev.poor_since < 0 and (dev.silent or now_ms - dev.last_data < silent_ms):
                     continue  # the common case: data flowing, nothing pending
+                if dev.role in _SPOT_CHECK_ROLES:
+                    continue  # asleep between readings
                 if dev.off_since >= 0 and now_ms - dev.off_since >= off_ms:
                     self._raise_off(st, dev, dev.off_since + off_ms, out)
                 if dev.poor_since >= 0 and now_ms - dev.poor_since >= poor_ms:
@@ -1018,14 +1042,19 @@ class Engine:
         sp = st.spo2_series.current(m - 1)
         pu = st.pulse_series.current(m - 1)
         if th.news2_enabled and (sp is not None or pu is not None):
-            p = partial_news2(sp, pu, th.news2_scale, th.supplemental_o2)
+            sbp, temp = self._recent_spot(st, _SBP, t), self._recent_spot(st, _TEMP, t)
+            p = partial_news2(sp, pu, th.news2_scale, th.supplemental_o2, systolic=sbp, temperature=temp)
             parts = []
             if sp is not None:
                 parts.append(f"SpO2 {sp:.0f} % ({p.spo2}, scale {th.news2_scale})")
             parts.append(f"{'O2' if th.supplemental_o2 else 'air'} ({p.o2})")
             if pu is not None:
                 parts.append(f"pulse {pu:.0f} /min ({p.pulse})")
-            text = f"{PARTIAL_TEXT} {p.score}: {', '.join(parts)}; {p.tier}"
+            if sbp is not None:
+                parts.append(f"systolic BP {sbp:.0f} mmHg ({p.systolic})")
+            if temp is not None:
+                parts.append(f"temperature {temp:.1f} °C ({p.temperature})")
+            text = f"{p.label} {p.score}: {', '.join(parts)}; {p.tier}"
             for level, met, name in (
                 (0, p.score >= 5 or p.any_three, "news2_urgent"),
                 (1, p.score >= 7, "news2_emergency"),
@@ -1064,6 +1093,46 @@ class Engine:
                 elif change <= limit / 2 and ser.frozen:
                     ser.frozen = False
                     self._clear(st, name, t, recent, f"{what} back near the patient's baseline", out)
+
+    def _spot_reading(
+        self, st: _Patient, kind: int, t: int, v: float | None, q: tuple[Quality, ...], out: list[ConditionChange]
+    ) -> None:
+        """A systolic BP or temperature reading: raise or clear its rules at once (quality-gated).
+
+        A reading without a value, or flagged with anything but :data:`_SPOT_BENIGN` (body movement,
+        loose cuff, improper position, test data), is no evidence: it neither raises nor clears.
+        """
+        if v is None or any(flag not in _SPOT_BENIGN for flag in q):
+            self.stats.flagged += 1
+            return
+        if kind == _SPOT_OTHER:
+            return
+        st.spot[kind] = (t, v)
+        th = st.th
+        if kind == _SBP:
+            low = v <= th.bp_systolic_low
+            text = f"systolic BP {v:.0f} mmHg {'<=' if low else '>'} {th.bp_systolic_low:.0f} mmHg"
+            self._spot_rule(st, "bp_low", low, t, v, text, out)
+            return
+        high, low = v >= th.temp_high, v <= th.temp_low
+        self._spot_rule(st, "temp_high", high, t, v, f"temperature {v:.1f} °C (fever >= {th.temp_high:.1f} °C)", out)
+        self._spot_rule(st, "temp_low", low, t, v, f"temperature {v:.1f} °C (hypothermia <= {th.temp_low:.1f} °C)", out)
+
+    def _spot_rule(
+        self, st: _Patient, rule: str, met: bool, t: int, v: float, text: str, out: list[ConditionChange]
+    ) -> None:
+        if met:
+            self._raise(st, rule, t, v, text, out)
+        else:
+            self._clear(st, rule, t, v, text, out)
+
+    @staticmethod
+    def _recent_spot(st: _Patient, kind: int, t: int) -> float | None:
+        """The last valid spot-check value of ``kind`` if taken within ``news2_spot_fresh_s`` of ``t``."""
+        found = st.spot.get(kind)
+        if found is None or t - found[0] > st.th.news2_spot_fresh_s * 1000:
+            return None
+        return found[1]
 
     def _battery(self, st: _Patient, dev: _Device, t: int, level: float, out: list[ConditionChange]) -> None:
         th = st.th

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from datetime import datetime
 from typing import TypeAlias
 
 from wardwatch.core.errors import GattDecodeError, GattEncodeError
@@ -47,3 +48,33 @@ def require_type(value: object, expected: type, what: str) -> None:
     """:class:`GattEncodeError` unless ``value`` is an ``expected`` (guards untyped callers)."""
     if not isinstance(value, expected):
         raise GattEncodeError(f"{what}: expected {expected.__name__}, got {type(value).__name__}")
+
+
+DATE_TIME = struct.Struct("<HBBBBB")
+"""The 7-byte Date Time (0x2A08) field: year u16, month, day, hours, minutes, seconds."""
+
+
+def decode_date_time(fields: tuple[int, ...], characteristic: str, data: BytesLike) -> datetime:
+    """A naive ``datetime`` from unpacked Date Time fields; :class:`GattDecodeError` if it is none."""
+    year, month, day, hour, minute, second = fields
+    if 1582 <= year <= 9999 and month and day:
+        try:
+            return datetime(year, month, day, hour, minute, second)  # naive: Date Time has no zone
+        except ValueError as exc:
+            problem = str(exc)
+    elif year == 0 or month == 0 or day == 0:
+        problem = "unknown (0) year, month or day is not supported"
+    else:
+        problem = "year outside 1582..9999"
+    shown = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
+    raise decode_error(characteristic, f"invalid timestamp {shown}: {problem}", data)
+
+
+def encode_date_time(ts: datetime) -> bytes:
+    """The 7 Date Time bytes of a naive ``datetime`` (sub-second parts are dropped)."""
+    require_type(ts, datetime, "timestamp")
+    if ts.tzinfo is not None:
+        raise GattEncodeError("timestamp must be naive (Date Time has no time zone); convert to local first")
+    if ts.year < 1582:
+        raise GattEncodeError(f"timestamp year {ts.year} outside 1582..9999")
+    return DATE_TIME.pack(ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second)

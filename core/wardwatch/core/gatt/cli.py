@@ -13,8 +13,9 @@ import sys
 from typing import NoReturn
 
 from wardwatch.core.errors import GattDecodeError
+from wardwatch.core.profiles import CODECS, codec
 
-from .registry import CHARACTERISTICS, lookup, to_jsonable
+from .registry import to_jsonable
 
 __all__ = ["gatt_main"]
 
@@ -69,7 +70,7 @@ def _decode(uuid: str, hex_text: str, pretty: bool) -> int:
         print(f"{PROG}: error: malformed hex {hex_text!r}: {exc}", file=sys.stderr)
         return 2
     try:
-        characteristic = lookup(uuid)
+        characteristic = codec(uuid)
         value = characteristic.decode(data)
     except GattDecodeError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -80,7 +81,7 @@ def _decode(uuid: str, hex_text: str, pretty: bool) -> int:
 
 
 def _list() -> int:
-    for c in sorted(CHARACTERISTICS.values(), key=lambda c: c.uuid16):
+    for c in sorted(CODECS.values(), key=lambda c: c.uuid16):
         print(f"0x{c.uuid16:04X}  {c.uuid}  {c.name}")
     return 0
 

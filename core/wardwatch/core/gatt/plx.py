@@ -23,7 +23,18 @@ from functools import lru_cache
 
 from wardwatch.core.errors import GattEncodeError
 
-from ._common import U16, U16_U8, BytesLike, check_length, check_uint, decode_error, require_type, u24_to_bytes
+from ._common import (
+    U16,
+    U16_U8,
+    BytesLike,
+    check_length,
+    check_uint,
+    decode_date_time,
+    decode_error,
+    encode_date_time,
+    require_type,
+    u24_to_bytes,
+)
 from .ieee11073 import MedFloat, sfloat_from_raw, sfloat_to_raw
 
 __all__ = [
@@ -278,7 +289,6 @@ def encode_plx_continuous_measurement(m: PlxContinuousMeasurement) -> bytes:
 
 _S_TIME, _S_MS, _S_DSS, _S_PAI, _S_CLOCK_NOT_SET = 0x01, 0x02, 0x04, 0x08, 0x10
 _S_RESERVED = 0xE0
-_DATE_TIME = struct.Struct("<HBBBBB")
 
 
 def _spot_check_layout(flags: int) -> struct.Struct:
@@ -307,27 +317,10 @@ class PlxSpotCheckMeasurement:
 
 
 def _decode_timestamp(fields: tuple[int, ...], data: BytesLike) -> datetime:
-    year, month, day, hour, minute, second = fields
-    if 1582 <= year <= 9999 and month and day:
-        try:
-            return datetime(year, month, day, hour, minute, second)  # naive: Date Time has no zone
-        except ValueError as exc:
-            problem = str(exc)
-    elif year == 0 or month == 0 or day == 0:
-        problem = "unknown (0) year, month or day is not supported"
-    else:
-        problem = "year outside 1582..9999"
-    shown = f"{year:04d}-{month:02d}-{day:02d} {hour:02d}:{minute:02d}:{second:02d}"
-    raise decode_error(SPOT, f"invalid timestamp {shown}: {problem}", data)
+    return decode_date_time(fields, SPOT, data)
 
 
-def _encode_timestamp(ts: datetime) -> bytes:
-    require_type(ts, datetime, "timestamp")
-    if ts.tzinfo is not None:
-        raise GattEncodeError("timestamp must be naive (Date Time has no time zone); convert to local first")
-    if ts.year < 1582:
-        raise GattEncodeError(f"timestamp year {ts.year} outside 1582..9999")
-    return _DATE_TIME.pack(ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second)
+_encode_timestamp = encode_date_time
 
 
 def decode_plx_spot_check_measurement(data: BytesLike) -> PlxSpotCheckMeasurement:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from wardwatch.core.errors import GattDecodeError, GattEncodeError
 
@@ -114,14 +116,17 @@ class UnknownCharacteristicError(GattDecodeError):
     """The UUID is malformed or names no characteristic this package has a codec for."""
 
 
+V = TypeVar("V")
+
+
 @dataclass(frozen=True, slots=True)
-class Characteristic:
-    """One supported characteristic: its 16-bit UUID, SIG name and codec."""
+class Characteristic(Generic[V]):
+    """One supported characteristic: its 16-bit UUID, SIG name and codec (bytes <-> ``V``)."""
 
     uuid16: int
     name: str
-    decode: Callable[[BytesLike], GattValue]
-    encode: Callable[[Any], bytes]
+    decode: Callable[[BytesLike], V]
+    encode: Callable[[V], bytes]
 
     @property
     def uuid(self) -> str:
@@ -154,7 +159,7 @@ def parse_uuid16(uuid: str | int) -> int:
     return int(match.group(1), 16)
 
 
-def _device_information(uuid16: int, name: str) -> Characteristic:
+def _device_information(uuid16: int, name: str) -> Characteristic[str]:
     label = f"{name} (0x{uuid16:04X})"
 
     def decode_string(data: BytesLike) -> str:
@@ -163,7 +168,7 @@ def _device_information(uuid16: int, name: str) -> Characteristic:
     return Characteristic(uuid16, name, decode_string, encode_device_information_string)
 
 
-CHARACTERISTICS: Mapping[int, Characteristic] = MappingProxyType(
+CHARACTERISTICS: Mapping[int, Characteristic[Any]] = MappingProxyType(
     {
         c.uuid16: c
         for c in (
@@ -203,7 +208,7 @@ CHARACTERISTICS: Mapping[int, Characteristic] = MappingProxyType(
 """Supported characteristics by 16-bit UUID."""
 
 
-def lookup(uuid: str | int) -> Characteristic:
+def lookup(uuid: str | int) -> Characteristic[Any]:
     """The codec for ``uuid``; :class:`UnknownCharacteristicError` if there is none."""
     uuid16 = parse_uuid16(uuid)
     found = CHARACTERISTICS.get(uuid16)
@@ -219,7 +224,8 @@ def characteristic_name(uuid: str | int) -> str:
 
 def decode(uuid: str | int, data: BytesLike) -> GattValue:
     """Decode ``data`` as characteristic ``uuid``; raises only :class:`GattDecodeError` (or subclass)."""
-    return lookup(uuid).decode(data)
+    value: GattValue = lookup(uuid).decode(data)
+    return value
 
 
 def encode(uuid: str | int, value: GattValue | int) -> bytes:
@@ -237,7 +243,7 @@ def _put(out: dict[str, Any], field: str, value: MedFloat | None) -> None:
         out[field] = value.value
 
 
-def to_jsonable(value: GattValue) -> dict[str, Any]:
+def to_jsonable(value: object) -> dict[str, Any]:
     """JSON-ready dict with snake_case keys; absent SFLOATs are null plus ``<field>_absent_reason``."""
     out: dict[str, Any] = {}
     if isinstance(value, HeartRateMeasurement):
@@ -273,6 +279,8 @@ def to_jsonable(value: GattValue) -> dict[str, Any]:
         out["battery_level"] = value.percent
     elif isinstance(value, str):
         out["value"] = value
+    elif not isinstance(value, RacpRequest | RacpNumberOfRecords | RacpResponse):
+        out.update(_generic_jsonable(value))
     elif isinstance(value, RacpRequest):
         out["opcode"] = value.opcode.name
         out["operator"] = value.operator.name
@@ -290,6 +298,36 @@ def to_jsonable(value: GattValue) -> dict[str, Any]:
 
 
 _OPCODE_NAMES = {op.value: op.name for op in RacpOpcode}
+
+
+def _jsonable_field(value: object) -> Any:
+    if isinstance(value, enum.IntFlag):
+        return flag_names(value)
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _generic_jsonable(value)
+    return value
+
+
+def _generic_jsonable(value: object) -> dict[str, Any]:
+    """Any other decoded value: dataclass fields by name (MedFloat as in :func:`_put`), enums by name."""
+    if isinstance(value, enum.Enum):
+        return {"value": _jsonable_field(value)}
+    if not dataclasses.is_dataclass(value) or isinstance(value, type):
+        raise GattEncodeError(f"no JSON form for {type(value).__name__}")
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(value):
+        item = getattr(value, field.name)
+        if isinstance(item, MedFloat):
+            _put(out, field.name, item)
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            out.update(_generic_jsonable(item))
+        else:
+            out[field.name] = _jsonable_field(item)
+    return out
 
 
 def _require_racp_response(value: object) -> None:

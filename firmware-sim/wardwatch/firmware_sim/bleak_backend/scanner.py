@@ -61,7 +61,7 @@ def advertisement_data(advertisement: Advertisement) -> AdvertisementData:
 
 
 class BumbleBleakScanner(BaseBleakScanner):
-    """Scans on a :class:`BumbleCentral` (``bumble_central=`` or the one selected by ``use_bumble_backend``)."""
+    """Scans on the :class:`BumbleCentral` given as ``bumble_central=`` (bleak's ``backend=`` selects this class)."""
 
     def __init__(
         self,

@@ -1,74 +1,51 @@
-"""Which :class:`BumbleCentral` the bleak backend uses, and making plain bleak pick the backend."""
+"""Selecting the bumble backend through bleak's own ``backend=`` argument (no patching of bleak)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 from .central import BumbleCentral
 
-__all__ = ["bleak_backend", "current_central", "use_bumble_backend"]
-
-_stack: list[BumbleCentral] = []
+__all__ = ["BleakArguments", "bleak_arguments", "bleak_backend", "current_central"]
 
 
-def current_central() -> BumbleCentral:
-    """The central selected by the innermost :func:`use_bumble_backend`."""
-    if not _stack:
-        raise RuntimeError(
-            "no BumbleCentral selected: pass bumble_central= to BleakScanner/BleakClient "
-            "or wrap the code in `with use_bumble_backend(central):`"
-        )
-    return _stack[-1]
+def current_central() -> NoReturn:
+    """Raise: a bumble client or scanner was made without its central."""
+    raise RuntimeError(
+        "no BumbleCentral given: pass backend=BumbleBleakClient/BumbleBleakScanner with bumble_central=central "
+        "to BleakClient/BleakScanner (bleak_arguments(central) has both)"
+    )
 
 
-@contextlib.contextmanager
-def use_bumble_backend(central: BumbleCentral) -> Iterator[BumbleCentral]:
-    """Within the block, plain ``bleak.BleakScanner()``/``BleakClient(...)`` (no ``backend=``) use bumble.
+@dataclass(frozen=True, slots=True)
+class BleakArguments:
+    """Keyword arguments that make plain ``BleakClient(...)`` / ``BleakScanner(...)`` use a backend."""
 
-    Patches bleak's platform backend lookup (``bleak.get_platform_client_backend_type`` and
-    ``bleak.get_platform_scanner_backend_type``, the names ``bleak/__init__.py`` calls) and restores
-    it on exit. Nested blocks select their own central.
-    """
-    import bleak
-    import bleak.backends.client as bleak_client
-    import bleak.backends.scanner as bleak_scanner
+    client_kwargs: dict[str, Any]
+    scanner_kwargs: dict[str, Any]
 
+
+def bleak_arguments(central: BumbleCentral) -> BleakArguments:
+    """``backend=`` and ``bumble_central=`` for bleak's client and scanner on ``central``."""
     from .client import BumbleBleakClient
     from .scanner import BumbleBleakScanner
 
-    def client_type() -> tuple[type[Any], str]:
-        return BumbleBleakClient, "bumble"
-
-    def scanner_type() -> tuple[type[Any], str]:
-        return BumbleBleakScanner, "bumble"
-
-    patches: list[tuple[Any, str, Any]] = [
-        (bleak, "get_platform_client_backend_type", client_type),
-        (bleak, "get_platform_scanner_backend_type", scanner_type),
-        (bleak_client, "get_platform_client_backend_type", client_type),
-        (bleak_scanner, "get_platform_scanner_backend_type", scanner_type),
-    ]
-    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
-    for module, name, value in patches:
-        setattr(module, name, value)
-    _stack.append(central)
-    try:
-        yield central
-    finally:
-        _stack.remove(central)
-        for module, name, value in saved:
-            setattr(module, name, value)
+    return BleakArguments(
+        {"backend": BumbleBleakClient, "bumble_central": central},
+        {"backend": BumbleBleakScanner, "bumble_central": central},
+    )
 
 
 @contextlib.asynccontextmanager
-async def bleak_backend(transport: str, name: str = "wardwatch-central") -> AsyncIterator[BumbleCentral]:
-    """Plug-in for the gateway's ``ble.backend``: plain bleak talks to simulated devices over ``transport``.
+async def bleak_backend(transport: str, name: str = "wardwatch-central") -> AsyncIterator[BleakArguments]:
+    """Plug-in for the gateway's ``ble.backend``: the bleak arguments for simulated devices over ``transport``.
 
     ``transport`` is the bumble HCI transport of a controller on the simulator's link, e.g.
     ``tcp-client:127.0.0.1:9000`` against ``wardwatch sim run --transport tcp-server:127.0.0.1:9000``.
+    The gateway passes ``client_kwargs`` / ``scanner_kwargs`` to every ``BleakClient`` / ``BleakScanner``.
     """
     async with BumbleCentral.over_transport(transport, name=name) as central:
-        with use_bumble_backend(central):
-            yield central
+        yield bleak_arguments(central)

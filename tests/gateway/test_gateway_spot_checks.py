@@ -1,0 +1,265 @@
+"""Spot-check wearables end to end: a BP cuff and a thermometer on bumble -> the real gateway -> mosquitto
+-> ingest (InfluxDB) and alerting (the engine, paging to a webhook).
+
+The devices sleep between readings, wake to deliver what they stored and say goodbye; the gateway
+catches each short window. Readings taken while the gateway was down arrive with the device's own
+timestamps. A hypotensive reading pages; a lower one taken with body movement does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wardwatch.alerting.app import run as run_alerting
+from wardwatch.alerting.settings import config_from_mapping
+from wardwatch.alerting.testing import WebhookReceiver
+from wardwatch.core.config import MqttSettings
+from wardwatch.core.schema import DeviceRole, Quality, Signal
+from wardwatch.core.servers import Influxd, Mosquitto
+from wardwatch.core.waiting import wait_for
+from wardwatch.firmware_sim.bleak_backend import BumbleCentral, bleak_arguments
+from wardwatch.firmware_sim.radio import SimRadio
+from wardwatch.firmware_sim.scenario import DeviceKind, DeviceSpec
+from wardwatch.firmware_sim.spot_check import BloodPressureCuff, Thermometer
+from wardwatch.gateway.app import Gateway
+from wardwatch.gateway.ble import Radio
+from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, QueueSettings
+from wardwatch.ingest.testing import DATABASE, ingest_config, running_ingest
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 30.0
+WARD = "ward-a"
+PATIENT = "p-7"
+BLE = BleSettings(
+    connect_timeout_s=3.0,
+    operation_timeout_s=3.0,
+    scan_window_s=0.5,
+    seen_ttl_s=2.0,
+    backoff_min_s=0.05,
+    backoff_max_s=0.5,
+    stale_after_s=30.0,
+)
+
+
+def gateway_config(mosquitto: Mosquitto, tmp_path: Path, devices: list[DeviceBinding]) -> GatewayConfig:
+    return GatewayConfig(
+        gateway_id="gw-07",
+        ward=WARD,
+        mqtt=MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False, keepalive_s=5),
+        devices=tuple(devices),
+        ble=BLE,
+        queue=QueueSettings(path=tmp_path / "queue.sqlite3", commit_interval_s=0.05),
+        status_interval_s=0.5,
+    )
+
+
+@asynccontextmanager
+async def running(coro: Any, ready: asyncio.Event | None = None) -> AsyncIterator[asyncio.Task[None]]:
+    task: asyncio.Task[None] = asyncio.create_task(coro)
+    try:
+        if ready is not None:
+            await wait_for(lambda: ready.is_set() or task.done(), TIMEOUT, what="service ready")
+            if task.done():
+                task.result()
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def influx_values(influxd: Influxd, signal: Signal) -> list[tuple[int, float]]:
+    """(ms, value) of the patient's stored ``signal`` points, oldest first."""
+    where = f"\"signal\" = '{signal}' AND \"patient\" = '{PATIENT}'"
+    query = f'SELECT "value" FROM "raw"."vitals" WHERE {where}'  # noqa: S608 (test code, trusted names)
+    try:
+        result = await influxd.query(query, db=DATABASE)
+    except Exception:  # database not made yet
+        return []
+    series = result["results"][0].get("series")
+    return [(row[0] // 1_000_000, row[1]) for row in series[0]["values"]] if series else []
+
+
+def local_ms(moment: dt.datetime) -> int:
+    return int(moment.astimezone().timestamp() * 1000)
+
+
+async def test_cuff_and_thermometer_end_to_end(tmp_path: Path, mosquitto: Mosquitto, influxd: Influxd) -> None:
+    radio = SimRadio()
+    cuff_spec = DeviceSpec(kind=DeviceKind.BLOOD_PRESSURE_CUFF, id="bpc-7", storage_capacity=50)
+    thermo_spec = DeviceSpec(kind=DeviceKind.THERMOMETER, id="thm-7")
+    async with contextlib.AsyncExitStack() as stack:
+        receiver = await stack.enter_async_context(WebhookReceiver())
+        steps = {"steps": [{"destination": "nurse", "timeout_s": 60}]}
+        alerting = config_from_mapping(
+            {
+                "database": str(tmp_path / "alerting.db"),
+                "api": {"enabled": False},
+                "paging": {"attempts_per_channel": 2, "backoff_min_s": 0.01, "backoff_max_s": 0.05},
+                "wards": {
+                    WARD: {
+                        "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
+                        "escalation": {"high": steps, "medium": steps, "low": steps},
+                        "failsafe": "nurse",
+                    }
+                },
+            }
+        )
+        cuff = await stack.enter_async_context(BloodPressureCuff(cuff_spec, radio, advertising_interval_ms=50))
+        thermo = await stack.enter_async_context(Thermometer(thermo_spec, radio, advertising_interval_ms=50))
+
+        # the gateway is down: the patient takes readings anyway; the devices keep them
+        now = dt.datetime.now().replace(microsecond=0)
+        stored_at = [now - dt.timedelta(hours=3 - i) for i in range(3)]
+        for i, at in enumerate(stored_at):
+            await cuff.take_reading(122 + i, 78, 70, at=at)
+        await thermo.take_reading(36.8, at=stored_at[0])
+        assert len(cuff.stored) == 3
+        assert cuff.is_advertising
+
+        central = await stack.enter_async_context(BumbleCentral(radio))
+        selected = bleak_arguments(central)
+        await stack.enter_async_context(running_ingest(ingest_config(mosquitto, influxd)))
+        alerting.mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
+        alerting_ready = asyncio.Event()
+        await stack.enter_async_context(
+            running(run_alerting(alerting, ready=lambda _s, _p: alerting_ready.set()), alerting_ready)
+        )
+        bindings = [
+            DeviceBinding(id="bpc-7", patient=PATIENT, role=DeviceRole.BLOOD_PRESSURE_CUFF, name=cuff.name),
+            DeviceBinding(id="thm-7", patient=PATIENT, role=DeviceRole.THERMOMETER, name=thermo.name),
+        ]
+        gateway = Gateway(
+            gateway_config(mosquitto, tmp_path, bindings),
+            use_default_recovery=False,
+            client_kwargs=selected.client_kwargs,
+            scanner_kwargs=selected.scanner_kwargs,
+        )
+        await stack.enter_async_context(running(gateway.run(), gateway.ready))
+
+        # the gateway comes up, catches the short windows and takes every stored reading
+        await cuff.wait_delivered(TIMEOUT)
+        await thermo.wait_delivered(TIMEOUT)
+        await wait_for(lambda: not cuff.is_connected, TIMEOUT, what="the cuff let go / went back to sleep")
+
+        async def stored_systolic() -> bool:
+            return len(await influx_values(influxd, Signal.SYSTOLIC_BP)) >= 3
+
+        await wait_for(stored_systolic, TIMEOUT, what="stored systolic readings in InfluxDB")
+        systolic = await influx_values(influxd, Signal.SYSTOLIC_BP)
+        assert systolic == [(local_ms(at), 122.0 + i) for i, at in enumerate(stored_at)]
+        temperatures = await influx_values(influxd, Signal.BODY_TEMPERATURE)
+        assert temperatures == [(local_ms(stored_at[0]), 36.8)]
+
+        # live: a very low reading with body movement (no page), then a hypotensive valid one (page)
+        await cuff.take_reading(70, 40, 110, movement=True)
+        await cuff.wait_delivered(TIMEOUT)
+        await cuff.take_reading(84, 50, 96)
+        await cuff.wait_delivered(TIMEOUT)
+        await thermo.take_reading(37.1)
+        await thermo.wait_delivered(TIMEOUT)
+
+        def bp_pages() -> list[dict[str, Any]]:
+            return [r.body for r in receiver.unique() if "bp_low" in r.body["dedup_key"]]
+
+        await wait_for(lambda: bool(bp_pages()), TIMEOUT, what="a hypotension page")
+        (page,) = bp_pages()
+        assert page["patient"] == PATIENT
+        assert "84 mmHg" in page["text"]
+        assert all("70 mmHg" not in r.body["text"] for r in receiver.unique())
+
+        async def all_stored() -> bool:
+            return (
+                len(await influx_values(influxd, Signal.SYSTOLIC_BP)) == 5
+                and len(await influx_values(influxd, Signal.BODY_TEMPERATURE)) == 2
+            )
+
+        await wait_for(all_stored, TIMEOUT, what="every reading in InfluxDB")
+        assert cuff.connections_total >= 3  # one short window per wake-up
+        assert not [r for r in receiver.unique() if "temp_" in r.body["dedup_key"] or "silent" in r.body["dedup_key"]]
+
+
+async def test_a_sleeping_spot_check_device_does_not_trip_the_scan_stall_watchdog() -> None:
+    """Scans that hear nothing while only a sleeping cuff is wanted must not power-cycle the adapter
+    (which would drop every connected strap and oximeter); a silent adapter while a strap is wanted does."""
+    recoveries: list[float] = []
+
+    async def recover() -> None:
+        recoveries.append(asyncio.get_running_loop().time())
+
+    settings = BleSettings(scan_window_s=0.05, scan_stall_scans=2, operation_timeout_s=3.0)
+    async with BumbleCentral(SimRadio()) as central:
+        selected = bleak_arguments(central)
+        radio = Radio(
+            settings, recover=recover, client_kwargs=selected.client_kwargs, scanner_kwargs=selected.scanner_kwargs
+        )
+        cuff = DeviceBinding(id="bpc-1", patient=PATIENT, role=DeviceRole.BLOOD_PRESSURE_CUFF, name="WW-BPC-bpc-1")
+        strap = DeviceBinding(id="hrs-1", patient=PATIENT, role=DeviceRole.HEART_RATE_STRAP, name="WW-HRS-hrs-1")
+        for _ in range(4):
+            assert await radio.find(cuff) is None
+        assert (radio.scans, radio.recoveries, recoveries) == (4, 0, [])
+        for _ in range(2):
+            assert await radio.find(strap) is None
+        assert radio.recoveries == len(recoveries) == 1
+
+
+async def test_many_stored_readings_from_a_cuff_with_an_unset_clock(
+    tmp_path: Path, mosquitto: Mosquitto, collect: Any
+) -> None:
+    """40 readings stored (capacity 30: the oldest 10 overwritten) on a cuff whose clock was never set: the 30
+    kept arrive in order, stamped with the gateway's time and flagged device_clock_unset, with no gap in seq;
+    the gateway sets the clock, and the next reading carries the device's (now right) time."""
+    radio = SimRadio()
+    spec = DeviceSpec(kind=DeviceKind.BLOOD_PRESSURE_CUFF, id="bpc-8", clock="unset", storage_capacity=30)
+    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False, keepalive_s=5)
+    async with contextlib.AsyncExitStack() as stack:
+        cuff = await stack.enter_async_context(BloodPressureCuff(spec, radio, advertising_interval_ms=50))
+        for i in range(40):
+            await cuff.take_reading(100 + i, 70, 60)
+        assert (len(cuff.stored), cuff.overwritten_total) == (30, 10)
+        central = await stack.enter_async_context(BumbleCentral(radio))
+        selected = bleak_arguments(central)
+        sub = await stack.enter_async_context(collect(settings, "wardwatch/v1/vitals/#"))
+        binding = DeviceBinding(id="bpc-8", patient=PATIENT, role=DeviceRole.BLOOD_PRESSURE_CUFF, name=cuff.name)
+        gateway = Gateway(
+            gateway_config(mosquitto, tmp_path, [binding]),
+            use_default_recovery=False,
+            client_kwargs=selected.client_kwargs,
+            scanner_kwargs=selected.scanner_kwargs,
+        )
+        await stack.enter_async_context(running(gateway.run(), gateway.ready))
+        await cuff.wait_delivered(TIMEOUT)
+
+        def systolic() -> list[Any]:
+            return [v for v in sub.vitals() if v.signal == Signal.SYSTOLIC_BP]
+
+        await wait_for(lambda: len(systolic()) >= 30, TIMEOUT, what="30 systolic readings")
+        messages = systolic()
+        assert [m.samples[0].v for m in messages] == [float(110 + i) for i in range(30)]
+        assert {m.samples[0].q for m in messages} == {(Quality.DEVICE_CLOCK_UNSET,)}
+        times = [m.samples[0].t for m in messages]
+        assert times == sorted(set(times))  # gateway time, strictly increasing per series
+        seqs = sorted({v.seq for v in sub.vitals()})
+        assert seqs == list(range(len(seqs)))
+
+        # the gateway set the cuff's clock (Current Time) when it connected: new readings carry the right time
+        assert cuff.clock_writes >= 1
+        assert gateway.sessions[0].clock_writes >= 1
+        taken = await cuff.take_reading(150, 81, 66)
+        await cuff.wait_delivered(TIMEOUT)
+        await wait_for(lambda: len(systolic()) >= 31, TIMEOUT, what="the reading after the clock was set")
+        (latest,) = [m.samples[0] for m in systolic() if m.samples[0].v == 150.0]
+        assert latest.q == (Quality.DEVICE_CLOCK,)
+        assert taken.timestamp is not None
+        assert latest.t == local_ms(taken.timestamp)
+        assert abs(latest.t - time.time() * 1000) < 60_000
