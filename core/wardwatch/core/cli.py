@@ -25,6 +25,7 @@ EXTRA_OF_COMMAND: Final[dict[str, str]] = {
     "alerting": "alerting",
     "sim": "sim",
     "fhir": "fhir",
+    "console": "console",
     "up": "all",
 }
 
