@@ -17,6 +17,7 @@ last hour, the downsampled policy for 24 h and 7 d.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import logging
@@ -88,6 +89,7 @@ class SessionStore:
         self.max_s = max_s
         self._clock = clock
         self._sessions: dict[str, Session] = {}
+        self._timed_out: collections.OrderedDict[str, None] = collections.OrderedDict()  # to say why, a while
 
     def create(self, token: str, name: str, role: str) -> Session:
         """A new session (a fresh id and CSRF token)."""
@@ -104,9 +106,19 @@ class SessionStore:
         if session is None:
             return None
         if self.expired(session):
-            self._sessions.pop(sid, None)
+            self._forget(session)
             return None
         return session
+
+    def timed_out(self, sid: str | None) -> bool:
+        """``sid`` named a session that ended by itself (idle or too old), not one that never was."""
+        return sid is not None and sid in self._timed_out
+
+    def _forget(self, session: Session) -> None:
+        self._sessions.pop(session.sid, None)
+        self._timed_out[session.sid] = None
+        while len(self._timed_out) > 10_000:
+            self._timed_out.popitem(last=False)
 
     def expired(self, session: Session) -> bool:
         """Idle too long, or older than the absolute limit."""
@@ -125,7 +137,7 @@ class SessionStore:
         """Remove and return the expired sessions."""
         gone = [s for s in self._sessions.values() if self.expired(s)]
         for session in gone:
-            self._sessions.pop(session.sid, None)
+            self._forget(session)
         return gone
 
 
@@ -177,9 +189,12 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
             return _error(403, "cross-origin request refused")
     if request.path.startswith("/api/") and request.path not in _PUBLIC:
         sessions = request.app[SESSIONS_KEY]
-        session = sessions.get(request.cookies.get(COOKIE))
+        sid = request.cookies.get(COOKIE)
+        session = sessions.get(sid)
         if session is None:
-            return _error(401, "not logged in (or logged out after inactivity): log in again")
+            if sessions.timed_out(sid):
+                return _error(401, "You were logged out after a period without activity. Log in again.")
+            return _error(401, "Not logged in: log in first.")
         if request.method == "POST":
             sent = request.headers.get(CSRF_HEADER, "")
             if not hmac.compare_digest(sent.encode(), session.csrf.encode()):

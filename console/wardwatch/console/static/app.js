@@ -223,6 +223,7 @@ function route() {
   else if (view === "patient" && parts[1]) leaveView = renderPatient(main, decodeURIComponent(parts[1]));
   else if (view === "audit" && AUDIT_ROLES.has(session.role)) leaveView = renderAudit(main);
   else leaveView = renderBoard(main);
+  main.focus({ preventScroll: true }); // keyboard users start at the view's content
 }
 
 window.addEventListener("hashchange", route);

@@ -59,7 +59,7 @@ function deviceLine(device) {
     { class: `device${connected ? "" : " device-off"}` },
     h("span", { class: "device-role" }, ROLE_LABEL[device.role] || device.role || device.device),
     h("span", { class: connected ? "ok" : "warn" }, connected ? "● connected" : "○ disconnected"),
-    h("span", { class: low ? "warn" : "" }, battery !== null && battery !== undefined ? `🔋 ${battery} %` : "🔋 --"),
+    h("span", { class: low ? "warn" : "" }, battery !== null && battery !== undefined ? `Battery ${battery} %` : "Battery --"),
   );
 }
 

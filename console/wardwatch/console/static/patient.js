@@ -15,7 +15,13 @@ const PRIORITY_COLOURS = { high: "#c62828", medium: "#b58900", low: "#00838f" };
 // Threshold lines per signal from the patient's effective thresholds.
 function thresholdLines(signal, effective) {
   if (!effective) return [];
-  if (signal === "spo2") return [{ value: effective.spo2_low, label: `low ${effective.spo2_low} %` }];
+  if (signal === "spo2") {
+    const severe = effective.spo2_low - effective.spo2_severe_margin;
+    return [
+      { value: effective.spo2_low, label: `low ${effective.spo2_low} %` },
+      { value: severe, label: `severe ${severe} %` },
+    ];
+  }
   if (signal === "heart_rate" || signal === "pulse_rate") {
     return [
       { value: effective.hr_high, label: `high ${effective.hr_high}` },
@@ -47,7 +53,8 @@ function overlays(lines, markers) {
             ctx.lineTo(left + width, y);
             ctx.stroke();
             ctx.fillStyle = "#8e0000";
-            ctx.fillText(line.label, left + 4 * devicePixelRatio, y - 3 * devicePixelRatio);
+            const textWidth = ctx.measureText(line.label).width;
+            ctx.fillText(line.label, left + width - textWidth - 4 * devicePixelRatio, y - 3 * devicePixelRatio);
           }
           ctx.setLineDash([]);
           for (const marker of markers) {
