@@ -207,6 +207,11 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(tmp_path: Path
         assert any(n["title"] == "HIGH alarm: p-b01" for n in notifications), notifications
         assert "HIGH" in (await tile.inner_text()).upper()  # text as well as colour
         assert await page.get_by_role("button", name="Mute 2 min").count() == 1  # the mute was broken
+        # the tachycardia is a medium (yellow) alarm, the probe taken off a technical (cyan) one
+        await page.locator('a.tile[data-patient="p-b03"][data-level="medium"]').wait_for(timeout=120_000)
+        await page.locator('a.tile[data-patient="p-b04"][data-level="technical"]').wait_for(timeout=120_000)
+        order = await page.eval_on_selector_all("a.tile", "tiles => tiles.map(t => t.dataset.patient)")
+        assert order[:3] == ["p-b01", "p-b03", "p-b04"]  # by acuity: high, medium, technical, then the rest
         await page.wait_for_timeout(300)  # (a still image of a settled board, not a condition)
         await page.screenshot(path=str(SCREENSHOTS / "console-board.png"))
 

@@ -146,6 +146,7 @@ SESSIONS_KEY: Final = web.AppKey("sessions", SessionStore)
 HTTP_KEY: Final = web.AppKey("http", aiohttp.ClientSession)
 TRENDS_KEY: Final = web.AppKey("trends", TrendReader)
 SESSION_KEY: Final = web.RequestKey("session", Session)
+STOPPING_KEY: Final = web.AppKey("stopping", asyncio.Event)
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -426,6 +427,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
                     chunk = await reader.readany()
             except TimeoutError:
                 chunk = None
+            if app[STOPPING_KEY].is_set() or request.transport is None or request.transport.is_closing():
+                break  # the console is stopping, or the browser went away
             if sessions.expired(session) or sessions.get(session.sid) is None:
                 with contextlib.suppress(ConnectionResetError, TimeoutError):
                     async with asyncio.timeout(RELAY_WRITE_TIMEOUT_S):
@@ -482,6 +485,12 @@ def build_app(config: ConsoleConfig, *, clock: Callable[[], float] = time.monoto
                 await sweeper
 
     app.cleanup_ctx.append(clients)
+    app[STOPPING_KEY] = asyncio.Event()
+
+    async def stop_streams(app: web.Application) -> None:
+        app[STOPPING_KEY].set()  # relayed streams end within a second
+
+    app.on_shutdown.append(stop_streams)
     router = app.router
     router.add_get("/", index)
     router.add_get("/healthz", healthz)

@@ -42,7 +42,11 @@ async def _serve(config: ConsoleConfig) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of the ``console`` subcommand."""
+    """Entry point of the ``console`` subcommand (``bench``: the board benchmark)."""
+    if argv and argv[0] == "bench":
+        from wardwatch.console.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         config = load_config(ConsoleConfig, args.config)

@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "bench":
             if not rest or rest[0].startswith("-"):
                 print(
-                    "usage: wardwatch bench PART [ARGS...]   (PART: ingest, alerting, gateway, sim, fhir)",
+                    "usage: wardwatch bench PART [ARGS...]   (PART: ingest, alerting, gateway, sim, fhir, console)",
                     file=sys.stderr,
                 )
                 return 2

@@ -7,13 +7,22 @@ export function renderAudit(main) {
   const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   main.replaceChildren(
     h("h1", { class: "view-title" }, "Audit log"),
-    h("p", { class: "muted" }, "Newest first. Reading the audit log is itself audited."),
+    h("p", { class: "muted" }, "The last 12 hours, newest first (up to 300 entries). Reading the audit log is itself audited."),
     body,
   );
   (async () => {
     try {
-      const data = await get("/api/audit?limit=10000");
-      const entries = data.entries.slice(-300).reverse();
+      // the last 12 hours, oldest first in pages of 10,000: keep the newest 300
+      let entries = [];
+      let afterSeq = 0;
+      const since = Date.now() - 12 * 3600 * 1000;
+      for (let page = 0; page < 5; page += 1) {
+        const data = await get(`/api/audit?since=${since}&after_seq=${afterSeq}&limit=10000`);
+        entries = entries.concat(data.entries).slice(-300);
+        if (data.entries.length < 10000) break;
+        afterSeq = data.entries[data.entries.length - 1].seq;
+      }
+      entries = entries.reverse();
       if (!entries.length) {
         body.replaceChildren(h("p", { class: "empty" }, "No entries."));
         return;

@@ -15,10 +15,13 @@ function isStale(t) {
   return t === null || t === undefined || now() - t > ward.staleAfterS * 1000;
 }
 
-// Acuity: the open alarm's priority (unacknowledged first), then staleness, then the patient id.
+// Acuity: the open alarm's priority (a physiological alarm before a technical one of the same priority,
+// unacknowledged before acknowledged), then staleness, then the patient id.
 function acuityKey(patient) {
   const alarm = topAlarm(patient.patient);
-  const alarmRank = alarm ? rank(alarm) * 2 + (alarm.state === "active" ? 1 : 0) : 0;
+  const alarmRank = alarm
+    ? rank(alarm) * 4 + (alarm.category === "technical" ? 0 : 2) + (alarm.state === "active" ? 1 : 0)
+    : 0;
   const stale = isStale(latestReadingTime(patient)) ? 1 : 0;
   return [alarmRank, stale];
 }
@@ -27,6 +30,23 @@ export function sortedPatients() {
   const keyed = [...ward.patients.values()].map((p) => [acuityKey(p), p]);
   keyed.sort((a, b) => b[0][0] - a[0][0] || b[0][1] - a[0][1] || a[1].patient.localeCompare(b[1].patient));
   return keyed.map(([, p]) => p);
+}
+
+// IEEE 11073 special values and device states, as a nurse reads them
+const ABSENT = {
+  nan: "no value",
+  nres: "not resolved",
+  positive_infinity: "over range",
+  negative_infinity: "under range",
+  reserved: "no value",
+  unavailable: "unavailable",
+};
+
+// "12 s ago", "stale · 3 min ago", or why there is no value ("sensor off · 4 s ago").
+function ageText(reading, stale) {
+  if (!reading) return "no reading";
+  const why = reading.value === null && reading.absent ? `${ABSENT[reading.absent] || "no value"} · ` : "";
+  return `${stale ? "stale · " : ""}${why}${age(reading.t)}`;
 }
 
 function vitalCell(patient, signal) {
@@ -45,7 +65,7 @@ function vitalCell(patient, signal) {
     h(
       "span",
       { class: "vital-age", dataset: { t: reading ? reading.t : "" } },
-      reading ? `${stale ? "stale · " : ""}${age(reading.t)}` : "no reading",
+      ageText(reading, stale),
     ),
   );
 }
@@ -58,9 +78,19 @@ function deviceLine(device) {
     "li",
     { class: `device${connected ? "" : " device-off"}` },
     h("span", { class: "device-role" }, ROLE_LABEL[device.role] || device.role || device.device),
-    h("span", { class: connected ? "ok" : "warn" }, connected ? "● connected" : "○ disconnected"),
-    h("span", { class: low ? "warn" : "" }, battery !== null && battery !== undefined ? `Battery ${battery} %` : "Battery --"),
+    h("span", { class: connected ? "ok" : "warn" }, connected ? "● connected" : "○ DISCONNECTED"),
+    h(
+      "span",
+      { class: low ? "warn" : "", title: "battery" },
+      battery !== null && battery !== undefined ? `bat. ${battery} %${low ? " LOW" : ""}` : "bat. --",
+    ),
   );
+}
+
+function gatewayText(patient) {
+  const gateway = gatewayOf(patient);
+  if (!gateway || gateway.online === null || gateway.online === undefined) return `unknown:${patient.gateway}`;
+  return `${patient.gateway}:${gateway.online}`;
 }
 
 function gatewayLine(patient) {
@@ -99,7 +129,7 @@ export function tile(patient) {
     {
       class: classes.join(" "),
       href: `#/patient/${encodeURIComponent(patient.patient)}`,
-      dataset: { patient: patient.patient, level },
+      dataset: { patient: patient.patient, level, gateway: gatewayText(patient) },
       "aria-label": label,
     },
     h("div", { class: "tile-head" }, h("span", { class: "tile-patient" }, patient.patient), gatewayLine(patient)),
@@ -114,6 +144,7 @@ export function renderBoard(main) {
   const summary = h("p", { class: "board-summary", id: "board-summary" });
   main.replaceChildren(h("h1", { class: "view-title" }, "Ward board"), summary, grid);
   const tiles = new Map();
+  const staleShown = new Map(); // patient -> stale when last placed (staleness moves a tile up)
 
   function summaryText() {
     const alarms = [...ward.alarms.values()];
@@ -124,6 +155,7 @@ export function renderBoard(main) {
   function place() {
     const order = sortedPatients();
     order.forEach((patient, index) => {
+      staleShown.set(patient.patient, isStale(latestReadingTime(patient)));
       let element = tiles.get(patient.patient);
       if (!element) {
         element = tile(patient);
@@ -141,6 +173,35 @@ export function renderBoard(main) {
     summary.textContent = summaryText();
   }
 
+  // Readings changed: patch the tile's numbers in place (cheap for a full ward every quarter second).
+  function patch(ids) {
+    const rest = [];
+    for (const id of ids) {
+      const patient = ward.patients.get(id);
+      const element = tiles.get(id);
+      if (!patient || !element) continue;
+      const devices = Object.values(patient.devices || {});
+      const list = element.querySelector(".devices");
+      if (!list || list.children.length !== devices.length || element.dataset.gateway !== gatewayText(patient)) {
+        rest.push(id); // the tile's shape changed: build it again
+        continue;
+      }
+      for (const signal of BOARD_SIGNALS) {
+        const cell = element.querySelector(`.vital[data-signal="${signal.key}"]`);
+        const reading = patient.vitals[signal.key];
+        const stale = reading ? isStale(reading.t) : false;
+        cell.classList.toggle("stale", stale);
+        cell.querySelector(".vital-value").firstChild.nodeValue = formatValue(reading, signal.digits);
+        cell.querySelector(".vital-unit").textContent = reading && reading.value !== null ? signal.unit : "";
+        const ageCell = cell.querySelector(".vital-age");
+        ageCell.dataset.t = reading ? reading.t : "";
+        ageCell.textContent = ageText(reading, stale);
+      }
+      devices.forEach((device, index) => list.children[index].replaceWith(deviceLine(device)));
+    }
+    refresh(rest);
+  }
+
   function refresh(ids) {
     for (const id of ids) {
       const patient = ward.patients.get(id);
@@ -155,6 +216,10 @@ export function renderBoard(main) {
     }
   }
 
+  function staleChanged(ids) {
+    return ids.some((id) => isStale(latestReadingTime(ward.patients.get(id))) !== staleShown.get(id));
+  }
+
   place();
   const unsubscribe = subscribe((change) => {
     if (change.kind === "snapshot") {
@@ -162,8 +227,14 @@ export function renderBoard(main) {
       tiles.clear();
       place();
     } else if (change.kind === "values") {
-      refresh(change.patients);
-      place();
+      const ids = new Set(change.patients);
+      if (change.gateways.length) {
+        const gateways = new Set(change.gateways);
+        for (const patient of ward.patients.values()) if (gateways.has(patient.gateway)) ids.add(patient.patient);
+      }
+      const known = [...ids].filter((id) => tiles.has(id));
+      patch(known);
+      if (known.length !== ids.size || staleChanged(known)) place(); // a new patient, or one went stale
     } else if (change.kind === "alarm") {
       refresh(change.patients);
       place();
@@ -174,9 +245,12 @@ export function renderBoard(main) {
       const t = Number(element.dataset.t);
       if (!t) continue;
       const stale = isStale(t);
-      element.textContent = `${stale ? "stale · " : ""}${age(t)}`;
+      const patient = ward.patients.get(element.closest("a.tile").dataset.patient);
+      const reading = patient && patient.vitals[element.parentElement.dataset.signal];
+      element.textContent = reading ? ageText(reading, stale) : `${stale ? "stale · " : ""}${age(t)}`;
       element.parentElement.classList.toggle("stale", stale);
     }
+    if (staleChanged([...tiles.keys()])) place();
   }, 1000);
   return () => {
     unsubscribe();

@@ -92,6 +92,8 @@ export function topAlarm(id) {
 export function compareAlarms(a, b) {
   const byRank = rank(b) - rank(a);
   if (byRank) return byRank;
+  const physiological = (b.category !== "technical") - (a.category !== "technical");
+  if (physiological) return physiological;
   const active = (b.state === "active") - (a.state === "active");
   if (active) return active;
   return a.started - b.started;
