@@ -125,6 +125,44 @@ new MutationObserver(() => {
 """
 
 
+# WCAG 2.x contrast of every visible text node's element against its composited background: the failures.
+CONTRAST_FAILURES = """
+() => {
+  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const channel = (v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  function background(element) {
+    const layers = [];
+    for (let e = element; e; e = e.parentElement) {
+      const [r, g, b, a = 1] = parse(getComputedStyle(e).backgroundColor);
+      if (a > 0) layers.push([r, g, b, a]);
+      if (a >= 1) break;
+    }
+    let colour = [255, 255, 255];
+    for (const [r, g, b, a] of layers.reverse()) colour = [r, g, b].map((v, i) => v * a + colour[i] * (1 - a));
+    return colour;
+  }
+  const failures = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const text = walker.currentNode.nodeValue.trim();
+    const element = walker.currentNode.parentElement;
+    if (!text || !element || !element.checkVisibility() || element.closest(".sr-only, .skip-link")) continue;
+    const style = getComputedStyle(element);
+    const [r, g, b, a = 1] = parse(style.color);
+    const back = background(element);
+    const fore = [r, g, b].map((v, i) => v * a + back[i] * (1 - a));
+    const [l1, l2] = [luminance(fore), luminance(back)].sort((x, y) => y - x);
+    const ratio = (l1 + 0.05) / (l2 + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) failures.push(`${text.slice(0, 30)}: ${ratio.toFixed(2)}`);
+  }
+  return failures;
+}
+"""
+
+
 def _pages(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -214,6 +252,7 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(tmp_path: Path
         assert order[:3] == ["p-b01", "p-b03", "p-b04"]  # by acuity: high, medium, technical, then the rest
         await page.wait_for_timeout(300)  # (a still image of a settled board, not a condition)
         await page.screenshot(path=str(SCREENSHOTS / "console-board.png"))
+        assert await page.evaluate(CONTRAST_FAILURES) == []  # WCAG AA on the board: alarms of every colour
 
         # acknowledge with a note (a note is required)
         await page.get_by_role("link", name="Alarms").click()
@@ -230,6 +269,7 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(tmp_path: Path
         await acknowledged.wait_for()
         assert stack.summary["api_user"] in await acknowledged.inner_text()  # who (and when)
         await page.screenshot(path=str(SCREENSHOTS / "console-alarms.png"))
+        assert await page.evaluate(CONTRAST_FAILURES) == []
 
         # the acknowledgement is in the audit log, with the note
         await page.get_by_role("link", name="Audit").click()
@@ -277,6 +317,7 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(tmp_path: Path
             notice = idle.locator("#login-notice")
             await notice.wait_for(timeout=30_000)
             assert "without activity" in await notice.inner_text()
+            assert await idle.evaluate(CONTRAST_FAILURES) == []  # the login page too
             assert time.monotonic() - started >= 6
             status = await idle.evaluate("fetch('/api/session').then(r => r.status)")
             assert status == 401
