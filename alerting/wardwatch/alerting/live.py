@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from wardwatch.alerting.manager import AlarmRecord
 from wardwatch.core.schema import DeviceStatus, GatewayStatus, Signal, Vitals
 
-__all__ = ["FLUSH_S", "LIVE_SIGNALS", "LiveBoard", "Subscription", "alarm_json"]
+__all__ = ["FLUSH_S", "LIVE_SIGNALS", "LiveBoard", "Subscription", "alarm_json", "sse_event"]
 
 _log = logging.getLogger(__name__)
 
@@ -69,8 +70,13 @@ def alarm_json(record: AlarmRecord) -> dict[str, Any]:
     }
 
 
+def sse_event(event: str, data: Any) -> bytes:
+    """One server-sent event: ``event: NAME`` and its JSON ``data``."""
+    return b"event: " + event.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
+
+
 class Subscription:
-    """One watcher of one ward: a bounded buffer of ``(event, data)`` and a wake-up.
+    """One watcher of one ward: a bounded buffer of encoded events and a wake-up.
 
     :meth:`push` never blocks: when the buffer is full the subscription is marked :attr:`overflowed`
     and closed (the stream ends; the client reconnects and starts from a snapshot).
@@ -81,18 +87,18 @@ class Subscription:
         self.capacity = capacity
         self.overflowed = False
         self.closed = False
-        self._events: collections.deque[tuple[str, dict[str, Any]]] = collections.deque()
+        self._events: collections.deque[bytes] = collections.deque()
         self._ready = asyncio.Event()
 
-    def push(self, event: str, data: dict[str, Any]) -> bool:
-        """Queue an event; ``False`` (and closed) if the subscriber is too slow or already closed."""
+    def push(self, event: bytes) -> bool:
+        """Queue an encoded event; ``False`` (and closed) if the subscriber is too slow or already closed."""
         if self.closed:
             return False
         if len(self._events) >= self.capacity:
             self.overflowed = True
             self.close()
             return False
-        self._events.append((event, data))
+        self._events.append(event)
         self._ready.set()
         return True
 
@@ -101,7 +107,7 @@ class Subscription:
         self.closed = True
         self._ready.set()
 
-    async def next_batch(self, timeout: float) -> list[tuple[str, dict[str, Any]]]:
+    async def next_batch(self, timeout: float) -> list[bytes]:
         """Events waiting (at most ``timeout`` s of waiting; empty on time-out or when closed and drained)."""
         if not self._events and not self.closed:
             try:
@@ -285,7 +291,7 @@ class LiveBoard:
         """A new watcher of ``ward`` (buffer: :attr:`buffer` events); its first event is a ``snapshot``."""
         state = self._wards[ward]
         subscription = Subscription(ward, self.buffer)
-        subscription.push("snapshot", self.snapshot(ward))
+        subscription.push(sse_event("snapshot", self.snapshot(ward)))
         state.subscribers.add(subscription)
         return subscription
 
@@ -335,6 +341,7 @@ class LiveBoard:
             _log.exception("sending live values failed (the alarm path is unaffected)")
 
     def _fan_out(self, state: _Ward, event: str, data: dict[str, Any]) -> None:
+        chunk = sse_event(event, data)  # encoded once, whatever the number of watchers
         for subscription in list(state.subscribers):
-            if not subscription.push(event, data):
+            if not subscription.push(chunk):
                 self.unsubscribe(subscription, "buffer_full" if subscription.overflowed else None)

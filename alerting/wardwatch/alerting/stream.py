@@ -58,10 +58,6 @@ async def ward_snapshot(request: web.Request) -> web.Response:
     return web.Response(body=msgspec.json.encode(live.snapshot(ward)), content_type="application/json")
 
 
-def _event(name: str, data: Any) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
-
-
 async def ward_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events of the ward's board (see the module); ends when the client is too slow."""
     live, ward = _live_ward(request)
@@ -82,7 +78,7 @@ async def ward_stream(request: web.Request) -> web.StreamResponse:
             batch = await subscription.next_batch(HEARTBEAT_S)
             if subscription.overflowed or (subscription.closed and not batch):
                 break  # too slow (counted by the board), or the service is stopping
-            chunk = b"".join(_event(name, data) for name, data in batch) if batch else b": heartbeat\n\n"
+            chunk = b"".join(batch) if batch else b": heartbeat\n\n"
             async with asyncio.timeout(WRITE_TIMEOUT_S):
                 await response.write(chunk)
     except TimeoutError:
@@ -90,7 +86,8 @@ async def ward_stream(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the client went away
     finally:
-        live.unsubscribe(subscription, "write_timeout" if timed_out else None)
+        # one slow client is counted once: a write that timed out after the buffer filled is the same client
+        live.unsubscribe(subscription, "write_timeout" if timed_out and not subscription.overflowed else None)
     if timed_out or subscription.overflowed:
         _log.warning("live stream of ward %s cut off: the client does not keep up", ward)
     return response
