@@ -279,3 +279,13 @@ async def test_trends_come_from_influxdb_with_the_read_only_user(tmp_path: Path)
             assert response.status == 400
         async with console.http.get(console.base + "/api/patients/DROP%20x/trends?range=1h") as response:
             assert response.status == 400
+
+
+def test_the_example_config_loads() -> None:
+    from wardwatch.core.config import load_config
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "console" / "console.example.toml"
+    config = load_config(ConsoleConfig, example, environ={"WARDWATCH_INFLUX__PASSWORD": "from-the-environment"})
+    assert config.ward == "ward-a"
+    assert config.influx.username == "reader"
+    assert config.influx.password == Secret("from-the-environment")

@@ -62,7 +62,12 @@ function renderLogin(message) {
     password,
     error,
     button,
-    h("p", { class: "muted small" }, "Alarm tones and notifications start after you log in."),
+    h(
+      "p",
+      { class: "muted small" },
+      "While logged out this screen shows and sounds no alarms; pages still reach the staff on call. " +
+        "Tones and notifications start when you log in.",
+    ),
   );
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
