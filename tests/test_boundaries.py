@@ -17,6 +17,7 @@ PARTS = {
     "firmware_sim": ROOT / "firmware-sim" / "wardwatch" / "firmware_sim",
     "stack": ROOT / "stack" / "wardwatch" / "stack",
     "fhir": ROOT / "fhir" / "wardwatch" / "fhir",
+    "console": ROOT / "console" / "wardwatch" / "console",
 }
 
 # Third-party libraries each part must not import (a Raspberry Pi installs the gateway without scipy...).
@@ -30,6 +31,8 @@ FORBIDDEN_LIBRARIES = {
     "stack": {"bleak", "bumble", "numpy", "scipy", "influxdb_client", "wfdb"},
     # the exporter speaks MQTT and HTTP; backfill reads InfluxDB over HTTP without influxdb_client
     "fhir": {"bleak", "bumble", "numpy", "scipy", "influxdb_client", "wfdb"},
+    # the console's back end speaks HTTP to the alerting API and InfluxDB, nothing else
+    "console": {"bleak", "bumble", "numpy", "scipy", "influxdb_client", "wfdb", "paho"},
 }
 
 

@@ -93,6 +93,16 @@ async def test_up_runs_the_ward_and_pages_for_the_desaturation(tmp_path: Path) -
         assert any(a["patient"] == "p-d01" for a in alarms["alarms"]), alarms
         stored = json.loads(_run_printed(_printed_command(said, "vitals")))
         assert stored["results"][0]["series"], stored
+        # the console's printed URL and demo login work: a newcomer sees the ward board
+        url, _, user, _, password = _printed_command(said, "console").split()
+        async with (
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser,
+            browser.post(url + "api/login", json={"name": user, "password": password}) as answer,
+        ):
+            assert answer.status == 200, await answer.text()
+            async with browser.get(url + "api/board") as board:
+                shown = {p["patient"] for p in (await board.json())["patients"]}
+            assert shown == patients
     printed = "\n".join(lines)
     assert "wardwatch is up" in printed
     assert "PAGE -> primary-nurse" in printed

@@ -22,6 +22,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
 
+from wardwatch.alerting import stream
 from wardwatch.alerting.audit import AuditEntry
 from wardwatch.alerting.auth import (
     MAX_PASSWORD_LENGTH,
@@ -49,6 +50,7 @@ from wardwatch.alerting.http import now_ms as _now
 from wardwatch.alerting.http import principal_of as _principal
 from wardwatch.alerting.http import read_body as _body
 from wardwatch.alerting.http import readable_text as _text
+from wardwatch.alerting.live import alarm_json as _alarm_json
 from wardwatch.alerting.manager import AlarmNotFoundError, AlarmRecord, InvalidTransitionError
 from wardwatch.alerting.metrics import burden
 from wardwatch.alerting.registry.routes import REGISTRY_PATHS, REGISTRY_SCHEMAS
@@ -273,7 +275,9 @@ async def login(request: web.Request) -> web.Response:
         return _error(401, "wrong user name or password", **{"WWW-Authenticate": "Bearer"})
     request.app[LOGINS_KEY].labels(outcome="ok").inc()
     service.store.audit(AuditEntry(t=now, actor=body.name, action="login"))
-    return _json({"token": token, "token_type": "Bearer", "expires": expires})
+    principal = request.app[AUTH_KEY].authenticate(token, now)
+    role = str(principal.role) if principal is not None else None
+    return _json({"token": token, "token_type": "Bearer", "expires": expires, "role": role})
 
 
 @requires(Permission.READ_ALARMS)
@@ -308,32 +312,6 @@ async def logout(request: web.Request) -> web.Response:
         AuditEntry(t=_now(), actor=_principal(request).actor, action="logout", details={"break_glass_ended": ended})
     )
     return _json({"status": "logged out", "break_glass_ended": ended})
-
-
-def _alarm_json(record: AlarmRecord) -> dict[str, Any]:
-    return {
-        "alarm_id": record.alarm_id,
-        "dedup_key": record.dedup_key,
-        "ward": record.ward,
-        "patient": record.patient,
-        "rule": record.rule,
-        "category": record.category,
-        "priority": record.priority,
-        "state": record.state,
-        "started": record.started,
-        "updated": record.updated,
-        "value": record.value,
-        "text": record.text,
-        "actor": record.actor,
-        "condition_active": record.condition_active,
-        "escalation": {"round": record.round, "step": record.step, "next_step_at": record.next_step_at},
-        "acknowledged_at": record.acknowledged_at,
-        "silenced_until": record.silenced_until,
-        "renotify_at": record.renotify_at,
-        "resolved_at": record.resolved_at,
-        "pages": record.pages,
-        "flaps": record.flaps,
-    }
 
 
 _STATES: Final = {"active", "acknowledged", "silenced", "resolved"}
@@ -573,6 +551,7 @@ def build_app(service: AlarmService, config: ApiConfig) -> web.Application:
     """The aiohttp application of the API."""
     app = web.Application(middlewares=[_auth_middleware], client_max_size=64 * 1024)
     app[SERVICE_KEY] = service
+    stream.install(app, service.live)
     app[OPENAPI_KEY] = openapi_document(list(service.config.wards))
     auth = Authenticator(
         service.store,
@@ -678,6 +657,7 @@ _QUERY: Final[dict[str, dict[str, Any]]] = {
 _PATH_PARAMS: Final[dict[str, dict[str, Any]]] = {
     "alarm_id": {"type": "string", "minLength": 1, "maxLength": 200},
     "patient": {"type": "string", "pattern": ID_PATTERN},
+    "ward": {"type": "string", "pattern": ID_PATTERN},
 }
 
 
@@ -725,7 +705,7 @@ _SPEC_PATHS: Final[dict[str, dict[str, dict[str, Any]]]] = {
     "/metrics": {"get": _op("Prometheus metrics", prometheus_metrics, None)},
     "/api/v1/openapi.json": {"get": _op("This document", openapi, None)},
     "/api/v1/login": {
-        "post": _op("Log in; returns {token, token_type, expires}", login, None, "LoginBody", statuses=(401, 429))
+        "post": _op("Log in; returns {token, token_type, expires, role}", login, None, "LoginBody", statuses=(401, 429))
     },
     "/api/v1/logout": {"post": _op("End the session (and its break-glass tokens)", logout, "read_alarms")},
     "/api/v1/break-glass": {
@@ -775,6 +755,24 @@ _SPEC_PATHS: Final[dict[str, dict[str, dict[str, Any]]]] = {
             query=("ward",),
             path=("patient",),
         ),
+    },
+    "/api/v1/wards/{ward}/live": {
+        "get": _op(
+            "The ward's live board: latest readings per patient and device, gateways, open alarms",
+            requires(Permission.READ_ALARMS)(stream.ward_snapshot),
+            "read_alarms",
+            path=("ward",),
+            statuses=(404,),
+        )
+    },
+    "/api/v1/wards/{ward}/stream": {
+        "get": _op(
+            "Server-sent events (text/event-stream) of the ward's board: snapshot, then values and alarm events",
+            requires(Permission.READ_ALARMS)(stream.ward_stream),
+            "read_alarms",
+            path=("ward",),
+            statuses=(404,),
+        )
     },
     "/api/v1/audit": {
         "get": _op(
@@ -872,4 +870,7 @@ def openapi_document(wards: list[str]) -> dict[str, Any]:
         for parameter in operation.get("parameters", ()):
             if parameter["name"] == "ward":
                 parameter["schema"] = {"type": "string", "enum": wards}
+    for path in ("/api/v1/wards/{ward}/live", "/api/v1/wards/{ward}/stream"):
+        for parameter in document["paths"][path]["get"]["parameters"]:
+            parameter["schema"] = {"type": "string", "enum": wards}
     return document

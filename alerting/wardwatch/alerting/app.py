@@ -172,6 +172,7 @@ class MqttInput:
     def handle(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """One MQTT message (``retain``: it was published with the retain flag)."""
         metrics = self.service.metrics
+        live = self.service.live  # the console's board: updated after the engine, its faults contained
         try:
             parts = parse_topic(topic)
             ward = parts.ward
@@ -198,6 +199,7 @@ class MqttInput:
                     return
                 self.service.note_patient(vitals.patient, ward, t_max)
                 changes = self._feed(ward, vitals.patient, "engine", lambda: self.source.on_vitals(vitals, ward))
+                live.guard(lambda: live.on_vitals(ward, vitals))
             elif parts.kind == DEVICE:
                 status = decode(payload)
                 if not isinstance(status, DeviceStatus):
@@ -208,6 +210,7 @@ class MqttInput:
                 if not self.gate.admit(ward, status.patient, status.device, status.t, status.t, 1):
                     return
                 changes = self._feed(ward, status.patient, "engine", lambda: self.source.on_device_status(status, ward))
+                live.guard(lambda: live.on_device_status(ward, status))
             elif parts.kind == GATEWAY and parts.leaf == "availability":
                 if payload not in (AVAILABILITY_ONLINE, AVAILABILITY_OFFLINE):
                     raise SchemaError(f"availability must be 'online' or 'offline', got {payload[:20]!r}")
@@ -222,6 +225,7 @@ class MqttInput:
                     "engine",
                     lambda: self.source.on_gateway_availability(ward, gateway, online, now),
                 )
+                live.guard(lambda: live.on_gateway_availability(ward, gateway, online, now))
             elif parts.kind == GATEWAY and parts.leaf == "gap":
                 gap = decode(payload)
                 if not isinstance(gap, DataGap):
@@ -245,6 +249,7 @@ class MqttInput:
                     metrics.samples_ignored.labels(reason="status_time").inc()
                     return
                 changes = self._feed(ward, ALL_PATIENTS, "engine", lambda: self.source.on_gateway_status(gw_status))
+                live.guard(lambda: live.on_gateway_status(gw_status))
             else:
                 return
         except (SchemaError, TopicError) as exc:

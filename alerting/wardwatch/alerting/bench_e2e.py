@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,7 @@ async def end_to_end(
     login_flood_per_s: float = 0.0,
     flood_clients: int = 20,
     hash_executor: HashExecutor = "thread",
+    live_streams: int = 0,
 ) -> dict[str, Any]:
     """Run the benchmark; return its figures (latencies in ms)."""
     with tempfile.TemporaryDirectory(prefix="wardwatch-bench-") as tmp_name:
@@ -150,6 +152,13 @@ async def end_to_end(
             try:
                 await _wait_healthy(api_port, child)
                 cpu_before = _cpu_seconds(child.pid)
+                if live_streams > 0:
+                    base = f"http://127.0.0.1:{api_port}"
+                    async with _live_streams(base, nurse_password, live_streams) as watchers:
+                        figures = await _stream(broker, receiver, patients, warmup_s, spread_s)
+                    figures["service_cpu_s"] = round(_cpu_seconds(child.pid) - cpu_before, 2)
+                    figures["live_streams"] = await watchers.report(base)
+                    return figures
                 if login_flood_per_s <= 0:
                     figures = await _stream(broker, receiver, patients, warmup_s, spread_s)
                     figures["service_cpu_s"] = round(_cpu_seconds(child.pid) - cpu_before, 2)
@@ -195,6 +204,67 @@ def _kits(patients: int) -> dict[str, Kit]:
         )
         for i in range(patients)
     }
+
+
+class _Watchers:
+    """Console-like live streams (SSE) reading the ward's board, and one client that never reads."""
+
+    def __init__(self, clients: int) -> None:
+        self.clients = clients
+        self.events = [0] * clients
+        self.bytes = [0] * clients
+
+    async def read(self, http: aiohttp.ClientSession, base: str, token: str, index: int) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=60)
+        async with http.get(f"{base}/api/v1/wards/{WARD}/stream", headers=headers, timeout=timeout) as response:
+            async for line in response.content:
+                self.bytes[index] += len(line)
+                if line.startswith(b"event: "):
+                    self.events[index] += 1
+
+    async def report(self, base: str) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as response:
+            text = await response.text()
+        dropped = {
+            line.split('why="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("wardwatch_alerting_live_dropped_total{")
+        }
+        return {
+            "clients": self.clients,
+            "stalled_clients": 1,
+            "events_per_client_min": min(self.events),
+            "megabytes_per_client_max": round(max(self.bytes) / 1e6, 2),
+            "dropped": dropped,
+        }
+
+
+@contextlib.asynccontextmanager
+async def _live_streams(base: str, nurse_password: str, clients: int) -> AsyncIterator[_Watchers]:
+    """``clients`` reading live streams of the ward (one nurse's session) and one stalled socket, for the block."""
+    import socket
+
+    watchers = _Watchers(clients)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(base + "/api/v1/login", json={"name": NURSE, "password": nurse_password}) as response:
+            token = (await response.json())["token"]
+        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.setblocking(False)
+        loop = asyncio.get_running_loop()
+        host, port = base.removeprefix("http://").split(":")
+        await loop.sock_connect(stalled, (host, int(port)))
+        request = f"GET /api/v1/wards/{WARD}/stream HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        await loop.sock_sendall(stalled, request.encode())
+        readers = [asyncio.create_task(watchers.read(http, base, token, i)) for i in range(clients)]
+        try:
+            yield watchers
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            stalled.close()
 
 
 async def _stream(

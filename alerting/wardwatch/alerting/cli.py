@@ -14,6 +14,7 @@
                                                      exit 1 if broken); safe while the service runs
     wardwatch bench alerting                         replay throughput + end-to-end latency (JSON)
     wardwatch bench alerting --skip-replay --login-flood-per-s 200    ... under a login flood
+    wardwatch bench alerting --skip-replay --live-streams 20          ... with 20 console streams (+1 stalled)
 
 ``--config`` may also come from ``WARDWATCH_CONFIG``.
 """
@@ -101,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--login-flood-clients", type=int, default=20, help="addresses the flood comes from")
     bench.add_argument("--login-hash-executor", choices=["thread", "process"], default="thread")
+    bench.add_argument(
+        "--live-streams", type=int, default=0, help="console live streams (SSE) open while the patients stream"
+    )
     return parser
 
 
@@ -229,6 +233,7 @@ def _bench(args: argparse.Namespace) -> int:
                 login_flood_per_s=args.login_flood_per_s,
                 flood_clients=args.login_flood_clients,
                 hash_executor=args.login_hash_executor,
+                live_streams=args.live_streams,
             )
         )
     print(json.dumps(result, indent=2))

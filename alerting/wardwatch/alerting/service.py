@@ -31,6 +31,7 @@ import aiohttp
 from wardwatch.alerting.audit import SYSTEM_ACTOR, AuditEntry
 from wardwatch.alerting.escalation import ward_policy
 from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.live import LiveBoard
 from wardwatch.alerting.manager import Action, AlarmManager, AlarmNotFoundError, AlarmRecord, PublishAlarm, SendPage
 from wardwatch.alerting.metrics import AlertingMetrics
 from wardwatch.alerting.paging import Pager, build_channel
@@ -156,6 +157,10 @@ class AlarmService:
         self._problems: dict[str, str] = {}  # what makes the service unhealthy, by kind
         self._warn = RateLimitedLog(_log, interval_s=30.0)
         self.registry = Registry(self)  # patients, gateways, kits (docs/registry.md)
+        # latest values and alarm changes for the console's live streams (never blocks the alarm path)
+        self.live = LiveBoard(
+            config.wards, self.manager.open_alarms, registry=self.metrics.registry, now_ms=self.clock.now_ms
+        )
 
     # -- health -----------------------------------------------------------------------------------
 
@@ -288,6 +293,8 @@ class AlarmService:
         self._retry_at = None
         self.set_problem("store", None)
         alarms = unsaved.alarms
+        if unsaved.records:
+            self.live.guard(lambda: self.live.on_alarms(unsaved.records.values()))
         self._unsaved = _Unsaved()
         self.metrics.open_alarms.set(len(self.manager.open_alarms()))
         if self.pager is not None and queued:

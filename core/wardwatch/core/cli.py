@@ -25,6 +25,7 @@ EXTRA_OF_COMMAND: Final[dict[str, str]] = {
     "alerting": "alerting",
     "sim": "sim",
     "fhir": "fhir",
+    "console": "console",
     "up": "all",
 }
 
@@ -137,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "bench":
             if not rest or rest[0].startswith("-"):
                 print(
-                    "usage: wardwatch bench PART [ARGS...]   (PART: ingest, alerting, gateway, sim, fhir)",
+                    "usage: wardwatch bench PART [ARGS...]   (PART: ingest, alerting, gateway, sim, fhir, console)",
                     file=sys.stderr,
                 )
                 return 2

@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         help="also run the FHIR exporter (`wardwatch fhir`) into a local FHIR test server (needs node, scripts/setup)",
     )
     parser.add_argument("--fhir-url", default=None, help="with --fhir: export to this FHIR R4 server instead")
+    parser.add_argument("--console-port", type=int, default=None, help="nurses' console port (default: a free one)")
+    parser.add_argument("--no-console", action="store_true", help="do not start the nurses' web console")
     return parser
 
 
@@ -79,6 +81,8 @@ def main(argv: list[str]) -> int:
         ble=args.ble,
         fhir=args.fhir or args.fhir_url is not None,
         fhir_url=args.fhir_url,
+        console=not args.no_console,
+        console_port=args.console_port,
     )
     print(f"wardwatch up: starting (state in {args.state.resolve()})", flush=True)
 

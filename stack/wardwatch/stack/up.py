@@ -83,6 +83,10 @@ class StackOptions:
     # also the FHIR exporter (`wardwatch fhir`): into fhir_url, else the local test server (`fhir testserver`)
     fhir: bool = False
     fhir_url: str | None = None
+    # the nurses' web console (`wardwatch console`) on this port (default: a free one); off with console=False
+    console: bool = True
+    console_port: int | None = None
+    console_idle_logout_s: float = 900.0
 
 
 @dataclass
@@ -492,6 +496,7 @@ class Stack:
                 await self._make_influx_schema(ingest_config)
             self._spawn("ingest", ["ingest", "--config", str(ingest_config)])
             fhir_url = self._spawn_fhir(mqtt_section) if self.options.fhir else None
+            console_url = self._spawn_console(ward, api_port, influx_url) if self.options.console else None
             for child in self.children:
                 await child.start()
             self.step(f"alerting API: http://127.0.0.1:{api_port}/api/v1/alarms   ingest -> {influx_url}")
@@ -553,6 +558,7 @@ class Stack:
                 "logs": str(self.state / "logs"),
                 "state": str(self.state),
                 **({"fhir": fhir_url} if fhir_url is not None else {}),
+                **({"console": console_url} if console_url is not None else {}),
             }
             self._print_summary(api_password, influx_url)
             self.ready.set()
@@ -863,6 +869,27 @@ class Stack:
         self._spawn("fhir", ["fhir", "--config", str(config)])
         return url
 
+    def _spawn_console(self, ward: str, api_port: int, influx_url: str) -> str:
+        """The nurses' web console: logs in to the alerting API for its users, reads trends as the InfluxDB reader."""
+        port = self.options.console_port or free_port()
+        influx: dict[str, Any] = {"url": influx_url, "database": INGEST_DATABASE}
+        if self.influx_users:
+            influx |= {"username": INFLUX_READER, "password": self.influx_users[INFLUX_READER]}
+        config = write_toml(
+            self.state / "config" / "console.toml",
+            {
+                "ward": ward,
+                "host": "127.0.0.1",
+                "port": port,
+                "idle_logout_s": self.options.console_idle_logout_s,
+                "log_level": "INFO",
+                "alerting": {"url": f"http://127.0.0.1:{api_port}"},
+                "influx": influx,
+            },
+        )
+        self._spawn("console", ["console", "--config", str(config)])
+        return f"http://127.0.0.1:{port}/"
+
     def _spawn(self, name: str, args: list[str]) -> Child:
         child = Child(name, [*_wardwatch(), *args], self.state / "logs" / f"{name}.log")
         self.children.append(child)
@@ -889,7 +916,12 @@ class Stack:
         credentials = (self.options.broker_credentials or self.state / "broker") / "credentials"
         self.echo(
             "\nwardwatch is up. Where to look:\n"
-            f"  alarms (API)  curl -s -X POST {self.summary['api']}/api/v1/login "
+            + (
+                f"  console       {self.summary['console']}   user {API_USER}   password {api_password}\n"
+                if "console" in self.summary
+                else ""
+            )
+            + f"  alarms (API)  curl -s -X POST {self.summary['api']}/api/v1/login "
             f'-d \'{{"name": "{API_USER}", "password": "{api_password}"}}\'\n'
             f"                then: curl -s -H 'Authorization: Bearer TOKEN' {self.summary['api']}/api/v1/alarms\n"
             f"  pages         printed below as they arrive; all of them in {self.pages.path}\n"

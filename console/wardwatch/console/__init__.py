@@ -1,0 +1,1 @@
+"""wardwatch console: the nurses' web console (ward board, alarms, trends, audit)."""

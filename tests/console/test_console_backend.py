@@ -1,0 +1,291 @@
+"""The console's back end against a real alerting API (in process) and a real InfluxDB: sessions, CSRF,
+security headers, the relayed live stream, inactivity logout and trends read with the read-only user."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from wardwatch.alerting.api import serve_api
+from wardwatch.alerting.auth import Authenticator, Role
+from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.service import AlarmService
+from wardwatch.alerting.settings import config_from_mapping
+from wardwatch.alerting.store import Store
+from wardwatch.alerting.testing import WebhookReceiver
+from wardwatch.console.app import COOKIE, STATIC_DIR, build_app
+from wardwatch.console.config import AlertingSettings, ConsoleConfig, InfluxSettings
+from wardwatch.core.config import Secret
+from wardwatch.core.schema import AlarmCategory, Priority
+from wardwatch.core.servers import Influxd
+
+PASSWORD = "correct horse battery"
+IDLE_S = 30.0
+
+
+@dataclass
+class FakeClock:
+    t: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class Console:
+    base: str
+    service: AlarmService
+    clock: FakeClock
+    http: aiohttp.ClientSession
+    csrf: str = ""
+    cookies: dict[str, Any] = field(default_factory=dict)
+
+    async def login(self, name: str = "ann") -> dict[str, Any]:
+        async with self.http.post(self.base + "/api/login", json={"name": name, "password": PASSWORD}) as response:
+            assert response.status == 200, await response.text()
+            body: dict[str, Any] = await response.json()
+            self.cookies["set-cookie"] = response.headers["Set-Cookie"]
+        self.csrf = body["csrf"]
+        return body
+
+
+async def start_console(
+    stack: AsyncExitStack, tmp_path: Path, influx: InfluxSettings | None = None
+) -> tuple[Console, AlarmService]:
+    receiver = await stack.enter_async_context(WebhookReceiver())
+    config = config_from_mapping(
+        {
+            "database": str(tmp_path / "alerting.db"),
+            "api": {"host": "127.0.0.1", "port": 0, "argon2_time_cost": 1, "argon2_memory_kib": 1024},
+            "wards": {
+                "ward-a": {
+                    "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
+                    "escalation": {"high": {"steps": [{"destination": "nurse", "timeout_s": 600}]}},
+                    "failsafe": "nurse",
+                }
+            },
+        }
+    )
+    store = stack.enter_context(Store(config.database))
+    service = await stack.enter_async_context(AlarmService(config, store))
+    api_port = await stack.enter_async_context(serve_api(service, config.api))
+    auth = Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024)
+    auth.add_user("ann", Role.NURSE, PASSWORD, 0)
+    auth.add_user("cat", Role.CHARGE_NURSE, PASSWORD, 0)
+    console_config = ConsoleConfig(
+        ward="ward-a",
+        idle_logout_s=IDLE_S,
+        alerting=AlertingSettings(url=f"http://127.0.0.1:{api_port}"),
+        influx=influx or InfluxSettings(),
+    )
+    clock = FakeClock()
+    runner = web.AppRunner(build_app(console_config, clock=clock), access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    # unsafe: keep cookies of an IP address host (127.0.0.1), as a browser does
+    http = await stack.enter_async_context(aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
+    return Console(f"http://127.0.0.1:{port}", service, clock, http), service
+
+
+@pytest.fixture
+async def console(tmp_path: Path) -> AsyncIterator[Console]:
+    async with AsyncExitStack() as stack:
+        result, _ = await start_console(stack, tmp_path)
+        yield result
+
+
+def raise_alarm(service: AlarmService, patient: str = "p-1") -> str:
+    service.on_conditions(
+        [
+            ConditionChange(
+                patient=patient,
+                ward="ward-a",
+                rule="spo2_low",
+                category=AlarmCategory.PHYSIOLOGICAL,
+                priority=Priority.HIGH,
+                active=True,
+                t=1_700_000_000_000,
+                value=85.0,
+                text="SpO2 85 % below 90 %",
+            )
+        ]
+    )
+    (record,) = [r for r in service.manager.open_alarms() if r.patient == patient]
+    return record.alarm_id
+
+
+async def test_login_keeps_the_api_token_on_the_server_behind_an_httponly_strict_cookie(console: Console) -> None:
+    body = await console.login()
+    assert body["role"] == "nurse"
+    assert "wwt_" not in json.dumps(body)
+    cookie = console.cookies["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert "wwt_" not in cookie  # API tokens start so: it never reaches the browser
+    async with console.http.get(console.base + "/api/session") as response:
+        assert response.status == 200
+        assert (await response.json())["name"] == "ann"
+    async with console.http.post(console.base + "/api/login", json={"name": "ann", "password": "wrong!"}) as response:
+        assert response.status == 401
+
+
+async def test_every_response_has_a_strict_csp_and_the_page_has_no_inline_script(console: Console) -> None:
+    async with console.http.get(console.base + "/") as response:
+        assert response.status == 200
+        page = await response.text()
+        csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
+    assert scripts
+    assert all('src="/static/' in attrs and not body.strip() for attrs, body in scripts)
+    assert not re.search(r"<[^>]+\son[a-z]+=", page)  # no inline event handlers
+    assert not re.search(r"https?://", page)  # nothing from elsewhere
+    for asset in ("app.js", "console.css", "vendor/uPlot.esm.js", "vendor/uPlot.min.css"):
+        async with console.http.get(f"{console.base}/static/{asset}") as response:
+            assert response.status == 200, asset
+            assert "Content-Security-Policy" in response.headers
+    assert (STATIC_DIR / "vendor" / "uPlot.esm.js").is_file()
+
+
+async def test_state_changes_need_the_sessions_csrf_token(console: Console) -> None:
+    await console.login()
+    alarm_id = raise_alarm(console.service)
+    path = f"{console.base}/api/alarms/{alarm_id}/acknowledge"
+    async with console.http.post(path, json={"reason": "at the bedside"}) as response:
+        assert response.status == 403
+    async with console.http.post(path, json={"reason": "x"}, headers={"X-CSRF-Token": "forged"}) as response:
+        assert response.status == 403
+    form = {"X-CSRF-Token": console.csrf, "Content-Type": "application/x-www-form-urlencoded"}
+    async with console.http.post(path, data="reason=x", headers=form) as response:
+        assert response.status == 415
+    assert console.service.manager.get(alarm_id).state == "active"  # type: ignore[union-attr]
+    async with console.http.post(
+        path, json={"reason": "at the bedside"}, headers={"X-CSRF-Token": console.csrf}
+    ) as response:
+        assert response.status == 200, await response.text()
+        assert (await response.json())["actor"] == "ann"
+    record = console.service.store.alarm(alarm_id)
+    assert record is not None
+    assert record.state == "acknowledged"
+    entries = console.service.store.audit_entries(alarm_id=alarm_id)
+    assert [(e.action, e.actor, e.reason) for e in entries if e.action == "acknowledge"] == [
+        ("acknowledge", "ann", "at the bedside")
+    ]
+
+
+async def test_a_session_ends_after_inactivity_and_user_input_keeps_it(console: Console) -> None:
+    await console.login()
+    console.clock.t += IDLE_S - 1
+    async with console.http.post(
+        console.base + "/api/activity", json={}, headers={"X-CSRF-Token": console.csrf}
+    ) as response:
+        assert response.status == 200
+    console.clock.t += IDLE_S - 1
+    async with console.http.get(console.base + "/api/board") as response:
+        assert response.status == 200  # reading does not count as activity ...
+    console.clock.t += 2
+    async with console.http.get(console.base + "/api/board") as response:
+        assert response.status == 401  # ... so the session is over here
+
+
+async def test_audit_is_relayed_for_roles_that_may_read_it(console: Console) -> None:
+    await console.login("ann")
+    async with console.http.get(console.base + "/api/audit") as response:
+        assert response.status == 403
+    await console.login("cat")
+    async with console.http.get(console.base + "/api/audit?limit=50") as response:
+        assert response.status == 200
+        actions = [e["action"] for e in (await response.json())["entries"]]
+    assert "login" in actions
+
+
+async def test_the_live_stream_is_relayed_and_ends_with_the_session(console: Console) -> None:
+    await console.login()
+    async with console.http.get(console.base + "/api/stream") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "text/event-stream"
+        seen: list[str] = []
+        alarm_id = ""
+        async for raw in response.content:
+            line = raw.decode().strip()
+            if line.startswith("event: "):
+                seen.append(line[7:])
+                if line == "event: snapshot":
+                    alarm_id = raise_alarm(console.service, "p-7")
+                elif line == "event: alarm":
+                    console.clock.t += IDLE_S + 1  # nobody touched the page since
+                elif line == "event: logout":
+                    break
+    assert seen == ["snapshot", "alarm", "logout"]
+    assert alarm_id
+
+
+async def test_trends_come_from_influxdb_with_the_read_only_user(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        influxd = await stack.enter_async_context(Influxd(directory=tmp_path / "influxd", auth=("admin", "admin-pw")))
+        await influxd.create_database("wardwatch")
+        await influxd.query('CREATE RETENTION POLICY "raw" ON "wardwatch" DURATION 30d REPLICATION 1 DEFAULT')
+        await influxd.query('CREATE RETENTION POLICY "downsampled" ON "wardwatch" DURATION 730d REPLICATION 1')
+        await influxd.ensure_user("reader", "reader-pw", privilege="READ", database="wardwatch")
+        now_ms = time.time_ns() // 1_000_000
+        raw = "".join(
+            f"vitals,device=ox-1,patient=p-1,signal=spo2,ward=ward-a value={95 - i % 3} {now_ms - i * 5000}\n"
+            for i in range(60)
+        )
+        minutes = "".join(
+            "vitals_1m,device=ox-1,patient=p-1,signal=heart_rate,ward=ward-a "
+            f"mean={70 + i % 5},min=60,max=90,count=60i {now_ms - i * 60_000}\n"
+            for i in range(600)
+        )
+        basic = {"Authorization": "Basic " + base64.b64encode(b"admin:admin-pw").decode()}
+        async with aiohttp.ClientSession(headers=basic) as admin:
+            for rp, body in (("raw", raw), ("downsampled", minutes)):
+                async with admin.post(
+                    f"{influxd.url}/write", params={"db": "wardwatch", "rp": rp, "precision": "ms"}, data=body
+                ) as response:
+                    assert response.status == 204, await response.text()
+        reader = InfluxSettings(url=influxd.url, username="reader", password=Secret("reader-pw"))
+        console, _ = await start_console(stack, tmp_path, reader)
+        await console.login()
+        async with console.http.get(console.base + "/api/patients/p-1/trends?range=1h") as response:
+            assert response.status == 200, await response.text()
+            hour = await response.json()
+        assert hour["source"] == "raw"
+        assert set(hour["series"]) == {"spo2"}
+        assert 25 <= len(hour["series"]["spo2"]) <= 61  # 10 s buckets over 5 minutes of 5 s samples
+        async with console.http.get(console.base + "/api/patients/p-1/trends?range=24h") as response:
+            day = await response.json()
+        assert day["source"] == "downsampled"
+        assert set(day["series"]) == {"heart_rate"}
+        assert len(day["series"]["heart_rate"]) >= 100  # 5-minute buckets over 10 hours
+        async with console.http.get(console.base + "/api/patients/p-1/trends?range=1y") as response:
+            assert response.status == 400
+        async with console.http.get(console.base + "/api/patients/DROP%20x/trends?range=1h") as response:
+            assert response.status == 400
+
+
+def test_the_example_config_loads() -> None:
+    from wardwatch.core.config import load_config
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "console" / "console.example.toml"
+    config = load_config(ConsoleConfig, example, environ={"WARDWATCH_INFLUX__PASSWORD": "from-the-environment"})
+    assert config.ward == "ward-a"
+    assert config.influx.username == "reader"
+    assert config.influx.password == Secret("from-the-environment")
