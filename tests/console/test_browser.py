@@ -5,13 +5,15 @@ A nurse logs in, mutes the tones, and a severe desaturation in the simulator tur
 and notifies anyway (a high alarm breaks through a mute) within 5 s of the page; she acknowledges it with a
 note, sees it in the audit log, opens the patient's trends; a console left untouched logs itself out.
 Sound and notifications are observed through page hooks on WebAudio and ``Notification``. Screenshots go to
-``docs/img/`` (look at them: they are what the README shows).
+``$WARDWATCH_SCREENSHOTS`` (``docs/img`` refreshes the README's; default: a temporary folder). Look at them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,7 +40,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+# Screenshots go to WARDWATCH_SCREENSHOTS (e.g. ``docs/img`` to refresh the README's) or to a folder of the test run,
+# so that running the tests never edits the repository.
+SCREENSHOTS = Path(os.environ.get("WARDWATCH_SCREENSHOTS") or Path(tempfile.gettempdir()) / "wardwatch-screenshots")
 
 SCENARIO = """
 name = "console-browser"
@@ -208,7 +212,7 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(tmp_path: Path
     scenario.write_text(SCENARIO)
     options = StackOptions(state=tmp_path / "state", scenario=str(scenario), speed=4.0, quiet=True)
     errors: list[str] = []
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    os.makedirs(SCREENSHOTS, exist_ok=True)
     async with running_stack(options, echo=lambda line: None) as stack, _browser() as browser:
         url = stack.summary["console"]
         password = (Path(stack.summary["state"]) / "api-password").read_text().strip()
