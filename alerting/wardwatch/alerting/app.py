@@ -21,8 +21,10 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from wardwatch.alerting.audit import AuditAnchor
+from wardwatch.alerting.capacity import MONITORING_DELAYED
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.guard import IMPAIRED_PATIENTS, FailureTracker, TimeGate
+from wardwatch.alerting.intake import Entry, HeldConditions, Intake, LagMonitor
 from wardwatch.alerting.metrics import AlertingMetrics
 from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.alerting.service import (
@@ -44,6 +46,7 @@ from wardwatch.core.schema import (
     DeadLetter,
     DeviceStatus,
     GatewayStatus,
+    Vitals,
     decode,
     decode_vitals,
     encode,
@@ -124,7 +127,14 @@ class MqttInput:
         service_id: str,
         *,
         rejected_thresholds: dict[str, str] | None = None,
+        intake: Intake | None = None,
     ) -> None:
+        guard = service.config.guard
+        # fed by the MQTT client's on_message (see run)
+        self.intake = intake if intake is not None else Intake(guard.stale_after_s)
+        self.held = HeldConditions()
+        self.lag = LagMonitor(guard.max_lag_s)
+        self._holding = False  # handling a stale message: its condition changes are held
         self.service = service
         self.source = source
         self.mqtt = mqtt
@@ -141,6 +151,8 @@ class MqttInput:
                 self.failures.restore(record.ward, record.patient)
             elif record.condition_active and record.rule == DEVICE_CLOCK_WRONG:
                 self.gate.restore(record.ward, record.patient)
+            elif record.condition_active and record.rule == MONITORING_DELAYED:
+                self.lag.delayed = True  # cleared by the first window that is not behind
         if len(self.wards) == 1:
             (ward,) = self.wards
             for patient in list(self._rejected):
@@ -167,8 +179,8 @@ class MqttInput:
         self.failures.succeeded(ward, patient)
         return changes
 
-    def handle(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        """One MQTT message (``retain``: it was published with the retain flag)."""
+    def handle(self, topic: str, payload: bytes, retain: bool = False, decoded: Vitals | None = None) -> None:
+        """One MQTT message (``retain``: it was published with the retain flag; ``decoded``: its vitals)."""
         metrics = self.service.metrics
         try:
             parts = parse_topic(topic)
@@ -182,7 +194,7 @@ class MqttInput:
                 return
             changes: Sequence[ConditionChange]
             if parts.kind == VITALS:
-                vitals = decode_vitals(payload)
+                vitals = decoded if decoded is not None else decode_vitals(payload)
                 metrics.messages.labels(kind="vitals").inc()
                 samples = vitals.samples
                 t_min, t_max = samples[0].t, samples[-1].t
@@ -242,7 +254,7 @@ class MqttInput:
             self._dead_letter(topic, payload, str(exc))
             return
         if changes:
-            self.service.on_conditions(changes)
+            self._deliver(changes)
 
     def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
         """Publish a refused message to ``deadletter/alerting/<service id>`` (the operator reads it)."""
@@ -257,24 +269,92 @@ class MqttInput:
         published = self.mqtt.publish_nowait(deadletter_topic("alerting", self.service_id), encode(dead))
         published.add_done_callback(_log_refused_dead_letter)
 
-    def _handle_safely(self, topic: str, payload: bytes, retain: bool = False) -> None:
+    def _handle_safely(self, topic: str, payload: bytes, retain: bool = False, decoded: Vitals | None = None) -> None:
         try:
-            self.handle(topic, payload, retain)
+            self.handle(topic, payload, retain, decoded)
         except Exception:  # a bug outside the engine: counted and logged; the next message is handled
             self.service.metrics.rejected.labels(reason="internal_error").inc()
             self.service.metrics.failures.labels(stage="input").inc()
             _log.exception("processing a message on %s failed; it was skipped", topic)
 
     async def consume(self) -> None:
-        """Handle messages until cancelled."""
+        """Handle messages from the intake until cancelled (see :mod:`wardwatch.alerting.intake`)."""
         while True:
-            message = await self.mqtt.get_message()
-            self._handle_safely(message.topic, message.payload, message.retain)
-            for _ in range(_BATCH):  # drain a burst, but let page deliveries run in between
-                more = self.mqtt.get_message_nowait()
-                if more is None:
-                    break
-                self._handle_safely(more.topic, more.payload, more.retain)
+            for entry in await self.intake.take(_BATCH):
+                self.handle_entry(entry)
+            await asyncio.sleep(0)  # let the socket reader, page deliveries and ticks run between batches
+
+    # -- the intake's lanes, stale backlogs and lag (alerting/intake.py) ---------------------------------
+
+    def _deliver(self, changes: Sequence[ConditionChange]) -> None:
+        if self._holding:
+            for change in changes:
+                self.held.hold(change)
+        else:
+            self.service.on_conditions(changes)
+
+    def handle_entry(self, entry: Entry) -> None:
+        """One message from the intake: a stale one's condition changes are held, a live one's lag observed."""
+        message, vitals = entry.message, entry.vitals
+        if entry.stale:
+            self.service.metrics.stale_messages.inc()
+            self._holding = True
+            try:
+                self._handle_safely(message.topic, message.payload, message.retain, vitals)
+            finally:
+                self._holding = False
+            return
+        self._handle_safely(message.topic, message.payload, message.retain, vitals)
+        now = self.intake.clock()
+        age = None if vitals is None else now - vitals.samples[-1].t / 1000
+        self.lag.observe(now - entry.arrived, age)
+        if vitals is not None and len(self.held) and vitals.patient not in self.intake.backlogged:
+            self._release(self.held.release(vitals.patient))
+
+    def _release(self, changes: Sequence[ConditionChange]) -> None:
+        if changes:
+            self.service.on_conditions(changes)
+
+    def check_lag(self) -> None:
+        """Close a lag window: export it, raise or clear "monitoring delayed", release overdue held changes."""
+        service, metrics = self.service, self.service.metrics
+        lag, age, change = self.lag.close_window(self.intake.oldest_live_wait_s())
+        metrics.intake_lag.set(lag)
+        if age is not None:
+            metrics.sample_age.set(age)
+        metrics.intake_backlog.labels(lane="live").set(len(self.intake.live))
+        metrics.intake_backlog.labels(lane="stale").set(len(self.intake.stale))
+        dropped = self.held.dropped
+        if dropped:
+            metrics.stale_conditions_dropped.inc(dropped)
+            self.held.dropped = 0
+        self._release(self.held.overdue(self.intake.backlogged))
+        if change is None:
+            return
+        bound = self.lag.max_lag_s
+        if change:
+            text = (
+                f"monitoring delayed: alerting instance {self.service_id} is {lag:.0f} s behind its input "
+                f"(bound {bound:g} s); alarms are late - reduce its load or add an instance (docs/scaling.md)"
+            )
+            service.set_problem("monitoring_delayed", text)
+        else:
+            text = f"monitoring caught up: alerting instance {self.service_id} is {lag:.1f} s behind"
+            service.set_problem("monitoring_delayed", None)
+        for ward in sorted(self.wards):
+            service.technical(
+                ward, self.service_id, MONITORING_DELAYED, service.config.guard.delayed_priority, change, text, lag
+            )
+
+    async def watch_lag(self, interval_s: float = 1.0) -> None:
+        """:meth:`check_lag` every ``interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.check_lag()
+            except Exception:  # the watch must not die; counted and logged
+                self.service.metrics.failures.labels(stage="lag").inc()
+                _log.exception("checking the intake lag failed")
 
     def tick_once(self) -> None:
         """One engine tick; a failure counts against every patient of every ward (the tick serves them all)."""
@@ -323,15 +403,21 @@ async def run(
         store = stack.enter_context(open_store(config))
         rules, rejected = load_rules_with_overrides(config, store)
         engine = source if source is not None else default_source(rules)
+        intake = Intake(config.guard.stale_after_s)
         mqtt = await stack.enter_async_context(
-            MqttClient(config.mqtt, config.mqtt.client_id or f"wardwatch-{config.service_id}", clean_start=False)
+            MqttClient(
+                config.mqtt,
+                config.mqtt.client_id or f"wardwatch-{config.service_id}",
+                clean_start=False,
+                on_message=intake.put,
+            )
         )
         service = await stack.enter_async_context(
             AlarmService(config, store, clock=clock, publisher=mqtt, metrics=metrics)
         )
         service.rules = rules
         service.rules_hooks.append(engine.set_rules)
-        inputs = MqttInput(service, engine, mqtt, config.service_id, rejected_thresholds=rejected)
+        inputs = MqttInput(service, engine, mqtt, config.service_id, rejected_thresholds=rejected, intake=intake)
         api_port: int | None = None
         if config.api.enabled:
             api_port = await stack.enter_async_context(serve_api(service, config.api))
@@ -347,6 +433,7 @@ async def run(
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(inputs.consume(), name="mqtt-input")
             tasks.create_task(inputs.tick(config.tick_s), name="engine-tick")
+            tasks.create_task(inputs.watch_lag(), name="intake-lag")
             tasks.create_task(_purge_tokens(service), name="purge-tokens")
             if ready is not None:
                 ready(service, api_port)

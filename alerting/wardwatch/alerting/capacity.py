@@ -24,6 +24,7 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.core.schema import AlarmCategory, GatewayStatus, Priority
 
 __all__ = [
+    "MONITORING_DELAYED",
     "OPERATOR_RULES",
     "OVER_CAPACITY",
     "OVER_CAPACITY_PRIORITY",
@@ -33,8 +34,10 @@ __all__ = [
 
 OVER_CAPACITY: Final = "gateway_over_capacity"
 OVER_CAPACITY_PRIORITY: Final = Priority.MEDIUM  # patients go unmonitored, but nothing clinical is known
+#: The alerting instance itself is behind (alerting/intake.py); its ``patient`` field is the service id.
+MONITORING_DELAYED: Final = "monitoring_delayed"
 #: Rules about the equipment rather than a patient: paged to the ward's operator, not to the nurses.
-OPERATOR_RULES: Final = frozenset({OVER_CAPACITY})
+OPERATOR_RULES: Final = frozenset({OVER_CAPACITY, MONITORING_DELAYED})
 
 _REASON_TEXT: Final = {
     "never_connected": "never connected",
