@@ -132,10 +132,12 @@ async def end_to_end(
     replay_gateways: int = 0,
     replay_s: int = 600,
     replay_batch: int = 30,
+    samples_per_message: int = 1,
 ) -> dict[str, Any]:
     """Run the benchmark; return its figures (latencies in ms).
 
-    ``workers``: publishing processes (0: :func:`default_workers`). ``replay_gateways``: that many gateways
+    ``workers``: publishing processes (0: :func:`default_workers`). ``samples_per_message``: fewer, larger
+    messages (each signal every k seconds with its last k samples). ``replay_gateways``: that many gateways
     also replay ``replay_s`` seconds of backlog (``replay_batch`` samples per message) after the warm-up.
     """
     load = {
@@ -143,6 +145,7 @@ async def end_to_end(
         "replay_gateways": replay_gateways,
         "replay_s": replay_s,
         "replay_batch": replay_batch,
+        "samples_per_message": samples_per_message,
     }
     with tempfile.TemporaryDirectory(prefix="wardwatch-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -205,6 +208,7 @@ async def _stream(
     replay_gateways: int = 0,
     replay_s: int = 600,
     replay_batch: int = 30,
+    samples_per_message: int = 1,
 ) -> dict[str, Any]:
     """Offer the load from worker processes (:mod:`wardwatch.core.loadgen`) and measure pages here."""
     settings = MqttSettings(host=broker.host, port=broker.port, tls=False)
@@ -221,6 +225,7 @@ async def _stream(
         replay_s=replay_s,
         replay_batch=replay_batch,
         replay_at_s=warmup_s,
+        samples_per_message=samples_per_message,
     )
     started: dict[str, int] = {}  # alarm id -> started (t of the sample that raised it)
     async with MqttClient(settings, "bench-alarms", clean_start=True) as alarms:
@@ -289,6 +294,7 @@ def page_figures(
         "patients": report.plan.patients,
         "signals": ["heart_rate", "spo2"],
         "rate_hz_per_signal": 1,
+        "samples_per_message": report.plan.samples_per_message,
         **report.summary(),
         "clinical_delay_s": 0.0,
         "load_average_1m_after": round(os.getloadavg()[0], 2),

@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--replay-gateways", type=int, default=0, help="gateways replaying a backlog meanwhile")
     bench.add_argument("--replay-s", type=int, default=600, help="seconds of backlog per replaying gateway")
     bench.add_argument("--replay-batch", type=int, default=30, help="backlog samples per message")
+    bench.add_argument(
+        "--samples-per-message", type=int, default=1, help="live samples per message (every k seconds k samples)"
+    )
     bench.add_argument("--warmup-s", type=float, default=5.0)
     bench.add_argument("--spread-s", type=float, default=20.0, help="alarm onsets spread over this long")
     bench.add_argument("--skip-replay", action="store_true")
@@ -239,6 +242,7 @@ def _bench(args: argparse.Namespace) -> int:
                     replay_gateways=args.replay_gateways,
                     replay_s=args.replay_s,
                     replay_batch=args.replay_batch,
+                    samples_per_message=args.samples_per_message,
                 )
             )
             for n in sizes

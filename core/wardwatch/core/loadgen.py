@@ -2,9 +2,10 @@
 
 Simulated patients (a heart-rate strap and a pulse oximeter each, 1 Hz per signal) are published
 by worker *processes* of their own (never the process that measures the system under test), each
-owning a fixed share of the patients, on its own paho connection (QoS 1, unbounded queue, 65,535
-in flight). Samples are stamped with their *scheduled* time, so a worker that falls behind shows as
-old samples, and every worker reports how late it published against its schedule.
+owning a fixed share of the patients, on its own connection (QoS 1; pre-framed packets written in
+bulk by :class:`RawPublisher`, because paho's per-publish cost made the generator the bottleneck).
+Samples are stamped with their *scheduled* time, so a worker that falls behind shows as old samples,
+and every worker reports how late it published against its schedule.
 
 :func:`run_load` returns a :class:`LoadReport`: offered vs achieved rate, broker acknowledgements,
 publish failures, lateness, and per patient the publish time of every low SpO2 sample (for latency).
@@ -18,15 +19,16 @@ patients stream: each backlog holds a desaturation that ended minutes ago, which
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import socket
 import statistics
+import struct
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from wardwatch.core.schema import SCHEMA_VERSION, Sample, Signal, Vitals, encode
 from wardwatch.core.topics import vitals_topic
@@ -66,6 +68,7 @@ class LoadPlan:
     duration_s: float
     onset_s: tuple[float, ...] = ()
     workers: int = 1
+    samples_per_message: int = 1  # > 1: every k seconds one message per signal with the last k samples
     username: str | None = None
     password: str | None = None
     replay_gateways: int = 0
@@ -76,14 +79,9 @@ class LoadPlan:
     replay_low_until_s: int = 180  # ... to this one (ended long before the backlog reaches the present)
 
     @property
-    def messages_planned(self) -> int:
-        """Live messages the plan offers."""
-        return self.patients * 2 * round(self.duration_s)
-
-    @property
     def offered_per_s(self) -> float:
         """The live rate the plan offers (messages/s)."""
-        return self.patients * 2.0
+        return self.patients * 2.0 / max(1, self.samples_per_message)
 
 
 @dataclass
@@ -208,29 +206,111 @@ def run_load(plan: LoadPlan) -> LoadReport:
 # -- one worker process ----------------------------------------------------------------------------
 
 
-class _Acks:
-    def __init__(self) -> None:
-        self.count = 0
+class RawPublisher:
+    """The cheapest QoS 1 publisher: pre-framed MQTT 3.1.1 PUBLISH packets written in bulk on a plain socket.
 
-    def on_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        self.count += 1
+    Measured here, paho-mqtt 2 costs 50-60 µs of CPU per QoS 1 publish at any in-flight window (and
+    goes quadratic in acknowledgements with a large one), so a paho publisher needs about a core for
+    10,000 patients: the load generator, not the system, would set the pace. Framing a PUBLISH is a
+    few byte operations; a thread counts the broker's PUBACKs. Loopback benchmarks only (no TLS).
+    """
+
+    def __init__(self, host: str, port: int, client_id: str, username: str | None, password: str | None) -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+        body = b"\x00\x04MQTT\x04" + bytes([flags]) + struct.pack("!H", 60) + _string(client_id.encode())
+        if username is not None:
+            body += _string(username.encode())
+        if password is not None:
+            body += _string(password.encode())
+        self.sock.sendall(b"\x10" + _length(len(body)) + body)
+        connack = self._read_exactly(4)
+        if connack[0] != 0x20 or connack[3] != 0:
+            raise ConnectionError(f"the broker refused the load generator's connection (CONNACK {connack.hex()})")
+        self.sock.settimeout(None)
+        self.acknowledged = 0
+        self._next_id = 0
+        self._out: list[bytes] = []
+        self._last_send = time.monotonic()
+        self._reader = threading.Thread(target=self._read_acks, daemon=True)
+        self._reader.start()
+
+    def _read_exactly(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("the broker closed the load generator's connection")
+            data += chunk
+        return data
+
+    def _read_acks(self) -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            pending += chunk
+            pos, end = 0, len(pending)
+            while end - pos >= 2:
+                kind, size, header = pending[pos], pending[pos + 1], 2
+                if size & 0x80:  # a long packet: never sent to a publisher that subscribes to nothing
+                    return
+                if end - pos < header + size:
+                    break
+                if kind == 0x40:
+                    self.acknowledged += 1
+                pos += header + size
+            pending = pending[pos:]
+
+    def publish(self, topic: bytes, payload: bytes) -> None:
+        """Frame one QoS 1 PUBLISH (sent by :meth:`flush`)."""
+        self._next_id = self._next_id % 65_535 + 1
+        variable = _string(topic) + struct.pack("!H", self._next_id)
+        self._out.append(b"\x32" + _length(len(variable) + len(payload)) + variable + payload)
+
+    def flush(self) -> None:
+        """Write every framed packet; a PINGREQ if nothing was written for half the keep-alive."""
+        now = time.monotonic()
+        if not self._out and now - self._last_send > 30:
+            self._out.append(b"\xc0\x00")
+        if self._out:
+            self.sock.sendall(b"".join(self._out))
+            self._out.clear()
+            self._last_send = now
+
+    def wait_for_acks(self, total: int, timeout_s: float = 30.0) -> None:
+        """Wait until ``total`` PUBACKs arrived (or ``timeout_s`` passed)."""
+        deadline = time.monotonic() + timeout_s
+        while self.acknowledged < total and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        """DISCONNECT and close the socket."""
+        with contextlib.suppress(OSError):
+            self.sock.sendall(b"\xe0\x00")
+        self.sock.close()
 
 
-def _connect(plan: LoadPlan, name: str, acks: _Acks) -> paho.Client:
-    client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=name, protocol=paho.MQTTv5)
-    client.max_inflight_messages_set(65_535)
-    client.max_queued_messages_set(0)  # unbounded: never "Message queue full"
-    if plan.username is not None:
-        client.username_pw_set(plan.username, plan.password)
-    client.on_publish = acks.on_publish
-    client.connect(plan.host, plan.port, keepalive=60, clean_start=True)
-    client.loop_start()
-    deadline = time.monotonic() + 10
-    while not client.is_connected():
-        if time.monotonic() > deadline:
-            raise ConnectionError(f"load worker {name} could not connect to {plan.host}:{plan.port}")
-        time.sleep(0.01)
-    return client
+def _length(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _string(data: bytes) -> bytes:
+    return struct.pack("!H", len(data)) + data
+
+
+def _connect(plan: LoadPlan, name: str) -> RawPublisher:
+    return RawPublisher(plan.host, plan.port, name, plan.username, plan.password)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -240,8 +320,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 def _replayer(plan: LoadPlan, start_at: float) -> WorkerReport:
     """A process of its own: at ``replay_at_s``, every replaying gateway's backlog, at full speed."""
-    acks = _Acks()
-    client = _connect(plan, f"load-replay-{time.time_ns()}", acks)
+    client = _connect(plan, f"load-replay-{time.time_ns()}")
     report = WorkerReport(worker=-1)
     delay = start_at + plan.replay_at_s - time.time()
     if delay > 0:
@@ -249,20 +328,20 @@ def _replayer(plan: LoadPlan, start_at: float) -> WorkerReport:
     now_ms = int(time.time() * 1000)
     first_ms = now_ms - plan.replay_s * 1000
     began = time.monotonic()
-    for g in range(plan.replay_gateways):
-        gateway, patient = f"gw-r{g:04d}", f"r-{g:05d}"
-        for signal, device in ((Signal.HEART_RATE, f"hr-r{g:05d}"), (Signal.SPO2, f"ox-r{g:05d}")):
-            topic = vitals_topic(plan.ward, gateway, patient, device, str(signal))
-            for seq, first in enumerate(range(0, plan.replay_s, plan.replay_batch), start=1):
-                samples = []
-                for s in range(first, min(first + plan.replay_batch, plan.replay_s)):
-                    value = 72.0
-                    if signal is Signal.SPO2:
-                        low = plan.replay_low_from_s <= s < plan.replay_low_until_s
-                        value = LOW_SPO2 if low else NORMAL_SPO2
-                    samples.append(Sample(t=first_ms + s * 1000, v=value))
-                payload = encode(
-                    Vitals(
+    try:
+        for g in range(plan.replay_gateways):
+            gateway, patient = f"gw-r{g:04d}", f"r-{g:05d}"
+            for signal, device in ((Signal.HEART_RATE, f"hr-r{g:05d}"), (Signal.SPO2, f"ox-r{g:05d}")):
+                topic = vitals_topic(plan.ward, gateway, patient, device, str(signal)).encode()
+                for seq, first in enumerate(range(0, plan.replay_s, plan.replay_batch), start=1):
+                    samples = []
+                    for second in range(first, min(first + plan.replay_batch, plan.replay_s)):
+                        value = 72.0
+                        if signal is Signal.SPO2:
+                            low = plan.replay_low_from_s <= second < plan.replay_low_until_s
+                            value = LOW_SPO2 if low else NORMAL_SPO2
+                        samples.append(Sample(t=first_ms + second * 1000, v=value))
+                    vitals = Vitals(
                         v=SCHEMA_VERSION,
                         patient=patient,
                         device=device,
@@ -271,106 +350,119 @@ def _replayer(plan: LoadPlan, start_at: float) -> WorkerReport:
                         seq=seq,
                         samples=tuple(samples),
                     )
-                )
-                info = client.publish(topic, payload, qos=1)
-                if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-                    report.failed += 1
-                    reason = paho.error_string(info.rc)
-                    report.failure_reasons[reason] = report.failure_reasons.get(reason, 0) + 1
-                    continue
-                report.replay_messages += 1
-                report.replay_samples += len(samples)
+                    client.publish(topic, encode(vitals))
+                    report.replay_messages += 1
+                    report.replay_samples += len(samples)
+                client.flush()
+    except OSError as exc:
+        report.failed += 1
+        report.failure_reasons[f"replay stopped: {exc}"] = 1
     report.replay_seconds = time.monotonic() - began
-    _wait_for_acks(acks, report.replay_messages)
-    report.acknowledged = acks.count
-    client.disconnect()
-    client.loop_stop()
+    client.wait_for_acks(report.replay_messages)
+    report.acknowledged = client.acknowledged
+    client.close()
     return report
-
-
-def _wait_for_acks(acks: _Acks, total: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while acks.count < total and time.monotonic() < deadline:
-        time.sleep(0.02)
 
 
 def _worker(plan: LoadPlan, worker: int, workers: int, start_at: float) -> WorkerReport:
     """Publish patients ``worker, worker + workers, ...`` on schedule from ``start_at`` (wall clock)."""
-    acks = _Acks()
-    client = _connect(plan, f"load-{worker}-{time.time_ns()}", acks)
+    client = _connect(plan, f"load-{worker}-{time.time_ns()}")
     report = WorkerReport(worker=worker)
     mine = list(range(worker, plan.patients, workers))
     topics = {
         i: (
-            vitals_topic(plan.ward, _gateway(i), patient_id(i), f"hr-{i:05d}", str(Signal.HEART_RATE)),
-            vitals_topic(plan.ward, _gateway(i), patient_id(i), f"ox-{i:05d}", str(Signal.SPO2)),
+            vitals_topic(plan.ward, _gateway(i), patient_id(i), f"hr-{i:05d}", str(Signal.HEART_RATE)).encode(),
+            vitals_topic(plan.ward, _gateway(i), patient_id(i), f"ox-{i:05d}", str(Signal.SPO2)).encode(),
         )
         for i in mine
     }
     by_slice: list[list[int]] = [[] for _ in range(SLICES_PER_S)]
     for i in mine:
         by_slice[i % SLICES_PER_S].append(i)
-    onset = plan.onset_s
     seconds = round(plan.duration_s)
-    report.planned = len(mine) * 2 * seconds
+    every = max(1, plan.samples_per_message)
+    report.planned = 2 * sum(1 for i in mine for second in range(seconds) if (second + i) % every == every - 1)
     lateness: list[float] = []
-    publish = client.publish
-    failures = report.failure_reasons
-    ok = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+    start_ms = int(start_at * 1000)
     delay = start_at - time.time()
     if delay > 0:
         time.sleep(delay)
     began = time.monotonic()
-    for second in range(seconds):
-        for slice_ in range(SLICES_PER_S):
-            offset_ms = second * 1000 + slice_ * (1000 // SLICES_PER_S)
-            target = start_at + offset_ms / 1000
-            wait = target - time.time()
-            if wait > 0:
-                time.sleep(wait)
-            lateness.append(max(0.0, -wait * 1000))
-            t_ms = int(target * 1000)
-            elapsed_s = offset_ms / 1000
-            for i in by_slice[slice_]:
-                hr_topic, ox_topic = topics[i]
-                low = bool(onset) and elapsed_s >= onset[i]
-                hr = Vitals(
-                    v=SCHEMA_VERSION,
-                    patient=patient_id(i),
-                    device=f"hr-{i:05d}",
-                    gateway=_gateway(i),
-                    signal=Signal.HEART_RATE,
-                    seq=second + 1,
-                    samples=(Sample(t=t_ms, v=72.0),),
-                )
-                ox = Vitals(
-                    v=SCHEMA_VERSION,
-                    patient=patient_id(i),
-                    device=f"ox-{i:05d}",
-                    gateway=_gateway(i),
-                    signal=Signal.SPO2,
-                    seq=second + 1,
-                    samples=(Sample(t=t_ms, v=LOW_SPO2 if low else NORMAL_SPO2),),
-                )
-                for topic, payload in ((hr_topic, encode(hr)), (ox_topic, encode(ox))):
-                    rc = publish(topic, payload, qos=1).rc
-                    if rc in ok:
-                        report.published += 1
-                    else:
-                        report.failed += 1
-                        reason = paho.error_string(rc)
-                        failures[reason] = failures.get(reason, 0) + 1
-                if low:
-                    kept = report.low_samples.setdefault(patient_id(i), [])
-                    if len(kept) < MAX_LOW_SAMPLES:
-                        kept.append((t_ms, time.time_ns()))
+    try:
+        for second in range(seconds):
+            for slice_ in range(SLICES_PER_S):
+                target = start_at + second + slice_ / SLICES_PER_S
+                wait = target - time.time()
+                if wait > 0:
+                    time.sleep(wait)
+                lateness.append(max(0.0, -wait * 1000))
+                _publish_slice(plan, client, report, by_slice[slice_], topics, second, int(target * 1000), start_ms)
+    except OSError as exc:
+        report.failure_reasons[f"publishing stopped: {exc}"] = 1
+        report.failed += report.planned - report.published
     report.publish_seconds = time.monotonic() - began
-    _wait_for_acks(acks, report.published)
-    report.acknowledged = acks.count
-    client.disconnect()
-    client.loop_stop()
+    client.wait_for_acks(report.published)
+    report.acknowledged = client.acknowledged
+    client.close()
     if lateness:
         report.lateness_ms_p50 = round(statistics.median(lateness), 2)
         report.lateness_ms_p99 = round(_percentile(lateness, 0.99), 2)
         report.lateness_ms_max = round(max(lateness), 2)
     return report
+
+
+def _publish_slice(
+    plan: LoadPlan,
+    client: RawPublisher,
+    report: WorkerReport,
+    patients: list[int],
+    topics: dict[int, tuple[bytes, bytes]],
+    second: int,
+    t_ms: int,
+    start_ms: int,
+) -> None:
+    """One slice's messages: each patient due now sends its signals' last samples, then all are written."""
+    every = max(1, plan.samples_per_message)
+    onset = plan.onset_s
+    sent = 0
+    for i in patients:
+        if (second + i) % every != every - 1:
+            continue
+        times = [t_ms - 1000 * back for back in range(min(every, second + 1) - 1, -1, -1)]
+        lows = [bool(onset) and (t - start_ms) / 1000 >= onset[i] for t in times]
+        hr_topic, ox_topic = topics[i]
+        patient, gateway = patient_id(i), _gateway(i)
+        hr = Vitals(
+            v=SCHEMA_VERSION,
+            patient=patient,
+            device=f"hr-{i:05d}",
+            gateway=gateway,
+            signal=Signal.HEART_RATE,
+            seq=second + 1,
+            samples=tuple(Sample(t=t, v=72.0) for t in times),
+        )
+        ox = Vitals(
+            v=SCHEMA_VERSION,
+            patient=patient,
+            device=f"ox-{i:05d}",
+            gateway=gateway,
+            signal=Signal.SPO2,
+            seq=second + 1,
+            samples=tuple(Sample(t=t, v=LOW_SPO2 if low else NORMAL_SPO2) for t, low in zip(times, lows, strict=True)),
+        )
+        client.publish(hr_topic, encode(hr))
+        client.publish(ox_topic, encode(ox))
+        sent += 2
+        if any(lows):
+            kept = report.low_samples.setdefault(patient, [])
+            kept += [(t, 0) for t, low in zip(times, lows, strict=True) if low][: MAX_LOW_SAMPLES - len(kept)]
+    client.flush()
+    report.published += sent
+    if onset:  # the low samples just written: stamp them with the time they left
+        sent_ns = time.time_ns()
+        for i in patients:
+            stamped = report.low_samples.get(patient_id(i), [])
+            for n in range(len(stamped) - 1, -1, -1):
+                if stamped[n][1]:
+                    break
+                stamped[n] = (stamped[n][0], sent_ns)
