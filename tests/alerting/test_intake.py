@@ -296,6 +296,7 @@ async def test_a_slowed_instance_raises_monitoring_delayed_and_clears_it_after_c
         assert not receiver.unique("/nurse")  # an instance's own state is not the nurses' page
         status, body = await healthz(port)
         assert status == 503
+        assert body["status"] == "degraded"
         assert any("monitoring delayed" in problem for problem in body["problems"])
         assert await metric(port, "wardwatch_alerting_intake_lag_seconds") > 1.0
 

@@ -65,6 +65,8 @@ DEVICE_CLOCK_WRONG: Final = "device_clock_wrong"
 THRESHOLDS_REJECTED: Final = "thresholds_rejected"
 SERVICE_RULES: Final = frozenset({MONITORING_IMPAIRED, DEVICE_CLOCK_WRONG, THRESHOLDS_REJECTED})
 """Technical alarms raised by the service itself, not by the engine."""
+DEGRADED_PROBLEMS: Final = frozenset({"monitoring_delayed"})
+"""Problems that make ``/healthz`` say ``degraded`` rather than ``unhealthy`` (still 503: look now)."""
 
 
 # -- clocks -------------------------------------------------------------------------------------
@@ -206,6 +208,12 @@ class AlarmService:
     def health(self) -> list[str]:
         """Why the service is unhealthy (empty: healthy)."""
         return [self._problems[kind] for kind in sorted(self._problems)]
+
+    def status(self) -> str:
+        """``ok``; ``degraded`` if it only runs late (alarms still come); else ``unhealthy``."""
+        if not self._problems:
+            return "ok"
+        return "degraded" if self._problems.keys() <= DEGRADED_PROBLEMS else "unhealthy"
 
     def technical(
         self,
