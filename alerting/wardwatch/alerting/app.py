@@ -374,7 +374,26 @@ class MqttInput:
         for ward in self.wards:
             self.failures.succeeded(ward, ALL_PATIENTS)
         if changes:
+            self._deliver_tick(changes)
+
+    def _deliver_tick(self, changes: Sequence[ConditionChange]) -> None:
+        """The tick's changes; those of a patient whose backlog is still being handled are held with it.
+
+        The engine's clock is the wall clock: while a replayed backlog is worked through, the patient's
+        newest handled sample is minutes old and the tick would page "no data" for a device that sent all along.
+        """
+        backlogged = self.intake.backlogged
+        if not backlogged and not len(self.held):
             self.service.on_conditions(changes)
+            return
+        live = []
+        for change in changes:
+            if change.patient in backlogged or self.held.holds(change.patient):
+                self.held.hold(change)
+            else:
+                live.append(change)
+        if live:
+            self.service.on_conditions(live)
 
     async def tick(self, interval_s: float) -> None:
         """Tick the engine every ``interval_s`` until cancelled."""

@@ -289,7 +289,7 @@ def page_figures(
         sent = confirming_publish_ns(low[pid], started.get(alarm_id, -1))
         if sent is not None:
             latencies.append((received - sent) / 1e6)
-    replay_pages = sorted({str(r.body.get("patient")) for r in receiver.unique("/nurse")} - set(low))
+    replay_pages = [r.body for r in receiver.unique("/nurse") if str(r.body.get("patient")).startswith("r-")]
     figures: dict[str, Any] = {
         "patients": report.plan.patients,
         "signals": ["heart_rate", "spo2"],
@@ -306,6 +306,9 @@ def page_figures(
     }
     if report.plan.replay_gateways:
         figures["replay"]["pages_for_ended_conditions"] = len(replay_pages)
+        figures["replay"]["pages_by_rule"] = dict(
+            collections.Counter(str(page["dedup_key"]).rsplit("/", 1)[1] for page in replay_pages)
+        )
     if not report.problems and latencies:
         figures.update(
             {

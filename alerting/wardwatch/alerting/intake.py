@@ -7,8 +7,8 @@ Received MQTT messages are stamped on arrival and queued in one of two lanes:
   arrived (a backlog replayed after a broker restart, a gateway emptying its disk queue), and every later
   message of a patient who still has messages in this lane (per-patient order is kept).
 
-The consumer takes live messages first and stale ones with what is left, but always some
-(:data:`STALE_SHARE` of each batch), so a backlog cannot starve live patients and still drains.
+The consumer takes live messages first and stale ones with what is left, counted in samples, but
+always some (:data:`STALE_SHARE`), so a backlog cannot starve live patients and still drains.
 
 Condition changes that stale messages produce are **held** per alarm (dedup key) instead of reaching
 the alarm manager: a condition that starts and ends within a backlog has ended before anyone could act
@@ -95,16 +95,21 @@ class Intake:
         return self.clock() - self.live[0].arrived if self.live else 0.0
 
     async def take(self, limit: int) -> list[Entry]:
-        """Wait for messages; return up to ``limit``: live first, but at least ``limit // STALE_SHARE`` stale."""
+        """Wait for messages; return about ``limit`` samples' worth: live first, some stale always.
+
+        Stale messages fill what live ones leave, counted in samples (a replayed backlog carries many
+        per message), and take at least ``limit // STALE_SHARE`` samples (at least one message) a batch.
+        """
         while not self.live and not self.stale:
             self._ready.clear()
             await self._ready.wait()
         live, stale = self.live, self.stale
-        from_stale = min(len(stale), max(limit - len(live), limit // STALE_SHARE))
-        batch = [live.popleft() for _ in range(min(len(live), limit - from_stale))]
-        for _ in range(from_stale):
+        budget = max(limit - len(live), limit // STALE_SHARE) if stale else 0  # samples: backlogs batch them
+        batch = [live.popleft() for _ in range(min(len(live), limit - budget))]
+        while budget > 0 and stale:
             entry = stale.popleft()
             batch.append(entry)
+            budget -= len(entry.vitals.samples) if entry.vitals is not None else 1
             patient = entry.vitals.patient if entry.vitals is not None else ""
             left = self.backlogged.get(patient, 0) - 1
             if left > 0:
@@ -127,6 +132,10 @@ class HeldConditions:
 
     def __len__(self) -> int:
         return len(self._held)
+
+    def holds(self, patient: str) -> bool:
+        """Whether changes of ``patient`` are held."""
+        return patient in self._by_patient
 
     def hold(self, change: ConditionChange) -> None:
         """Keep ``change`` back; a start followed by its end within the backlog cancels out."""

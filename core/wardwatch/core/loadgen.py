@@ -165,7 +165,7 @@ class LoadReport:
         """The figures for a benchmark's JSON (``load_offered``: False means do not trust latencies)."""
         workers = self.workers
         out: dict[str, Any] = {
-            "load_workers": len(workers),
+            "load_workers": sum(1 for w in workers if w.worker >= 0),
             "messages_planned": sum(w.planned for w in workers),
             "messages_published": self.published,
             "messages_per_s_offered": round(self.plan.offered_per_s),
