@@ -304,6 +304,8 @@ class MqttInput:
         message, vitals = entry.message, entry.vitals
         if entry.stale:
             self.service.metrics.stale_messages.inc()
+            if vitals is not None:
+                self.held.touch(vitals.patient)
             self._holding = True
             try:
                 self._handle_safely(message.topic, message.payload, message.retain, vitals)
@@ -383,7 +385,7 @@ class MqttInput:
         newest handled sample is minutes old and the tick would page "no data" for a device that sent all along.
         """
         backlogged = self.intake.backlogged
-        if not backlogged and not len(self.held):
+        if not backlogged and not self.held.active:
             self.service.on_conditions(changes)
             return
         live = []

@@ -133,9 +133,21 @@ class HeldConditions:
     def __len__(self) -> int:
         return len(self._held)
 
+    @property
+    def active(self) -> bool:
+        """Whether any change is held or any patient's backlog was handled lately."""
+        return bool(self._held or self._last_held)
+
+    def touch(self, patient: str) -> None:
+        """A stale message of ``patient`` was handled (their backlog may still be arriving)."""
+        self._last_held[patient] = self.clock()
+
     def holds(self, patient: str) -> bool:
-        """Whether changes of ``patient`` are held."""
-        return patient in self._by_patient
+        """Whether changes of ``patient`` are held, or a stale message of theirs was handled within ``quiet_s``."""
+        if patient in self._by_patient:
+            return True
+        last = self._last_held.get(patient)
+        return last is not None and self.clock() - last < self.quiet_s
 
     def hold(self, change: ConditionChange) -> None:
         """Keep ``change`` back; a start followed by its end within the backlog cancels out."""
@@ -160,9 +172,11 @@ class HeldConditions:
 
     def overdue(self, backlogged: dict[str, int]) -> list[ConditionChange]:
         """Held changes of patients with nothing left in the stale lane and no stale input for ``quiet_s``."""
+        cutoff = self.clock() - self.quiet_s
+        for patient in [p for p, t in self._last_held.items() if t <= cutoff and p not in self._by_patient]:
+            del self._last_held[patient]  # touched, nothing held, quiet now
         if not self._by_patient:
             return []
-        cutoff = self.clock() - self.quiet_s
         out: list[ConditionChange] = []
         for patient in list(self._by_patient):
             if patient not in backlogged and self._last_held.get(patient, 0.0) <= cutoff:
