@@ -351,3 +351,27 @@ def paged(receiver: WebhookReceiver) -> set[str]:
 
 async def _metric_at_least(port: int, name: str, value: float) -> bool:
     return await metric(port, name) >= value
+
+
+def test_a_deadman_of_the_tick_during_a_backlog_waits_for_the_flap_window_and_its_end_cancels_it() -> None:
+    """Seen in the benchmark: a replaying strap paged "no data" because the engine's "sending again" comes
+    only after its 30 s flap window, later than the patient's backlog drained."""
+    clock = [0.0]
+    held = HeldConditions(quiet_s=1.0, tick_quiet_s=35.0, clock=lambda: clock[0])
+    rule = "device_silent.heart_rate_strap"
+    held.touch("r-1")
+    held.hold_tick(change(True, rule=rule))
+    assert held.release("r-1") == []  # a live message of the patient does not release it
+    clock[0] = 10.0
+    assert held.overdue({}) == []
+    assert held.cancels(change(False, rule=rule))  # "sending again": the device sent all along
+    assert held.dropped == 1
+    clock[0] = 100.0
+    assert held.overdue({}) == []
+    # a device that really fell silent after its backlog: paged, tick_quiet_s after the backlog's last message
+    held.touch("r-3")
+    held.hold_tick(change(True, patient="r-3", rule=rule))
+    clock[0] = 120.0
+    assert held.overdue({}) == []
+    clock[0] = 136.0
+    assert held.overdue({}) == [change(True, patient="r-3", rule=rule)]

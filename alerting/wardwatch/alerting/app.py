@@ -296,7 +296,10 @@ class MqttInput:
         if self._holding:
             for change in changes:
                 self.held.hold(change)
-        else:
+            return
+        if self.held.active:
+            changes = [change for change in changes if not self.held.cancels(change)]
+        if changes:
             self.service.on_conditions(changes)
 
     def handle_entry(self, entry: Entry) -> None:
@@ -390,8 +393,10 @@ class MqttInput:
             return
         live = []
         for change in changes:
+            if self.held.cancels(change):
+                continue
             if change.patient in backlogged or self.held.holds(change.patient):
-                self.held.hold(change)
+                self.held.hold_tick(change)
             else:
                 live.append(change)
         if live:

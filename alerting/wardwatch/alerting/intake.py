@@ -41,6 +41,7 @@ from wardwatch.core.schema import Vitals, decode_vitals
 __all__ = ["STALE_SHARE", "Entry", "HeldConditions", "Intake", "LagMonitor"]
 
 STALE_SHARE: Final = 8  # at least 1 in this many messages of a full batch comes from the stale lane
+TICK_QUIET_S: Final = 35.0  # longer than the engine's default flap window (30 s), which delays "sending again"
 _VITALS_LEVEL: Final = "/vitals/"
 
 
@@ -122,25 +123,53 @@ class Intake:
 class HeldConditions:
     """Condition changes from stale samples, held per alarm until the patient's backlog has drained."""
 
-    def __init__(self, quiet_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, quiet_s: float = 1.0, tick_quiet_s: float = TICK_QUIET_S, clock: Callable[[], float] = time.time
+    ) -> None:
         self.quiet_s = quiet_s
+        self.tick_quiet_s = tick_quiet_s
         self.clock = clock
         self._held: dict[str, ConditionChange] = {}  # dedup key -> latest change
         self._by_patient: dict[str, set[str]] = {}  # patient -> dedup keys held
         self._last_held: dict[str, float] = {}  # patient -> when a stale message of theirs last produced a change
+        self._from_tick: dict[str, tuple[ConditionChange, float]] = {}  # dedup key -> (tick's start, held since)
+        self._last_touch: dict[str, float] = {}  # patient -> when a stale message of theirs was last handled
         self.dropped = 0  # conditions that started and ended within a backlog
 
     def __len__(self) -> int:
-        return len(self._held)
+        return len(self._held) + len(self._from_tick)
 
     @property
     def active(self) -> bool:
         """Whether any change is held or any patient's backlog was handled lately."""
-        return bool(self._held or self._last_held)
+        return bool(self._held or self._last_held or self._from_tick or self._last_touch)
 
     def touch(self, patient: str) -> None:
         """A stale message of ``patient`` was handled (their backlog may still be arriving)."""
-        self._last_held[patient] = self.clock()
+        now = self.clock()
+        self._last_held[patient] = now
+        self._last_touch[patient] = now
+
+    def hold_tick(self, change: ConditionChange) -> None:
+        """A change of the wall-clock tick (a deadman: "no data") for a patient whose backlog is being handled.
+
+        Its start is kept apart: it may only mean the backlog had not been handled yet, and the engine
+        announces the device "sending again" only after its flap window. It is released ``tick_quiet_s``
+        after the patient's last stale message, unless its end arrived meanwhile (see :meth:`cancels`);
+        a patient's live message does not release it.
+        """
+        if change.active:
+            self._from_tick.setdefault(change.dedup_key, (change, self.clock()))
+        elif not self.cancels(change):
+            self.hold(change)
+
+    def cancels(self, change: ConditionChange) -> bool:
+        """Whether ``change`` ends a held start of the tick (both are dropped: the device was sending all along)."""
+        if change.active or change.dedup_key not in self._from_tick:
+            return False
+        del self._from_tick[change.dedup_key]
+        self.dropped += 1
+        return True
 
     def holds(self, patient: str) -> bool:
         """Whether changes of ``patient`` are held, or a stale message of theirs was handled within ``quiet_s``."""
@@ -151,6 +180,8 @@ class HeldConditions:
 
     def hold(self, change: ConditionChange) -> None:
         """Keep ``change`` back; a start followed by its end within the backlog cancels out."""
+        if self.cancels(change):
+            return
         key, patient = change.dedup_key, change.patient
         self._last_held[patient] = self.clock()
         previous = self._held.get(key)
@@ -172,12 +203,23 @@ class HeldConditions:
 
     def overdue(self, backlogged: dict[str, int]) -> list[ConditionChange]:
         """Held changes of patients with nothing left in the stale lane and no stale input for ``quiet_s``."""
-        cutoff = self.clock() - self.quiet_s
+        now = self.clock()
+        cutoff = now - self.quiet_s
         for patient in [p for p, t in self._last_held.items() if t <= cutoff and p not in self._by_patient]:
             del self._last_held[patient]  # touched, nothing held, quiet now
-        if not self._by_patient:
-            return []
         out: list[ConditionChange] = []
+        if self._from_tick or self._last_touch:
+            tick_cutoff = now - self.tick_quiet_s
+            for key, (change, since) in list(self._from_tick.items()):
+                patient = change.patient
+                if patient not in backlogged and max(since, self._last_touch.get(patient, 0.0)) <= tick_cutoff:
+                    del self._from_tick[key]
+                    out.append(change)
+            waiting = {change.patient for change, _ in self._from_tick.values()}
+            for patient in [p for p, t in self._last_touch.items() if t <= tick_cutoff and p not in waiting]:
+                del self._last_touch[patient]
+        if not self._by_patient:
+            return out
         for patient in list(self._by_patient):
             if patient not in backlogged and self._last_held.get(patient, 0.0) <= cutoff:
                 out += self.release(patient)
