@@ -259,14 +259,19 @@ async def test_run_with_the_real_engine(tmp_path: Path, receiver: WebhookReceive
                 samples=tuple(Sample(t=t0 + 1000 * i, v=v) for i, v in enumerate(values)),
             )
             await client.publish(vitals_topic("ward-a", "gw-01", "p-5", "ox-5", "spo2"), encode(vitals))
-            await wait_for(lambda: bool(pages_for(receiver, "p-5")), TIMEOUT, what="page from the engine's alarm")
-            page = receiver.unique()[0].body
-            assert page["dedup_key"].startswith("ward-a/p-5/spo2_low")
+            # samples from 2023 are stale on arrival: the alarm's condition is held until the patient's backlog
+            # has drained (alerting/intake.py), so a technical alarm of the tick may page first
+            await wait_for(lambda: bool(spo2_pages(receiver, "p-5")), TIMEOUT, what="page from the engine's alarm")
+            page = spo2_pages(receiver, "p-5")[0]
             assert page["destination"] == "primary-nurse"
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def spo2_pages(receiver: WebhookReceiver, patient: str) -> list[dict[str, Any]]:
+    return [r.body for r in receiver.unique() if r.body["dedup_key"].startswith(f"ward-a/{patient}/spo2_low")]
 
 
 def test_example_config_is_valid() -> None:

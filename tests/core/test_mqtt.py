@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
+from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient, MqttError, PublishRefusedError, Will
 from wardwatch.core.servers import Mosquitto, wait_for
 
@@ -122,3 +127,34 @@ async def test_subscribing_without_retained_messages_and_with_the_retain_flag_as
             fence = await asyncio.wait_for(live.get_message(), 10)
     assert [(m.payload, m.retain) for m in received] == [(b"new", True), (b"plain", False)]
     assert fence.payload == b"fence"
+
+
+async def test_the_fast_publish_path_delivers_what_paho_would(mosquitto: Mosquitto) -> None:
+    """Topic, payload, QoS and retain flag, with and without MQTT 5 properties, a multi-byte length and UTF-8."""
+    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
+    async with MqttClient(settings, "fast-sub", clean_start=True) as sub:
+        assert sub.fast_publish
+        await sub.wait_connected(5)
+        await sub.subscribe("t/#", retain_as_published=True)
+        sender = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        sender.connect(mosquitto.host, mosquitto.port)
+        sender.loop_start()
+        try:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = 60
+            properties.UserProperty = [("k", "v" * 300)]
+            big = bytes(range(256)) * 600  # a remaining length of three bytes
+            sent = [
+                ("t/a", b"plain", 1, False, None),
+                ("t/b", b"with properties", 1, False, properties),
+                ("t/ü/c", big, 0, False, None),
+                ("t/d", b"", 1, True, properties),
+            ]
+            for topic, payload, qos, retain, props in sent:
+                sender.publish(topic, payload, qos=qos, retain=retain, properties=props).wait_for_publish(5)
+            received = [await asyncio.wait_for(sub.get_message(), 5) for _ in sent]
+        finally:
+            sender.disconnect()
+            sender.loop_stop()
+    assert [(m.topic, m.payload, m.qos, m.retain) for m in received] == [(t, p, q, r) for t, p, q, r, _ in sent]
+    assert all(m.mid > 0 for m in received if m.qos == 1)

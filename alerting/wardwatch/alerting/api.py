@@ -225,12 +225,12 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Health: 200 ``ok``, or 503 ``unhealthy`` with the reasons (e.g. a patient's monitoring impaired)."""
+    """Health: 200 ``ok``, or 503 ``degraded`` (only running late) / ``unhealthy`` with the reasons."""
     service = request.app[SERVICE_KEY]
     problems = service.health()
     return _json(
         {
-            "status": "unhealthy" if problems else "ok",
+            "status": service.status(),
             "problems": problems,
             "inputs_ready": service.inputs_ready,
             "open_alarms": len(service.manager.open_alarms()),

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Final
 
 from wardwatch.alerting.audit import AuditAnchor
+from wardwatch.alerting.capacity import MONITORING_DELAYED
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.guard import IMPAIRED_PATIENTS, FailureTracker, TimeGate
+from wardwatch.alerting.intake import Entry, HeldConditions, Intake, LagMonitor
 from wardwatch.alerting.metrics import AlertingMetrics
 from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.registry.provenance import ProvenanceGate
@@ -45,6 +48,7 @@ from wardwatch.core.schema import (
     DeadLetter,
     DeviceStatus,
     GatewayStatus,
+    Vitals,
     decode,
     decode_vitals,
     encode,
@@ -71,6 +75,7 @@ def _log_refused_dead_letter(published: asyncio.Future[None]) -> None:
 
 
 _BATCH: Final = 64  # messages handled before yielding to the pager
+_TOPICS_CACHED: Final = 1 << 16  # parsed topics kept (two devices per patient: room for 30,000 patients)
 
 
 def open_store(config: AlertingConfig) -> Store:
@@ -125,7 +130,18 @@ class MqttInput:
         service_id: str,
         *,
         rejected_thresholds: dict[str, str] | None = None,
+        intake: Intake | None = None,
     ) -> None:
+        guard = service.config.guard
+        # fed by the MQTT client's on_message (see run)
+        self.intake = intake if intake is not None else Intake(guard.stale_after_s)
+        self.held = HeldConditions()
+        self.lag = LagMonitor(guard.max_lag_s)
+        self._holding = False  # handling a stale message: its condition changes are held
+        # per message, parsing and validating the topic cost a fifth of the intake's CPU (docs/scaling.md):
+        # a device publishes on the same topic every time; invalid topics raise and are not cached
+        self._parse_topic = functools.lru_cache(maxsize=_TOPICS_CACHED)(parse_topic)
+        self._vitals_counted = service.metrics.messages.labels(kind="vitals")
         self.service = service
         self.source = source
         self.mqtt = mqtt
@@ -143,6 +159,8 @@ class MqttInput:
                 self.failures.restore(record.ward, record.patient)
             elif record.condition_active and record.rule == DEVICE_CLOCK_WRONG:
                 self.gate.restore(record.ward, record.patient)
+            elif record.condition_active and record.rule == MONITORING_DELAYED:
+                self.lag.delayed = True  # cleared by the first window that is not behind
         if len(self.wards) == 1:
             (ward,) = self.wards
             for patient in list(self._rejected):
@@ -169,12 +187,12 @@ class MqttInput:
         self.failures.succeeded(ward, patient)
         return changes
 
-    def handle(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        """One MQTT message (``retain``: it was published with the retain flag)."""
+    def handle(self, topic: str, payload: bytes, retain: bool = False, decoded: Vitals | None = None) -> None:
+        """One MQTT message (``retain``: it was published with the retain flag; ``decoded``: its vitals)."""
         metrics = self.service.metrics
         live = self.service.live  # the console's board: updated after the engine, its faults contained
         try:
-            parts = parse_topic(topic)
+            parts = self._parse_topic(topic)
             ward = parts.ward
             if ward is None or ward not in self.wards:
                 return
@@ -185,8 +203,8 @@ class MqttInput:
                 return
             changes: Sequence[ConditionChange]
             if parts.kind == VITALS:
-                decoded = decode_vitals(payload)
-                metrics.messages.labels(kind="vitals").inc()
+                decoded = decoded if decoded is not None else decode_vitals(payload)
+                self._vitals_counted.inc()
                 admitted = self.provenance.vitals(topic, payload, parts, decoded)
                 if admitted is None:
                     return
@@ -257,7 +275,7 @@ class MqttInput:
             self._dead_letter(topic, payload, str(exc))
             return
         if changes:
-            self.service.on_conditions(changes)
+            self._deliver(changes)
 
     def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
         """Publish a refused message to ``deadletter/alerting/<service id>`` (the operator reads it)."""
@@ -272,24 +290,97 @@ class MqttInput:
         published = self.mqtt.publish_nowait(deadletter_topic("alerting", self.service_id), encode(dead))
         published.add_done_callback(_log_refused_dead_letter)
 
-    def _handle_safely(self, topic: str, payload: bytes, retain: bool = False) -> None:
+    def _handle_safely(self, topic: str, payload: bytes, retain: bool = False, decoded: Vitals | None = None) -> None:
         try:
-            self.handle(topic, payload, retain)
+            self.handle(topic, payload, retain, decoded)
         except Exception:  # a bug outside the engine: counted and logged; the next message is handled
             self.service.metrics.rejected.labels(reason="internal_error").inc()
             self.service.metrics.failures.labels(stage="input").inc()
             _log.exception("processing a message on %s failed; it was skipped", topic)
 
     async def consume(self) -> None:
-        """Handle messages until cancelled."""
+        """Handle messages from the intake until cancelled (see :mod:`wardwatch.alerting.intake`)."""
         while True:
-            message = await self.mqtt.get_message()
-            self._handle_safely(message.topic, message.payload, message.retain)
-            for _ in range(_BATCH):  # drain a burst, but let page deliveries run in between
-                more = self.mqtt.get_message_nowait()
-                if more is None:
-                    break
-                self._handle_safely(more.topic, more.payload, more.retain)
+            for entry in await self.intake.take(_BATCH):
+                self.handle_entry(entry)
+            await asyncio.sleep(0)  # let the socket reader, page deliveries and ticks run between batches
+
+    # -- the intake's lanes, stale backlogs and lag (alerting/intake.py) ---------------------------------
+
+    def _deliver(self, changes: Sequence[ConditionChange]) -> None:
+        if self._holding:
+            for change in changes:
+                self.held.hold(change)
+            return
+        if self.held.active:
+            changes = [change for change in changes if not self.held.cancels(change)]
+        if changes:
+            self.service.on_conditions(changes)
+
+    def handle_entry(self, entry: Entry) -> None:
+        """One message from the intake: a stale one's condition changes are held, a live one's lag observed."""
+        message, vitals = entry.message, entry.vitals
+        if entry.stale:
+            self.service.metrics.stale_messages.inc()
+            if vitals is not None:
+                self.held.touch(vitals.patient)
+            self._holding = True
+            try:
+                self._handle_safely(message.topic, message.payload, message.retain, vitals)
+            finally:
+                self._holding = False
+            return
+        self._handle_safely(message.topic, message.payload, message.retain, vitals)
+        now = self.intake.clock()
+        age = None if vitals is None else now - vitals.samples[-1].t / 1000
+        self.lag.observe(now - entry.arrived, age)
+        if vitals is not None and len(self.held) and vitals.patient not in self.intake.backlogged:
+            self._release(self.held.release(vitals.patient))
+
+    def _release(self, changes: Sequence[ConditionChange]) -> None:
+        if changes:
+            self.service.on_conditions(changes)
+
+    def check_lag(self) -> None:
+        """Close a lag window: export it, raise or clear "monitoring delayed", release overdue held changes."""
+        service, metrics = self.service, self.service.metrics
+        lag, age, change = self.lag.close_window(self.intake.oldest_live_wait_s())
+        metrics.intake_lag.set(lag)
+        if age is not None:
+            metrics.sample_age.set(age)
+        metrics.intake_backlog.labels(lane="live").set(len(self.intake.live))
+        metrics.intake_backlog.labels(lane="stale").set(len(self.intake.stale))
+        dropped = self.held.dropped
+        if dropped:
+            metrics.stale_conditions_dropped.inc(dropped)
+            self.held.dropped = 0
+        self._release(self.held.overdue(self.intake.backlogged))
+        if change is None:
+            return
+        bound = self.lag.max_lag_s
+        if change:
+            text = (
+                f"monitoring delayed: alerting instance {self.service_id} is {lag:.0f} s behind its input "
+                f"(bound {bound:g} s); alarms are late - reduce its load or add an instance (docs/scaling.md)"
+            )
+            service.set_problem("monitoring_delayed", text)
+        else:
+            text = f"monitoring caught up: alerting instance {self.service_id} is {lag:.1f} s behind"
+            service.set_problem("monitoring_delayed", None)
+        for ward in sorted(self.wards):
+            service.technical(
+                ward, self.service_id, MONITORING_DELAYED, service.config.guard.delayed_priority, change, text, lag
+            )
+
+    async def watch_lag(self, interval_s: float = 1.0) -> None:
+        """:meth:`check_lag` every ``interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.check_lag()
+            except Exception:  # the watch must not die; counted and logged
+                self.service.metrics.failures.labels(stage="lag").inc()
+                _log.exception("checking the intake lag failed")
 
     def tick_once(self) -> None:
         """One engine tick; a failure counts against every patient of every ward (the tick serves them all)."""
@@ -303,7 +394,28 @@ class MqttInput:
         for ward in self.wards:
             self.failures.succeeded(ward, ALL_PATIENTS)
         if changes:
+            self._deliver_tick(changes)
+
+    def _deliver_tick(self, changes: Sequence[ConditionChange]) -> None:
+        """The tick's changes; those of a patient whose backlog is still being handled are held with it.
+
+        The engine's clock is the wall clock: while a replayed backlog is worked through, the patient's
+        newest handled sample is minutes old and the tick would page "no data" for a device that sent all along.
+        """
+        backlogged = self.intake.backlogged
+        if not backlogged and not self.held.active:
             self.service.on_conditions(changes)
+            return
+        live = []
+        for change in changes:
+            if self.held.cancels(change):
+                continue
+            if change.patient in backlogged or self.held.holds(change.patient):
+                self.held.hold_tick(change)
+            else:
+                live.append(change)
+        if live:
+            self.service.on_conditions(live)
 
     async def tick(self, interval_s: float) -> None:
         """Tick the engine every ``interval_s`` until cancelled."""
@@ -338,8 +450,14 @@ async def run(
         store = stack.enter_context(open_store(config))
         rules, rejected = load_rules_with_overrides(config, store)
         engine = source if source is not None else default_source(rules)
+        intake = Intake(config.guard.stale_after_s)
         mqtt = await stack.enter_async_context(
-            MqttClient(config.mqtt, config.mqtt.client_id or f"wardwatch-{config.service_id}", clean_start=False)
+            MqttClient(
+                config.mqtt,
+                config.mqtt.client_id or f"wardwatch-{config.service_id}",
+                clean_start=False,
+                on_message=intake.put,
+            )
         )
         service = await stack.enter_async_context(
             AlarmService(config, store, clock=clock, publisher=mqtt, metrics=metrics)
@@ -349,7 +467,7 @@ async def run(
         discharge = getattr(engine, "discharge", None)
         if callable(discharge):  # the engine forgets a discharged patient
             service.registry.discharge_hooks.append(discharge)
-        inputs = MqttInput(service, engine, mqtt, config.service_id, rejected_thresholds=rejected)
+        inputs = MqttInput(service, engine, mqtt, config.service_id, rejected_thresholds=rejected, intake=intake)
         api_port: int | None = None
         if config.api.enabled:
             api_port = await stack.enter_async_context(serve_api(service, config.api))
@@ -366,6 +484,7 @@ async def run(
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(inputs.consume(), name="mqtt-input")
             tasks.create_task(inputs.tick(config.tick_s), name="engine-tick")
+            tasks.create_task(inputs.watch_lag(), name="intake-lag")
             tasks.create_task(_purge_tokens(service), name="purge-tokens")
             tasks.create_task(service.registry.expire_periodically(), name="registry-expiry")
             if ready is not None:

@@ -50,13 +50,13 @@ from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import Kit, WebhookReceiver, enrol_in_database
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.errors import WaitTimeoutError
+from wardwatch.core.loadgen import LoadPlan, LoadReport, replay_gateway, replay_patient_id, run_load
 from wardwatch.core.mqtt import MqttClient
-from wardwatch.core.schema import SCHEMA_VERSION, Alarm, AlarmState, Sample, Signal, Vitals, decode, encode
+from wardwatch.core.schema import Alarm, AlarmState, Signal, decode
 from wardwatch.core.servers import Mosquitto, free_port
-from wardwatch.core.topics import alarm_topic, vitals_topic
+from wardwatch.core.topics import alarm_topic
 from wardwatch.core.waiting import wait_for
 
-SLICES_PER_S = 50
 WARD = "ward-a"
 NURSE = "nurse-ann"
 NURSE_ADDRESS = "127.0.0.2"  # the nurse's workstation; the flood comes from 127.0.0.10 and up
@@ -131,8 +131,25 @@ async def end_to_end(
     flood_clients: int = 20,
     hash_executor: HashExecutor = "thread",
     live_streams: int = 0,
+    workers: int = 0,
+    replay_gateways: int = 0,
+    replay_s: int = 600,
+    replay_batch: int = 30,
+    samples_per_message: int = 1,
 ) -> dict[str, Any]:
-    """Run the benchmark; return its figures (latencies in ms)."""
+    """Run the benchmark; return its figures (latencies in ms).
+
+    ``workers``: publishing processes (0: :func:`default_workers`). ``samples_per_message``: fewer, larger
+    messages (each signal every k seconds with its last k samples). ``replay_gateways``: that many gateways
+    also replay ``replay_s`` seconds of backlog (``replay_batch`` samples per message) after the warm-up.
+    """
+    load = {
+        "workers": workers,
+        "replay_gateways": replay_gateways,
+        "replay_s": replay_s,
+        "replay_batch": replay_batch,
+        "samples_per_message": samples_per_message,
+    }
     with tempfile.TemporaryDirectory(prefix="wardwatch-bench-") as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "rules.toml").write_text("[defaults]\nspo2_delay_s = 0.0\n")
@@ -144,7 +161,9 @@ async def end_to_end(
             config = tmp / "alerting.toml"
             config.write_text(_config_text(tmp, broker, receiver, api_port, hash_executor))
             # admitted with their kits, as the registry's provenance check requires (100 patients per gateway)
-            await enrol_in_database(load_alerting_config(config), _kits(patients), capacity=2 * PER_GATEWAY)
+            await enrol_in_database(
+                load_alerting_config(config), _kits(patients, replay_gateways), capacity=2 * PER_GATEWAY
+            )
             log = (tmp / "service.log").open("wb")
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "wardwatch.alerting.cli", "run", "--config", str(config), stdout=log, stderr=log
@@ -160,7 +179,7 @@ async def end_to_end(
                     figures["live_streams"] = await watchers.report(base)
                     return figures
                 if login_flood_per_s <= 0:
-                    figures = await _stream(broker, receiver, patients, warmup_s, spread_s)
+                    figures = await _stream(broker, receiver, patients, warmup_s, spread_s, **load)
                     figures["service_cpu_s"] = round(_cpu_seconds(child.pid) - cpu_before, 2)
                     return figures
                 duration_s = warmup_s + spread_s + 5.0  # as long as the patients stream
@@ -174,7 +193,7 @@ async def end_to_end(
                         flood_clients,
                         nurse_password,
                     )
-                    figures = await _stream(broker, receiver, patients, warmup_s, spread_s)
+                    figures = await _stream(broker, receiver, patients, warmup_s, spread_s, **load)
                     figures["service_cpu_s"] = round(
                         _cpu_seconds(child.pid) - cpu_before, 2
                     )  # threads; no pool processes
@@ -195,9 +214,17 @@ async def end_to_end(
 PER_GATEWAY = 100
 
 
-def _kits(patients: int) -> dict[str, Kit]:
-    """Patient ``p-{i}`` wears ``hr-{i}`` and ``ox-{i}`` through gateway ``gw-{i // 100}``."""
-    return {
+def _kits(patients: int, replay_gateways: int = 0) -> dict[str, Kit]:
+    """Patient ``p-{i}`` wears ``hr-{i}`` and ``ox-{i}`` through gateway ``gw-{i // 100}``; each replay gateway's
+    patient its own strap and oximeter (bound since the epoch: their backlog is old)."""
+    replaying: dict[str, Kit] = {
+        replay_patient_id(g): (
+            replay_gateway(g),
+            {f"hr-r{g:05d}": "heart_rate_strap", f"ox-r{g:05d}": "pulse_oximeter"},
+        )
+        for g in range(replay_gateways)
+    }
+    return replaying | {
         f"p-{i:05d}": (
             f"gw-{i // PER_GATEWAY:03d}",
             {f"hr-{i:05d}": "heart_rate_strap", f"ox-{i:05d}": "pulse_oximeter"},
@@ -268,21 +295,37 @@ async def _live_streams(base: str, nurse_password: str, clients: int) -> AsyncIt
 
 
 async def _stream(
-    broker: Mosquitto, receiver: WebhookReceiver, patients: int, warmup_s: float, spread_s: float
+    broker: Mosquitto,
+    receiver: WebhookReceiver,
+    patients: int,
+    warmup_s: float,
+    spread_s: float,
+    *,
+    workers: int = 0,
+    replay_gateways: int = 0,
+    replay_s: int = 600,
+    replay_batch: int = 30,
+    samples_per_message: int = 1,
 ) -> dict[str, Any]:
+    """Offer the load from worker processes (:mod:`wardwatch.core.loadgen`) and measure pages here."""
     settings = MqttSettings(host=broker.host, port=broker.port, tls=False)
-    ids = [f"p-{i:05d}" for i in range(patients)]
-    onset_at = {pid: warmup_s + spread_s * i / patients for i, pid in enumerate(ids)}
-    triggered: dict[str, int] = {}
-    sent_ns: dict[tuple[str, int], int] = {}  # (patient, sample t) of low SpO2 samples -> publish time
+    onset_s = tuple(warmup_s + spread_s * i / patients for i in range(patients))
+    plan = LoadPlan(
+        host=broker.host,
+        port=broker.port,
+        ward=WARD,
+        patients=patients,
+        duration_s=warmup_s + spread_s + 5.0,
+        onset_s=onset_s,
+        workers=workers or default_workers(patients),
+        replay_gateways=replay_gateways,
+        replay_s=replay_s,
+        replay_batch=replay_batch,
+        replay_at_s=warmup_s,
+        samples_per_message=samples_per_message,
+    )
     started: dict[str, int] = {}  # alarm id -> started (t of the sample that raised it)
-    seq = dict.fromkeys(ids, 0)
-    published = 0
-    async with (
-        MqttClient(settings, "bench-publisher", clean_start=True, max_inflight=65535) as mqtt,
-        MqttClient(settings, "bench-alarms", clean_start=True) as alarms,
-    ):
-        await mqtt.wait_connected(10)
+    async with MqttClient(settings, "bench-alarms", clean_start=True) as alarms:
         await alarms.wait_connected(10)
         await alarms.subscribe(alarm_topic(WARD, "+"))
 
@@ -293,93 +336,80 @@ async def _stream(
                     started.setdefault(alarm.alarm_id, alarm.started)
 
         collector = asyncio.create_task(collect())
-        start = time.monotonic()
-        end = warmup_s + spread_s + 5.0
-        tick = 0
-        while True:
-            elapsed_target = tick / SLICES_PER_S
-            if elapsed_target > end:
-                break
-            delay = start + elapsed_target - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now_s = time.monotonic() - start
-            t_ms = time.time_ns() // 1_000_000
-            for i in range(tick % SLICES_PER_S, patients, SLICES_PER_S):
-                pid = ids[i]
-                gateway = f"gw-{i // PER_GATEWAY:03d}"
-                seq[pid] += 1
-                low = now_s >= onset_at[pid]
-                spo2 = 85.0 if low else 97.0
-                hr = Vitals(
-                    v=SCHEMA_VERSION,
-                    patient=pid,
-                    device=f"hr-{i:05d}",
-                    gateway=gateway,
-                    signal=Signal.HEART_RATE,
-                    seq=seq[pid],
-                    samples=(Sample(t=t_ms, v=72.0),),
-                )
-                ox = Vitals(
-                    v=SCHEMA_VERSION,
-                    patient=pid,
-                    device=f"ox-{i:05d}",
-                    gateway=gateway,
-                    signal=Signal.SPO2,
-                    seq=seq[pid],
-                    samples=(Sample(t=t_ms, v=spo2),),
-                )
-                mqtt.publish_nowait(vitals_topic(WARD, gateway, pid, hr.device, "heart_rate"), encode(hr))
-                if low:
-                    now_ns = time.time_ns()
-                    triggered.setdefault(pid, now_ns)
-                    sent_ns[(pid, t_ms)] = now_ns
-                mqtt.publish_nowait(vitals_topic(WARD, gateway, pid, ox.device, "spo2"), encode(ox))
-                published += 2
-            tick += 1
-        duration = time.monotonic() - start
+        report = await asyncio.to_thread(run_load, plan)
+        low = report.low_samples
+        onsets = {p for p, samples in low.items() if len(samples) > CONFIRM_SAMPLES[Signal.SPO2]}
         with contextlib.suppress(WaitTimeoutError):  # late pages still count (and show in the latencies)
             await wait_for(
-                lambda: len({r.body.get("patient") for r in receiver.unique("/nurse")}) >= len(triggered),
+                lambda: len({r.body.get("patient") for r in receiver.unique("/nurse")} & onsets) >= len(onsets),
                 15.0,
                 max_interval=0.1,
             )
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collector
+    return page_figures(report, receiver, started, onsets)
+
+
+def default_workers(patients: int) -> int:
+    """Publishing processes for ``patients`` (one carries about 5,000 messages/s here)."""
+    return max(1, min(4, -(-patients * 2 // 5000)))
+
+
+def confirming_publish_ns(samples: list[tuple[int, int]], onset_t: int) -> int | None:
+    """When the sample that confirmed a step starting at ``onset_t`` was published (``None``: not sent).
+
+    The alarm is dated from its first low sample; the engine's filter confirms the step on the
+    ``CONFIRM_SAMPLES``-th low sample after it. Matched by position in the patient's own sequence, not by
+    adding seconds to the onset's time stamp (samples are not exactly 1,000 ms apart).
+    """
+    times = [t for t, _ in samples]
+    if onset_t not in times:
+        return None
+    index = times.index(onset_t) + CONFIRM_SAMPLES[Signal.SPO2]
+    return samples[index][1] if index < len(samples) else None
+
+
+def page_figures(
+    report: LoadReport, receiver: WebhookReceiver, started: dict[str, int], onsets: set[str]
+) -> dict[str, Any]:
+    """Offered/achieved load, pages received/missing and latencies (only if the load was offered)."""
+    low = report.low_samples
     first_page: dict[str, tuple[int, str]] = {}
     for request in receiver.unique("/nurse"):
         pid = request.body.get("patient", "")
-        if pid in triggered and pid not in first_page:
+        if pid in onsets and pid not in first_page:
             first_page[pid] = (request.received_ns, request.body["alarm_id"])
-    onset_latencies = [(first_page[p][0] - triggered[p]) / 1e6 for p in first_page]
+    onset_latencies = [(received - low[p][0][1]) / 1e6 for p, (received, _) in first_page.items()]
     latencies = []
     for pid, (received, alarm_id) in first_page.items():
-        # the alarm is dated from the first low sample (the onset); the engine can only decide once the
-        # filter has confirmed the step, on the arrival of the CONFIRM_SAMPLES-th sample after it (1 Hz)
-        onset = started.get(alarm_id, -1)
-        sent = sent_ns.get((pid, onset + CONFIRM_SAMPLES[Signal.SPO2] * 1000))
+        sent = confirming_publish_ns(low[pid], started.get(alarm_id, -1))
         if sent is not None:
             latencies.append((received - sent) / 1e6)
+    replay_pages = [r.body for r in receiver.unique("/nurse") if str(r.body.get("patient")).startswith("p-r")]
     figures: dict[str, Any] = {
-        "patients": patients,
+        "patients": report.plan.patients,
         "signals": ["heart_rate", "spo2"],
         "rate_hz_per_signal": 1,
-        "messages_published": published,
-        "messages_per_s": round(published / duration),
+        "samples_per_message": report.plan.samples_per_message,
+        **report.summary(),
         "clinical_delay_s": 0.0,
         "load_average_1m_after": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
-        "onsets": len(triggered),
+        "onsets": len(onsets),
         "pages_received": len(first_page),
-        "pages_missing": len(triggered) - len(first_page),
-        "pages_matched_to_trigger_sample": len(latencies),
+        "pages_missing": len(onsets) - len(first_page),
+        "pages_matched_to_confirming_sample": len(latencies),
     }
-    if onset_latencies:
-        figures["onset_to_page_ms_p50"] = round(statistics.median(onset_latencies), 2)
-    if latencies:
+    if report.plan.replay_gateways:
+        figures["replay"]["pages_for_ended_conditions"] = len(replay_pages)
+        figures["replay"]["pages_by_rule"] = dict(
+            collections.Counter(str(page["dedup_key"]).rsplit("/", 1)[1] for page in replay_pages)
+        )
+    if not report.problems and latencies:
         figures.update(
             {
+                "onset_to_page_ms_p50": round(statistics.median(onset_latencies), 2),
                 "latency_ms_p50": round(statistics.median(latencies), 2),
                 "latency_ms_p90": round(_percentile(latencies, 0.90), 2),
                 "latency_ms_p99": round(_percentile(latencies, 0.99), 2),
@@ -387,6 +417,8 @@ async def _stream(
                 "target_p99_ms": 100,
             }
         )
+    elif report.problems:
+        figures["latency_not_reported"] = "the load generator could not offer the load: " + "; ".join(report.problems)
     return figures
 
 

@@ -29,6 +29,7 @@ from wardwatch.alerting.engine.capacity import (
 )
 
 __all__ = [
+    "MONITORING_DELAYED",
     "OPERATOR_RULES",
     "OVER_CAPACITY",
     "OVER_CAPACITY_PRIORITY",
@@ -39,5 +40,7 @@ __all__ = [
 
 #: Messages refused by the registry's provenance check (wardwatch.alerting.registry.provenance).
 PROVENANCE_REFUSED: Final = "provenance_refused"
+#: The alerting instance itself is behind (alerting/intake.py); its ``patient`` field is the service id.
+MONITORING_DELAYED: Final = "monitoring_delayed"
 #: Rules about the equipment rather than a patient: paged to the ward's operator, not to the nurses.
-OPERATOR_RULES: Final = frozenset({OVER_CAPACITY, PROVENANCE_REFUSED})
+OPERATOR_RULES: Final = frozenset({OVER_CAPACITY, PROVENANCE_REFUSED, MONITORING_DELAYED})

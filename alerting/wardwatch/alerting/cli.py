@@ -92,7 +92,16 @@ def _parser() -> argparse.ArgumentParser:
     key.add_argument("path", type=Path, help="where [registry] identity_key_file will point (not beside backups)")
 
     bench = sub.add_parser("bench", help="replay throughput and end-to-end paging latency (prints JSON)")
-    bench.add_argument("--patients", type=int, default=1000)
+    bench.add_argument(
+        "--patients", default="1000", help="patients, or a comma-separated list (one run each, one JSON)"
+    )
+    bench.add_argument("--load-workers", type=int, default=0, help="publishing processes (0: by load)")
+    bench.add_argument("--replay-gateways", type=int, default=0, help="gateways replaying a backlog meanwhile")
+    bench.add_argument("--replay-s", type=int, default=600, help="seconds of backlog per replaying gateway")
+    bench.add_argument("--replay-batch", type=int, default=30, help="backlog samples per message")
+    bench.add_argument(
+        "--samples-per-message", type=int, default=1, help="live samples per message (every k seconds k samples)"
+    )
     bench.add_argument("--warmup-s", type=float, default=5.0)
     bench.add_argument("--spread-s", type=float, default=20.0, help="alarm onsets spread over this long")
     bench.add_argument("--skip-replay", action="store_true")
@@ -225,17 +234,31 @@ def _bench(args: argparse.Namespace) -> int:
     if not args.skip_e2e:
         from wardwatch.alerting.bench_e2e import end_to_end
 
-        result["end_to_end"] = asyncio.run(
-            end_to_end(
-                patients=args.patients,
-                warmup_s=args.warmup_s,
-                spread_s=args.spread_s,
-                login_flood_per_s=args.login_flood_per_s,
-                flood_clients=args.login_flood_clients,
-                hash_executor=args.login_hash_executor,
-                live_streams=args.live_streams,
+        try:
+            sizes = [int(n) for n in str(args.patients).split(",")]
+        except ValueError:
+            print(f"--patients takes numbers separated by commas, not {args.patients!r}", file=sys.stderr)
+            return EXIT_USAGE
+        runs = [
+            asyncio.run(
+                end_to_end(
+                    patients=n,
+                    warmup_s=args.warmup_s,
+                    spread_s=args.spread_s,
+                    login_flood_per_s=args.login_flood_per_s,
+                    flood_clients=args.login_flood_clients,
+                    hash_executor=args.login_hash_executor,
+                    workers=args.load_workers,
+                    replay_gateways=args.replay_gateways,
+                    replay_s=args.replay_s,
+                    replay_batch=args.replay_batch,
+                    samples_per_message=args.samples_per_message,
+                    live_streams=args.live_streams,
+                )
             )
-        )
+            for n in sizes
+        ]
+        result["end_to_end"] = runs[0] if len(runs) == 1 else runs
     print(json.dumps(result, indent=2))
     return 0
 

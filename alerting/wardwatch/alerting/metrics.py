@@ -75,6 +75,29 @@ class AlertingMetrics:
             ["reason"],
             registry=r,
         )
+        self.intake_lag = Gauge(
+            "wardwatch_alerting_intake_lag_seconds",
+            "Longest a live message waited in the intake over the last second (past guard.max_lag_s: delayed)",
+            registry=r,
+        )
+        self.sample_age = Gauge(
+            "wardwatch_alerting_sample_age_seconds",
+            "Age of the youngest live sample handled over the last second (processing time - sample time)",
+            registry=r,
+        )
+        self.intake_backlog = Gauge(
+            "wardwatch_alerting_intake_backlog", "Messages waiting in the intake", ["lane"], registry=r
+        )
+        self.stale_messages = Counter(
+            "wardwatch_alerting_stale_messages",
+            "Vitals messages already stale on arrival (replayed backlogs)",
+            registry=r,
+        )
+        self.stale_conditions_dropped = Counter(
+            "wardwatch_alerting_stale_conditions_dropped",
+            "Conditions that started and ended within a replayed backlog (paged nobody)",
+            registry=r,
+        )
         self.healthy = Gauge("wardwatch_alerting_healthy", "1 while GET /healthz reports ok, else 0", registry=r)
         self.healthy.set(1)
 

@@ -183,6 +183,12 @@ class GuardConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     clock_wrong_priority: Priority = Priority.MEDIUM  # like sensor off: that device's data is not used
     thresholds_rejected_priority: Priority = Priority.MEDIUM  # the ward defaults apply meanwhile
     retry_s: PositiveSeconds = 1.0  # retry of alarm state the store could not save
+    # live messages waiting longer than this in the intake: "monitoring delayed" (operator) and /healthz degraded
+    max_lag_s: PositiveSeconds = 10.0
+    delayed_priority: Priority = Priority.MEDIUM  # alarms still come, late: see alerting/intake.py
+    # samples already older than this on arrival (a replayed backlog) go to the stale lane: handled after
+    # live ones, and a condition that starts and ends within the backlog pages nobody
+    stale_after_s: PositiveSeconds = 10.0
 
 
 class RegistryConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
