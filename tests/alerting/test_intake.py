@@ -27,7 +27,7 @@ from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, load_alerting_config
-from wardwatch.alerting.testing import WebhookReceiver
+from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import Message, MqttClient
 from wardwatch.core.schema import (
@@ -66,6 +66,12 @@ def spo2(patient: str, seq: int, first_t: int, values: Sequence[float]) -> Vital
     )
 
 
+async def admit(service: AlarmService, *patients: str) -> None:
+    """Admit each patient with its oximeter ``ox-{patient}`` through gw-01 (the registry's provenance check)."""
+    for patient in patients:
+        await admit_with_kit(service.registry, patient, "gw-01", {f"ox-{patient}": "pulse_oximeter"})
+
+
 def topic_of(vitals: Vitals) -> str:
     return vitals_topic(WARD, vitals.gateway, vitals.patient, vitals.device, "spo2")
 
@@ -81,10 +87,10 @@ async def test_live_messages_go_first_and_a_backlog_still_drains_in_patient_orde
     clock = [1_000.0]
     intake = Intake(stale_after_s=10.0, clock=lambda: clock[0])
     now = round(clock[0] * 1000)
-    backlog = [spo2("r-1", seq, now - 600_000 + seq * 30_000, [97.0] * 30) for seq in range(1, 21)]
+    backlog = [spo2("p-r1", seq, now - 600_000 + seq * 30_000, [97.0] * 30) for seq in range(1, 21)]
     for vitals in backlog:
         intake.put(message(vitals))
-    live_of_backlogged = spo2("r-1", 21, now - 1000, [97.0])
+    live_of_backlogged = spo2("p-r1", 21, now - 1000, [97.0])
     intake.put(message(live_of_backlogged))  # live, but behind its patient's backlog
     for n in range(64):
         intake.put(message(spo2(f"p-{n}", 1, now - 500, [97.0])))
@@ -95,13 +101,13 @@ async def test_live_messages_go_first_and_a_backlog_still_drains_in_patient_orde
     # live ones first; a backlog is never starved: at least 64 // STALE_SHARE samples, here one 30-sample message
     assert [entry.stale for entry in batch] == [False] * (64 - 64 // STALE_SHARE) + [True]
     rest = await intake.take(1000)
-    order = [entry.vitals.seq for entry in [*batch, *rest] if entry.vitals and entry.vitals.patient == "r-1"]
+    order = [entry.vitals.seq for entry in [*batch, *rest] if entry.vitals and entry.vitals.patient == "p-r1"]
     assert order == list(range(1, 22))  # the patient's own order is kept across the lanes
     assert not any(entry.stale for entry in rest if entry.vitals and entry.vitals.seq == 21)
     assert intake.backlogged == {}
 
 
-def change(active: bool, patient: str = "r-1", rule: str = "spo2_low") -> ConditionChange:
+def change(active: bool, patient: str = "p-r1", rule: str = "spo2_low") -> ConditionChange:
     return ConditionChange(patient, WARD, rule, AlarmCategory.PHYSIOLOGICAL, Priority.HIGH, active, 0)
 
 
@@ -112,12 +118,12 @@ def test_a_condition_that_ended_within_the_backlog_is_dropped_one_still_true_is_
     held.hold(change(False))
     held.hold(change(True, rule="hr_high"))
     assert held.dropped == 1
-    assert held.release("r-1") == [change(True, rule="hr_high")]
-    held.hold(change(True, patient="r-2"))
+    assert held.release("p-r1") == [change(True, rule="hr_high")]
+    held.hold(change(True, patient="p-r2"))
     assert held.overdue({}) == []  # its backlog may still be arriving
     clock[0] = 1.5
-    assert held.overdue({"r-2": 3}) == []  # its backlog has not drained
-    assert held.overdue({}) == [change(True, patient="r-2")]
+    assert held.overdue({"p-r2": 3}) == []  # its backlog has not drained
+    assert held.overdue({}) == [change(True, patient="p-r2")]
 
 
 def test_lag_monitor_raises_past_the_bound_and_clears_below_half() -> None:
@@ -285,6 +291,7 @@ async def test_a_slowed_instance_raises_monitoring_delayed_and_clears_it_after_c
     config = service_config(tmp_path, receiver, mosquitto)
     source = SlowSource(default_source(load_rules(config.rules)))
     async with running(config, source) as (service, port):
+        await admit(service, "p-1")
         assert (await healthz(port))[0] == 200
         source.delay_s = 0.03  # 150 messages: about 4.5 s of work arriving at once, the bound is 1 s
         first = now_ms()
@@ -318,14 +325,15 @@ async def test_a_replayed_backlog_pages_no_ended_condition_and_one_still_true(
     the engine's ticks while the backlog is worked through page no "no data" for the replaying devices."""
     config = service_config(tmp_path, receiver, mosquitto)
     source = SlowSource(default_source(load_rules(config.rules)))
-    source.delay_s, source.slow_prefix = 0.05, "r-"  # the backlog takes 2 s: engine ticks (0.2 s) run meanwhile
-    async with running(config, source) as (_, port):
+    source.delay_s, source.slow_prefix = 0.05, "p-r"  # the backlog takes 2 s: engine ticks (0.2 s) run meanwhile
+    async with running(config, source) as (service, port):
+        await admit(service, "p-r1", "p-r2", "p-live")
         now = now_ms()
         start = now - 615_000  # ten minutes ending 15 s ago: stale on arrival
         ended = [84.0 if 120 <= s < 180 else 97.0 for s in range(600)]
         ongoing = [84.0 if s >= 420 else 97.0 for s in range(600)]
         published = []
-        for patient, values in (("r-1", ended), ("r-2", ongoing)):
+        for patient, values in (("p-r1", ended), ("p-r2", ongoing)):
             for seq, first in enumerate(range(0, 600, 30), start=1):
                 published.append(spo2(patient, seq, start + first * 1000, values[first : first + 30]))
         published.append(spo2("p-live", 1, now - 12_000, [97.0] * 4 + [84.0] * 8))
@@ -335,15 +343,15 @@ async def test_a_replayed_backlog_pages_no_ended_condition_and_one_still_true(
         assert await metric(port, "wardwatch_alerting_stale_messages_total") == 40
         # the patients are live again: r-2 still desaturated, r-1 normal
         now = now_ms()
-        live = [spo2("r-1", 100, now - 2000, [97.0, 97.0]), spo2("r-2", 100, now - 2000, [84.0, 84.0])]
+        live = [spo2("p-r1", 100, now - 2000, [97.0, 97.0]), spo2("p-r2", 100, now - 2000, [84.0, 84.0])]
         await asyncio.gather(*(client.publish(topic_of(v), encode(v)) for v in live))
-        await wait_for(lambda: "r-2" in paged(receiver), TIMEOUT, what="the ongoing condition paged")
+        await wait_for(lambda: "p-r2" in paged(receiver), TIMEOUT, what="the ongoing condition paged")
         await wait_for(
             lambda: _metric_at_least(port, "wardwatch_alerting_stale_conditions_dropped_total", 1),
             TIMEOUT,
             what="the ended condition dropped",
         )
-        assert paged(receiver) == {"p-live", "r-2"}  # never r-1: its desaturation ended eight minutes ago
+        assert paged(receiver) == {"p-live", "p-r2"}  # never r-1: its desaturation ended eight minutes ago
 
 
 def paged(receiver: WebhookReceiver) -> set[str]:
@@ -360,9 +368,9 @@ def test_a_deadman_of_the_tick_during_a_backlog_waits_for_the_flap_window_and_it
     clock = [0.0]
     held = HeldConditions(quiet_s=1.0, tick_quiet_s=35.0, clock=lambda: clock[0])
     rule = "device_silent.heart_rate_strap"
-    held.touch("r-1")
+    held.touch("p-r1")
     held.hold_tick(change(True, rule=rule))
-    assert held.release("r-1") == []  # a live message of the patient does not release it
+    assert held.release("p-r1") == []  # a live message of the patient does not release it
     clock[0] = 10.0
     assert held.overdue({}) == []
     assert held.cancels(change(False, rule=rule))  # "sending again": the device sent all along
