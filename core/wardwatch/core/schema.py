@@ -228,16 +228,27 @@ class AlarmState(enum.StrEnum):
     RESOLVED = "resolved"
 
 
+#: The seven NEWS2 parameters, as ``News2.missing`` names them.
+News2Parameter = Literal["respiration", "spo2", "supplemental_o2", "systolic", "pulse", "consciousness", "temperature"]
+
+
 class News2(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
-    """A *partial* NEWS2 (RCP 2017) as alerting scored it: SpO2, air or oxygen, pulse. Respiration rate,
-    blood pressure, consciousness and temperature are not measured, so ``score`` is a lower bound of the
-    full NEWS2 and must never be shown as the NEWS2 total."""
+    """A NEWS2 (RCP 2017) as alerting scored it: the aggregate and the sub-scores of the parameters that
+    were recent (``None``: not recent). ``full`` only when all seven were; otherwise ``missing`` names the
+    others and ``score`` is a lower bound that must never be shown as the NEWS2 total. ``o2`` is the
+    observed air-or-oxygen sub-score, or the patient's profile when ``supplemental_o2`` is missing."""
 
     score: Annotated[int, msgspec.Meta(ge=0, le=20)]
     o2: Annotated[int, msgspec.Meta(ge=0, le=2)]  # air or oxygen sub-score
     spo2_scale: Literal[1, 2] = 1
     spo2: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None  # SpO2 sub-score on spo2_scale
     pulse: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    respiration: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    systolic: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    consciousness: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    temperature: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    full: bool = False
+    missing: list[News2Parameter] = []
 
 
 class Alarm(_Message, frozen=True, tag="alarm"):

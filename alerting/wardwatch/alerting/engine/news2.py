@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Literal
 
-PARTIAL_TEXT: Final = "partial NEWS2 (HR, SpO2 only)"
+PARTIAL_TEXT: Final = "partial NEWS2"  # every partial score's label starts with it
 
 
 def spo2_points(spo2: float, scale: int = 1, on_o2: bool = False) -> int:
@@ -138,7 +138,7 @@ class PartialNews2:
             scored.append("BP")
         if self.temperature is not None:
             scored.append("temperature")
-        return f"partial NEWS2 ({', '.join(scored)}{' only' if len(scored) == 2 else ''})"
+        return f"{PARTIAL_TEXT} ({', '.join(scored)}{' only' if len(scored) == 2 else ''})"
 
     @property
     def tier(self) -> str:
@@ -234,6 +234,11 @@ class News2Score:
     t: int
 
     @property
+    def o2(self) -> int:
+        """The air-or-oxygen sub-score: observed, else the patient's profile (which still counts as missing)."""
+        return self.points.get(Param.O2, self.score - sum(self.points.values()))
+
+    @property
     def full(self) -> bool:
         """All seven parameters are recent."""
         return not self.missing
@@ -249,7 +254,7 @@ class News2Score:
         if self.full:
             return "NEWS2"
         scored = ", ".join(_SHORT[p] for p in PARAMS if p in self.points) or "nothing"
-        return f"partial NEWS2 ({scored}; missing {', '.join(_SHORT[p] for p in self.missing)})"
+        return f"{PARTIAL_TEXT} ({scored}; missing {', '.join(_SHORT[p] for p in self.missing)})"
 
     @property
     def tier(self) -> str:
@@ -263,6 +268,33 @@ class News2Score:
         if self.score >= 1:
             return "low: ward-based response"
         return "routine monitoring"
+
+
+@dataclass(frozen=True, slots=True)
+class NurseObservation:
+    """The parameters a nurse measured at time ``t`` (ms since epoch); ``None``: not taken this time."""
+
+    t: int
+    respiration: float | None = None  # /min
+    spo2: float | None = None  # %
+    supplemental_o2: bool | None = None
+    systolic: float | None = None  # mmHg
+    pulse: float | None = None  # /min
+    consciousness: str | None = None  # ACVPU letter
+    temperature: float | None = None  # °C
+
+    def observed(self) -> dict[Param, Observed]:
+        """The parameters taken, as nurse observations."""
+        values: dict[Param, float | str | bool | None] = {
+            Param.RESPIRATION: self.respiration,
+            Param.SPO2: self.spo2,
+            Param.O2: self.supplemental_o2,
+            Param.SYSTOLIC: self.systolic,
+            Param.PULSE: self.pulse,
+            Param.CONSCIOUSNESS: self.consciousness,
+            Param.TEMPERATURE: self.temperature,
+        }
+        return {p: Observed(v, self.t, "nurse") for p, v in values.items() if v is not None}
 
 
 def _points(param: Param, value: float | str | bool, scale: Literal[1, 2], on_o2: bool) -> int:
