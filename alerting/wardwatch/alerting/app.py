@@ -318,6 +318,19 @@ async def _purge_tokens(service: AlarmService, interval_s: float = 300.0) -> Non
         await asyncio.sleep(interval_s)
 
 
+def _connect_observations(service: AlarmService, engine: ConditionSource) -> None:
+    """A nurse's observations go to an engine that scores NEWS2 (after restoring the last day's)."""
+    on_observation = getattr(engine, "on_observation", None)
+    if not callable(on_observation):
+        return
+    service.observations.hooks.append(on_observation)
+    service.observations.restore_hooks.append(engine.remember_observation)  # type: ignore[attr-defined]
+    service.observations.score_source = engine.score_now  # type: ignore[attr-defined]
+    restored = service.observations.restore()
+    if restored:
+        _log.info("restored %d manual observations of the last day into the engine", restored)
+
+
 async def run(
     config: AlertingConfig,
     *,
@@ -344,6 +357,7 @@ async def run(
         discharge = getattr(engine, "discharge", None)
         if callable(discharge):  # the engine forgets a discharged patient
             service.registry.discharge_hooks.append(discharge)
+        _connect_observations(service, engine)
         inputs = MqttInput(service, engine, mqtt, config.service_id, rejected_thresholds=rejected)
         api_port: int | None = None
         if config.api.enabled:

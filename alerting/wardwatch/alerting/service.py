@@ -33,6 +33,7 @@ from wardwatch.alerting.escalation import ward_policy
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.manager import Action, AlarmManager, AlarmNotFoundError, AlarmRecord, PublishAlarm, SendPage
 from wardwatch.alerting.metrics import AlertingMetrics
+from wardwatch.alerting.observations.records import Observations
 from wardwatch.alerting.paging import Pager, build_channel
 from wardwatch.alerting.protocols import Channel, Publisher
 from wardwatch.alerting.registry.registry import Registry
@@ -156,6 +157,7 @@ class AlarmService:
         self._problems: dict[str, str] = {}  # what makes the service unhealthy, by kind
         self._warn = RateLimitedLog(_log, interval_s=30.0)
         self.registry = Registry(self)  # patients, gateways, kits (docs/registry.md)
+        self.observations = Observations(self)  # a nurse's NEWS2 observations (docs/news2.md)
 
     # -- health -----------------------------------------------------------------------------------
 

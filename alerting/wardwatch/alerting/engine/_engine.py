@@ -675,14 +675,22 @@ class Engine:
         looking at the patient does not need the spot-check rules to page about her own reading).
         """
         out: list[ConditionChange] = []
+        st = self._remember(patient, ward, obs)
+        if st.th.news2_enabled:
+            self._news2(st, max(obs.t, st.eval_minute * MINUTE_MS), out, confirmed=True)
+        return out
+
+    def remember_observation(self, patient: str, ward: str, obs: NurseObservation) -> None:
+        """Keep a nurse's observations for the next scoring without running any rule (restart)."""
+        self._remember(patient, ward, obs)
+
+    def _remember(self, patient: str, ward: str, obs: NurseObservation) -> _Patient:
         st = self._patient(patient, ward)
         for param, observed in obs.observed().items():
             known = st.manual.get(param)
             if known is None or observed.t >= known.t:
                 st.manual[param] = observed
-        if st.th.news2_enabled:
-            self._news2(st, max(obs.t, st.eval_minute * MINUTE_MS), out, confirmed=True)
-        return out
+        return st
 
     def news2(self, patient: str) -> News2Score | None:
         """The patient's latest NEWS2 (full or partial), ``None`` before the first one."""
@@ -1155,9 +1163,10 @@ class Engine:
         if Param.O2 not in p.used:
             parts.append(f"{'O2' if th.supplemental_o2 else 'air'} ({p.o2}) per profile")
         text = f"{p.label} {p.score}: {', '.join(parts)}; {p.tier}"
+        # emergency first: when both are met at once it holds the urgent one back (one episode, one alarm)
         for level, met, name in (
-            (0, p.score >= 5 or p.any_three, "news2_urgent"),
             (1, p.score >= 7, "news2_emergency"),
+            (0, p.score >= 5 or p.any_three, "news2_urgent"),
         ):
             if met:
                 st.n2_hits[level] += 1
