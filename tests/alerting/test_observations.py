@@ -25,7 +25,11 @@ from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
+from wardwatch.core.config import MqttSettings
+from wardwatch.core.mqtt import MqttClient
+from wardwatch.core.schema import News2Score, decode
 from wardwatch.core.servers import Mosquitto
+from wardwatch.core.topics import SCORE, score_topic, ward_filter
 from wardwatch.core.waiting import wait_for
 
 TIMEOUT = 15.0
@@ -264,3 +268,24 @@ async def test_observations_survive_a_restart_into_the_engine(
     async with running(config, add_users=False) as api:
         score = await api.ok("viewer", "GET", f"/api/v1/patients/{patient}/news2")
         assert (score["full"], score["score"]) == (True, 0)
+
+
+async def test_the_full_score_is_published_on_the_score_stream(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: WebhookReceiver
+) -> None:
+    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
+    async with MqttClient(settings, "test-score-reader", clean_start=True) as reader:
+        await reader.wait_connected(TIMEOUT)
+        await reader.subscribe(ward_filter(SCORE, WARD))
+        async with running(config_for(tmp_path, receiver, mosquitto)) as api:
+            patient = await admit(api)
+            body = {"taken_at": now_ms(), **FULL_SET}
+            await api.ok("nurse", "POST", f"/api/v1/patients/{patient}/observations", body)
+            while True:
+                message = await asyncio.wait_for(reader.get_message(), TIMEOUT)
+                score = decode(message.payload)
+                assert isinstance(score, News2Score)
+                if score.patient == patient:
+                    break
+            assert message.topic == score_topic(WARD, patient)
+            assert (score.news2.score, score.news2.full, score.news2.respiration) == (8, True, 2)

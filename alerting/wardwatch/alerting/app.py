@@ -24,6 +24,7 @@ from wardwatch.alerting.audit import AuditAnchor
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.guard import IMPAIRED_PATIENTS, FailureTracker, TimeGate
 from wardwatch.alerting.metrics import AlertingMetrics
+from wardwatch.alerting.observations.stream import ScorePublisher
 from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.registry.provenance import ProvenanceGate
 from wardwatch.alerting.rules import RuleSet, load_rules
@@ -318,17 +319,21 @@ async def _purge_tokens(service: AlarmService, interval_s: float = 300.0) -> Non
         await asyncio.sleep(interval_s)
 
 
-def _connect_observations(service: AlarmService, engine: ConditionSource) -> None:
-    """A nurse's observations go to an engine that scores NEWS2 (after restoring the last day's)."""
+def _connect_observations(service: AlarmService, engine: ConditionSource, mqtt: MqttClient) -> ScorePublisher | None:
+    """A nurse's observations go to an engine that scores NEWS2 (after restoring the last day's); its
+    scores are published on the score stream (the publisher is returned, to run)."""
     on_observation = getattr(engine, "on_observation", None)
     if not callable(on_observation):
-        return
+        return None
     service.observations.hooks.append(on_observation)
     service.observations.restore_hooks.append(engine.remember_observation)  # type: ignore[attr-defined]
     service.observations.score_source = engine.score_now  # type: ignore[attr-defined]
     restored = service.observations.restore()
     if restored:
         _log.info("restored %d manual observations of the last day into the engine", restored)
+    scores = ScorePublisher(mqtt, engine.patient_wards, engine.score_now)  # type: ignore[attr-defined]
+    service.registry.discharge_hooks.append(scores.forget)
+    return scores
 
 
 async def run(
@@ -357,7 +362,7 @@ async def run(
         discharge = getattr(engine, "discharge", None)
         if callable(discharge):  # the engine forgets a discharged patient
             service.registry.discharge_hooks.append(discharge)
-        _connect_observations(service, engine)
+        scores = _connect_observations(service, engine, mqtt)
         inputs = MqttInput(service, engine, mqtt, config.service_id, rejected_thresholds=rejected)
         api_port: int | None = None
         if config.api.enabled:
@@ -377,5 +382,7 @@ async def run(
             tasks.create_task(inputs.tick(config.tick_s), name="engine-tick")
             tasks.create_task(_purge_tokens(service), name="purge-tokens")
             tasks.create_task(service.registry.expire_periodically(), name="registry-expiry")
+            if scores is not None:
+                tasks.create_task(scores.run(service.clock.now_ms), name="news2-scores")
             if ready is not None:
                 ready(service, api_port)

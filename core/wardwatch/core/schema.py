@@ -270,6 +270,17 @@ class Alarm(_Message, frozen=True, tag="alarm"):
     news2: News2 | None = None  # the partial NEWS2 behind a news2_* alarm (its latest scoring)
 
 
+class News2Score(_Message, frozen=True, tag="news2_score"):
+    """A patient's current NEWS2 (``score_topic``): published by alerting when it changes and at least
+    every few minutes. ``news2.full`` only when all seven parameters were recent (each from a device or
+    a nurse, whichever was newer); otherwise ``news2.missing`` names the others and the score is partial."""
+
+    patient: Identifier
+    ward: Identifier
+    t: EpochMillis  # when it was scored
+    news2: News2
+
+
 class Page(_Message, frozen=True, tag="page"):
     """A notification sent to a destination (nurse, charge nurse, doctor) for an alarm."""
 
@@ -296,7 +307,7 @@ class DeadLetter(_Message, frozen=True, tag="dead_letter"):
     payload: bytes = b""
 
 
-WireMessage = Vitals | DeviceStatus | GatewayStatus | DataGap | Alarm | Page | DeadLetter
+WireMessage = Vitals | DeviceStatus | GatewayStatus | DataGap | Alarm | News2Score | Page | DeadLetter
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(WireMessage)

@@ -70,6 +70,7 @@ from wardwatch.alerting.engine.news2 import (
     Param,
     most_recent,
     score_news2,
+    to_wire,
 )
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.rules import RuleSet, Thresholds
@@ -782,6 +783,10 @@ class Engine:
         """Patients with state."""
         return tuple(self._patients)
 
+    def patient_wards(self) -> list[tuple[str, str]]:
+        """``(patient, ward)`` of every patient with state."""
+        return [(st.id, st.ward) for st in self._patients.values()]
+
     def spans(self) -> dict[str, tuple[int, int]]:
         """Per patient, the first and the newest sample time seen (for patient-days of monitoring)."""
         out: dict[str, tuple[int, int]] = {}
@@ -1172,7 +1177,7 @@ class Engine:
                 st.n2_hits[level] += 1
                 st.n2_misses[level] = 0
                 if confirmed or st.n2_hits[level] >= th.news2_confirm_min:
-                    self._raise(st, name, t, float(p.score), text, out, news2=_wire(p))
+                    self._raise(st, name, t, float(p.score), text, out, news2=to_wire(p))
             else:
                 st.n2_misses[level] += 1
                 st.n2_hits[level] = 0
@@ -1325,24 +1330,6 @@ class Engine:
                 elif c.clear_t + flap < nxt:
                     nxt = c.clear_t + flap
         st.next_due = nxt
-
-
-def _wire(score: News2Score) -> News2:
-    """The wire form of a score (``Alarm.news2``, ``News2Score``'s sub-scores)."""
-    points = score.points
-    return News2(
-        score=score.score,
-        o2=score.o2,
-        spo2_scale=score.spo2_scale,
-        spo2=points.get(Param.SPO2),
-        pulse=points.get(Param.PULSE),
-        respiration=points.get(Param.RESPIRATION),
-        systolic=points.get(Param.SYSTOLIC),
-        consciousness=points.get(Param.CONSCIOUSNESS),
-        temperature=points.get(Param.TEMPERATURE),
-        full=score.full,
-        missing=[p.value for p in score.missing],
-    )
 
 
 def _beat_rate(beats: deque[float], n: int, *, below: bool) -> float:

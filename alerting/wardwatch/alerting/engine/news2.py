@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Literal
 
+from wardwatch.core.schema import News2
+
 PARTIAL_TEXT: Final = "partial NEWS2"  # every partial score's label starts with it
 
 
@@ -334,3 +336,21 @@ def score_news2(
     missing = tuple(p for p in PARAMS if p not in used)
     score = sum(points.values()) + (0 if Param.O2 in points else o2_points(default_o2))
     return News2Score(score=score, points=points, used=used, missing=missing, spo2_scale=scale, t=now)
+
+
+def to_wire(score: News2Score) -> News2:
+    """The wire form of a score (``Alarm.news2``, ``News2Score``'s sub-scores)."""
+    points = score.points
+    return News2(
+        score=score.score,
+        o2=score.o2,
+        spo2_scale=score.spo2_scale,
+        spo2=points.get(Param.SPO2),
+        pulse=points.get(Param.PULSE),
+        respiration=points.get(Param.RESPIRATION),
+        systolic=points.get(Param.SYSTOLIC),
+        consciousness=points.get(Param.CONSCIOUSNESS),
+        temperature=points.get(Param.TEMPERATURE),
+        full=score.full,
+        missing=[p.value for p in score.missing],
+    )
