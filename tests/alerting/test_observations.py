@@ -19,8 +19,12 @@ import pytest
 
 from wardwatch.alerting.app import run
 from wardwatch.alerting.auth import Authenticator, Role
+from wardwatch.alerting.engine import Engine
+from wardwatch.alerting.engine.news2 import NurseObservation
+from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.observations.records import MAX_AGE_MS
 from wardwatch.alerting.registry.identity import create_key_file
+from wardwatch.alerting.rules import load_rules
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 from wardwatch.alerting.store import Store
@@ -94,7 +98,9 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running(config: AlertingConfig, *, add_users: bool = True) -> AsyncIterator[Running]:
+async def running(
+    config: AlertingConfig, *, add_users: bool = True, engine: Engine | None = None
+) -> AsyncIterator[Running]:
     if add_users:
         with Store(config.database) as store:
             auth = Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024)
@@ -106,7 +112,7 @@ async def running(config: AlertingConfig, *, add_users: bool = True) -> AsyncIte
         assert port is not None
         started.set_result((service, port))
 
-    task = asyncio.create_task(run(config, ready=ready))
+    task = asyncio.create_task(run(config, ready=ready, source=engine))
     try:
         waiting: list[asyncio.Future[Any]] = [task, started]
         done, _ = await asyncio.wait(waiting, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
@@ -289,3 +295,25 @@ async def test_the_full_score_is_published_on_the_score_stream(
                     break
             assert message.topic == score_topic(WARD, patient)
             assert (score.news2.score, score.news2.full, score.news2.respiration) == (8, True, 2)
+
+
+class ScoringFails(Engine):
+    """An engine with a bug in NEWS2 scoring of observations."""
+
+    def on_observation(self, patient: str, ward: str, obs: NurseObservation) -> list[ConditionChange]:
+        raise ZeroDivisionError("a bug in scoring")
+
+
+async def test_an_engine_failing_on_observations_keeps_them_and_raises_monitoring_impaired(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: WebhookReceiver
+) -> None:
+    config = config_for(tmp_path, receiver, mosquitto)
+    async with running(config, engine=ScoringFails(load_rules(config.rules))) as api:
+        patient = await admit(api)
+        path = f"/api/v1/patients/{patient}/observations"
+        for minute in range(config.guard.failures_before_impaired):
+            await api.ok("nurse", "POST", path, {"taken_at": now_ms() - minute * 60_000, "respiration": 16})
+        history = (await api.ok("viewer", "GET", path))["observations"]
+        assert len(history) == config.guard.failures_before_impaired
+        alarms = (await api.ok("viewer", "GET", f"/api/v1/alarms?patient={patient}"))["alarms"]
+        assert [(a["rule"], a["priority"]) for a in alarms] == [("monitoring_impaired", "high")]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from wardwatch.alerting.audit import AuditAnchor
+from wardwatch.alerting.engine.news2 import NurseObservation
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.guard import IMPAIRED_PATIENTS, FailureTracker, TimeGate
 from wardwatch.alerting.metrics import AlertingMetrics
@@ -319,13 +320,20 @@ async def _purge_tokens(service: AlarmService, interval_s: float = 300.0) -> Non
         await asyncio.sleep(interval_s)
 
 
-def _connect_observations(service: AlarmService, engine: ConditionSource, mqtt: MqttClient) -> ScorePublisher | None:
-    """A nurse's observations go to an engine that scores NEWS2 (after restoring the last day's); its
+def _connect_observations(
+    service: AlarmService, engine: ConditionSource, mqtt: MqttClient, inputs: MqttInput
+) -> ScorePublisher | None:
+    """A nurse's observations go to an engine that scores NEWS2 (after restoring the last day's), through
+    the inputs' failure tracking ("monitoring impaired" if the engine keeps failing on a patient); its
     scores are published on the score stream (the publisher is returned, to run)."""
     on_observation = getattr(engine, "on_observation", None)
     if not callable(on_observation):
         return None
-    service.observations.hooks.append(on_observation)
+
+    def observe(patient: str, ward: str, obs: NurseObservation) -> Sequence[ConditionChange]:
+        return inputs._feed(ward, patient, "observation", lambda: on_observation(patient, ward, obs))
+
+    service.observations.hooks.append(observe)
     service.observations.restore_hooks.append(engine.remember_observation)  # type: ignore[attr-defined]
     service.observations.score_source = engine.score_now  # type: ignore[attr-defined]
     restored = service.observations.restore()
@@ -362,8 +370,8 @@ async def run(
         discharge = getattr(engine, "discharge", None)
         if callable(discharge):  # the engine forgets a discharged patient
             service.registry.discharge_hooks.append(discharge)
-        scores = _connect_observations(service, engine, mqtt)
         inputs = MqttInput(service, engine, mqtt, config.service_id, rejected_thresholds=rejected)
+        scores = _connect_observations(service, engine, mqtt, inputs)
         api_port: int | None = None
         if config.api.enabled:
             api_port = await stack.enter_async_context(serve_api(service, config.api))

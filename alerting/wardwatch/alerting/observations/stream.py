@@ -51,7 +51,12 @@ class ScorePublisher:
         """The messages to publish now (changed or stale), without marking them published."""
         out: list[News2Score] = []
         for patient, ward in self._patients():
-            scored = self._score(patient, now)
+            try:
+                scored = self._score(patient, now)
+            except Exception:  # one patient's failure never stops the others' scores
+                self.failed += 1
+                _log.exception("scoring the NEWS2 of %s for the score stream failed", patient)
+                continue
             if scored is None:
                 continue
             wire = to_wire(scored)
