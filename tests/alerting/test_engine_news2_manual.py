@@ -118,3 +118,13 @@ def test_a_nurse_only_patient_gets_a_full_score_without_devices() -> None:
     score = engine.news2("p-1")
     assert score is not None
     assert (score.full, score.score) == (True, 0)
+
+
+def test_an_old_entry_is_scored_as_of_the_service_clock() -> None:
+    engine = Engine(RuleSet({"trend_enabled": False, "news2_spot_fresh_s": 3600}))
+    # a nurse enters, now, a respiratory rate of 30 (3 points) she took 2 h ago: too old to count
+    changes = engine.on_observation("p-1", WARD, nurse(T0 - 2 * 3600_000, respiration=30), now_ms=T0)
+    assert raised(changes, "news2_urgent") == []
+    score = engine.news2("p-1")
+    assert score is not None
+    assert (score.t, Param.RESPIRATION in score.missing) == (T0, True)

@@ -300,7 +300,9 @@ async def test_the_full_score_is_published_on_the_score_stream(
 class ScoringFails(Engine):
     """An engine with a bug in NEWS2 scoring of observations."""
 
-    def on_observation(self, patient: str, ward: str, obs: NurseObservation) -> list[ConditionChange]:
+    def on_observation(
+        self, patient: str, ward: str, obs: NurseObservation, now_ms: int | None = None
+    ) -> list[ConditionChange]:
         raise ZeroDivisionError("a bug in scoring")
 
 

@@ -331,7 +331,8 @@ def _connect_observations(
         return None
 
     def observe(patient: str, ward: str, obs: NurseObservation) -> Sequence[ConditionChange]:
-        return inputs._feed(ward, patient, "observation", lambda: on_observation(patient, ward, obs))
+        now = service.clock.now_ms()
+        return inputs._feed(ward, patient, "observation", lambda: on_observation(patient, ward, obs, now))
 
     service.observations.hooks.append(observe)
     service.observations.restore_hooks.append(engine.remember_observation)  # type: ignore[attr-defined]

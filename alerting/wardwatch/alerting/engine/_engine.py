@@ -668,8 +668,11 @@ class Engine:
             st.gap_until = msg.t + round(st.th.data_gap_hold_s * 1000)
         return out
 
-    def on_observation(self, patient: str, ward: str, obs: NurseObservation) -> list[ConditionChange]:
-        """A nurse's manual observations: kept per parameter and NEWS2 re-scored at once.
+    def on_observation(
+        self, patient: str, ward: str, obs: NurseObservation, now_ms: int | None = None
+    ) -> list[ConditionChange]:
+        """A nurse's manual observations: kept per parameter and NEWS2 re-scored at once, as of ``now_ms``
+        (the service's clock; default: the later of the entry's time and the patient's latest minute).
 
         A nurse's entry is a confirmed observation: a score meeting a NEWS2 rule raises it without the
         per-minute confirmation that device-only scores need. The entry feeds NEWS2 only (a nurse
@@ -678,7 +681,8 @@ class Engine:
         out: list[ConditionChange] = []
         st = self._remember(patient, ward, obs)
         if st.th.news2_enabled:
-            self._news2(st, max(obs.t, st.eval_minute * MINUTE_MS), out, confirmed=True)
+            t = now_ms if now_ms is not None else max(obs.t, st.eval_minute * MINUTE_MS)
+            self._news2(st, t, out, confirmed=True)
         return out
 
     def remember_observation(self, patient: str, ward: str, obs: NurseObservation) -> None:
