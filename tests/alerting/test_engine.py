@@ -439,7 +439,14 @@ def test_news2_emergency_with_oxygen_is_high_priority() -> None:
     assert emergency[0].value == 7
     assert "O2 (2)" in emergency[0].text
     # the sub-scores travel with the condition (to the Alarm message and the FHIR export), not only as text
-    assert emergency[0].news2 == News2(score=7, o2=2, spo2_scale=1, spo2=3, pulse=2)
+    assert emergency[0].news2 == News2(
+        score=7,
+        o2=2,
+        spo2_scale=1,
+        spo2=3,
+        pulse=2,
+        missing=["respiration", "supplemental_o2", "systolic", "consciousness", "temperature"],
+    )
 
 
 def test_news2_scale_2_does_not_alarm_on_the_target_range() -> None:

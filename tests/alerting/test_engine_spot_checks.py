@@ -142,7 +142,7 @@ def test_news2_takes_a_recent_systolic_and_temperature_and_stays_partial() -> No
     changes = feed(engine, *spo2)
     (urgent,) = raised(changes, "news2_urgent")
     assert urgent.value == 5.0
-    assert urgent.text.startswith("partial NEWS2 (HR, SpO2, BP, temperature) 5")
+    assert urgent.text.startswith("partial NEWS2 (SpO2, BP, temperature; missing RR, O2, HR, ACVPU) 5")
     assert "systolic BP 98 mmHg (2)" in urgent.text
 
 

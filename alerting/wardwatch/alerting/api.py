@@ -53,6 +53,7 @@ from wardwatch.alerting.http import readable_text as _text
 from wardwatch.alerting.live import alarm_json as _alarm_json
 from wardwatch.alerting.manager import AlarmNotFoundError, AlarmRecord, InvalidTransitionError
 from wardwatch.alerting.metrics import burden
+from wardwatch.alerting.observations.routes import OBSERVATION_PATHS, OBSERVATION_SCHEMAS
 from wardwatch.alerting.registry.routes import REGISTRY_PATHS, REGISTRY_SCHEMAS
 from wardwatch.alerting.rules import RANGES, Thresholds
 from wardwatch.alerting.service import AlarmService
@@ -797,6 +798,7 @@ _SPEC_PATHS: Final[dict[str, dict[str, dict[str, Any]]]] = {
     },
     "/api/v1/tokens": {"post": _op("Create a machine token (shown once)", create_token, "manage_users", "TokenBody")},
     **REGISTRY_PATHS,
+    **OBSERVATION_PATHS,
 }
 _HANDLERS: Final[dict[tuple[str, str], Handler]] = {
     (method, path): op.pop("x-handler") for path, ops in _SPEC_PATHS.items() for method, op in ops.items()
@@ -820,6 +822,7 @@ OPENAPI: Final[dict[str, Any]] = {
         "schemas": {
             **_COMPONENTS,
             **REGISTRY_SCHEMAS,
+            **OBSERVATION_SCHEMAS,
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
             "PageWebhook": {
                 "type": "object",

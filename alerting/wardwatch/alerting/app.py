@@ -23,10 +23,12 @@ from typing import Final
 
 from wardwatch.alerting.audit import AuditAnchor
 from wardwatch.alerting.capacity import MONITORING_DELAYED
+from wardwatch.alerting.engine.news2 import NurseObservation
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.guard import IMPAIRED_PATIENTS, FailureTracker, TimeGate
 from wardwatch.alerting.intake import Entry, HeldConditions, Intake, LagMonitor
 from wardwatch.alerting.metrics import AlertingMetrics
+from wardwatch.alerting.observations.stream import ScorePublisher
 from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.registry.provenance import ProvenanceGate
 from wardwatch.alerting.rules import RuleSet, load_rules
@@ -435,6 +437,31 @@ async def _purge_tokens(service: AlarmService, interval_s: float = 300.0) -> Non
         await asyncio.sleep(interval_s)
 
 
+def _connect_observations(
+    service: AlarmService, engine: ConditionSource, mqtt: MqttClient, inputs: MqttInput
+) -> ScorePublisher | None:
+    """A nurse's observations go to an engine that scores NEWS2 (after restoring the last day's), through
+    the inputs' failure tracking ("monitoring impaired" if the engine keeps failing on a patient); its
+    scores are published on the score stream (the publisher is returned, to run)."""
+    on_observation = getattr(engine, "on_observation", None)
+    if not callable(on_observation):
+        return None
+
+    def observe(patient: str, ward: str, obs: NurseObservation) -> Sequence[ConditionChange]:
+        now = service.clock.now_ms()
+        return inputs._feed(ward, patient, "observation", lambda: on_observation(patient, ward, obs, now))
+
+    service.observations.hooks.append(observe)
+    service.observations.restore_hooks.append(engine.remember_observation)  # type: ignore[attr-defined]
+    service.observations.score_source = engine.score_now  # type: ignore[attr-defined]
+    restored = service.observations.restore()
+    if restored:
+        _log.info("restored %d manual observations of the last day into the engine", restored)
+    scores = ScorePublisher(mqtt, engine.patient_wards, engine.score_now)  # type: ignore[attr-defined]
+    service.registry.discharge_hooks.append(scores.forget)
+    return scores
+
+
 async def run(
     config: AlertingConfig,
     *,
@@ -468,6 +495,7 @@ async def run(
         if callable(discharge):  # the engine forgets a discharged patient
             service.registry.discharge_hooks.append(discharge)
         inputs = MqttInput(service, engine, mqtt, config.service_id, rejected_thresholds=rejected, intake=intake)
+        scores = _connect_observations(service, engine, mqtt, inputs)
         api_port: int | None = None
         if config.api.enabled:
             api_port = await stack.enter_async_context(serve_api(service, config.api))
@@ -487,5 +515,7 @@ async def run(
             tasks.create_task(inputs.watch_lag(), name="intake-lag")
             tasks.create_task(_purge_tokens(service), name="purge-tokens")
             tasks.create_task(service.registry.expire_periodically(), name="registry-expiry")
+            if scores is not None:
+                tasks.create_task(scores.run(service.clock.now_ms), name="news2-scores")
             if ready is not None:
                 ready(service, api_port)

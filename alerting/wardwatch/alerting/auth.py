@@ -75,6 +75,7 @@ class Permission(enum.StrEnum):
     MANAGE_USERS = "manage_users"
     MANAGE_PATIENTS = "manage_patients"  # registry: gateways, admission, kits, discharge
     READ_IDENTITY = "read_identity"  # registry: a patient's name, birth date, hospital number (clinical only)
+    RECORD_OBSERVATIONS = "record_observations"  # a nurse's NEWS2 observations (clinical only)
 
 
 _VIEW: Final = {Permission.READ_ALARMS, Permission.READ_THRESHOLDS, Permission.READ_METRICS}
@@ -84,13 +85,15 @@ _LEAD: Final = {
     Permission.READ_AUDIT,
     Permission.MANAGE_PATIENTS,
     Permission.READ_IDENTITY,
+    Permission.RECORD_OBSERVATIONS,
 }
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.VIEWER: frozenset(_VIEW),
-    Role.NURSE: frozenset(_VIEW | {Permission.ACT_ON_ALARMS, Permission.READ_IDENTITY}),
+    Role.NURSE: frozenset(_VIEW | {Permission.ACT_ON_ALARMS, Permission.READ_IDENTITY, Permission.RECORD_OBSERVATIONS}),
     Role.CHARGE_NURSE: frozenset(_VIEW | _LEAD),
     Role.DOCTOR: frozenset(_VIEW | _LEAD),
-    Role.ADMIN: frozenset(Permission) - {Permission.READ_IDENTITY},  # identity is for those who care for patients
+    # identity and observations are for those who care for patients
+    Role.ADMIN: frozenset(Permission) - {Permission.READ_IDENTITY, Permission.RECORD_OBSERVATIONS},
 }
 
 

@@ -72,7 +72,8 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     bp_systolic_low: float = 90.0  # hypotension (bp_low)
     temp_high: float = 39.1  # fever (temp_high)
     temp_low: float = 35.0  # hypothermia (temp_low)
-    news2_spot_fresh_s: float = 4 * 3600.0  # a systolic BP / temperature this recent counts in NEWS2
+    # a spot check (BP, temperature) or a nurse's observation this recent counts in NEWS2 (docs/news2.md)
+    news2_spot_fresh_s: float = 4 * 3600.0
     # --- slow trend against the patient's own baseline ---
     trend_enabled: bool = True
     trend_spo2_drop: float = 4.0  # median of the last 30 min this far below the baseline

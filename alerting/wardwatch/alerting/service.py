@@ -34,6 +34,7 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.live import LiveBoard
 from wardwatch.alerting.manager import Action, AlarmManager, AlarmNotFoundError, AlarmRecord, PublishAlarm, SendPage
 from wardwatch.alerting.metrics import AlertingMetrics
+from wardwatch.alerting.observations.records import Observations
 from wardwatch.alerting.paging import Pager, build_channel
 from wardwatch.alerting.protocols import Channel, Publisher
 from wardwatch.alerting.registry.registry import Registry
@@ -164,6 +165,7 @@ class AlarmService:
         self.live = LiveBoard(
             config.wards, self.manager.open_alarms, registry=self.metrics.registry, now_ms=self.clock.now_ms
         )
+        self.observations = Observations(self)  # a nurse's NEWS2 observations (docs/news2.md)
 
     # -- health -----------------------------------------------------------------------------------
 

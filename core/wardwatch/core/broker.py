@@ -39,6 +39,7 @@ SERVICE_ACL: Final[dict[str, tuple[str, ...]]] = {
         f"topic read {topics.ROOT}/{topics.GATEWAY}/#",
         f"topic write {topics.ROOT}/{topics.DEADLETTER}/ingest/#",
         f"topic read {topics.ROOT}/{topics.REGISTRY}/#",  # kit bindings: provenance of every sample
+        f"topic read {topics.ROOT}/{topics.SCORE}/#",  # NEWS2 as alerting scores it
     ),
     # alerting reads what the gateways say and publishes alarms and pages
     "alerting": (
@@ -46,6 +47,7 @@ SERVICE_ACL: Final[dict[str, tuple[str, ...]]] = {
         f"topic read {topics.ROOT}/{topics.DEVICE}/#",
         f"topic read {topics.ROOT}/{topics.GATEWAY}/#",
         f"topic write {topics.ROOT}/{topics.ALARM}/#",
+        f"topic write {topics.ROOT}/{topics.SCORE}/#",
         f"topic write {topics.ROOT}/{topics.PAGE}/#",
         f"topic write {topics.ROOT}/{topics.DEADLETTER}/alerting/#",
         f"topic readwrite {topics.ROOT}/{topics.REGISTRY}/#",  # the registry publishes kits; instances read them
@@ -55,11 +57,13 @@ SERVICE_ACL: Final[dict[str, tuple[str, ...]]] = {
         f"topic read {topics.ROOT}/{topics.VITALS}/#",
         f"topic read {topics.ROOT}/{topics.DEVICE}/#",
         f"topic read {topics.ROOT}/{topics.ALARM}/#",
+        f"topic read {topics.ROOT}/{topics.SCORE}/#",
         f"topic write {topics.ROOT}/{topics.DEADLETTER}/fhir/#",
     ),
     # nurse apps and dashboards read alarms and pages only
     "nurse-app": (
         f"topic read {topics.ROOT}/{topics.ALARM}/#",
+        f"topic read {topics.ROOT}/{topics.SCORE}/#",
         f"topic read {topics.ROOT}/{topics.PAGE}/#",
     ),
     # whoever runs the site reads the dead letters of every service (``deadletter/<service>[/<instance>]``)

@@ -228,16 +228,27 @@ class AlarmState(enum.StrEnum):
     RESOLVED = "resolved"
 
 
+#: The seven NEWS2 parameters, as ``News2.missing`` names them.
+News2Parameter = Literal["respiration", "spo2", "supplemental_o2", "systolic", "pulse", "consciousness", "temperature"]
+
+
 class News2(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
-    """A *partial* NEWS2 (RCP 2017) as alerting scored it: SpO2, air or oxygen, pulse. Respiration rate,
-    blood pressure, consciousness and temperature are not measured, so ``score`` is a lower bound of the
-    full NEWS2 and must never be shown as the NEWS2 total."""
+    """A NEWS2 (RCP 2017) as alerting scored it: the aggregate and the sub-scores of the parameters that
+    were recent (``None``: not recent). ``full`` only when all seven were; otherwise ``missing`` names the
+    others and ``score`` is a lower bound that must never be shown as the NEWS2 total. ``o2`` is the
+    observed air-or-oxygen sub-score, or the patient's profile when ``supplemental_o2`` is missing."""
 
     score: Annotated[int, msgspec.Meta(ge=0, le=20)]
     o2: Annotated[int, msgspec.Meta(ge=0, le=2)]  # air or oxygen sub-score
     spo2_scale: Literal[1, 2] = 1
     spo2: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None  # SpO2 sub-score on spo2_scale
     pulse: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    respiration: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    systolic: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    consciousness: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    temperature: Annotated[int, msgspec.Meta(ge=0, le=3)] | None = None
+    full: bool = False
+    missing: list[News2Parameter] = []
 
 
 class Alarm(_Message, frozen=True, tag="alarm"):
@@ -257,6 +268,17 @@ class Alarm(_Message, frozen=True, tag="alarm"):
     text: str = ""  # clinical text without PHI, e.g. "SpO2 84 % < 90 % for 15 s"
     actor: str | None = None  # who acknowledged/silenced/resolved, when a person did
     news2: News2 | None = None  # the partial NEWS2 behind a news2_* alarm (its latest scoring)
+
+
+class News2Score(_Message, frozen=True, tag="news2_score"):
+    """A patient's current NEWS2 (``score_topic``): published by alerting when it changes and at least
+    every few minutes. ``news2.full`` only when all seven parameters were recent (each from a device or
+    a nurse, whichever was newer); otherwise ``news2.missing`` names the others and the score is partial."""
+
+    patient: Identifier
+    ward: Identifier
+    t: EpochMillis  # when it was scored
+    news2: News2
 
 
 class Page(_Message, frozen=True, tag="page"):
@@ -285,7 +307,7 @@ class DeadLetter(_Message, frozen=True, tag="dead_letter"):
     payload: bytes = b""
 
 
-WireMessage = Vitals | DeviceStatus | GatewayStatus | DataGap | Alarm | Page | DeadLetter
+WireMessage = Vitals | DeviceStatus | GatewayStatus | DataGap | Alarm | News2Score | Page | DeadLetter
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(WireMessage)

@@ -8,6 +8,7 @@
     wardwatch/v1/gateway/{ward}/{gateway}/availability                 "online"/"offline" (retained, last will)
     wardwatch/v1/gateway/{ward}/{gateway}/gap                          data-gap reports (queue overflow)
     wardwatch/v1/alarm/{ward}/{patient}                                alarm state changes
+    wardwatch/v1/score/{ward}/{patient}                                the patient's current NEWS2 (News2Score)
     wardwatch/v1/page/{ward}/{destination}                             pages for nurse apps
     wardwatch/v1/deadletter/{service}[/{instance}]                     rejected input with the reason
     wardwatch/v1/registry/{ward}[/{gateway}]                           kit bindings (retained; core.registry)
@@ -36,6 +37,7 @@ VITALS: Final = "vitals"
 DEVICE: Final = "device"
 GATEWAY: Final = "gateway"
 ALARM: Final = "alarm"
+SCORE: Final = "score"
 PAGE: Final = "page"
 DEADLETTER: Final = "deadletter"
 REGISTRY: Final = "registry"
@@ -77,6 +79,11 @@ def gap_topic(ward: str, gateway: str) -> str:
 def alarm_topic(ward: str, patient: str) -> str:
     """Topic of a patient's alarm state changes."""
     return f"{ROOT}/{ALARM}/{ward}/{patient}"
+
+
+def score_topic(ward: str, patient: str) -> str:
+    """Topic of a patient's current NEWS2 (alerting publishes it; ingest, FHIR and nurse apps read it)."""
+    return f"{ROOT}/{SCORE}/{ward}/{patient}"
 
 
 def page_topic(ward: str, destination: str) -> str:
@@ -123,6 +130,7 @@ _SHAPES: Final[dict[str, tuple[str, ...]]] = {
     DEVICE: ("ward", "gateway", "patient", "device"),
     GATEWAY: ("ward", "gateway", "leaf"),
     ALARM: ("ward", "patient"),
+    SCORE: ("ward", "patient"),
     PAGE: ("ward", "leaf"),
     DEADLETTER: ("leaf",),
 }

@@ -107,6 +107,7 @@ class SubscriptionSettings(core_config.SubscriptionSettings, kw_only=True):
             topics.vitals_filter(),
             topics.ward_filter(topics.DEVICE),
             topics.ward_filter(topics.ALARM),
+            topics.ward_filter(topics.SCORE),  # NEWS2 (Observation; the total code only when full)
         ]
     )
 

@@ -38,6 +38,7 @@ from wardwatch.core.schema import (
     Alarm,
     AlarmCategory,
     DeviceStatus,
+    News2Score,
     Signal,
     decode,
     decode_device_status,
@@ -58,6 +59,7 @@ CLOSE_CHECK_S: Final = 0.1
 _VITALS_PREFIX: Final = f"{topics.ROOT}/{topics.VITALS}/"
 _DEVICE_PREFIX: Final = f"{topics.ROOT}/{topics.DEVICE}/"
 _ALARM_PREFIX: Final = f"{topics.ROOT}/{topics.ALARM}/"
+_SCORE_PREFIX: Final = f"{topics.ROOT}/{topics.SCORE}/"
 
 SeriesKey = tuple[str, str, Signal]
 
@@ -82,6 +84,7 @@ class _Unit:
     window: Window | None = None
     status: DeviceStatus | None = None
     alarm: Alarm | None = None
+    score: News2Score | None = None
     messages: list[_Message] = field(default_factory=list)
     last_arrival: float = 0.0
 
@@ -91,6 +94,8 @@ class _Unit:
             return builder.window(self.window)
         if self.alarm is not None:
             return builder.alarm(self.alarm)
+        if self.score is not None:
+            return builder.news2_score(self.score)
         assert self.status is not None
         builder.device_status(self.status)
         return 0
@@ -162,8 +167,10 @@ class Exporter:
                 self._device_status(topic, payload, message)
             elif topic.startswith(_ALARM_PREFIX):
                 self._alarm(topic, payload, message)
+            elif topic.startswith(_SCORE_PREFIX):
+                self._score(topic, payload, message)
             else:
-                raise TopicError(f"topic {topic!r} is not a vitals, device status or alarm topic")
+                raise TopicError(f"topic {topic!r} is not a vitals, device status, alarm or score topic")
         except WardwatchError as exc:
             self._dead_letter_malformed(topic, payload, message, str(exc))
         except Exception as exc:  # a bug must not stop the exporter: keep the message, say what happened
@@ -241,6 +248,16 @@ class Exporter:
             return  # technical alarms are about the equipment, not the patient's record: acknowledged at once
         message.pending += 1
         self._queue.put_nowait(_Unit(topic=topic, alarm=alarm, messages=[message]))
+
+    def _score(self, topic: str, payload: bytes, message: _Message) -> None:
+        parts = topics.parse_topic(topic)
+        score = decode(payload)
+        if not isinstance(score, News2Score):
+            raise SchemaError(f"a {type(score).__name__} message on a score topic")
+        if (score.ward, score.patient) != (parts.ward, parts.patient):
+            raise SchemaError("payload ids (ward, patient) do not match its topic")
+        message.pending += 1
+        self._queue.put_nowait(_Unit(topic=topic, score=score, messages=[message]))
 
     # -- closing windows -----------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from wardwatch.core.schema import (
     AlarmState,
     DeviceStatus,
     News2,
+    News2Score,
     Priority,
     Quality,
     Sample,
@@ -92,6 +93,15 @@ NEWS2_SPO2_SCALE_CODES: Final = {
 }
 NEWS2_AIR_OR_OXYGEN: Final = ("1104331000000105", f"{_RCP_NEWS2} air or oxygen score")
 NEWS2_PULSE: Final = ("1104351000000103", f"{_RCP_NEWS2} pulse score")
+NEWS2_RESPIRATION: Final = ("1104301000000104", f"{_RCP_NEWS2} respiration rate score")
+NEWS2_SYSTOLIC: Final = ("1104341000000101", f"{_RCP_NEWS2} systolic blood pressure score")
+NEWS2_CONSCIOUSNESS: Final = ("1104361000000100", f"{_RCP_NEWS2} consciousness score")
+NEWS2_TEMPERATURE: Final = ("1104371000000107", f"{_RCP_NEWS2} temperature score")
+#: SNOMED CT (UK edition) NEWS2 total score: only for a full score (all seven parameters recent).
+NEWS2_TOTAL: Final = (
+    "1104051000000101",
+    "Royal College of Physicians NEWS2 (National Early Warning Score 2) total score",
+)
 PARTIAL_NEWS2: Final = ("news2-partial", "Partial NEWS2: SpO2, air or oxygen and pulse sub-scores only")
 _PRIORITY_CODES: Final = {
     Priority.HIGH: ("PH", "High priority"),
@@ -460,35 +470,61 @@ class BundleBuilder:
             self._conditional_create(resource, identifier)
         return 0 if alarm.news2 is None else 1
 
-    def _partial_news2(self, alarm: Alarm, news2: News2) -> str:
-        """The partial NEWS2 that raised a ``news2_*`` alarm, as an Observation with SNOMED CT sub-scores.
+    def news2_score(self, message: News2Score) -> int:
+        """A patient's NEWS2 from the score stream as one Observation (conditional create on patient and time).
 
-        Never coded as the NEWS2 total score (SNOMED CT 1104051000000101): four of its seven parameters are
-        not measured, and a record system would show the lower bound as the full score.
+        Coded as the SNOMED CT NEWS2 total only when ``full`` (all seven parameters recent); a partial
+        score is ``urn:wardwatch:score|news2-partial`` with the missing parameters in its text. The
+        sub-scores scored are components with their SNOMED CT codes. Returns the number of Observations (1).
         """
+        value = f"{message.patient}/news2/{message.t}"
+        self._news2_observation(message.patient, message.t, message.news2, value)
+        return 1
+
+    def _news2_observation(self, patient: str, t: int, news2: News2, value: str) -> str:
         system = self._settings.identifiers.observation
-        value = f"{alarm.patient}/{PARTIAL_NEWS2[0]}/{alarm.alarm_id}"
-        components = [(NEWS2_SPO2_SCALE_CODES[news2.spo2_scale], news2.spo2), (NEWS2_PULSE, news2.pulse)]
-        components.insert(1, (NEWS2_AIR_OR_OXYGEN, news2.o2))
+        if news2.full:
+            code: Resource = {"coding": [_coding(SNOMED, *NEWS2_TOTAL)], "text": "NEWS2 total score"}
+        else:
+            missing = ", ".join(m.replace("_", " ") for m in news2.missing) or "none"
+            code = {
+                "coding": [_coding(SCORE_SYSTEM, *PARTIAL_NEWS2)],
+                "text": f"partial NEWS2 (missing: {missing}): a lower bound of the NEWS2 total",
+            }
+        components = [
+            (NEWS2_RESPIRATION, news2.respiration),
+            (NEWS2_SPO2_SCALE_CODES[news2.spo2_scale], news2.spo2),
+            (NEWS2_AIR_OR_OXYGEN, news2.o2),
+            (NEWS2_SYSTOLIC, news2.systolic),
+            (NEWS2_PULSE, news2.pulse),
+            (NEWS2_CONSCIOUSNESS, news2.consciousness),
+            (NEWS2_TEMPERATURE, news2.temperature),
+        ]
         resource: Resource = {
             "resourceType": "Observation",
             "identifier": [{"system": system, "value": value}],
             "status": "final",
             "category": [{"coding": [_coding(OBSERVATION_CATEGORY, "survey", "Survey")]}],
-            "code": {
-                "coding": [_coding(SCORE_SYSTEM, *PARTIAL_NEWS2)],
-                "text": "partial NEWS2 (SpO2, air or oxygen, pulse only): a lower bound of the NEWS2 total",
-            },
-            "subject": {"reference": self.patient(alarm.patient)},
-            "effectiveDateTime": _instant(alarm.started),
+            "code": code,
+            "subject": {"reference": self.patient(patient)},
+            "effectiveDateTime": _instant(t),
             "valueQuantity": _score(news2.score),
             "component": [
-                {"code": {"coding": [_coding(SNOMED, *code)]}, "valueQuantity": _score(points)}
-                for code, points in components
+                {"code": {"coding": [_coding(SNOMED, *sub)]}, "valueQuantity": _score(points)}
+                for sub, points in components
                 if points is not None
             ],
         }
         return self._conditional_create(resource, f"{system}|{value}")
+
+    def _partial_news2(self, alarm: Alarm, news2: News2) -> str:
+        """The NEWS2 that raised a ``news2_*`` alarm, as an Observation with SNOMED CT sub-scores.
+
+        Coded as the NEWS2 total score (SNOMED CT 1104051000000101) only when full: a partial score is a
+        lower bound, and a record system would show it as the patient's NEWS2.
+        """
+        value = f"{alarm.patient}/{PARTIAL_NEWS2[0]}/{alarm.alarm_id}"
+        return self._news2_observation(alarm.patient, alarm.started, news2, value)
 
     def bundle(self) -> Resource:
         """The ``transaction`` Bundle."""

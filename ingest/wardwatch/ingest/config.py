@@ -97,7 +97,11 @@ class SubscriptionSettings(core_config.SubscriptionSettings, kw_only=True):
 
     client_id: str = "wardwatch-ingest"
     filters: list[str] = msgspec.field(
-        default_factory=lambda: [topics.vitals_filter(), topics.ward_filter(topics.DEVICE)]
+        default_factory=lambda: [
+            topics.vitals_filter(),
+            topics.ward_filter(topics.DEVICE),
+            topics.ward_filter(topics.SCORE),  # NEWS2 as alerting scores it (measurement news2)
+        ]
     )
     # Several instances with the same share_group split the stream ("$share/GROUP/filter").
     share_group: str | None = None

@@ -6,6 +6,7 @@ A :class:`Point` says nothing of any store's wire format: a sink encodes it (Inf
     vitals,device=D,patient=P,signal=S,ward=W value=72.0,seq=42i,gateway="G"[,quality="a,b"] T
     vitals,device=D,patient=P,signal=S,ward=W absent="nres",seq=42i,gateway="G" T
     device_status,device=D,patient=P,ward=W connected=true,gateway="G",role="...",seq=1i[,battery=80i,...] T
+    news2,patient=P,ward=W score=5i,full=false,o2=0i,spo2_scale=1i[,spo2=2i,pulse=1i,...][,missing="a,b"] T
 
 The series is (measurement, ward, patient, device, signal) and the timestamp is the sample's own
 ``t`` in ms, so a redelivered message rewrites exactly the same points: the database holds each
@@ -13,6 +14,10 @@ sample once, however often it arrives. The gateway is a field, not a tag, so tha
 forwarded by two gateways (failover) is still one point. Two samples of one series with the same
 millisecond are one point (the later wins): the gateway must give samples distinct times (it
 spreads RR intervals of one notification over distinct milliseconds).
+
+A ``news2`` point is alerting's NEWS2 of a patient at the time it was scored (``score`` topic): the
+total, ``full`` (all seven parameters recent), a field per sub-score that was scored, and the missing
+parameters comma-separated (absent when full).
 
 A sample without a value stores its ``absent`` reason (``"unspecified"`` if none was given)
 instead of ``value``; ``quality`` lists the sample's flags, comma-separated, when it has any.
@@ -30,11 +35,12 @@ import msgspec
 from wardwatch.core import topics
 from wardwatch.core.errors import SchemaError, TopicError
 from wardwatch.core.sampletime import EARLIEST_SAMPLE_MS, FUTURE_MARGIN_MS, implausible_time
-from wardwatch.core.schema import decode_device_status, decode_vitals
+from wardwatch.core.schema import News2Score, decode, decode_device_status, decode_vitals
 from wardwatch.ingest.errors import IngestError
 
 __all__ = [
     "DEVICE_STATUS_MEASUREMENT",
+    "NEWS2_MEASUREMENT",
     "VITALS_MEASUREMENT",
     "FieldValue",
     "ImplausibleTimeError",
@@ -49,9 +55,12 @@ Tags = tuple[tuple[str, str], ...]
 
 VITALS_MEASUREMENT: Final = "vitals"
 DEVICE_STATUS_MEASUREMENT: Final = "device_status"
+NEWS2_MEASUREMENT: Final = "news2"
 
 _VITALS_PREFIX: Final = f"{topics.ROOT}/{topics.VITALS}/"
 _DEVICE_PREFIX: Final = f"{topics.ROOT}/{topics.DEVICE}/"
+_SCORE_PREFIX: Final = f"{topics.ROOT}/{topics.SCORE}/"
+_SUB_SCORES: Final = ("respiration", "spo2", "systolic", "pulse", "consciousness", "temperature")
 
 
 class Point(msgspec.Struct, frozen=True, gc=False):
@@ -166,8 +175,10 @@ class PointEncoder:
         return route
 
     def _other(self, topic: str, payload: bytes) -> list[Point]:
+        if topic.startswith(_SCORE_PREFIX):
+            return self._score(topic, payload)
         if not topic.startswith(_DEVICE_PREFIX):
-            raise TopicError(f"topic {topic!r} is neither a vitals nor a device status topic")
+            raise TopicError(f"topic {topic!r} is neither a vitals, a device status nor a score topic")
         parts = topics.parse_topic(topic)
         message = decode_device_status(payload, parts)
         self._check_time(message.t, message.t)
@@ -187,6 +198,29 @@ class PointEncoder:
         fields.update((k, v) for k, v in optional.items() if v is not None)
         tags = _tags(ward=parts.ward, patient=message.patient, device=message.device)
         return [Point(DEVICE_STATUS_MEASUREMENT, tags, fields, message.t)]
+
+    def _score(self, topic: str, payload: bytes) -> list[Point]:
+        parts = topics.parse_topic(topic)
+        message = decode(payload)
+        if not isinstance(message, News2Score):
+            raise SchemaError(f"a {type(message).__name__} message on a score topic")
+        if (message.ward, message.patient) != (parts.ward, parts.patient):
+            raise SchemaError("payload ids (ward, patient) do not match its topic")
+        self._check_time(message.t, message.t)
+        news2 = message.news2
+        fields: dict[str, FieldValue] = {
+            "score": news2.score,
+            "full": news2.full,
+            "o2": news2.o2,
+            "spo2_scale": news2.spo2_scale,
+        }
+        for name in _SUB_SCORES:
+            points = getattr(news2, name)
+            if points is not None:
+                fields[name] = points
+        if news2.missing:
+            fields["missing"] = ",".join(news2.missing)
+        return [Point(NEWS2_MEASUREMENT, _tags(ward=message.ward, patient=message.patient), fields, message.t)]
 
 
 def _tags(**tags: str) -> Tags:

@@ -62,7 +62,16 @@ from wardwatch.alerting.engine._filters import (
 )
 from wardwatch.alerting.engine._rules import MinuteSeries, Threshold
 from wardwatch.alerting.engine.capacity import OVER_CAPACITY, OVER_CAPACITY_PRIORITY, capacity_change, reason_text
-from wardwatch.alerting.engine.news2 import partial_news2
+from wardwatch.alerting.engine.news2 import (
+    PARAMS,
+    News2Score,
+    NurseObservation,
+    Observed,
+    Param,
+    most_recent,
+    score_news2,
+    to_wire,
+)
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.rules import RuleSet, Thresholds
 from wardwatch.core.profiles import PROFILES, SIGNAL_ROLES
@@ -310,8 +319,10 @@ class _Patient:
         "hr_t",
         "hr_v",
         "id",
+        "manual",
         "n2_hits",
         "n2_misses",
+        "news2_score",
         "next_due",
         "off_ms",
         "poor_ms",
@@ -370,6 +381,8 @@ class _Patient:
         self.n2_hits = [0, 0]
         self.n2_misses = [0, 0]
         self.spot: dict[int, tuple[int, float]] = {}  # _SBP / _TEMP -> (t, value) of the last valid reading
+        self.manual: dict[Param, Observed] = {}  # a nurse's latest observation of each NEWS2 parameter
+        self.news2_score: News2Score | None = None  # the latest NEWS2 scored
         self.gap_until = -1
         self.first_t = -1
         self.th = th
@@ -655,6 +668,45 @@ class Engine:
             st.gap_until = msg.t + round(st.th.data_gap_hold_s * 1000)
         return out
 
+    def on_observation(
+        self, patient: str, ward: str, obs: NurseObservation, now_ms: int | None = None
+    ) -> list[ConditionChange]:
+        """A nurse's manual observations: kept per parameter and NEWS2 re-scored at once, as of ``now_ms``
+        (the service's clock; default: the later of the entry's time and the patient's latest minute).
+
+        A nurse's entry is a confirmed observation: a score meeting a NEWS2 rule raises it without the
+        per-minute confirmation that device-only scores need. The entry feeds NEWS2 only (a nurse
+        looking at the patient does not need the spot-check rules to page about her own reading).
+        """
+        out: list[ConditionChange] = []
+        st = self._remember(patient, ward, obs)
+        if st.th.news2_enabled:
+            t = now_ms if now_ms is not None else max(obs.t, st.eval_minute * MINUTE_MS)
+            self._news2(st, t, out, confirmed=True)
+        return out
+
+    def remember_observation(self, patient: str, ward: str, obs: NurseObservation) -> None:
+        """Keep a nurse's observations for the next scoring without running any rule (restart)."""
+        self._remember(patient, ward, obs)
+
+    def _remember(self, patient: str, ward: str, obs: NurseObservation) -> _Patient:
+        st = self._patient(patient, ward)
+        for param, observed in obs.observed().items():
+            known = st.manual.get(param)
+            if known is None or observed.t >= known.t:
+                st.manual[param] = observed
+        return st
+
+    def news2(self, patient: str) -> News2Score | None:
+        """The patient's latest NEWS2 (full or partial), ``None`` before the first one."""
+        st = self._patients.get(patient)
+        return None if st is None else st.news2_score
+
+    def score_now(self, patient: str, now_ms: int) -> News2Score | None:
+        """The patient's NEWS2 as of ``now_ms`` from what is recent then (no rule is run)."""
+        st = self._patients.get(patient)
+        return None if st is None else self._score(st, now_ms)
+
     def tick(self, now_ms: int) -> list[ConditionChange]:
         """Time-driven rules: deadman (device silent), sensor-off/poor-signal timers, data-gap expiry, flap clears."""
         out: list[ConditionChange] = []
@@ -734,6 +786,10 @@ class Engine:
     def patients(self) -> Iterable[str]:
         """Patients with state."""
         return tuple(self._patients)
+
+    def patient_wards(self) -> list[tuple[str, str]]:
+        """``(patient, ward)`` of every patient with state."""
+        return [(st.id, st.ward) for st in self._patients.values()]
 
     def spans(self) -> dict[str, tuple[int, int]]:
         """Per patient, the first and the newest sample time seen (for patient-days of monitoring)."""
@@ -1039,37 +1095,10 @@ class Engine:
             return
         st.eval_minute = m
         th = st.th
-        sp = st.spo2_series.current(m - 1)
-        pu = st.pulse_series.current(m - 1)
-        if th.news2_enabled and (sp is not None or pu is not None):
-            sbp, temp = self._recent_spot(st, _SBP, t), self._recent_spot(st, _TEMP, t)
-            p = partial_news2(sp, pu, th.news2_scale, th.supplemental_o2, systolic=sbp, temperature=temp)
-            parts = []
-            if sp is not None:
-                parts.append(f"SpO2 {sp:.0f} % ({p.spo2}, scale {th.news2_scale})")
-            parts.append(f"{'O2' if th.supplemental_o2 else 'air'} ({p.o2})")
-            if pu is not None:
-                parts.append(f"pulse {pu:.0f} /min ({p.pulse})")
-            if sbp is not None:
-                parts.append(f"systolic BP {sbp:.0f} mmHg ({p.systolic})")
-            if temp is not None:
-                parts.append(f"temperature {temp:.1f} °C ({p.temperature})")
-            text = f"{p.label} {p.score}: {', '.join(parts)}; {p.tier}"
-            for level, met, name in (
-                (0, p.score >= 5 or p.any_three, "news2_urgent"),
-                (1, p.score >= 7, "news2_emergency"),
-            ):
-                if met:
-                    st.n2_hits[level] += 1
-                    st.n2_misses[level] = 0
-                    if st.n2_hits[level] >= th.news2_confirm_min:
-                        scored = News2(score=p.score, o2=p.o2, spo2_scale=th.news2_scale, spo2=p.spo2, pulse=p.pulse)
-                        self._raise(st, name, t, float(p.score), text, out, news2=scored)
-                else:
-                    st.n2_misses[level] += 1
-                    st.n2_hits[level] = 0
-                    if st.n2_misses[level] >= th.news2_confirm_min:
-                        self._clear(st, name, t, float(p.score), text, out)
+        if th.news2_enabled and (
+            st.spo2_series.current(m - 1) is not None or st.pulse_series.current(m - 1) is not None
+        ):
+            self._news2(st, t, out, confirmed=False)
         if th.trend_enabled:
             window = th.trend_window_min
             for ser, name, sign, limit, unit, what in (
@@ -1093,6 +1122,71 @@ class Engine:
                 elif change <= limit / 2 and ser.frozen:
                     ser.frozen = False
                     self._clear(st, name, t, recent, f"{what} back near the patient's baseline", out)
+
+    def _score(self, st: _Patient, t: int) -> News2Score:
+        """Each parameter from the device or the nurse, whichever is the most recent within its bound."""
+        th = st.th
+        m = t // MINUTE_MS
+        device: dict[Param, Observed | None] = {}
+        for param, ser in ((Param.SPO2, st.spo2_series), (Param.PULSE, st.pulse_series)):
+            median = ser.current(m - 1)
+            device[param] = None if median is None else Observed(median, (ser.last_minute + 1) * MINUTE_MS, "device")
+        for param, kind in ((Param.SYSTOLIC, _SBP), (Param.TEMPERATURE, _TEMP)):
+            found = st.spot.get(kind)
+            device[param] = None if found is None else Observed(found[1], found[0], "device")
+        observed = {p: most_recent(device.get(p), st.manual.get(p)) for p in PARAMS}
+        spot_ms = round(th.news2_spot_fresh_s * 1000)
+        fresh = dict.fromkeys(PARAMS, spot_ms)
+        # a device's SpO2 / pulse is a closed minute's median, at most 2 minutes old (MinuteSeries.current)
+        for param in (Param.SPO2, Param.PULSE):
+            if observed[param] is not None and observed[param] is device[param]:
+                fresh[param] = 3 * MINUTE_MS
+        return score_news2(observed, t, fresh, th.news2_scale, th.supplemental_o2)
+
+    def _news2(self, st: _Patient, t: int, out: list[ConditionChange], *, confirmed: bool) -> None:
+        """Score NEWS2 and run its rules (``confirmed``: a nurse's entry, no per-minute confirmation)."""
+        th = st.th
+        p = st.news2_score = self._score(st, t)
+        parts = []
+        for param in PARAMS:
+            used = p.used.get(param)
+            if used is None:
+                continue
+            points = p.points[param]
+            who = "" if used.source == "device" else " nurse"
+            value = used.value
+            if param is Param.SPO2:
+                parts.append(f"SpO2 {float(value):.0f} %{who} ({points}, scale {th.news2_scale})")
+            elif param is Param.O2:
+                parts.append(f"{'O2' if value else 'air'}{who} ({points})")
+            elif param is Param.PULSE:
+                parts.append(f"pulse {float(value):.0f} /min{who} ({points})")
+            elif param is Param.SYSTOLIC:
+                parts.append(f"systolic BP {float(value):.0f} mmHg{who} ({points})")
+            elif param is Param.TEMPERATURE:
+                parts.append(f"temperature {float(value):.1f} °C{who} ({points})")
+            elif param is Param.RESPIRATION:
+                parts.append(f"respiration {float(value):.0f} /min{who} ({points})")
+            else:
+                parts.append(f"ACVPU {value}{who} ({points})")
+        if Param.O2 not in p.used:
+            parts.append(f"{'O2' if th.supplemental_o2 else 'air'} ({p.o2}) per profile")
+        text = f"{p.label} {p.score}: {', '.join(parts)}; {p.tier}"
+        # emergency first: when both are met at once it holds the urgent one back (one episode, one alarm)
+        for level, met, name in (
+            (1, p.score >= 7, "news2_emergency"),
+            (0, p.score >= 5 or p.any_three, "news2_urgent"),
+        ):
+            if met:
+                st.n2_hits[level] += 1
+                st.n2_misses[level] = 0
+                if confirmed or st.n2_hits[level] >= th.news2_confirm_min:
+                    self._raise(st, name, t, float(p.score), text, out, news2=to_wire(p))
+            else:
+                st.n2_misses[level] += 1
+                st.n2_hits[level] = 0
+                if st.n2_misses[level] >= th.news2_confirm_min:
+                    self._clear(st, name, t, float(p.score), text, out)
 
     def _spot_reading(
         self, st: _Patient, kind: int, t: int, v: float | None, q: tuple[Quality, ...], out: list[ConditionChange]
@@ -1125,14 +1219,6 @@ class Engine:
             self._raise(st, rule, t, v, text, out)
         else:
             self._clear(st, rule, t, v, text, out)
-
-    @staticmethod
-    def _recent_spot(st: _Patient, kind: int, t: int) -> float | None:
-        """The last valid spot-check value of ``kind`` if taken within ``news2_spot_fresh_s`` of ``t``."""
-        found = st.spot.get(kind)
-        if found is None or t - found[0] > st.th.news2_spot_fresh_s * 1000:
-            return None
-        return found[1]
 
     def _battery(self, st: _Patient, dev: _Device, t: int, level: float, out: list[ConditionChange]) -> None:
         th = st.th
