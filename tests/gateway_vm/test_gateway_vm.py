@@ -108,7 +108,7 @@ def test_scan_lists_both_wearables_with_names_and_services(vm_result: dict[str, 
         assert address in heard, f"{name} ({address}) not heard: {facts['devices']}"
         assert heard[address]["name"] == name
     roles = {heard[address]["role"]: heard[address]["services"] for address in facts["expected"]}
-    assert roles == {"heart_rate_strap": ["heart_rate"], "pulse_oximeter": ["pulse_oximeter"]}
+    assert roles == {"heart_rate_strap": ["heart_rate_strap"], "pulse_oximeter": ["pulse_oximeter"]}
 
 
 def test_concurrent_scans_raw_bleak_gets_in_progress_gateway_serialises(vm_result: dict[str, Any]) -> None:
