@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from wardwatch.alerting.app import run as run_alerting
+from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import config_from_mapping
-from wardwatch.alerting.testing import WebhookReceiver
+from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.schema import DeviceRole, Quality, Signal
 from wardwatch.core.servers import Influxd, Mosquitto
@@ -132,8 +133,20 @@ async def test_cuff_and_thermometer_end_to_end(tmp_path: Path, mosquitto: Mosqui
         await stack.enter_async_context(running_ingest(ingest_config(mosquitto, influxd)))
         alerting.mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
         alerting_ready = asyncio.Event()
-        await stack.enter_async_context(
-            running(run_alerting(alerting, ready=lambda _s, _p: alerting_ready.set()), alerting_ready)
+        services: list[AlarmService] = []
+
+        def ready(service: AlarmService, _port: int | None) -> None:
+            services.append(service)
+            alerting_ready.set()
+
+        await stack.enter_async_context(running(run_alerting(alerting, ready=ready), alerting_ready))
+        # admitted with the cuff and thermometer as the kit (the registry publishes it to ingest and the gateway)
+        await admit_with_kit(
+            services[0].registry,
+            PATIENT,
+            "gw-07",
+            {"bpc-7": "blood_pressure_cuff", "thm-7": "thermometer"},
+            names={"bpc-7": cuff.name, "thm-7": thermo.name},
         )
         bindings = [
             DeviceBinding(id="bpc-7", patient=PATIENT, role=DeviceRole.BLOOD_PRESSURE_CUFF, name=cuff.name),

@@ -52,12 +52,14 @@ async def admit_with_kit(
     ward: str | None = None,
     capacity: int = 64,  # tests bind many patients through one gateway unless they test capacity
     since: int | None = 0,
+    names: Mapping[str, str] | None = None,
 ) -> None:
     """Admit ``patient`` (that id) and bind ``devices`` (id -> role) through ``gateway``, registering it if new.
 
     For tests whose vitals would otherwise be refused by the provenance check. ``since`` defaults to 0
     (bound since the epoch), so samples stamped at fixed past times are accepted; ``None`` binds from now.
-    Calling it again for an admitted patient only binds the devices not yet bound.
+    Calling it again for an admitted patient only binds the devices not yet bound. ``names`` (device id ->
+    advertised name) lets a real gateway find the devices by the kit it reads over MQTT.
     """
     ward = ward or registry.wards[0]
     if gateway not in {row["gateway"] for row in registry.gateways(ward)}:
@@ -65,7 +67,11 @@ async def admit_with_kit(
     if not registry.issued(patient):
         await registry.admit(ward, FIXTURE_ACTOR, "test fixture", patient=patient)
     bound = {binding["device"] for binding in registry.bindings(patient) if binding["until"] is None}
-    specs = [DeviceSpec(id=device, role=DeviceRole(role)) for device, role in devices.items() if device not in bound]
+    specs = [
+        DeviceSpec(id=device, role=DeviceRole(role), name=(names or {}).get(device))
+        for device, role in devices.items()
+        if device not in bound
+    ]
     if specs:
         try:
             await registry.assign_kit(patient, gateway, specs, FIXTURE_ACTOR, "test fixture", since=since)
