@@ -27,13 +27,13 @@ import contextlib
 import getpass
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Final
 
 from wardwatch.core.errors import WardwatchError
+from wardwatch.core.service import cancel_on_stop_signals
 
 EXIT_USAGE: Final = 2
 PASSWORD_ENV: Final = "WW_ALERTING_PASSWORD"  # noqa: S105 - the variable's name, not a password
@@ -206,11 +206,7 @@ def _run(config_file: str) -> int:
     setup_logging("alerting", config.log_level)
 
     async def until_signalled() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)  # stop cleanly: the store is closed, pages stay queued
+        cancel_on_stop_signals()  # stop cleanly: the store is closed, pages stay queued
         with contextlib.suppress(asyncio.CancelledError):
             await run(config)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 
 from wardwatch.console.config import ConsoleConfig
 from wardwatch.core.config import load_config
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.logs import setup_logging
+from wardwatch.core.service import on_stop_signals
 
 __all__ = ["main"]
 
@@ -32,9 +32,7 @@ async def _serve(config: ConsoleConfig) -> None:
     from wardwatch.console.app import serve_console
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    on_stop_signals(stop.set)
     async with serve_console(config) as port:
         scheme = "https" if config.tls_cert is not None else "http"
         _log.info("console serving on %s://%s:%d/ for ward %s", scheme, config.host, port, config.ward)

@@ -11,13 +11,39 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from wardwatch.core.config import load_config
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.logs import setup_logging
 
-__all__ = ["load_service_config", "run_service", "service_parser"]
+__all__ = [
+    "STOP_SIGNALS",
+    "cancel_on_stop_signals",
+    "load_service_config",
+    "on_stop_signals",
+    "run_service",
+    "service_parser",
+]
+
+#: What stops a service cleanly (systemd's stop, a container's stop, Ctrl-C).
+STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+
+
+def on_stop_signals(callback: Callable[[], object]) -> None:
+    """Call ``callback`` on the running loop when SIGTERM or SIGINT arrives (instead of dying at once)."""
+    loop = asyncio.get_running_loop()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, callback)
+
+
+def cancel_on_stop_signals() -> None:
+    """Cancel the current task when SIGTERM or SIGINT arrives: its context managers unwind, so stores close
+    and queued work stays queued. Suppress :class:`asyncio.CancelledError` where the task ends."""
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("cancel_on_stop_signals() must be called from inside a task")
+    on_stop_signals(task.cancel)
 
 
 class _HasLogLevel(Protocol):
@@ -53,9 +79,7 @@ def run_service(
 
     async def serve() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        on_stop_signals(stop.set)
         await run(config, stop)
 
     asyncio.run(serve())

@@ -16,7 +16,6 @@ import contextlib
 import importlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Final, cast
 
 from wardwatch.core.errors import ConfigError, WardwatchError
 from wardwatch.core.logs import setup_logging
+from wardwatch.core.service import cancel_on_stop_signals
 
 __all__ = ["main"]
 
@@ -126,11 +126,7 @@ def main(argv: list[str]) -> int:
     from wardwatch.gateway.app import Gateway
 
     async def serve() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+        cancel_on_stop_signals()
         async with contextlib.AsyncExitStack() as stack:
             selected: object = None
             if config.ble.backend is not None:

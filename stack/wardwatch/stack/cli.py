@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
 
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.logs import setup_logging
+from wardwatch.core.service import cancel_on_stop_signals
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,11 +87,7 @@ def main(argv: list[str]) -> int:
     print(f"wardwatch up: starting (state in {args.state.resolve()})", flush=True)
 
     async def serve() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+        cancel_on_stop_signals()
         await Stack(options).run()
 
     try:
