@@ -28,6 +28,7 @@ from wardwatch.core.sampletime import EARLIEST_SAMPLE_MS
 from wardwatch.core.schema import DeviceRole, Signal
 from wardwatch.core.servers import Influxd, Mosquitto
 from wardwatch.core.testing import DeadLetters, mqtt_settings, publish_all
+from wardwatch.core.tomlfile import toml_text
 from wardwatch.core.topics import parse_topic
 from wardwatch.ingest.config import BatchSettings, InfluxSettings, IngestConfig, MetricsSettings, SubscriptionSettings
 from wardwatch.ingest.pipeline import Ingestor
@@ -154,22 +155,4 @@ def publish_kits_for(
 
 def as_toml(config: IngestConfig) -> str:
     """The config as a TOML file's text (what ``wardwatch ingest --config`` reads)."""
-    data = msgspec.to_builtins(config, enc_hook=lambda o: o.reveal() if isinstance(o, Secret) else str(o))
-    lines: list[str] = []
-    for section, values in data.items():
-        if not isinstance(values, dict):
-            lines.insert(0, f"{section} = {_toml_value(values)}")
-            continue
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None]
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return toml_text(msgspec.to_builtins(config, enc_hook=lambda o: o.reveal() if isinstance(o, Secret) else str(o)))

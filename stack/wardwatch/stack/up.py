@@ -37,6 +37,7 @@ from aiohttp import web
 from wardwatch.core.broker import Site, write_site
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.servers import Influxd, Mosquitto, free_port, wait_for
+from wardwatch.core.tomlfile import write_toml
 from wardwatch.stack.enrol import enrol
 from wardwatch.stack.errors import StackError
 
@@ -252,57 +253,6 @@ class TcpProxy:
 def _wardwatch() -> list[str]:
     """How to run the ``wardwatch`` command of this very environment."""
     return [sys.executable, "-m", "wardwatch.core"]
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def write_toml(path: Path, data: dict[str, Any]) -> Path:
-    """Write a config file (plain keys first, then one table per dict of dicts); mode 0600: it holds secrets."""
-    lines: list[str] = []
-    tables: list[tuple[str, dict[str, Any]]] = []
-
-    def emit(prefix: str, table: dict[str, Any]) -> None:
-        for key, value in table.items():
-            if (isinstance(value, dict) and any(isinstance(v, dict) for v in value.values())) or (
-                isinstance(value, dict) and key in _TABLE_KEYS
-            ):
-                tables.append((f"{prefix}{key}", value))
-            else:
-                lines.append(f"{key} = {_toml(value)}")
-
-    emit("", data)
-    while tables:
-        name, table = tables.pop(0)
-        lines.append(f"\n[{name}]")
-        nested: list[tuple[str, dict[str, Any]]] = []
-        for key, value in table.items():
-            if isinstance(value, dict) and (any(isinstance(v, dict) for v in value.values()) or key in _TABLE_KEYS):
-                nested.append((f"{name}.{key}", value))
-            else:
-                lines.append(f"{key} = {_toml(value)}")
-        tables[:0] = nested
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)
-    return path
-
-
-# dicts written as [tables] even when all their values are plain (the rest become inline tables)
-_TABLE_KEYS: Final = frozenset(
-    {"mqtt", "influx", "batch", "subscription", "metrics", "api", "paging", "ble", "queue", "high", "medium"}
-)
 
 
 class PageLog:

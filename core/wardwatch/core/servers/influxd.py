@@ -11,12 +11,9 @@ from typing import Any, Literal
 
 from wardwatch.core.errors import ConfigError, ServerStartError
 from wardwatch.core.servers.process import LOOPBACK, ChildServer, free_port, http_request
+from wardwatch.core.tomlfile import toml_value
 
 # --- influxd ------------------------------------------------------------------------------------
-
-
-def _toml_string(value: str | Path) -> str:
-    return json.dumps(str(value))
 
 
 class Influxd(ChildServer):
@@ -110,21 +107,21 @@ class Influxd(ChildServer):
         text = f"""\
 # Written by wardwatch.core.servers; rewritten on every start.
 reporting-enabled = false
-bind-address = {_toml_string(f"{self.host}:{self.rpc_port}")}
+bind-address = {toml_value(f"{self.host}:{self.rpc_port}")}
 
 [meta]
-  dir = {_toml_string(var / "meta")}
+  dir = {toml_value(var / "meta")}
   logging-enabled = false
 
 [data]
-  dir = {_toml_string(var / "data")}
-  wal-dir = {_toml_string(var / "wal")}
+  dir = {toml_value(var / "data")}
+  wal-dir = {toml_value(var / "wal")}
   query-log-enabled = false
   trace-logging-enabled = false
 
 [http]
   enabled = true
-  bind-address = {_toml_string(f"{self.host}:{self.http_port}")}
+  bind-address = {toml_value(f"{self.host}:{self.http_port}")}
   auth-enabled = {flag(self.auth is not None)}
   log-enabled = false
   pprof-enabled = false
@@ -140,7 +137,7 @@ bind-address = {_toml_string(f"{self.host}:{self.rpc_port}")}
   log-enabled = false
 
 [logging]
-  level = {_toml_string(self.log_level)}
+  level = {toml_value(self.log_level)}
   suppress-logo = true
 """
         self.config_path.write_text(text)
