@@ -40,6 +40,9 @@ from wardwatch.core.schema import (
     AlarmCategory,
     DataGap,
     DeadLetter,
+    DeviceLink,
+    DeviceRole,
+    GatewayStatus,
     Priority,
     Sample,
     Signal,
@@ -48,7 +51,14 @@ from wardwatch.core.schema import (
     encode,
 )
 from wardwatch.core.servers import Mosquitto
-from wardwatch.core.topics import deadletter_topic, gap_topic, vitals_topic
+from wardwatch.core.topics import (
+    AVAILABILITY_OFFLINE,
+    availability_topic,
+    deadletter_topic,
+    gap_topic,
+    gateway_status_topic,
+    vitals_topic,
+)
 from wardwatch.core.waiting import wait_for
 
 TIMEOUT = 15.0
@@ -522,3 +532,39 @@ async def test_a_bound_device_with_a_wrong_clock_is_the_nurses_alarm_not_a_prove
         assert page["dedup_key"] == f"{WARD}/{patient}/device_clock_wrong"
         assert "before 2020" in page["text"]
         assert [r.rule for r in api.service.manager.open_alarms()] == ["device_clock_wrong"]
+
+
+async def test_a_gateway_status_binds_only_the_devices_the_registry_bound_through_that_gateway(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto, client: MqttClient
+) -> None:
+    """A status names patients: gw-01 claiming B (gw-02's) must not move B's gateway alarms to gw-01."""
+    config = config_for(tmp_path, receiver, mosquitto)
+    (tmp_path / "rules.toml").write_text("[defaults]\nspo2_delay_s = 0.0\ngateway_offline_delay_s = 0.0\n")
+
+    def status(gateway: str, links: list[tuple[str, str]], topic_gateway: str | None = None) -> tuple[str, bytes]:
+        devices = tuple(
+            DeviceLink(device=d, patient=p, role=DeviceRole.PULSE_OXIMETER, connected=True) for d, p in links
+        )
+        message = GatewayStatus(
+            v=SCHEMA_VERSION, gateway=gateway, ward=WARD, t=now_ms(), uptime_s=60.0, devices=devices
+        )
+        return gateway_status_topic(WARD, topic_gateway or gateway), encode(message)
+
+    def offline_for(gateway: str, patient: str) -> bool:
+        return any(a.rule == "gateway_offline" and a.patient == patient for a in api.service.manager.open_alarms())
+
+    async with running(config) as api:
+        a, b, _ = await setup_ward(api)
+        await client.publish(*status("gw-02", [("ox-b", b)]))
+        await client.publish(*status("gw-01", [("ox-a", a), ("ox-b", b), ("ox-z", "p-nobody")]))
+        await client.publish(*status("gw-02", [("ox-a", a)], topic_gateway="gw-01"))  # another gateway's name
+        letters = await dead_letters(client, 2)
+        assert "gateway status links ox-b of " in letters[0].reason
+        assert "ox-z of p-nobody (unknown_patient)" in letters[0].reason
+        assert "provenance refused (topic_mismatch)" in letters[1].reason
+        await client.publish(availability_topic(WARD, "gw-01"), AVAILABILITY_OFFLINE)
+        await wait_for(lambda: offline_for("gw-01", a), TIMEOUT, what="gateway_offline for A")
+        assert not offline_for("gw-01", b)  # B is not gw-01's
+        await client.publish(availability_topic(WARD, "gw-02"), AVAILABILITY_OFFLINE)
+        await wait_for(lambda: offline_for("gw-02", b), TIMEOUT, what="gateway_offline for B, still gw-02's")
+        assert not [r for r in api.service.manager.open_alarms() if r.patient == "p-nobody"]

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from wardwatch.core.errors import ConfigError
+from wardwatch.core.registry import GatewayKit, KitDevice, encode_document
 from wardwatch.core.schema import DeviceRole
 from wardwatch.gateway import cli, sdnotify
 from wardwatch.gateway.config import DeviceBinding, load_gateway_config
+from wardwatch.gateway.kit import kit_path
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "gateway" / "gateway.example.toml"
 
@@ -172,3 +174,37 @@ def test_cli_check_refuses_more_continuous_devices_than_connection_slots(
     assert "1 of them would never connect" in capsys.readouterr().err
     # the gateway itself still starts with such a config (it reports the shortage at run time)
     assert load_gateway_config(write(tmp_path, _bound(16)), environ={}).capacity_problem() is not None
+
+
+def test_cli_check_says_the_devices_are_the_fallback_and_checks_a_kept_kit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The registry's kit (kept beside the queue) is what the gateway binds: check counts it against the slots."""
+    queue = tmp_path / "queue" / "queue.db"
+    config = write(tmp_path, MINIMAL.replace("[[devices]]", f'[queue]\npath = "{queue}"\n[[devices]]'))
+    assert cli.main(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "1 bound devices (1 continuous, 7 connection slots) in its [[devices]] (the offline fallback" in out
+    assert f"no kit kept in {kit_path(queue)} yet" in out
+
+    def keep(devices: int, revision: int) -> None:
+        roles = (DeviceRole.HEART_RATE_STRAP, DeviceRole.PULSE_OXIMETER)
+        bound = tuple(
+            KitDevice(id=f"d-{n}", patient=f"p-{n // 2}", role=roles[n % 2], since=0, name=f"Device {n}")
+            for n in range(devices)
+        )
+        ended = KitDevice(id="d-old", patient="p-old", role=roles[0], since=0, until=1, name="Old")
+        kit = GatewayKit(ward="ward-a", gateway="gw-01", revision=revision, issued_at=1, devices=(*bound, ended))
+        queue.parent.mkdir(exist_ok=True)
+        kit_path(queue).write_bytes(encode_document(kit))
+
+    keep(4, revision=3)
+    assert cli.main(["check", "--config", str(config)]) == 0
+    assert f"kit revision 3 kept in {kit_path(queue)}: 4 bound devices (4 continuous)" in capsys.readouterr().out
+
+    keep(9, revision=4)  # the ended binding does not count
+    assert cli.main(["check", "--config", str(config)]) == cli.EXIT_CONFIG
+    captured = capsys.readouterr()
+    assert "is valid" not in captured.out
+    assert "(revision 4) binds 9 continuous devices but the adapter has 7 connection slots" in captured.err
+    assert "2 of them would never connect" in captured.err

@@ -30,7 +30,7 @@ from wardwatch.core.schema import SCHEMA_VERSION, DeadLetter, Sample, Signal, Vi
 from wardwatch.core.servers import Influxd, Mosquitto
 from wardwatch.core.topics import vitals_topic
 from wardwatch.core.waiting import wait_for
-from wardwatch.ingest.testing import ingest_config, running_ingest
+from wardwatch.ingest.testing import count, ingest_config, running_ingest
 
 TIMEOUT = 15.0
 WARD, GATEWAY, PATIENT = "ward-a", "gw-01", "p-a1"
@@ -190,3 +190,97 @@ async def test_the_operator_receives_dead_letters_of_ingest_and_alerting(tmp_pat
         letter = decode(message.payload)
         assert isinstance(letter, DeadLetter)
         assert (letter.topic, letter.payload) == (topic, b"{not json")
+
+
+def vitals_as(topic_patient: str, payload_patient: str, device: str, values: list[float], t0: int, seq: int) -> Any:
+    """SpO2 vitals published by GATEWAY under ``topic_patient``'s topic, naming ``payload_patient`` inside."""
+    message = Vitals(
+        v=SCHEMA_VERSION,
+        patient=payload_patient,
+        device=device,
+        gateway=GATEWAY,
+        signal=Signal.SPO2,
+        seq=seq,
+        samples=tuple(Sample(t=t0 + 1000 * i, v=v) for i, v in enumerate(values)),
+    )
+    return vitals_topic(WARD, GATEWAY, topic_patient, device, "spo2"), encode(message)
+
+
+@contextlib.asynccontextmanager
+async def site_with_services(
+    tmp_path: Path, influxd: Influxd, receiver: WebhookReceiver
+) -> AsyncIterator[tuple[MqttClient, AlarmService]]:
+    """The site's broker (its ACL), alerting (the registry: PATIENT on GATEWAY, p-d03 on gw-03) and ingest,
+    and a client holding GATEWAY's own credentials, as an attacker with one home gateway's would."""
+    site = Site(gateways={GATEWAY: WARD, "gw-03": WARD})
+    files = write_site(tmp_path / "site", site, tls=False)
+    users = {user: files.password(user) for user in site.users}
+    async with Mosquitto(users=users, acl=site.acl_text(), directory=tmp_path / "broker") as broker:
+        gateway_login = MqttSettings(
+            host=broker.host, port=broker.port, tls=False, username=GATEWAY, password=Secret(users[GATEWAY])
+        )
+        config = alerting_config(tmp_path, broker, receiver, {"username": "alerting", "password": users["alerting"]})
+        kits = {PATIENT: (GATEWAY, {"ox-a1": "pulse_oximeter"}), "p-d03": ("gw-03", {"ox-d03": "pulse_oximeter"})}
+        await enrol_in_database(config, kits)
+        async with (
+            running_alerting(config) as service,  # publishes the kits ingest judges by
+            running_ingest(ingest_config(broker, influxd, user="ingest")),
+            MqttClient(gateway_login, GATEWAY, clean_start=True) as gateway,
+        ):
+            await gateway.wait_connected(TIMEOUT)
+            yield gateway, service
+
+
+async def settled_after_fence(influxd: Influxd, service: AlarmService, gateway: MqttClient, published: int) -> None:
+    """Publish a normal SpO2 of PATIENT after ``published`` other messages and wait until ingest stored it
+    and alerting consumed every message: the broker delivers in order, so both have judged the rest."""
+    fence_t = time.time_ns() // 1_000_000
+    await gateway.publish(*vitals_as(PATIENT, PATIENT, "ox-a1", [97.0], fence_t, seq=1000))
+    await wait_for(
+        lambda: counted(service, "messages", kind="vitals") == published + 1, TIMEOUT, what="alerting consumed all"
+    )
+
+    async def fence_stored() -> bool:
+        return await count(influxd, where=f"patient = '{PATIENT}'") == 1
+
+    await wait_for(fence_stored, 30, what="the fence stored", max_interval=0.2)
+
+
+async def test_spoofed_vitals_page_nobody_and_store_nothing_in_the_same_run(tmp_path: Path, influxd: Influxd) -> None:
+    """Issue 12's three spoofed pages, with alerting and ingest on one broker: no page and no stored point."""
+    t0 = time.time_ns() // 1_000_000 - 20_000
+    desaturation = [70.0] * 16  # a HIGH page at once (spo2 delay 0) if the engine ever took it
+    spoofs = [
+        vitals_as("p-nobody", "p-nobody", "ox-x", desaturation, t0, seq=1),  # (a) a patient nobody admitted
+        vitals_as("p-d03", "p-d03", "ox-d03", desaturation, t0, seq=2),  # (b) gw-03's patient and her device
+        vitals_as(PATIENT, "p-d03", "ox-a1", desaturation, t0, seq=3),  # (c) named only in the payload
+    ]
+    async with WebhookReceiver() as receiver, site_with_services(tmp_path, influxd, receiver) as (gateway, service):
+        for topic, payload in spoofs:
+            await gateway.publish(topic, payload)
+        await settled_after_fence(influxd, service, gateway, len(spoofs))
+        refused = {r: counted(service, "provenance_refused", reason=r) for r in ("unknown_patient", "unknown_device")}
+        assert refused == {"unknown_patient": 1, "unknown_device": 1}, refused
+        assert counted(service, "provenance_refused", reason="topic_mismatch") == 1
+        clinical = [a for a in service.manager.open_alarms() if a.patient in ("p-nobody", "p-d03", PATIENT)]
+        assert clinical == []
+    assert receiver.requests == []  # no operator destination here: the notice is listed, never paged
+    for patient in ("p-nobody", "p-d03"):
+        assert await count(influxd, where=f"patient = '{patient}'") == 0
+    assert await count(influxd) == 1  # the fence alone
+
+
+async def test_patient_ids_the_registry_did_not_issue_are_refused(tmp_path: Path, influxd: Influxd) -> None:
+    """A name, an NHS number and an MRN as patient ids: refused by alerting and ingest, never in InfluxDB."""
+    t0 = time.time_ns() // 1_000_000 - 20_000
+    names = ["john.smith", "9434765919", "mrn-00123456"]
+    async with WebhookReceiver() as receiver, site_with_services(tmp_path, influxd, receiver) as (gateway, service):
+        for seq, name in enumerate(names, start=1):
+            await gateway.publish(*vitals_as(name, name, "ox-a1", [70.0] * 16, t0, seq=seq))
+        await settled_after_fence(influxd, service, gateway, len(names))
+        assert counted(service, "provenance_refused", reason="unknown_patient") == len(names)
+        assert not [a for a in service.manager.open_alarms() if a.patient in names]
+    assert receiver.requests == []
+    tags = await influxd.query('SHOW TAG VALUES FROM "vitals" WITH KEY = "patient"', db="wardwatch")
+    stored = {value for series in tags["results"][0].get("series", []) for _, value in series["values"]}
+    assert stored == {PATIENT}

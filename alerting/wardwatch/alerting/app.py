@@ -263,6 +263,10 @@ class MqttInput:
                 if not isinstance(gw_status, GatewayStatus):
                     raise SchemaError(f"expected gateway_status on {topic}, got {type(gw_status).__name__}")
                 metrics.messages.labels(kind="gateway_status").inc()
+                checked = self.provenance.gateway_status(topic, payload, parts, gw_status)
+                if checked is None:
+                    return
+                gw_status = checked
                 seen = [link.last_seen for link in gw_status.devices if link.last_seen is not None]
                 now = self.service.clock.now_ms()
                 if self.gate.problem(min([gw_status.t, *seen]), max([gw_status.t, *seen]), now):

@@ -19,11 +19,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from wardwatch.core.errors import ConfigError, WardwatchError
 from wardwatch.core.logs import setup_logging
 from wardwatch.core.service import cancel_on_stop_signals
+
+if TYPE_CHECKING:
+    from wardwatch.gateway.config import GatewayConfig
 
 __all__ = ["main"]
 
@@ -52,6 +55,32 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--backlog", type=int, default=20_000, help="readings queued during the outage run")
     bench.add_argument("--in-flight", type=int, default=256)
     return parser
+
+
+def _kept_kit(config: GatewayConfig) -> tuple[str, str | None]:
+    """The kit this gateway kept from the registry (beside its queue), checked against its connection slots.
+
+    (a summary, why it is refused or None): refused when it binds more continuous devices than the adapter
+    has slots.
+    """
+    from wardwatch.gateway.config import CONTINUOUS_ROLES
+    from wardwatch.gateway.kit import KitState, kit_path
+
+    path = kit_path(config.queue.path)
+    kit = KitState(config.ward, config.gateway_id, path).load()
+    if kit is None:
+        return f"no kit kept in {path} yet: the registry's kit is not checked here", None
+    current = kit.current_devices()
+    continuous = sum(1 for device in current if device.role in CONTINUOUS_ROLES)
+    slots = config.ble.max_connections
+    summary = f"kit revision {kit.revision} kept in {path}: {len(current)} bound devices ({continuous} continuous)"
+    if continuous > slots:
+        return summary, (
+            f"the kit kept in {path} (revision {kit.revision}) binds {continuous} continuous devices but "
+            f"the adapter has {slots} connection slots (ble.max_connections): {continuous - slots} of them would "
+            "never connect. Assign some of its patients' kits to another gateway in the registry"
+        )
+    return summary, None
 
 
 def load_backend(spec: str) -> Callable[..., contextlib.AbstractAsyncContextManager[object]]:
@@ -109,6 +138,10 @@ def main(argv: list[str]) -> int:
         if problem is not None:
             print(f"wardwatch gateway: config {path} is refused: {problem}", file=sys.stderr)
             return EXIT_CONFIG
+        kept, kit_problem = _kept_kit(config)
+        if kit_problem is not None:
+            print(f"wardwatch gateway: {kit_problem}", file=sys.stderr)
+            return EXIT_CONFIG
         metrics = (
             f"metrics on http://{config.metrics.host}:{config.metrics.port}/metrics"
             if config.metrics.port
@@ -117,7 +150,8 @@ def main(argv: list[str]) -> int:
         print(
             f"config {path} is valid: gateway {config.gateway_id} in ward {config.ward}, "
             f"{len(config.devices)} bound devices ({len(config.continuous_devices)} continuous, "
-            f"{config.ble.max_connections} connection slots), broker {config.mqtt.host}:{config.mqtt.port}"
+            f"{config.ble.max_connections} connection slots) in its [[devices]] (the offline fallback until a kit "
+            f"arrives over MQTT; {kept}), broker {config.mqtt.host}:{config.mqtt.port}"
             f" ({'TLS' if config.mqtt.tls else 'no TLS'}), queue {config.queue.path} (max {config.queue.max_messages}),"
             f" {metrics}"
         )

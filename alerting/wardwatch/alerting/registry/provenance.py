@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Final
 import msgspec
 
 from wardwatch.alerting.capacity import PROVENANCE_REFUSED
-from wardwatch.core.schema import DataGap, DeviceStatus, Priority, Sample, Vitals
+from wardwatch.core.registry import Refusal
+from wardwatch.core.schema import DataGap, DeviceStatus, GatewayStatus, Priority, Sample, Vitals
 from wardwatch.core.topics import TopicParts
 
 if TYPE_CHECKING:
@@ -126,6 +127,41 @@ class ProvenanceGate:
             return True
         self._refuse(topic, payload, parts, refusal, f"data gap of patient {gap.patient}, device {gap.device}")
         return False
+
+    def gateway_status(
+        self, topic: str, payload: bytes, parts: TopicParts, status: GatewayStatus
+    ) -> GatewayStatus | None:
+        """``status`` with only the device links bound through its gateway at its time; ``None``: refused.
+
+        The gateway's own health (queue, slots, availability) is judged by identity alone: the topic's
+        gateway is the publishing principal (broker ACL), so the payload must name that gateway and ward.
+        Each device link names a patient, and the engine learns device-to-patient bindings from it, so a
+        link the registry did not bind through this gateway at ``status.t`` is dropped: a stale one (bound
+        before, e.g. a swap the gateway has not taken yet) silently, counted; any other (another gateway's
+        patient, a patient nobody admitted) counted, dead-lettered and noticed like a spoofed sample.
+        """
+        if (parts.ward, parts.gateway) != (status.ward, status.gateway):
+            self._refuse(topic, payload, parts, TOPIC_MISMATCH, "the payload names another gateway than its topic")
+            return None
+        if not self.enforce or not status.devices:
+            return status
+        ward, kept, refused, reasons = status.ward, [], [], []
+        for link in status.devices:
+            verdict = self._unissued(link.patient) or self.registry.index.check(
+                ward, status.gateway, link.patient, link.device, status.t
+            )
+            if verdict is None:
+                kept.append(link)
+            elif verdict == Refusal.NOT_BOUND_AT_TIME:
+                self.service.metrics.provenance_refused.labels(reason=str(verdict)).inc()
+            else:
+                refused.append(f"{link.device} of {link.patient} ({verdict})")
+                reasons.append(str(verdict))
+        if refused:
+            self._refuse(topic, payload, parts, reasons[0], "gateway status links " + ", ".join(refused))
+        if len(kept) == len(status.devices):
+            return status
+        return msgspec.structs.replace(status, devices=tuple(kept))
 
     def _clock_wrong_but_bound(
         self, ward: str, gateway: str, patient: str, device: str, stamped: Sequence[Sample | DeviceStatus]
