@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, tzinfo
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -228,8 +228,3 @@ _HANDLED: Final[dict[int, ProfileCharacteristic[Any]]] = {
     **{c.uuid16: c for p in PROFILES for c in p.characteristics},
     BATTERY.uuid16: BATTERY,
 }
-
-
-def utc_ms(moment: datetime) -> int:
-    """Milliseconds since the epoch of an aware datetime."""
-    return int(moment.timestamp() * 1000)
