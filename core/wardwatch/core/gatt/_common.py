@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeAlias
 
@@ -32,6 +33,44 @@ def check_length(characteristic: str, data: BytesLike, expected: int, what: str)
         )
 
 
+def flag_layouts(fixed: str, optional: Sequence[tuple[int, str]], count: int) -> tuple[struct.Struct, ...]:
+    """The little-endian layout after the flags byte for each flags value ``0 .. count - 1``.
+
+    ``fixed`` is the struct format of the fields always present; ``optional`` lists, in wire order,
+    each flag bit with the format of the fields it adds.
+    """
+    return tuple(
+        struct.Struct("<" + fixed + "".join(fmt for bit, fmt in optional if flags & bit)) for flags in range(count)
+    )
+
+
+def unpack_flagged(
+    data: BytesLike,
+    characteristic: str,
+    layouts: Sequence[struct.Struct],
+    *,
+    reserved: int,
+    reserved_bits: str,
+    minimum: str,
+    layout_mask: int = 0xFF,
+) -> tuple[int, tuple[int, ...]]:
+    """Check a flags-led characteristic and unpack the fields after the flags byte.
+
+    ``layouts[flags & layout_mask]`` is the layout the flags select; ``reserved`` masks the flag bits
+    (named ``reserved_bits``) that must be clear; ``minimum`` says what an empty value lacks.
+    Returns the flags and the unpacked fields.
+    """
+    if not data:
+        raise decode_error(characteristic, f"empty: needs at least {minimum}", data)
+    flags = data[0]
+    if flags & reserved:
+        raise decode_error(characteristic, f"reserved flag bits {reserved_bits} set (flags=0x{flags:02x})", data)
+    layout = layouts[flags & layout_mask]
+    if len(data) != layout.size + 1:
+        check_length(characteristic, data, layout.size + 1, f"flags 0x{flags:02x}")
+    return flags, layout.unpack_from(data, 1)
+
+
 def u24_to_bytes(value: int) -> bytes:
     """Little-endian u24 (the caller has checked the range)."""
     return U16_U8.pack(value & 0xFFFF, value >> 16)
@@ -50,7 +89,10 @@ def require_type(value: object, expected: type, what: str) -> None:
         raise GattEncodeError(f"{what}: expected {expected.__name__}, got {type(value).__name__}")
 
 
-DATE_TIME = struct.Struct("<HBBBBB")
+DATE_TIME_FORMAT = "HBBBBB"
+"""The struct format (without byte order) of the Date Time fields, for :func:`flag_layouts`."""
+
+DATE_TIME = struct.Struct("<" + DATE_TIME_FORMAT)
 """The 7-byte Date Time (0x2A08) field: year u16, month, day, hours, minutes, seconds."""
 
 

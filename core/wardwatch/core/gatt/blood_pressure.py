@@ -16,13 +16,13 @@ negative (special values allowed); a timestamp with a 0 year, month or day is an
 from __future__ import annotations
 
 import enum
-import struct
 from dataclasses import dataclass
 from datetime import datetime
 
 from wardwatch.core.errors import GattEncodeError
 
 from ._common import (
+    DATE_TIME_FORMAT,
     U16,
     BytesLike,
     check_length,
@@ -30,9 +30,11 @@ from ._common import (
     decode_date_time,
     decode_error,
     encode_date_time,
+    flag_layouts,
     require_type,
+    unpack_flagged,
 )
-from .ieee11073 import AbsentReason, MedFloat, sfloat_from_raw, sfloat_to_raw
+from .ieee11073 import AbsentReason, MedFloat, encode_sfloat_non_negative, sfloat_non_negative
 
 __all__ = [
     "BloodPressureFeature",
@@ -102,16 +104,7 @@ _FEATURE_RESERVED = 0xFE00
 _NAN = MedFloat.absent(AbsentReason.nan)
 
 
-def _layout(flags: int) -> struct.Struct:
-    fmt = "<HHH"
-    fmt += "HBBBBB" if flags & _TIME else ""
-    fmt += "H" if flags & _PULSE else ""
-    fmt += "B" if flags & _USER else ""
-    fmt += "H" if flags & _STATUS else ""
-    return struct.Struct(fmt)
-
-
-_LAYOUTS = tuple(_layout(f) for f in range(0x20))
+_LAYOUTS = flag_layouts("HHH", ((_TIME, DATE_TIME_FORMAT), (_PULSE, "H"), (_USER, "B"), (_STATUS, "H")), 0x20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,14 +145,6 @@ class IntermediateCuffPressure:
     pulse_rate_range: PulseRateRange | None = None
 
 
-def _pressure(raw: int, field: str, characteristic: str, data: BytesLike) -> MedFloat:
-    value = sfloat_from_raw(raw)
-    v = value.value
-    if v is not None and v < 0.0:
-        raise decode_error(characteristic, f"{field} {value} is negative", data)
-    return value
-
-
 def _decode(
     data: BytesLike, characteristic: str
 ) -> tuple[
@@ -173,25 +158,24 @@ def _decode(
     BloodPressureStatus | None,
     PulseRateRange | None,
 ]:
-    if not data:
-        raise decode_error(characteristic, "empty: needs at least flags and three SFLOATs (7 bytes)", data)
-    flags = data[0]
-    if flags & _FLAGS_RESERVED:
-        raise decode_error(characteristic, f"reserved flag bits 5-7 set (flags=0x{flags:02x})", data)
-    layout = _LAYOUTS[flags]
-    if len(data) != layout.size + 1:
-        check_length(characteristic, data, layout.size + 1, f"flags 0x{flags:02x}")
-    v = layout.unpack_from(data, 1)
-    systolic = _pressure(v[0], "systolic", characteristic, data)
-    diastolic = _pressure(v[1], "diastolic", characteristic, data)
-    mean = _pressure(v[2], "mean arterial pressure", characteristic, data)
+    flags, v = unpack_flagged(
+        data,
+        characteristic,
+        _LAYOUTS,
+        reserved=_FLAGS_RESERVED,
+        reserved_bits="5-7",
+        minimum="flags and three SFLOATs (7 bytes)",
+    )
+    systolic = sfloat_non_negative(v[0], "systolic", characteristic, data)
+    diastolic = sfloat_non_negative(v[1], "diastolic", characteristic, data)
+    mean = sfloat_non_negative(v[2], "mean arterial pressure", characteristic, data)
     i = 3
     ts = pulse = user = status = pr_range = None
     if flags & _TIME:
         ts = decode_date_time(v[3:9], characteristic, data)
         i = 9
     if flags & _PULSE:
-        pulse = _pressure(v[i], "pulse rate", characteristic, data)
+        pulse = sfloat_non_negative(v[i], "pulse rate", characteristic, data)
         i += 1
     if flags & _USER:
         user = v[i]
@@ -219,14 +203,6 @@ def decode_intermediate_cuff_pressure(data: BytesLike) -> IntermediateCuffPressu
     return IntermediateCuffPressure(cuff, *rest)  # type: ignore[arg-type]
 
 
-def _encode_pressure(value: MedFloat, field: str) -> bytes:
-    require_type(value, MedFloat, field)
-    v = value.value
-    if v is not None and v < 0.0:
-        raise GattEncodeError(f"{field} {value} is negative")
-    return U16.pack(sfloat_to_raw(value))
-
-
 def _encode(
     pressures: tuple[MedFloat, MedFloat, MedFloat],
     unit: PressureUnit,
@@ -238,13 +214,13 @@ def _encode(
 ) -> bytes:
     flags = _UNIT if unit == PressureUnit.kpa else 0
     names = ("systolic", "diastolic", "mean arterial pressure")
-    body = b"".join(_encode_pressure(p, f) for p, f in zip(pressures, names, strict=True))
+    body = b"".join(encode_sfloat_non_negative(p, f) for p, f in zip(pressures, names, strict=True))
     if timestamp is not None:
         flags |= _TIME
         body += encode_date_time(timestamp)
     if pulse_rate is not None:
         flags |= _PULSE
-        body += _encode_pressure(pulse_rate, "pulse rate")
+        body += encode_sfloat_non_negative(pulse_rate, "pulse rate")
     if user_id is not None:
         flags |= _USER
         body += bytes((check_uint("user id", user_id, 0xFF),))

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 from wardwatch.core.errors import GattEncodeError
 
-from ._common import U16, U32, BytesLike, decode_error
+from ._common import U16, U32, BytesLike, decode_error, require_type
 
 __all__ = [
     "FLOAT_EXPONENT_RANGE",
@@ -257,3 +257,21 @@ def decode_float(data: BytesLike) -> MedFloat:
 def encode_float(value: MedFloat | float) -> bytes:
     """4 bytes, little-endian FLOAT (a float goes through :meth:`MedFloat.from_float`)."""
     return U32.pack(float_to_raw(_as_medfloat(value)))
+
+
+def sfloat_non_negative(raw: int, field: str, characteristic: str, data: BytesLike) -> MedFloat:
+    """The SFLOAT ``raw`` (``field`` of ``characteristic``); :class:`GattDecodeError` if it is negative."""
+    value = sfloat_from_raw(raw)
+    v = value.value
+    if v is not None and v < 0.0:
+        raise decode_error(characteristic, f"{field} {value} is negative", data)
+    return value
+
+
+def encode_sfloat_non_negative(value: MedFloat, field: str) -> bytes:
+    """The 2 SFLOAT bytes of ``value`` (``field``); :class:`GattEncodeError` if it is negative."""
+    require_type(value, MedFloat, field)
+    v = value.value
+    if v is not None and v < 0.0:
+        raise GattEncodeError(f"{field} {value} is negative")
+    return U16.pack(sfloat_to_raw(value))

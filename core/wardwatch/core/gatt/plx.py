@@ -16,7 +16,6 @@ cannot be a ``datetime``. Timestamps are naive: the Date Time field carries no t
 from __future__ import annotations
 
 import enum
-import struct
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -24,6 +23,7 @@ from functools import lru_cache
 from wardwatch.core.errors import GattEncodeError
 
 from ._common import (
+    DATE_TIME_FORMAT,
     U16,
     U16_U8,
     BytesLike,
@@ -32,10 +32,12 @@ from ._common import (
     decode_date_time,
     decode_error,
     encode_date_time,
+    flag_layouts,
     require_type,
     u24_to_bytes,
+    unpack_flagged,
 )
-from .ieee11073 import MedFloat, sfloat_from_raw, sfloat_to_raw
+from .ieee11073 import MedFloat, encode_sfloat_non_negative, sfloat_from_raw, sfloat_non_negative, sfloat_to_raw
 
 __all__ = [
     "DeviceSensorStatus",
@@ -158,27 +160,11 @@ def _spo2(raw: int, field: str, characteristic: str, data: BytesLike) -> MedFloa
     return value
 
 
-def _non_negative(raw: int, field: str, characteristic: str, data: BytesLike) -> MedFloat:
-    value = sfloat_from_raw(raw)
-    v = value.value
-    if v is not None and v < 0.0:
-        raise decode_error(characteristic, f"{field} {value} is negative", data)
-    return value
-
-
 def _encode_spo2(value: MedFloat, field: str) -> bytes:
     require_type(value, MedFloat, field)
     v = value.value
     if v is not None and not 0.0 <= v <= 100.0:
         raise GattEncodeError(f"{field} {value} % outside 0..100")
-    return U16.pack(sfloat_to_raw(value))
-
-
-def _encode_non_negative(value: MedFloat, field: str) -> bytes:
-    require_type(value, MedFloat, field)
-    v = value.value
-    if v is not None and v < 0.0:
-        raise GattEncodeError(f"{field} {value} is negative")
     return U16.pack(sfloat_to_raw(value))
 
 
@@ -188,17 +174,9 @@ _C_FAST, _C_SLOW, _C_MS, _C_DSS, _C_PAI = 0x01, 0x02, 0x04, 0x08, 0x10
 _C_RESERVED = 0xE0
 
 
-def _continuous_layout(flags: int) -> struct.Struct:
-    fmt = "<HH"
-    fmt += "HH" if flags & _C_FAST else ""
-    fmt += "HH" if flags & _C_SLOW else ""
-    fmt += "H" if flags & _C_MS else ""
-    fmt += "HB" if flags & _C_DSS else ""
-    fmt += "H" if flags & _C_PAI else ""
-    return struct.Struct(fmt)
-
-
-_CONT_LAYOUTS = tuple(_continuous_layout(f) for f in range(0x20))
+_CONT_LAYOUTS = flag_layouts(
+    "HH", ((_C_FAST, "HH"), (_C_SLOW, "HH"), (_C_MS, "H"), (_C_DSS, "HB"), (_C_PAI, "H")), 0x20
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,28 +196,27 @@ class PlxContinuousMeasurement:
 
 def decode_plx_continuous_measurement(data: BytesLike) -> PlxContinuousMeasurement:
     """Decode 0x2A5F; :class:`GattDecodeError` on any malformed input."""
-    if not data:
-        raise decode_error(CONT, "empty: needs at least flags, SpO2 and PR (5 bytes)", data)
-    flags = data[0]
-    if flags & _C_RESERVED:
-        raise decode_error(CONT, f"reserved flag bits 5-7 set (flags=0x{flags:02x})", data)
-    layout = _CONT_LAYOUTS[flags]
-    if len(data) != layout.size + 1:
-        check_length(CONT, data, layout.size + 1, f"flags 0x{flags:02x}")
-    v = layout.unpack_from(data, 1)
+    flags, v = unpack_flagged(
+        data,
+        CONT,
+        _CONT_LAYOUTS,
+        reserved=_C_RESERVED,
+        reserved_bits="5-7",
+        minimum="flags, SpO2 and PR (5 bytes)",
+    )
     spo2 = _spo2(v[0], "SpO2", CONT, data)
-    pr = _non_negative(v[1], "pulse rate", CONT, data)
+    pr = sfloat_non_negative(v[1], "pulse rate", CONT, data)
     i = 2
     spo2_fast = pr_fast = spo2_slow = pr_slow = pai = None
     ms = None
     dss = None
     if flags & _C_FAST:
         spo2_fast = _spo2(v[2], "SpO2 fast", CONT, data)
-        pr_fast = _non_negative(v[3], "pulse rate fast", CONT, data)
+        pr_fast = sfloat_non_negative(v[3], "pulse rate fast", CONT, data)
         i = 4
     if flags & _C_SLOW:
         spo2_slow = _spo2(v[i], "SpO2 slow", CONT, data)
-        pr_slow = _non_negative(v[i + 1], "pulse rate slow", CONT, data)
+        pr_slow = sfloat_non_negative(v[i + 1], "pulse rate slow", CONT, data)
         i += 2
     if flags & _C_MS:
         ms = _decode_ms(v[i], CONT, data)
@@ -248,7 +225,7 @@ def decode_plx_continuous_measurement(data: BytesLike) -> PlxContinuousMeasureme
         dss = _decode_dss(v[i], v[i + 1], CONT, data)
         i += 2
     if flags & _C_PAI:
-        pai = _non_negative(v[i], "pulse amplitude index", CONT, data)
+        pai = sfloat_non_negative(v[i], "pulse amplitude index", CONT, data)
     return PlxContinuousMeasurement(spo2, pr, spo2_fast, pr_fast, spo2_slow, pr_slow, ms, dss, pai)
 
 
@@ -257,14 +234,14 @@ def _pair(spo2: MedFloat | None, pr: MedFloat | None, name: str) -> bytes:
         raise GattEncodeError(f"SpO2PR-{name}: SpO2 and pulse rate must both be given or both be None")
     if spo2 is None or pr is None:
         return b""
-    return _encode_spo2(spo2, f"SpO2 {name.lower()}") + _encode_non_negative(pr, f"pulse rate {name.lower()}")
+    return _encode_spo2(spo2, f"SpO2 {name.lower()}") + encode_sfloat_non_negative(pr, f"pulse rate {name.lower()}")
 
 
 def encode_plx_continuous_measurement(m: PlxContinuousMeasurement) -> bytes:
     """Encode 0x2A5F; flags follow from which optional fields are set."""
     require_type(m, PlxContinuousMeasurement, "PLX continuous measurement")
     flags = 0
-    body = _encode_spo2(m.spo2, "SpO2") + _encode_non_negative(m.pulse_rate, "pulse rate")
+    body = _encode_spo2(m.spo2, "SpO2") + encode_sfloat_non_negative(m.pulse_rate, "pulse rate")
     fast = _pair(m.spo2_fast, m.pulse_rate_fast, "Fast")
     if fast:
         flags |= _C_FAST
@@ -281,7 +258,7 @@ def encode_plx_continuous_measurement(m: PlxContinuousMeasurement) -> bytes:
         body += _encode_dss(m.device_sensor_status)
     if m.pulse_amplitude_index is not None:
         flags |= _C_PAI
-        body += _encode_non_negative(m.pulse_amplitude_index, "pulse amplitude index")
+        body += encode_sfloat_non_negative(m.pulse_amplitude_index, "pulse amplitude index")
     return bytes((flags,)) + body
 
 
@@ -291,16 +268,7 @@ _S_TIME, _S_MS, _S_DSS, _S_PAI, _S_CLOCK_NOT_SET = 0x01, 0x02, 0x04, 0x08, 0x10
 _S_RESERVED = 0xE0
 
 
-def _spot_check_layout(flags: int) -> struct.Struct:
-    fmt = "<HH"
-    fmt += "HBBBBB" if flags & _S_TIME else ""
-    fmt += "H" if flags & _S_MS else ""
-    fmt += "HB" if flags & _S_DSS else ""
-    fmt += "H" if flags & _S_PAI else ""
-    return struct.Struct(fmt)
-
-
-_SPOT_LAYOUTS = tuple(_spot_check_layout(f) for f in range(0x10))
+_SPOT_LAYOUTS = flag_layouts("HH", ((_S_TIME, DATE_TIME_FORMAT), (_S_MS, "H"), (_S_DSS, "HB"), (_S_PAI, "H")), 0x10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,17 +293,17 @@ _encode_timestamp = encode_date_time
 
 def decode_plx_spot_check_measurement(data: BytesLike) -> PlxSpotCheckMeasurement:
     """Decode 0x2A5E; :class:`GattDecodeError` on any malformed input."""
-    if not data:
-        raise decode_error(SPOT, "empty: needs at least flags, SpO2 and PR (5 bytes)", data)
-    flags = data[0]
-    if flags & _S_RESERVED:
-        raise decode_error(SPOT, f"reserved flag bits 5-7 set (flags=0x{flags:02x})", data)
-    layout = _SPOT_LAYOUTS[flags & 0x0F]
-    if len(data) != layout.size + 1:
-        check_length(SPOT, data, layout.size + 1, f"flags 0x{flags:02x}")
-    v = layout.unpack_from(data, 1)
+    flags, v = unpack_flagged(
+        data,
+        SPOT,
+        _SPOT_LAYOUTS,
+        reserved=_S_RESERVED,
+        reserved_bits="5-7",
+        minimum="flags, SpO2 and PR (5 bytes)",
+        layout_mask=0x0F,
+    )
     spo2 = _spo2(v[0], "SpO2", SPOT, data)
-    pr = _non_negative(v[1], "pulse rate", SPOT, data)
+    pr = sfloat_non_negative(v[1], "pulse rate", SPOT, data)
     i = 2
     ts = None
     ms = None
@@ -351,7 +319,7 @@ def decode_plx_spot_check_measurement(data: BytesLike) -> PlxSpotCheckMeasuremen
         dss = _decode_dss(v[i], v[i + 1], SPOT, data)
         i += 2
     if flags & _S_PAI:
-        pai = _non_negative(v[i], "pulse amplitude index", SPOT, data)
+        pai = sfloat_non_negative(v[i], "pulse amplitude index", SPOT, data)
     return PlxSpotCheckMeasurement(spo2, pr, ts, ms, dss, pai, bool(flags & _S_CLOCK_NOT_SET))
 
 
@@ -362,7 +330,7 @@ def encode_plx_spot_check_measurement(m: PlxSpotCheckMeasurement) -> bytes:
     """
     require_type(m, PlxSpotCheckMeasurement, "PLX spot-check measurement")
     flags = _S_CLOCK_NOT_SET if m.device_clock_not_set else 0
-    body = _encode_spo2(m.spo2, "SpO2") + _encode_non_negative(m.pulse_rate, "pulse rate")
+    body = _encode_spo2(m.spo2, "SpO2") + encode_sfloat_non_negative(m.pulse_rate, "pulse rate")
     if m.timestamp is not None:
         flags |= _S_TIME
         body += _encode_timestamp(m.timestamp)
@@ -374,7 +342,7 @@ def encode_plx_spot_check_measurement(m: PlxSpotCheckMeasurement) -> bytes:
         body += _encode_dss(m.device_sensor_status)
     if m.pulse_amplitude_index is not None:
         flags |= _S_PAI
-        body += _encode_non_negative(m.pulse_amplitude_index, "pulse amplitude index")
+        body += encode_sfloat_non_negative(m.pulse_amplitude_index, "pulse amplitude index")
     return bytes((flags,)) + body
 
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from wardwatch.core.errors import GattEncodeError
 
 from ._common import (
+    DATE_TIME_FORMAT,
     U16,
     BytesLike,
     check_length,
@@ -30,7 +31,9 @@ from ._common import (
     decode_date_time,
     decode_error,
     encode_date_time,
+    flag_layouts,
     require_type,
+    unpack_flagged,
 )
 from .ieee11073 import MedFloat, float_from_raw, float_to_raw
 
@@ -81,14 +84,7 @@ _UNIT, _TIME, _TYPE = 0x01, 0x02, 0x04
 _FLAGS_RESERVED = 0xF8
 
 
-def _layout(flags: int) -> struct.Struct:
-    fmt = "<I"
-    fmt += "HBBBBB" if flags & _TIME else ""
-    fmt += "B" if flags & _TYPE else ""
-    return struct.Struct(fmt)
-
-
-_LAYOUTS = tuple(_layout(f) for f in range(0x08))
+_LAYOUTS = flag_layouts("I", ((_TIME, DATE_TIME_FORMAT), (_TYPE, "B")), 0x08)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,15 +126,14 @@ def _temperature_type(raw: int, characteristic: str, data: BytesLike) -> Tempera
 
 
 def _decode(data: BytesLike, characteristic: str) -> TemperatureMeasurement:
-    if not data:
-        raise decode_error(characteristic, "empty: needs at least flags and a FLOAT (5 bytes)", data)
-    flags = data[0]
-    if flags & _FLAGS_RESERVED:
-        raise decode_error(characteristic, f"reserved flag bits 3-7 set (flags=0x{flags:02x})", data)
-    layout = _LAYOUTS[flags]
-    if len(data) != layout.size + 1:
-        check_length(characteristic, data, layout.size + 1, f"flags 0x{flags:02x}")
-    v = layout.unpack_from(data, 1)
+    flags, v = unpack_flagged(
+        data,
+        characteristic,
+        _LAYOUTS,
+        reserved=_FLAGS_RESERVED,
+        reserved_bits="3-7",
+        minimum="flags and a FLOAT (5 bytes)",
+    )
     ts = None
     kind = None
     i = 1
