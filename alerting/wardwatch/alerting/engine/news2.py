@@ -22,83 +22,68 @@ from wardwatch.core.schema import News2
 PARTIAL_TEXT: Final = "partial NEWS2"  # every partial score's label starts with it
 
 
+Bands = tuple[tuple[float, int], ...]
+"""A scoring table: ``(upper bound, points)`` pairs in rising order; a value scores the points of the first
+bound it does not exceed."""
+
+_SPO2_SCALE_1: Final[Bands] = ((91, 3), (93, 2), (95, 1))
+_SPO2_SCALE_2_AIR: Final[Bands] = ((83, 3), (85, 2), (87, 1))
+_SPO2_SCALE_2_O2: Final[Bands] = (*_SPO2_SCALE_2_AIR, (92, 0), (94, 1), (96, 2))
+_PULSE: Final[Bands] = ((40, 3), (50, 1), (90, 0), (110, 1), (130, 2))
+_SYSTOLIC: Final[Bands] = ((90, 3), (100, 2), (110, 1), (219, 0))
+_TEMPERATURE: Final[Bands] = ((35.0, 3), (36.0, 1), (38.0, 0), (39.0, 1))
+_RESPIRATION: Final[Bands] = ((8, 3), (11, 1), (20, 0), (24, 2))
+
+
+def band_points(value: float, bands: Bands, above: int) -> int:
+    """The points of the first band whose upper bound ``value`` does not exceed, else ``above``
+    (also for NaN, which exceeds no bound's test)."""
+    for upper, points in bands:
+        if value <= upper:
+            return points
+    return above
+
+
 def spo2_points(spo2: float, scale: int = 1, on_o2: bool = False) -> int:
     """NEWS2 points of an SpO2 reading on scale 1 or 2 (scale 2 scores high SpO2 on oxygen)."""
     if scale == 1:
-        if spo2 <= 91:
-            return 3
-        if spo2 <= 93:
-            return 2
-        if spo2 <= 95:
-            return 1
-        return 0
-    if spo2 <= 83:
-        return 3
-    if spo2 <= 85:
-        return 2
-    if spo2 <= 87:
-        return 1
-    if spo2 <= 92 or not on_o2:
-        return 0
-    if spo2 <= 94:
-        return 1
-    if spo2 <= 96:
-        return 2
-    return 3
+        return band_points(spo2, _SPO2_SCALE_1, 0)
+    if on_o2:
+        return band_points(spo2, _SPO2_SCALE_2_O2, 3)
+    return band_points(spo2, _SPO2_SCALE_2_AIR, 0)
 
 
 def pulse_points(pulse: float) -> int:
     """NEWS2 points of a pulse rate (/min)."""
-    if pulse <= 40:
-        return 3
-    if pulse <= 50:
-        return 1
-    if pulse <= 90:
-        return 0
-    if pulse <= 110:
-        return 1
-    if pulse <= 130:
-        return 2
-    return 3
+    return band_points(pulse, _PULSE, 3)
 
 
 def systolic_points(systolic: float) -> int:
     """NEWS2 points of a systolic blood pressure (mmHg)."""
-    if systolic <= 90:
-        return 3
-    if systolic <= 100:
-        return 2
-    if systolic <= 110:
-        return 1
-    if systolic <= 219:
-        return 0
-    return 3
+    return band_points(systolic, _SYSTOLIC, 3)
 
 
 def temperature_points(celsius: float) -> int:
     """NEWS2 points of a temperature (°C)."""
-    if celsius <= 35.0:
-        return 3
-    if celsius <= 36.0:
-        return 1
-    if celsius <= 38.0:
-        return 0
-    if celsius <= 39.0:
-        return 1
-    return 2
+    return band_points(celsius, _TEMPERATURE, 2)
 
 
 def respiration_points(rate: float) -> int:
     """NEWS2 points of a respiratory rate (/min)."""
-    if rate <= 8:
-        return 3
-    if rate <= 11:
-        return 1
-    if rate <= 20:
-        return 0
-    if rate <= 24:
-        return 2
-    return 3
+    return band_points(rate, _RESPIRATION, 3)
+
+
+def response_tier(score: int, any_three: bool) -> str:
+    """The RCP clinical response tier of an aggregate ``score`` (``any_three``: a single parameter scored 3)."""
+    if score >= 7:
+        return "high: emergency response"
+    if score >= 5:
+        return "medium: urgent response within 1 h"
+    if any_three:
+        return "low-medium: urgent ward-based response"
+    if score >= 1:
+        return "low: ward-based response"
+    return "routine monitoring"
 
 
 ACVPU: Final = ("A", "C", "V", "P", "U")  # alert, new confusion, voice, pain, unresponsive
@@ -145,15 +130,7 @@ class PartialNews2:
     @property
     def tier(self) -> str:
         """RCP clinical response tier."""
-        if self.score >= 7:
-            return "high: emergency response"
-        if self.score >= 5:
-            return "medium: urgent response within 1 h"
-        if self.any_three:
-            return "low-medium: urgent ward-based response"
-        if self.score >= 1:
-            return "low: ward-based response"
-        return "routine monitoring"
+        return response_tier(self.score, self.any_three)
 
 
 def partial_news2(
@@ -261,15 +238,7 @@ class News2Score:
     @property
     def tier(self) -> str:
         """RCP clinical response tier."""
-        if self.score >= 7:
-            return "high: emergency response"
-        if self.score >= 5:
-            return "medium: urgent response within 1 h"
-        if self.any_three:
-            return "low-medium: urgent ward-based response"
-        if self.score >= 1:
-            return "low: ward-based response"
-        return "routine monitoring"
+        return response_tier(self.score, self.any_three)
 
 
 @dataclass(frozen=True, slots=True)
