@@ -7,10 +7,10 @@ import contextlib
 import json
 import urllib.parse
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from wardwatch.core.errors import ConfigError, ServerStartError
-from wardwatch.core.servers.process import LOOPBACK, ChildServer, free_port, http_request
+from wardwatch.core.servers.process import ChildOptions, ChildServer, free_port, http_request
 from wardwatch.core.tomlfile import toml_value
 
 # --- influxd ------------------------------------------------------------------------------------
@@ -25,37 +25,28 @@ class Influxd(ChildServer):
     enables authentication and creates that admin user at the first start (also in an existing
     directory that has no user yet); :meth:`ensure_user` adds write-only and read-only users. Data survives
     :meth:`stop`/:meth:`start` and :meth:`kill` (the WAL is synced on every write).
+
+    The options every server takes (host, binary, directory, timeouts) are :class:`ChildOptions`.
     """
 
     _name = "influxd"
+    _default_startup_timeout = 20.0
+    _default_stop_timeout = 15.0
     _package = "influxdb"
 
     def __init__(
         self,
         *,
-        host: str = LOOPBACK,
         http_port: int | None = None,
         rpc_port: int | None = None,
         auth: tuple[str, str] | None = None,
         continuous_queries: bool = False,
         log_level: str = "warn",
-        directory: Path | str | None = None,
-        keep_directory: bool = False,
-        startup_timeout: float = 20.0,
-        stop_timeout: float = 15.0,
-        binary: str = "influxd",
+        **options: Unpack[ChildOptions],
     ) -> None:
-        super().__init__(
-            binary=binary,
-            directory=directory,
-            keep_directory=keep_directory,
-            startup_timeout=startup_timeout,
-            stop_timeout=stop_timeout,
-        )
-        self.host = host
-        self._ports_given = http_port is not None or rpc_port is not None
-        self.http_port = http_port if http_port is not None else free_port(host)
-        self.rpc_port = rpc_port if rpc_port is not None else free_port(host)
+        super().__init__(**options)
+        self.http_port = self._port(http_port)
+        self.rpc_port = self._port(rpc_port)
         self.auth = auth
         self.continuous_queries = continuous_queries
         self.log_level = log_level

@@ -9,11 +9,11 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.errors import ConfigError
-from wardwatch.core.servers.process import LOOPBACK, ChildServer, _run_tool, free_port
+from wardwatch.core.servers.process import ChildOptions, ChildServer, _run_tool, free_port
 from wardwatch.core.servers.tls import TlsMaterial, make_ca_and_server_cert
 
 # MQTT 3.1.1 CONNECT (clean session, keep-alive 10 s): the readiness probe. Any CONNACK, even
@@ -123,6 +123,8 @@ class Mosquitto(ChildServer):
     no principal can take over another's session (with another's client id the broker would close
     that connection and hand over its queued messages). Each instance of a service then needs its
     own principal (see :class:`wardwatch.core.broker.Site`).
+
+    The options every server takes (host, binary, directory, timeouts) are :class:`ChildOptions`.
     """
 
     _name = "mosquitto"
@@ -131,7 +133,6 @@ class Mosquitto(ChildServer):
     def __init__(
         self,
         *,
-        host: str = LOOPBACK,
         port: int | None = None,
         persistence: bool = False,
         autosave_interval: int | None = None,
@@ -148,22 +149,10 @@ class Mosquitto(ChildServer):
         max_queued_messages: int = 100_000,
         max_inflight_messages: int = 0,
         extra_config: str = "",
-        directory: Path | str | None = None,
-        keep_directory: bool = False,
-        startup_timeout: float = 10.0,
-        stop_timeout: float = 10.0,
-        binary: str = "mosquitto",
+        **options: Unpack[ChildOptions],
     ) -> None:
-        super().__init__(
-            binary=binary,
-            directory=directory,
-            keep_directory=keep_directory,
-            startup_timeout=startup_timeout,
-            stop_timeout=stop_timeout,
-        )
-        self.host = host
-        self._ports_given = port is not None
-        self.port = port if port is not None else free_port(host)
+        super().__init__(**options)
+        self.port = self._port(port)
         self.persistence = persistence
         self.autosave_interval = autosave_interval
         self.users: Mapping[str, str] = dict(users or {})

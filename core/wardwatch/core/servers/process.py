@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 from wardwatch.core.errors import ServerStartError, WaitTimeoutError
 from wardwatch.core.waiting import wait_for
@@ -63,35 +63,63 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+class ChildOptions(TypedDict, total=False):
+    """The keyword arguments every :class:`ChildServer` takes (a subclass passes them on unchanged).
+
+    ``host`` to listen on (loopback); ``binary`` to run (the server's own name, looked up on PATH);
+    ``directory`` for config, data and log (a fresh temporary one, removed on close unless
+    ``keep_directory``); ``startup_timeout`` and ``stop_timeout`` in seconds (the server's defaults).
+    """
+
+    host: str
+    binary: str
+    directory: Path | str | None
+    keep_directory: bool
+    startup_timeout: float
+    stop_timeout: float
+
+
 class ChildServer:
     """A server run as a child process in its own directory; subclasses say how to configure and probe it."""
 
     _name = "server"
     _package = "server"
 
+    _default_startup_timeout = 10.0
+    _default_stop_timeout = 10.0
+
     def __init__(
         self,
         *,
-        binary: str,
-        directory: Path | str | None,
-        keep_directory: bool,
-        startup_timeout: float,
-        stop_timeout: float,
+        host: str = LOOPBACK,
+        binary: str | None = None,
+        directory: Path | str | None = None,
+        keep_directory: bool = False,
+        startup_timeout: float | None = None,
+        stop_timeout: float | None = None,
     ) -> None:
-        self._binary = binary
+        self._binary = binary or self._name
+        self.host = host
         if directory is None:
             self._directory = Path(tempfile.mkdtemp(prefix=f"wardwatch-{self._name}-"))
             self._owns_directory = not keep_directory
         else:
             self._directory = Path(directory)
             self._owns_directory = False
-        self._startup_timeout = startup_timeout
-        self._stop_timeout = stop_timeout
+        self._startup_timeout = self._default_startup_timeout if startup_timeout is None else startup_timeout
+        self._stop_timeout = self._default_stop_timeout if stop_timeout is None else stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._paused = False
         self._started_once = False
         self._ports_given = False
+
+    def _port(self, given: int | None) -> int:
+        """``given`` (and then no retry on other ports if the first start fails), else a free port on the host."""
+        if given is not None:
+            self._ports_given = True
+            return given
+        return free_port(self.host)
 
     # Subclass hooks.
     def _prepare_first_start(self) -> None:
