@@ -40,16 +40,23 @@ from wardwatch.alerting.auth import (
     check_name,
     retry_after,
 )
-from wardwatch.alerting.http import ERROR_RESPONSE as _ERROR_RESPONSE
 from wardwatch.alerting.http import ID_RE as _ID_RE
-from wardwatch.alerting.http import PRINCIPAL_KEY, SERVICE_KEY, Handler, Reason, requires
+from wardwatch.alerting.http import (
+    PRINCIPAL_KEY,
+    SERVICE_KEY,
+    Handler,
+    Reason,
+    add_error_responses,
+    openapi_operation,
+    read_reasoned_body,
+    requires,
+)
 from wardwatch.alerting.http import bad_request as _bad_request
 from wardwatch.alerting.http import error as _error
 from wardwatch.alerting.http import json_response as _json
 from wardwatch.alerting.http import now_ms as _now
 from wardwatch.alerting.http import principal_of as _principal
 from wardwatch.alerting.http import read_body as _body
-from wardwatch.alerting.http import readable_text as _text
 from wardwatch.alerting.live import alarm_json as _alarm_json
 from wardwatch.alerting.manager import AlarmNotFoundError, AlarmRecord, InvalidTransitionError
 from wardwatch.alerting.metrics import burden
@@ -284,8 +291,7 @@ async def login(request: web.Request) -> web.Response:
 @requires(Permission.READ_ALARMS)
 async def break_glass(request: web.Request) -> web.Response:
     """Emergency ``doctor`` rights for a short time, for a clinician's own session, with a reason; audited."""
-    body = await _body(request, BreakGlassBody)
-    reason = _text(body.reason, "reason")
+    _, reason = await read_reasoned_body(request, BreakGlassBody)
     principal = _principal(request)
     service = request.app[SERVICE_KEY]
     now = _now()
@@ -378,22 +384,21 @@ async def _command(request: web.Request, action: Callable[[AlarmService, str, st
 @requires(Permission.ACT_ON_ALARMS)
 async def acknowledge(request: web.Request) -> web.Response:
     """Acknowledge: stops escalation (a latched alarm whose condition is gone is resolved by it)."""
-    reason = _text((await _body(request, ReasonBody)).reason, "reason")
+    _, reason = await read_reasoned_body(request, ReasonBody)
     return await _command(request, lambda s, a, actor: s.acknowledge(a, actor, reason))
 
 
 @requires(Permission.ACT_ON_ALARMS)
 async def silence(request: web.Request) -> web.Response:
     """Silence for some minutes (bounded by the ward's ``max_silence_s``)."""
-    body = await _body(request, SilenceBody)
-    reason = _text(body.reason, "reason")
+    body, reason = await read_reasoned_body(request, SilenceBody)
     return await _command(request, lambda s, a, actor: s.silence(a, actor, reason, body.minutes))
 
 
 @requires(Permission.ACT_ON_ALARMS)
 async def resolve(request: web.Request) -> web.Response:
     """Resolve by hand."""
-    reason = _text((await _body(request, ReasonBody)).reason, "reason")
+    _, reason = await read_reasoned_body(request, ReasonBody)
     return await _command(request, lambda s, a, actor: s.resolve(a, actor, reason))
 
 
@@ -444,8 +449,7 @@ async def put_thresholds(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     patient = _patient(request)
     ward = _ward(request, service)
-    body = await _body(request, ThresholdsBody)
-    reason = _text(body.reason, "reason")
+    body, reason = await read_reasoned_body(request, ThresholdsBody)
     problem = check_overrides(body.overrides)
     if problem is not None:
         return _error(400, f"invalid thresholds: {problem}")
@@ -671,23 +675,11 @@ def _op(
     path: tuple[str, ...] = (),
     statuses: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "operationId": handler.__name__,
-        "responses": {"200": {"description": "OK"}},
-        "x-handler": handler,
-    }
+    op = openapi_operation(summary, handler, permission, body)
     errors = set(statuses)
     if permission is not None:
-        op["description"] = f"Needs permission `{permission}`."
         errors |= {401, 403}
-    else:
-        op["security"] = []
     if body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-        }
         errors.add(400)
     if query:
         errors.add(400)
@@ -695,9 +687,7 @@ def _op(
     parameters += [{"name": q, "in": "query", "required": False, "schema": _QUERY[q]} for q in query]
     if parameters:
         op["parameters"] = parameters
-    for status in sorted(errors):
-        op["responses"][str(status)] = _ERROR_RESPONSE
-    return op
+    return add_error_responses(op, errors)
 
 
 _ACTION: Final = ("alarm_id",)

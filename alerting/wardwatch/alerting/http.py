@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Final, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Annotated, Any, Final, Protocol, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -19,6 +19,14 @@ from wardwatch.alerting.service import AlarmService
 from wardwatch.core.ids import ID_PATTERN
 
 _T = TypeVar("_T")
+
+
+class _HasReason(Protocol):
+    @property
+    def reason(self) -> str: ...
+
+
+_R = TypeVar("_R", bound=_HasReason)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SERVICE_KEY: Final = web.AppKey("service", AlarmService)
@@ -91,3 +99,45 @@ def readable_text(value: str, field: str) -> str:
     if not value.strip() or not _TEXT_RE.fullmatch(value):
         raise bad_request(f"{field} must be readable text (not blank; no control or bidirectional characters)")
     return value
+
+
+async def read_reasoned_body(request: web.Request, model: type[_R]) -> tuple[_R, str]:
+    """The JSON body as ``model`` and its ``reason``, checked to be readable text; 400 saying what is wrong."""
+    body = await read_body(request, model)
+    return body, readable_text(body.reason, "reason")
+
+
+def path_id(request: web.Request, name: str) -> str:
+    """The path parameter ``name``, which must be a wardwatch identifier (else 400)."""
+    value = request.match_info[name]
+    if not ID_RE.fullmatch(value):
+        raise bad_request(f"{name} must be a wardwatch identifier (1-64 of a-z, 0-9, '_', '.', '-')")
+    return value
+
+
+def openapi_operation(
+    summary: str, handler: Handler, permission: str | None, body: str | None = None
+) -> dict[str, Any]:
+    """The OpenAPI operation of ``handler``: summary, the permission it needs (``None``: public), a 200 and the
+    request body schema ``body`` (a component name); add parameters and :func:`add_error_responses`."""
+    op: dict[str, Any] = {"summary": summary}
+    if permission is not None:
+        op["description"] = f"Needs permission `{permission}`."
+    else:
+        op["security"] = []
+    op["operationId"] = handler.__name__
+    op["responses"] = {"200": {"description": "OK"}}
+    op["x-handler"] = handler
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+        }
+    return op
+
+
+def add_error_responses(op: dict[str, Any], statuses: Iterable[int]) -> dict[str, Any]:
+    """Add the error response for each of ``statuses`` (in order) to ``op``; return it."""
+    for status in sorted(set(statuses)):
+        op["responses"][str(status)] = ERROR_RESPONSE
+    return op

@@ -16,14 +16,15 @@ from aiohttp import web
 from wardwatch.alerting.auth import Permission
 from wardwatch.alerting.engine.news2 import News2Score
 from wardwatch.alerting.http import (
-    ERROR_RESPONSE,
-    ID_RE,
     SERVICE_KEY,
     TEXT_PATTERN,
     Handler,
+    add_error_responses,
     bad_request,
     error,
     json_response,
+    openapi_operation,
+    path_id,
     principal_of,
     readable_text,
     requires,
@@ -59,13 +60,6 @@ def _observations(request: web.Request) -> Observations:
     return request.app[SERVICE_KEY].observations
 
 
-def _patient(request: web.Request) -> str:
-    value = request.match_info["patient"]
-    if not ID_RE.fullmatch(value):
-        raise bad_request("patient must be a wardwatch identifier (1-64 of a-z, 0-9, '_', '.', '-')")
-    return value
-
-
 def _limit(request: web.Request) -> int:
     raw = request.query.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
@@ -76,7 +70,7 @@ def _limit(request: web.Request) -> int:
 @requires(Permission.RECORD_OBSERVATIONS)
 async def record_observation(request: web.Request) -> web.Response:
     """Store and audit a nurse's observations; the engine re-scores the patient's NEWS2 at once."""
-    patient = _patient(request)
+    patient = path_id(request, "patient")
     raw = await request.read()
     try:
         body = msgspec.json.decode(raw, type=ObservationBody)
@@ -99,7 +93,7 @@ async def record_observation(request: web.Request) -> web.Response:
 @requires(Permission.READ_ALARMS)
 async def list_observations(request: web.Request) -> web.Response:
     """The patient's manual observations, newest first."""
-    patient = _patient(request)
+    patient = path_id(request, "patient")
     records = _observations(request).history(patient, _limit(request))
     return json_response({"patient": patient, "observations": [r.as_json() for r in records]})
 
@@ -125,7 +119,7 @@ def score_json(score: News2Score) -> dict[str, Any]:
 @requires(Permission.READ_ALARMS)
 async def get_news2(request: web.Request) -> web.Response:
     """The patient's NEWS2 now: each parameter from the device or the nurse, whichever is recent."""
-    patient = _patient(request)
+    patient = path_id(request, "patient")
     observations = _observations(request)
     source = observations.score_source
     if source is None:
@@ -139,21 +133,10 @@ async def get_news2(request: web.Request) -> web.Response:
 def _op(
     summary: str, handler: Handler, permission: Permission, body: str | None = None, *, statuses: tuple[int, ...] = ()
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "description": f"Needs permission `{permission}`.",
-        "operationId": handler.__name__,
-        "responses": {"200": {"description": "OK"}},
-        "parameters": [
-            {"name": "patient", "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
-        ],
-        "x-handler": handler,
-    }
-    if body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-        }
+    op = openapi_operation(summary, handler, permission, body)
+    op["parameters"] = [
+        {"name": "patient", "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
+    ]
     if handler is list_observations:
         op["parameters"].append(
             {
@@ -165,9 +148,7 @@ def _op(
         )
     if handler is record_observation:
         op["responses"]["201"] = {"description": "stored and audited; the body is the stored entry"}
-    for status in sorted({400, 401, 403, *statuses}):
-        op["responses"][str(status)] = ERROR_RESPONSE
-    return op
+    return add_error_responses(op, {400, 401, 403, *statuses})
 
 
 _PATH: Final = "/api/v1/patients/{patient}"

@@ -16,17 +16,17 @@ from aiohttp import web
 
 from wardwatch.alerting.auth import Permission
 from wardwatch.alerting.http import (
-    ERROR_RESPONSE,
-    ID_RE,
     SERVICE_KEY,
     Handler,
     Reason,
+    add_error_responses,
     bad_request,
     error,
     json_response,
+    openapi_operation,
+    path_id,
     principal_of,
-    read_body,
-    readable_text,
+    read_reasoned_body,
     requires,
 )
 from wardwatch.alerting.registry.identity import Identity, IdentityKeyError
@@ -124,13 +124,6 @@ def _ward(request: web.Request, ward: str | None) -> str:
     return ward
 
 
-def _id(request: web.Request, name: str) -> str:
-    value = request.match_info[name]
-    if not ID_RE.fullmatch(value):
-        raise bad_request(f"{name} must be a wardwatch identifier (1-64 of a-z, 0-9, '_', '.', '-')")
-    return value
-
-
 def _registry_errors(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Handler:
     """Registry refusals become their HTTP status with the reason; a bad identifier is a 400."""
 
@@ -161,8 +154,7 @@ async def list_gateways(request: web.Request) -> web.Response:
 @_registry_errors
 async def register_gateway(request: web.Request) -> web.Response:
     """Register a gateway with its capacity (connection slots for continuous devices); audited."""
-    body = await read_body(request, GatewayBody)
-    reason = readable_text(body.reason, "reason")
+    body, reason = await read_reasoned_body(request, GatewayBody)
     ward = _ward(request, body.ward)
     gateway = await _registry(request).register_gateway(
         ward, body.gateway, body.home, body.capacity, principal_of(request).actor, reason
@@ -175,7 +167,7 @@ async def register_gateway(request: web.Request) -> web.Response:
 async def get_kit(request: web.Request) -> web.Response:
     """The gateway's kit document as published (retained) on its registry topic."""
     registry = _registry(request)
-    gateway = _id(request, "gateway")
+    gateway = path_id(request, "gateway")
     for ward in registry.wards:
         kit = registry.kit(ward, gateway)
         if kit is not None:
@@ -199,8 +191,7 @@ async def list_patients(request: web.Request) -> web.Response:
 @_registry_errors
 async def admit(request: web.Request) -> web.Response:
     """Admit a patient; returns the id the registry issued (use it everywhere instead of any real identifier)."""
-    body = await read_body(request, AdmitBody)
-    reason = readable_text(body.reason, "reason")
+    body, reason = await read_reasoned_body(request, AdmitBody)
     ward = _ward(request, body.ward)
     row = await _registry(request).admit(
         ward, principal_of(request).actor, reason, profile=body.profile, identity=body.identity, patient=body.patient
@@ -213,7 +204,7 @@ async def admit(request: web.Request) -> web.Response:
 async def get_patient(request: web.Request) -> web.Response:
     """One patient with every binding (device, role, gateway, since, until)."""
     registry = _registry(request)
-    patient = _id(request, "patient")
+    patient = path_id(request, "patient")
     row = registry.patient(patient)
     return json_response({**row.as_json(), "bindings": registry.bindings(patient)})
 
@@ -222,7 +213,7 @@ async def get_patient(request: web.Request) -> web.Response:
 @_registry_errors
 async def get_identity(request: web.Request) -> web.Response:
     """The patient's identity (clinical roles only); every read is audited."""
-    patient = _id(request, "patient")
+    patient = path_id(request, "patient")
     identity = _registry(request).identity(patient, principal_of(request).actor)
     if identity is None:
         return error(404, f"no identity stored for patient {patient}")
@@ -233,9 +224,8 @@ async def get_identity(request: web.Request) -> web.Response:
 @_registry_errors
 async def put_identity(request: web.Request) -> web.Response:
     """Store (replace) the patient's identity, encrypted; audited without the identity itself."""
-    patient = _id(request, "patient")
-    body = await read_body(request, IdentityBody)
-    reason = readable_text(body.reason, "reason")
+    patient = path_id(request, "patient")
+    body, reason = await read_reasoned_body(request, IdentityBody)
     await _registry(request).set_identity(patient, body.identity, principal_of(request).actor, reason)
     return json_response({"patient": patient, "stored": True})
 
@@ -244,9 +234,8 @@ async def put_identity(request: web.Request) -> web.Response:
 @_registry_errors
 async def assign_kit(request: web.Request) -> web.Response:
     """Bind devices to the patient through a gateway (409 over the gateway's capacity or if a device is bound)."""
-    patient = _id(request, "patient")
-    body = await read_body(request, KitBody)
-    reason = readable_text(body.reason, "reason")
+    patient = path_id(request, "patient")
+    body, reason = await read_reasoned_body(request, KitBody)
     devices = [device.spec() for device in body.devices]
     bindings = await _registry(request).assign_kit(patient, body.gateway, devices, principal_of(request).actor, reason)
     return json_response({"patient": patient, "bindings": bindings})
@@ -256,9 +245,8 @@ async def assign_kit(request: web.Request) -> web.Response:
 @_registry_errors
 async def swap_device(request: web.Request) -> web.Response:
     """Replace a bound device: the old one's samples are refused from now, the new one's accepted."""
-    patient = _id(request, "patient")
-    body = await read_body(request, SwapBody)
-    reason = readable_text(body.reason, "reason")
+    patient = path_id(request, "patient")
+    body, reason = await read_reasoned_body(request, SwapBody)
     bindings = await _registry(request).swap_device(
         patient, body.old_device, body.new.spec(), principal_of(request).actor, reason
     )
@@ -269,8 +257,8 @@ async def swap_device(request: web.Request) -> web.Response:
 @_registry_errors
 async def discharge(request: web.Request) -> web.Response:
     """Discharge: open alarms resolved ("discharged"), the engine forgets the patient, the kit is freed."""
-    patient = _id(request, "patient")
-    reason = readable_text((await read_body(request, DischargeBody)).reason, "reason")
+    patient = path_id(request, "patient")
+    _, reason = await read_reasoned_body(request, DischargeBody)
     row = await _registry(request).discharge(patient, principal_of(request).actor, reason)
     return json_response(row.as_json())
 
@@ -278,19 +266,8 @@ async def discharge(request: web.Request) -> web.Response:
 def _op(
     summary: str, handler: Handler, permission: Permission, body: str | None = None, *, path: tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {
-        "summary": summary,
-        "description": f"Needs permission `{permission}`.",
-        "operationId": handler.__name__,
-        "responses": {"200": {"description": "OK"}},
-        "x-handler": handler,
-    }
+    op = openapi_operation(summary, handler, permission, body)
     statuses = {400, 401, 403, 404, 409, 503}
-    if body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-        }
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
         for name in path
@@ -305,9 +282,7 @@ def _op(
         op["parameters"] = parameters
     if handler is admit:
         op["responses"]["201"] = {"description": "admitted; the body holds the issued id"}
-    for status in sorted(statuses):
-        op["responses"][str(status)] = ERROR_RESPONSE
-    return op
+    return add_error_responses(op, statuses)
 
 
 _PATIENT: Final = "/api/v1/registry/patients/{patient}"
