@@ -29,7 +29,7 @@ class _Channel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, tag_fie
 
 
 class WebhookChannelConfig(_Channel, kw_only=True, tag="webhook"):
-    """HTTP POST of the wardwatch page JSON (see docs/alerting-api.yaml, ``PageWebhook``)."""
+    """HTTP POST of the wardwatch page JSON (the ``page`` wire message: docs/wire-format.md)."""
 
     url: str
     headers: dict[str, Secret] = {}
