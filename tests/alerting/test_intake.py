@@ -24,18 +24,15 @@ from wardwatch.alerting.capacity import MONITORING_DELAYED
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.intake import STALE_SHARE, HeldConditions, Intake, LagMonitor
 from wardwatch.alerting.protocols import ConditionSource
-from wardwatch.alerting.rules import RuleSet, load_rules
+from wardwatch.alerting.rules import load_rules
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, load_alerting_config
-from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit
+from wardwatch.alerting.testing import DelegatingSource, WebhookReceiver, admit_with_kit
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import Message, MqttClient
 from wardwatch.core.schema import (
     SCHEMA_VERSION,
     AlarmCategory,
-    DataGap,
-    DeviceStatus,
-    GatewayStatus,
     Priority,
     Sample,
     Signal,
@@ -140,11 +137,11 @@ def test_lag_monitor_raises_past_the_bound_and_clears_below_half() -> None:
 # -- the whole service on a real broker -------------------------------------------------------------------
 
 
-class SlowSource:
+class SlowSource(DelegatingSource):
     """The real engine, slowed down on every vitals message while ``delay_s`` is set (an overloaded instance)."""
 
     def __init__(self, engine: ConditionSource) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.delay_s = 0.0
         self.slow_prefix = ""  # only patients whose id starts so
         self.handled = 0
@@ -154,24 +151,6 @@ class SlowSource:
             time.sleep(self.delay_s)  # CPU-bound work holds the event loop like this
         self.handled += 1
         return self.engine.on_vitals(msg, ward)
-
-    def on_device_status(self, msg: DeviceStatus, ward: str) -> Sequence[ConditionChange]:
-        return self.engine.on_device_status(msg, ward)
-
-    def on_gateway_availability(self, ward: str, gateway: str, online: bool, t: int) -> Sequence[ConditionChange]:
-        return self.engine.on_gateway_availability(ward, gateway, online, t)
-
-    def on_data_gap(self, msg: DataGap, ward: str) -> Sequence[ConditionChange]:
-        return self.engine.on_data_gap(msg, ward)
-
-    def on_gateway_status(self, msg: GatewayStatus) -> Sequence[ConditionChange]:
-        return self.engine.on_gateway_status(msg)
-
-    def tick(self, now_ms: int) -> Sequence[ConditionChange]:
-        return self.engine.tick(now_ms)
-
-    def set_rules(self, rules: RuleSet) -> None:
-        self.engine.set_rules(rules)
 
 
 def service_config(tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto) -> AlertingConfig:

@@ -27,14 +27,11 @@ from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, load_alerting_config
-from wardwatch.alerting.testing import FIXTURE_ACTOR, Kit, WebhookReceiver, enrol_in_database
+from wardwatch.alerting.testing import FIXTURE_ACTOR, DelegatingSource, Kit, WebhookReceiver, enrol_in_database
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import (
     SCHEMA_VERSION,
-    DataGap,
-    DeviceStatus,
-    GatewayStatus,
     Sample,
     Signal,
     Vitals,
@@ -178,11 +175,11 @@ async def metrics_text(port: int) -> str:
         return await response.text()
 
 
-class FaultySource:
+class FaultySource(DelegatingSource):
     """The real engine, with faults injected: raises on ``bad_patient``'s vitals, or on every tick."""
 
     def __init__(self, engine: ConditionSource, bad_patient: str | None = None, failing_tick: bool = False) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.bad_patient = bad_patient
         self.failing_tick = failing_tick
 
@@ -191,25 +188,10 @@ class FaultySource:
             raise OverflowError("cannot convert float infinity to integer")
         return self.engine.on_vitals(msg, ward)
 
-    def on_device_status(self, msg: DeviceStatus, ward: str) -> Sequence[ConditionChange]:
-        return self.engine.on_device_status(msg, ward)
-
-    def on_gateway_availability(self, ward: str, gateway: str, online: bool, t: int) -> Sequence[ConditionChange]:
-        return self.engine.on_gateway_availability(ward, gateway, online, t)
-
-    def on_data_gap(self, msg: DataGap, ward: str) -> Sequence[ConditionChange]:
-        return self.engine.on_data_gap(msg, ward)
-
-    def on_gateway_status(self, msg: GatewayStatus) -> Sequence[ConditionChange]:
-        return self.engine.on_gateway_status(msg)
-
     def tick(self, now_ms: int) -> Sequence[ConditionChange]:
         if self.failing_tick:
             raise RuntimeError("tick exploded")
         return self.engine.tick(now_ms)
-
-    def set_rules(self, rules: RuleSet) -> None:
-        self.engine.set_rules(rules)
 
 
 def in_process_config(tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto) -> AlertingConfig:

@@ -26,14 +26,14 @@ from typing import Any
 from wardwatch.alerting.app import default_source, run
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.protocols import ConditionSource
-from wardwatch.alerting.rules import RuleSet, load_rules
+from wardwatch.alerting.rules import load_rules
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 from wardwatch.alerting.store import Store
-from wardwatch.alerting.testing import WebhookReceiver, enrol_in_database
+from wardwatch.alerting.testing import DelegatingSource, WebhookReceiver, enrol_in_database
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
-from wardwatch.core.schema import SCHEMA_VERSION, DataGap, DeviceStatus, GatewayStatus, Sample, Signal, Vitals, encode
+from wardwatch.core.schema import SCHEMA_VERSION, Sample, Signal, Vitals, encode
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.topics import vitals_topic
 from wardwatch.core.waiting import wait_for
@@ -44,41 +44,17 @@ PATIENT = {"ward-a": "p-a1", "ward-b": "p-b1"}
 FENCE_PATIENT = {"ward-a": "p-a-fence", "ward-b": "p-b-fence"}
 
 
-class RecordingSource:
+class RecordingSource(DelegatingSource):
     """The real engine, recording the (ward, patient) of every vitals message it is fed."""
 
     def __init__(self, engine: ConditionSource) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.seen: list[tuple[str, str]] = []
 
     def on_vitals(self, msg: Vitals, ward: str) -> Sequence[ConditionChange]:
         """Record, then feed the engine."""
         self.seen.append((ward, msg.patient))
         return self.engine.on_vitals(msg, ward)
-
-    def on_device_status(self, msg: DeviceStatus, ward: str) -> Sequence[ConditionChange]:
-        """Feed the engine."""
-        return self.engine.on_device_status(msg, ward)
-
-    def on_gateway_availability(self, ward: str, gateway: str, online: bool, t: int) -> Sequence[ConditionChange]:
-        """Feed the engine."""
-        return self.engine.on_gateway_availability(ward, gateway, online, t)
-
-    def on_data_gap(self, msg: DataGap, ward: str) -> Sequence[ConditionChange]:
-        """Feed the engine."""
-        return self.engine.on_data_gap(msg, ward)
-
-    def tick(self, now_ms: int) -> Sequence[ConditionChange]:
-        """Feed the engine."""
-        return self.engine.tick(now_ms)
-
-    def on_gateway_status(self, msg: GatewayStatus) -> Sequence[ConditionChange]:
-        """Feed the engine."""
-        return self.engine.on_gateway_status(msg)
-
-    def set_rules(self, rules: RuleSet) -> None:
-        """Thresholds changed through the API: pass them on."""
-        self.engine.set_rules(rules)
 
 
 @dataclass

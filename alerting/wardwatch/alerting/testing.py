@@ -18,6 +18,7 @@ import msgspec
 from aiohttp import web
 
 from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.registry.registry import DeviceSpec, Registry, RegistryError
 from wardwatch.alerting.rules import RuleSet
 from wardwatch.alerting.settings import AlertingConfig
@@ -217,3 +218,39 @@ class ScriptedSource:
     def set_rules(self, rules: RuleSet) -> None:
         """Record the rule set pushed by the service (thresholds changed through the API)."""
         self.rules = rules
+
+
+class DelegatingSource:
+    """A :class:`ConditionSource` that hands every call to ``engine``; a test subclasses it and overrides only the
+    calls it records, slows or breaks."""
+
+    def __init__(self, engine: ConditionSource) -> None:
+        self.engine = engine
+
+    def on_vitals(self, msg: Vitals, ward: str) -> Sequence[ConditionChange]:
+        """Feed the engine."""
+        return self.engine.on_vitals(msg, ward)
+
+    def on_device_status(self, msg: DeviceStatus, ward: str) -> Sequence[ConditionChange]:
+        """Feed the engine."""
+        return self.engine.on_device_status(msg, ward)
+
+    def on_gateway_availability(self, ward: str, gateway: str, online: bool, t: int) -> Sequence[ConditionChange]:
+        """Feed the engine."""
+        return self.engine.on_gateway_availability(ward, gateway, online, t)
+
+    def on_data_gap(self, msg: DataGap, ward: str) -> Sequence[ConditionChange]:
+        """Feed the engine."""
+        return self.engine.on_data_gap(msg, ward)
+
+    def on_gateway_status(self, msg: GatewayStatus) -> Sequence[ConditionChange]:
+        """Feed the engine."""
+        return self.engine.on_gateway_status(msg)
+
+    def tick(self, now_ms: int) -> Sequence[ConditionChange]:
+        """Feed the engine."""
+        return self.engine.tick(now_ms)
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Thresholds changed through the API: pass them on."""
+        self.engine.set_rules(rules)
