@@ -7,7 +7,6 @@ engine stands in for an overloaded instance.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import textwrap
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -19,7 +18,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from wardwatch.alerting.app import default_source, run
+from wardwatch.alerting.app import default_source
 from wardwatch.alerting.capacity import MONITORING_DELAYED
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.intake import STALE_SHARE, HeldConditions, Intake, LagMonitor
@@ -27,7 +26,7 @@ from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.rules import load_rules
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, load_alerting_config
-from wardwatch.alerting.testing import DelegatingSource, WebhookReceiver, admit_with_kit
+from wardwatch.alerting.testing import DelegatingSource, WebhookReceiver, admit_with_kit, running_service
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import Message, MqttClient
 from wardwatch.core.schema import (
@@ -207,30 +206,6 @@ async def client(mosquitto: Mosquitto) -> AsyncIterator[MqttClient]:
         yield mqtt
 
 
-@contextlib.asynccontextmanager
-async def running(config: AlertingConfig, source: ConditionSource) -> AsyncIterator[tuple[AlarmService, int]]:
-    """The whole service in-process until the block ends; yields the service and its API port."""
-    started: asyncio.Future[tuple[AlarmService, int]] = asyncio.get_running_loop().create_future()
-
-    def ready(service: AlarmService, port: int | None) -> None:
-        assert port is not None
-        started.set_result((service, port))
-
-    task = asyncio.create_task(run(config, source=source, ready=ready))
-    try:
-        waiting: list[asyncio.Future[Any]] = [task, started]
-        done, _ = await asyncio.wait(waiting, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-        assert started in done, "the service did not start"
-        yield started.result()
-        assert not task.done(), "the service stopped by itself"
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def healthz(port: int) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/healthz") as response:
         body: dict[str, Any] = await response.json()
@@ -269,7 +244,7 @@ async def test_a_slowed_instance_raises_monitoring_delayed_and_clears_it_after_c
 ) -> None:
     config = service_config(tmp_path, receiver, mosquitto)
     source = SlowSource(default_source(load_rules(config.rules)))
-    async with running(config, source) as (service, port):
+    async with running_service(config, source) as (service, port):
         await admit(service, "p-1")
         assert (await healthz(port))[0] == 200
         source.delay_s = 0.03  # 150 messages: about 4.5 s of work arriving at once, the bound is 1 s
@@ -305,7 +280,7 @@ async def test_a_replayed_backlog_pages_no_ended_condition_and_one_still_true(
     config = service_config(tmp_path, receiver, mosquitto)
     source = SlowSource(default_source(load_rules(config.rules)))
     source.delay_s, source.slow_prefix = 0.05, "p-r"  # the backlog takes 2 s: engine ticks (0.2 s) run meanwhile
-    async with running(config, source) as (service, port):
+    async with running_service(config, source) as (service, port):
         await admit(service, "p-r1", "p-r2", "p-live")
         now = now_ms()
         start = now - 615_000  # ten minutes ending 15 s ago: stale on arrival

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from wardwatch.alerting.app import open_store, run
+from wardwatch.alerting.app import open_store
 from wardwatch.alerting.auth import Authenticator, Role
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.registry.identity import (
@@ -31,7 +31,7 @@ from wardwatch.alerting.registry.identity import (
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 from wardwatch.alerting.store import Store
-from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit
+from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit, running_service
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.registry import GatewayKit, WardManifest, decode_document, kit_topic, manifest_topic
@@ -147,19 +147,7 @@ async def running(config: AlertingConfig) -> AsyncIterator[Running]:
         auth = Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024)
         for name, role in USERS.items():
             auth.add_user(name, role, PASSWORD, 0)
-    started: asyncio.Future[tuple[AlarmService, int]] = asyncio.get_running_loop().create_future()
-
-    def ready(service: AlarmService, port: int | None) -> None:
-        assert port is not None
-        started.set_result((service, port))
-
-    task = asyncio.create_task(run(config, ready=ready))
-    try:
-        waiting: list[asyncio.Future[Any]] = [task, started]
-        done, _ = await asyncio.wait(waiting, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
-        service, port = started.result()
+    async with running_service(config) as (service, port):
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:
             tokens = {}
@@ -168,10 +156,6 @@ async def running(config: AlertingConfig) -> AsyncIterator[Running]:
                     assert response.status == 200
                     tokens[name] = (await response.json())["token"]
             yield Running(service, base, tokens, http)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @pytest.fixture

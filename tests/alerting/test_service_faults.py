@@ -21,13 +21,20 @@ import aiohttp
 import msgspec
 import pytest
 
-from wardwatch.alerting.app import default_source, open_store, run
+from wardwatch.alerting.app import default_source, open_store
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.rules import RuleSet, load_rules
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, load_alerting_config
-from wardwatch.alerting.testing import FIXTURE_ACTOR, DelegatingSource, Kit, WebhookReceiver, enrol_in_database
+from wardwatch.alerting.testing import (
+    FIXTURE_ACTOR,
+    DelegatingSource,
+    Kit,
+    WebhookReceiver,
+    enrol_in_database,
+    running_service,
+)
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import (
@@ -143,25 +150,8 @@ async def running(
     """
     if kits:
         await enrol_in_database(config, kits)
-    started: asyncio.Future[tuple[AlarmService, int]] = asyncio.get_running_loop().create_future()
-
-    def ready(service: AlarmService, port: int | None) -> None:
-        assert port is not None
-        started.set_result((service, port))
-
-    task = asyncio.create_task(run(config, source=source, ready=ready))
-    try:
-        waiting: list[asyncio.Future[Any]] = [task, started]
-        done, _ = await asyncio.wait(waiting, timeout=TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()  # raises what stopped the service
-        assert started in done, "the service did not start"
-        yield started.result()
-        assert not task.done(), "the service stopped by itself"
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with running_service(config, source) as started:
+        yield started
 
 
 async def healthz(port: int) -> tuple[int, dict[str, Any]]:

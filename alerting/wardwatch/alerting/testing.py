@@ -8,11 +8,12 @@ receiver should, and can be told to fail (HTTP 500) to exercise retries and fail
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import msgspec
 from aiohttp import web
@@ -22,6 +23,10 @@ from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.registry.registry import DeviceSpec, Registry, RegistryError
 from wardwatch.alerting.rules import RuleSet
 from wardwatch.alerting.settings import AlertingConfig
+
+if TYPE_CHECKING:
+    from wardwatch.alerting.service import AlarmService
+
 from wardwatch.core.schema import DataGap, DeviceRole, DeviceStatus, GatewayStatus, Vitals
 
 FIXTURE_ACTOR: Final = "test-fixture"
@@ -254,3 +259,34 @@ class DelegatingSource:
     def set_rules(self, rules: RuleSet) -> None:
         """Thresholds changed through the API: pass them on."""
         self.engine.set_rules(rules)
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    config: AlertingConfig, source: ConditionSource | None = None, *, timeout: float = 20.0
+) -> AsyncIterator[tuple[AlarmService, int]]:
+    """The whole service in-process (``app.run``) until the block ends; yields the service and its API port.
+
+    A service that fails to start raises what stopped it; one that stops by itself inside the block fails the test.
+    """
+    from wardwatch.alerting.app import run
+
+    started: asyncio.Future[tuple[AlarmService, int]] = asyncio.get_running_loop().create_future()
+
+    def ready(service: AlarmService, port: int | None) -> None:
+        assert port is not None, "the service runs without its API: give it [api] port = 0"
+        started.set_result((service, port))
+
+    task = asyncio.create_task(run(config, source=source, ready=ready))
+    try:
+        waiting: list[asyncio.Future[Any]] = [task, started]
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()  # raises what stopped the service
+        assert started in done, "the service did not start"
+        yield started.result()
+        assert not task.done(), "the service stopped by itself"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
