@@ -20,6 +20,8 @@ import pytest
 from wardwatch.alerting.api import serve_api
 from wardwatch.alerting.auth import Authenticator, Role
 from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.live import LiveBoard
+from wardwatch.alerting.registry.live_roster import connect_live_roster
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 from wardwatch.alerting.store import Store
@@ -244,3 +246,59 @@ async def test_a_fault_in_the_live_board_never_reaches_the_alarm_path(live: Live
     await wait_for(lambda: len(live.receiver.unique("/nurse")) == 1, 10, what="the page despite the board's bug")
     assert live.service.metrics.registry.get_sample_value("wardwatch_alerting_live_failures_total") == 1
     assert live.service.health() == []
+
+
+async def test_admissions_and_discharges_reach_the_board_and_its_stream_live(live: Live) -> None:
+    """An admitted patient is on the board at once; a discharged one leaves it (and never comes back)."""
+    Authenticator(live.service.store, argon2_time_cost=1, argon2_memory_kib=1024).add_user(
+        "cat", Role.CHARGE_NURSE, PASSWORD, 0
+    )
+    async with live.http.post(live.base + "/api/v1/login", json={"name": "cat", "password": PASSWORD}) as response:
+        charge = {"Authorization": f"Bearer {(await response.json())['token']}"}
+    registry = live.base + "/api/v1/registry"
+
+    async def board_patients() -> list[str]:
+        async with live.http.get(live.base + "/api/v1/wards/ward-a/live", headers=live.headers) as response:
+            return [p["patient"] for p in (await response.json())["patients"]]
+
+    async with live.http.get(live.base + "/api/v1/wards/ward-a/stream", headers=live.headers) as response:
+        stream = events(response)
+        assert (await next_event(stream, "snapshot"))["patients"] == []
+        body = {"gateway": "gw-1", "capacity": 7, "reason": "new home kit"}
+        async with live.http.post(registry + "/gateways", json=body, headers=charge) as answer:
+            assert answer.status == 200, await answer.text()
+        async with live.http.post(registry + "/patients", json={"reason": "referral"}, headers=charge) as answer:
+            assert answer.status == 201, await answer.text()
+            patient = (await answer.json())["patient"]
+        admitted = await next_event(stream, "admitted")
+        assert admitted["patient"] == {"patient": patient, "gateway": None, "vitals": {}, "devices": {}}
+        assert await board_patients() == [patient]  # a tile before the first reading
+
+        live.service.on_conditions([change(patient)])
+        assert (await next_event(stream, "alarm"))["state"] == "active"
+        async with live.http.post(
+            f"{registry}/patients/{patient}/discharge", json={"reason": "recovered"}, headers=charge
+        ) as answer:
+            assert answer.status == 200, await answer.text()
+        assert (await next_event(stream, "alarm"))["state"] == "resolved"
+        discharged = await next_event(stream, "discharged")
+        assert (discharged["patient"], discharged["ward"]) == (patient, "ward-a")
+        assert await board_patients() == []
+        # a late sample of theirs (taken before the discharge, so still accepted) does not bring the tile back
+        live.service.live.on_vitals("ward-a", vitals(patient, Signal.SPO2, 95, T0))
+        assert await board_patients() == []
+        async with live.http.get(live.base + "/api/v1/wards/ward-a/live", headers=live.headers) as answer:
+            assert (await answer.json())["alarms"] == []
+
+
+async def test_a_restarted_board_shows_the_registrys_admitted_patients_and_never_its_discharged_ones(
+    live: Live,
+) -> None:
+    registry = live.service.registry
+    staying = await registry.admit("ward-a", "cat", "referral")
+    leaving = await registry.admit("ward-a", "cat", "referral")
+    await registry.discharge(leaving.patient, "cat", "recovered")
+    restarted = LiveBoard(["ward-a"], live.service.manager.open_alarms)
+    connect_live_roster(registry, restarted)
+    restarted.on_vitals("ward-a", vitals(leaving.patient, Signal.SPO2, 95, T0))
+    assert [p["patient"] for p in restarted.snapshot("ward-a")["patients"]] == [staying.patient]

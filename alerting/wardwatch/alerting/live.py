@@ -133,6 +133,7 @@ class _Ward:
         self.dirty_patients: set[str] = set()
         self.dirty_gateways: set[str] = set()
         self.subscribers: set[Subscription] = set()
+        self.discharged: set[str] = set()  # never shown again (a late sample of theirs may still be accepted)
 
     def patient(self, patient: str) -> dict[str, Any]:
         entry = self.patients.get(patient)
@@ -203,7 +204,7 @@ class LiveBoard:
     def on_vitals(self, ward: str, vitals: Vitals) -> None:
         """The latest sample with a value (or why there is none) of a shown signal."""
         state = self._wards.get(ward)
-        if state is None or vitals.signal not in LIVE_SIGNALS:
+        if state is None or vitals.signal not in LIVE_SIGNALS or vitals.patient in state.discharged:
             return
         sample = max(vitals.samples, key=lambda s: s.t)
         patient = state.patient(vitals.patient)
@@ -223,7 +224,7 @@ class LiveBoard:
     def on_device_status(self, ward: str, status: DeviceStatus) -> None:
         """A device's link state and battery."""
         state = self._wards.get(ward)
-        if state is None:
+        if state is None or status.patient in state.discharged:
             return
         patient = state.patient(status.patient)
         patient["gateway"] = status.gateway
@@ -256,6 +257,8 @@ class LiveBoard:
         entry["status_t"] = status.t
         entry["queue_depth"] = status.queue_depth
         for link in status.devices:
+            if link.patient in state.discharged:
+                continue
             patient = state.patient(link.patient)
             patient["gateway"] = status.gateway
             device = patient["devices"].setdefault(link.device, {"device": link.device})
@@ -264,6 +267,33 @@ class LiveBoard:
             )
             state.dirty_patients.add(link.patient)
         self._dirty(state, gateway=status.gateway)
+
+    def on_admitted(self, ward: str, patient: str) -> None:
+        """A patient admitted to ``ward``: on the board at once (no readings yet), an ``admitted`` event."""
+        state = self._wards.get(ward)
+        if state is None or patient in state.discharged:
+            return
+        self._fan_out(state, "admitted", {"now": self._now_ms(), "patient": state.patient(patient)})
+
+    def on_discharged(self, ward: str, patient: str) -> None:
+        """A patient discharged from ``ward``: off the board for good, a ``discharged`` event."""
+        state = self._wards.get(ward)
+        if state is None:
+            return
+        state.discharged.add(patient)
+        state.patients.pop(patient, None)
+        state.dirty_patients.discard(patient)
+        self._fan_out(state, "discharged", {"now": self._now_ms(), "ward": ward, "patient": patient})
+
+    def load_roster(self, ward: str, admitted: Iterable[str], discharged: Iterable[str]) -> None:
+        """At start: the registry's admitted patients are on the board, its discharged ones never again."""
+        state = self._wards.get(ward)
+        if state is None:
+            return
+        state.discharged.update(discharged)
+        for patient in admitted:
+            if patient not in state.discharged:
+                state.patient(patient)
 
     def on_alarms(self, records: Iterable[AlarmRecord]) -> None:
         """Alarm changes the store has saved: sent to the ward's subscribers at once."""

@@ -37,6 +37,7 @@ from wardwatch.alerting.metrics import AlertingMetrics
 from wardwatch.alerting.observations.records import Observations
 from wardwatch.alerting.paging import Pager, build_channel
 from wardwatch.alerting.protocols import Channel, Publisher
+from wardwatch.alerting.registry.live_roster import connect_live_roster
 from wardwatch.alerting.registry.registry import Registry
 from wardwatch.alerting.rules import RuleSet
 from wardwatch.alerting.settings import AlertingConfig
@@ -165,6 +166,7 @@ class AlarmService:
         self.live = LiveBoard(
             config.wards, self.manager.open_alarms, registry=self.metrics.registry, now_ms=self.clock.now_ms
         )
+        connect_live_roster(self.registry, self.live)  # admissions and discharges reach the board live
         self.observations = Observations(self)  # a nurse's NEWS2 observations (docs/news2.md)
 
     # -- health -----------------------------------------------------------------------------------

@@ -136,6 +136,9 @@ class PatientRow:
 DischargeHook = Callable[[str, int], Sequence[ConditionChange]]
 """Called with (patient, time) when a patient is discharged: the engine forgets them (``Engine.discharge``)."""
 
+AdmitHook = Callable[[str, str], None]
+"""Called with (ward, patient) once a patient is admitted (the live board shows them)."""
+
 
 class Registry:
     """The registry of ``service``'s wards (in its store); publishes documents through its publisher."""
@@ -147,6 +150,7 @@ class Registry:
         self.wards = tuple(service.config.wards)
         self.index = ProvenanceIndex.empty()
         self.discharge_hooks: list[DischargeHook] = []
+        self.admit_hooks: list[AdmitHook] = []
         self._lock = asyncio.Lock()
         self._manifest_issued: dict[str, int] = {}
         self._cipher: IdentityCipher | None = None
@@ -460,6 +464,12 @@ class Registry:
                 )
             self._issued.add(issued)
             await self._changed(ward, [])
+        for hook in self.admit_hooks:
+            try:
+                hook(ward, issued)
+            except Exception:  # the admission stands; only its display is late (the next start shows it)
+                self.service.metrics.failures.labels(stage="registry").inc()
+                _log.exception("an admission hook failed for patient %s", issued)
         if profile is not None:  # the patient's rule profile, applied to the engine like any override
             self.service.set_thresholds(issued, {"profile": profile}, actor, reason)
         return self.patient(issued)

@@ -1,12 +1,13 @@
 // The console's single page: login, the live stream, views (board, alarms, patient, audit), tones, idle logout.
 
 import { ApiError, get, post, setCsrf, whenLoggedOut } from "./api.js";
+import { canManagePatients, renderAdmit, setRegistryRole } from "./admission.js";
 import { renderAlarms, setCanAct } from "./alarms.js";
 import { renderAudit } from "./audit.js";
 import { renderBoard } from "./board.js";
 import { renderPatient } from "./patient.js";
 import * as sound from "./sound.js";
-import { applyAlarm, applySnapshot, applyValues, highestActiveLevel, subscribe, ward } from "./store.js";
+import { applyAdmitted, applyAlarm, applyDischarged, applySnapshot, applyValues, highestActiveLevel, subscribe, ward } from "./store.js";
 import { alarmLevel, h, levelLabel } from "./util.js";
 
 const AUDIT_ROLES = new Set(["charge_nurse", "doctor", "admin"]);
@@ -105,6 +106,8 @@ function startSession(data) {
   setCsrf(data.csrf);
   ward.staleAfterS = data.stale_after_s;
   setCanAct(ACT_ROLES.has(data.role));
+  setRegistryRole(data.role);
+  document.getElementById("nav-admit").hidden = !canManagePatients();
   topbar.hidden = false;
   document.getElementById("ward-name").textContent = data.ward;
   document.getElementById("user-name").textContent = `${data.name} (${data.role.replace("_", " ")})`;
@@ -130,6 +133,8 @@ function connect() {
     connStatus.className = "conn conn-live";
   });
   stream.addEventListener("values", (event) => applyValues(JSON.parse(event.data)));
+  stream.addEventListener("admitted", (event) => applyAdmitted(JSON.parse(event.data)));
+  stream.addEventListener("discharged", (event) => applyDischarged(JSON.parse(event.data)));
   stream.addEventListener("alarm", (event) => {
     const alarm = JSON.parse(event.data);
     if (applyAlarm(alarm) === "new") {
@@ -227,6 +232,7 @@ function route() {
   if (view === "alarms") leaveView = renderAlarms(main, params);
   else if (view === "patient" && parts[1]) leaveView = renderPatient(main, decodeURIComponent(parts[1]));
   else if (view === "audit" && AUDIT_ROLES.has(session.role)) leaveView = renderAudit(main);
+  else if (view === "admit" && canManagePatients()) leaveView = renderAdmit(main);
   else leaveView = renderBoard(main);
   main.focus({ preventScroll: true }); // keyboard users start at the view's content
 }

@@ -238,6 +238,8 @@ export function renderBoard(main) {
     } else if (change.kind === "alarm") {
       refresh(change.patients);
       place();
+    } else if (change.kind === "roster") {
+      place(); // admitted: a new tile; discharged: the tile goes
     }
   });
   const ticker = setInterval(() => {

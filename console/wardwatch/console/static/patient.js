@@ -3,6 +3,7 @@
 
 import uPlot from "./vendor/uPlot.esm.js";
 import { get } from "./api.js";
+import { registryPanel } from "./admission.js";
 import { alarmTable } from "./alarms.js";
 import { tile } from "./board.js";
 import { patientAlarms, subscribe, ward } from "./store.js";
@@ -105,11 +106,13 @@ export function renderPatient(main, id) {
   const rangeBar = h("div", { class: "tabs", role: "group", "aria-label": "Trend range" });
   const charts = h("div", { class: "charts" });
   const source = h("p", { class: "muted", id: "trend-source" });
+  const registry = registryPanel(id);
   main.replaceChildren(
     h("p", {}, h("a", { href: "#/board", class: "back" }, "← Ward board")),
     h("h1", { class: "view-title" }, `Patient ${id}`),
     header,
     alarmsBox,
+    registry.element,
     h("section", { class: "panel", "aria-labelledby": "trends-title" }, h("h2", { id: "trends-title" }, "Trends"), rangeBar, source, charts),
   );
   let range = "1h";
@@ -189,6 +192,7 @@ export function renderPatient(main, id) {
   }, 30000);
   return () => {
     unsubscribe();
+    registry.leave();
     clearInterval(refresh);
     for (const plot of plots) plot.destroy();
   };

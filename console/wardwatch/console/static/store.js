@@ -54,6 +54,20 @@ export function applyValues(data) {
   emit({ kind: "values", patients: changed, gateways: data.gateways.map((g) => g.gateway) });
 }
 
+// A patient admitted (a tile before the first reading) or discharged (the tile goes, with their alarms).
+export function applyAdmitted(data) {
+  syncClock(data.now);
+  if (!ward.patients.has(data.patient.patient)) ward.patients.set(data.patient.patient, data.patient);
+  emit({ kind: "roster", patients: [data.patient.patient] });
+}
+
+export function applyDischarged(data) {
+  syncClock(data.now);
+  ward.patients.delete(data.patient);
+  for (const [id, alarm] of ward.alarms) if (alarm.patient === data.patient) ward.alarms.delete(id);
+  emit({ kind: "roster", patients: [data.patient] });
+}
+
 // Returns what the change means for the nurse: "new" (raise tones), "update" or "closed".
 export function applyAlarm(alarm) {
   const before = ward.alarms.get(alarm.alarm_id);

@@ -1,0 +1,38 @@
+"""The registry's admissions and discharges on the live board (the console's tiles appear and disappear).
+
+At start the board is given the registry's roster (admitted patients get a tile before their first
+reading; discharged ones never come back, even if a late sample of theirs is still accepted). Then each
+admission adds a tile (``admitted`` event) and each discharge removes one (``discharged`` event), without
+the console reloading. Board updates are guarded: a fault here never fails an admission or a discharge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.live import LiveBoard
+from wardwatch.alerting.registry.registry import Registry
+
+__all__ = ["connect_live_roster"]
+
+
+def connect_live_roster(registry: Registry, live: LiveBoard) -> None:
+    """Load the registry's roster into ``live`` and keep it following admissions and discharges."""
+    for ward in registry.wards:
+        rows = registry.patients(ward)
+        live.load_roster(
+            ward,
+            admitted=[row.patient for row in rows if row.status == "admitted"],
+            discharged=[row.patient for row in rows if row.status == "discharged"],
+        )
+
+    def admitted(ward: str, patient: str) -> None:
+        live.guard(lambda: live.on_admitted(ward, patient))
+
+    def discharged(patient: str, t: int) -> Sequence[ConditionChange]:
+        live.guard(lambda: live.on_discharged(registry.patient(patient).ward, patient))
+        return ()
+
+    registry.admit_hooks.append(admitted)
+    registry.discharge_hooks.append(discharged)
