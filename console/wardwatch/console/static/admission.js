@@ -107,7 +107,7 @@ export function kitForm(patient, onDone) {
     .then((data) => {
       gatewaySelect.replaceChildren(
         h("option", { value: "" }, data.gateways.length ? "Choose a gateway" : "No gateway registered for this ward"),
-        data.gateways.map((g) => h("option", { value: g.gateway }, gatewayLabel(g))),
+        ...data.gateways.map((g) => h("option", { value: g.gateway }, gatewayLabel(g))),
       );
     })
     .catch((failure) => {
@@ -205,6 +205,9 @@ export function renderAdmit(main) {
     result,
   );
 
+  form.addEventListener("input", () => {
+    error.textContent = ""; // the message was about what is being corrected
+  });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.textContent = "";
@@ -255,7 +258,6 @@ export function renderAdmit(main) {
     result.querySelector("select").focus();
   }
 
-  name.focus();
   return () => {
     form.reset();
   };
@@ -376,7 +378,7 @@ function identityBlock(patient) {
     ].filter(([, value]) => value);
     const hide = h("button", { type: "button", class: "btn", id: "identity-hide", onclick: show }, "Hide identity");
     box.replaceChildren(
-      h("dl", { class: "identity-list", id: "identity-details" }, rows.map(([label, value]) => [h("dt", {}, label), h("dd", {}, value)])),
+      h("dl", { class: "identity-list", id: "identity-details" }, rows.flatMap(([label, value]) => [h("dt", {}, label), h("dd", {}, value)])),
       h("p", { class: "muted small" }, "This view was recorded in the audit log."),
       hide,
     );

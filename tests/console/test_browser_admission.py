@@ -1,0 +1,207 @@
+"""Admission, kit, identity, swap and discharge in a real browser (Playwright driving Debian's Chromium) against
+the real stack (`wardwatch up`: broker, InfluxDB, alerting with its registry, simulator, gateways, console).
+
+The charge nurse admits a patient (the identity typed once, the registry's pseudonym shown back), is refused
+a device that another patient wears (the registry's 409, in words), assigns a kit; the tile appears on a
+viewer's board that was open all along (no reload); she reveals the identity (audited, never in the URL or
+browser storage, gone when she leaves the view), swaps a device and discharges with a required reason; the
+tile disappears from both boards. The viewer never sees the admission or identity controls. Screenshots of
+the admission form and the identity view go to ``$WARDWATCH_SCREENSHOTS`` (as the other browser tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# the sibling browser test's helpers (pytest puts this folder on sys.path; mypy sees tests as a namespace package)
+from test_browser import (  # type: ignore[import-not-found]
+    CHROMIUM,
+    CONTRAST_FAILURES,
+    SCREENSHOTS,
+    _browser,
+    _log_in,
+    _new_page,
+)
+
+from wardwatch.stack.up import StackOptions, running_stack
+
+pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
+
+SCENARIO = """
+name = "console-admission"
+description = "Two quiet patients at home; a third is admitted through the console."
+seed = 5
+duration = "30m"
+ward = "ward-a"
+
+[[patients]]
+id = "p-c01"
+gateway = "gw-home-c1"
+baseline = { hr = 74, spo2 = 97 }
+devices = [
+  { kind = "heart_rate_strap", id = "hrs-c01" },
+  { kind = "pulse_oximeter", id = "plx-c01" },
+]
+events = []
+
+[[patients]]
+id = "p-c02"
+gateway = "gw-home-c2"
+baseline = { hr = 81, spo2 = 96 }
+devices = [
+  { kind = "heart_rate_strap", id = "hrs-c02" },
+  { kind = "pulse_oximeter", id = "plx-c02" },
+]
+events = []
+"""
+
+NAME = "Margaret Oduya"  # fictional
+BIRTH = "1948-03-02"
+NUMBER = "943 476 5919"  # a made-up NHS number's shape
+
+
+async def _add_viewer(state: Path, password: str) -> None:
+    """A viewer account in the running stack's alerting service (its own CLI, as `wardwatch up` adds the nurse)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wardwatch.core",
+        "alerting",
+        "user",
+        "add",
+        "vic",
+        "--role",
+        "viewer",
+        "--config",
+        str(state / "config" / "alerting.toml"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "WW_ALERTING_PASSWORD": password},
+    )
+    _, err = await process.communicate(password.encode() + b"\n")
+    assert process.returncode == 0, err.decode()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup installs it)")
+async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer_watches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the services read WARDWATCH_* as configuration: the screenshot folder (read at import) is not theirs
+    monkeypatch.delenv("WARDWATCH_SCREENSHOTS", raising=False)
+    scenario = tmp_path / "console-admission.toml"
+    scenario.write_text(SCENARIO)
+    options = StackOptions(state=tmp_path / "state", scenario=str(scenario), speed=1.0, quiet=True)
+    errors: list[str] = []
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    async with running_stack(options, echo=lambda line: None) as stack, _browser() as browser:
+        url = stack.summary["console"]
+        state = Path(stack.summary["state"])
+        password = (state / "api-password").read_text().strip()
+        await _add_viewer(state, password)
+
+        # a viewer's board, open before the admission and never reloaded
+        viewer = await _new_page(browser, errors)
+        await _log_in(viewer, url, "vic", password)
+        await viewer.wait_for_selector('a.tile[data-patient="p-c01"]', timeout=60_000)
+        assert await viewer.get_by_role("link", name="Admit patient").count() == 0
+
+        nurse = await _new_page(browser, errors, width=820, height=1100)  # a tablet, landscape-ish
+        await _log_in(nurse, url, stack.summary["api_user"], password)
+        await nurse.get_by_role("link", name="Admit patient").click()
+        await nurse.wait_for_selector("#admit-form")
+        await nurse.keyboard.press("Tab")  # keyboard: from the view's content, the way back, then the name
+        await nurse.keyboard.press("Tab")
+        assert await nurse.evaluate("document.activeElement.id") == "admit-name"
+        await nurse.keyboard.press("Enter")  # submitting the empty form says what is missing
+        assert await nurse.locator("#admit-error").inner_text() == "The patient's name is required."
+        assert await nurse.evaluate("document.activeElement.id") == "admit-name"
+        await nurse.keyboard.type(NAME)
+        await nurse.keyboard.press("Tab")
+        assert await nurse.evaluate("document.activeElement.id") == "admit-dob"
+        await nurse.get_by_label("Date of birth").fill(BIRTH)
+        await nurse.get_by_label("NHS number or local MRN").fill(NUMBER)
+        await nurse.locator("#admit-reason").fill("Referral from the respiratory team")
+        assert await nurse.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert await nurse.evaluate(CONTRAST_FAILURES) == []
+        await nurse.screenshot(path=str(SCREENSHOTS / "console-admission.png"), full_page=True)
+        await nurse.get_by_role("button", name="Admit patient").click()
+        patient = (await nurse.locator("#admitted-id").inner_text()).strip()
+        assert patient.startswith("p-")
+        assert await nurse.locator("#admit-name").input_value() == ""  # the form let go of the identity
+
+        # the tile appears on the viewer's board by itself
+        await viewer.wait_for_selector(f'a.tile[data-patient="{patient}"]', timeout=10_000)
+
+        # a device another patient wears: the registry's 409, in words; then a kit that fits
+        await nurse.locator("select[id^=kit-gateway]").select_option("gw-home-c2")
+        await nurse.locator("input[id^=kit-heart_rate_strap-]").first.fill("hrs-c01")
+        await nurse.locator("textarea[id^=kit-reason]").fill("Kit delivered at admission")
+        await nurse.get_by_role("button", name="Assign kit").click()
+        refusal = nurse.locator("form[data-form=kit] .error")
+        await refusal.filter(has_text="Refused").wait_for()
+        assert "hrs-c01 is bound to patient p-c01" in await refusal.inner_text()
+        await nurse.locator("input[id^=kit-heart_rate_strap-]").first.fill("hrs-c09")
+        await nurse.locator("input[id^=kit-pulse_oximeter-]").first.fill("plx-c09")
+        await nurse.get_by_role("button", name="Assign kit").click()
+        await nurse.locator("#kit-table tr[data-device=plx-c09]").wait_for()
+        await nurse.screenshot(path=str(SCREENSHOTS / "console-admission-kit.png"), full_page=True)
+
+        # the patient view: reveal the identity (audited), never in the URL or browser storage
+        await nurse.get_by_role("link", name=f"Open {patient}").click()
+        await nurse.get_by_role("button", name="Show identity").click()
+        details = nurse.locator("#identity-details")
+        await details.wait_for()
+        shown = await details.inner_text()
+        assert NAME in shown
+        assert BIRTH in shown
+        assert NUMBER in shown
+        assert await nurse.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert await nurse.evaluate(CONTRAST_FAILURES) == []
+        await nurse.screenshot(path=str(SCREENSHOTS / "console-identity.png"), full_page=True)
+        assert "Margaret" not in nurse.url
+        stored = await nurse.evaluate("JSON.stringify([{...localStorage}, {...sessionStorage}])")
+        assert "Margaret" not in stored
+        await nurse.get_by_role("link", name="Audit").click()
+        read = nurse.locator('tr[data-action="identity_read"]', has_text=patient).first
+        await read.wait_for()
+        assert stack.summary["api_user"] in await read.inner_text()
+        await nurse.go_back()
+        await nurse.get_by_role("button", name="Show identity").wait_for()
+        assert await nurse.get_by_text(NAME).count() == 0  # leaving the view cleared it
+
+        # the viewer: the devices, but no identity, swap or discharge control
+        await viewer.locator(f'a.tile[data-patient="{patient}"]').click()
+        await viewer.locator("#kit-table tr[data-device=plx-c09]").wait_for()
+        for control in ("Show identity", "Swap plx-c09", f"Discharge {patient}…"):
+            assert await viewer.get_by_role("button", name=control).count() == 0, control
+
+        # swap the oximeter
+        await nurse.get_by_role("button", name="Swap plx-c09").click()
+        await nurse.get_by_label("New device id").fill("plx-c10")
+        await nurse.locator("#swap-reason").fill("Battery failed")
+        await nurse.get_by_role("button", name="Swap device").click()
+        await nurse.locator("#kit-table tr[data-device=plx-c10]").wait_for()
+        assert await nurse.locator("#kit-table tr[data-device=plx-c09]").count() == 0
+
+        # discharge: a reason is required, then the tile leaves both boards
+        await viewer.locator(".nav a[data-view=board]").click()
+        await viewer.wait_for_selector(f'a.tile[data-patient="{patient}"]')
+        await nurse.get_by_role("button", name=f"Discharge {patient}…").click()
+        dialog = nurse.locator("#discharge-dialog")
+        await dialog.get_by_role("button", name="Discharge").click()
+        assert await nurse.locator("#discharge-error").inner_text() == "A reason is required."
+        await nurse.get_by_label("Reason (required)").fill("Recovered; observations normal for 48 h")
+        await dialog.get_by_role("button", name="Discharge").click()
+        await nurse.wait_for_selector("#board")
+        await nurse.locator(f'a.tile[data-patient="{patient}"]').wait_for(state="detached", timeout=10_000)
+        await viewer.locator(f'a.tile[data-patient="{patient}"]').wait_for(state="detached", timeout=10_000)
+        assert await viewer.locator('a.tile[data-patient="p-c01"]').count() == 1
+    # the browser logs the refused kit's 409 as a failed resource: that one and nothing else
+    assert [e for e in errors if "status of 409" not in e] == []
+    assert len(errors) == 1
