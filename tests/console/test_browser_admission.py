@@ -174,6 +174,14 @@ async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer
         await nurse.go_back()
         await nurse.get_by_role("button", name="Show identity").wait_for()
         assert await nurse.get_by_text(NAME).count() == 0  # leaving the view cleared it
+        await nurse.get_by_role("button", name="Show identity").click()
+        await details.wait_for()
+        await nurse.get_by_role("button", name="Log out").click()
+        await nurse.wait_for_selector("#login-notice")
+        assert NAME not in await nurse.evaluate("document.body.innerText")  # so did logging out
+        await _log_in(nurse, url, stack.summary["api_user"], password)
+        await nurse.goto(f"{url}#/patient/{patient}")
+        await nurse.get_by_role("button", name="Show identity").wait_for()
 
         # the viewer: the devices, but no identity, swap or discharge control
         await viewer.locator(f'a.tile[data-patient="{patient}"]').click()
