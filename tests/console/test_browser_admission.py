@@ -12,6 +12,7 @@ the admission form and the identity view go to ``$WARDWATCH_SCREENSHOTS`` (as th
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -58,6 +59,22 @@ devices = [
   { kind = "pulse_oximeter", id = "plx-c02" },
 ]
 events = []
+"""
+
+# When each tile appears on / leaves a board (page time, ms), kept by the page itself.
+TILE_WATCH = """
+() => {
+  window.__tiles = { appeared: {}, gone: {} };
+  const shown = () => new Set([...document.querySelectorAll("a.tile")].map((t) => t.dataset.patient));
+  let before = shown();
+  new MutationObserver(() => {
+    const now = shown();
+    for (const id of now) if (!before.has(id)) window.__tiles.appeared[id] ??= Date.now();
+    const board = document.getElementById("board");
+    for (const id of before) if (!now.has(id) && board) window.__tiles.gone[id] ??= Date.now();
+    before = now;
+  }).observe(document, { subtree: true, childList: true });
+}
 """
 
 NAME = "Margaret Oduya"  # fictional
@@ -110,6 +127,7 @@ async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer
         await _log_in(viewer, url, "vic", password)
         await viewer.wait_for_selector('a.tile[data-patient="p-c01"]', timeout=60_000)
         assert await viewer.get_by_role("link", name="Admit patient").count() == 0
+        await viewer.evaluate(TILE_WATCH)
 
         nurse = await _new_page(browser, errors, width=820, height=1100)  # a tablet, landscape-ish
         await _log_in(nurse, url, stack.summary["api_user"], password)
@@ -130,6 +148,7 @@ async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer
         assert await nurse.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         assert await nurse.evaluate(CONTRAST_FAILURES) == []
         await nurse.screenshot(path=str(SCREENSHOTS / "console-admission.png"), full_page=True)
+        admit_clicked = await nurse.evaluate("Date.now()")
         await nurse.get_by_role("button", name="Admit patient").click()
         patient = (await nurse.locator("#admitted-id").inner_text()).strip()
         assert patient.startswith("p-")
@@ -205,11 +224,19 @@ async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer
         await dialog.get_by_role("button", name="Discharge").click()
         assert await nurse.locator("#discharge-error").inner_text() == "A reason is required."
         await nurse.get_by_label("Reason (required)").fill("Recovered; observations normal for 48 h")
+        discharge_clicked = await nurse.evaluate("Date.now()")
         await dialog.get_by_role("button", name="Discharge").click()
         await nurse.wait_for_selector("#board")
         await nurse.locator(f'a.tile[data-patient="{patient}"]').wait_for(state="detached", timeout=10_000)
         await viewer.locator(f'a.tile[data-patient="{patient}"]').wait_for(state="detached", timeout=10_000)
         assert await viewer.locator('a.tile[data-patient="p-c01"]').count() == 1
+        seen = await viewer.evaluate("window.__tiles")
+        # a figure, not an assertion: from the nurse's click to the tile shown / gone on the viewer's board
+        figures = {
+            "admit_click_to_tile_ms": seen["appeared"][patient] - admit_clicked,
+            "discharge_click_to_tile_gone_ms": seen["gone"][patient] - discharge_clicked,
+        }
+        print(json.dumps(figures))
     # the browser logs the refused kit's 409 as a failed resource: that one and nothing else
     assert [e for e in errors if "status of 409" not in e] == []
     assert len(errors) == 1
