@@ -22,6 +22,7 @@ from wardwatch.alerting.auth import Authenticator, Role
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.live import LiveBoard
 from wardwatch.alerting.registry.live_roster import connect_live_roster
+from wardwatch.alerting.registry.registry import DeviceSpec
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 from wardwatch.alerting.store import Store
@@ -273,6 +274,11 @@ async def test_admissions_and_discharges_reach_the_board_and_its_stream_live(liv
         admitted = await next_event(stream, "admitted")
         assert admitted["patient"] == {"patient": patient, "gateway": None, "vitals": {}, "devices": {}}
         assert await board_patients() == [patient]  # a tile before the first reading
+        kit = {"gateway": "gw-1", "devices": [{"id": "plx-9", "role": "pulse_oximeter"}], "reason": "kit delivered"}
+        async with live.http.post(f"{registry}/patients/{patient}/kit", json=kit, headers=charge) as answer:
+            assert answer.status == 200, await answer.text()
+        values = await next_event(stream, "values")
+        assert [(p["patient"], p["gateway"]) for p in values["patients"]] == [(patient, "gw-1")]  # its gateway shown
 
         live.service.on_conditions([change(patient)])
         assert (await next_event(stream, "alarm"))["state"] == "active"
@@ -302,3 +308,21 @@ async def test_a_restarted_board_shows_the_registrys_admitted_patients_and_never
     connect_live_roster(registry, restarted)
     restarted.on_vitals("ward-a", vitals(leaving.patient, Signal.SPO2, 95, T0))
     assert [p["patient"] for p in restarted.snapshot("ward-a")["patients"]] == [staying.patient]
+
+
+async def test_a_fault_in_the_board_never_fails_an_admission_a_kit_or_a_discharge(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any) -> None:
+        raise RuntimeError("bug in the board")
+
+    for update in ("on_admitted", "on_kit", "on_discharged"):
+        monkeypatch.setattr(live.service.live, update, broken)
+    registry = live.service.registry
+    await registry.register_gateway("ward-a", "gw-1", "", 7, "cat", "new home kit")
+    row = await registry.admit("ward-a", "cat", "referral")
+    await registry.assign_kit(
+        row.patient, "gw-1", [DeviceSpec(id="plx-9", role=DeviceRole.PULSE_OXIMETER)], "cat", "kit"
+    )
+    assert (await registry.discharge(row.patient, "cat", "recovered")).status == "discharged"
+    assert live.service.metrics.registry.get_sample_value("wardwatch_alerting_live_failures_total") == 3

@@ -159,16 +159,21 @@ async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer
 
         # a device another patient wears: the registry's 409, in words; then a kit that fits
         await nurse.locator("select[id^=kit-gateway]").select_option("gw-home-c2")
-        await nurse.locator("input[id^=kit-heart_rate_strap-]").first.fill("hrs-c01")
+        strap = nurse.locator("input[id^=kit-heart_rate_strap-]").first
+        await strap.fill("HRS 01")
+        assert await strap.evaluate("input => input.validity.patternMismatch")  # the browser says so first
+        await strap.fill("hrs-c01")
         await nurse.locator("textarea[id^=kit-reason]").fill("Kit delivered at admission")
         await nurse.get_by_role("button", name="Assign kit").click()
         refusal = nurse.locator("form[data-form=kit] .error")
         await refusal.filter(has_text="Refused").wait_for()
         assert "hrs-c01 is bound to patient p-c01" in await refusal.inner_text()
-        await nurse.locator("input[id^=kit-heart_rate_strap-]").first.fill("hrs-c09")
+        await strap.fill("hrs-c09")
         await nurse.locator("input[id^=kit-pulse_oximeter-]").first.fill("plx-c09")
         await nurse.get_by_role("button", name="Assign kit").click()
         await nurse.locator("#kit-table tr[data-device=plx-c09]").wait_for()
+        # the viewer's tile names the kit's gateway (and whether it is online) before the first reading
+        await viewer.locator(f'a.tile[data-patient="{patient}"][data-gateway*="gw-home-c2"]').wait_for(timeout=10_000)
         await nurse.screenshot(path=str(SCREENSHOTS / "console-admission-kit.png"), full_page=True)
 
         # the patient view: reveal the identity (audited), never in the URL or browser storage

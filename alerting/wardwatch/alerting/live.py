@@ -275,6 +275,14 @@ class LiveBoard:
             return
         self._fan_out(state, "admitted", {"now": self._now_ms(), "patient": state.patient(patient)})
 
+    def on_kit(self, ward: str, patient: str, gateway: str) -> None:
+        """A kit assigned: the patient's tile names its gateway (and its state) before the first reading."""
+        state = self._wards.get(ward)
+        if state is None or patient in state.discharged:
+            return
+        state.patient(patient)["gateway"] = gateway
+        self._dirty(state, patient=patient)
+
     def on_discharged(self, ward: str, patient: str) -> None:
         """A patient discharged from ``ward``: off the board for good, a ``discharged`` event."""
         state = self._wards.get(ward)

@@ -2,8 +2,9 @@
 
 At start the board is given the registry's roster (admitted patients get a tile before their first
 reading; discharged ones never come back, even if a late sample of theirs is still accepted). Then each
-admission adds a tile (``admitted`` event) and each discharge removes one (``discharged`` event), without
-the console reloading. Board updates are guarded: a fault here never fails an admission or a discharge.
+admission adds a tile (``admitted`` event), a kit names the patient's gateway on it (``values``) and each
+discharge removes it (``discharged`` event), without the console reloading. Board updates are guarded:
+a fault here never fails an admission, a kit or a discharge.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ def connect_live_roster(registry: Registry, live: LiveBoard) -> None:
     def admitted(ward: str, patient: str) -> None:
         live.guard(lambda: live.on_admitted(ward, patient))
 
+    def kit(ward: str, patient: str, gateway: str) -> None:
+        live.guard(lambda: live.on_kit(ward, patient, gateway))
+
     def discharged(patient: str, t: int) -> Sequence[ConditionChange]:
         live.guard(lambda: live.on_discharged(registry.patient(patient).ward, patient))
         return ()
 
     registry.admit_hooks.append(admitted)
+    registry.kit_hooks.append(kit)
     registry.discharge_hooks.append(discharged)

@@ -139,6 +139,9 @@ DischargeHook = Callable[[str, int], Sequence[ConditionChange]]
 AdmitHook = Callable[[str, str], None]
 """Called with (ward, patient) once a patient is admitted (the live board shows them)."""
 
+KitHook = Callable[[str, str, str], None]
+"""Called with (ward, patient, gateway) once a kit is assigned (the live board shows the patient's gateway)."""
+
 
 class Registry:
     """The registry of ``service``'s wards (in its store); publishes documents through its publisher."""
@@ -151,6 +154,7 @@ class Registry:
         self.index = ProvenanceIndex.empty()
         self.discharge_hooks: list[DischargeHook] = []
         self.admit_hooks: list[AdmitHook] = []
+        self.kit_hooks: list[KitHook] = []
         self._lock = asyncio.Lock()
         self._manifest_issued: dict[str, int] = {}
         self._cipher: IdentityCipher | None = None
@@ -464,12 +468,7 @@ class Registry:
                 )
             self._issued.add(issued)
             await self._changed(ward, [])
-        for hook in self.admit_hooks:
-            try:
-                hook(ward, issued)
-            except Exception:  # the admission stands; only its display is late (the next start shows it)
-                self.service.metrics.failures.labels(stage="registry").inc()
-                _log.exception("an admission hook failed for patient %s", issued)
+        self._run_hooks(self.admit_hooks, ward, issued)
         if profile is not None:  # the patient's rule profile, applied to the engine like any override
             self.service.set_thresholds(issued, {"profile": profile}, actor, reason)
         return self.patient(issued)
@@ -539,7 +538,17 @@ class Registry:
                     )
                 )
             await self._changed(ward, [gateway])
+        self._run_hooks(self.kit_hooks, ward, patient, gateway)
         return self.bindings(patient)
+
+    def _run_hooks(self, hooks: Sequence[Callable[..., None]], *args: str) -> None:
+        """Tell the watchers of a change (the live board); a failing one is counted, the change stands."""
+        for hook in hooks:
+            try:
+                hook(*args)
+            except Exception:
+                self.service.metrics.failures.labels(stage="registry").inc()
+                _log.exception("a registry hook failed after a change %s (the change stands)", args)
 
     async def swap_device(
         self, patient: str, old_device: str, new: DeviceSpec, actor: str, reason: str

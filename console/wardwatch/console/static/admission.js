@@ -13,6 +13,10 @@ const PROFILES = [
   { value: "arrhythmia", label: "Arrhythmia (monitoring-grade heart rhythm alarms)" },
 ];
 
+// wardwatch.core.ids.ID_PATTERN: what the registry accepts as a device id (checked by the browser first)
+const DEVICE_ID_PATTERN = "[a-z0-9][a-z0-9_.\\-]{0,63}";
+const DEVICE_ID_RULE = "Lower-case letters, digits, '_', '.' and '-' (up to 64), starting with a letter or digit.";
+
 let role = "";
 
 export function setRegistryRole(value) {
@@ -80,7 +84,7 @@ export function kitForm(patient, onDone) {
   const gatewaySelect = h("select", { id: `kit-gateway-${patient}`, "aria-required": "true" }, h("option", { value: "" }, "Loading gateways…"));
   const devices = ["pulse_oximeter", "heart_rate_strap"].map((deviceRole) => ({
     role: deviceRole,
-    id: input({ id: `kit-${deviceRole}-${patient}`, pattern: "[a-z0-9]+(-[a-z0-9]+)*", placeholder: deviceRole === "pulse_oximeter" ? "e.g. plx-0042" : "e.g. hrs-0042" }),
+    id: input({ id: `kit-${deviceRole}-${patient}`, pattern: DEVICE_ID_PATTERN, title: DEVICE_ID_RULE, placeholder: deviceRole === "pulse_oximeter" ? "e.g. plx-0042" : "e.g. hrs-0042" }),
     name: input({ id: `kit-${deviceRole}-name-${patient}`, maxlength: 64 }),
   }));
   const reason = reasonField(`kit-reason-${patient}`, "e.g. kit delivered at admission");
@@ -95,7 +99,7 @@ export function kitForm(patient, onDone) {
         "fieldset",
         { class: "device-fields" },
         h("legend", {}, ROLE_LABEL[device.role]),
-        field("Device id", device.id, "Lower-case letters, digits and dashes; leave empty if not part of the kit."),
+        field("Device id", device.id, `${DEVICE_ID_RULE} Leave empty if not part of the kit.`),
         field("Advertised Bluetooth name (optional)", device.name),
       ),
     ),
@@ -310,7 +314,7 @@ function confirmDischarge(patient, onDone) {
 }
 
 function swapForm(patient, binding, onDone, onCancel) {
-  const id = input({ id: "swap-new-id", "aria-required": "true", pattern: "[a-z0-9]+(-[a-z0-9]+)*" });
+  const id = input({ id: "swap-new-id", "aria-required": "true", pattern: DEVICE_ID_PATTERN, title: DEVICE_ID_RULE });
   const kind = h("select", { id: "swap-role" }, ["pulse_oximeter", "heart_rate_strap"].map((r) => h("option", { value: r, selected: r === binding.role }, ROLE_LABEL[r])));
   const name = input({ id: "swap-name", maxlength: 64 });
   const reason = reasonField("swap-reason", "e.g. battery failed");
