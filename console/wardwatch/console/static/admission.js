@@ -415,7 +415,13 @@ export function registryPanel(patient) {
     status.textContent = admitted
       ? `Admitted ${new Date(row.admitted_at).toLocaleString([], { dateStyle: "short", timeStyle: "short" })}${row.profile ? ` · profile ${row.profile}` : ""}`
       : `Discharged: ${row.discharge_reason || ""}`;
-    const onSwap = manage && admitted ? (binding) => kit.append(swapForm(patient, binding, (bindings) => drawKit({ ...row, bindings }), () => load())) : null;
+    const onSwap =
+      manage && admitted
+        ? (binding) => {
+            kit.querySelector("#swap-form")?.remove(); // one swap at a time
+            kit.append(swapForm(patient, binding, (bindings) => drawKit({ ...row, bindings }), () => load()));
+          }
+        : null;
     kit.replaceChildren(bindingsTable(row.bindings, `Devices of ${patient}`, onSwap));
     actions.replaceChildren();
     if (manage && admitted) {
