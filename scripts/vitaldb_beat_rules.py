@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from wardwatch.alerting.engine import Engine
-from wardwatch.alerting.engine import _engine as engine_module
+from wardwatch.alerting.engine import _heart as heart_module
 from wardwatch.alerting.replay import Input, run
 from wardwatch.alerting.rules import RuleSet
 from wardwatch.core.schema import Vitals
@@ -116,7 +116,7 @@ def episodes(beats: np.ndarray, *, loose: bool = False) -> dict[str, list[tuple[
 
 
 def evaluate(limit: int | None, fraction: float) -> dict[str, object]:
-    engine_module.BEAT_FRACTION = fraction  # type: ignore[misc]
+    heart_module.BEAT_FRACTION = fraction  # type: ignore[misc]
     spec = scenario_from_dict(
         {
             "name": "vitaldb",

@@ -43,6 +43,7 @@ from wardwatch.alerting.rules import RuleSet
 from wardwatch.alerting.settings import AlertingConfig
 from wardwatch.alerting.store import Store
 from wardwatch.core.errors import ConfigError
+from wardwatch.core.lifecycle import opening
 from wardwatch.core.logs import RateLimitedLog
 from wardwatch.core.schema import (
     Alarm,
@@ -217,8 +218,8 @@ class AlarmService:
         self.on_conditions([change])
 
     async def __aenter__(self) -> Self:
-        try:
-            session = await self._stack.enter_async_context(aiohttp.ClientSession())
+        async with opening(self._stack) as stack:
+            session = await stack.enter_async_context(aiohttp.ClientSession())
             channels = self._channels_override
             if channels is None:
                 channels = {
@@ -231,8 +232,8 @@ class AlarmService:
                 }
             self.manager.restore(self.store.open_alarms())
             self.metrics.open_alarms.set(len(self.manager.open_alarms()))
-            self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-            self.pager = await self._stack.enter_async_context(
+            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            self.pager = await stack.enter_async_context(
                 Pager(
                     self.store,
                     channels,
@@ -244,9 +245,6 @@ class AlarmService:
                 )
             )
             self._ticker = self._tasks.create_task(self._escalation_timer(), name="escalation-timer")
-        except BaseException:
-            await self._stack.aclose()
-            raise
         return self
 
     async def __aexit__(

@@ -14,16 +14,17 @@ pending. The audit table is append-only: triggers abort any UPDATE or DELETE, an
 hash-chained (:mod:`wardwatch.alerting.audit`); every row also carries a MAC made with a key kept
 outside the database, and the chain's head is checkpointed (signed) to a file beside the key at
 every append, so a re-hashed chain or a cut tail is found by :meth:`Store.check_audit`.
+
+Modules: this one (opening, alarms, outbox, thresholds, patient-days), :mod:`~wardwatch.alerting.store_audit`
+(the write transaction and the audit log), :mod:`~wardwatch.alerting.store_accounts` (users and tokens),
+:mod:`~wardwatch.alerting.store_schema` (the tables).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
-import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,134 +33,32 @@ from typing import Any, Final, Self
 
 import msgspec
 
-from wardwatch.alerting.audit import (
-    GENESIS,
-    SYSTEM_ACTOR,
-    AuditAnchor,
-    AuditBreak,
-    AuditEntry,
-    sealed,
-    verify_chain,
-)
-from wardwatch.alerting.errors import AlertingError
+from wardwatch.alerting.audit import AuditAnchor, AuditEntry
+from wardwatch.alerting.errors import StoreError
 from wardwatch.alerting.manager import AlarmRecord
+from wardwatch.alerting.store_accounts import TokenRow, UserRow, _AccountTables
+from wardwatch.alerting.store_audit import AuditCheck, _AuditChain, audit_head_file, audit_key_file
+from wardwatch.alerting.store_schema import SCHEMA as _SCHEMA
+from wardwatch.alerting.store_schema import SCHEMA_VERSION
 from wardwatch.core.schema import Page, decode
 
-SCHEMA_VERSION: Final = 1
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS alarms (
-    alarm_id TEXT PRIMARY KEY,
-    dedup_key TEXT NOT NULL,
-    ward TEXT NOT NULL,
-    patient TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    state TEXT NOT NULL,
-    started INTEGER NOT NULL,
-    updated INTEGER NOT NULL,
-    record BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alarms_state ON alarms (state, ward);
-CREATE INDEX IF NOT EXISTS alarms_started ON alarms (started);
-CREATE TABLE IF NOT EXISTS outbox (
-    page_id TEXT PRIMARY KEY,
-    alarm_id TEXT NOT NULL,
-    ward TEXT NOT NULL,
-    destination TEXT NOT NULL,
-    step INTEGER NOT NULL,
-    created INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'cancelled')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    channel TEXT,
-    delivered_at INTEGER,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS outbox_alarm ON outbox (alarm_id);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    t INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    alarm_id TEXT,
-    patient TEXT,
-    ward TEXT,
-    reason TEXT NOT NULL,
-    details TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    mac TEXT
-);
-CREATE INDEX IF NOT EXISTS audit_alarm ON audit (alarm_id);
-CREATE INDEX IF NOT EXISTS audit_t ON audit (t);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
-CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    created INTEGER NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    token_hash TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('session', 'machine', 'break_glass')),
-    created INTEGER NOT NULL,
-    expires INTEGER,
-    hard_expires INTEGER
-);
-CREATE TABLE IF NOT EXISTS thresholds (
-    patient TEXT PRIMARY KEY,
-    overrides TEXT NOT NULL,
-    updated INTEGER NOT NULL,
-    actor TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS patient_days (
-    patient TEXT NOT NULL,
-    ward TEXT NOT NULL,
-    day INTEGER NOT NULL,
-    PRIMARY KEY (patient, day)
-);
-"""
+__all__ = [
+    "SCHEMA_VERSION",
+    "AuditCheck",
+    "OutboxEntry",
+    "Store",
+    "StoreError",
+    "TokenRow",
+    "UserRow",
+    "audit_head_file",
+    "audit_key_file",
+]
 
 _DAY_MS: Final = 86_400_000
 
 _record_encoder: Final = msgspec.json.Encoder()
 _record_decoder: Final = msgspec.json.Decoder(AlarmRecord)
 _json_decoder: Final = msgspec.json.Decoder()
-_log = logging.getLogger(__name__)
-
-
-def audit_key_file(database: Path) -> Path:
-    """Where the audit key lives by default: beside the database, never inside it."""
-    return database.with_name(database.name + ".audit-key")
-
-
-def audit_head_file(database: Path) -> Path:
-    """Where the signed head checkpoint of the audit chain lives by default."""
-    return database.with_name(database.name + ".audit-head")
-
-
-@dataclass(frozen=True, slots=True)
-class AuditCheck:
-    """What :meth:`Store.check_audit` found."""
-
-    intact: bool
-    broken_at_seq: int | None  # first sequence number that is wrong or missing
-    problem: str | None  # what is wrong, for people
-    entries: int
-    head_seq: int  # newest entry in the database
-    anchored_from_seq: int | None  # entries from here on carry a MAC (older ones predate the key)
-
-
-class StoreError(AlertingError):
-    """The alerting database cannot be opened or is inconsistent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,31 +73,7 @@ class OutboxEntry:
     last_error: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    """A person's account (password stored as an argon2 hash)."""
-
-    name: str
-    role: str
-    password_hash: str
-    created: int
-    disabled: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRow:
-    """A session or machine token, stored by its SHA-256 hash only."""
-
-    token_hash: str
-    name: str
-    role: str
-    kind: str
-    created: int
-    expires: int | None
-    hard_expires: int | None
-
-
-class Store:
+class Store(_AccountTables, _AuditChain):
     """The alerting database. Use as a context manager: ``with Store(path) as store: ...``."""
 
     def __init__(
@@ -235,34 +110,6 @@ class Store:
         self.anchor = anchor or AuditAnchor.load(audit_key_file(self.path), audit_head_file(self.path))
         self._first_keyed_seq = self._anchor_head()
 
-    def _anchor_head(self) -> int:
-        """The first sequence number that carries a MAC; creates the checkpoint on first use of the key."""
-        with self._write() as tx:
-            head = self.anchor.read_head()
-            if head is not None:
-                return head.first_keyed_seq
-            seq, last = self._last()
-            keyed = self._db.execute("SELECT MIN(seq) FROM audit WHERE mac IS NOT NULL").fetchone()[0]
-            if keyed is None:
-                tx.first_keyed_seq = seq + 1
-                tx.head = (seq, last)
-                return seq + 1
-            # MAC'd rows but no checkpoint: it was deleted. Say so in the chain itself, and go on.
-            _log.error(
-                "the audit head checkpoint %s is missing although the audit log is anchored: a deleted tail "
-                "before this start cannot be ruled out; this is recorded in the audit log",
-                self.anchor.head_file,
-            )
-            tx.first_keyed_seq = int(keyed)
-            problem = AuditEntry(
-                t=time.time_ns() // 1_000_000,
-                actor=SYSTEM_ACTOR,
-                action="audit_anchor_missing",
-                details={"head_file": str(self.anchor.head_file)},
-            )
-            self._append_audit(tx, [problem])
-            return int(keyed)
-
     def __enter__(self) -> Self:
         return self
 
@@ -277,50 +124,6 @@ class Store:
         self.anchor.close()
 
     # -- transactions ---------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[_Transaction]:
-        """One write transaction (``BEGIN IMMEDIATE``: writers of every process queue here).
-
-        If it appended to the audit log, the head checkpoint is written after ``COMMIT`` (a crash in
-        between leaves the checkpoint behind the chain, which is fine; ahead of it would look like a
-        cut tail), and only ever forward (:meth:`AuditAnchor.advance_head`).
-        """
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            tx = _Transaction(getattr(self, "_first_keyed_seq", 0))
-            try:
-                yield tx
-                breaks = self._breaks_since(tx) if tx.head is not None else ()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            if tx.head is not None:
-                try:
-                    self.anchor.advance_head(tx.head[0], tx.head[1], tx.first_keyed_seq, breaks)
-                except OSError as exc:  # committed: the next append writes a newer checkpoint
-                    _log.error("cannot write the audit head checkpoint %s: %s", self.anchor.head_file, exc)
-
-    def _breaks_since(self, tx: _Transaction) -> tuple[AuditBreak, ...]:
-        """The checkpoint's breaks, plus one if its entry has gone or changed (a cut or rewritten tail)."""
-        head = self.anchor.read_head()
-        if head is None:
-            return ()
-        if head.seq == 0 or not self.anchor.head_is_genuine(head):
-            return head.breaks
-        row = self._db.execute("SELECT hash FROM audit WHERE seq = ?", (head.seq,)).fetchone()
-        if row is not None and row[0] == head.hash:
-            return head.breaks
-        first = min(head.seq, tx.last_before + 1)
-        problem = f"entries {first}..{head.seq} had been removed or replaced: the tail of the audit log was cut"
-        _log.error("audit log: %s", problem)
-        return (*head.breaks, AuditBreak(seq=first, problem=problem))
-
-    def _last(self) -> tuple[int, str]:
-        """Sequence number and hash of the newest audit entry, read inside the current transaction."""
-        row = self._db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
     def commit(
         self,
@@ -369,36 +172,6 @@ class Store:
                     queued.append(page)
             self._append_audit(tx, audit)
         return queued
-
-    def _append_audit(self, tx: _Transaction, entries: Iterable[AuditEntry]) -> None:
-        seq, prev = self._last()
-        tx.last_before = seq
-        appended = False
-        for entry in entries:
-            seq += 1
-            done = sealed(entry, seq, prev)
-            appended = True
-            self._db.execute(
-                "INSERT INTO audit (seq, t, actor, action, alarm_id, patient, ward, reason, details, prev_hash, hash,"
-                " mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    done.seq,
-                    done.t,
-                    done.actor,
-                    done.action,
-                    done.alarm_id,
-                    done.patient,
-                    done.ward,
-                    done.reason,
-                    msgspec.json.encode(done.details).decode(),
-                    done.prev_hash,
-                    done.hash,
-                    self.anchor.mac(done.hash),
-                ),
-            )
-            prev = done.hash
-        if appended:
-            tx.head = (seq, prev)
 
     def audit(self, *entries: AuditEntry) -> None:
         """Append audit entries on their own."""
@@ -515,200 +288,6 @@ class Store:
         ).fetchall()
         return [(r[0], r[1], r[2], r[3]) for r in rows]
 
-    # -- audit ----------------------------------------------------------------------------------
-
-    def audit_entries(
-        self,
-        *,
-        since: int | None = None,
-        alarm_id: str | None = None,
-        patient: str | None = None,
-        after_seq: int = 0,
-        limit: int = 1000,
-    ) -> list[AuditEntry]:
-        """Audit entries in order, filtered."""
-        where = ["seq > ?"]
-        args: list[Any] = [after_seq]
-        if since is not None:
-            where.append("t >= ?")
-            args.append(since)
-        if alarm_id is not None:
-            where.append("alarm_id = ?")
-            args.append(alarm_id)
-        if patient is not None:
-            where.append("patient = ?")
-            args.append(patient)
-        sql = (
-            "SELECT seq, t, actor, action, alarm_id, patient, ward, reason, details, prev_hash, hash FROM audit"  # noqa: S608 - only placeholders are interpolated
-            f" WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?"
-        )
-        rows = self._db.execute(sql, [*args, limit]).fetchall()
-        return [
-            AuditEntry(
-                seq=r[0],
-                t=r[1],
-                actor=r[2],
-                action=r[3],
-                alarm_id=r[4],
-                patient=r[5],
-                ward=r[6],
-                reason=r[7],
-                details=_json_decoder.decode(r[8]),
-                prev_hash=r[9],
-                hash=r[10],
-            )
-            for r in rows
-        ]
-
-    def verify_audit(self) -> int | None:
-        """First broken (or missing) sequence number of the audit chain, or ``None`` if intact."""
-        return self.check_audit().broken_at_seq
-
-    def check_audit(self) -> AuditCheck:
-        """Check the hash chain, every row's MAC (the key is outside the database) and the signed head.
-
-        Finds an edited row, a chain re-hashed from an edited row (its MACs do not match), rows
-        removed from the middle or the tail (the checkpoint points past them), and a forged checkpoint.
-        """
-        first_keyed = self._first_keyed_seq
-        after, prev, count = 0, GENESIS, 0
-        while True:
-            rows = self._db.execute(
-                "SELECT seq, hash, mac FROM audit WHERE seq > ? ORDER BY seq LIMIT 5000", (after,)
-            ).fetchall()
-            if not rows:
-                break
-            batch = self.audit_entries(after_seq=after, limit=len(rows))
-            broken = verify_chain(batch, prev)
-            if broken is None:
-                expected = after + 1
-                for entry in batch:
-                    if entry.seq != expected:
-                        broken = expected
-                        break
-                    expected += 1
-            if broken is not None:
-                return self._broken(broken, "the hash chain is broken (a row was edited or removed)", count)
-            for seq, hash_hex, mac in rows:
-                if seq >= first_keyed and (mac is None or not _macs_equal(mac, self.anchor.mac(hash_hex))):
-                    problem = "a row's MAC does not match: the chain was rewritten without the audit key"
-                    return self._broken(seq, problem, count)
-            count += len(rows)
-            after, prev = batch[-1].seq, batch[-1].hash
-        with self._write():  # the checkpoint and the newest row, consistent with concurrent writers
-            head = self.anchor.read_head()
-            last_seq, _ = self._last()
-            at_head = None if head is None else self._db.execute("SELECT hash FROM audit WHERE seq = ?", (head.seq,))
-            head_row = None if at_head is None else at_head.fetchone()
-        if head is None:
-            return self._broken(last_seq + 1, f"the audit head checkpoint {self.anchor.head_file} is missing", count)
-        if not self.anchor.head_is_genuine(head):
-            return self._broken(head.seq, "the audit head checkpoint is not signed with the audit key", count)
-        if head.breaks:
-            first = head.breaks[0]
-            return self._broken(first.seq, first.problem, count)
-        if last_seq < head.seq:
-            problem = (
-                f"entries {last_seq + 1}..{head.seq} had been removed or replaced: the tail of the audit log was cut"
-            )
-            return self._broken(last_seq + 1, problem, count)
-        if head.seq > 0 and (head_row is None or head_row[0] != head.hash):
-            return self._broken(head.seq, "the entry at the signed head checkpoint was replaced", count)
-        return AuditCheck(True, None, None, count, last_seq, first_keyed)
-
-    def _broken(self, seq: int, problem: str, entries: int) -> AuditCheck:
-        last_seq, _ = self._last()
-        return AuditCheck(False, seq, problem, entries, last_seq, self._first_keyed_seq)
-
-    # -- users and tokens -----------------------------------------------------------------------
-
-    def add_user(self, name: str, role: str, password_hash: str, t: int) -> None:
-        """Create a user; raise :class:`StoreError` if the name is taken."""
-        with self._lock:
-            try:
-                self._db.execute(
-                    "INSERT INTO users (name, role, password_hash, created) VALUES (?, ?, ?, ?)",
-                    (name, role, password_hash, t),
-                )
-            except sqlite3.IntegrityError:
-                raise StoreError(f"user {name!r} exists already") from None
-
-    def set_user(
-        self, name: str, *, role: str | None = None, password_hash: str | None = None, disabled: bool | None = None
-    ) -> bool:
-        """Change a user's role, password or disabled flag; False if there is no such user."""
-        with self._lock:
-            cursor = self._db.execute(
-                "UPDATE users SET role = COALESCE(?, role), password_hash = COALESCE(?, password_hash),"
-                " disabled = COALESCE(?, disabled) WHERE name = ?",
-                (role, password_hash, None if disabled is None else int(disabled), name),
-            )
-            if disabled:
-                self._db.execute("DELETE FROM tokens WHERE name = ? AND kind = 'session'", (name,))
-            return bool(cursor.rowcount)
-
-    def user(self, name: str) -> UserRow | None:
-        """A user by name."""
-        row = self._db.execute(
-            "SELECT name, role, password_hash, created, disabled FROM users WHERE name = ?", (name,)
-        ).fetchone()
-        return UserRow(row[0], row[1], row[2], row[3], bool(row[4])) if row else None
-
-    def users(self) -> list[UserRow]:
-        """All users."""
-        rows = self._db.execute("SELECT name, role, password_hash, created, disabled FROM users ORDER BY name")
-        return [UserRow(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows.fetchall()]
-
-    def add_token(self, token: TokenRow) -> None:
-        """Store a token (by hash)."""
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO tokens (token_hash, name, role, kind, created, expires, hard_expires)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    token.token_hash,
-                    token.name,
-                    token.role,
-                    token.kind,
-                    token.created,
-                    token.expires,
-                    token.hard_expires,
-                ),
-            )
-
-    def token(self, token_hash: str) -> TokenRow | None:
-        """A token by its hash."""
-        row = self._db.execute(
-            "SELECT token_hash, name, role, kind, created, expires, hard_expires FROM tokens WHERE token_hash = ?",
-            (token_hash,),
-        ).fetchone()
-        return TokenRow(*row) if row else None
-
-    def extend_token(self, token_hash: str, expires: int) -> None:
-        """Slide a session's idle expiry."""
-        with self._lock:
-            self._db.execute("UPDATE tokens SET expires = ? WHERE token_hash = ?", (expires, token_hash))
-
-    def delete_token(self, token_hash: str) -> None:
-        """Revoke a token."""
-        with self._lock:
-            self._db.execute("DELETE FROM tokens WHERE token_hash = ?", (token_hash,))
-
-    def delete_tokens(self, name: str, kind: str) -> int:
-        """Revoke every token of ``kind`` belonging to ``name`` (e.g. break-glass at logout); return how many."""
-        with self._lock:
-            return self._db.execute("DELETE FROM tokens WHERE name = ? AND kind = ?", (name, kind)).rowcount
-
-    def purge_expired_tokens(self, now: int) -> int:
-        """Delete expired tokens; return how many."""
-        with self._lock:
-            cursor = self._db.execute(
-                "DELETE FROM tokens WHERE (expires IS NOT NULL AND expires <= ?)"
-                " OR (hard_expires IS NOT NULL AND hard_expires <= ?)",
-                (now, now),
-            )
-            return cursor.rowcount
-
     # -- thresholds and patient-days ------------------------------------------------------------
 
     def thresholds(self, patient: str) -> dict[str, Any] | None:
@@ -752,21 +331,6 @@ class Store:
                 "SELECT COUNT(*) FROM patient_days WHERE day >= ? AND ward = ?", (since // _DAY_MS, ward)
             )
         return int(row.fetchone()[0])
-
-
-class _Transaction:
-    """What one write transaction appended to the audit chain (for the head checkpoint)."""
-
-    __slots__ = ("first_keyed_seq", "head", "last_before")
-
-    def __init__(self, first_keyed_seq: int) -> None:
-        self.first_keyed_seq = first_keyed_seq
-        self.head: tuple[int, str] | None = None
-        self.last_before = 0  # newest sequence number before this transaction appended
-
-
-def _macs_equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode("ascii", "replace"), b.encode("ascii"))
 
 
 def _decode_page(payload: bytes) -> Page:

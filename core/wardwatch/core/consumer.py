@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Final, TypeVar
 
+from wardwatch.core.lifecycle import opening
 from wardwatch.core.logs import RateLimitedLog
 from wardwatch.core.metrics import ConsumerMetrics
 from wardwatch.core.schema import DeadLetter, encode
@@ -53,14 +54,11 @@ class AckAfterStore:
 
     async def start(self, loops: Mapping[str, Callable[[], Coroutine[Any, Any, None]]]) -> None:
         """Start the task group, the subscription (connecting in the background) and ``loops`` (name: loop)."""
-        try:
-            tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-            await self._stack.enter_async_context(self.subscriber)
+        async with opening(self._stack) as stack:
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            await stack.enter_async_context(self.subscriber)
             self._tasks = [tasks.create_task(loop(), name=name) for name, loop in loops.items()]
             self._tasks.append(tasks.create_task(self.watch_connection(), name=f"{self.service}-connection"))
-        except BaseException:
-            await self._stack.aclose()
-            raise
 
     async def stop(self) -> None:
         """Cancel the loops and close the subscription (unacknowledged messages stay with the broker)."""

@@ -9,6 +9,9 @@ gateways and ingest are told. Ended bindings stay in the kits for ``[registry] r
 
 Patient identity is encrypted (:mod:`wardwatch.alerting.registry.identity`); it never enters a
 document, a log line or an audit entry's details.
+
+The tables and row types are in :mod:`~wardwatch.alerting.registry.model`; building and publishing the
+documents in :mod:`~wardwatch.alerting.registry.documents` (the base of :class:`Registry`).
 """
 
 from __future__ import annotations
@@ -16,134 +19,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import sqlite3
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from wardwatch.alerting.audit import SYSTEM_ACTOR, AuditEntry
-from wardwatch.alerting.errors import AlertingError
-from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.audit import AuditEntry
+from wardwatch.alerting.registry.documents import _KitDocuments
 from wardwatch.alerting.registry.identity import Identity, IdentityCipher, IdentityKeyError
+from wardwatch.alerting.registry.model import (
+    CONTINUOUS_ROLES,
+    DISCHARGED,
+    SCHEMA,
+    AdmitHook,
+    DeviceSpec,
+    DischargeHook,
+    KitHook,
+    PatientRow,
+    RegistryError,
+    _bind,
+    _continuous_bound,
+    _patient_row,
+    _refuse_bound,
+)
 from wardwatch.alerting.settings import RegistryConfig
 from wardwatch.core.ids import check_id
-from wardwatch.core.registry import (
-    GatewayKit,
-    KitDevice,
-    ProvenanceIndex,
-    WardManifest,
-    encode_document,
-    kit_from_bindings,
-    kit_topic,
-    manifest_topic,
-)
-from wardwatch.core.schema import DeviceRole
+from wardwatch.core.registry import GatewayKit, ProvenanceIndex
 
 if TYPE_CHECKING:
     from wardwatch.alerting.service import AlarmService
 
 _log = logging.getLogger(__name__)
 
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS reg_gateways (
-    gateway TEXT PRIMARY KEY,
-    ward TEXT NOT NULL,
-    home TEXT NOT NULL DEFAULT '',
-    capacity INTEGER NOT NULL CHECK (capacity >= 0),
-    revision INTEGER NOT NULL DEFAULT 0,
-    created INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reg_patients (
-    patient TEXT PRIMARY KEY,
-    ward TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('admitted', 'discharged')),
-    admitted_at INTEGER NOT NULL,
-    discharged_at INTEGER,
-    discharge_reason TEXT,
-    profile TEXT,
-    identity BLOB
-);
-CREATE INDEX IF NOT EXISTS reg_patients_ward ON reg_patients (ward, status);
-CREATE TABLE IF NOT EXISTS reg_bindings (
-    binding INTEGER PRIMARY KEY,
-    device TEXT NOT NULL,
-    role TEXT NOT NULL,
-    address TEXT,
-    name TEXT,
-    patient TEXT NOT NULL REFERENCES reg_patients (patient),
-    gateway TEXT NOT NULL REFERENCES reg_gateways (gateway),
-    since INTEGER NOT NULL,
-    until INTEGER
-);
-CREATE INDEX IF NOT EXISTS reg_bindings_gateway ON reg_bindings (gateway, until);
-CREATE INDEX IF NOT EXISTS reg_bindings_patient ON reg_bindings (patient);
-CREATE UNIQUE INDEX IF NOT EXISTS reg_bindings_current ON reg_bindings (device) WHERE until IS NULL;
-"""
 
-CONTINUOUS_ROLES: Final = frozenset({DeviceRole.HEART_RATE_STRAP, DeviceRole.PULSE_OXIMETER})
-"""Devices that hold a gateway connection slot all the time (spot-check devices would share slots)."""
-
-DISCHARGED: Final = "discharged"
-
-
-class RegistryError(AlertingError):
-    """A registry change that cannot be made; ``status`` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class DeviceSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """A device to bind: its id, role and how the gateway finds it (address, or advertised name)."""
-
-    id: str
-    role: DeviceRole
-    address: str | None = None
-    name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PatientRow:
-    """A patient as the registry holds it (identity apart)."""
-
-    patient: str
-    ward: str
-    status: str
-    admitted_at: int
-    discharged_at: int | None
-    discharge_reason: str | None
-    profile: str | None
-    has_identity: bool
-
-    def as_json(self) -> dict[str, Any]:
-        """The API's view (no identity)."""
-        return {
-            "patient": self.patient,
-            "ward": self.ward,
-            "status": self.status,
-            "admitted_at": self.admitted_at,
-            "discharged_at": self.discharged_at,
-            "discharge_reason": self.discharge_reason,
-            "profile": self.profile,
-            "has_identity": self.has_identity,
-        }
-
-
-DischargeHook = Callable[[str, int], Sequence[ConditionChange]]
-"""Called with (patient, time) when a patient is discharged: the engine forgets them (``Engine.discharge``)."""
-
-AdmitHook = Callable[[str, str], None]
-"""Called with (ward, patient) once a patient is admitted (the live board shows them)."""
-
-KitHook = Callable[[str, str, str], None]
-"""Called with (ward, patient, gateway) once a kit is assigned (the live board shows the patient's gateway)."""
-
-
-class Registry:
+class Registry(_KitDocuments):
     """The registry of ``service``'s wards (in its store); publishes documents through its publisher."""
 
     def __init__(self, service: AlarmService) -> None:
@@ -166,9 +75,6 @@ class Registry:
         self._rebuild(self.service.clock.now_ms())
 
     # -- reading ----------------------------------------------------------------------------------
-
-    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        return self.store.connection.execute(sql, tuple(args)).fetchall()
 
     def _refresh_issued(self) -> None:
         self._issued = {row[0] for row in self._rows("SELECT patient FROM reg_patients")}
@@ -250,129 +156,6 @@ class Registry:
                 "`wardwatch alerting registry-key PATH`",
             )
         return self._cipher
-
-    # -- documents --------------------------------------------------------------------------------
-
-    def _build(self, now: int, gateways: Iterable[tuple[str, str, int]]) -> list[GatewayKit]:
-        """Kits of ``(ward, gateway, revision)`` from the tables (ended bindings within the retention)."""
-        keep_from = now - round(self.config.retention_s * 1000)
-        kits: list[GatewayKit] = []
-        for ward, gateway, revision in gateways:
-            rows = self._rows(
-                "SELECT device, patient, role, since, until, address, name FROM reg_bindings"
-                " WHERE gateway = ? AND (until IS NULL OR until >= ?)",
-                (gateway, keep_from),
-            )
-            devices = [
-                KitDevice(
-                    id=device,
-                    patient=patient,
-                    role=DeviceRole(role),
-                    since=since,
-                    until=until,
-                    address=address,
-                    name=name,
-                )
-                for device, patient, role, since, until, address, name in rows
-            ]
-            kits.append(kit_from_bindings(ward, gateway, revision, now, devices))
-        return kits
-
-    def _manifest(self, ward: str, now: int) -> WardManifest:
-        issued = max(now, self._manifest_issued.get(ward, 0) + 1)  # strictly increasing per ward
-        self._manifest_issued[ward] = issued
-        rows = self._rows("SELECT gateway, revision FROM reg_gateways WHERE ward = ?", (ward,))
-        return WardManifest(ward=ward, issued_at=issued, gateways=dict(rows))
-
-    def _rebuild(self, now: int) -> list[GatewayKit | WardManifest]:
-        """Every kit and manifest of the owned wards, applied to the index (what :meth:`publish_all` sends)."""
-        documents: list[GatewayKit | WardManifest] = []
-        for ward in self.wards:
-            rows = self._rows("SELECT gateway, revision FROM reg_gateways WHERE ward = ?", (ward,))
-            documents += self._build(now, [(ward, gateway, revision) for gateway, revision in rows])
-            documents.append(self._manifest(ward, now))
-        for document in documents:
-            self.index.apply(document)
-        return documents
-
-    async def _publish(self, documents: Sequence[GatewayKit | WardManifest]) -> None:
-        """Retained, QoS 1; kits before the manifest that names their revisions."""
-        publisher = self.service.publisher
-        if publisher is None:
-            return
-        for document in documents:
-            if isinstance(document, GatewayKit):
-                topic = kit_topic(document.ward, document.gateway)
-            else:
-                topic = manifest_topic(document.ward)
-            try:
-                await publisher.publish(topic, encode_document(document), qos=1, retain=True)
-                self.service.set_problem("registry_publish", None)
-            except Exception as exc:  # the change is committed; the next change or start publishes again
-                self.service.metrics.failures.labels(stage="registry").inc()
-                self.service.set_problem(
-                    "registry_publish", f"publishing registry document {topic} failed ({type(exc).__name__}: {exc})"
-                )
-
-    async def publish_all(self) -> None:
-        """At start: bump every kit's revision, rebuild and publish every kit and manifest.
-
-        Also resolves alarms still open for discharged patients (a crash between a discharge and the
-        resolution of its alarms).
-        """
-        discharged = {row[0] for row in self._rows("SELECT patient FROM reg_patients WHERE status = 'discharged'")}
-        for record in self.service.manager.open_alarms():
-            if record.patient in discharged:
-                self.service.resolve(record.alarm_id, SYSTEM_ACTOR, DISCHARGED)
-        async with self._lock:
-            with self.store.transaction() as (db, _audit):
-                for ward in self.wards:
-                    db.execute("UPDATE reg_gateways SET revision = revision + 1 WHERE ward = ?", (ward,))
-            await self._publish(self._rebuild(self.service.clock.now_ms()))
-
-    async def expire_ended(self) -> list[str]:
-        """Republish (at a new revision) every kit holding a binding that ended longer than the retention ago.
-
-        Returns the gateways whose kit changed. Run now and then (:meth:`expire_periodically`).
-        """
-        async with self._lock:
-            keep_from = self.service.clock.now_ms() - round(self.config.retention_s * 1000)
-            stale = [
-                (ward, gateway)
-                for (ward, gateway), kit in list(self.index.kits.items())
-                if ward in self.wards and any(d.until is not None and d.until < keep_from for d in kit.devices)
-            ]
-            if not stale:
-                return []
-            with self.store.transaction() as (db, _audit):
-                for _ward, gateway in stale:
-                    db.execute("UPDATE reg_gateways SET revision = revision + 1 WHERE gateway = ?", (gateway,))
-            for ward in sorted({ward for ward, _ in stale}):
-                await self._changed(ward, [gateway for w, gateway in stale if w == ward])
-            return [gateway for _, gateway in stale]
-
-    async def expire_periodically(self, interval_s: float = 3600.0) -> None:
-        """:meth:`expire_ended` every ``interval_s`` until cancelled (the kits stay as small as the retention)."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.expire_ended()
-            except Exception as exc:  # housekeeping: the kits only stay larger than needed
-                self.service.metrics.failures.labels(stage="registry").inc()
-                _log.warning("expiring ended bindings failed: %r", exc)
-
-    async def _changed(self, ward: str, gateways: Iterable[str]) -> None:
-        """After a committed change: rebuild the touched kits and the ward's manifest; apply; publish."""
-        now = self.service.clock.now_ms()
-        names = sorted(set(gateways))
-        rows = [
-            (ward, gateway, int(self._rows("SELECT revision FROM reg_gateways WHERE gateway = ?", (gateway,))[0][0]))
-            for gateway in names
-        ]
-        documents: list[GatewayKit | WardManifest] = [*self._build(now, rows), self._manifest(ward, now)]
-        for document in documents:
-            self.index.apply(document)
-        await self._publish(documents)
 
     # -- changes ----------------------------------------------------------------------------------
 
@@ -641,32 +424,6 @@ class Registry:
                 _log.exception("the engine failed to forget a discharged patient")
                 continue
             service.on_conditions(changes)
-
-
-def _patient_row(row: Sequence[Any]) -> PatientRow:
-    patient, ward, status, admitted_at, discharged_at, discharge_reason, profile, has_identity = row
-    return PatientRow(patient, ward, status, admitted_at, discharged_at, discharge_reason, profile, bool(has_identity))
-
-
-def _continuous_bound(db: sqlite3.Connection, gateway: str) -> int:
-    roles = sorted(str(role) for role in CONTINUOUS_ROLES)
-    row = db.execute(
-        "SELECT COUNT(*) FROM reg_bindings WHERE gateway = ? AND until IS NULL AND role IN (?, ?)", (gateway, *roles)
-    ).fetchone()
-    return int(row[0])
-
-
-def _refuse_bound(db: sqlite3.Connection, device: str) -> None:
-    held = db.execute("SELECT patient FROM reg_bindings WHERE device = ? AND until IS NULL", (device,)).fetchone()
-    if held is not None:
-        raise RegistryError(409, f"device {device} is bound to patient {held[0]}; swap or discharge first")
-
-
-def _bind(db: sqlite3.Connection, device: DeviceSpec, patient: str, gateway: str, now: int) -> None:
-    db.execute(
-        "INSERT INTO reg_bindings (device, role, address, name, patient, gateway, since) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (device.id, str(device.role), device.address, device.name, patient, gateway, now),
-    )
 
 
 __all__ = [
