@@ -1,0 +1,143 @@
+"""A ward's handover: what happened in the last hours and what needs attention now.
+
+:func:`handover` gathers, for one ward and a window of ``hours``: the alarms open in or since the window
+with how each ended (acknowledged by whom, silenced, resolved by whom with which note, or cleared by
+itself) from the audit log; the patients whose NEWS2 rose (first vs last score, from :mod:`.scores`
+and the engine's score now); the admitted patients stale or disconnected now (the live board); the
+review notes written in the window. Every list is bounded (``truncated`` says when a limit was hit).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from wardwatch.alerting.manager import AlarmRecord
+
+if TYPE_CHECKING:
+    from wardwatch.alerting.service import AlarmService
+
+MAX_ALARMS: Final = 500
+"""Alarms listed in one handover (newest first)."""
+MAX_NOTES: Final = 500
+"""Review notes listed in one handover (newest first)."""
+STALE_AFTER_MS: Final = 60_000
+"""A patient whose newest reading is older than this is stale (the console's default ``stale_after_s``)."""
+_CLINICIAN_ACTIONS: Final = ("acknowledge", "silence", "resolve")
+_records: Final = msgspec.json.Decoder(AlarmRecord)
+
+
+def _alarms(service: AlarmService, ward: str, since: int) -> tuple[list[dict[str, Any]], bool]:
+    db = service.store.connection
+    rows = db.execute(
+        "SELECT record FROM alarms WHERE ward = ? AND (updated >= ? OR state != 'resolved')"
+        " ORDER BY started DESC LIMIT ?",
+        (ward, since, MAX_ALARMS + 1),
+    ).fetchall()
+    records = [_records.decode(row[0]) for row in rows[:MAX_ALARMS]]
+    actions: dict[str, list[dict[str, Any]]] = {r.alarm_id: [] for r in records}
+    if records:
+        marks = ", ".join("?" * len(records))
+        found = db.execute(
+            f"SELECT alarm_id, t, actor, action, reason FROM audit WHERE alarm_id IN ({marks})"  # noqa: S608 - placeholders only
+            f" AND action IN ({', '.join('?' * len(_CLINICIAN_ACTIONS))}) ORDER BY seq",
+            [*actions, *_CLINICIAN_ACTIONS],
+        ).fetchall()
+        for alarm_id, t, actor, action, reason in found:
+            actions[alarm_id].append({"action": action, "actor": actor, "t": t, "note": reason})
+    return [_alarm(record, actions[record.alarm_id]) for record in records], len(rows) > MAX_ALARMS
+
+
+def _alarm(record: AlarmRecord, actions: list[dict[str, Any]]) -> dict[str, Any]:
+    acknowledged = next((a for a in actions if a["action"] == "acknowledge"), None)
+    resolved = next((a for a in reversed(actions) if a["action"] == "resolve"), None)
+    if record.state != "resolved":
+        outcome = f"open ({record.state})"
+    elif resolved is not None:
+        outcome = "resolved"
+    else:
+        outcome = "cleared"  # the condition ended and the alarm resolved itself
+    return {
+        "alarm_id": record.alarm_id,
+        "patient": record.patient,
+        "rule": record.rule,
+        "category": record.category,
+        "priority": record.priority,
+        "state": record.state,
+        "text": record.text,
+        "started": record.started,
+        "resolved_at": record.resolved_at,
+        "outcome": outcome,
+        "acknowledged_by": acknowledged["actor"] if acknowledged else None,
+        "acknowledged_at": acknowledged["t"] if acknowledged else None,
+        "resolved_by": resolved["actor"] if resolved else None,
+        "resolution_note": resolved["note"] if resolved else None,
+        "actions": actions,
+    }
+
+
+def _news2_rose(service: AlarmService, ward: str, since: int, now: int) -> list[dict[str, Any]]:
+    logged = service.handover.scores.window(ward, since)
+    source = service.observations.score_source
+    rose: list[dict[str, Any]] = []
+    for patient in service.registry.patients(ward, "admitted"):
+        scores = list(logged.get(patient.patient, []))
+        current = source(patient.patient, now) if source is not None else None
+        if current is not None:
+            scores.append({"t": now, "score": current.score, "full": current.full})
+        if len(scores) < 2:
+            continue
+        first, last = scores[0], scores[-1]
+        if last["score"] > first["score"]:
+            highest = max(s["score"] for s in scores)
+            rose.append({"patient": patient.patient, "first": first, "last": last, "highest": highest})
+    rose.sort(key=lambda r: (r["last"]["score"] - r["first"]["score"], r["last"]["score"]), reverse=True)
+    return rose
+
+
+def _attention(service: AlarmService, ward: str, now: int) -> list[dict[str, Any]]:
+    board = service.live.snapshot(ward)
+    live = {p["patient"]: p for p in board["patients"]}
+    offline = {g["gateway"] for g in board["gateways"] if g.get("online") is False}
+    found: list[dict[str, Any]] = []
+    for patient in service.registry.patients(ward, "admitted"):
+        entry = live.get(patient.patient)
+        readings = [v["t"] for v in entry["vitals"].values() if not v.get("absent")] if entry else []
+        newest = max(readings, default=None)
+        stale = newest is None or now - newest > STALE_AFTER_MS
+        devices = entry["devices"].values() if entry else ()
+        disconnected = sorted(d["device"] for d in devices if d.get("connected") is False)
+        gateway = entry["gateway"] if entry else None
+        gateway_offline = gateway in offline
+        if stale or disconnected or gateway_offline:
+            found.append(
+                {
+                    "patient": patient.patient,
+                    "stale": stale,
+                    "newest_reading": newest,
+                    "disconnected": disconnected,
+                    "gateway": gateway,
+                    "gateway_offline": gateway_offline,
+                }
+            )
+    return found
+
+
+def handover(service: AlarmService, ward: str, hours: int) -> dict[str, Any]:
+    """The handover of ``ward`` for the last ``hours`` (see the module)."""
+    now = service.clock.now_ms()
+    since = now - hours * 3_600_000
+    alarms, alarms_truncated = _alarms(service, ward, since)
+    notes = service.handover.notes.of_ward(ward, since, MAX_NOTES + 1)
+    return {
+        "ward": ward,
+        "hours": hours,
+        "since": since,
+        "until": now,
+        "alarms": alarms,
+        "news2_rose": _news2_rose(service, ward, since, now),
+        "attention": _attention(service, ward, now),
+        "notes": [n.as_json() for n in notes[:MAX_NOTES]],
+        "truncated": {"alarms": alarms_truncated, "notes": len(notes) > MAX_NOTES},
+    }
