@@ -2,7 +2,8 @@
 
 The bindings (since/until, swaps) are the registry's. Connection and battery events come from the
 device status and gateway status messages the service already receives; only transitions are stored
-(connected <-> disconnected, a battery step of :data:`BATTERY_STEP` % or crossing :data:`BATTERY_LOW` %),
+(connected <-> disconnected, with the battery level then; a battery step of :data:`BATTERY_STEP` % or
+crossing :data:`BATTERY_LOW` % otherwise),
 at most :data:`MAX_EVENTS_PER_DEVICE` per device (older ones are dropped), in ``device_events``; the
 gateways' online/offline changes in ``gateway_events`` likewise. Nothing here may reach the alarm path:
 :meth:`DeviceHistory.observe` and :meth:`DeviceHistory.gateway` count and log a failure, never raise.
@@ -126,9 +127,9 @@ class DeviceHistory:
         if last is None:
             last = self._last[device] = self._stored_state(device)
         events: list[tuple[str, int | None, str | None]] = []
-        if last.connected != connected:
+        if last.connected != connected:  # a link event carries the battery level too
             events.append(("connected" if connected else "disconnected", battery, reason if not connected else None))
-        if battery is not None and (
+        elif battery is not None and (
             last.battery is None
             or abs(battery - last.battery) >= BATTERY_STEP
             or (battery <= BATTERY_LOW) != (last.battery <= BATTERY_LOW)
@@ -149,7 +150,7 @@ class DeviceHistory:
                 (device, device, MAX_EVENTS_PER_DEVICE),
             )
         last.connected = connected
-        if battery is not None and any(event == "battery" for event, _, _ in events):
+        if battery is not None:
             last.battery = battery
         self.stored += len(events)
 

@@ -4,6 +4,8 @@ import { ApiError, get, post, setCsrf, whenLoggedOut } from "./api.js";
 import { renderAlarms, setCanAct } from "./alarms.js";
 import { renderAudit } from "./audit.js";
 import { renderBoard } from "./board.js";
+import { renderHandover } from "./handover.js";
+import { setNotesRole } from "./notes.js";
 import { renderPatient } from "./patient.js";
 import * as sound from "./sound.js";
 import { applyAlarm, applySnapshot, applyValues, highestActiveLevel, subscribe, ward } from "./store.js";
@@ -105,6 +107,7 @@ function startSession(data) {
   setCsrf(data.csrf);
   ward.staleAfterS = data.stale_after_s;
   setCanAct(ACT_ROLES.has(data.role));
+  setNotesRole(data.role);
   topbar.hidden = false;
   document.getElementById("ward-name").textContent = data.ward;
   document.getElementById("user-name").textContent = `${data.name} (${data.role.replace("_", " ")})`;
@@ -227,6 +230,7 @@ function route() {
   if (view === "alarms") leaveView = renderAlarms(main, params);
   else if (view === "patient" && parts[1]) leaveView = renderPatient(main, decodeURIComponent(parts[1]));
   else if (view === "audit" && AUDIT_ROLES.has(session.role)) leaveView = renderAudit(main);
+  else if (view === "handover") leaveView = renderHandover(main, params);
   else leaveView = renderBoard(main);
   main.focus({ preventScroll: true }); // keyboard users start at the view's content
 }
