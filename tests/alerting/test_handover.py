@@ -20,6 +20,8 @@ import msgspec
 import pytest
 
 from wardwatch.alerting.auth import Authenticator, Role
+from wardwatch.alerting.engine.news2 import News2Score, Param
+from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.handover.devices import MAX_EVENTS_PER_DEVICE
 from wardwatch.alerting.handover.notes import MAX_NOTE_LENGTH
 from wardwatch.alerting.registry.identity import create_key_file
@@ -29,7 +31,7 @@ from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver, running_service
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
-from wardwatch.core.schema import SCHEMA_VERSION, DeviceRole, DeviceStatus, encode
+from wardwatch.core.schema import SCHEMA_VERSION, AlarmCategory, DeviceRole, DeviceStatus, Priority, encode
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.topics import availability_topic, device_status_topic
 from wardwatch.core.waiting import wait_for
@@ -57,7 +59,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def config_for(tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto) -> AlertingConfig:
+def config_for(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto, reopen_window_s: float = 30.0
+) -> AlertingConfig:
     (tmp_path / "rules.toml").write_text("[defaults]\nspo2_delay_s = 0.0\n")
     key = tmp_path / "identity.key"
     create_key_file(key)
@@ -74,6 +78,7 @@ def config_for(tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto) 
                     "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
                     "escalation": {"high": {"steps": [{"destination": "nurse", "timeout_s": 60}]}},
                     "failsafe": "nurse",
+                    "reopen_window_s": reopen_window_s,
                 }
             },
         }
@@ -335,3 +340,78 @@ async def test_device_state_is_read_back_after_a_restart_so_nothing_repeats(
         await wait_for(lambda: history.stored == 1, TIMEOUT, what="the disconnection")
         found = await api.ok("viewer", "GET", f"/api/v1/patients/{patient}/devices")
         assert [(e["event"], e["battery"]) for e in found["events"]] == [("disconnected", 63), ("connected", 64)]
+
+
+def condition(patient: str, priority: Priority, active: bool) -> ConditionChange:
+    return ConditionChange(
+        patient=patient,
+        ward=WARD,
+        rule="spo2_low" if priority is Priority.HIGH else "hr_high",
+        category=AlarmCategory.PHYSIOLOGICAL,
+        priority=priority,
+        active=active,
+        t=now_ms(),
+        value=84.0,
+        text="test condition",
+    )
+
+
+async def test_handover_tells_every_way_an_alarm_ended(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: WebhookReceiver
+) -> None:
+    async with running(config_for(tmp_path, receiver, mosquitto, reopen_window_s=0.1)) as api:
+        service = api.service
+        latched, cleared, silenced = "p-latched", "p-cleared", "p-silenced"
+        service.on_conditions(
+            [
+                condition(p, Priority.HIGH if p != cleared else Priority.MEDIUM, True)
+                for p in (latched, cleared, silenced)
+            ]
+        )
+        ids = {r.patient: r.alarm_id for r in service.manager.open_alarms()}
+        # a high alarm stays (latched) when its condition clears: acknowledging it then ends it
+        service.on_conditions([condition(latched, Priority.HIGH, False), condition(cleared, Priority.MEDIUM, False)])
+        await api.ok(
+            "nurse", "POST", f"/api/v1/alarms/{ids[latched]}/acknowledge", {"reason": "back in range at the call"}
+        )
+        await api.ok(
+            "nurse", "POST", f"/api/v1/alarms/{ids[silenced]}/silence", {"reason": "probe reseated", "minutes": 5}
+        )
+        await wait_for(lambda: service.manager.get(ids[cleared]) is None, TIMEOUT, what="the cleared alarm to end")
+        found = await api.ok("viewer", "GET", f"/api/v1/wards/{WARD}/handover")
+        by_patient = {a["patient"]: a for a in found["alarms"]}
+        assert (by_patient[latched]["outcome"], by_patient[latched]["resolved_by"]) == ("resolved", "nurse")
+        assert by_patient[latched]["resolution_note"] == "back in range at the call"
+        assert (by_patient[cleared]["outcome"], by_patient[cleared]["resolved_by"]) == ("cleared", None)
+        assert (by_patient[silenced]["outcome"], by_patient[silenced]["silenced_by"]) == ("open (silenced)", "nurse")
+        assert by_patient[silenced]["acknowledged_by"] is None
+
+
+async def test_the_news2_log_stores_changes_only_and_keeps_each_patients_newest_score(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: WebhookReceiver
+) -> None:
+    config = config_for(tmp_path, receiver, mosquitto)
+    with Store(config.database) as store:
+        service = AlarmService(config, store)  # not started: its NEWS2 log is driven by hand
+        for patient in ("p-steady", "p-rising"):
+            await service.registry.admit(WARD, "charge", "referred", patient=patient)
+        scores = {"p-steady": 1, "p-rising": 2}
+        missing = (Param.RESPIRATION,)
+        service.observations.score_source = lambda patient, t: News2Score(
+            score=scores[patient], points={}, used={}, missing=missing, spo2_scale=1, t=t
+        )
+        log = service.handover.scores
+        day = 86_400_000
+        t0 = now_ms() - 9 * day
+        assert log.sample(t0) == 2
+        assert log.sample(t0 + 60_000) == 0  # nothing changed
+        scores["p-rising"] = 3
+        assert log.sample(t0 + 120_000) == 1
+        assert log.sample(t0 + 8 * day) == 0  # unchanged for 8 days; old rows pruned but each newest kept
+        rows = store.connection.execute("SELECT patient, score FROM news2_log ORDER BY id").fetchall()
+        assert rows == [("p-steady", 1), ("p-rising", 3)]
+        scores["p-steady"] = 5
+        assert log.sample(t0 + 8 * day + 60_000) == 1
+        window = log.window(WARD, t0 + 8 * day)
+        assert [r["score"] for r in window["p-steady"]] == [1, 5]  # the score before the window, then the rise
+        assert [r["score"] for r in window["p-rising"]] == [3]

@@ -62,6 +62,43 @@ ACK_NOTE = "Phoned the patient: oxygen on, probe reseated"
 RESOLVE_NOTE = "Ambulance called; GP informed"
 REVIEW_NOTE = "Video review: breathless on exertion, chest clear. Recheck SpO2 at 18:00."
 
+# WCAG 2.x contrast of every visible text node's element against its composited background: the failures.
+CONTRAST_FAILURES = """
+() => {
+  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const channel = (v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  function background(element) {
+    const layers = [];
+    for (let e = element; e; e = e.parentElement) {
+      const [r, g, b, a = 1] = parse(getComputedStyle(e).backgroundColor);
+      if (a > 0) layers.push([r, g, b, a]);
+      if (a >= 1) break;
+    }
+    let colour = [255, 255, 255];
+    for (const [r, g, b, a] of layers.reverse()) colour = [r, g, b].map((v, i) => v * a + colour[i] * (1 - a));
+    return colour;
+  }
+  const failures = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const text = walker.currentNode.nodeValue.trim();
+    const element = walker.currentNode.parentElement;
+    if (!text || !element || !element.checkVisibility() || element.closest(".sr-only, .skip-link")) continue;
+    const style = getComputedStyle(element);
+    const [r, g, b, a = 1] = parse(style.color);
+    const back = background(element);
+    const fore = [r, g, b].map((v, i) => v * a + back[i] * (1 - a));
+    const [l1, l2] = [luminance(fore), luminance(back)].sort((x, y) => y - x);
+    const ratio = (l1 + 0.05) / (l2 + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) failures.push(`${text.slice(0, 30)}: ${ratio.toFixed(2)}`);
+  }
+  return failures;
+}
+"""
+
 
 @contextlib.asynccontextmanager
 async def _browser() -> AsyncIterator[Any]:
@@ -132,6 +169,7 @@ async def test_notes_device_history_and_handover_in_the_browser(
         await page.locator("#device-history table.device-events", has_text="connected").wait_for(timeout=30_000)
         await page.locator("#notes").scroll_into_view_if_needed()
         await page.screenshot(path=str(SCREENSHOTS / "console-patient-notes.png"), full_page=True)
+        assert await page.evaluate(CONTRAST_FAILURES) == []  # WCAG AA: notes and device history
         # the note survives a reload (stored, not only drawn)
         await page.reload()
         await page.locator("#notes li.note", has_text=REVIEW_NOTE).wait_for()
@@ -147,6 +185,7 @@ async def test_notes_device_history_and_handover_in_the_browser(
         assert RESOLVE_NOTE in text
         await page.locator("#handover-notes").locator("xpath=..").locator("td", has_text=REVIEW_NOTE).wait_for()
         await page.screenshot(path=str(SCREENSHOTS / "console-handover.png"), full_page=True)
+        assert await page.evaluate(CONTRAST_FAILURES) == []  # WCAG AA on the handover
         await page.emulate_media(media="print")
         assert not await page.locator("#topbar").is_visible()  # printed without the console's chrome
         assert not await page.get_by_role("button", name="Print").is_visible()

@@ -1,10 +1,11 @@
 """A ward's handover: what happened in the last hours and what needs attention now.
 
 :func:`handover` gathers, for one ward and a window of ``hours``: the alarms open in or since the window
-with how each ended (acknowledged by whom, silenced, resolved by whom with which note, or cleared by
-itself) from the audit log; the patients whose NEWS2 rose (first vs last score, from :mod:`.scores`
-and the engine's score now); the admitted patients stale or disconnected now (the live board); the
-review notes written in the window. Every list is bounded (``truncated`` says when a limit was hit).
+with how each ended from the audit log (acknowledged by whom, silenced by whom, resolved by whom with
+which note - by a resolve, or by acknowledging a latched alarm whose condition had cleared - or cleared
+by itself); the patients whose NEWS2 rose (first vs last score, from :mod:`.scores` and the engine's
+score now); the admitted patients stale or disconnected now (the live board); the review notes written
+in the window. Every list is bounded (``truncated`` says when a limit was hit).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ STALE_AFTER_MS: Final = 60_000
 """A patient whose newest reading is older than this is stale (the console's default ``stale_after_s``)."""
 _CLINICIAN_ACTIONS: Final = ("acknowledge", "silence", "resolve")
 _records: Final = msgspec.json.Decoder(AlarmRecord)
+_details: Final = msgspec.json.Decoder(dict[str, Any])
 
 
 def _alarms(service: AlarmService, ward: str, since: int) -> tuple[list[dict[str, Any]], bool]:
@@ -40,18 +42,22 @@ def _alarms(service: AlarmService, ward: str, since: int) -> tuple[list[dict[str
     if records:
         marks = ", ".join("?" * len(records))
         found = db.execute(
-            f"SELECT alarm_id, t, actor, action, reason FROM audit WHERE alarm_id IN ({marks})"  # noqa: S608 - placeholders only
+            f"SELECT alarm_id, t, actor, action, reason, details FROM audit WHERE alarm_id IN ({marks})"  # noqa: S608 - placeholders only
             f" AND action IN ({', '.join('?' * len(_CLINICIAN_ACTIONS))}) ORDER BY seq",
             [*actions, *_CLINICIAN_ACTIONS],
         ).fetchall()
-        for alarm_id, t, actor, action, reason in found:
-            actions[alarm_id].append({"action": action, "actor": actor, "t": t, "note": reason})
+        for alarm_id, t, actor, action, reason, details in found:
+            entry = {"action": action, "actor": actor, "t": t, "note": reason}
+            if action == "acknowledge" and _details.decode(details).get("state") == "resolved":
+                entry["resolved"] = True  # acknowledging a latched alarm whose condition had cleared ends it
+            actions[alarm_id].append(entry)
     return [_alarm(record, actions[record.alarm_id]) for record in records], len(rows) > MAX_ALARMS
 
 
 def _alarm(record: AlarmRecord, actions: list[dict[str, Any]]) -> dict[str, Any]:
     acknowledged = next((a for a in actions if a["action"] == "acknowledge"), None)
-    resolved = next((a for a in reversed(actions) if a["action"] == "resolve"), None)
+    resolved = next((a for a in reversed(actions) if a["action"] == "resolve" or a.get("resolved")), None)
+    silenced = next((a for a in reversed(actions) if a["action"] == "silence"), None)
     if record.state != "resolved":
         outcome = f"open ({record.state})"
     elif resolved is not None:
@@ -73,6 +79,7 @@ def _alarm(record: AlarmRecord, actions: list[dict[str, Any]]) -> dict[str, Any]
         "acknowledged_at": acknowledged["t"] if acknowledged else None,
         "resolved_by": resolved["actor"] if resolved else None,
         "resolution_note": resolved["note"] if resolved else None,
+        "silenced_by": silenced["actor"] if silenced else None,
         "actions": actions,
     }
 

@@ -3,8 +3,8 @@
 The engine keeps only each patient's current score. :class:`News2Log` asks it (through
 ``service.observations.score_source``, the engine's ``score_now``) every :data:`SAMPLE_S` and stores a
 row in ``news2_log`` when the total or full/partial changed since the last row: at most one row per
-patient per sample, rows older than :data:`KEEP_MS` dropped. A failure is counted and logged; the
-next sample runs.
+patient per sample; once an hour, rows older than :data:`KEEP_MS` are dropped (but each patient's
+newest). A failure is counted and logged; the next sample runs.
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ CREATE TABLE IF NOT EXISTS news2_log (
     full INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS news2_log_patient ON news2_log (patient, t);
+CREATE INDEX IF NOT EXISTS news2_log_t ON news2_log (t);
 """
 SAMPLE_S: Final = 60.0
 """How often every admitted patient's NEWS2 is looked at."""
 KEEP_MS: Final = 7 * 86_400_000
 """Rows older than this are dropped (a handover looks back at most 48 hours)."""
+PRUNE_MS: Final = 3_600_000
+"""How often old rows are dropped."""
 
 
 class News2Log:
@@ -43,6 +46,7 @@ class News2Log:
     def __init__(self, service: AlarmService) -> None:
         self._service = service
         self._last: dict[str, tuple[int, bool]] = {}
+        self._pruned_at = 0
         self._warn = RateLimitedLog(_log, interval_s=300.0)
         service.store.add_schema(SCHEMA)
 
@@ -63,9 +67,18 @@ class News2Log:
                     continue
                 rows.append((patient.patient, ward, now, score.score, int(score.full)))
                 self._last[patient.patient] = key
+        prune = now - self._pruned_at >= PRUNE_MS
+        if not rows and not prune:
+            return 0
         with service.store.transaction() as (db, _):
             db.executemany("INSERT INTO news2_log (patient, ward, t, score, full) VALUES (?, ?, ?, ?, ?)", rows)
-            db.execute("DELETE FROM news2_log WHERE t < ?", (now - KEEP_MS,))
+            if prune:  # each patient's newest row stays: a score unchanged for a week is still its score
+                db.execute(
+                    "DELETE FROM news2_log WHERE t < ? AND id NOT IN (SELECT MAX(id) FROM news2_log GROUP BY patient)",
+                    (now - KEEP_MS,),
+                )
+        if prune:
+            self._pruned_at = now
         return len(rows)
 
     def _stored(self, patient: str) -> tuple[int, bool] | None:

@@ -13,6 +13,7 @@ function patientLink(patient) {
 function outcome(alarm) {
   const parts = [];
   if (alarm.acknowledged_by) parts.push(`Acknowledged by ${alarm.acknowledged_by} at ${clock(alarm.acknowledged_at)}`);
+  if (alarm.silenced_by) parts.push(`Silenced by ${alarm.silenced_by}`);
   if (alarm.outcome === "resolved") parts.push(`Resolved by ${alarm.resolved_by} at ${clock(alarm.resolved_at)}: “${alarm.resolution_note}”`);
   else if (alarm.outcome === "cleared") parts.push(`Cleared by itself at ${clock(alarm.resolved_at)}`);
   else parts.push(`Still open (${alarm.state})`);
