@@ -412,6 +412,8 @@ async def test_the_news2_log_stores_changes_only_and_keeps_each_patients_newest_
         assert rows == [("p-steady", 1), ("p-rising", 3)]
         scores["p-steady"] = 5
         assert log.sample(t0 + 8 * day + 60_000) == 1
-        window = log.window(WARD, t0 + 8 * day)
-        assert [r["score"] for r in window["p-steady"]] == [1, 5]  # the score before the window, then the rise
-        assert [r["score"] for r in window["p-rising"]] == [3]
+        window = log.window(["p-steady", "p-rising"], t0 + 8 * day)
+        steady = window["p-steady"]  # the score before the window, then the rise in it
+        assert (steady["first"]["score"], steady["last"]["score"], steady["highest"]) == (1, 5, 5)
+        rising = window["p-rising"]  # unchanged: its score from before the window
+        assert (rising["first"]["score"], rising["last"]["score"], rising["highest"]) == (3, 3, 3)

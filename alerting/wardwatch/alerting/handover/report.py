@@ -85,19 +85,20 @@ def _alarm(record: AlarmRecord, actions: list[dict[str, Any]]) -> dict[str, Any]
 
 
 def _news2_rose(service: AlarmService, ward: str, since: int, now: int) -> list[dict[str, Any]]:
-    logged = service.handover.scores.window(ward, since)
+    admitted = service.registry.patients(ward, "admitted")
+    logged = service.handover.scores.window([p.patient for p in admitted], since)
     source = service.observations.score_source
     rose: list[dict[str, Any]] = []
-    for patient in service.registry.patients(ward, "admitted"):
-        scores = list(logged.get(patient.patient, []))
+    for patient in admitted:
+        summary = logged.get(patient.patient)
+        if summary is None:
+            continue
+        first, last, highest = summary["first"], summary["last"], summary["highest"]
         current = source(patient.patient, now) if source is not None else None
         if current is not None:
-            scores.append({"t": now, "score": current.score, "full": current.full})
-        if len(scores) < 2:
-            continue
-        first, last = scores[0], scores[-1]
+            last = {"t": now, "score": current.score, "full": current.full}
+            highest = max(highest, current.score)
         if last["score"] > first["score"]:
-            highest = max(s["score"] for s in scores)
             rose.append({"patient": patient.patient, "first": first, "last": last, "highest": highest})
     rose.sort(key=lambda r: (r["last"]["score"] - r["first"]["score"], r["last"]["score"]), reverse=True)
     return rose

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from wardwatch.core.logs import RateLimitedLog
@@ -29,7 +30,7 @@ CREATE TABLE IF NOT EXISTS news2_log (
     score INTEGER NOT NULL,
     full INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS news2_log_patient ON news2_log (patient, t);
+CREATE INDEX IF NOT EXISTS news2_log_patient_t ON news2_log (patient, t, score);
 CREATE INDEX IF NOT EXISTS news2_log_t ON news2_log (t);
 """
 SAMPLE_S: Final = 60.0
@@ -38,6 +39,14 @@ KEEP_MS: Final = 7 * 86_400_000
 """Rows older than this are dropped (a handover looks back at most 48 hours)."""
 PRUNE_MS: Final = 3_600_000
 """How often old rows are dropped."""
+
+
+_ROW: Final = "SELECT t, score, full FROM news2_log WHERE patient = ?"
+
+
+def _score_row(row: tuple[int, int, int]) -> dict[str, Any]:
+    t, score, full = row
+    return {"t": t, "score": score, "full": bool(full)}
 
 
 class News2Log:
@@ -89,18 +98,26 @@ class News2Log:
         ).fetchone()
         return None if row is None else (row[0], bool(row[1]))
 
-    def window(self, ward: str, since: int) -> dict[str, list[dict[str, Any]]]:
-        """Per patient of ``ward``: the last row before ``since`` (if any) and every row since, oldest first."""
+    def window(self, patients: Iterable[str], since: int) -> dict[str, dict[str, Any]]:
+        """Per patient with a score logged: ``first`` (the last row before ``since``, else the first since), ``last``
+        (the newest row) and ``highest`` (the highest since ``since``, else ``first``'s). Index seeks per patient."""
         db = self._service.store.connection
-        rows = db.execute(
-            "SELECT patient, t, score, full FROM news2_log l WHERE ward = ? AND (t >= ? OR id = (SELECT MAX(id)"
-            " FROM news2_log b WHERE b.patient = l.patient AND b.t < ?)) ORDER BY patient, t, id",
-            (ward, since, since),
-        ).fetchall()
-        found: dict[str, list[dict[str, Any]]] = {}
-        for patient, t, score, full in rows:
-            found.setdefault(patient, []).append({"t": t, "score": score, "full": bool(full)})
-        return found
+        summary: dict[str, dict[str, Any]] = {}
+        for patient in patients:
+            before = db.execute(_ROW + " AND t < ? ORDER BY t DESC LIMIT 1", (patient, since)).fetchone()
+            first_inside = db.execute(_ROW + " AND t >= ? ORDER BY t LIMIT 1", (patient, since)).fetchone()
+            if before is None and first_inside is None:
+                continue
+            first = _score_row(before if before is not None else first_inside)
+            if first_inside is None:
+                summary[patient] = {"first": first, "last": first, "highest": first["score"]}
+                continue
+            newest = db.execute(_ROW + " ORDER BY t DESC LIMIT 1", (patient,)).fetchone()
+            (highest,) = db.execute(
+                "SELECT MAX(score) FROM news2_log WHERE patient = ? AND t >= ?", (patient, since)
+            ).fetchone()
+            summary[patient] = {"first": first, "last": _score_row(newest), "highest": highest}
+        return summary
 
     async def run(self, sample_s: float = SAMPLE_S) -> None:
         """Sample every ``sample_s`` until cancelled."""
