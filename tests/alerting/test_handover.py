@@ -320,6 +320,7 @@ async def test_handover_shows_alarms_and_how_they_ended_news2_rises_stale_patien
         # bounds and the read audited
         assert (await api.call("viewer", "GET", f"/api/v1/wards/{WARD}/handover?hours=49"))[0] == 400
         assert (await api.call("viewer", "GET", f"/api/v1/wards/{WARD}/handover?hours=x"))[0] == 400
+        assert (await api.call("viewer", "GET", f"/api/v1/wards/{WARD}/handover?hours=\u00b2"))[0] == 400  # not 500
         assert (await api.call("viewer", "GET", "/api/v1/wards/ward-z/handover"))[0] == 404
         audit = (await api.ok("charge", "GET", "/api/v1/audit"))["entries"]
         assert [e["actor"] for e in audit if e["action"] == "handover_read"] == ["viewer", "viewer"]

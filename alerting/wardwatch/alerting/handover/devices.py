@@ -12,6 +12,7 @@ gateways' online/offline changes in ``gateway_events`` likewise. Nothing here ma
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -105,7 +106,7 @@ class DeviceHistory:
         """A gateway came online or went offline."""
         self._guard(lambda: self._gateway(ward, gateway, online, t))
 
-    def _guard(self, update: Any) -> None:
+    def _guard(self, update: Callable[[], None]) -> None:
         try:
             update()
         except Exception as exc:  # history only: never at the cost of the alarm path
