@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from wardwatch.alerting.handover.devices import DeviceHistory
 from wardwatch.alerting.handover.notes import ReviewNotes
+from wardwatch.alerting.handover.report import SCHEMA
 from wardwatch.alerting.handover.scores import News2Log
 
 if TYPE_CHECKING:
@@ -19,3 +20,4 @@ class HandoverRecords:
         self.notes = ReviewNotes(service)
         self.devices = DeviceHistory(service)
         self.scores = News2Log(service)
+        service.store.add_schema(SCHEMA)
