@@ -289,3 +289,29 @@ def test_the_example_config_loads() -> None:
     assert config.ward == "ward-a"
     assert config.influx.username == "reader"
     assert config.influx.password == Secret("from-the-environment")
+
+
+async def test_notes_device_history_and_handover_are_relayed_with_csrf_on_the_write(console: Console) -> None:
+    registry = console.service.registry
+    patient = (await registry.admit("ward-a", "cat", "referred")).patient
+    await console.login()
+    path = console.base + f"/api/patients/{patient}/notes"
+    async with console.http.post(path, json={"text": "Reviewed on video"}) as response:
+        assert response.status == 403  # no CSRF token: refused by the console, nothing stored
+    assert console.service.handover.notes.of_patient(patient, 10) == []
+    headers = {"X-CSRF-Token": console.csrf}
+    async with console.http.post(path, json={"text": "Reviewed on video"}, headers=headers) as response:
+        assert response.status == 201, await response.text()
+        assert (await response.json())["author"] == "ann"
+    async with console.http.post(path, json={"text": " "}, headers=headers) as response:
+        assert response.status == 400  # the API's check of the text comes through
+    async with console.http.get(path) as response:
+        assert [n["text"] for n in (await response.json())["notes"]] == ["Reviewed on video"]
+    async with console.http.get(console.base + f"/api/patients/{patient}/devices") as response:
+        assert (await response.json())["bindings"] == []
+    async with console.http.get(console.base + "/api/handover?hours=4") as response:
+        handover = await response.json()
+    assert handover["until"] - handover["since"] == 4 * 3_600_000
+    assert [n["text"] for n in handover["notes"]] == ["Reviewed on video"]
+    async with console.http.get(console.base + "/api/patients/..%2F/notes") as response:
+        assert response.status in (400, 404)

@@ -40,6 +40,7 @@ from wardwatch.alerting.auth import (
     check_name,
     retry_after,
 )
+from wardwatch.alerting.handover.routes import HANDOVER_PATHS, HANDOVER_SCHEMAS
 from wardwatch.alerting.http import ID_RE as _ID_RE
 from wardwatch.alerting.http import (
     PRINCIPAL_KEY,
@@ -789,6 +790,7 @@ _SPEC_PATHS: Final[dict[str, dict[str, dict[str, Any]]]] = {
     "/api/v1/tokens": {"post": _op("Create a machine token (shown once)", create_token, "manage_users", "TokenBody")},
     **REGISTRY_PATHS,
     **OBSERVATION_PATHS,
+    **HANDOVER_PATHS,
 }
 _HANDLERS: Final[dict[tuple[str, str], Handler]] = {
     (method, path): op.pop("x-handler") for path, ops in _SPEC_PATHS.items() for method, op in ops.items()
@@ -813,6 +815,7 @@ OPENAPI: Final[dict[str, Any]] = {
             **_COMPONENTS,
             **REGISTRY_SCHEMAS,
             **OBSERVATION_SCHEMAS,
+            **HANDOVER_SCHEMAS,
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
             "PageWebhook": {
                 "type": "object",

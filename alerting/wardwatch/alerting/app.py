@@ -231,6 +231,7 @@ class MqttInput:
                     return
                 changes = self._feed(ward, status.patient, "engine", lambda: self.source.on_device_status(status, ward))
                 live.guard(lambda: live.on_device_status(ward, status))
+                self.service.handover.devices.on_device_status(ward, status)  # never raises
             elif parts.kind == GATEWAY and parts.leaf == "availability":
                 if payload not in (AVAILABILITY_ONLINE, AVAILABILITY_OFFLINE):
                     raise SchemaError(f"availability must be 'online' or 'offline', got {payload[:20]!r}")
@@ -246,6 +247,7 @@ class MqttInput:
                     lambda: self.source.on_gateway_availability(ward, gateway, online, now),
                 )
                 live.guard(lambda: live.on_gateway_availability(ward, gateway, online, now))
+                self.service.handover.devices.on_gateway_availability(ward, gateway, online, now)
             elif parts.kind == GATEWAY and parts.leaf == "gap":
                 gap = decode(payload)
                 if not isinstance(gap, DataGap):
@@ -274,6 +276,7 @@ class MqttInput:
                     return
                 changes = self._feed(ward, ALL_PATIENTS, "engine", lambda: self.source.on_gateway_status(gw_status))
                 live.guard(lambda: live.on_gateway_status(gw_status))
+                self.service.handover.devices.on_gateway_status(gw_status)
             else:
                 return
         except (SchemaError, TopicError) as exc:
@@ -519,6 +522,7 @@ async def run(
             tasks.create_task(inputs.watch_lag(), name="intake-lag")
             tasks.create_task(_purge_tokens(service), name="purge-tokens")
             tasks.create_task(service.registry.expire_periodically(), name="registry-expiry")
+            tasks.create_task(service.handover.scores.run(), name="news2-log")
             if scores is not None:
                 tasks.create_task(scores.run(service.clock.now_ms), name="news2-scores")
             if ready is not None:

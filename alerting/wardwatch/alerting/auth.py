@@ -76,6 +76,7 @@ class Permission(enum.StrEnum):
     MANAGE_PATIENTS = "manage_patients"  # registry: gateways, admission, kits, discharge
     READ_IDENTITY = "read_identity"  # registry: a patient's name, birth date, hospital number (clinical only)
     RECORD_OBSERVATIONS = "record_observations"  # a nurse's NEWS2 observations (clinical only)
+    WRITE_NOTES = "write_notes"  # clinical review notes on a patient (clinical only)
 
 
 _VIEW: Final = {Permission.READ_ALARMS, Permission.READ_THRESHOLDS, Permission.READ_METRICS}
@@ -86,14 +87,19 @@ _LEAD: Final = {
     Permission.MANAGE_PATIENTS,
     Permission.READ_IDENTITY,
     Permission.RECORD_OBSERVATIONS,
+    Permission.WRITE_NOTES,
 }
 ROLE_PERMISSIONS: Final[dict[Role, frozenset[Permission]]] = {
     Role.VIEWER: frozenset(_VIEW),
-    Role.NURSE: frozenset(_VIEW | {Permission.ACT_ON_ALARMS, Permission.READ_IDENTITY, Permission.RECORD_OBSERVATIONS}),
+    Role.NURSE: frozenset(
+        _VIEW
+        | {Permission.ACT_ON_ALARMS, Permission.READ_IDENTITY, Permission.RECORD_OBSERVATIONS, Permission.WRITE_NOTES}
+    ),
     Role.CHARGE_NURSE: frozenset(_VIEW | _LEAD),
     Role.DOCTOR: frozenset(_VIEW | _LEAD),
-    # identity and observations are for those who care for patients
-    Role.ADMIN: frozenset(Permission) - {Permission.READ_IDENTITY, Permission.RECORD_OBSERVATIONS},
+    # identity, observations and review notes are for those who care for patients
+    Role.ADMIN: frozenset(Permission)
+    - {Permission.READ_IDENTITY, Permission.RECORD_OBSERVATIONS, Permission.WRITE_NOTES},
 }
 
 

@@ -31,6 +31,7 @@ import aiohttp
 from wardwatch.alerting.audit import SYSTEM_ACTOR, AuditEntry
 from wardwatch.alerting.escalation import ward_policy
 from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.handover.records import HandoverRecords
 from wardwatch.alerting.live import LiveBoard
 from wardwatch.alerting.manager import Action, AlarmManager, AlarmNotFoundError, AlarmRecord, PublishAlarm, SendPage
 from wardwatch.alerting.metrics import AlertingMetrics
@@ -169,6 +170,7 @@ class AlarmService:
         )
         connect_live_roster(self.registry, self.live)  # admissions and discharges reach the board live
         self.observations = Observations(self)  # a nurse's NEWS2 observations (docs/news2.md)
+        self.handover = HandoverRecords(self)  # review notes, device history, NEWS2 log (docs/alerting.md)
 
     # -- health -----------------------------------------------------------------------------------
 

@@ -449,6 +449,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
+relay = _relay  # for route modules (wardwatch.console.handover)
+id_param = _id
+
+
 # -- the application -----------------------------------------------------------------------------
 
 
@@ -507,9 +511,11 @@ def build_app(config: ConsoleConfig, *, clock: Callable[[], float] = time.monoto
     router.add_get("/api/audit", audit)
     router.add_get("/api/patients/{patient}/thresholds", thresholds)
     router.add_get("/api/patients/{patient}/trends", trends)
-    from wardwatch.console.admission import add_admission_routes  # (it uses this module's relay)
+    from wardwatch.console.admission import add_admission_routes  # here: these modules import this one
+    from wardwatch.console.handover import add_handover_routes
 
     add_admission_routes(router)
+    add_handover_routes(router)
     router.add_static("/static/", STATIC_DIR, follow_symlinks=False, append_version=False)
     return app
 

@@ -5,6 +5,8 @@ import { canManagePatients, renderAdmit, setRegistryRole } from "./admission.js"
 import { renderAlarms, setCanAct } from "./alarms.js";
 import { renderAudit } from "./audit.js";
 import { renderBoard } from "./board.js";
+import { renderHandover } from "./handover.js";
+import { setNotesRole } from "./notes.js";
 import { renderPatient } from "./patient.js";
 import * as sound from "./sound.js";
 import { applyAdmitted, applyAlarm, applyDischarged, applySnapshot, applyValues, highestActiveLevel, subscribe, ward } from "./store.js";
@@ -108,6 +110,7 @@ function startSession(data) {
   setCanAct(ACT_ROLES.has(data.role));
   setRegistryRole(data.role);
   document.getElementById("nav-admit").hidden = !canManagePatients();
+  setNotesRole(data.role);
   topbar.hidden = false;
   document.getElementById("ward-name").textContent = data.ward;
   document.getElementById("user-name").textContent = `${data.name} (${data.role.replace("_", " ")})`;
@@ -233,6 +236,7 @@ function route() {
   else if (view === "patient" && parts[1]) leaveView = renderPatient(main, decodeURIComponent(parts[1]));
   else if (view === "audit" && AUDIT_ROLES.has(session.role)) leaveView = renderAudit(main);
   else if (view === "admit" && canManagePatients()) leaveView = renderAdmit(main);
+  else if (view === "handover") leaveView = renderHandover(main, params);
   else leaveView = renderBoard(main);
   main.focus({ preventScroll: true }); // keyboard users start at the view's content
 }

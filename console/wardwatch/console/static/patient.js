@@ -6,6 +6,8 @@ import { get } from "./api.js";
 import { registryPanel } from "./admission.js";
 import { alarmTable } from "./alarms.js";
 import { tile } from "./board.js";
+import { renderDeviceHistory } from "./devices.js";
+import { renderNotes } from "./notes.js";
 import { patientAlarms, subscribe, ward } from "./store.js";
 import { h, SIGNALS } from "./util.js";
 
@@ -107,6 +109,8 @@ export function renderPatient(main, id) {
   const charts = h("div", { class: "charts" });
   const source = h("p", { class: "muted", id: "trend-source" });
   const registry = registryPanel(id);
+  const notesBox = h("section", { class: "panel", id: "notes", "aria-labelledby": "notes-title" });
+  const devicesBox = h("section", { class: "panel", id: "device-history", "aria-labelledby": "devices-title" });
   main.replaceChildren(
     h("p", {}, h("a", { href: "#/board", class: "back" }, "← Ward board")),
     h("h1", { class: "view-title" }, `Patient ${id}`),
@@ -114,7 +118,11 @@ export function renderPatient(main, id) {
     alarmsBox,
     registry.element,
     h("section", { class: "panel", "aria-labelledby": "trends-title" }, h("h2", { id: "trends-title" }, "Trends"), rangeBar, source, charts),
+    notesBox,
+    devicesBox,
   );
+  renderNotes(notesBox, id);
+  renderDeviceHistory(devicesBox, id);
   let range = "1h";
   let plots = [];
   let effective = null;
