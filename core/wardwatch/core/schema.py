@@ -1,7 +1,7 @@
 """The wire schema (version 1) of every MQTT payload wardwatch publishes.
 
 Payloads are JSON objects with ``"v": 1`` and a ``"kind"`` tag. msgspec typed structs encode and
-decode them (measured in ``scripts/bench_schema.py``: the fastest option tried, and it validates
+decode them (measured by ``python -m wardwatch.core.bench_schema``: the fastest option tried, and it validates
 while decoding). The schema is documented with examples in ``docs/wire-format.md``.
 
 Times are integers: milliseconds since the Unix epoch, UTC (``t`` fields).
