@@ -6,6 +6,11 @@ route's permission (:data:`wardwatch.alerting.auth.ROLE_PERMISSIONS`): 401 witho
 credentials, 403 without the permission. Clinician actions need a reason and are audited with
 actor and time. The OpenAPI 3.1 document is served at ``/api/v1/openapi.json``. Serve over TLS
 (``api.tls_cert``/``api.tls_key``) anywhere but loopback.
+
+This module holds the auth middleware, the application and the server. The handlers live by area in
+:mod:`wardwatch.alerting.routes` (and the registry's and observations' ``routes`` modules); each exports
+``*_PATHS`` (operations built by :func:`wardwatch.alerting.openapi.operation`, handler included) and
+``*_SCHEMAS``, merged below into :data:`OPENAPI`, from which the routes are registered.
 """
 
 from __future__ import annotations
