@@ -23,6 +23,7 @@ from wardwatch.alerting.routes.query import (
     IdParam,
     LimitParam,
     TimeParam,
+    declared_default,
     id_query,
     int_query,
     limit_query,
@@ -167,7 +168,7 @@ async def list_alarms(request: web.Request) -> web.Response:
     """Alarms by state (``open`` = not resolved, the default), ward and patient."""
     service = request.app[SERVICE_KEY]
     query = request.query
-    wanted = [s for s in query.get("state", "open").split(",") if s]
+    wanted = [s for s in query.get("state", declared_default(AlarmsQuery, "state")).split(",") if s]
     states: list[str] = []
     for state in wanted:
         if state == "open":
@@ -180,7 +181,7 @@ async def list_alarms(request: web.Request) -> web.Response:
         states=states,
         ward=id_query(request, "ward"),
         patient=id_query(request, "patient"),
-        limit=limit_query(request, 500, 5000),
+        limit=limit_query(request, declared_default(AlarmsQuery, "limit"), 5000),
     )
     return _json({"alarms": [_alarm_json(r) for r in records]})
 

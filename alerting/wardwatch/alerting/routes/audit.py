@@ -21,6 +21,7 @@ from wardwatch.alerting.routes.query import (
     LimitParam,
     SeqParam,
     TimeParam,
+    declared_default,
     id_query,
     int_query,
     limit_query,
@@ -53,8 +54,8 @@ async def get_audit(request: web.Request) -> web.Response:
         since=since if since >= 0 else None,
         alarm_id=id_query(request, "alarm_id"),
         patient=id_query(request, "patient"),
-        after_seq=int_query(request, "after_seq", 0, 0, MAX_SEQ),
-        limit=limit_query(request, 1000, 10_000),
+        after_seq=int_query(request, "after_seq", declared_default(AuditQuery, "after_seq"), 0, MAX_SEQ),
+        limit=limit_query(request, declared_default(AuditQuery, "limit"), 10_000),
     )
     service.store.audit(AuditEntry(t=_now(), actor=_principal(request).actor, action="audit_read"))
     return _json(AuditEntries(entries=entries))

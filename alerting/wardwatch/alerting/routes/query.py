@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 from aiohttp import web
@@ -17,6 +17,12 @@ IdParam = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 TimeParam = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_MS, description="ms since the epoch")]
 LimitParam = Annotated[int, msgspec.Meta(ge=-MAX_SEQ, le=MAX_SEQ, description="clamped to 1..cap")]
 SeqParam = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+
+
+def declared_default(kind: type[msgspec.Struct], name: str) -> Any:
+    """The default of parameter ``name`` as the route's parameter Struct declares it (and its document shows)."""
+    (field,) = [f for f in msgspec.structs.fields(kind) if f.name == name]
+    return field.default
 
 
 def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
