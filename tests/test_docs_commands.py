@@ -7,6 +7,7 @@ in-process; the help must succeed and name every ``--option`` the document uses 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import re
 from importlib.metadata import entry_points
@@ -84,3 +85,14 @@ def test_documented_command_exists_with_its_options(command: DocCommand) -> None
     assert code == 0, f"{command.where}: `wardwatch {' '.join(command.words)} --help` fails:\n{text}"
     missing = [option for option in command.options if option not in text]
     assert missing == [], f"{command.where}: `wardwatch {' '.join(words)}` has no {', '.join(missing)}"
+
+
+def test_documented_python_modules_exist() -> None:
+    """``python -m wardwatch...`` in the documents names a module that exists (benchmarks moved into packages)."""
+    shown = {
+        (path.relative_to(ROOT), match.group(1))
+        for path in DOCUMENTS
+        for match in re.finditer(r"python3? -m (wardwatch[a-z0-9_.]*)", path.read_text(encoding="utf-8"))
+    }
+    assert shown
+    assert [(where, name) for where, name in sorted(shown) if importlib.util.find_spec(name) is None] == []
