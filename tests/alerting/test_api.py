@@ -565,3 +565,60 @@ def test_login_guard_serves_clinicians_first_and_budgets_everyone_else() -> None
         verify("ward-pc", t, False)
     with pytest.raises(LoginThrottledError):
         verify("ward-pc", 3.0, False)
+
+
+async def test_responses_match_the_types_the_openapi_document_declares(api: Api) -> None:
+    """Each JSON answer validates against the response schema generated from its type (issue 16)."""
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+
+    status, document = await api.call("GET", "/api/v1/openapi.json")
+    assert status == 200
+    alarm_id = raise_alarm(api.service)
+    other = raise_alarm(api.service, "p-2")
+    calls = [
+        ("get", "/healthz", "/healthz", None, None),
+        ("get", "/api/v1/alarms", "/api/v1/alarms", "cat", None),
+        ("get", "/api/v1/alarms/{alarm_id}", f"/api/v1/alarms/{alarm_id}", "cat", None),
+        (
+            "post",
+            "/api/v1/alarms/{alarm_id}/silence",
+            f"/api/v1/alarms/{other}/silence",
+            "ann",
+            {"reason": "x", "minutes": 5},
+        ),
+        (
+            "post",
+            "/api/v1/alarms/{alarm_id}/acknowledge",
+            f"/api/v1/alarms/{alarm_id}/acknowledge",
+            "ann",
+            {"reason": "seen"},
+        ),
+        ("post", "/api/v1/alarms/{alarm_id}/resolve", f"/api/v1/alarms/{alarm_id}/resolve", "ann", {"reason": "ok"}),
+        ("get", "/api/v1/alarms/{alarm_id}", "/api/v1/alarms/nope", "cat", None),
+        (
+            "put",
+            "/api/v1/patients/{patient}/thresholds",
+            "/api/v1/patients/p-1/thresholds",
+            "root",
+            {"overrides": {"spo2_low": 88}, "reason": "COPD"},
+        ),
+        ("get", "/api/v1/patients/{patient}/thresholds", "/api/v1/patients/p-1/thresholds", "root", None),
+        ("get", "/api/v1/audit", "/api/v1/audit", "cat", None),
+        ("get", "/api/v1/audit/verify", "/api/v1/audit/verify", "root", None),
+        ("get", "/api/v1/metrics/burden", "/api/v1/metrics/burden", "root", None),
+        ("get", "/api/v1/users", "/api/v1/users", "root", None),
+        ("post", "/api/v1/users", "/api/v1/users", "root", {"name": "dee", "role": "doctor", "password": PASSWORD}),
+        ("post", "/api/v1/tokens", "/api/v1/tokens", "root", {"name": "bot", "role": "viewer"}),
+        ("post", "/api/v1/login", "/api/v1/login", None, {"name": "ann", "password": PASSWORD}),
+        ("post", "/api/v1/break-glass", "/api/v1/break-glass", "ann", {"reason": "crash call"}),
+        ("get", "/api/v1/users", "/api/v1/users", "ann", None),
+        ("post", "/api/v1/logout", "/api/v1/logout", "vic", None),
+    ]
+    for method, template, url, user, body in calls:
+        status, answer = await api.call(method.upper(), url, user, **({"json": body} if body is not None else {}))
+        declared = document["paths"][template][method]["responses"]
+        assert str(status) in declared, (method, url, status, answer)
+        schema = declared[str(status)]["content"]["application/json"]["schema"]
+        validator = Draft202012Validator({**schema, "components": document["components"]})
+        problems = [e.message for e in validator.iter_errors(answer)]
+        assert problems == [], (method, url, status, problems)

@@ -44,23 +44,19 @@ def gateway_status(t: int, waiting: tuple[str, ...] = WAITING, slots: int = 6) -
         for p, d, r in DEVICES
     )
     return GatewayStatus(
-        v=1, gateway=GW, ward=WARD, t=t, uptime_s=1.0, devices=links, connection_slots=slots, waiting_for_slot=waiting
+        gateway=GW, ward=WARD, t=t, uptime_s=1.0, devices=links, connection_slots=slots, waiting_for_slot=waiting
     )
 
 
 def device_status(t: int, device: str, *, connected: bool, reason: str | None) -> DeviceStatus:
     patient, _, role = next(x for x in DEVICES if x[1] == device)
-    return DeviceStatus(
-        v=1, patient=patient, device=device, gateway=GW, t=t, role=role, connected=connected, reason=reason
-    )
+    return DeviceStatus(patient=patient, device=device, gateway=GW, t=t, role=role, connected=connected, reason=reason)
 
 
 def vitals(t: int, device: str, seq: int) -> Vitals:
     patient, _, role = next(x for x in DEVICES if x[1] == device)
     signal = Signal.HEART_RATE if role is DeviceRole.HEART_RATE_STRAP else Signal.PULSE_RATE
-    return Vitals(
-        v=1, patient=patient, device=device, gateway=GW, signal=signal, seq=seq, samples=(Sample(t=t, v=72.0),)
-    )
+    return Vitals(patient=patient, device=device, gateway=GW, signal=signal, seq=seq, samples=(Sample(t=t, v=72.0),))
 
 
 def run(engine: Engine, seconds: int, *, waiting: tuple[str, ...] = WAITING, start: int = T0) -> list[ConditionChange]:

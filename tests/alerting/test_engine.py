@@ -37,7 +37,6 @@ def vit(signal: Signal, t: int, v: float | None, q: tuple[Quality, ...] = (), pa
     """One single-sample vitals message."""
     absent = AbsentReason.UNAVAILABLE if v is None else None
     return Vitals(
-        v=1,
         patient=patient,
         device=DEVICE[signal],
         gateway="gw-1",
@@ -483,7 +482,6 @@ def test_no_trend_without_enough_baseline() -> None:
 def status(t: int, battery: int | None = None, connected: bool = True, reason: str | None = None) -> DeviceStatus:
     """A device status of the oximeter."""
     return DeviceStatus(
-        v=1,
         patient="p-1",
         device="plx-1",
         gateway="gw-1",
@@ -565,7 +563,7 @@ def test_a_brief_gateway_outage_never_pages() -> None:
 def test_data_gap_is_low_priority_and_expires() -> None:
     engine = Engine()
     engine.on_vitals(vit(Signal.SPO2, T0, 96), WARD)
-    gap = DataGap(v=1, gateway="gw-1", t=T0 + 5000, dropped=120, first_t=T0 - 120_000, last_t=T0)
+    gap = DataGap(gateway="gw-1", t=T0 + 5000, dropped=120, first_t=T0 - 120_000, last_t=T0)
     (raised,) = engine.on_data_gap(gap, WARD)
     assert (raised.rule, raised.priority, raised.category) == ("data_gap", Priority.LOW, AlarmCategory.TECHNICAL)
     assert "120 readings" in raised.text

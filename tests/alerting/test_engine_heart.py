@@ -24,7 +24,7 @@ STRAP, OXIMETER = "hrs-1", "plx-1"
 def vitals(signal: Signal, samples: Sequence[Sample], device: str | None = None) -> Vitals:
     """One vitals message of the strap (HR, RR) or the oximeter (PR, SpO2)."""
     dev = device or (STRAP if signal in (Signal.HEART_RATE, Signal.RR_INTERVAL) else OXIMETER)
-    return Vitals(v=1, patient="p-1", device=dev, gateway="gw-1", signal=signal, seq=next(_seq), samples=tuple(samples))
+    return Vitals(patient="p-1", device=dev, gateway="gw-1", signal=signal, seq=next(_seq), samples=tuple(samples))
 
 
 def hr(t: int, v: float | None) -> Vitals:
@@ -192,7 +192,6 @@ def test_a_strap_without_a_qrs_since_contact_is_a_technical_alarm_while_the_oxim
 def test_the_asystole_follows_at_once_when_the_oximeters_pulse_goes() -> None:
     msgs = _strap_on_without_qrs(10, 40) + [pr(T0 + i * 1000 + 10, 110) for i in range(25)]
     gone = Vitals(
-        v=1,
         patient="p-1",
         device=OXIMETER,
         gateway="gw-1",

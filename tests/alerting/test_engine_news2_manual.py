@@ -19,7 +19,7 @@ _seq = itertools.count(1)
 def vit(signal: Signal, t: int, v: float) -> Vitals:
     device = {Signal.SPO2: "plx-1", Signal.PULSE_RATE: "plx-1", Signal.SYSTOLIC_BP: "bpc-1"}[signal]
     return Vitals(
-        v=1, patient="p-1", device=device, gateway="gw-1", signal=signal, seq=next(_seq), samples=(Sample(t=t, v=v),)
+        patient="p-1", device=device, gateway="gw-1", signal=signal, seq=next(_seq), samples=(Sample(t=t, v=v),)
     )
 
 

@@ -59,7 +59,6 @@ def build(plan: list[Step], flagged_value: float | None = None, drift: float = 0
         sample = Sample(t=t, v=float(value), q=step.flags)
         out.append(
             Vitals(
-                v=1,
                 patient="p-1",
                 device=DEVICES[step.signal],
                 gateway="gw-1",

@@ -27,7 +27,6 @@ DEVICE = {
 
 def vit(signal: Signal, t: int, v: float, q: tuple[Quality, ...] = ()) -> Vitals:
     return Vitals(
-        v=1,
         patient="p-1",
         device=DEVICE[signal],
         gateway="gw-1",
@@ -116,7 +115,7 @@ def test_temperature_limits_must_not_overlap() -> None:
 def test_a_sleeping_cuff_is_not_a_silent_device() -> None:
     engine = Engine(RuleSet())
     status = DeviceStatus(
-        v=1, patient="p-1", device="bpc-1", gateway="gw-1", t=T0, role=DeviceRole.BLOOD_PRESSURE_CUFF, connected=True
+        patient="p-1", device="bpc-1", gateway="gw-1", t=T0, role=DeviceRole.BLOOD_PRESSURE_CUFF, connected=True
     )
     engine.on_device_status(status, WARD)
     feed(engine, vit(Signal.SYSTOLIC_BP, T0, 120.0))

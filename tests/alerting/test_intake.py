@@ -30,7 +30,6 @@ from wardwatch.alerting.testing import DelegatingSource, WebhookReceiver, admit_
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import Message, MqttClient
 from wardwatch.core.schema import (
-    SCHEMA_VERSION,
     AlarmCategory,
     Priority,
     Sample,
@@ -52,7 +51,6 @@ def now_ms() -> int:
 
 def spo2(patient: str, seq: int, first_t: int, values: Sequence[float]) -> Vitals:
     return Vitals(
-        v=SCHEMA_VERSION,
         patient=patient,
         device=f"ox-{patient}",
         gateway="gw-01",

@@ -28,7 +28,6 @@ from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.core.schema import (
-    SCHEMA_VERSION,
     AlarmCategory,
     DeviceRole,
     DeviceStatus,
@@ -90,7 +89,6 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
 
 def vitals(patient: str, signal: Signal, value: float, t: int, seq: int = 1) -> Vitals:
     return Vitals(
-        v=SCHEMA_VERSION,
         patient=patient,
         device=f"{patient}-ox",
         gateway="gw-1",
@@ -144,7 +142,6 @@ async def test_snapshot_shows_latest_values_devices_gateways_and_open_alarms(liv
     board.on_device_status(
         "ward-a",
         DeviceStatus(
-            v=SCHEMA_VERSION,
             patient="p-1",
             device="p-1-ox",
             gateway="gw-1",

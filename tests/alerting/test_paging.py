@@ -21,7 +21,7 @@ from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.mqtt import MqttClient
-from wardwatch.core.schema import SCHEMA_VERSION, Page, Priority, decode
+from wardwatch.core.schema import Page, Priority, decode
 from wardwatch.core.servers import Mosquitto, free_port
 from wardwatch.core.topics import page_topic
 from wardwatch.core.waiting import wait_for
@@ -63,7 +63,6 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 def make_page(step: int = 0) -> Page:
     return Page(
-        v=SCHEMA_VERSION,
         page_id=f"a-1.r0.s{step}",
         alarm_id="a-1",
         dedup_key="ward-a/p-1/spo2_low",

@@ -36,7 +36,6 @@ from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.registry import GatewayKit, WardManifest, decode_document, kit_topic, manifest_topic
 from wardwatch.core.schema import (
-    SCHEMA_VERSION,
     AlarmCategory,
     DataGap,
     DeadLetter,
@@ -76,7 +75,6 @@ def spo2(patient: str, device: str, gateway: str, values: list[float], t0: int |
     """SpO2 samples at 1 Hz from ``t0`` (default: ending now)."""
     start = now_ms() - 1000 * len(values) if t0 is None else t0
     return Vitals(
-        v=SCHEMA_VERSION,
         patient=patient,
         device=device,
         gateway=gateway,
@@ -460,9 +458,7 @@ async def test_a_data_gap_naming_a_patient_nobody_admitted_is_refused(
     async with running(config) as api:
         await api.ok("charge", "POST", "/api/v1/registry/gateways", {"gateway": "gw-01", "capacity": 2, "reason": "r"})
         t = now_ms()
-        gap = DataGap(
-            v=SCHEMA_VERSION, gateway="gw-01", t=t, dropped=60, first_t=t - 60_000, last_t=t - 1000, patient="p-nobody"
-        )
+        gap = DataGap(gateway="gw-01", t=t, dropped=60, first_t=t - 60_000, last_t=t - 1000, patient="p-nobody")
         await client.publish(gap_topic(WARD, "gw-01"), encode(gap))
         (letter,) = await dead_letters(client, 1)
         assert "unknown_patient" in letter.reason
@@ -529,9 +525,7 @@ async def test_a_gateway_status_binds_only_the_devices_the_registry_bound_throug
         devices = tuple(
             DeviceLink(device=d, patient=p, role=DeviceRole.PULSE_OXIMETER, connected=True) for d, p in links
         )
-        message = GatewayStatus(
-            v=SCHEMA_VERSION, gateway=gateway, ward=WARD, t=now_ms(), uptime_s=60.0, devices=devices
-        )
+        message = GatewayStatus(gateway=gateway, ward=WARD, t=now_ms(), uptime_s=60.0, devices=devices)
         return gateway_status_topic(WARD, topic_gateway or gateway), encode(message)
 
     def offline_for(gateway: str, patient: str) -> bool:

@@ -28,7 +28,7 @@ T0 = 1_767_225_600_000
 
 def spo2(t: int, v: float, seq: int, patient: str = "p-1") -> Vitals:
     return Vitals(
-        v=1, patient=patient, device="plx-1", gateway="gw-1", signal=Signal.SPO2, seq=seq, samples=(Sample(t=t, v=v),)
+        patient=patient, device="plx-1", gateway="gw-1", signal=Signal.SPO2, seq=seq, samples=(Sample(t=t, v=v),)
     )
 
 
@@ -130,7 +130,7 @@ def test_bad_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_parse_line_forms() -> None:
     assert parse_line("  ", "ward-a") is None
-    gap = DataGap(v=1, gateway="gw-1", t=T0, dropped=3, first_t=T0 - 3000, last_t=T0)
+    gap = DataGap(gateway="gw-1", t=T0, dropped=3, first_t=T0 - 3000, last_t=T0)
     item = parse_line(
         json.dumps({"topic": "wardwatch/v1/gateway/ward-x/gw-1/gap", "payload": json.loads(encode(gap))}), "w"
     )
@@ -166,7 +166,6 @@ def test_profile_option_replays_with_the_arrhythmia_definitions(
     lines = [
         encode(
             Vitals(
-                v=1,
                 patient="p-1",
                 device="hrs-1",
                 gateway="gw-1",

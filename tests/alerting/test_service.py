@@ -26,7 +26,6 @@ from wardwatch.core.config import MqttSettings
 from wardwatch.core.errors import ConfigError
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import (
-    SCHEMA_VERSION,
     Alarm,
     AlarmCategory,
     AlarmState,
@@ -209,7 +208,6 @@ async def test_run_consumes_mqtt_pages_and_publishes_alarms(
             await asyncio.wait_for(ready.wait(), TIMEOUT)
             await admit_with_kit(started[0].registry, "p-7", "gw-01", {"ox-1": "pulse_oximeter"})
             vitals = Vitals(
-                v=SCHEMA_VERSION,
                 patient="p-7",
                 device="ox-1",
                 gateway="gw-01",
@@ -250,7 +248,6 @@ async def test_run_with_the_real_engine(tmp_path: Path, receiver: WebhookReceive
             t0 = 1_700_000_000_000
             values = [97.0] * 8 + [84.0] * 8
             vitals = Vitals(
-                v=SCHEMA_VERSION,
                 patient="p-5",
                 device="ox-5",
                 gateway="gw-01",
@@ -360,7 +357,6 @@ steps = [{{ destination = "nurse", timeout_s = 2 }}, {{ destination = "charge", 
         t0 = int(time.time() * 1000) - 20_000
         values = [97.0] * 8 + [84.0] * 8
         vitals = Vitals(
-            v=SCHEMA_VERSION,
             patient="p-3",
             device="ox-3",
             gateway="gw-01",

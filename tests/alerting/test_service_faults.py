@@ -38,7 +38,6 @@ from wardwatch.alerting.testing import (
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import (
-    SCHEMA_VERSION,
     Sample,
     Signal,
     Vitals,
@@ -99,7 +98,6 @@ def desaturation(patient: str, device: str | None = None, seq: int = 1, t0: int 
     start = (now_ms() - 20_000) if t0 is None else t0
     values = [97.0] * 8 + [84.0] * 8
     return Vitals(
-        v=SCHEMA_VERSION,
         patient=patient,
         device=device or f"ox-{patient}",
         gateway="gw-01",
@@ -350,7 +348,6 @@ async def test_a_future_sample_neither_blinds_the_engine_nor_stays_silent(
     async with running(config, kits=oximeters("p-f", extra={"p-f": ["ox-1"]})):
         century = now_ms() + 100 * 365 * 86_400_000
         future = Vitals(
-            v=SCHEMA_VERSION,
             patient="p-f",
             device="ox-1",
             gateway="gw-01",
@@ -390,7 +387,6 @@ async def test_a_sample_at_t0_creates_no_phantom_device(
     engine = default_source(load_rules(config.rules))
     async with running(config, engine, oximeters("p-g", extra={"p-g": ["ox-ghost"]})):
         zero = Vitals(
-            v=SCHEMA_VERSION,
             patient="p-g",
             device="ox-ghost",
             gateway="gw-01",
@@ -568,7 +564,6 @@ async def test_a_crash_while_recording_a_delivery_does_not_end_the_page(
 
     fast = PagingConfig(attempts_per_channel=1, backoff_min_s=0.01, backoff_max_s=0.05, round_backoff_max_s=0.1)
     page = Page(
-        v=SCHEMA_VERSION,
         page_id="a-1.r0.s0",
         alarm_id="a-1",
         dedup_key="ward-a/p-1/spo2_low",

@@ -11,7 +11,7 @@ import pytest
 from wardwatch.alerting.audit import AuditEntry, verify_chain
 from wardwatch.alerting.manager import AlarmRecord
 from wardwatch.alerting.store import Store
-from wardwatch.core.schema import SCHEMA_VERSION, AlarmCategory, AlarmState, Page, Priority
+from wardwatch.core.schema import AlarmCategory, AlarmState, Page, Priority
 
 
 def record(state: AlarmState = AlarmState.ACTIVE) -> AlarmRecord:
@@ -32,7 +32,6 @@ def record(state: AlarmState = AlarmState.ACTIVE) -> AlarmRecord:
 
 def page(step: int = 0) -> Page:
     return Page(
-        v=SCHEMA_VERSION,
         page_id=f"a-1.r0.s{step}",
         alarm_id="a-1",
         dedup_key="ward-a/p-1/spo2_low",

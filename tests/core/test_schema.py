@@ -16,7 +16,6 @@ from wardwatch.core.schema import Quality, Sample, Signal, Vitals
 
 def _vitals(**changes: object) -> Vitals:
     base = Vitals(
-        v=1,
         patient="p-7f3a",
         device="d-hr-01",
         gateway="gw-01",
@@ -93,7 +92,7 @@ def test_malformed_payloads_raise_schema_error_naming_the_problem(payload: bytes
 
 
 def test_decode_vitals_rejects_other_kinds() -> None:
-    status = schema.GatewayStatus(v=1, gateway="gw-01", ward="ward-a", t=5, uptime_s=1.0)
+    status = schema.GatewayStatus(gateway="gw-01", ward="ward-a", t=5, uptime_s=1.0)
     assert schema.decode(schema.encode(status)) == status
     with pytest.raises(SchemaError, match="not a wardwatch v1 vitals message"):
         schema.decode_vitals(schema.encode(status))
@@ -102,7 +101,6 @@ def test_decode_vitals_rejects_other_kinds() -> None:
 def test_every_message_kind_round_trips() -> None:
     messages: list[schema.WireMessage] = [
         schema.DeviceStatus(
-            v=1,
             patient="p-1",
             device="d-1",
             gateway="gw-01",
@@ -113,7 +111,6 @@ def test_every_message_kind_round_trips() -> None:
             rssi=-60,
         ),
         schema.GatewayStatus(
-            v=1,
             gateway="gw-01",
             ward="ward-a",
             t=2,
@@ -128,9 +125,8 @@ def test_every_message_kind_round_trips() -> None:
             dropped_total=2,
             clock_synced=True,
         ),
-        schema.DataGap(v=1, gateway="gw-01", t=3, dropped=5, first_t=1, last_t=2),
+        schema.DataGap(gateway="gw-01", t=3, dropped=5, first_t=1, last_t=2),
         schema.Alarm(
-            v=1,
             alarm_id="a1",
             dedup_key="ward-a/p-1/spo2_low",
             patient="p-1",
@@ -144,7 +140,6 @@ def test_every_message_kind_round_trips() -> None:
             value=84.0,
         ),
         schema.Page(
-            v=1,
             page_id="pg1",
             alarm_id="a1",
             dedup_key="ward-a/p-1/spo2_low",
@@ -156,7 +151,21 @@ def test_every_message_kind_round_trips() -> None:
             t=5,
             text="SpO2 84 %",
         ),
-        schema.DeadLetter(v=1, service="ingest", t=6, reason="bad", topic="x", payload=b"\x00\xff"),
+        schema.DeadLetter(service="ingest", t=6, reason="bad", topic="x", payload=b"\x00\xff"),
     ]
     for message in messages:
         assert schema.decode(schema.encode(message)) == message
+        assert json.loads(schema.encode(message))["v"] == schema.SCHEMA_VERSION  # a default, still on the wire
+
+
+def test_schema_version_is_one_default_that_omit_defaults_never_drops() -> None:
+    """``v`` is set by the schema (no ``v=1`` at call sites) and encoded though messages omit defaults."""
+    kinds = [k for k in vars(schema).values() if isinstance(k, type) and issubclass(k, schema._Message)]
+    assert len(kinds) > 8  # the base and every message kind
+    for kind in kinds:
+        (version,) = [f for f in msgspec.structs.fields(kind) if f.name == "v"]
+        assert version.default is msgspec.NODEFAULT  # a default value would be omitted from the wire
+        assert version.default_factory() == schema.SCHEMA_VERSION
+    gap = schema.DataGap(gateway="gw-01", t=3, dropped=5, first_t=1, last_t=2)
+    assert gap.v == schema.SCHEMA_VERSION
+    assert b'"v":1' in schema.encode(gap)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from wardwatch.core.errors import SchemaError
-from wardwatch.core.schema import SCHEMA_VERSION, News2, News2Score, encode
+from wardwatch.core.schema import News2, News2Score, encode
 from wardwatch.core.servers import Influxd, Mosquitto
 from wardwatch.core.testing import wait_exactly
 from wardwatch.core.topics import score_topic
@@ -21,7 +21,7 @@ FULL = News2(score=8, o2=0, spo2=2, pulse=2, respiration=2, systolic=1, consciou
 
 
 def message(t: int, news2: News2, patient: str = "p-1") -> tuple[str, bytes]:
-    score = News2Score(v=SCHEMA_VERSION, patient=patient, ward="ward-a", t=t, news2=news2)
+    score = News2Score(patient=patient, ward="ward-a", t=t, news2=news2)
     return score_topic("ward-a", patient), encode(score)
 
 

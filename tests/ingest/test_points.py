@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from wardwatch.core.errors import SchemaError, TopicError, WardwatchError
 from wardwatch.core.schema import (
-    SCHEMA_VERSION,
     AbsentReason,
     DeviceRole,
     DeviceStatus,
@@ -106,7 +105,6 @@ def test_malformed_messages_are_refused_with_a_reason(topic: str, payload: bytes
 
 def test_device_status_point() -> None:
     status = DeviceStatus(
-        v=1,
         patient="p-1",
         device="ox-1",
         gateway="gw-01",
@@ -126,7 +124,7 @@ def test_device_status_point() -> None:
 
 def test_device_status_must_match_its_topic() -> None:
     status = DeviceStatus(
-        v=1, patient="p-1", device="ox-1", gateway="gw-01", t=1, role=DeviceRole.PULSE_OXIMETER, connected=True
+        patient="p-1", device="ox-1", gateway="gw-01", t=1, role=DeviceRole.PULSE_OXIMETER, connected=True
     )
     with pytest.raises(SchemaError):
         as_lines(device_status_topic("ward-a", "gw-01", "p-2", "ox-1"), encode(status))
@@ -178,7 +176,6 @@ def test_impossible_sample_times_are_refused(t: int, problem: str) -> None:
     with pytest.raises(ImplausibleTimeError, match=problem):
         as_lines(TOPIC, encode(vitals(samples=(good, Sample(t=t, v=0.8)))), encoder)
     status = DeviceStatus(
-        v=SCHEMA_VERSION,
         patient="p-1",
         device="ox-1",
         gateway="gw-01",

@@ -62,7 +62,6 @@ async def site(tmp_path: Path) -> AsyncIterator[SiteBroker]:
 
 def vitals(gateway: str, patient: str, device: str, signal: Signal, seq: int, *times: int) -> tuple[str, bytes]:
     message = Vitals(
-        v=1,
         patient=patient,
         device=device,
         gateway=gateway,
@@ -125,7 +124,7 @@ async def test_spoofed_sources_store_nothing_and_are_dead_lettered_with_their_re
         ),
     }
     status = DeviceStatus(
-        v=1, patient="p-3", device="hr-p3", gateway="gw-00", t=t, role=DeviceRole.HEART_RATE_STRAP, connected=True
+        patient="p-3", device="hr-p3", gateway="gw-00", t=t, role=DeviceRole.HEART_RATE_STRAP, connected=True
     )
     refused["another gateway's device status"] = (device_status_topic(WARD, "gw-00", "p-3", "hr-p3"), encode(status))
     accepted_of_refused = 2  # p-1's samples at admission and just before discharge

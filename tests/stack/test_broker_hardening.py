@@ -26,7 +26,7 @@ from wardwatch.alerting.testing import WebhookReceiver, enrol_in_database
 from wardwatch.core.broker import Site, write_site
 from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.mqtt import Message, MqttClient
-from wardwatch.core.schema import SCHEMA_VERSION, DeadLetter, Sample, Signal, Vitals, decode, encode
+from wardwatch.core.schema import DeadLetter, Sample, Signal, Vitals, decode, encode
 from wardwatch.core.servers import Influxd, Mosquitto
 from wardwatch.core.topics import vitals_topic
 from wardwatch.core.waiting import wait_for
@@ -39,7 +39,6 @@ WARD, GATEWAY, PATIENT = "ward-a", "gw-01", "p-a1"
 def spo2(values: list[float], t0: int, seq: int = 1) -> tuple[str, bytes]:
     device = "ox-a1"
     message = Vitals(
-        v=SCHEMA_VERSION,
         patient=PATIENT,
         device=device,
         gateway=GATEWAY,
@@ -52,7 +51,6 @@ def spo2(values: list[float], t0: int, seq: int = 1) -> tuple[str, bytes]:
 
 def heart_rate(t: int, seq: int) -> tuple[str, bytes]:
     message = Vitals(
-        v=SCHEMA_VERSION,
         patient="p-fence",
         device="hr-fence",
         gateway=GATEWAY,
@@ -195,7 +193,6 @@ async def test_the_operator_receives_dead_letters_of_ingest_and_alerting(tmp_pat
 def vitals_as(topic_patient: str, payload_patient: str, device: str, values: list[float], t0: int, seq: int) -> Any:
     """SpO2 vitals published by GATEWAY under ``topic_patient``'s topic, naming ``payload_patient`` inside."""
     message = Vitals(
-        v=SCHEMA_VERSION,
         patient=payload_patient,
         device=device,
         gateway=GATEWAY,

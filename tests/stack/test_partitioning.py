@@ -33,7 +33,7 @@ from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import DelegatingSource, WebhookReceiver, enrol_in_database
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
-from wardwatch.core.schema import SCHEMA_VERSION, Sample, Signal, Vitals, encode
+from wardwatch.core.schema import Sample, Signal, Vitals, encode
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.topics import vitals_topic
 from wardwatch.core.waiting import wait_for
@@ -134,7 +134,6 @@ async def running(instance: Instance) -> AsyncIterator[Instance]:
 def spo2(ward: str, patient: str, values: list[float], t0: int) -> tuple[str, bytes]:
     device = f"ox-{patient}"
     message = Vitals(
-        v=SCHEMA_VERSION,
         patient=patient,
         device=device,
         gateway=f"gw-{ward}",
@@ -149,7 +148,6 @@ def fence(ward: str, t0: int) -> tuple[str, bytes]:
     patient = FENCE_PATIENT[ward]
     device = f"hr-{patient}"
     message = Vitals(
-        v=SCHEMA_VERSION,
         patient=patient,
         device=device,
         gateway=f"gw-{ward}",

@@ -45,7 +45,6 @@ from wardwatch.alerting.store import Store, audit_head_file, audit_key_file
 from wardwatch.core.errors import ConfigError, SchemaError, TopicError
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import (
-    SCHEMA_VERSION,
     DataGap,
     DeadLetter,
     DeviceStatus,
@@ -289,7 +288,6 @@ class MqttInput:
     def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
         """Publish a refused message to ``deadletter/alerting/<service id>`` (the operator reads it)."""
         dead = DeadLetter(
-            v=SCHEMA_VERSION,
             service=self.service_id,
             t=self.service.clock.now_ms(),
             reason=reason[:500],

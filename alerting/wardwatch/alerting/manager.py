@@ -29,7 +29,7 @@ import msgspec
 from wardwatch.alerting.errors import AlertingError
 from wardwatch.alerting.escalation import Policy, WardPolicy
 from wardwatch.alerting.events import ConditionChange
-from wardwatch.core.schema import SCHEMA_VERSION, Alarm, AlarmCategory, AlarmState, News2, Page, Priority
+from wardwatch.core.schema import Alarm, AlarmCategory, AlarmState, News2, Page, Priority
 
 __all__ = [
     "Action",
@@ -91,7 +91,6 @@ class AlarmRecord(msgspec.Struct, kw_only=True):
     def to_alarm(self, t: int) -> Alarm:
         """The wire message announcing this alarm's current state at ``t``."""
         return Alarm(
-            v=SCHEMA_VERSION,
             alarm_id=self.alarm_id,
             dedup_key=self.dedup_key,
             patient=self.patient,
@@ -325,7 +324,6 @@ class AlarmManager:
     @staticmethod
     def _make_page(record: AlarmRecord, page_id: str, destination: str, step: int, now: int, state: AlarmState) -> Page:
         return Page(
-            v=SCHEMA_VERSION,
             page_id=page_id,
             alarm_id=record.alarm_id,
             dedup_key=record.dedup_key,

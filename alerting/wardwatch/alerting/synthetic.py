@@ -163,7 +163,6 @@ def patient_scenario(
             (
                 ward,
                 Vitals(
-                    v=1,
                     patient=patient,
                     device=device,
                     gateway=gateway,
@@ -195,7 +194,6 @@ def patient_scenario(
                 (
                     ward,
                     DeviceStatus(
-                        v=1,
                         patient=patient,
                         device=oxi,
                         gateway=gateway,

@@ -137,11 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return broker_main(rest)
         if name == "bench":
             if not rest or rest[0].startswith("-"):
+                wants_help = bool(rest) and rest[0] in {"-h", "--help"}
                 print(
                     "usage: wardwatch bench PART [ARGS...]   (PART: ingest, alerting, gateway, sim, fhir, console)",
-                    file=sys.stderr,
+                    file=sys.stdout if wants_help else sys.stderr,
                 )
-                return 2
+                return 0 if wants_help else 2
             return run_command(rest[0], ["bench", *rest[1:]])
         return run_command(name, rest)
     except UnknownCommandError as exc:

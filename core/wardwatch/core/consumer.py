@@ -96,7 +96,6 @@ class AckAfterStore:
     def dead_letter(self, cause: str, reason: str, topic: str, payload: bytes) -> asyncio.Future[None]:
         """Publish a dead letter (``payload`` cut to 64 KiB); the future completes when the broker has it."""
         letter = DeadLetter(
-            v=1,
             service=self.service,
             t=time.time_ns() // 1_000_000,
             reason=reason,

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from wardwatch.core.schema import SCHEMA_VERSION, Sample, Signal, Vitals, encode
+from wardwatch.core.schema import Sample, Signal, Vitals, encode
 from wardwatch.core.topics import vitals_topic
 
 __all__ = ["LoadPlan", "LoadReport", "WorkerReport", "patient_id", "run_load"]
@@ -352,7 +352,6 @@ def _replayer(plan: LoadPlan, start_at: float) -> WorkerReport:
                             value = LOW_SPO2 if low else NORMAL_SPO2
                         samples.append(Sample(t=first_ms + second * 1000, v=value))
                     vitals = Vitals(
-                        v=SCHEMA_VERSION,
                         patient=patient,
                         device=device,
                         gateway=gateway,
@@ -443,7 +442,6 @@ def _publish_slice(
         hr_topic, ox_topic = topics[i]
         patient, gateway = patient_id(i), _gateway(i)
         hr = Vitals(
-            v=SCHEMA_VERSION,
             patient=patient,
             device=f"hr-{i:05d}",
             gateway=gateway,
@@ -452,7 +450,6 @@ def _publish_slice(
             samples=tuple(Sample(t=t, v=72.0) for t in times),
         )
         ox = Vitals(
-            v=SCHEMA_VERSION,
             patient=patient,
             device=f"ox-{i:05d}",
             gateway=gateway,

@@ -1,7 +1,7 @@
 """The wire schema (version 1) of every MQTT payload wardwatch publishes.
 
 Payloads are JSON objects with ``"v": 1`` and a ``"kind"`` tag. msgspec typed structs encode and
-decode them (measured in ``scripts/bench_schema.py``: the fastest option tried, and it validates
+decode them (measured by ``python -m wardwatch.core.bench_schema``: the fastest option tried, and it validates
 while decoding). The schema is documented with examples in ``docs/wire-format.md``.
 
 Times are integers: milliseconds since the Unix epoch, UTC (``t`` fields).
@@ -19,7 +19,7 @@ from wardwatch.core.errors import SchemaError
 from wardwatch.core.ids import Identifier
 from wardwatch.core.topics import TopicParts
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final[Literal[1]] = 1
 
 EpochMillis = Annotated[int, msgspec.Meta(ge=0, lt=10**14, description="ms since Unix epoch, UTC")]
 SequenceNumber = Annotated[int, msgspec.Meta(ge=0)]
@@ -114,8 +114,16 @@ class Sample(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fie
     absent: AbsentReason | None = None
 
 
-class _Message(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True, tag_field="kind"):
-    v: Literal[1]
+def _schema_version() -> Literal[1]:
+    return SCHEMA_VERSION
+
+
+class _Message(
+    msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True, tag_field="kind", kw_only=True
+):
+    # The schema version: set by default, and always on the wire. A default *value* would be left out by
+    # omit_defaults; msgspec encodes a field whose default comes from a factory other than list/dict/set.
+    v: Literal[1] = msgspec.field(default_factory=_schema_version)
 
 
 class Vitals(_Message, frozen=True, tag="vitals"):

@@ -179,7 +179,6 @@ def vitals_stream(
                 for signal in signals:
                     value = _BASE[signal] + (second % 5) * (0.01 if signal is Signal.RR_INTERVAL else 1)
                     message = Vitals(
-                        v=1,
                         patient=patient,
                         device=device,
                         gateway=gateway,

@@ -123,7 +123,6 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
                 t,
                 order,
                 DeviceStatus(
-                    v=1,
                     patient=pid,
                     device=did,
                     gateway=gw,
@@ -148,13 +147,12 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
                     yield (
                         t,
                         order,
-                        Vitals(v=1, patient=pid, device=did, gateway=gw, signal=Signal.SPO2, seq=seq, samples=(a,)),
+                        Vitals(patient=pid, device=did, gateway=gw, signal=Signal.SPO2, seq=seq, samples=(a,)),
                     )
                     yield (
                         t,
                         order,
                         Vitals(
-                            v=1,
                             patient=pid,
                             device=did,
                             gateway=gw,
@@ -173,7 +171,6 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
                 t,
                 order,
                 Vitals(
-                    v=1,
                     patient=pid,
                     device=did,
                     gateway=gw,
@@ -188,9 +185,7 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
             yield (
                 t,
                 order,
-                Vitals(
-                    v=1, patient=pid, device=did, gateway=gw, signal=Signal.HEART_RATE, seq=seq, samples=(hr_sample,)
-                ),
+                Vitals(patient=pid, device=did, gateway=gw, signal=Signal.HEART_RATE, seq=seq, samples=(hr_sample,)),
             )
             seq += 1
             a, b = offsets[i], offsets[i + 1]
@@ -206,7 +201,6 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
                     t,
                     order,
                     Vitals(
-                        v=1,
                         patient=pid,
                         device=did,
                         gateway=gw,
@@ -230,7 +224,7 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
                 yield (
                     t,
                     order,
-                    Vitals(v=1, patient=pid, device=did, gateway=gw, signal=signal, seq=seq, samples=(sample,)),
+                    Vitals(patient=pid, device=did, gateway=gw, signal=signal, seq=seq, samples=(sample,)),
                 )
                 seq += 1
             live_spot = spots.get(i)
@@ -239,14 +233,12 @@ def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireM
                 yield (
                     t,
                     order,
-                    Vitals(v=1, patient=pid, device=did, gateway=gw, signal=Signal.SPO2, seq=seq, samples=(a_s,)),
+                    Vitals(patient=pid, device=did, gateway=gw, signal=Signal.SPO2, seq=seq, samples=(a_s,)),
                 )
                 yield (
                     t,
                     order,
-                    Vitals(
-                        v=1, patient=pid, device=did, gateway=gw, signal=Signal.PULSE_RATE, seq=seq + 1, samples=(b_s,)
-                    ),
+                    Vitals(patient=pid, device=did, gateway=gw, signal=Signal.PULSE_RATE, seq=seq + 1, samples=(b_s,)),
                 )
                 seq += 2
 

@@ -165,7 +165,6 @@ def render(scenario: SpotScenario, *, gateway: str = "gw-01") -> list[Vitals]:
             sample = Sample(t, point.value, quality, point.absent)
             out.append(
                 Vitals(
-                    v=1,
                     patient=scenario.patient,
                     device=device,
                     gateway=gateway,

@@ -252,7 +252,6 @@ class Gateway:
         """The current health report."""
         queue = self.queue
         return GatewayStatus(
-            v=1,
             gateway=self.config.gateway_id,
             ward=self.config.ward,
             t=int(self._clock() * 1000),

@@ -335,7 +335,6 @@ class DeviceSession:
     def status(self, reason: str | None = None) -> DeviceStatus:
         """A device status message (its sequence number is set when queued)."""
         return DeviceStatus(
-            v=1,
             patient=self.binding.patient,
             device=self.binding.id,
             gateway=self.recorder.gateway,

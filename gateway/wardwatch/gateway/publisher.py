@@ -196,7 +196,6 @@ class Publisher:
 
     def _gap_message(self, gap: Gap) -> DataGap:
         return DataGap(
-            v=1,
             gateway=self.gateway,
             t=gap.t,
             dropped=gap.dropped,

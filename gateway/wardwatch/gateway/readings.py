@@ -95,7 +95,6 @@ class Recorder:
         if topic is None:
             topic = self._topics[key] = vitals_topic(self.ward, self.gateway, patient, binding.id, signal)
         message = Vitals(
-            v=1,
             patient=patient,
             device=binding.id,
             gateway=self.gateway,

@@ -100,9 +100,7 @@ def make_stream(messages: int, patients: int, *, start_ms: int, seed: int = 5) -
                 if len(out) >= messages:
                     break
                 n = seq[(device, signal_)] = seq.get((device, signal_), -1) + 1
-                message = Vitals(
-                    v=1, patient=patient, device=device, gateway=gateway, signal=signal_, seq=n, samples=items
-                )
+                message = Vitals(patient=patient, device=device, gateway=gateway, signal=signal_, seq=n, samples=items)
                 out.append((topics.vitals_topic(ward, gateway, patient, device, signal_), encode(message)))
                 samples += len(items)
         second += 1

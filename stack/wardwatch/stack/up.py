@@ -23,12 +23,10 @@ import json
 import logging
 import os
 import secrets
-import signal
 import sys
 import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,255 +35,32 @@ from aiohttp import web
 from wardwatch.core.broker import Site, write_site
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.servers import Influxd, Mosquitto, free_port, wait_for
-from wardwatch.core.tomlfile import write_toml
+from wardwatch.stack.child import Child
+from wardwatch.stack.configs import (
+    GATEWAY_SLOTS,
+    INFLUX_ADMIN,
+    INFLUX_INGEST,
+    INFLUX_READER,
+    INGEST_DATABASE,
+    PartConfigs,
+)
 from wardwatch.stack.enrol import enrol
 from wardwatch.stack.errors import StackError
+from wardwatch.stack.options import StackOptions
+from wardwatch.stack.pagelog import PageLog
+from wardwatch.stack.proxy import TcpProxy
+
+__all__ = ["API_USER", "Child", "PageLog", "Stack", "StackOptions", "TcpProxy", "running_stack"]
 
 _log = logging.getLogger("wardwatch.stack")
 
 RESTART_DELAY_S: Final = 2.0
-INGEST_DATABASE: Final = "wardwatch"
 API_USER: Final = "nurse"
-GATEWAY_SLOTS: Final = 7  # each home gateway's BLE connection slots (a Raspberry Pi's), its registry capacity
-# InfluxDB users of a started influxd (passwords in <state>/secrets/influx-<user>): the admin makes the schema,
-# ingest may only write, the reader (dashboards, the console, you) may only read
-INFLUX_ADMIN, INFLUX_INGEST, INFLUX_READER = "admin", "ingest", "reader"
-
-
-@dataclass(frozen=True)
-class StackOptions:
-    """What ``wardwatch up`` was asked to run."""
-
-    state: Path
-    scenario: str = "demo"
-    speed: float = 1.0
-    duration_s: float | None = None
-    mqtt_port: int | None = None
-    api_port: int | None = None
-    influx_url: str | None = None  # an existing InfluxDB instead of starting one
-    influx_api: str = "v1"  # "v1": /write (1.x, or 2.x/3.x compatibility API); "v2": /api/v2/write with a token
-    influx_token: str | None = None
-    influx_org: str | None = None
-    influx_bucket: str | None = None
-    # an existing broker instead of starting one: a `wardwatch broker init` folder whose credentials/ hold a
-    # [mqtt] section per principal (ingest, alerting, one per gateway), loaded into that broker beforehand
-    broker_credentials: Path | None = None
-    ble: str = "sim"  # "sim": simulator's bleak backend over TCP; "bluez": simulator on vhci, gateways on BlueZ
-    quiet: bool = False
-    # for fault tests: each gateway reaches the broker through its own TcpProxy (Stack.proxies[home])
-    gateway_proxy: bool = False
-    # more broker principals: user -> ACL lines (e.g. a test's recorder); passwords in Stack.mqtt_users
-    extra_mqtt_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # multiplies the escalation timeouts written to the alerting config (0.1: minutes become seconds)
-    escalation_scale: float = 1.0
-    # for tests of the capacity report: start gateways that `wardwatch gateway check` refuses (more
-    # continuous devices than connection slots) instead of refusing the scenario
-    allow_over_capacity: bool = False
-    # also the FHIR exporter (`wardwatch fhir`): into fhir_url, else the local test server (`fhir testserver`)
-    fhir: bool = False
-    fhir_url: str | None = None
-    # the nurses' web console (`wardwatch console`) on this port (default: a free one); off with console=False
-    console: bool = True
-    console_port: int | None = None
-    console_idle_logout_s: float = 900.0
-
-
-@dataclass
-class Child:
-    """A supervised ``wardwatch`` child process."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    process: asyncio.subprocess.Process | None = None
-    restarts: int = 0
-    held: bool = False  # stopped on purpose: the supervisor leaves it down
-
-    @property
-    def running(self) -> bool:
-        """True while the process exists."""
-        return self.process is not None and self.process.returncode is None
-
-    async def start(self) -> None:
-        """Start (or restart) the process, its output appended to its log file."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        try:
-            self.process = await asyncio.create_subprocess_exec(
-                *self.argv,
-                stdout=log,
-                stderr=log,
-                stdin=asyncio.subprocess.DEVNULL,
-                env={**os.environ, **self.env},
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``."""
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-
-    async def kill(self) -> None:
-        """SIGKILL (a crash); the supervisor restarts it unless it is held."""
-        process = self.process
-        if process is None or process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-
-
-class TcpProxy:
-    """A TCP relay ``127.0.0.1:port`` -> ``target`` that a test can cut like a dead network link.
-
-    :meth:`cut` drops every byte in both directions from then on, without closing anything (no RST,
-    no FIN: the peers only notice through their keepalives), and new connections are accepted and
-    blackholed too. :meth:`restore` aborts the connections that saw the cut (their byte streams lost
-    data) and relays new ones again. Use as ``async with TcpProxy(host, port) as proxy``.
-    """
-
-    def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1") -> None:
-        self.target = (target_host, target_port)
-        self.host = host
-        self.port = 0
-        self.is_cut = False
-        self.connections = 0
-        self.dropped_bytes = 0
-        self._server: asyncio.Server | None = None
-        self._live: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
-        self._poisoned: set[asyncio.StreamWriter] = set()
-
-    async def __aenter__(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._handle, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
-        for down, up in list(self._live):
-            down.transport.abort()
-            if up is not None:
-                up.transport.abort()
-        self._live.clear()
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    def cut(self) -> None:
-        """Drop everything from now on (open connections stay open, silently)."""
-        self.is_cut = True
-        for down, up in self._live:
-            self._poisoned.add(down)
-            if up is not None:
-                self._poisoned.add(up)
-
-    def restore(self) -> None:
-        """Relay again; connections that lived through the cut are aborted (their streams lost bytes)."""
-        for down, up in list(self._live):
-            if down in self._poisoned:
-                down.transport.abort()
-                if up is not None:
-                    up.transport.abort()
-        self._poisoned.clear()
-        self.is_cut = False
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]
-        if self.is_cut:  # blackholed: accepted, never relayed, until restore() aborts it
-            pair = (writer, None)
-            self._live.add(pair)
-            self._poisoned.add(writer)
-            try:
-                while data := await reader.read(65536):
-                    self.dropped_bytes += len(data)
-            except OSError:
-                pass
-            finally:
-                self._live.discard(pair)
-                writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        pair = (writer, up_writer)
-        self._live.add(pair)
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._pipe(reader, up_writer, writer))
-                tasks.create_task(self._pipe(up_reader, writer, up_writer))
-        except* OSError:
-            pass
-        finally:
-            self._live.discard(pair)
-            writer.transport.abort()
-            up_writer.transport.abort()
-
-    async def _pipe(
-        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, src_writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            while data := await src.read(65536):
-                if src_writer in self._poisoned or dst in self._poisoned:
-                    self.dropped_bytes += len(data)
-                    continue
-                dst.write(data)
-                await dst.drain()
-        finally:
-            # one side closed (or the link was aborted): close the other, like a real socket pair
-            dst.transport.abort()
 
 
 def _wardwatch() -> list[str]:
     """How to run the ``wardwatch`` command of this very environment."""
     return [sys.executable, "-m", "wardwatch.core"]
-
-
-class PageLog:
-    """The local page receiver: a webhook endpoint that prints every page and appends it to a file."""
-
-    def __init__(self, path: Path, echo: Callable[[str], None]) -> None:
-        self.path = path
-        self.echo = echo
-        self.received = 0
-
-    async def handle(self, request: web.Request) -> web.Response:
-        """Store one page (any JSON body) and answer 200."""
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return web.json_response({"error": "body must be JSON"}, status=400)
-        destination = request.match_info.get("destination", "?")
-        entry = {"received": time.time(), "destination": destination, "page": body}
-        with self.path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(entry) + "\n")
-        self.received += 1
-        self.echo(_page_line(destination, body))
-        return web.json_response({"status": "ok"})
-
-
-def _page_line(destination: str, body: Any) -> str:
-    page = body.get("page", body) if isinstance(body, dict) else {}
-    if not isinstance(page, dict):
-        page = {}
-    priority = str(page.get("priority", "?")).upper()
-    state = page.get("state", "")
-    text = page.get("text") or page.get("summary") or page.get("rule", "")
-    return f"PAGE -> {destination:15} [{priority:6}] {page.get('patient', '?'):8} {state:12} {text}"
 
 
 async def _describe(scenario: str) -> dict[str, Any]:
@@ -339,6 +114,7 @@ class Stack:
         self.proxies: dict[str, TcpProxy] = {}  # home (gateway id) -> its link to the broker
         self.mqtt_users: dict[str, str] = {}  # broker user -> password
         self.influx_users: dict[str, str] = {}  # InfluxDB user -> password (when the stack started influxd)
+        self.configs = PartConfigs(self.state, options, self.influx_users)
 
     def child(self, name: str) -> Child:
         """The supervised child called ``name`` (``alerting``, ``ingest``, ``sim``, ``gateway-<home>``)."""
@@ -382,118 +158,29 @@ class Stack:
                 await self._check_gateways(scenario, homes)
 
             if self.options.broker_credentials is not None:
-                services = ["ingest", "alerting", *(["fhir"] if self.options.fhir else [])]
-                mqtt_section = self._external_broker(self.options.broker_credentials, [*services, *homes])
-                first = mqtt_section("ingest")
-                self.step(
-                    f"broker: existing {first['host']}:{first['port']} (credentials in "
-                    f"{self.options.broker_credentials})"
-                )
+                mqtt_section = self._existing_broker(homes)
             else:
                 mqtt_section = await self._start_broker(stack, ward, homes)
             influx_url = self.options.influx_url
             if influx_url is None:
-                influxd = await stack.enter_async_context(
-                    Influxd(
-                        directory=self.state / "influxdb",
-                        keep_directory=True,
-                        auth=(INFLUX_ADMIN, self._secret(f"influx-{INFLUX_ADMIN}")),
-                        continuous_queries=True,  # the downsampling policy fills
-                    )
-                )
-                influx_url = influxd.url
-                self.influxd = influxd
-                await influxd.create_database(INGEST_DATABASE)
-                self.influx_users = {user: self._secret(f"influx-{user}") for user in (INFLUX_INGEST, INFLUX_READER)}
-                await influxd.ensure_user(
-                    INFLUX_INGEST, self.influx_users[INFLUX_INGEST], privilege="WRITE", database=INGEST_DATABASE
-                )
-                await influxd.ensure_user(
-                    INFLUX_READER, self.influx_users[INFLUX_READER], privilege="READ", database=INGEST_DATABASE
-                )
+                influx_url = await self._start_influxd(stack)
             self.step(f"InfluxDB: {influx_url} (database {INGEST_DATABASE!r})")
-
-            receiver_port = free_port()
-            app = web.Application()
-            app.router.add_post("/pages/{destination}", self.pages.handle)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
-            await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
-            receiver = f"http://127.0.0.1:{receiver_port}/pages"
+            receiver = await self._start_page_receiver(stack)
             # exit callbacks run last-in first-out: the children stop before the servers above
             stack.push_async_callback(self._stop_children)
             self.step(f"page receiver: {receiver}/<destination> -> {self.pages.path}")
 
             api_port = self.options.api_port or free_port()
             api_password = self._api_password()
-            alerting_config = self._alerting_config(ward, mqtt_section("alerting"), receiver, api_port)
-            await self._ensure_api_user(alerting_config, api_password)
-            await self._ensure_identity_key()
-            self._spawn("alerting", ["alerting", "run", "--config", str(alerting_config)])
-            ingest_config = write_toml(
-                self.state / "config" / "ingest.toml",
-                {
-                    "log_level": "INFO",
-                    "mqtt": mqtt_section("ingest"),
-                    "influx": self._influx_section(influx_url),
-                    "metrics": {"host": "127.0.0.1", "port": 0},
-                    # provenance: the registry's documents kept on disk, so a restart judges its backlog at once
-                    "registry": {"state_file": self.state / "ingest" / "registry.json"},
-                },
+            fhir_url, console_url = await self._start_services(
+                ward, mqtt_section, receiver, api_port, api_password, influx_url
             )
-            if self.influxd is not None:  # ingest writes as a write-only user: the admin makes the schema first
-                await self._make_influx_schema(ingest_config)
-            self._spawn("ingest", ["ingest", "--config", str(ingest_config)])
-            fhir_url = self._spawn_fhir(mqtt_section) if self.options.fhir else None
-            console_url = self._spawn_console(ward, api_port, influx_url) if self.options.console else None
-            for child in self.children:
-                await child.start()
             self.step(f"alerting API: http://127.0.0.1:{api_port}/api/v1/alarms   ingest -> {influx_url}")
-            try:
-                admitted, bound = await enrol(
-                    f"http://127.0.0.1:{api_port}",
-                    API_USER,
-                    api_password,
-                    ward,
-                    scenario["patients"],
-                    GATEWAY_SLOTS,
-                    # a crowded scenario run on purpose: the registry takes the kit, the gateway finds it over capacity
-                    over_capacity=self.options.allow_over_capacity,
-                )
-            except WardwatchError as exc:
-                raise StackError(f"registry: {exc}") from None
-            self.step(
-                f"registry: {len(scenario['patients'])} patients on {len(homes)} gateways "
-                f"({admitted} admitted, {bound} devices bound now; GET /api/v1/registry/patients)"
-            )
+            await self._enrol(scenario, homes, api_port, api_password)
             if fhir_url is not None:
                 self.step(f"FHIR exporter -> {fhir_url} (1-minute summaries; Observation?code=http://loinc.org|8867-4)")
-
-            ports = {home: free_port() for home in homes}
-            bluez = self.options.ble == "bluez"
-            transports = ["vhci"] if bluez else [f"tcp-server:127.0.0.1:{ports[home]}" for home in homes]
-            sim_argv = ["sim", "run", "--scenario", self.options.scenario, "--speed", str(self.options.speed)]
-            for transport in transports:
-                sim_argv += ["--transport", transport]
-            sim_argv += ["--ground-truth", str(self.state / "ground-truth.jsonl")]
-            sim = self._spawn("sim", sim_argv)
-            await sim.start()
-            self.step(
-                f"simulator: {sum(len(p['devices']) for p in scenario['patients'])} BLE devices on {transports[0]}"
-                + (f" (+{len(transports) - 1} more controllers)" if len(transports) > 1 else "")
-            )
-            await self._wait_for_log(sim, '"running"', 60, "the simulator's devices to advertise")
-
-            for home in homes:
-                patients = [p for p in scenario["patients"] if p["gateway"] == home]
-                mqtt = mqtt_section(home)
-                if home in self.proxies:
-                    mqtt["port"] = self.proxies[home].port
-                config = self._gateway_config(home, ward, patients, mqtt, ports[home], bluez)
-                child = self._spawn(f"gateway-{home}", ["gateway", "run", "--config", str(config)])
-                await child.start()
-            self.step(f"gateways: {len(homes)} (one per home), queues in {self.state / 'gateways'}")
+            ports = await self._start_simulator(scenario, homes)
+            await self._start_gateways(scenario, homes, mqtt_section, ports)
 
             service_mqtt = mqtt_section("ingest")
             self.summary = {
@@ -513,6 +200,130 @@ class Stack:
             self._print_summary(api_password, influx_url)
             self.ready.set()
             await self._supervise()
+
+    def _existing_broker(self, homes: list[str]) -> Callable[[str], dict[str, Any]]:
+        """Each principal's [mqtt] section for the broker given by ``broker_credentials``."""
+        assert self.options.broker_credentials is not None
+        services = ["ingest", "alerting", *(["fhir"] if self.options.fhir else [])]
+        mqtt_section = self._external_broker(self.options.broker_credentials, [*services, *homes])
+        first = mqtt_section("ingest")
+        self.step(
+            f"broker: existing {first['host']}:{first['port']} (credentials in {self.options.broker_credentials})"
+        )
+        return mqtt_section
+
+    async def _start_influxd(self, stack: contextlib.AsyncExitStack) -> str:
+        """InfluxDB 1.x with auth: the database, a write-only user for ingest, a read-only one for people."""
+        influxd = await stack.enter_async_context(
+            Influxd(
+                directory=self.state / "influxdb",
+                keep_directory=True,
+                auth=(INFLUX_ADMIN, self._secret(f"influx-{INFLUX_ADMIN}")),
+                continuous_queries=True,  # the downsampling policy fills
+            )
+        )
+        self.influxd = influxd
+        await influxd.create_database(INGEST_DATABASE)
+        self.influx_users.update({user: self._secret(f"influx-{user}") for user in (INFLUX_INGEST, INFLUX_READER)})
+        await influxd.ensure_user(
+            INFLUX_INGEST, self.influx_users[INFLUX_INGEST], privilege="WRITE", database=INGEST_DATABASE
+        )
+        await influxd.ensure_user(
+            INFLUX_READER, self.influx_users[INFLUX_READER], privilege="READ", database=INGEST_DATABASE
+        )
+        return influxd.url
+
+    async def _start_page_receiver(self, stack: contextlib.AsyncExitStack) -> str:
+        """The :class:`PageLog` webhook receiver; returns its base URL (``/<destination>`` appended per page)."""
+        receiver_port = free_port()
+        app = web.Application()
+        app.router.add_post("/pages/{destination}", self.pages.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, "127.0.0.1", receiver_port).start()
+        return f"http://127.0.0.1:{receiver_port}/pages"
+
+    async def _start_services(
+        self,
+        ward: str,
+        mqtt_section: Callable[[str], dict[str, Any]],
+        receiver: str,
+        api_port: int,
+        api_password: str,
+        influx_url: str,
+    ) -> tuple[str | None, str | None]:
+        """Alerting, ingest and (as asked) the FHIR exporter and the console; returns their URLs."""
+        alerting_config = self.configs.alerting(ward, mqtt_section("alerting"), receiver, api_port)
+        await self._ensure_api_user(alerting_config, api_password)
+        await self._ensure_identity_key()
+        self._spawn("alerting", ["alerting", "run", "--config", str(alerting_config)])
+        ingest_config = self.configs.ingest(mqtt_section("ingest"), influx_url)
+        if self.influxd is not None:  # ingest writes as a write-only user: the admin makes the schema first
+            await self._make_influx_schema(ingest_config)
+        self._spawn("ingest", ["ingest", "--config", str(ingest_config)])
+        fhir_url = self._spawn_fhir(mqtt_section) if self.options.fhir else None
+        console_url = self._spawn_console(ward, api_port, influx_url) if self.options.console else None
+        for child in self.children:
+            await child.start()
+        return fhir_url, console_url
+
+    async def _enrol(self, scenario: dict[str, Any], homes: list[str], api_port: int, api_password: str) -> None:
+        """Admit the scenario's patients and bind their kits through the alerting API's registry."""
+        try:
+            admitted, bound = await enrol(
+                f"http://127.0.0.1:{api_port}",
+                API_USER,
+                api_password,
+                scenario["ward"],
+                scenario["patients"],
+                GATEWAY_SLOTS,
+                # a crowded scenario run on purpose: the registry takes the kit, the gateway finds it over capacity
+                over_capacity=self.options.allow_over_capacity,
+            )
+        except WardwatchError as exc:
+            raise StackError(f"registry: {exc}") from None
+        self.step(
+            f"registry: {len(scenario['patients'])} patients on {len(homes)} gateways "
+            f"({admitted} admitted, {bound} devices bound now; GET /api/v1/registry/patients)"
+        )
+
+    async def _start_simulator(self, scenario: dict[str, Any], homes: list[str]) -> dict[str, int]:
+        """``wardwatch sim run`` with one HCI controller per home; returns each home's controller port."""
+        ports = {home: free_port() for home in homes}
+        bluez = self.options.ble == "bluez"
+        transports = ["vhci"] if bluez else [f"tcp-server:127.0.0.1:{ports[home]}" for home in homes]
+        sim_argv = ["sim", "run", "--scenario", self.options.scenario, "--speed", str(self.options.speed)]
+        for transport in transports:
+            sim_argv += ["--transport", transport]
+        sim_argv += ["--ground-truth", str(self.state / "ground-truth.jsonl")]
+        sim = self._spawn("sim", sim_argv)
+        await sim.start()
+        self.step(
+            f"simulator: {sum(len(p['devices']) for p in scenario['patients'])} BLE devices on {transports[0]}"
+            + (f" (+{len(transports) - 1} more controllers)" if len(transports) > 1 else "")
+        )
+        await self._wait_for_log(sim, '"running"', 60, "the simulator's devices to advertise")
+        return ports
+
+    async def _start_gateways(
+        self,
+        scenario: dict[str, Any],
+        homes: list[str],
+        mqtt_section: Callable[[str], dict[str, Any]],
+        ports: dict[str, int],
+    ) -> None:
+        """One ``wardwatch gateway run`` per home (through its TCP relay when ``gateway_proxy``)."""
+        bluez = self.options.ble == "bluez"
+        for home in homes:
+            patients = [p for p in scenario["patients"] if p["gateway"] == home]
+            mqtt = mqtt_section(home)
+            if home in self.proxies:
+                mqtt["port"] = self.proxies[home].port
+            config = self.configs.gateway(home, scenario["ward"], patients, mqtt, ports[home], bluez)
+            child = self._spawn(f"gateway-{home}", ["gateway", "run", "--config", str(config)])
+            await child.start()
+        self.step(f"gateways: {len(homes)} (one per home), queues in {self.state / 'gateways'}")
 
     async def _start_broker(
         self, stack: contextlib.AsyncExitStack, ward: str, homes: list[str]
@@ -577,33 +388,6 @@ class Stack:
             sections[user] = section
         return lambda user: dict(sections[user])
 
-    def _influx_section(self, url: str) -> dict[str, Any]:
-        options = self.options
-        if options.influx_api == "v1" and self.influx_users:
-            return {
-                "api": "v1",
-                "url": url,
-                "database": INGEST_DATABASE,
-                "username": INFLUX_INGEST,
-                "password": self.influx_users[INFLUX_INGEST],
-                "create_schema": False,
-            }
-        if options.influx_api == "v1":
-            return {"api": "v1", "url": url, "database": INGEST_DATABASE}
-        missing = [name for name in ("influx_token", "influx_org", "influx_bucket") if not getattr(options, name)]
-        if options.influx_api != "v2" or missing or options.influx_url is None:
-            raise StackError(
-                "InfluxDB 2.x/3.x needs --influx-api v2 with --influx-url, --influx-token, --influx-org and "
-                f"--influx-bucket (missing: {', '.join(missing) or 'influx-url'})"
-            )
-        return {
-            "api": "v2",
-            "url": url,
-            "token": options.influx_token,
-            "org": options.influx_org,
-            "bucket": options.influx_bucket,
-        }
-
     def _secret(self, name: str) -> str:
         """A random password kept in ``<state>/secrets/<name>`` (mode 0600), made on first use."""
         path = self.state / "secrets" / name
@@ -658,12 +442,9 @@ class Stack:
         if process.returncode != 0 and "exists" not in text:
             raise StackError(f"cannot create the API user: {text.strip()}")
 
-    def _identity_key(self) -> Path:
-        return self.state / "secrets" / "alerting-identity.key"
-
     async def _ensure_identity_key(self) -> None:
         """``wardwatch alerting registry-key``: the registry's identity key, made once per state folder."""
-        key = self._identity_key()
+        key = self.configs.identity_key()
         if key.exists():
             return
         key.parent.mkdir(mode=0o700, exist_ok=True)
@@ -679,113 +460,12 @@ class Stack:
         if process.returncode != 0:
             raise StackError(f"cannot create the registry's identity key: {err.decode(errors='replace').strip()}")
 
-    def _alerting_config(self, ward: str, mqtt: dict[str, Any], receiver: str, api_port: int) -> Path:
-        def hook(destination: str) -> dict[str, Any]:
-            # channels fail over in order: the local page receiver first, the nurse-app topic if it is down
-            return {"channels": [{"type": "webhook", "url": f"{receiver}/{destination}"}, {"type": "mqtt"}]}
-
-        def scale(seconds: int) -> int | float:
-            value = round(seconds * self.options.escalation_scale, 3)
-            return int(value) if value == int(value) else value
-
-        return write_toml(
-            self.state / "config" / "alerting.toml",
-            {
-                "service_id": "alerting-1",
-                "database": self.state / "alerting" / "alerting.db",
-                # the audit log's key, away from the database (created 0600 by the first `alerting user add`)
-                "audit_key_file": self.state / "secrets" / "alerting-audit.key",
-                # patient identity in the registry, encrypted with this key (docs/registry.md)
-                "registry": {"identity_key_file": self._identity_key()},
-                "log_level": "INFO",
-                "mqtt": mqtt,
-                "api": {"host": "127.0.0.1", "port": api_port},
-                "paging": {"backoff_min_s": 0.2, "backoff_max_s": 2.0},
-                "wards": {
-                    ward: {
-                        "failsafe": "charge-desk",
-                        # equipment alarms of no single patient (a gateway over capacity) page the operator
-                        "operator": "operator",
-                        "operator_timeout_s": scale(900),
-                        "destinations": {
-                            "primary-nurse": hook("primary-nurse"),
-                            "charge-nurse": hook("charge-nurse"),
-                            "charge-desk": hook("charge-desk"),
-                            "operator": hook("operator"),
-                        },
-                        "escalation": {
-                            "high": {
-                                "ack_timeout_s": scale(300),
-                                "steps": [
-                                    {"destination": "primary-nurse", "timeout_s": scale(60)},
-                                    {"destination": "charge-nurse", "timeout_s": scale(120)},
-                                ],
-                            },
-                            "medium": {
-                                "ack_timeout_s": scale(900),
-                                "steps": [
-                                    {"destination": "primary-nurse", "timeout_s": scale(180)},
-                                    {"destination": "charge-nurse", "timeout_s": scale(300)},
-                                ],
-                            },
-                        },
-                    }
-                },
-            },
-        )
-
-    def _gateway_config(
-        self,
-        home: str,
-        ward: str,
-        patients: list[dict[str, Any]],
-        mqtt: dict[str, Any],
-        port: int,
-        bluez: bool,
-        *,
-        with_devices: bool = False,
-    ) -> Path:
-        """A home gateway's config. Its devices come as its kit from the registry over MQTT (docs/provenance.md);
-        ``with_devices`` writes them into the file too, for ``wardwatch gateway check`` before anything starts."""
-        devices = [
-            {
-                "id": device["id"],
-                "patient": patient["id"],
-                "role": device["kind"],
-                "name": device["name"],
-            }
-            for patient in patients
-            for device in patient["devices"]
-        ]
-        ble: dict[str, Any] = {
-            "scan_window_s": 3.0,
-            "backoff_min_s": 0.5,
-            "backoff_max_s": 10.0,
-            "max_connections": GATEWAY_SLOTS,  # the capacity the registry knows the gateway by
-        }
-        if not bluez:
-            ble["backend"] = "wardwatch.firmware_sim.bleak_backend:bleak_backend"
-            ble["backend_options"] = {"transport": f"tcp-client:127.0.0.1:{port}", "name": f"{home}-central"}
-        return write_toml(
-            self.state / "config" / f"gateway-{home}.toml",
-            {
-                "gateway_id": home,
-                "ward": ward,
-                "status_interval_s": 15.0,
-                "log_level": "INFO",
-                "mqtt": mqtt,
-                "ble": ble,
-                "queue": {"path": self.state / "gateways" / home / "queue.sqlite3"},
-                "devices": devices if with_devices else [],
-            },
-        )
-
     async def _check_gateways(self, scenario: dict[str, Any], homes: list[str]) -> None:
         """Before starting anything: each home's gateway config passes ``wardwatch gateway check``
         (a gateway binding more continuous devices than its adapter has slots is refused)."""
         placeholder = {"host": "127.0.0.1", "port": 1883, "tls": False}  # the real [mqtt] comes later
         configs = [
-            self._gateway_config(
+            self.configs.gateway(
                 home,
                 scenario["ward"],
                 [p for p in scenario["patients"] if p["gateway"] == home],
@@ -807,36 +487,14 @@ class Stack:
             data = self.state / "fhir" / "resources.json"
             self._spawn("ehr", ["fhir", "testserver", "--port", str(port), "--data", str(data)])
             url = f"http://127.0.0.1:{port}/"
-        config = write_toml(
-            self.state / "config" / "fhir.toml",
-            {
-                "log_level": "INFO",
-                "mqtt": mqtt_section("fhir"),
-                "fhir": {"url": url},
-                "metrics": {"host": "127.0.0.1", "port": 0},
-            },
-        )
+        config = self.configs.fhir(mqtt_section("fhir"), url)
         self._spawn("fhir", ["fhir", "--config", str(config)])
         return url
 
     def _spawn_console(self, ward: str, api_port: int, influx_url: str) -> str:
         """The nurses' web console: logs in to the alerting API for its users, reads trends as the InfluxDB reader."""
         port = self.options.console_port or free_port()
-        influx: dict[str, Any] = {"url": influx_url, "database": INGEST_DATABASE}
-        if self.influx_users:
-            influx |= {"username": INFLUX_READER, "password": self.influx_users[INFLUX_READER]}
-        config = write_toml(
-            self.state / "config" / "console.toml",
-            {
-                "ward": ward,
-                "host": "127.0.0.1",
-                "port": port,
-                "idle_logout_s": self.options.console_idle_logout_s,
-                "log_level": "INFO",
-                "alerting": {"url": f"http://127.0.0.1:{api_port}"},
-                "influx": influx,
-            },
-        )
+        config = self.configs.console(ward, port, api_port, influx_url)
         self._spawn("console", ["console", "--config", str(config)])
         return f"http://127.0.0.1:{port}/"
 

@@ -17,7 +17,7 @@ from wardwatch.alerting.engine.news2 import News2Score as EngineScore
 from wardwatch.alerting.engine.news2 import to_wire
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.protocols import Publisher
-from wardwatch.core.schema import SCHEMA_VERSION, News2, News2Score, encode
+from wardwatch.core.schema import News2, News2Score, encode
 from wardwatch.core.topics import score_topic
 
 _log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class ScorePublisher:
             wire = to_wire(scored)
             last = self._last.get(patient)
             if last is None or last[0] != wire or now - last[1] >= self._refresh_ms:
-                out.append(News2Score(v=SCHEMA_VERSION, patient=patient, ward=ward, t=now, news2=wire))
+                out.append(News2Score(patient=patient, ward=ward, t=now, news2=wire))
         return out
 
     async def publish_due(self, now: int) -> int:

@@ -20,7 +20,7 @@ from wardwatch.alerting.registry.provenance import ProvenanceGate
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import config_from_mapping
 from wardwatch.alerting.testing import admit_with_kit
-from wardwatch.core.schema import SCHEMA_VERSION, Sample, Signal, Vitals
+from wardwatch.core.schema import Sample, Signal, Vitals
 from wardwatch.core.topics import parse_topic, vitals_topic
 
 WARD = "ward-a"
@@ -56,7 +56,6 @@ async def measure(patients: int, per_gateway: int, rounds: int) -> dict[str, Any
             for i in range(patients):
                 gateway = f"gw-{i // per_gateway:03d}"
                 vitals = Vitals(
-                    v=SCHEMA_VERSION,
                     patient=f"p-{i:05d}",
                     device=f"ox-{i:05d}",
                     gateway=gateway,

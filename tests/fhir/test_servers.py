@@ -192,7 +192,7 @@ async def test_a_rejected_resource_is_dead_lettered_with_its_operation_outcome(
     """A device that reports its manufacturer with a NUL byte: the server refuses the Device, nothing else."""
     statuses = [
         DeviceStatus(
-            v=1, patient="p-000", device=device, gateway="gw-01", t=_start_ms(),
+            patient="p-000", device=device, gateway="gw-01", t=_start_ms(),
             role=DeviceRole.PULSE_OXIMETER, connected=True, manufacturer=manufacturer,
         )
         for device, manufacturer in (("dev-ox-000", "Acme\x00\x00"), ("dev-ox-001", "Acme"))
@@ -222,7 +222,7 @@ async def test_physiological_alarms_become_flags_technical_ones_do_not(
 
     def alarm(alarm_id: str, category: AlarmCategory, state: AlarmState, t: int) -> tuple[str, bytes]:
         message = Alarm(
-            v=1, alarm_id=alarm_id, dedup_key=f"p-000:{alarm_id}", patient="p-000", ward="ward-a",
+            alarm_id=alarm_id, dedup_key=f"p-000:{alarm_id}", patient="p-000", ward="ward-a",
             rule="hr_high" if category is AlarmCategory.PHYSIOLOGICAL else "strap_disconnected",
             category=category, priority=Priority.MEDIUM, state=state, t=t, started=start,
             text="HR 131 /min > 130 /min for 10 s",

@@ -6,7 +6,7 @@ topics: the time from handing the bytes to the decoder to the subscriber receivi
 the gateway's share of the alarm latency. ``--paho-inflight`` sets paho's own in-flight bound (the
 gateway passes 0: its publisher bounds in-flight publishes); run with 256 to compare.
 
-    .venv/bin/python scripts/bench_gateway_latency.py [--seconds 20] [--rate 1] [--paho-inflight 0]
+    .venv/bin/python -m wardwatch.gateway.bench_latency [--seconds 20] [--rate 1] [--paho-inflight 0]
 """
 
 from __future__ import annotations

@@ -67,7 +67,6 @@ async def test_every_resource_is_valid_r4(fhir_server: FhirTestServer, represent
     settings = ExportSettings(representation=representation, bluetooth_addresses={"dev-hr-01": "AA:BB:CC:DD:EE:01"})
     resources = _resources(settings)
     status = DeviceStatus(
-        v=1,
         patient="p-001",
         device="dev-ox-01",
         gateway="gw-01",
@@ -192,7 +191,6 @@ async def test_transaction_twice_creates_once_and_is_searchable(fhir_server: Fhi
 
 def _alarm(state: AlarmState, t: int) -> Alarm:
     return Alarm(
-        v=1,
         alarm_id="a-7f3",
         dedup_key="p-001:spo2_low",
         patient="p-001",

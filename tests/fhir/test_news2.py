@@ -8,7 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from wardwatch.core.schema import SCHEMA_VERSION, News2, News2Score, encode
+from wardwatch.core.schema import News2, News2Score, encode
 from wardwatch.core.servers import Mosquitto, wait_for
 from wardwatch.core.topics import score_topic
 from wardwatch.fhir.client import FhirClient
@@ -25,7 +25,7 @@ PARTIAL = News2(score=4, o2=0, spo2=2, pulse=2, missing=["respiration", "supplem
 
 
 def score(t: int, news2: News2) -> News2Score:
-    return News2Score(v=SCHEMA_VERSION, patient="p-001", ward="ward-a", t=t, news2=news2)
+    return News2Score(patient="p-001", ward="ward-a", t=t, news2=news2)
 
 
 async def test_a_full_score_is_the_news2_total_with_seven_sub_scores_and_valid(fhir_server: FhirTestServer) -> None:

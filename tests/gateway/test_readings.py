@@ -195,7 +195,7 @@ async def test_malformed_bytes_are_counted_logged_once_and_skipped(
 async def test_device_status_has_its_own_sequence(queue: DurableQueue) -> None:
     recorder = Recorder(queue, gateway="gw-01", ward="ward-a")
     status = DeviceStatus(
-        v=1, patient="p-1", device="hr-1", gateway="gw-01", t=NOW_MS, role=STRAP.role, connected=True, battery=80
+        patient="p-1", device="hr-1", gateway="gw-01", t=NOW_MS, role=STRAP.role, connected=True, battery=80
     )
     queued = [recorder.device_status(status) for _ in range(3)]
     assert [s.seq if s is not None else None for s in queued] == [0, 1, 2]
@@ -226,9 +226,7 @@ async def test_with_a_kit_each_sample_goes_out_under_the_patient_bound_at_its_ti
     assert decoder.handle(gatt.HEART_RATE_MEASUREMENT, bytes.fromhex("0046"), NOW_MS - 2000)  # not bound yet
     # RR intervals of one notification straddle the swap: the earlier beat is p-1's, the later p-2's
     assert decoder.handle(gatt.HEART_RATE_MEASUREMENT, bytes.fromhex("104600020002"), NOW_MS + 100)
-    status = DeviceStatus(
-        v=1, patient="p-1", device="hr-1", gateway="gw-01", t=NOW_MS + 5, role=STRAP.role, connected=True
-    )
+    status = DeviceStatus(patient="p-1", device="hr-1", gateway="gw-01", t=NOW_MS + 5, role=STRAP.role, connected=True)
     assert recorder.device_status(status) is not None
     assert recorder.device_status(msgspec.structs.replace(status, t=NOW_MS - 5000)) is None
     await queue.flush()

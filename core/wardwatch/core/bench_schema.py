@@ -1,6 +1,6 @@
 """Wire-schema cost per message: msgspec typed decode/encode vs the standard json module (prints JSON).
 
-Run: .venv/bin/python scripts/bench_schema.py
+Run: ``.venv/bin/python -m wardwatch.core.bench_schema``
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from wardwatch.core import schema
 from wardwatch.core.schema import Quality, Sample, Signal, Vitals
 
 MESSAGE = Vitals(
-    v=1,
     patient="p-k3v9q2m7x4",
     device="d-ox-0001",
     gateway="gw-0001",

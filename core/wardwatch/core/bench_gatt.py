@@ -1,6 +1,6 @@
 """Benchmark the GATT codecs: µs per notification, median of repeats, printed as JSON.
 
-Run: ``.venv/bin/python scripts/bench_gatt.py [--repeat N]``. Never asserts on speed.
+Run: ``.venv/bin/python -m wardwatch.core.bench_gatt [--repeat N]``. Never asserts on speed.
 """
 
 from __future__ import annotations

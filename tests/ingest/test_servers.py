@@ -210,7 +210,6 @@ async def test_field_type_conflict_dead_letters_only_the_bad_point(
             pass
         messages, samples = stream(1000)
         bad = Vitals(
-            v=1,
             patient="p-00001",
             device="ox-00001",
             gateway="gw-01",
@@ -239,7 +238,6 @@ async def test_malformed_payloads_are_dead_lettered_and_counted(
     messages, samples = stream(300)
     topic = vitals_topic("ward-a", "gw-01", "p-1", "hr-1", "heart_rate")
     good = Vitals(
-        v=1,
         patient="p-1",
         device="hr-1",
         gateway="gw-01",
@@ -321,7 +319,6 @@ async def test_tls_and_authentication(secure_mosquitto: Mosquitto, influxd: Infl
         patient, signal_ = f"p-{seq % 7}", (Signal.HEART_RATE, Signal.SPO2)[seq % 2]
         device = f"d-{seq % 7}"
         vitals = Vitals(
-            v=1,
             patient=patient,
             device=device,
             gateway="gw-01",
@@ -348,7 +345,6 @@ async def test_impossible_times_are_dead_lettered_not_stored(
     messages, samples = stream(200)
     topic = vitals_topic("ward-a", "gw-01", "p-1", "ox-1", "spo2")
     good = Vitals(
-        v=1,
         patient="p-1",
         device="ox-1",
         gateway="gw-01",

@@ -129,7 +129,6 @@ async def test_acl_refusal_is_dead_lettered_and_the_queue_goes_on(
         for n in range(5):
             heart_rate(recorder, 1_700_000_000_000 + n)
         fake = Vitals(
-            v=1,
             patient="p-9",
             device="hr-9",
             gateway="gw-02",
