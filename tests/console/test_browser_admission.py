@@ -18,9 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-# the sibling browser test's helpers (pytest puts this folder on sys.path; mypy sees tests as a namespace package)
-from test_browser import (  # type: ignore[import-not-found]
+from tests.console.test_browser import (
     CHROMIUM,
     CONTRAST_FAILURES,
     SCREENSHOTS,
