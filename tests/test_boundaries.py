@@ -83,11 +83,7 @@ def test_walker_catches_a_violation(tmp_path: Path) -> None:
 
 MAX_MODULE_LINES = 600
 # Modules another branch is splitting (issue 16); the merge empties this set.
-OVERSIZED_UNTIL_SPLIT = {
-    "alerting/wardwatch/alerting/api.py",
-    "stack/wardwatch/stack/up.py",
-    "core/wardwatch/core/mqtt.py",
-}
+OVERSIZED_UNTIL_SPLIT: set[str] = set()  # modules allowed over the limit while their split is under way
 LIFECYCLE = PARTS["core"] / "lifecycle.py"
 
 
