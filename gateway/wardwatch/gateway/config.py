@@ -97,6 +97,10 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     commit_interval_s: PositiveFloat = 0.2
     commit_batch: Annotated[int, msgspec.Meta(ge=1)] = 500
     in_flight: Annotated[int, msgspec.Meta(ge=1, le=65000)] = 256  # unacknowledged publishes at once
+    # One vitals_batch message per device per commit instead of one vitals message per signal and
+    # notification (no added latency: messages wait for the commit either way). Consumers (ingest,
+    # alerting, fhir) accept both; set false only for consumers older than vitals_batch.
+    batch_vitals: bool = True
 
 
 class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
