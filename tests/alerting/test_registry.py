@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 
 from wardwatch.alerting.app import open_store
@@ -44,8 +45,10 @@ from wardwatch.core.schema import (
     GatewayStatus,
     Priority,
     Sample,
+    Series,
     Signal,
     Vitals,
+    VitalsBatch,
     decode,
     encode,
 )
@@ -56,6 +59,7 @@ from wardwatch.core.topics import (
     deadletter_topic,
     gap_topic,
     gateway_status_topic,
+    vitals_batch_topic,
     vitals_topic,
 )
 from wardwatch.core.waiting import wait_for
@@ -546,3 +550,39 @@ async def test_a_gateway_status_binds_only_the_devices_the_registry_bound_throug
         await client.publish(availability_topic(WARD, "gw-02"), AVAILABILITY_OFFLINE)
         await wait_for(lambda: offline_for("gw-02", b), TIMEOUT, what="gateway_offline for B, still gw-02's")
         assert not [r for r in api.service.manager.open_alarms() if r.patient == "p-nobody"]
+
+
+async def test_a_vitals_batch_is_judged_sample_by_sample_and_a_spoofed_one_is_refused_whole(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto, client: MqttClient
+) -> None:
+    """A gateway's vitals_batch: each series is judged like a single message, each sample at its own time."""
+    config = config_for(tmp_path, receiver, mosquitto)
+    async with running(config) as api:
+        a, b, since = await setup_ward(api)
+        low = spo2(a, "ox-a", "gw-01", LOW, t0=since + 1, seq=2).samples
+        before_kit = Sample(t=since - 60_000, v=84.0)  # A's oximeter was not bound yet: refused, the rest kept
+        pulse_before_kit = Series(signal=Signal.PULSE_RATE, seq=3, samples=(Sample(t=since - 30_000, v=80.0),))
+        batch = VitalsBatch(
+            v=1,
+            patient=a,
+            device="ox-a",
+            gateway="gw-01",
+            series=(Series(signal=Signal.SPO2, seq=2, samples=(before_kit, *low)), pulse_before_kit),
+        )
+        spoofed = msgspec.structs.replace(batch, patient=b, series=(Series(signal=Signal.SPO2, seq=4, samples=low),))
+        topic = vitals_batch_topic(WARD, "gw-01", a, "ox-a")
+        await client.publish(topic, encode(spoofed))  # the payload names B, the topic A: refused whole
+        await client.publish(topic, encode(batch))
+        letters = await dead_letters(client, 2)
+        assert letters[0].topic == topic
+        assert "do not match its topic" in letters[0].reason
+        assert letters[1].reason.startswith("provenance refused (")  # the pulse-rate series, all before the kit
+        assert letters[1].topic == vitals_topic(WARD, "gw-01", a, "ox-a", "pulse_rate")
+        await wait_for(lambda: bool(pages(receiver, a)), TIMEOUT, what="A's page from the batch's bound samples")
+        assert "84" in pages(receiver, a)[0]["text"]
+        assert pages(receiver, b) == []
+        metrics = await api.metrics()
+        refused = [
+            line for line in metrics.splitlines() if line.startswith("wardwatch_alerting_provenance_refused_total{")
+        ]
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in refused) == 2  # the SpO2 sample and the pulse rate

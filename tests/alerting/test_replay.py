@@ -21,7 +21,7 @@ from wardwatch.alerting.replay import (
 )
 from wardwatch.alerting.synthetic import scenario_library
 from wardwatch.core.errors import SchemaError
-from wardwatch.core.schema import DataGap, Sample, Signal, Vitals, encode
+from wardwatch.core.schema import DataGap, Sample, Series, Signal, Vitals, VitalsBatch, encode
 
 T0 = 1_767_225_600_000
 
@@ -184,3 +184,25 @@ def test_profile_option_replays_with_the_arrhythmia_definitions(
     assert default_out == []
     with pytest.raises(SystemExit):
         replay_main([str(path), "--profile", "arrhythmia", "--rules", str(path)])
+
+
+def test_a_vitals_batch_line_is_replayed_as_its_series() -> None:
+    single = [
+        Vitals(v=1, patient="p-1", device="ox-1", gateway="gw-1", signal=signal, seq=seq, samples=(Sample(T0, value),))
+        for seq, (signal, value) in enumerate([(Signal.SPO2, 97.0), (Signal.PULSE_RATE, 70.0)])
+    ]
+    batch = VitalsBatch(
+        v=1,
+        patient="p-1",
+        device="ox-1",
+        gateway="gw-1",
+        series=tuple(Series(signal=v.signal, seq=v.seq, samples=v.samples) for v in single),
+    )
+    topic = "wardwatch/v1/vitals/ward-x/gw-1/p-1/ox-1/batch"
+    lines = [json.dumps({"topic": topic, "payload": json.loads(encode(batch))}), encode(batch).decode()]
+    stats = ReplayStats()
+    assert list(read_inputs(lines, "ward-a", stats, None)) == [
+        *(("ward-x", v) for v in single),
+        *(("ward-a", v) for v in single),
+    ]
+    assert stats.rejected == 0

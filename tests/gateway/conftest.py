@@ -15,7 +15,7 @@ import pytest
 
 from wardwatch.core.config import MqttSettings, Secret
 from wardwatch.core.mqtt import Message, MqttClient
-from wardwatch.core.schema import Vitals, decode
+from wardwatch.core.schema import Vitals, VitalsBatch, decode
 from wardwatch.core.servers import Mosquitto
 
 TIMEOUT = 15.0
@@ -60,7 +60,13 @@ class Collector:
             decoded = decode(m.payload) if m.payload.startswith(b"{") else None
             if isinstance(decoded, Vitals):
                 out.append(decoded)
+            elif isinstance(decoded, VitalsBatch):  # the gateway's default: one series per signal
+                out.extend(decoded.vitals())
         return out
+
+    def sample_count(self) -> int:
+        """Samples in every vitals message received (a batch holds several notifications' samples)."""
+        return sum(len(v.samples) for v in self.vitals())
 
     def unique_seqs(self, device: str) -> list[int]:
         """Sequence numbers of ``device`` in arrival order, duplicates removed (first kept)."""

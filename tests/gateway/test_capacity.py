@@ -36,6 +36,7 @@ from wardwatch.core.schema import (
     DeviceStatus,
     GatewayStatus,
     Vitals,
+    VitalsBatch,
     WireMessage,
     decode,
 )
@@ -175,9 +176,10 @@ def replay(messages: list[WireMessage], rules: RuleSet) -> list[ConditionChange]
         elif isinstance(message, DeviceStatus):
             t = message.t
             out += engine.on_device_status(message, WARD)
-        elif isinstance(message, Vitals):
-            t = message.samples[-1].t
-            out += engine.on_vitals(message, WARD)
+        elif isinstance(message, Vitals | VitalsBatch):
+            for vitals in message.vitals() if isinstance(message, VitalsBatch) else [message]:
+                t = vitals.samples[-1].t
+                out += engine.on_vitals(vitals, WARD)
         else:
             continue
         out += engine.tick(t)

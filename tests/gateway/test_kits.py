@@ -253,7 +253,7 @@ async def test_a_gateway_restarting_offline_binds_from_its_kept_kit(
 
             await wait_for(queued, TIMEOUT, what="a reading queued while offline")
             topics = {m.topic for m in await queue.read_after(0, 100) if "/vitals/" in m.topic}
-            assert topics == {f"wardwatch/v1/vitals/{WARD}/{GATEWAY}/p-c/{strap.spec.id}/heart_rate"}
+            assert topics == {f"wardwatch/v1/vitals/{WARD}/{GATEWAY}/p-c/{strap.spec.id}/batch"}
             assert gateway.mqtt is not None
             assert not gateway.mqtt.is_connected
 

@@ -135,7 +135,8 @@ async def gateway_for(
         mqtt=settings,
         devices=bindings(played),
         ble=BLE,
-        queue=QueueSettings(path=tmp_path / "queue.sqlite3", commit_interval_s=0.05),
+        # one message per signal and notification: the checks below pair each notification with the model's
+        queue=QueueSettings(path=tmp_path / "queue.sqlite3", commit_interval_s=0.05, batch_vitals=False),
         status_interval_s=0.5,
         device_timezone="UTC",  # the simulated device clocks run in UTC
     )

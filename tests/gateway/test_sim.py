@@ -29,7 +29,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from wardwatch.core import gatt
 from wardwatch.core.config import MqttSettings
-from wardwatch.core.schema import DataGap, DeviceRole, DeviceStatus, GatewayStatus, Signal, Vitals, decode
+from wardwatch.core.schema import (
+    DataGap,
+    DeviceRole,
+    DeviceStatus,
+    GatewayStatus,
+    Signal,
+    Vitals,
+    VitalsBatch,
+    decode,
+)
 from wardwatch.core.servers import Mosquitto, free_port
 from wardwatch.core.topics import availability_topic
 from wardwatch.core.waiting import wait_for
@@ -157,9 +166,8 @@ async def test_one_strap_end_to_end(
         await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
         for i in range(5):
             assert await send(strap, i)
-        await wait_for(lambda: len([v for v in sub.vitals() if v.signal == Signal.HEART_RATE]) >= 5, TIMEOUT)
-        hr = [v for v in sub.vitals() if v.signal == Signal.HEART_RATE]
-        assert [v.samples[0].v for v in hr] == [70.0] * 5
+        await wait_for(lambda: len(heart_rates(sub, strap.spec.id)) >= 5, TIMEOUT)
+        assert heart_rates(sub, strap.spec.id) == [70.0] * 5
         assert [v.seq for v in sub.vitals()] == sorted(v.seq for v in sub.vitals())
         statuses = [decode(m.payload) for m in sub.on("wardwatch/v1/device/")]
         connected = [s for s in statuses if isinstance(s, DeviceStatus) and s.connected]
@@ -202,7 +210,7 @@ async def test_seven_devices_out_of_range_and_back_with_backfill(
                     assert await send(device, i)
             strap, oximeter = devices[0], devices[4]
             assert isinstance(oximeter, PulseOximeter)
-            await wait_for(lambda: len(sub.vitals()) >= 4 * 20 + 3 * 30, TIMEOUT, what="first readings")
+            await wait_for(lambda: sub.sample_count() >= 4 * 20 + 3 * 30, TIMEOUT, what="first readings")
 
             await strap.go_out_of_range()
             await oximeter.go_out_of_range()
@@ -322,7 +330,9 @@ def _queue_figures(path: Path) -> tuple[int, list[int]]:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         dropped = db.execute("SELECT coalesce(max(value), 0) FROM counters WHERE name = 'dropped_total'").fetchone()[0]
-        payloads = db.execute("SELECT payload FROM messages WHERE topic LIKE '%/heart_rate' ORDER BY id").fetchall()
+        payloads = db.execute(
+            "SELECT payload FROM messages WHERE topic LIKE '%/heart_rate' OR topic LIKE '%/batch' ORDER BY id"
+        ).fetchall()
     except sqlite3.OperationalError:  # not created yet
         return 0, []
     finally:
@@ -330,8 +340,11 @@ def _queue_figures(path: Path) -> tuple[int, list[int]]:
     seqs = []
     for (payload,) in payloads:
         message = decode(bytes(payload))
-        assert isinstance(message, Vitals)
-        seqs.append(message.seq)
+        series = message.vitals() if isinstance(message, VitalsBatch) else [message]
+        for vitals in series:
+            assert isinstance(vitals, Vitals)
+            if vitals.signal == Signal.HEART_RATE:
+                seqs.append(vitals.seq)
     return int(dropped), seqs
 
 
@@ -484,8 +497,8 @@ async def test_prometheus_metrics_are_served_and_aggregate_without_patient_ids(
                 assert await send(strap, i)
                 assert await send(oximeter, i)
             await strap.send_raw(gatt.HEART_RATE_MEASUREMENT, b"\xff")
-            # strap: HR + RR per reading; oximeter: SpO2, PR, PI per reading
-            await wait_for(lambda: len(sub.vitals()) >= 3 * 2 + 3 * 3, TIMEOUT, what="readings")
+            # strap: HR + RR samples per reading; oximeter: SpO2, PR, PI per reading
+            await wait_for(lambda: sub.sample_count() >= 3 * 2 + 3 * 3, TIMEOUT, what="readings")
             await wait_for(lambda: gateway.queue is not None and gateway.queue.depth == 0, TIMEOUT, what="queue empty")
             text = await asyncio.to_thread(_scrape, port)
     values = _samples(text)
@@ -496,7 +509,8 @@ async def test_prometheus_metrics_are_served_and_aggregate_without_patient_ids(
     assert values[f"{p}_device_reconnects_total"] == 0
     assert values[f"{p}_notifications_malformed_total"] == 1
     assert values[f"{p}_notifications_received_total"] >= 3 + 3 + 1
-    assert values[f"{p}_readings_queued_total"] >= 15
+    assert values[f"{p}_samples_queued_total"] >= 15
+    assert 1 <= values[f"{p}_readings_queued_total"] <= values[f"{p}_samples_queued_total"]
     assert values[f"{p}_messages_published_total"] >= values[f"{p}_readings_queued_total"]
     assert values[f"{p}_queue_depth"] == 0
     assert values[f"{p}_in_flight_messages"] == 0

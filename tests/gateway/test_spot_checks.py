@@ -254,13 +254,13 @@ async def test_many_stored_readings_from_a_cuff_with_an_unset_clock(
         await cuff.wait_delivered(TIMEOUT)
 
         def systolic() -> list[Any]:
-            return [v for v in sub.vitals() if v.signal == Signal.SYSTOLIC_BP]
+            return [s for v in sub.vitals() if v.signal == Signal.SYSTOLIC_BP for s in v.samples]
 
         await wait_for(lambda: len(systolic()) >= 30, TIMEOUT, what="30 systolic readings")
-        messages = systolic()
-        assert [m.samples[0].v for m in messages] == [float(110 + i) for i in range(30)]
-        assert {m.samples[0].q for m in messages} == {(Quality.DEVICE_CLOCK_UNSET,)}
-        times = [m.samples[0].t for m in messages]
+        readings = systolic()
+        assert [s.v for s in readings] == [float(110 + i) for i in range(30)]
+        assert {s.q for s in readings} == {(Quality.DEVICE_CLOCK_UNSET,)}
+        times = [s.t for s in readings]
         assert times == sorted(set(times))  # gateway time, strictly increasing per series
         seqs = sorted({v.seq for v in sub.vitals()})
         assert seqs == list(range(len(seqs)))
@@ -271,7 +271,7 @@ async def test_many_stored_readings_from_a_cuff_with_an_unset_clock(
         taken = await cuff.take_reading(150, 81, 66)
         await cuff.wait_delivered(TIMEOUT)
         await wait_for(lambda: len(systolic()) >= 31, TIMEOUT, what="the reading after the clock was set")
-        (latest,) = [m.samples[0] for m in systolic() if m.samples[0].v == 150.0]
+        (latest,) = [s for s in systolic() if s.v == 150.0]
         assert latest.q == (Quality.DEVICE_CLOCK,)
         assert taken.timestamp is not None
         assert latest.t == local_ms(taken.timestamp)

@@ -53,10 +53,12 @@ from wardwatch.core.schema import (
     decode,
     decode_vitals,
     encode,
+    split_vitals_batch,
 )
 from wardwatch.core.topics import (
     AVAILABILITY_OFFLINE,
     AVAILABILITY_ONLINE,
+    BATCH_LEAF,
     DEVICE,
     GATEWAY,
     LIVE_ONLY_KINDS,
@@ -203,6 +205,10 @@ class MqttInput:
                 self._dead_letter(topic, payload, f"refused a retained {parts.kind} message: gateways must not retain")
                 return
             changes: Sequence[ConditionChange]
+            if parts.kind == VITALS and parts.signal == BATCH_LEAF and decoded is None:
+                for series_topic, series in split_vitals_batch(topic, payload):  # as the intake does
+                    self.handle(series_topic, payload, retain, series)
+                return
             if parts.kind == VITALS:
                 decoded = decoded if decoded is not None else decode_vitals(payload)
                 self._vitals_counted.inc()

@@ -27,6 +27,7 @@ clear once the lag is back under half the bound.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
@@ -36,7 +37,8 @@ from typing import Final
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.core.errors import SchemaError
 from wardwatch.core.mqtt import Message
-from wardwatch.core.schema import Vitals, decode_vitals
+from wardwatch.core.schema import Vitals, decode_vitals, split_vitals_batch
+from wardwatch.core.topics import is_vitals_batch_topic
 
 __all__ = ["STALE_SHARE", "Entry", "HeldConditions", "Intake", "LagMonitor"]
 
@@ -67,25 +69,43 @@ class Intake:
         self._ready = asyncio.Event()
 
     def put(self, message: Message) -> None:
-        """Queue a received message in its lane (never raises: decoding errors surface when it is handled)."""
+        """Queue a received message in its lane (never raises: decoding errors surface when it is handled).
+
+        A vitals batch becomes one entry per series, on the series' own topic
+        (:func:`~wardwatch.core.schema.split_vitals_batch`).
+        """
         arrived = self.clock()
-        entry = Entry(message, arrived)
         if _VITALS_LEVEL in message.topic:
-            try:
-                vitals = decode_vitals(message.payload)
-            except SchemaError:
-                vitals = None  # handled (and dead-lettered) in order, like any other message
-            if vitals is not None:
-                entry.vitals = vitals
-                samples = vitals.samples
-                newest = samples[-1].t if len(samples) == 1 else max(s.t for s in samples)
-                entry.stale = arrived * 1000 - newest > self.stale_after_ms
-                if entry.stale or vitals.patient in self.backlogged:
-                    self.backlogged[vitals.patient] = self.backlogged.get(vitals.patient, 0) + 1
-                    self.stale.append(entry)
-                    self._ready.set()
+            if is_vitals_batch_topic(message.topic):
+                try:
+                    series = split_vitals_batch(message.topic, message.payload)
+                except SchemaError:
+                    series = []  # handled (and dead-lettered) in order, like any other message
+                for topic, vitals in series:
+                    self._put_vitals(Entry(dataclasses.replace(message, topic=topic), arrived), vitals)
+                if series:
                     return
-        self.live.append(entry)
+            else:
+                try:
+                    vitals = decode_vitals(message.payload)
+                except SchemaError:
+                    pass  # handled (and dead-lettered) in order, like any other message
+                else:
+                    self._put_vitals(Entry(message, arrived), vitals)
+                    return
+        self.live.append(Entry(message, arrived))
+        self._ready.set()
+
+    def _put_vitals(self, entry: Entry, vitals: Vitals) -> None:
+        entry.vitals = vitals
+        samples = vitals.samples
+        newest = samples[-1].t if len(samples) == 1 else max(s.t for s in samples)
+        entry.stale = entry.arrived * 1000 - newest > self.stale_after_ms
+        if entry.stale or vitals.patient in self.backlogged:
+            self.backlogged[vitals.patient] = self.backlogged.get(vitals.patient, 0) + 1
+            self.stale.append(entry)
+        else:
+            self.live.append(entry)
         self._ready.set()
 
     def __len__(self) -> int:

@@ -35,7 +35,16 @@ from wardwatch.alerting.engine import Engine, NaiveEngine
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.rules import PROFILES, RuleSet, load_rules
 from wardwatch.core.errors import SchemaError, TopicError, WardwatchError
-from wardwatch.core.schema import DataGap, DeviceStatus, GatewayStatus, Vitals, WireMessage, decode, encode
+from wardwatch.core.schema import (
+    DataGap,
+    DeviceStatus,
+    GatewayStatus,
+    Vitals,
+    VitalsBatch,
+    WireMessage,
+    decode,
+    encode,
+)
 from wardwatch.core.topics import parse_topic
 
 
@@ -107,7 +116,7 @@ def _decode_obj(obj: Any) -> WireMessage:
 
 
 def _keep(ward: str, msg: WireMessage) -> Input | None:
-    if isinstance(msg, Vitals | DeviceStatus | GatewayStatus | DataGap):
+    if isinstance(msg, Vitals | VitalsBatch | DeviceStatus | GatewayStatus | DataGap):  # read_inputs splits batches
         return (msg.ward if isinstance(msg, GatewayStatus) else ward, msg)
     return None
 
@@ -217,9 +226,16 @@ def read_inputs(
             if errors is not None:
                 print(f"line {number}: {exc}", file=errors)
             continue
-        if item is not None:
-            last_t = max(last_t, _time(item))
-            yield item
+        if item is None:
+            continue
+        if type(item) is tuple and isinstance(item[1], VitalsBatch):
+            ward = item[0]
+            for vitals in item[1].vitals():  # each series as the single message it stands for
+                last_t = max(last_t, _time((ward, vitals)))
+                yield ward, vitals
+            continue
+        last_t = max(last_t, _time(item))
+        yield item
 
 
 def change_to_dict(change: ConditionChange) -> dict[str, Any]:

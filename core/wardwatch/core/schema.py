@@ -17,7 +17,7 @@ import msgspec
 
 from wardwatch.core.errors import SchemaError
 from wardwatch.core.ids import Identifier
-from wardwatch.core.topics import TopicParts
+from wardwatch.core.topics import BATCH_LEAF, TopicParts
 
 SCHEMA_VERSION: Final[Literal[1]] = 1
 
@@ -135,6 +135,43 @@ class Vitals(_Message, frozen=True, tag="vitals"):
     signal: Signal
     seq: SequenceNumber
     samples: Annotated[tuple[Sample, ...], msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class Series(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """One signal's samples inside a :class:`VitalsBatch`, numbered like a :class:`Vitals` message."""
+
+    signal: Signal
+    seq: SequenceNumber
+    samples: Annotated[tuple[Sample, ...], msgspec.Meta(min_length=1, max_length=4096)]
+
+
+class VitalsBatch(_Message, frozen=True, tag="vitals_batch"):
+    """Several signals' samples from one device, as the gateway committed them together (one queue commit).
+
+    Published on :func:`~wardwatch.core.topics.vitals_batch_topic`. Each series is what a :class:`Vitals`
+    message with the same ids would carry (:meth:`vitals`); consumers judge and store every sample as if
+    it had come alone. Samples of one signal are in the order the gateway received them.
+    """
+
+    patient: Identifier
+    device: Identifier
+    gateway: Identifier
+    series: Annotated[tuple[Series, ...], msgspec.Meta(min_length=1, max_length=1024)]
+
+    def vitals(self) -> list[Vitals]:
+        """The series as single vitals messages (same ids, signal, sequence number and samples)."""
+        return [
+            Vitals(
+                v=1,
+                patient=self.patient,
+                device=self.device,
+                gateway=self.gateway,
+                signal=series.signal,
+                seq=series.seq,
+                samples=series.samples,
+            )
+            for series in self.series
+        ]
 
 
 class DeviceRole(enum.StrEnum):
@@ -315,11 +352,12 @@ class DeadLetter(_Message, frozen=True, tag="dead_letter"):
     payload: bytes = b""
 
 
-WireMessage = Vitals | DeviceStatus | GatewayStatus | DataGap | Alarm | News2Score | Page | DeadLetter
+WireMessage = Vitals | VitalsBatch | DeviceStatus | GatewayStatus | DataGap | Alarm | News2Score | Page | DeadLetter
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(WireMessage)
 _vitals_decoder: Final = msgspec.json.Decoder(Vitals)
+_batch_decoder: Final = msgspec.json.Decoder(VitalsBatch)
 
 
 def decode_device_status(payload: bytes, parts: TopicParts) -> DeviceStatus:
@@ -338,17 +376,27 @@ def encode(message: WireMessage) -> bytes:
     return _encoder.encode(message)
 
 
-def _check_vitals(message: Vitals) -> Vitals:
-    low, high = VALID_RANGES[message.signal]
-    for sample in message.samples:
+def _check_samples(signal: Signal, samples: tuple[Sample, ...]) -> None:
+    low, high = VALID_RANGES[signal]
+    for sample in samples:
         value = sample.v
         if value is None:
             continue
         if not math.isfinite(value) or not low <= value <= high:
             raise SchemaError(
-                f"impossible {message.signal} value {value!r} at t={sample.t} (valid range {low}..{high}); "
+                f"impossible {signal} value {value!r} at t={sample.t} (valid range {low}..{high}); "
                 "a device without a value must send v=null with an 'absent' reason"
             )
+
+
+def _check_vitals(message: Vitals) -> Vitals:
+    _check_samples(message.signal, message.samples)
+    return message
+
+
+def _check_batch(message: VitalsBatch) -> VitalsBatch:
+    for series in message.series:
+        _check_samples(series.signal, series.samples)
     return message
 
 
@@ -362,6 +410,8 @@ def decode(payload: bytes | str) -> WireMessage:
         raise SchemaError(f"payload is not valid JSON: {exc}") from None
     if isinstance(message, Vitals):
         return _check_vitals(message)
+    if isinstance(message, VitalsBatch):
+        return _check_batch(message)
     return message
 
 
@@ -374,3 +424,32 @@ def decode_vitals(payload: bytes | str) -> Vitals:
     except msgspec.DecodeError as exc:
         raise SchemaError(f"payload is not valid JSON: {exc}") from None
     return _check_vitals(message)
+
+
+def decode_vitals_batch(payload: bytes | str) -> VitalsBatch:
+    """Parse and validate a vitals batch (the gateway's message on ``.../{device}/batch``)."""
+    try:
+        message: VitalsBatch = _batch_decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        raise SchemaError(f"payload is not a wardwatch v{SCHEMA_VERSION} vitals_batch message: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise SchemaError(f"payload is not valid JSON: {exc}") from None
+    return _check_batch(message)
+
+
+def split_vitals_batch(topic: str, payload: bytes | str) -> list[tuple[str, Vitals]]:
+    """``(series topic, vitals)`` for each series of the batch ``payload`` received on ``topic``.
+
+    Each is what a :class:`Vitals` on that signal's own topic (``.../{device}/{signal}``) would be, so a
+    consumer handles a batch as its single messages. Raises :class:`SchemaError` for an invalid batch, or
+    one whose ids (gateway, patient, device) are not its topic's (spoofed or misrouted: refuse it whole).
+    """
+    batch = decode_vitals_batch(payload)
+    levels = topic.split("/")
+    if levels[-1] != BATCH_LEAF or levels[-4:-1] != [batch.gateway, batch.patient, batch.device]:
+        raise SchemaError(
+            f"payload ids (gateway {batch.gateway}, patient {batch.patient}, device {batch.device}) "
+            f"do not match its topic {topic}"
+        )
+    prefix = topic[: -len(BATCH_LEAF)]
+    return [(prefix + vitals.signal, vitals) for vitals in batch.vitals()]

@@ -3,6 +3,7 @@
 ::
 
     wardwatch/v1/vitals/{ward}/{gateway}/{patient}/{device}/{signal}   vitals samples (QoS 1)
+    wardwatch/v1/vitals/{ward}/{gateway}/{patient}/{device}/batch      several signals' samples (vitals_batch)
     wardwatch/v1/device/{ward}/{gateway}/{patient}/{device}            device status (connected, battery, ...)
     wardwatch/v1/gateway/{ward}/{gateway}/status                       periodic gateway status
     wardwatch/v1/gateway/{ward}/{gateway}/availability                 "online"/"offline" (retained, last will)
@@ -54,6 +55,20 @@ AVAILABILITY_OFFLINE: Final = b"offline"
 def vitals_topic(ward: str, gateway: str, patient: str, device: str, signal: str) -> str:
     """Topic of one device's samples of one signal."""
     return f"{ROOT}/{VITALS}/{ward}/{gateway}/{patient}/{device}/{signal}"
+
+
+#: The last level of a device's :class:`~wardwatch.core.schema.VitalsBatch` topic (never a signal name).
+BATCH_LEAF: Final = "batch"
+
+
+def vitals_batch_topic(ward: str, gateway: str, patient: str, device: str) -> str:
+    """Topic of one device's vitals batches (``.../{device}/batch``, beside its per-signal topics)."""
+    return f"{ROOT}/{VITALS}/{ward}/{gateway}/{patient}/{device}/{BATCH_LEAF}"
+
+
+def is_vitals_batch_topic(topic: str) -> bool:
+    """Whether ``topic`` is a vitals batch topic (cheap: no parsing or validation)."""
+    return topic.endswith("/" + BATCH_LEAF) and topic.startswith(f"{ROOT}/{VITALS}/")
 
 
 def device_status_topic(ward: str, gateway: str, patient: str, device: str) -> str:

@@ -40,9 +40,11 @@ from wardwatch.core.schema import (
     DeviceStatus,
     News2Score,
     Signal,
+    Vitals,
     decode,
     decode_device_status,
     decode_vitals,
+    split_vitals_batch,
 )
 from wardwatch.core.subscriber import Subscriber
 from wardwatch.fhir.client import FhirClient, FhirUnavailableError, TransactionResult
@@ -197,6 +199,10 @@ class Exporter:
         return len(self._windows)
 
     def _vitals(self, topic: str, payload: bytes, message: _Message) -> None:
+        if topics.is_vitals_batch_topic(topic):
+            for series_topic, series in split_vitals_batch(topic, payload):  # each series as if alone
+                self._series(series_topic, series, message)
+            return
         parts = topics.parse_topic(topic)
         vitals = decode_vitals(payload)
         if (vitals.gateway, vitals.patient, vitals.device, vitals.signal) != (
@@ -206,6 +212,9 @@ class Exporter:
             parts.signal,
         ):
             raise SchemaError("payload ids (gateway, patient, device, signal) do not match its topic")
+        self._series(topic, vitals, message)
+
+    def _series(self, topic: str, vitals: Vitals, message: _Message) -> None:
         if vitals.signal not in SIGNAL_CODES:
             return  # not part of the record (battery, perfusion index, energy): acknowledged at once
         series: SeriesKey = (vitals.patient, vitals.device, vitals.signal)

@@ -120,7 +120,9 @@ class Gateway:
             client.add_subscription(self.kit_topic, qos=1, retained=True)  # its kit, at every (re)connect
             mqtt = self.mqtt = await stack.enter_async_context(client)
             stack.push_async_callback(self._offline)
-            recorder = self.recorder = Recorder(queue, gateway=config.gateway_id, ward=config.ward)
+            recorder = self.recorder = Recorder(
+                queue, gateway=config.gateway_id, ward=config.ward, batch=config.queue.batch_vitals
+            )
             radio = self.radio = Radio(
                 config.ble,
                 recover=self._recover,

@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--notifications", type=int, default=20_000, help="notifications in the throughput run")
     bench.add_argument("--backlog", type=int, default=20_000, help="readings queued during the outage run")
     bench.add_argument("--in-flight", type=int, default=256)
+    bench.add_argument("--paced-seconds", type=float, default=20.0, help="length of the paced (latency) run")
+    bench.add_argument("--runs", type=int, default=1, help="runs per mode, alternating (medians are reported)")
+    bench.add_argument(
+        "--mode",
+        choices=["both", "single", "batch"],
+        default="both",
+        help="single: one message per signal and notification; batch: one vitals_batch per device and commit",
+    )
     return parser
 
 
@@ -121,6 +129,9 @@ def main(argv: list[str]) -> int:
                 notifications=args.notifications,
                 backlog=args.backlog,
                 in_flight=args.in_flight,
+                paced_seconds=args.paced_seconds,
+                runs=args.runs,
+                modes=("single", "batch") if args.mode == "both" else (args.mode,),
             )
         )
         print(json.dumps(figures, indent=2))

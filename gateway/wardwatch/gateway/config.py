@@ -95,8 +95,12 @@ class QueueSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
     path: Path = Path("/var/lib/wardwatch-gateway/queue.sqlite3")
     max_messages: Annotated[int, msgspec.Meta(ge=10)] = 500_000  # ~300 B each: ~150 MB, ~7 h of 7 devices
     commit_interval_s: PositiveFloat = 0.2
-    commit_batch: Annotated[int, msgspec.Meta(ge=1)] = 500
+    commit_batch: Annotated[int, msgspec.Meta(ge=1)] = 500  # commit sooner at this many messages (held samples)
     in_flight: Annotated[int, msgspec.Meta(ge=1, le=65000)] = 256  # unacknowledged publishes at once
+    # One vitals_batch message per device per commit instead of one vitals message per signal and
+    # notification (no added latency: messages wait for the commit either way). Consumers (ingest,
+    # alerting, fhir) accept both; set false only for consumers older than vitals_batch.
+    batch_vitals: bool = True
 
 
 class MetricsSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):

@@ -41,6 +41,7 @@ METRIC_NAMES: Final = (
     f"{P}_notifications_received",
     f"{P}_notifications_malformed",
     f"{P}_readings_queued",
+    f"{P}_samples_queued",
     f"{P}_device_status_queued",
     f"{P}_messages_published",
     f"{P}_publish_retries",
@@ -104,7 +105,12 @@ class GatewayCollector(Collector):
         yield counter(
             "notifications_malformed", "Notifications skipped as malformed", sum(d.malformed for d in decoders)
         )
-        yield counter("readings_queued", "Vitals messages queued", recorder.recorded if recorder else 0)
+        yield counter(
+            "readings_queued",
+            "Vitals messages queued (vitals_batch: one per device and commit; vitals: one per signal and notification)",
+            recorder.recorded if recorder else 0,
+        )
+        yield counter("samples_queued", "Vitals samples queued", recorder.samples if recorder else 0)
         yield counter("device_status_queued", "Device status messages queued", recorder.statuses if recorder else 0)
         yield counter(
             "messages_published",

@@ -197,6 +197,8 @@ class DurableQueue:
         self._closed = True
         self.commits = 0
         self.last_commit_error: str | None = None
+        self._before_commit: list[Callable[[], None]] = []
+        self._in_hooks = False  # before-commit hooks may put even while the queue closes (its last commit)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -282,11 +284,24 @@ class DurableQueue:
 
     def put(self, reading: Reading) -> None:
         """Queue ``reading``; it is on disk within ``commit_interval_s`` (or at once with :meth:`flush`)."""
-        if self._closed:
+        if self._closed and not self._in_hooks:
             raise QueueClosedError("the queue is closed")
         self._pending.inserts.append(reading)
         if len(self._pending.inserts) >= self.commit_batch:
             self._wake.set()
+
+    def before_commit(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` on the loop at the start of every commit, before the batch is taken.
+
+        A producer that coalesces (:class:`~wardwatch.gateway.readings.Recorder` building one vitals batch
+        per device) puts what it holds there, so its messages are on disk with that same commit:
+        no later than a message put at once, and lost in a crash no more often (both wait for the commit).
+        """
+        self._before_commit.append(hook)
+
+    def request_commit(self) -> None:
+        """Commit soon rather than at the end of ``commit_interval_s`` (a producer holds a full batch)."""
+        self._wake.set()
 
     async def flush(self) -> None:
         """Commit everything queued, acknowledged or dead-lettered so far."""
@@ -308,6 +323,12 @@ class DurableQueue:
                 await asyncio.sleep(1.0)
 
     async def _flush_locked(self) -> None:
+        self._in_hooks = True
+        try:
+            for hook in self._before_commit:
+                hook()
+        finally:
+            self._in_hooks = False
         batch = self._pending
         if batch.empty():
             return

@@ -4,6 +4,13 @@
 profile table, and battery) into :class:`~wardwatch.core.schema.Vitals` samples; :class:`Recorder`
 numbers them (per-device sequence numbers, allocated by the durable queue) and queues their JSON.
 
+Batching (``batch=True``, the gateway's default, ``queue.batch_vitals``): instead of one message per
+signal per notification, the recorder holds a device's samples until the queue's next commit and then
+queues them as one :class:`~wardwatch.core.schema.VitalsBatch` per device (one series per signal, samples in
+arrival order). A message waits for that commit either way (the publisher sends committed messages only),
+so batching adds no latency and no crash exposure; it divides the per-message cost (JSON, SQLite row,
+MQTT publish and PUBACK, consumers' decoding) by the notifications that share a commit.
+
 Time: a sample gets the gateway's UTC clock at reception, unless the device sent its own valid
 timestamp (PLX spot-check, blood pressure, temperature; flagged ``device_clock``, see
 :class:`~wardwatch.core.profiles.DeviceClock`). RR intervals are back-dated from reception
@@ -17,7 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, tzinfo
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -33,15 +40,20 @@ from wardwatch.core.schema import (
     DeviceStatus,
     Quality,
     Sample,
+    Series,
     Signal,
     Vitals,
+    VitalsBatch,
     encode,
 )
-from wardwatch.core.topics import device_status_topic, vitals_topic
+from wardwatch.core.topics import device_status_topic, vitals_batch_topic, vitals_topic
 from wardwatch.gateway.config import DeviceBinding
 from wardwatch.gateway.queue import DurableQueue, Reading
 
-__all__ = ["DeviceDecoder", "Recorder", "device_clock_zone"]
+__all__ = ["MAX_BATCH_SAMPLES", "DeviceDecoder", "Recorder", "device_clock_zone"]
+
+#: A device's held samples are queued as a batch at once when they reach this many (bounds the message).
+MAX_BATCH_SAMPLES: Final = 1024
 
 _log = logging.getLogger(__name__)
 _malformed_log = RateLimitedLog(_log, 60.0)
@@ -58,15 +70,38 @@ def device_clock_zone(name: str) -> tzinfo | None:
     return ZoneInfo(name)
 
 
-class Recorder:
-    """Numbers, encodes and queues the messages of every device of one gateway."""
+class _Held:
+    """One device's samples for one patient, held until the queue's next commit."""
 
-    def __init__(self, queue: DurableQueue, *, gateway: str, ward: str) -> None:
+    __slots__ = ("samples", "series", "t_first", "t_last")
+
+    def __init__(self) -> None:
+        self.series: dict[Signal, list[Sample]] = {}
+        self.samples = 0
+        self.t_first = 2**63
+        self.t_last = -1
+
+
+class Recorder:
+    """Numbers, encodes and queues the messages of every device of one gateway.
+
+    ``batch``: hold each device's samples until the queue commits and queue them as one
+    :class:`~wardwatch.core.schema.VitalsBatch` (see the module docstring); otherwise one
+    :class:`~wardwatch.core.schema.Vitals` per signal and notification, queued at once.
+    """
+
+    def __init__(self, queue: DurableQueue, *, gateway: str, ward: str, batch: bool = False) -> None:
         self.queue = queue
         self.gateway = gateway
         self.ward = ward
+        self.batch = batch
         self._topics: dict[tuple[str, str, str], str] = {}
-        self.recorded = 0  # vitals messages queued
+        self._held: dict[tuple[str, str], _Held] = {}  # (device, patient) -> samples awaiting the commit
+        self._held_samples = 0
+        if batch:
+            queue.before_commit(self.queue_held)
+        self.recorded = 0  # vitals messages (or batches) queued
+        self.samples = 0  # samples queued in them
         self.statuses = 0  # device status messages queued
         # The patient a device was bound to at a time, from the kit in force (None: the config's bindings hold).
         self.patient_at: Callable[[str, int], str | None] | None = None
@@ -77,8 +112,12 @@ class Recorder:
 
         Without :attr:`patient_at` (no kit yet: the config's devices) every sample is ``binding.patient``'s;
         with it, samples that no binding held are not queued (the device was released or not yet bound).
+        With :attr:`batch` the samples are held for the device's next batch and nothing is returned.
         """
         if self.patient_at is None:
+            if self.batch:
+                self._hold(binding.id, binding.patient, signal, samples)
+                return []
             return [self._vitals(binding, binding.patient, signal, samples)]
         groups: dict[str, list[Sample]] = {}
         for sample in samples:
@@ -87,7 +126,63 @@ class Recorder:
                 self.unbound += 1
                 continue
             groups.setdefault(patient, []).append(sample)
+        if self.batch:
+            for patient, group in groups.items():
+                self._hold(binding.id, patient, signal, group)
+            return []
         return [self._vitals(binding, patient, signal, tuple(group)) for patient, group in groups.items()]
+
+    def _hold(self, device: str, patient: str, signal: Signal, samples: Sequence[Sample]) -> None:
+        key = (device, patient)
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = _Held()
+        series = held.series.get(signal)
+        if series is None:
+            held.series[signal] = list(samples)
+        else:
+            series.extend(samples)
+        held.samples += len(samples)
+        for sample in samples:
+            t = sample.t
+            if t < held.t_first:
+                held.t_first = t
+            if t > held.t_last:
+                held.t_last = t
+        if held.samples >= MAX_BATCH_SAMPLES:
+            del self._held[key]
+            self._queue_batch(device, patient, held)
+        self._held_samples += len(samples)
+        if self._held_samples >= self.queue.commit_batch:
+            self._held_samples = 0
+            self.queue.request_commit()
+
+    def queue_held(self) -> None:
+        """Queue every device's held samples as one batch each (the queue calls this as it commits)."""
+        held, self._held = self._held, {}
+        self._held_samples = 0
+        for (device, patient), samples in held.items():
+            self._queue_batch(device, patient, samples)
+
+    def _queue_batch(self, device: str, patient: str, held: _Held) -> None:
+        key = (device, "", patient)
+        topic = self._topics.get(key)
+        if topic is None:
+            topic = self._topics[key] = vitals_batch_topic(self.ward, self.gateway, patient, device)
+        next_seq = self.queue.next_seq
+        message = VitalsBatch(
+            v=1,
+            patient=patient,
+            device=device,
+            gateway=self.gateway,
+            series=tuple(
+                Series(signal=signal, seq=next_seq(device), samples=tuple(samples))
+                for signal, samples in held.series.items()
+            ),
+        )
+        self.queue.put(Reading(topic, encode(message), held.t_first, held.t_last, patient, device))
+        self.recorded += 1
+        self.samples += held.samples
 
     def _vitals(self, binding: DeviceBinding, patient: str, signal: Signal, samples: tuple[Sample, ...]) -> Vitals:
         key = (binding.id, signal, patient)
@@ -105,10 +200,16 @@ class Recorder:
         times = [s.t for s in samples]
         self.queue.put(Reading(topic, encode(message), min(times), max(times), patient, binding.id))
         self.recorded += 1
+        self.samples += len(samples)
         return message
 
     def device_status(self, status: DeviceStatus) -> DeviceStatus | None:
-        """Queue a device status (numbered in its own per-device sequence); None if no binding held then."""
+        """Queue a device status (numbered in its own per-device sequence); None if no binding held then.
+
+        Held samples are queued first, so a status never overtakes the samples received before it.
+        """
+        if self._held:
+            self.queue_held()
         if self.patient_at is not None:
             patient = self.patient_at(status.device, status.t)
             if patient is None:

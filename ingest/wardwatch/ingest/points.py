@@ -15,6 +15,9 @@ forwarded by two gateways (failover) is still one point. Two samples of one seri
 millisecond are one point (the later wins): the gateway must give samples distinct times (it
 spreads RR intervals of one notification over distinct milliseconds).
 
+A ``vitals_batch`` (``.../{device}/batch``) gives the same points as its series would alone: one per
+sample, tagged with the series' signal, its ``seq`` the series'.
+
 A ``news2`` point is alerting's NEWS2 of a patient at the time it was scored (``score`` topic): the
 total, ``full`` (all seven parameters recent), a field per sub-score that was scored, and the missing
 parameters comma-separated (absent when full).
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
@@ -35,7 +38,14 @@ import msgspec
 from wardwatch.core import topics
 from wardwatch.core.errors import SchemaError, TopicError
 from wardwatch.core.sampletime import EARLIEST_SAMPLE_MS, FUTURE_MARGIN_MS, implausible_time
-from wardwatch.core.schema import News2Score, decode, decode_device_status, decode_vitals
+from wardwatch.core.schema import (
+    News2Score,
+    Sample,
+    decode,
+    decode_device_status,
+    decode_vitals,
+    decode_vitals_batch,
+)
 from wardwatch.ingest.errors import IngestError
 
 __all__ = [
@@ -93,6 +103,9 @@ class _Route:
     device: str
     signal: str
     tags: Tags
+    ward: str = ""
+    # a batch topic's series tags, by signal (one shared tuple each)
+    series_tags: dict[str, Tags] = field(default_factory=dict)
 
 
 class PointEncoder:
@@ -134,6 +147,8 @@ class PointEncoder:
             if not topic.startswith(_VITALS_PREFIX):
                 return self._other(topic, payload)
             route = self._route(topic)
+        if route.signal == topics.BATCH_LEAF:
+            return self._batch(route, payload)
         message = decode_vitals(payload)
         if (
             message.patient != route.patient
@@ -147,18 +162,28 @@ class PointEncoder:
             )
         samples = message.samples
         self._check_time(min(s.t for s in samples), max(s.t for s in samples))
-        tags, seq, gateway = route.tags, message.seq, route.gateway
-        out = []
-        for sample in message.samples:
-            value = sample.v
-            fields: dict[str, FieldValue] = (
-                {"value": float(value)} if value is not None else {"absent": sample.absent or "unspecified"}
+        out: list[Point] = []
+        _add_points(out, route.tags, route.gateway, message.seq, samples)
+        return out
+
+    def _batch(self, route: _Route, payload: bytes) -> list[Point]:
+        """The points of a vitals batch: every sample of every series, as if each series came alone."""
+        batch = decode_vitals_batch(payload)
+        if batch.patient != route.patient or batch.device != route.device or batch.gateway != route.gateway:
+            raise SchemaError(
+                f"payload ids (gateway {batch.gateway}, patient {batch.patient}, device {batch.device}) "
+                "do not match its topic"
             )
-            if sample.q:
-                fields["quality"] = ",".join(sample.q)
-            fields["seq"] = seq
-            fields["gateway"] = gateway
-            out.append(Point(VITALS_MEASUREMENT, tags, fields, sample.t))
+        times = [s.t for series in batch.series for s in series.samples]
+        self._check_time(min(times), max(times))
+        out: list[Point] = []
+        for series in batch.series:
+            tags = route.series_tags.get(series.signal)
+            if tags is None:
+                tags = route.series_tags[series.signal] = _tags(
+                    ward=route.ward, patient=route.patient, device=route.device, signal=series.signal
+                )
+            _add_points(out, tags, route.gateway, series.seq, series.samples)
         return out
 
     def _route(self, topic: str) -> _Route:
@@ -167,7 +192,12 @@ class PointEncoder:
             raise TopicError(f"topic {topic!r} lacks a level")
         tags = _tags(ward=parts.ward, patient=parts.patient, device=parts.device, signal=parts.signal)
         route = _Route(
-            gateway=parts.gateway, patient=parts.patient, device=parts.device, signal=parts.signal, tags=tags
+            gateway=parts.gateway,
+            patient=parts.patient,
+            device=parts.device,
+            signal=parts.signal,
+            tags=tags,
+            ward=parts.ward,
         )
         if len(self._routes) >= self._route_cache_size:
             self._routes.clear()
@@ -221,6 +251,19 @@ class PointEncoder:
         if news2.missing:
             fields["missing"] = ",".join(news2.missing)
         return [Point(NEWS2_MEASUREMENT, _tags(ward=message.ward, patient=message.patient), fields, message.t)]
+
+
+def _add_points(out: list[Point], tags: Tags, gateway: str, seq: int, samples: tuple[Sample, ...]) -> None:
+    for sample in samples:
+        value = sample.v
+        fields: dict[str, FieldValue] = (
+            {"value": float(value)} if value is not None else {"absent": sample.absent or "unspecified"}
+        )
+        if sample.q:
+            fields["quality"] = ",".join(sample.q)
+        fields["seq"] = seq
+        fields["gateway"] = gateway
+        out.append(Point(VITALS_MEASUREMENT, tags, fields, sample.t))
 
 
 def _tags(**tags: str) -> Tags:

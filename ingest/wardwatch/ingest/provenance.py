@@ -7,7 +7,9 @@ that passed, or nothing) and, for refused samples, the dead letter's reason. See
 * **Registry documents** (retained ``wardwatch/v1/registry/...``, :mod:`wardwatch.core.registry`) feed a
   :class:`~wardwatch.core.registry.ProvenanceIndex`; the pipeline acknowledges them like any message.
 * **Vitals and device status**: topic and payload must name the same gateway, patient and device (and
-  signal), and :meth:`ProvenanceIndex.check` must pass for each sample's own time. The gateway is the
+  signal), and :meth:`ProvenanceIndex.check` must pass for each sample's own time. A vitals batch is judged
+  sample by sample too: what passed is stored (re-encoded as a batch of the kept samples), the rest
+  dead-lettered with the reason, like a single message's. The gateway is the
   topic's, which the broker ACL ties to the publishing principal. Refused samples are dead-lettered with
   the :class:`~wardwatch.core.registry.Refusal` reason, counted, and logged once per (gateway, reason) a
   minute; the samples that passed are stored.
@@ -48,7 +50,7 @@ from wardwatch.core.registry import (
     kit_topic,
     manifest_topic,
 )
-from wardwatch.core.schema import DeviceStatus, decode, decode_vitals, encode
+from wardwatch.core.schema import DeviceStatus, Series, decode, decode_vitals, decode_vitals_batch, encode
 from wardwatch.ingest.metrics import IngestMetrics
 
 __all__ = ["TOPIC_MISMATCH", "Forward", "ProvenanceGate"]
@@ -251,6 +253,8 @@ class ProvenanceGate:
     def judge(self, topic: str, payload: bytes) -> tuple[bytes | None, str | None]:
         """``(what to store, why the rest is refused)``; a malformed message is passed on for the pipeline to refuse."""
         parts = topic.split("/")
+        if topic.startswith(_VITALS_PREFIX) and len(parts) == 8 and parts[7] == topics.BATCH_LEAF:
+            return self._judge_batch(topic, payload, parts)
         if topic.startswith(_VITALS_PREFIX) and len(parts) == 8:
             try:
                 message = decode_vitals(payload)
@@ -305,6 +309,48 @@ class ProvenanceGate:
             )
         return payload, None
 
+    def _judge_batch(self, topic: str, payload: bytes, parts: list[str]) -> tuple[bytes | None, str | None]:
+        """A vitals batch: each sample judged at its own time, as if its series had come alone."""
+        try:
+            batch = decode_vitals_batch(payload)
+        except WardwatchError:
+            return payload, None
+        ward, gateway, patient, device = parts[3:7]
+        total = sum(len(series.samples) for series in batch.series)
+        if (batch.gateway, batch.patient, batch.device) != (gateway, patient, device):
+            return None, self._refuse(
+                ward,
+                gateway,
+                {TOPIC_MISMATCH: total},
+                total,
+                f"the payload names gateway {batch.gateway}, patient {batch.patient}, device {batch.device}; "
+                f"the topic {topic}",
+            )
+        check = self.index.check
+        refused: collections.Counter[str] = collections.Counter()
+        kept_series: list[Series] = []
+        for series in batch.series:
+            verdicts = [check(ward, gateway, patient, device, sample.t) for sample in series.samples]
+            if not any(verdicts):
+                kept_series.append(series)
+                continue
+            refused.update(str(verdict) for verdict in verdicts if verdict is not None)
+            kept = tuple(sample for sample, verdict in zip(series.samples, verdicts, strict=True) if verdict is None)
+            if kept:
+                kept_series.append(msgspec.structs.replace(series, samples=kept))
+        if not refused:
+            return payload, None
+        reason = self._refuse(
+            ward,
+            gateway,
+            refused,
+            total,
+            f"device {device} of gateway {gateway} was not bound to patient {patient} at those samples' times",
+        )
+        if not kept_series:
+            return None, reason
+        return encode(msgspec.structs.replace(batch, series=tuple(kept_series))), reason
+
     def _refuse(self, ward: str, gateway: str, refused: dict[str, int], samples: int, detail: str) -> str:
         for label, n in refused.items():
             self._metrics.provenance_refused.labels(label).inc(n)
@@ -326,7 +372,10 @@ def _judgeable(topic: str, payload: bytes) -> bool:
     parts = topic.split("/")
     try:
         if topic.startswith(_VITALS_PREFIX) and len(parts) == 8:
-            decode_vitals(payload)
+            if parts[7] == topics.BATCH_LEAF:
+                decode_vitals_batch(payload)
+            else:
+                decode_vitals(payload)
             return True
         return topic.startswith(_DEVICE_PREFIX) and len(parts) == 7 and isinstance(decode(payload), DeviceStatus)
     except WardwatchError:
