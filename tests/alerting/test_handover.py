@@ -31,7 +31,7 @@ from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver, running_service
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
-from wardwatch.core.schema import SCHEMA_VERSION, AlarmCategory, DeviceRole, DeviceStatus, Priority, encode
+from wardwatch.core.schema import AlarmCategory, DeviceRole, DeviceStatus, Priority, encode
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.topics import availability_topic, device_status_topic
 from wardwatch.core.waiting import wait_for
@@ -146,7 +146,6 @@ async def admit_with_kit(api: Running, devices: dict[str, str]) -> str:
 
 async def report(client: MqttClient, patient: str, device: str, connected: bool, battery: int | None) -> None:
     status = DeviceStatus(
-        v=SCHEMA_VERSION,
         patient=patient,
         device=device,
         gateway=GATEWAY,
@@ -251,7 +250,6 @@ async def test_a_flapping_device_keeps_a_bounded_history(
         history = api.service.handover.devices
         for i in range(MAX_EVENTS_PER_DEVICE + 100):
             status = DeviceStatus(
-                v=SCHEMA_VERSION,
                 patient=patient,
                 device="plx-1",
                 gateway=GATEWAY,

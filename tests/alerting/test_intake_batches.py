@@ -14,7 +14,6 @@ NOW_MS = round(NOW_S * 1000)
 
 def batch(patient: str, first_t: int, seq: int = 0) -> VitalsBatch:
     return VitalsBatch(
-        v=1,
         patient=patient,
         device="ox-1",
         gateway="gw-01",

@@ -563,7 +563,6 @@ async def test_a_vitals_batch_is_judged_sample_by_sample_and_a_spoofed_one_is_re
         before_kit = Sample(t=since - 60_000, v=84.0)  # A's oximeter was not bound yet: refused, the rest kept
         pulse_before_kit = Series(signal=Signal.PULSE_RATE, seq=3, samples=(Sample(t=since - 30_000, v=80.0),))
         batch = VitalsBatch(
-            v=1,
             patient=a,
             device="ox-a",
             gateway="gw-01",

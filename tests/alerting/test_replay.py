@@ -188,11 +188,10 @@ def test_profile_option_replays_with_the_arrhythmia_definitions(
 
 def test_a_vitals_batch_line_is_replayed_as_its_series() -> None:
     single = [
-        Vitals(v=1, patient="p-1", device="ox-1", gateway="gw-1", signal=signal, seq=seq, samples=(Sample(T0, value),))
+        Vitals(patient="p-1", device="ox-1", gateway="gw-1", signal=signal, seq=seq, samples=(Sample(T0, value),))
         for seq, (signal, value) in enumerate([(Signal.SPO2, 97.0), (Signal.PULSE_RATE, 70.0)])
     ]
     batch = VitalsBatch(
-        v=1,
         patient="p-1",
         device="ox-1",
         gateway="gw-1",

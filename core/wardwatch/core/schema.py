@@ -162,7 +162,6 @@ class VitalsBatch(_Message, frozen=True, tag="vitals_batch"):
         """The series as single vitals messages (same ids, signal, sequence number and samples)."""
         return [
             Vitals(
-                v=1,
                 patient=self.patient,
                 device=self.device,
                 gateway=self.gateway,

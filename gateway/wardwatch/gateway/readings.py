@@ -171,7 +171,6 @@ class Recorder:
             topic = self._topics[key] = vitals_batch_topic(self.ward, self.gateway, patient, device)
         next_seq = self.queue.next_seq
         message = VitalsBatch(
-            v=1,
             patient=patient,
             device=device,
             gateway=self.gateway,

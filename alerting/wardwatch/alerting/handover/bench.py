@@ -27,7 +27,7 @@ from wardwatch.alerting.handover.report import handover
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import config_from_mapping
 from wardwatch.alerting.testing import admit_with_kit
-from wardwatch.core.schema import SCHEMA_VERSION, AlarmCategory, DeviceRole, DeviceStatus, Priority
+from wardwatch.core.schema import AlarmCategory, DeviceRole, DeviceStatus, Priority
 
 WARD = "ward-a"
 
@@ -98,7 +98,6 @@ async def measure(patients: int, alarms: int, notes: int, hours: int) -> dict[st
         for n in range(transitions):
             i = n % patients
             status = DeviceStatus(
-                v=SCHEMA_VERSION,
                 patient=ids[i],
                 device=f"ox-{i:05d}",
                 gateway=f"gw-{i // 50:03d}",

@@ -40,7 +40,7 @@ def as_batches(messages: list[tuple[str, bytes]], seconds_per_batch: int) -> lis
             Series(signal=group[0].signal, seq=group[0].seq, samples=tuple(s for v in group for s in v.samples))
             for group in by_signal.values()
         )
-        batch = VitalsBatch(v=1, patient=patient, device=device, gateway=gateway, series=series)
+        batch = VitalsBatch(patient=patient, device=device, gateway=gateway, series=series)
         out.append((vitals_batch_topic(WARD, gateway, patient, device), encode(batch)))
     return out
 

@@ -138,7 +138,6 @@ async def test_a_device_status_is_queued_after_the_samples_received_before_it(tm
         feed(recorder, 1)
         recorder.device_status(
             DeviceStatus(
-                v=1,
                 patient="p-1",
                 device="hr-1",
                 gateway=GATEWAY,

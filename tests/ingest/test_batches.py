@@ -37,7 +37,6 @@ MINUTE_MS = 60_000
 def batch(patient: str, device: str, gateway: str = "gw-00", **series: tuple[int, list[int]]) -> VitalsBatch:
     """A batch with one series per keyword: signal name -> (seq, sample times); values 1, 2, ..."""
     return VitalsBatch(
-        v=1,
         patient=patient,
         device=device,
         gateway=gateway,
@@ -78,7 +77,6 @@ def test_a_batch_naming_another_source_than_its_topic_is_refused(topic: str, pro
 
 def test_a_single_vitals_payload_on_a_batch_topic_is_refused() -> None:
     single = Vitals(
-        v=1,
         patient="p-1",
         device="hr-1",
         gateway="gw-00",
