@@ -62,6 +62,7 @@ from wardwatch.alerting.engine._filters import (
 )
 from wardwatch.alerting.engine._rules import MinuteSeries, Threshold
 from wardwatch.alerting.engine.capacity import OVER_CAPACITY, OVER_CAPACITY_PRIORITY, capacity_change, reason_text
+from wardwatch.alerting.engine.late import LATE_RULES, is_late, late_notice
 from wardwatch.alerting.engine.news2 import (
     PARAMS,
     News2Score,
@@ -128,6 +129,10 @@ RULES: Final[dict[str, tuple[AlarmCategory, Priority, tuple[str, ...], str | Non
     "bp_low": (PHYS, MEDIUM, (), None),
     "temp_high": (PHYS, MEDIUM, (), None),
     "temp_low": (PHYS, MEDIUM, (), None),
+    # a reading beyond those limits that arrives late: a low-priority notice instead (engine/late.py)
+    "bp_low_late": (PHYS, LOW, (), None),
+    "temp_high_late": (PHYS, LOW, (), None),
+    "temp_low_late": (PHYS, LOW, (), None),
 }
 
 # signal kinds on the hot path
@@ -462,6 +467,7 @@ class Engine:
         self._patients: dict[str, _Patient] = {}
         self._gateways: dict[str, _Gateway] = {}
         self.stats = EngineStats()
+        self._now_ms = -1  # the clock of the latest tick: how late a spot-check reading is (engine/late.py)
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -710,6 +716,7 @@ class Engine:
     def tick(self, now_ms: int) -> list[ConditionChange]:
         """Time-driven rules: deadman (device silent), sensor-off/poor-signal timers, data-gap expiry, flap clears."""
         out: list[ConditionChange] = []
+        self._now_ms = max(self._now_ms, now_ms)
         gateways = self._gateways
         for gateway in gateways.values():
             if gateway.offline_since >= 0:
@@ -1213,6 +1220,19 @@ class Engine:
         self._spot_rule(st, "temp_low", low, t, v, f"temperature {v:.1f} °C (hypothermia <= {th.temp_low:.1f} °C)", out)
 
     def _spot_rule(
+        self, st: _Patient, rule: str, met: bool, t: int, v: float, text: str, out: list[ConditionChange]
+    ) -> None:
+        late = LATE_RULES[rule]
+        if is_late(t, self._now_ms, st.th.spot_late_s):  # a notice, never the alarm itself (engine/late.py)
+            if met or late in st.conds:
+                notice = late_notice(rule, met, text, t, self._now_ms)
+                self._spot_rule_now(st, notice.rule, notice.met, t, v, notice.text, out)
+            return
+        if late in st.conds:
+            self._clear(st, late, t, v, f"new reading on time: {text}", out)
+        self._spot_rule_now(st, rule, met, t, v, text, out)
+
+    def _spot_rule_now(
         self, st: _Patient, rule: str, met: bool, t: int, v: float, text: str, out: list[ConditionChange]
     ) -> None:
         if met:
