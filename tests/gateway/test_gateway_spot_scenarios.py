@@ -1,10 +1,10 @@
 """The cuff and thermometer scenario files, played on bumble through the real gateway, mosquitto and alerting.
 
-``hypotension`` (time-compressed: every time divided by ``COMPRESS``) runs its cuff and thermometer as
+``hypotension`` and ``fever`` (time-compressed: every time divided by ``COMPRESS``) runs its cuff and thermometer as
 simulated BLE peripherals (the runner's ``play``: readings on their schedule, kept on the device while
 the gateway is away); the unmodified gateway catches each short window and alerting pages through a
-webhook. The hypotension episode pages ``bp_low``; the low reading taken with body movement does not;
-nothing else pages.
+webhook. The hypotension episode pages ``bp_low`` and the fever ``temp_high``; the low reading taken with
+body movement, the loose-cuff one and the low-grade temperature do not; nothing else pages.
 """
 
 from __future__ import annotations
@@ -108,10 +108,11 @@ def alerting_config(tmp_path: Path, mosquitto: Mosquitto, receiver: WebhookRecei
     return config
 
 
-async def test_hypotension_scenario_pages_once_and_a_movement_reading_does_not(
-    tmp_path: Path, mosquitto: Mosquitto
+@pytest.mark.parametrize(("name", "rule"), [("hypotension", "bp_low"), ("fever", "temp_high")])
+async def test_the_scenario_pages_its_episode_once_and_no_artefact_or_low_grade_reading_does(
+    tmp_path: Path, mosquitto: Mosquitto, name: str, rule: str
 ) -> None:
-    scenario = compressed(load_scenario("hypotension"), COMPRESS)
+    scenario = compressed(load_scenario(name), COMPRESS)
     (patient,) = scenario.patients
     radio = SimRadio()
     go = asyncio.Event()
@@ -123,8 +124,9 @@ async def test_hypotension_scenario_pages_once_and_a_movement_reading_does_not(
         spot = {t.device.id: t for t in live.tracks if isinstance(t, SpotTrack)}
         cuff = next(t for t in spot.values() if t.device.kind == "blood_pressure_cuff")
         moved = [r.values[0] for r in cuff.readings if r.movement]
-        assert len(moved) == 1
-        assert moved[0] < 90  # low enough to page, were it not flagged
+        if name == "hypotension":
+            assert len(moved) == 1
+            assert moved[0] < 90  # low enough to page, were it not flagged
 
         ready = asyncio.Event()
         services: list[AlarmService] = []
@@ -169,14 +171,11 @@ async def test_hypotension_scenario_pages_once_and_a_movement_reading_does_not(
             await device.wait_delivered(TIMEOUT)
             assert device.delivered_total == len(spot[did].readings)  # stored ones too: none lost
 
-        def pages(rule: str) -> list[dict[str, Any]]:
-            return [r.body for r in receiver.unique() if rule in r.body["dedup_key"]]
-
-        await wait_for(lambda: bool(pages("bp_low")), TIMEOUT, what="a hypotension page")
+        key = f"ward-a/{patient.id}/{rule}"
+        await wait_for(lambda: any(r.body["dedup_key"] == key for r in receiver.unique()), TIMEOUT, what=f"{rule} page")
         truth = ground_truth(scenario, live.tracks)
         (episode,) = [e for e in truth if e.should_page]
-        assert episode.event == "hypotension"
+        assert episode.event == name
         texts = [r.body["text"] for r in receiver.unique()]
-        assert all(f"{moved[0]:.0f} mmHg" not in text for text in texts)  # the movement reading paged nobody
-        keys = {r.body["dedup_key"] for r in receiver.unique()}
-        assert keys == {f"ward-a/{patient.id}/bp_low"}  # and nothing else paged
+        assert all(f"{value:.0f} mmHg" not in text for value in moved for text in texts)  # movement paged nobody
+        assert {r.body["dedup_key"] for r in receiver.unique()} == {key}  # and nothing else paged
