@@ -382,6 +382,37 @@ async def test_a_kit_over_the_gateways_capacity_is_refused_with_409(
         assert status == 403  # nurses care for patients; admitting and discharging is the charge nurse's
 
 
+async def test_a_cuff_and_a_thermometer_join_a_kit_through_the_api_without_taking_connection_slots(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto
+) -> None:
+    """Every wearable type of the profile table is a kit role (the API once took straps and oximeters only);
+    spot-check devices sleep between readings and hold no slot: a full gateway still takes them."""
+    config = config_for(tmp_path, receiver, mosquitto)
+    async with running(config) as api:
+        await api.ok("charge", "POST", "/api/v1/registry/gateways", {"gateway": "gw-1", "capacity": 1, "reason": "r"})
+        patient = (await api.ok("charge", "POST", "/api/v1/registry/patients", {"reason": "r"}))["patient"]
+        devices = [
+            {"id": "ox-1", "role": "pulse_oximeter"},
+            {"id": "bpc-1", "role": "blood_pressure_cuff", "name": "WW-BPC-bpc-1"},
+            {"id": "thm-1", "role": "thermometer", "name": "WW-THM-thm-1"},
+        ]
+        body = {"gateway": "gw-1", "devices": devices, "reason": "kit delivered"}
+        await api.ok("charge", "POST", f"/api/v1/registry/patients/{patient}/kit", body)
+        kit = await api.ok("viewer", "GET", "/api/v1/registry/gateways/gw-1/kit")
+        assert {d["id"]: d["role"] for d in kit["devices"]} == {
+            "ox-1": "pulse_oximeter",
+            "bpc-1": "blood_pressure_cuff",
+            "thm-1": "thermometer",
+        }
+        status, answer = await api.call(
+            "charge",
+            "POST",
+            f"/api/v1/registry/patients/{patient}/kit",
+            {"gateway": "gw-1", "devices": [{"id": "x-1", "role": "scales"}], "reason": "r"},
+        )
+        assert status == 400, answer
+
+
 async def retained(mosquitto: Mosquitto, topic: str) -> bytes:
     """The retained message on ``topic``, read by a fresh subscriber."""
     settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)

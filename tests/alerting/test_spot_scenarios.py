@@ -11,6 +11,10 @@ from wardwatch.alerting.replay import run
 from wardwatch.alerting.rules import RuleSet
 from wardwatch.alerting.scoring import score
 from wardwatch.core.schema import Quality, Signal
+from wardwatch.firmware_sim.groundtruth import ground_truth
+from wardwatch.firmware_sim.model import simulate
+from wardwatch.firmware_sim.render import render_messages
+from wardwatch.firmware_sim.scenario import load_scenario
 from wardwatch.firmware_sim.spot_scenarios import SPOT_SCENARIOS, render, signals_of, spot_scenario
 
 START = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
@@ -48,3 +52,20 @@ def test_scenarios_are_seeded() -> None:
     for name in SPOT_SCENARIOS:
         assert render(spot_scenario(name, START, seed=7)) == render(spot_scenario(name, START, seed=7))
         assert render(spot_scenario(name, START, seed=7)) != render(spot_scenario(name, START, seed=8))
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"), [("hypotension", "bp_low"), ("fever", "temp_high"), ("hypothermia", "temp_low")]
+)
+def test_scenario_files_page_their_episode_and_no_artefact(name: str, rule: str) -> None:
+    """The named scenario files (cuff and thermometer on a schedule, readings stored while the gateway is
+    away, movement and loose-cuff artefacts) through the engine: the episode pages, nothing else does."""
+    scenario = load_scenario(name)
+    tracks = simulate(scenario)
+    messages = list(render_messages(tracks))
+    changes = list(run([(scenario.ward, m) for m in messages], Engine(RuleSet())))
+    result = score(ground_truth(scenario, tracks), changes, patient_days=scenario.duration / 86_400)
+    assert (result.clinical_events, result.detected) == (1, 1)
+    assert result.false_physiological_pages == 0
+    assert result.nonpaging_events_paged == 0
+    assert {c.rule for c in changes if c.active} == {rule}

@@ -276,3 +276,65 @@ async def test_many_stored_readings_from_a_cuff_with_an_unset_clock(
         assert taken.timestamp is not None
         assert latest.t == local_ms(taken.timestamp)
         assert abs(latest.t - time.time() * 1000) < 60_000
+
+
+async def test_a_hypotensive_reading_stored_hours_ago_is_a_late_notice_not_a_hypotension_page(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """The cuff kept a reading of 84 mmHg taken 3 h ago while the gateway was down: when it arrives, alerting
+    (by its own clock) sends the low-priority late-reading notice, never the hypotension page of "now". The
+    reading arrives within alerting's first second: its clock must be set before the first message (found so)."""
+    radio = SimRadio()
+    spec = DeviceSpec(kind=DeviceKind.BLOOD_PRESSURE_CUFF, id="bpc-9")
+    async with contextlib.AsyncExitStack() as stack:
+        receiver = await stack.enter_async_context(WebhookReceiver())
+        steps = {"steps": [{"destination": "nurse", "timeout_s": 60}]}
+        alerting = config_from_mapping(
+            {
+                "database": str(tmp_path / "alerting.db"),
+                "api": {"enabled": False},
+                "paging": {"attempts_per_channel": 2, "backoff_min_s": 0.01, "backoff_max_s": 0.05},
+                "wards": {
+                    WARD: {
+                        "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
+                        "escalation": {"high": steps, "medium": steps, "low": steps},
+                        "failsafe": "nurse",
+                    }
+                },
+            }
+        )
+        alerting.mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
+        cuff = await stack.enter_async_context(BloodPressureCuff(spec, radio, advertising_interval_ms=50))
+        taken = dt.datetime.now().replace(microsecond=0) - dt.timedelta(hours=3)
+        await cuff.take_reading(84, 52, 96, at=taken)
+        central = await stack.enter_async_context(BumbleCentral(radio))
+        selected = bleak_arguments(central)
+        alerting_ready = asyncio.Event()
+        services: list[AlarmService] = []
+
+        def ready(service: AlarmService, _port: int | None) -> None:
+            services.append(service)
+            alerting_ready.set()
+
+        await stack.enter_async_context(running(run_alerting(alerting, ready=ready), alerting_ready))
+        kit = {"bpc-9": "blood_pressure_cuff"}
+        await admit_with_kit(services[0].registry, PATIENT, "gw-07", kit, names={"bpc-9": cuff.name})
+        binding = DeviceBinding(id="bpc-9", patient=PATIENT, role=DeviceRole.BLOOD_PRESSURE_CUFF, name=cuff.name)
+        gateway = Gateway(
+            gateway_config(mosquitto, tmp_path, [binding]),
+            use_default_recovery=False,
+            client_kwargs=selected.client_kwargs,
+            scanner_kwargs=selected.scanner_kwargs,
+        )
+        await stack.enter_async_context(running(gateway.run(), gateway.ready))
+        await cuff.wait_delivered(TIMEOUT)
+
+        def late_pages() -> list[dict[str, Any]]:
+            return [r.body for r in receiver.unique() if r.body["dedup_key"].endswith("/bp_low_late")]
+
+        await wait_for(lambda: bool(late_pages()), TIMEOUT, what="the late-reading notice")
+        (notice,) = late_pages()
+        assert notice["priority"] == "low"
+        assert "late reading: systolic BP 84 mmHg" in notice["text"]
+        assert "taken 3 h 00 min ago" in notice["text"]
+        assert [r.body["dedup_key"] for r in receiver.unique()] == [notice["dedup_key"]]  # no bp_low page

@@ -518,6 +518,9 @@ async def run(
                 # the retained gateway availability is state the engine needs at start
                 live = kind in LIVE_ONLY_KINDS
                 await mqtt.subscribe(ward_filter(kind, ward), qos=1, retained=not live, retain_as_published=live)
+        # the engine's clock before the first message: a spot-check reading stored on a device for hours and
+        # delivered in the first second must be judged late (engine/late.py), not as a reading of "now"
+        inputs.tick_once()
         service.inputs_ready = True
         _log.info("alerting service %s running for wards %s", config.service_id, ", ".join(config.wards))
         async with asyncio.TaskGroup() as tasks:

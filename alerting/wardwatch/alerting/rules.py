@@ -72,6 +72,9 @@ class Thresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     bp_systolic_low: float = 90.0  # hypotension (bp_low)
     temp_high: float = 39.1  # fever (temp_high)
     temp_low: float = 35.0  # hypothermia (temp_low)
+    # a reading taken longer ago than this when alerting handles it (stored on the device while the gateway
+    # was away) neither raises nor clears those: beyond a limit it raises <rule>_late (low priority, engine/late.py)
+    spot_late_s: float = 900.0
     # a spot check (BP, temperature) or a nurse's observation this recent counts in NEWS2 (docs/news2.md)
     news2_spot_fresh_s: float = 4 * 3600.0
     # --- slow trend against the patient's own baseline ---
@@ -149,6 +152,7 @@ RANGES: Final[dict[str, tuple[float, float]]] = {
     "bp_systolic_low": (50.0, 150.0),
     "temp_high": (37.0, 42.0),
     "temp_low": (30.0, 37.0),
+    "spot_late_s": (60.0, 86_400.0),
     "news2_spot_fresh_s": (60.0, 86_400.0),
     "trend_spo2_drop": (1.0, 50.0),
     "trend_hr_rise": (5.0, 150.0),

@@ -21,7 +21,7 @@ from wardwatch.core.schema import AbsentReason, Quality, Sample, Signal
 from wardwatch.fhir.client import FhirClient, FhirUnavailableError
 from wardwatch.fhir.config import FhirConfig, InfluxSettings
 from wardwatch.fhir.errors import FhirError
-from wardwatch.fhir.mapping import SIGNAL_CODES, BundleBuilder, Window, window_start
+from wardwatch.fhir.mapping import EXPORTED_SIGNALS, BundleBuilder, Window, series_signal, window_start
 
 __all__ = ["BackfillReport", "backfill", "read_windows"]
 
@@ -62,7 +62,7 @@ async def read_windows(
     query = (
         f'SELECT "value", "absent", "quality", "gateway" FROM "{influx.retention_policy}"."vitals" '  # noqa: S608
         f'WHERE "patient" = {_quote(patient)} AND time >= {start_ms}ms AND time < {end_ms}ms '
-        f'AND "signal" =~ /^({"|".join(str(s) for s in SIGNAL_CODES)})$/ GROUP BY "device", "signal"'
+        f'AND "signal" =~ /^({"|".join(sorted(EXPORTED_SIGNALS))})$/ GROUP BY "device", "signal"'
     )
     params = {"db": influx.database, "q": query, "epoch": "ms"}
     password = influx.password.reveal() if influx.password is not None else ""
@@ -94,11 +94,12 @@ async def read_windows(
             absent = _ABSENT.get(point.get("absent") or "")
             sample = Sample(t=t, v=float(value) if value is not None else None, q=flags, absent=absent)
             start = window_start(t, interval_s)
-            window = windows.get((device, signal, start))
+            key = (device, series_signal(signal), start)
+            window = windows.get(key)
             if window is None:
                 gateway = point.get("gateway") or "unknown"
-                window = windows[(device, signal, start)] = Window(patient, device, gateway, signal, start, interval_s)
-            window.add(sample)
+                window = windows[key] = Window(patient, device, gateway, key[1], start, interval_s)
+            window.put(signal, sample)
             samples += 1
     return sorted(windows.values(), key=lambda w: (w.start, w.device, w.signal)), samples
 

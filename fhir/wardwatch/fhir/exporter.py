@@ -49,7 +49,7 @@ from wardwatch.core.schema import (
 from wardwatch.core.subscriber import Subscriber
 from wardwatch.fhir.client import FhirClient, FhirUnavailableError, TransactionResult
 from wardwatch.fhir.config import FhirConfig
-from wardwatch.fhir.mapping import SIGNAL_CODES, BundleBuilder, Window, window_start
+from wardwatch.fhir.mapping import EXPORTED_SIGNALS, BundleBuilder, Window, series_signal, window_start
 from wardwatch.fhir.metrics import FhirMetrics
 
 __all__ = ["SERVICE", "Exporter"]
@@ -215,25 +215,24 @@ class Exporter:
         self._series(topic, vitals, message)
 
     def _series(self, topic: str, vitals: Vitals, message: _Message) -> None:
-        if vitals.signal not in SIGNAL_CODES:
+        if vitals.signal not in EXPORTED_SIGNALS:
             return  # not part of the record (battery, perfusion index, energy): acknowledged at once
-        series: SeriesKey = (vitals.patient, vitals.device, vitals.signal)
+        signal = series_signal(vitals.signal)  # a cuff's three pressures: one window, one panel per reading
+        series: SeriesKey = (vitals.patient, vitals.device, signal)
         now = time.monotonic()
         for sample in vitals.samples:
             start = window_start(sample.t, self._export.interval_s)
-            key = (vitals.patient, vitals.device, vitals.signal, start)
+            key = (vitals.patient, vitals.device, signal, start)
             unit = self._windows.get(key)
             if unit is None:
                 if start <= self._exported_until.get(series, -1):
                     self.metrics.late_samples.inc()
                     continue
-                window = Window(
-                    vitals.patient, vitals.device, vitals.gateway, vitals.signal, start, self._export.interval_s
-                )
+                window = Window(vitals.patient, vitals.device, vitals.gateway, signal, start, self._export.interval_s)
                 unit = self._windows[key] = _Unit(topic=topic, window=window)
                 self.metrics.open_windows.set(len(self._windows))
             assert unit.window is not None
-            unit.window.add(sample)
+            unit.window.put(vitals.signal, sample)
             unit.last_arrival = now
             if not unit.messages or unit.messages[-1] is not message:
                 unit.messages.append(message)

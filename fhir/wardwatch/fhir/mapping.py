@@ -47,11 +47,13 @@ from wardwatch.fhir.config import ExportSettings, Representation
 
 __all__ = [
     "BUNDLE_CONTENT_TYPE",
+    "EXPORTED_SIGNALS",
     "SIGNAL_CODES",
     "BundleBuilder",
     "SignalCode",
     "Window",
     "observations",
+    "series_signal",
     "window_start",
 ]
 
@@ -143,6 +145,23 @@ SIGNAL_CODES: Final[dict[Signal, SignalCode]] = {
     Signal.RR_INTERVAL: SignalCode("147240", "MDC_ECG_TIME_PD_RR_GL", (), "ms", 1000.0, None),
 }
 
+#: Spot-check signals (cuff, thermometer): one Observation per reading (:mod:`wardwatch.fhir.spot_checks`).
+#: A cuff's three pressures travel as three signals and become one blood-pressure panel: they share the
+#: systolic series (window key) and sit in its window as components.
+PANEL_OF: Final[dict[Signal, Signal]] = {
+    Signal.DIASTOLIC_BP: Signal.SYSTOLIC_BP,
+    Signal.MEAN_ARTERIAL_PRESSURE: Signal.SYSTOLIC_BP,
+}
+SPOT_SIGNALS: Final = frozenset({Signal.SYSTOLIC_BP, *PANEL_OF, Signal.BODY_TEMPERATURE})
+EXPORTED_SIGNALS: Final = frozenset(SIGNAL_CODES) | SPOT_SIGNALS
+"""Every signal that reaches the record (battery, perfusion index, energy do not)."""
+
+
+def series_signal(signal: Signal) -> Signal:
+    """The signal whose window holds ``signal``'s samples (the systolic one for a cuff's other pressures)."""
+    return PANEL_OF.get(signal, signal)
+
+
 #: Flags that make a sample's value unusable (never averaged); PHD: measurement status "invalid".
 INVALID_FLAGS: Final = frozenset(
     {Quality.INVALID, Quality.UNAVAILABLE, Quality.SENSOR_FAULT, Quality.SENSOR_UNCONNECTED, Quality.CONTACT_LOST}
@@ -182,10 +201,18 @@ class Window:
     start: int
     interval_s: int
     samples: dict[int, Sample] = field(default_factory=dict)  # by sample time: a redelivered sample counts once
+    components: dict[Signal, dict[int, Sample]] = field(default_factory=dict)  # a BP panel's other pressures
 
     def add(self, sample: Sample) -> None:
         """Add a sample (the later of two with the same time wins, like InfluxDB)."""
         self.samples[sample.t] = sample
+
+    def put(self, signal: Signal, sample: Sample) -> None:
+        """Add a sample of ``signal``: this window's own, or a component of its panel (see :data:`PANEL_OF`)."""
+        if signal is self.signal:
+            self.samples[sample.t] = sample
+        else:
+            self.components.setdefault(signal, {})[sample.t] = sample
 
     def sorted_samples(self) -> list[Sample]:
         """The samples in time order."""
@@ -282,8 +309,13 @@ def _sampled(window: Window, code: SignalCode, period_ms: int, settings: ExportS
 def observations(window: Window, settings: ExportSettings) -> list[tuple[Resource, str]]:
     """The Observations of a window (without subject and device references) with their identifiers.
 
-    Empty for a signal that is not exported (battery, perfusion index, energy).
+    Empty for a signal that is not exported (battery, perfusion index, energy). Spot checks (cuff,
+    thermometer): one Observation per reading, whatever the representation.
     """
+    if window.signal in SPOT_SIGNALS:
+        from wardwatch.fhir.spot_checks import spot_observations  # it builds on this module's helpers
+
+        return spot_observations(window, settings)
     code = SIGNAL_CODES.get(window.signal)
     if code is None or not window.samples:
         return []

@@ -24,7 +24,10 @@ from .model import Track, envelope
 from .scenario import (
     ARTEFACT_EVENTS,
     CLINICAL_EVENTS,
+    CUFF_ONLY,
     OXIMETER_ONLY,
+    SPOT_CHECK_KINDS,
+    SPOT_CLINICAL_EVENTS,
     DeviceKind,
     EventKind,
     EventSpec,
@@ -46,6 +49,11 @@ SPO2_PAGE_SECONDS: Final = 15  # ... for at least this long: the engine's defaul
 TACHY_PAGE_BPM: Final = 130.0  # NEWS2 pulse score 3 at >= 131
 BRADY_PAGE_BPM: Final = 40.0  # NEWS2 pulse score 3 at <= 40
 HR_PAGE_SECONDS: Final = 30
+# spot checks: the engine's defaults (bp_systolic_low, temp_high, temp_low); one valid reading decides
+BP_PAGE_SYSTOLIC: Final = 90.0
+FEVER_PAGE_C: Final = 39.1
+HYPOTHERMIA_PAGE_C: Final = 35.0
+SPOT_PAGE_SLACK_MS: Final = 60_000  # from the reading that shows the episode to its page
 TECHNICAL_PAGE_SECONDS: Final = 120  # a sensor off / device silent this long needs a nurse
 
 Kind = Literal["clinical", "artefact", "technical"]
@@ -59,9 +67,17 @@ def _kind(event: EventKind) -> Kind:
     return "technical"
 
 
+def _spot_kind(event: EventKind) -> DeviceKind:
+    return DeviceKind.BLOOD_PRESSURE_CUFF if event == EventKind.HYPOTENSION else DeviceKind.THERMOMETER
+
+
 def _affected(patient: PatientSpec, event: EventSpec) -> tuple[str, ...]:
     if event.device is not None:
         return (event.device,)
+    if event.kind in SPOT_CLINICAL_EVENTS:
+        return tuple(d.id for d in patient.devices if d.kind == _spot_kind(event.kind))
+    if event.kind in CUFF_ONLY:
+        return tuple(d.id for d in patient.devices if d.kind == DeviceKind.BLOOD_PRESSURE_CUFF)
     if event.kind in CLINICAL_EVENTS:
         return ()
     if event.kind in OXIMETER_ONLY:
@@ -89,9 +105,44 @@ def _default_should_page(patient: PatientSpec, event: EventSpec) -> tuple[bool, 
         curve = base.hr + envelope(t, event) * (event.target - base.hr)
         below = int((curve <= BRADY_PAGE_BPM).sum())
         return below >= HR_PAGE_SECONDS, {"target_hr": event.target, "seconds_at_or_below_40": below}
-    if event.kind == EventKind.MOTION:
-        return False, {"severity": event.severity}
+    if event.kind in ARTEFACT_EVENTS:
+        return False, {"severity": event.severity} if event.kind == EventKind.MOTION else {}
+    if event.kind in {EventKind.OUT_OF_RANGE, EventKind.BUSY} and all(
+        d.kind in SPOT_CHECK_KINDS for d in patient.devices if d.id in _affected(patient, event)
+    ):
+        # a cuff or thermometer sleeps between readings: its absence is its normal state, nobody can tell
+        return False, {"spot_check_devices_only": True}
     return event.end - event.at >= TECHNICAL_PAGE_SECONDS, {}
+
+
+def _spot_should_page(
+    patient: PatientSpec, event: EventSpec, start_ms: int, tracks: Sequence[Track]
+) -> tuple[bool, dict[str, Any]]:
+    """A spot-check episode pages when a reading the device did not flag, taken during it, shows it.
+
+    Between readings nobody can know: an episode no valid reading falls in is not expected to page.
+    """
+    from .spot_track import SpotTrack  # it builds on the model, like this module
+
+    kind = _spot_kind(event.kind)
+
+    def beyond(value: float) -> bool:
+        if event.kind == EventKind.HYPOTENSION:
+            return value <= BP_PAGE_SYSTOLIC
+        return value >= FEVER_PAGE_C if event.kind == EventKind.FEVER else value <= HYPOTHERMIA_PAGE_C
+
+    readings = [
+        r
+        for track in tracks
+        if isinstance(track, SpotTrack) and track.patient.id == patient.id and track.device.kind == kind
+        for r in track.readings
+        if event.at <= r.index + 1 < event.end and not r.artefact
+    ]
+    showing = [r for r in readings if beyond(r.truth)]
+    detail: dict[str, Any] = {"target": event.target, "valid_readings": len(readings), "readings_beyond": len(showing)}
+    if showing:
+        detail["first_reading_ms"] = start_ms + (showing[0].index + 1) * 1000
+    return bool(showing), detail
 
 
 def _battery_events(scenario: Scenario, tracks: Sequence[Track]) -> list[GroundTruthEvent]:
@@ -143,10 +194,17 @@ def ground_truth(scenario: Scenario, tracks: Sequence[Track]) -> list[GroundTrut
         for event in patient.events:
             if event.kind == EventKind.BATTERY_DRAIN:
                 continue
-            should_page, detail = _default_should_page(patient, event)
+            if event.kind in SPOT_CLINICAL_EVENTS:
+                should_page, detail = _spot_should_page(patient, event, start, tracks)
+            else:
+                should_page, detail = _default_should_page(patient, event)
             if event.should_page is not None:
                 should_page = event.should_page
             detail = {"onset_s": event.onset, "hold_s": event.duration, "recovery_s": event.recovery, **detail}
+            max_delay = None
+            if "first_reading_ms" in detail:  # a spot check can only page at the first reading that shows it
+                onset_end = start + round((event.at + event.onset) * 1000)
+                max_delay = max(0, int(detail["first_reading_ms"]) - onset_end) + SPOT_PAGE_SLACK_MS
             events.append(
                 GroundTruthEvent(
                     patient=patient.id,
@@ -158,6 +216,7 @@ def ground_truth(scenario: Scenario, tracks: Sequence[Track]) -> list[GroundTrut
                     should_page=should_page,
                     devices=_affected(patient, event),
                     detail=detail,
+                    max_delay=max_delay,
                 )
             )
     events.extend(_battery_events(scenario, tracks))

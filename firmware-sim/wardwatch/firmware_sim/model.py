@@ -31,7 +31,7 @@ from wardwatch.core.gatt import (
 from wardwatch.core.gatt.ieee11073 import AbsentReason
 
 from .errors import SimError
-from .scenario import DeviceKind, DeviceSpec, EventKind, EventSpec, PatientSpec, Scenario
+from .scenario import SPOT_CHECK_KINDS, DeviceKind, DeviceSpec, EventKind, EventSpec, PatientSpec, Scenario
 
 __all__ = [
     "DEVICE_EPOCH",
@@ -469,11 +469,12 @@ def simulate_patient(scenario: Scenario, patient: PatientSpec) -> tuple[PatientP
             tracks.append(_strap(scenario, patient, device, phys, rng))
         elif device.kind == DeviceKind.PULSE_OXIMETER:
             tracks.append(_oximeter(scenario, patient, device, phys, rng))
+        elif device.kind in SPOT_CHECK_KINDS:
+            from .spot_track import spot_track  # it builds on this module
+
+            tracks.append(spot_track(scenario, patient, device, phys, rng))
         else:
-            raise SimError(
-                f"device {device.id!r}: {device.kind} is not modelled in scenario files yet; "
-                "drive it through wardwatch.firmware_sim.spot_check (take_reading) instead"
-            )
+            raise SimError(f"device {device.id!r}: {device.kind} is not modelled in scenario files")
     return phys, tracks
 
 

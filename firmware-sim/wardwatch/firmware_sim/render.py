@@ -37,6 +37,7 @@ from wardwatch.core.schema import (
 
 from .model import OximeterTrack, SpotCheck, StrapTrack, Track
 from .scenario import DeviceKind, Scenario
+from .spot_track import SpotTrack, spot_messages
 
 __all__ = ["RenderStats", "render", "render_messages", "role_of"]
 
@@ -80,6 +81,9 @@ def _spot_samples(spot: SpotCheck, t_ms: int, stored: bool) -> tuple[Sample, Sam
 
 def _device_messages(track: Track, order: int) -> Iterator[tuple[int, int, WireMessage]]:
     """(emit time, device order, message) for one device, in time order."""
+    if isinstance(track, SpotTrack):
+        yield from spot_messages(track, order)
+        return
     patient, device = track.patient, track.device
     pid, did, gw = patient.id, device.id, patient.gateway_id
     role = role_of(device.kind)

@@ -1,7 +1,8 @@
 """Live mode: a scenario's devices on a radio, sending the model's readings in real time (or faster).
 
 :func:`play` drives one device from its track: each second it applies the link faults of that
-second (out of range, busy, battery off), then notifies the reading and any spot-check. With
+second (out of range, busy, battery off), then notifies the reading and any spot-check; a cuff or
+thermometer takes its scheduled reading (kept on the device until a gateway connects). With
 ``speed`` > 1 the clock is compressed (``speed=60``: a minute per second) for fast tests.
 """
 
@@ -20,6 +21,8 @@ from .devices import HeartRateStrap, PulseOximeter, SimulatedDevice, make_device
 from .model import OximeterTrack, StrapTrack, Track, simulate
 from .radio import Radio
 from .scenario import Scenario
+from .spot_check import SpotCheckDevice
+from .spot_track import SpotTrack
 
 __all__ = ["LiveScenario", "play", "running_scenario"]
 
@@ -37,6 +40,7 @@ async def play(
     """Send ``track`` through ``device``: notification ``i`` at loop time ``t0 + (i + 1) / speed``."""
     loop = asyncio.get_running_loop()
     spots = {s.index: s for s in track.spot_checks} if isinstance(track, OximeterTrack) else {}
+    readings = {r.index: r for r in track.readings} if isinstance(track, SpotTrack) else {}
     in_range, busy, powered = True, False, True
     for i in range(track.seconds):
         delay = t0 + (i + 1) / speed - loop.time()
@@ -62,6 +66,11 @@ async def play(
             spot = spots.get(i)
             if spot is not None:
                 await device.spot_check(spot)
+        elif isinstance(device, SpotCheckDevice) and isinstance(track, SpotTrack):
+            reading = readings.get(i)
+            sent = reading is not None  # taken and stored: delivered when a gateway connects
+            if reading is not None:
+                await device.record(reading)
         else:  # pragma: no cover - make_device pairs kinds correctly
             raise TypeError(f"{type(device).__name__} cannot play {type(track).__name__}")
         if on_sent is not None:

@@ -77,8 +77,13 @@ class EventKind(enum.StrEnum):
     BRIEF_DIP = "brief_dip"
     TACHYCARDIA = "tachycardia"
     BRADYCARDIA = "bradycardia"
-    # artefacts
+    # clinical, seen by spot-check devices (target: systolic mmHg / body temperature °C)
+    HYPOTENSION = "hypotension"
+    FEVER = "fever"
+    HYPOTHERMIA = "hypothermia"
+    # artefacts (motion: body movement during a cuff reading, too)
     MOTION = "motion"
+    CUFF_LOOSE = "cuff_loose"
     # technical
     SENSOR_OFF = "sensor_off"
     SENSOR_DISPLACED = "sensor_displaced"
@@ -90,12 +95,19 @@ class EventKind(enum.StrEnum):
     BUSY = "busy"
 
 
-CLINICAL_EVENTS: Final = frozenset(
-    {EventKind.DESATURATION, EventKind.BRIEF_DIP, EventKind.TACHYCARDIA, EventKind.BRADYCARDIA}
+SPOT_CLINICAL_EVENTS: Final = frozenset({EventKind.HYPOTENSION, EventKind.FEVER, EventKind.HYPOTHERMIA})
+CLINICAL_EVENTS: Final = (
+    frozenset({EventKind.DESATURATION, EventKind.BRIEF_DIP, EventKind.TACHYCARDIA, EventKind.BRADYCARDIA})
+    | SPOT_CLINICAL_EVENTS
 )
-ARTEFACT_EVENTS: Final = frozenset({EventKind.MOTION})
+ARTEFACT_EVENTS: Final = frozenset({EventKind.MOTION, EventKind.CUFF_LOOSE})
 OXIMETER_ONLY: Final = frozenset(
     {EventKind.SENSOR_DISPLACED, EventKind.LOW_PERFUSION, EventKind.QUESTIONABLE, EventKind.INVALID}
+)
+CUFF_ONLY: Final = frozenset({EventKind.CUFF_LOOSE})
+SPOT_CHECK_KINDS: Final = frozenset({DeviceKind.BLOOD_PRESSURE_CUFF, DeviceKind.THERMOMETER})
+_NEEDS_TARGET: Final = frozenset({EventKind.DESATURATION, EventKind.TACHYCARDIA, EventKind.BRADYCARDIA}) | (
+    SPOT_CLINICAL_EVENTS
 )
 
 
@@ -109,6 +121,9 @@ class Baseline(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     spo2_noise_sd: float = 0.4
     hrv: float = 0.04  # respiratory sinus arrhythmia depth (fraction of RR)
     resp_rate: float = 14.0  # breaths/min (RSA frequency)
+    systolic: float = 124.0  # mmHg (cuff readings)
+    diastolic: float = 78.0  # mmHg
+    temperature: float = 36.8  # °C (thermometer readings)
 
 
 class DeviceSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -126,7 +141,10 @@ class DeviceSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     battery_drain_per_hour: float = 0.5
     clock: str = "set"  # "set" | "unset"
     clock_drift_ppm: float = 0.0
-    spot_check_every: float = 0.0  # oximeter spot-check period in s (0: none)
+    # spot-check period in s: the oximeter's extra spot-checks (0: none); the reading schedule of a cuff
+    # or thermometer (required for them: they only measure when the patient takes a reading)
+    spot_check_every: float = 0.0
+    first_reading: float = 0.0  # cuff / thermometer: s after the start of the first reading (0: one period in)
     storage_capacity: int = 100
 
 
@@ -204,8 +222,9 @@ def _normalise(raw: dict[str, Any]) -> dict[str, Any]:
         devices = []
         for j, device in enumerate(p.get("devices", [])):
             d = dict(device)
-            if "spot_check_every" in d:
-                d["spot_check_every"] = parse_duration(d["spot_check_every"], f"patients[{i}].devices[{j}]")
+            for key in ("spot_check_every", "first_reading"):
+                if key in d:
+                    d[key] = parse_duration(d[key], f"patients[{i}].devices[{j}].{key}")
             devices.append(d)
         p["devices"] = devices
         events = []
@@ -238,12 +257,18 @@ def _check(scenario: Scenario) -> Scenario:
             seen.add(device.id)
             if device.clock not in {"set", "unset"}:
                 raise ScenarioError(f"device {device.id}: clock must be 'set' or 'unset', got {device.clock!r}")
+            if device.kind in SPOT_CHECK_KINDS and device.spot_check_every <= 0:
+                raise ScenarioError(
+                    f"device {device.id}: a {device.kind} measures only when the patient takes a reading; "
+                    "give its schedule, e.g. spot_check_every = '4h'"
+                )
+        kinds = {d.id: d.kind for d in patient.devices}
         for event in patient.events:
             if event.device is not None and event.device not in ids:
                 raise ScenarioError(f"patient {patient.id}: event {event.kind} names unknown device {event.device!r}")
-            if event.kind in {EventKind.DESATURATION, EventKind.TACHYCARDIA, EventKind.BRADYCARDIA} and (
-                event.target is None
-            ):
+            if event.kind in CUFF_ONLY and event.device is not None and kinds[event.device] != "blood_pressure_cuff":
+                raise ScenarioError(f"patient {patient.id}: event {event.kind} applies to a blood_pressure_cuff only")
+            if event.kind in _NEEDS_TARGET and (event.target is None):
                 raise ScenarioError(f"patient {patient.id}: event {event.kind} at {event.at:g} s needs a target")
     return scenario
 

@@ -48,6 +48,7 @@ from .devices import DISCONNECT_USER, SimulatedDevice, _uuid
 from .model import DEVICE_EPOCH
 from .radio import Radio
 from .scenario import DeviceKind, DeviceSpec
+from .spot_track import SpotReading
 
 __all__ = ["BloodPressureCuff", "SpotCheckDevice", "Thermometer"]
 
@@ -89,6 +90,12 @@ class SpotCheckDevice(SimulatedDevice):
         await self._update_advertising()
         if self.is_subscribed(self._measurement):
             self._deliver_soon()
+
+    async def record(self, reading: SpotReading) -> None:
+        """The patient takes a scenario reading now (:mod:`~wardwatch.firmware_sim.spot_track`): its values
+        and status bits, stamped by this device's own clock."""
+        measurement = reading.to_gatt(self.KIND, self.device_time())
+        await self.store(self.PROFILE.by_uuid[self._measurement].codec.encode(measurement))
 
     async def wait_delivered(self, timeout: float = 20.0) -> None:
         """Return once every stored measurement was confirmed by a central."""

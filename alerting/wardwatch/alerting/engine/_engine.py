@@ -88,6 +88,7 @@ class Engine(_HeartRate):
         self._patients: dict[str, _Patient] = {}
         self._gateways: dict[str, _Gateway] = {}
         self.stats = EngineStats()
+        self._now_ms = -1  # the clock of the latest tick: how late a spot-check reading is (engine/late.py)
 
     # --- configuration -----------------------------------------------------------------------
 
@@ -336,6 +337,7 @@ class Engine(_HeartRate):
     def tick(self, now_ms: int) -> list[ConditionChange]:
         """Time-driven rules: deadman (device silent), sensor-off/poor-signal timers, data-gap expiry, flap clears."""
         out: list[ConditionChange] = []
+        self._now_ms = max(self._now_ms, now_ms)
         gateways = self._gateways
         for gateway in gateways.values():
             if gateway.offline_since >= 0:

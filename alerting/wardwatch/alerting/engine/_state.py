@@ -54,6 +54,10 @@ RULES: Final[dict[str, tuple[AlarmCategory, Priority, tuple[str, ...], str | Non
     "bp_low": (PHYS, MEDIUM, (), None),
     "temp_high": (PHYS, MEDIUM, (), None),
     "temp_low": (PHYS, MEDIUM, (), None),
+    # a reading beyond those limits that arrives late: a low-priority notice instead (engine/late.py)
+    "bp_low_late": (PHYS, LOW, (), None),
+    "temp_high_late": (PHYS, LOW, (), None),
+    "temp_low_late": (PHYS, LOW, (), None),
 }
 
 # signal kinds on the hot path

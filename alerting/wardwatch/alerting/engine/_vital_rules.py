@@ -18,6 +18,7 @@ from wardwatch.alerting.engine._state import (
     _Device,
     _Patient,
 )
+from wardwatch.alerting.engine.late import LATE_RULES, is_late, late_notice
 from wardwatch.alerting.engine.news2 import PARAMS, News2Score, Observed, Param, most_recent, score_news2, to_wire
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.core.schema import Quality
@@ -25,6 +26,8 @@ from wardwatch.core.schema import Quality
 
 class _Rules(_Emitter):
     """The rules a sample reaches once it is accepted (or, for the timers, rejected)."""
+
+    _now_ms: int  # the clock of the latest tick: how late a spot-check reading is (engine/late.py)
 
     def _spo2(self, st: _Patient, t: int, v: float, out: list[ConditionChange]) -> None:
         rule = st.spo2_low
@@ -262,6 +265,19 @@ class _Rules(_Emitter):
         self._spot_rule(st, "temp_low", low, t, v, f"temperature {v:.1f} °C (hypothermia <= {th.temp_low:.1f} °C)", out)
 
     def _spot_rule(
+        self, st: _Patient, rule: str, met: bool, t: int, v: float, text: str, out: list[ConditionChange]
+    ) -> None:
+        late = LATE_RULES[rule]
+        if is_late(t, self._now_ms, st.th.spot_late_s):  # a notice, never the alarm itself (engine/late.py)
+            if met or late in st.conds:
+                notice = late_notice(rule, met, text, t, self._now_ms)
+                self._spot_rule_now(st, notice.rule, notice.met, t, v, notice.text, out)
+            return
+        if late in st.conds:
+            self._clear(st, late, t, v, f"new reading on time: {text}", out)
+        self._spot_rule_now(st, rule, met, t, v, text, out)
+
+    def _spot_rule_now(
         self, st: _Patient, rule: str, met: bool, t: int, v: float, text: str, out: list[ConditionChange]
     ) -> None:
         if met:

@@ -34,6 +34,7 @@ from wardwatch.alerting.registry.registry import DeviceSpec, Registry, RegistryE
 from wardwatch.alerting.rules import PROFILES
 from wardwatch.core.errors import WardwatchError
 from wardwatch.core.ids import ID_PATTERN, Identifier
+from wardwatch.core.schema import DeviceRole
 
 REQUESTED_ID_PATTERN: Final = r"^p-[a-z0-9]+(-[a-z0-9]+)*$"
 """A patient id a caller may ask the registry to issue (a demo's fixed ids): never a name or a number."""
@@ -47,7 +48,7 @@ class DeviceBody(msgspec.Struct, forbid_unknown_fields=True):
     """A device of a kit: id, role, and its address or advertised name."""
 
     id: Identifier
-    role: Annotated[str, msgspec.Meta(pattern="^(heart_rate_strap|pulse_oximeter)$")]
+    role: Annotated[str, msgspec.Meta(pattern="^(" + "|".join(DeviceRole) + ")$")]  # every wearable type
     address: Address | None = None
     name: AdvertisedName | None = None
 
