@@ -46,6 +46,7 @@ class ScorePublisher:
         self._last: dict[str, tuple[News2, int]] = {}  # patient -> (what was published, when)
         self.published = 0
         self.failed = 0
+        self.watchers: list[Callable[[int], None]] = []  # called with ``now`` at every check (the live board)
 
     def due(self, now: int) -> list[News2Score]:
         """The messages to publish now (changed or stale), without marking them published."""
@@ -88,8 +89,14 @@ class ScorePublisher:
     async def run(self, now: Callable[[], int], check_s: float = CHECK_S) -> None:
         """Check and publish every ``check_s`` until cancelled."""
         while True:
+            t = now()
+            for watcher in self.watchers:
+                try:
+                    watcher(t)
+                except Exception:  # a watcher's fault never stops the score stream
+                    _log.exception("a NEWS2 score watcher failed")
             try:
-                await self.publish_due(now())
+                await self.publish_due(t)
             except Exception:  # a bug in scoring: logged, the next check runs
                 _log.exception("scoring NEWS2 for the score stream failed")
             await asyncio.sleep(check_s)
