@@ -107,9 +107,10 @@ class SilenceBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ThresholdsBody(msgspec.Struct, forbid_unknown_fields=True):
-    """Replace a patient's threshold overrides (``{}`` removes them all). Values: see ``Thresholds``."""
+    """Replace a patient's threshold overrides (``{}`` removes them all). Values: see ``Thresholds``
+    (a string only for the rule ``profile``)."""
 
-    overrides: dict[str, float | int | bool]
+    overrides: dict[str, float | int | bool | str]
     reason: Reason
 
 
@@ -151,6 +152,11 @@ def check_overrides(overrides: Mapping[str, Any]) -> str | None:
         if kind is bool:
             if not isinstance(value, bool):
                 return f"{key}: must be true or false, not {value!r}"
+            continue
+        choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else ()
+        if choices:  # the rule profile, the NEWS2 SpO2 scale
+            if isinstance(value, bool) or value not in choices:
+                return f"{key}: must be one of {', '.join(map(str, choices))}, not {value!r}"
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{key}: must be a number, not {value!r}"

@@ -507,6 +507,9 @@ def build_app(config: ConsoleConfig, *, clock: Callable[[], float] = time.monoto
     router.add_get("/api/audit", audit)
     router.add_get("/api/patients/{patient}/thresholds", thresholds)
     router.add_get("/api/patients/{patient}/trends", trends)
+    from wardwatch.console import clinical  # it builds on this module's helpers
+
+    clinical.add_routes(router)  # NEWS2, manual observations, per-patient thresholds
     router.add_static("/static/", STATIC_DIR, follow_symlinks=False, append_version=False)
     return app
 

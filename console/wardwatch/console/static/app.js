@@ -104,6 +104,7 @@ function startSession(data) {
   session = data;
   setCsrf(data.csrf);
   ward.staleAfterS = data.stale_after_s;
+  ward.role = data.role; // what the patient view offers (observations, threshold editing)
   setCanAct(ACT_ROLES.has(data.role));
   topbar.hidden = false;
   document.getElementById("ward-name").textContent = data.ward;

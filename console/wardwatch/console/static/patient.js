@@ -5,7 +5,9 @@ import uPlot from "./vendor/uPlot.esm.js";
 import { get } from "./api.js";
 import { alarmTable } from "./alarms.js";
 import { tile } from "./board.js";
+import { renderNews2Panel } from "./observations.js";
 import { patientAlarms, subscribe, ward } from "./store.js";
+import { renderThresholdsPanel } from "./thresholds.js";
 import { h, SIGNALS } from "./util.js";
 
 const RANGES = ["1h", "24h", "7d"];
@@ -105,13 +107,19 @@ export function renderPatient(main, id) {
   const rangeBar = h("div", { class: "tabs", role: "group", "aria-label": "Trend range" });
   const charts = h("div", { class: "charts" });
   const source = h("p", { class: "muted", id: "trend-source" });
+  const news2Box = h("section", { class: "panel", id: "news2-panel", "aria-labelledby": "news2-title" });
+  const thresholdsBox = h("section", { class: "panel", id: "thresholds-panel", "aria-labelledby": "thresholds-title" });
   main.replaceChildren(
     h("p", {}, h("a", { href: "#/board", class: "back" }, "← Ward board")),
     h("h1", { class: "view-title" }, `Patient ${id}`),
     header,
     alarmsBox,
+    news2Box,
     h("section", { class: "panel", "aria-labelledby": "trends-title" }, h("h2", { id: "trends-title" }, "Trends"), rangeBar, source, charts),
+    thresholdsBox,
   );
+  const leaveNews2 = renderNews2Panel(news2Box, id);
+  const leaveThresholds = renderThresholdsPanel(thresholdsBox, id);
   let range = "1h";
   let plots = [];
   let effective = null;
@@ -191,5 +199,7 @@ export function renderPatient(main, id) {
     unsubscribe();
     clearInterval(refresh);
     for (const plot of plots) plot.destroy();
+    leaveNews2();
+    leaveThresholds();
   };
 }
