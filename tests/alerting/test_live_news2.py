@@ -7,9 +7,10 @@ import itertools
 import json
 
 from wardwatch.alerting.engine import Engine
-from wardwatch.alerting.engine.news2 import NurseObservation
+from wardwatch.alerting.engine.news2 import News2Score, NurseObservation
 from wardwatch.alerting.live import LiveBoard, Subscription
 from wardwatch.alerting.observations.live import LiveScores, news2_band
+from wardwatch.alerting.observations.stream import ScorePublisher
 from wardwatch.alerting.rules import RuleSet
 from wardwatch.core.schema import Sample, Signal, Vitals
 
@@ -26,6 +27,14 @@ def oximeter(engine: Engine, start: int, seconds: int, spo2: float, pulse: float
                 v=1, patient="p-1", device="plx-1", gateway="gw-1", signal=signal, seq=next(_seq), samples=samples
             )
             engine.on_vitals(vitals, WARD)
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        self.sent.append((topic, payload))
 
 
 async def events(subscription: Subscription) -> list[tuple[str, dict[str, object]]]:
@@ -91,3 +100,28 @@ async def test_a_failing_score_is_contained_by_the_board() -> None:
     scores.refresh(T0)
     assert scores.observed("p-1", WARD, NurseObservation(t=T0, respiration=12)) == ()
     assert board.failures._value.get() == 2
+
+
+async def test_the_score_streams_check_feeds_the_board_with_the_scores_it_computed_once() -> None:
+    engine = Engine(RuleSet({"trend_enabled": False}))
+    now = T0 + 180_000
+    oximeter(engine, T0, 180, 93, 115)
+    board = LiveBoard([WARD], list)
+    computed: list[str] = []
+
+    def score(patient: str, t: int) -> News2Score | None:
+        computed.append(patient)
+        return engine.score_now(patient, t)
+
+    scores = LiveScores(board, engine.patient_wards, score, lambda: now)
+    publisher = ScorePublisher(Broker(), engine.patient_wards, score)
+    publisher.watchers.append(scores.scored)
+
+    def broken(patient: str, ward: str, scored: News2Score) -> None:
+        raise RuntimeError("a broken watcher")
+
+    publisher.watchers.append(broken)  # stops neither the stream nor the board
+    assert await publisher.publish_due(now) == 1
+    assert computed == ["p-1"]  # scored once for the stream and the board
+    news2 = board.snapshot(WARD)["patients"][0]["news2"]
+    assert (news2["score"], news2["full"]) == (4, False)

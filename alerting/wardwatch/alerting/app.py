@@ -465,7 +465,7 @@ def _connect_observations(
     scores = ScorePublisher(mqtt, engine.patient_wards, engine.score_now)  # type: ignore[attr-defined]
     service.registry.discharge_hooks.append(scores.forget)
     board = LiveScores(service.live, engine.patient_wards, engine.score_now, service.clock.now_ms)  # type: ignore[attr-defined]
-    scores.watchers.append(board.refresh)  # the console's board: NEWS2 turns partial as parameters go stale
+    scores.watchers.append(board.scored)  # the console's board: NEWS2 turns partial as parameters go stale
     service.observations.hooks.append(board.observed)  # ... and full at once after a nurse's entry
     return scores
 

@@ -1,7 +1,8 @@
 """Each patient's current NEWS2 on the console's live board (:class:`~wardwatch.alerting.live.LiveBoard`).
 
-:class:`LiveScores` re-scores every patient with engine state at each check of the score stream
-(parameters go stale with time, so a full score turns partial without any new message) and at once
+:class:`LiveScores` takes every patient's score at each check of the score stream (the
+:class:`~wardwatch.alerting.observations.stream.ScorePublisher` computes it once for both; parameters
+go stale with time, so a full score turns partial without any new message), scores a patient at once
 after a nurse's observation, and gives the board a compact form (:func:`board_json`: total, band,
 full/partial, the missing parameters, the sub-scores) that changes only when the score does, so the
 board's watchers get an update only then. A failure here is counted by the board and never reaches
@@ -67,8 +68,12 @@ class LiveScores:
         scored = self._score(patient, now)
         self._live.on_news2(ward, patient, None if scored is None else board_json(scored))
 
+    def scored(self, patient: str, ward: str, score: News2Score) -> None:
+        """A score-stream watcher: the patient's score of this check (the board sends it only if it changed)."""
+        self._live.guard(lambda: self._live.on_news2(ward, patient, board_json(score)))
+
     def refresh(self, now: int) -> None:
-        """Re-score every patient as of ``now`` (the board sends only the scores that changed)."""
+        """Score every patient as of ``now`` (the board sends only the scores that changed)."""
         for patient, ward in self._patients():
             self._live.guard(lambda patient=patient, ward=ward: self._show(patient, ward, now))  # type: ignore[misc]
 

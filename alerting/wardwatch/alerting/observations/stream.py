@@ -46,7 +46,8 @@ class ScorePublisher:
         self._last: dict[str, tuple[News2, int]] = {}  # patient -> (what was published, when)
         self.published = 0
         self.failed = 0
-        self.watchers: list[Callable[[int], None]] = []  # called with ``now`` at every check (the live board)
+        # given every patient's score at each check (the console's live board), so it is computed once
+        self.watchers: list[Callable[[str, str, EngineScore], None]] = []
 
     def due(self, now: int) -> list[News2Score]:
         """The messages to publish now (changed or stale), without marking them published."""
@@ -60,6 +61,11 @@ class ScorePublisher:
                 continue
             if scored is None:
                 continue
+            for watcher in self.watchers:
+                try:
+                    watcher(patient, ward, scored)
+                except Exception:  # a watcher's fault never stops the score stream
+                    _log.exception("a NEWS2 score watcher failed for %s", patient)
             wire = to_wire(scored)
             last = self._last.get(patient)
             if last is None or last[0] != wire or now - last[1] >= self._refresh_ms:
@@ -89,14 +95,8 @@ class ScorePublisher:
     async def run(self, now: Callable[[], int], check_s: float = CHECK_S) -> None:
         """Check and publish every ``check_s`` until cancelled."""
         while True:
-            t = now()
-            for watcher in self.watchers:
-                try:
-                    watcher(t)
-                except Exception:  # a watcher's fault never stops the score stream
-                    _log.exception("a NEWS2 score watcher failed")
             try:
-                await self.publish_due(t)
+                await self.publish_due(now())
             except Exception:  # a bug in scoring: logged, the next check runs
                 _log.exception("scoring NEWS2 for the score stream failed")
             await asyncio.sleep(check_s)

@@ -130,11 +130,11 @@ export function historyChart(container, points, range) {
     legend: { show: false },
     cursor: { drag: { x: false, y: false } },
     scales: { x: { time: true, range: [nowS - SPAN_S[range], nowS] }, y: { range: [0, top] } },
-    axes: [{ stroke: "#333", grid: { stroke: "#e3e6ea" } }, { stroke: "#333", grid: { stroke: "#e3e6ea" }, size: 40 }],
+    axes: [{ stroke: "#333", grid: { stroke: "#e3e6ea" } }, { stroke: "#333", grid: { stroke: "#e3e6ea" }, size: 40, incrs: [1, 2, 5, 10] }],
     series: [
       {},
-      { label: "NEWS2 (full)", stroke: "#0b3954", width: 2.5, paths: uPlot.paths.stepped({ align: 1 }), points: { show: true, size: 5 } },
-      { label: "NEWS2 (partial)", stroke: "#6b7680", width: 2, dash: [5, 4], paths: uPlot.paths.stepped({ align: 1 }), points: { show: true, size: 4 } },
+      { label: "NEWS2 (full)", stroke: "#0b3954", width: 2.5, paths: uPlot.paths.stepped({ align: 1 }), points: { show: true, size: 7 } },
+      { label: "NEWS2 (partial)", stroke: "#6b7680", width: 2, dash: [5, 4], paths: uPlot.paths.stepped({ align: 1 }), points: { show: true, size: 6 } },
     ],
     plugins: [bandLines()],
   };

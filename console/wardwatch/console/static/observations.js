@@ -193,8 +193,9 @@ export function renderNews2Panel(box, patient) {
       if (plot) plot.destroy();
       chartBox.replaceChildren();
       const partial = history.points.filter((p) => !p[2]).length;
+      chartNote.dataset.full = String(history.points.length - partial);
       chartNote.textContent = history.points.length
-        ? `${history.points.length} scores (${history.bucket === "every score" ? "every score" : `worst per ${history.bucket}`}); solid: full, dashed: partial (${partial}).`
+        ? `${history.points.length} score${history.points.length === 1 ? "" : "s"} (${history.bucket === "every score" ? "every score" : `worst per ${history.bucket}`}); solid line: full, dashed grey: partial (${partial}).`
         : "No scores stored in this range yet.";
       plot = historyChart(chartBox, history.points, range);
     } catch (failure) {
@@ -231,18 +232,24 @@ export function renderNews2Panel(box, patient) {
   drawHistory();
   const live = ward.patients.get(patient);
   shownKey = news2Key(live && live.news2);
+  let historyLater = null;
   const unsubscribe = subscribe((change) => {
     if (!(change.kind === "snapshot" || (change.patients && change.patients.includes(patient)))) return;
     const current = ward.patients.get(patient);
     const key = news2Key(current && current.news2);
     if (key !== shownKey) {
       shownKey = key;
-      drawNow(); // the live score changed: show its parameters
+      drawNow(); // the live score changed: show its parameters ...
+      clearTimeout(historyLater); // ... and, once published and stored (up to ~10 s), its history
+      historyLater = setTimeout(drawHistory, 10000);
     }
   });
   const refresh = setInterval(drawNow, 30000); // the ages of the parameters, and anything the stream missed
+  const refreshHistory = setInterval(drawHistory, 60000);
   return () => {
     unsubscribe();
+    clearTimeout(historyLater);
+    clearInterval(refreshHistory);
     clearInterval(refresh);
     if (plot) plot.destroy();
   };
