@@ -129,7 +129,7 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
         await page.locator('.patient-head .news2[data-news2="full"]').wait_for(timeout=15_000)
         respiration = page.locator('.params tr[data-parameter="respiration"]')
         assert "nurse" in await respiration.inner_text()
-        await page.locator("#news2-panel").get_by_role("button", name="1 hour").click()
+        await page.locator("#news2-panel").get_by_role("button", name="1 h", exact=True).click()
         # the full score reaches the history once alerting has published it and ingest stored it
         await page.locator('#news2-history-source:not([data-full="0"])', has_text="every score").wait_for(
             timeout=40_000
@@ -162,7 +162,10 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
         change = page.locator('tr[data-action="thresholds_set"]', has_text="p-n01").first
         await change.wait_for()
         assert "COPD: target 88-92 %" in await change.inner_text()
-        await page.locator('tr[data-action="observation_recorded"]', has_text="p-n01").first.wait_for()
+        assert "spo2_low — → 88" in await change.inner_text()  # what changed, from the audit entry's details
+        recorded = page.locator('tr[data-action="observation_recorded"]', has_text="p-n01").first
+        assert "respiration 18" in await recorded.inner_text()
+        await page.screenshot(path=str(SCREENSHOTS / "console-news2-audit.png"))
 
         # the board: p-n01's full NEWS2 on its tile
         await page.get_by_role("link", name="Ward board").click()

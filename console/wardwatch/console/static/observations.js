@@ -8,10 +8,11 @@ import { subscribe, ward } from "./store.js";
 import { clock, h, now } from "./util.js";
 
 const RECORD_ROLES = new Set(["nurse", "charge_nurse", "doctor"]);
+// (short labels: the trends below have "1 hour", "24 hours", "7 days")
 const RANGES = [
-  ["1h", "1 hour"],
-  ["24h", "24 hours"],
-  ["7d", "7 days"],
+  ["1h", "1 h"],
+  ["24h", "24 h"],
+  ["7d", "7 d"],
 ];
 // The numeric fields of the form, in the order nurses take them (bounds come from the API's schema).
 const NUMBERS = [
