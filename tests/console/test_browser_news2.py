@@ -146,9 +146,14 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
         th_error = page.locator("#th-error")
         await page.locator("#th-error", has_text="spo2_low").wait_for()
         assert await th_error.inner_text() == "invalid thresholds: spo2_low: 120 is outside the allowed range 50..100"
-        await thresholds.get_by_label("SpO₂ low", exact=True).fill("88")
         await thresholds.get_by_label("Rule profile").select_option("arrhythmia")
-        await thresholds.get_by_role("button", name="Save thresholds").click()
+        reason = thresholds.get_by_label("Reason for the change (required)")
+        await reason.focus()
+        await page.keyboard.press("Tab")  # keyboard: from the reason to the save button
+        assert await page.evaluate("document.activeElement.textContent") == "Save thresholds"
+        spo2_low = thresholds.get_by_label("SpO₂ low", exact=True)
+        await spo2_low.fill("88")
+        await spo2_low.press("Enter")  # saved from the keyboard
         await page.locator("#th-done", has_text="Saved and audited").wait_for()
         effective = page.locator('#thresholds-form tr[data-setting="spo2_low"] .th-effective')
         assert (await effective.inner_text()).startswith("88")
