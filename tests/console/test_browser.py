@@ -207,7 +207,11 @@ async def _log_in(page: Any, url: str, user: str, password: str) -> None:
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup installs it)")
-async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(tmp_path: Path) -> None:
+async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # WARDWATCH_* variables override the stack's configs: the screenshot folder must not reach them
+    monkeypatch.delenv("WARDWATCH_SCREENSHOTS", raising=False)
     scenario = tmp_path / "console-browser.toml"
     scenario.write_text(SCENARIO)
     options = StackOptions(state=tmp_path / "state", scenario=str(scenario), speed=4.0, quiet=True)

@@ -33,7 +33,7 @@ pytest.importorskip("playwright.async_api")
 
 SCENARIO = """
 name = "console-news2"
-description = "Two quiet patients whose NEWS2 the wearables can only score in part."
+description = "Two patients without alarms whose NEWS2 the wearables can only score in part (0 and 2)."
 seed = 5
 duration = "30m"
 ward = "ward-a"
@@ -41,7 +41,7 @@ ward = "ward-a"
 [[patients]]
 id = "p-n01"
 gateway = "gw-home-n1"
-baseline = { hr = 96, spo2 = 94 }
+baseline = { hr = 72, spo2 = 97 }
 devices = [
   { kind = "heart_rate_strap", id = "hrs-n01" },
   { kind = "pulse_oximeter", id = "plx-n01" },
@@ -51,7 +51,7 @@ events = []
 [[patients]]
 id = "p-n02"
 gateway = "gw-home-n2"
-baseline = { hr = 70, spo2 = 98 }
+baseline = { hr = 100, spo2 = 95 }
 devices = [
   { kind = "heart_rate_strap", id = "hrs-n02" },
   { kind = "pulse_oximeter", id = "plx-n02" },
@@ -95,7 +95,12 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
         wearables_only = "missing RR, O₂, BP, ACVPU, Temp"
         partial = page.locator('a.tile[data-patient="p-n01"] .news2[data-news2="partial"]', has_text=wearables_only)
         await partial.wait_for(timeout=150_000)
-        await page.locator('a.tile[data-patient="p-n02"] .news2[data-news2="partial"]').wait_for(timeout=30_000)
+        await page.locator(
+            'a.tile[data-patient="p-n02"] .news2[data-news2="partial"]', has_text=wearables_only
+        ).wait_for(timeout=30_000)
+        # no alarm on either: the board's acuity order is NEWS2's (p-n02's pulse and SpO2 score 1 each)
+        order = "tiles => tiles.map(t => t.dataset.patient)"
+        assert await page.eval_on_selector_all("a.tile", order) == ["p-n02", "p-n01"]
 
         # the patient view: the score now, the parameters behind it, its history
         await page.locator('a.tile[data-patient="p-n01"]').click()
@@ -116,11 +121,11 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
         assert await form.get_by_label("Respiratory rate (/min)").get_attribute("aria-invalid") == "true"
 
         # the nurse's observations complete the score: full on the patient view and on the tile, live
-        await form.get_by_label("Respiratory rate (/min)").fill("18")
+        await form.get_by_label("Respiratory rate (/min)").fill("22")
         await form.get_by_label("Consciousness (ACVPU)").select_option("A")
         await form.get_by_label("Supplemental oxygen").select_option("air")
         await form.get_by_label("Systolic BP (mmHg)").fill("124")
-        await form.get_by_label("Temperature (°C)").fill("37.2")
+        await form.get_by_label("Temperature (°C)").fill("38.5")
         await form.get_by_label("Note (optional)").fill("after the video call")
         await form.get_by_role("button", name="Record observations").click()
         await page.locator("#obs-done", has_text="Recorded").wait_for()
@@ -169,12 +174,15 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
         assert "COPD: target 88-92 %" in await change.inner_text()
         assert "spo2_low — → 88" in await change.inner_text()  # what changed, from the audit entry's details
         recorded = page.locator('tr[data-action="observation_recorded"]', has_text="p-n01").first
-        assert "respiration 18" in await recorded.inner_text()
+        assert "respiration 22" in await recorded.inner_text()
         await page.screenshot(path=str(SCREENSHOTS / "console-news2-audit.png"))
 
-        # the board: p-n01's full NEWS2 on its tile
+        # the board: p-n01's full NEWS2 (RR 2 + temperature 1 = 3) on its tile, and it moved above p-n02's 2
         await page.get_by_role("link", name="Ward board").click()
-        await page.locator('a.tile[data-patient="p-n01"] .news2[data-news2="full"]').wait_for(timeout=15_000)
+        full = page.locator('a.tile[data-patient="p-n01"] .news2[data-news2="full"]')
+        await full.wait_for(timeout=15_000)
+        assert (await full.get_attribute("data-news2-score")) == "3"
+        assert await page.eval_on_selector_all("a.tile", order) == ["p-n01", "p-n02"]
         await page.wait_for_timeout(300)
         await page.screenshot(path=str(SCREENSHOTS / "console-news2-board.png"))
         assert await page.evaluate(CONTRAST_FAILURES) == []
