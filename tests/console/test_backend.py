@@ -315,3 +315,102 @@ async def test_notes_device_history_and_handover_are_relayed_with_csrf_on_the_wr
     assert [n["text"] for n in handover["notes"]] == ["Reviewed on video"]
     async with console.http.get(console.base + "/api/patients/..%2F/notes") as response:
         assert response.status in (400, 404)
+
+
+async def post_json(console: Console, path: str, body: Any, *, csrf: bool = True) -> tuple[int, Any]:
+    headers = {"X-CSRF-Token": console.csrf} if csrf else {}
+    async with console.http.post(console.base + path, json=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def test_threshold_edits_need_csrf_a_reason_and_the_apis_bounds_and_are_audited(console: Console) -> None:
+    await console.login("cat")
+    path = "/api/patients/p-1/thresholds"
+    change = {"overrides": {"spo2_low": 88, "profile": "arrhythmia"}, "reason": "COPD: target 88-92 %"}
+    assert (await post_json(console, path, change, csrf=False))[0] == 403
+    status, answer = await post_json(console, path, {"overrides": {"spo2_low": 120}, "reason": "typo"})
+    assert status == 400
+    assert answer["error"] == "invalid thresholds: spo2_low: 120 is outside the allowed range 50..100"
+    status, answer = await post_json(console, path, {"overrides": {"spo2_low": 88}, "reason": ""})
+    assert status == 400  # a reason is required
+    status, answer = await post_json(console, path, change)
+    assert status == 200, answer
+    assert (answer["effective"]["spo2_low"], answer["effective"]["hr_high"]) == (88, 140)  # the profile's 140
+    async with console.http.get(console.base + path) as response:
+        assert (await response.json())["overrides"] == {"spo2_low": 88, "profile": "arrhythmia"}
+    entries = console.service.store.audit_entries(patient="p-1")
+    (entry,) = [e for e in entries if e.action == "thresholds_set"]
+    assert (entry.actor, entry.reason) == ("cat", "COPD: target 88-92 %")
+    await console.login("ann")  # a nurse may read thresholds but not change them
+    status, _ = await post_json(console, path, change)
+    assert status == 403
+
+
+async def test_the_forms_bounds_come_from_the_apis_openapi_document(console: Console) -> None:
+    await console.login()
+    async with console.http.get(console.base + "/api/forms") as response:
+        assert response.status == 200
+        forms = await response.json()
+    respiration = next(o for o in forms["observation"]["respiration"]["anyOf"] if "maximum" in o)
+    assert (respiration["minimum"], respiration["maximum"]) == (0, 80)
+    assert (forms["thresholds"]["spo2_low"]["minimum"], forms["thresholds"]["spo2_low"]["maximum"]) == (50, 100)
+    assert forms["thresholds"]["profile"]["enum"] == ["virtual-ward", "arrhythmia"]
+    assert forms["reason"]["minLength"] == 1
+
+
+async def test_observations_are_relayed_with_the_apis_checks_and_audited(console: Console) -> None:
+    row = await console.service.registry.admit("ward-a", "cat", "referred", patient="p-9")
+    await console.login("ann")
+    path = f"/api/patients/{row.patient}/observations"
+    taken = time.time_ns() // 1_000_000
+    status, answer = await post_json(console, path, {"taken_at": taken, "respiration": 81})
+    assert status == 422
+    assert "respiration" in answer["error"]
+    body = {"taken_at": taken, "respiration": 22, "consciousness": "A", "supplemental_o2": False}
+    assert (await post_json(console, path, body, csrf=False))[0] == 403
+    status, answer = await post_json(console, path, body)
+    assert status == 201, answer
+    assert answer["recorded_by"] == "ann"
+    async with console.http.get(console.base + path) as response:
+        (stored,) = (await response.json())["observations"]
+    assert (stored["respiration"], stored["consciousness"]) == (22, "A")
+    actions = [e.action for e in console.service.store.audit_entries(patient=row.patient)]
+    assert "observation_recorded" in actions
+
+
+async def test_news2_history_is_read_from_influxdb_with_the_read_only_user(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        influxd = await stack.enter_async_context(Influxd(directory=tmp_path / "influxd", auth=("admin", "admin-pw")))
+        await influxd.create_database("wardwatch")
+        await influxd.query('CREATE RETENTION POLICY "raw" ON "wardwatch" DURATION 30d REPLICATION 1 DEFAULT')
+        await influxd.ensure_user("reader", "reader-pw", privilege="READ", database="wardwatch")
+        now_ms = time.time_ns() // 1_000_000
+        partial = 'news2,patient=p-1,ward=ward-a score={s}i,full=false,o2=0i,missing="respiration,consciousness" {t}\n'
+        full = "news2,patient=p-1,ward=ward-a score={s}i,full=true,o2=0i {t}\n"
+        lines = [partial.format(s=2 + i % 2, t=now_ms - 3 * 3600_000 + i * 60_000) for i in range(120)]
+        lines += [full.format(s=6, t=now_ms - 20 * 60_000), full.format(s=8, t=now_ms - 5 * 60_000)]
+        lines.append("news2,patient=p-2,ward=ward-a score=12i,full=true,o2=2i " + str(now_ms - 60_000) + "\n")
+        basic = {"Authorization": "Basic " + base64.b64encode(b"admin:admin-pw").decode()}
+        async with (
+            aiohttp.ClientSession(headers=basic) as admin,
+            admin.post(
+                f"{influxd.url}/write", params={"db": "wardwatch", "rp": "raw", "precision": "ms"}, data="".join(lines)
+            ) as response,
+        ):
+            assert response.status == 204, await response.text()
+        reader = InfluxSettings(url=influxd.url, username="reader", password=Secret("reader-pw"))
+        console, _ = await start_console(stack, tmp_path, reader)
+        await console.login()
+        async with console.http.get(console.base + "/api/patients/p-1/news2/history?range=1h") as response:
+            assert response.status == 200, await response.text()
+            hour = await response.json()
+        assert [(p[1], p[2], p[3]) for p in hour["points"]] == [(6, True, []), (8, True, [])]
+        async with console.http.get(console.base + "/api/patients/p-1/news2/history?range=24h") as response:
+            day = await response.json()
+        assert day["bucket"] == "5m"
+        scores = [p[1] for p in day["points"]]
+        assert max(scores) == 8  # the worst score of each 5 minutes; p-2's 12 is not here
+        assert {tuple(p[3]) for p in day["points"] if not p[2]} == {("respiration", "consciousness")}
+        assert 24 <= len(day["points"]) <= 27  # two hours of scores, then the full ones
+        async with console.http.get(console.base + "/api/patients/p-1/news2/history?range=2d") as response:
+            assert response.status == 400

@@ -28,6 +28,7 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.guard import IMPAIRED_PATIENTS, FailureTracker, TimeGate
 from wardwatch.alerting.intake import Entry, HeldConditions, Intake, LagMonitor
 from wardwatch.alerting.metrics import AlertingMetrics
+from wardwatch.alerting.observations.live import LiveScores
 from wardwatch.alerting.observations.stream import ScorePublisher
 from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.registry.provenance import ProvenanceGate
@@ -470,6 +471,9 @@ def _connect_observations(
         _log.info("restored %d manual observations of the last day into the engine", restored)
     scores = ScorePublisher(mqtt, engine.patient_wards, engine.score_now)  # type: ignore[attr-defined]
     service.registry.discharge_hooks.append(scores.forget)
+    board = LiveScores(service.live, engine.patient_wards, engine.score_now, service.clock.now_ms)  # type: ignore[attr-defined]
+    scores.watchers.append(board.scored)  # the console's board: NEWS2 turns partial as parameters go stale
+    service.observations.hooks.append(board.observed)  # ... and full at once after a nurse's entry
     return scores
 
 

@@ -1,8 +1,8 @@
 """The live ward board: latest values per patient and device, gateway state and alarm changes, pushed to watchers.
 
 :class:`LiveBoard` keeps, per ward, the latest reading of each vital sign per patient, each device's
-link and battery, each gateway's availability, and fans changes out to subscribers (the console's
-server-sent-events streams, :mod:`wardwatch.alerting.stream`).
+link and battery, each patient's NEWS2, each gateway's availability, and fans changes out to
+subscribers (the console's server-sent-events streams, :mod:`wardwatch.alerting.stream`).
 
 The alarm path never waits for a watcher: everything here is called synchronously from the MQTT
 input and the alarm service, does O(1) work per message (readings are coalesced and sent to
@@ -302,6 +302,18 @@ class LiveBoard:
         for patient in admitted:
             if patient not in state.discharged:
                 state.patient(patient)
+
+    def on_news2(self, ward: str, patient: str, news2: dict[str, Any] | None) -> None:
+        """The patient's current NEWS2 (compact, :func:`~wardwatch.alerting.observations.live.board_json`);
+        sent to watchers only when it changed."""
+        state = self._wards.get(ward)
+        if state is None:
+            return
+        entry = state.patient(patient)
+        if entry.get("news2") == news2:
+            return
+        entry["news2"] = news2
+        self._dirty(state, patient=patient)
 
     def on_alarms(self, records: Iterable[AlarmRecord]) -> None:
         """Alarm changes the store has saved: sent to the ward's subscribers at once."""

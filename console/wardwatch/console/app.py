@@ -511,11 +511,13 @@ def build_app(config: ConsoleConfig, *, clock: Callable[[], float] = time.monoto
     router.add_get("/api/audit", audit)
     router.add_get("/api/patients/{patient}/thresholds", thresholds)
     router.add_get("/api/patients/{patient}/trends", trends)
-    from wardwatch.console.admission import add_admission_routes  # here: these modules import this one
+    from wardwatch.console import clinical  # here: these modules import this one
+    from wardwatch.console.admission import add_admission_routes
     from wardwatch.console.handover import add_handover_routes
 
     add_admission_routes(router)
     add_handover_routes(router)
+    clinical.add_routes(router)  # NEWS2, manual observations, per-patient thresholds
     router.add_static("/static/", STATIC_DIR, follow_symlinks=False, append_version=False)
     return app
 

@@ -73,7 +73,8 @@ class TrendReader:
             f'AND time > now() - {span.value} GROUP BY time({plan.bucket}), "signal" fill(none)'
         )
 
-    async def _query(self, text: str) -> dict[str, list[list[float]]]:
+    async def series(self, text: str) -> list[dict[str, Any]]:
+        """The series of one InfluxQL read (``RuntimeError`` with InfluxDB's words when it refuses)."""
         s = self.settings
         params = {"db": s.database, "q": text, "epoch": "ms"}
         headers = {}
@@ -85,14 +86,19 @@ class TrendReader:
             body: dict[str, Any] = await response.json(content_type=None)
             if response.status != 200:
                 raise RuntimeError(f"InfluxDB answered {response.status}: {body.get('error', body)}")
-        series: dict[str, list[list[float]]] = {}
+        found: list[dict[str, Any]] = []
         for result in body.get("results", []):
             if "error" in result:
                 raise RuntimeError(f"InfluxDB: {result['error']}")
-            for item in result.get("series", []):
-                signal = item.get("tags", {}).get("signal")
-                if signal in TREND_SIGNALS:
-                    series[signal] = [[row[0], row[1]] for row in item.get("values", []) if row[1] is not None]
+            found += result.get("series", [])
+        return found
+
+    async def _query(self, text: str) -> dict[str, list[list[float]]]:
+        series: dict[str, list[list[float]]] = {}
+        for item in await self.series(text):
+            signal = item.get("tags", {}).get("signal")
+            if signal in TREND_SIGNALS:
+                series[signal] = [[row[0], row[1]] for row in item.get("values", []) if row[1] is not None]
         return series
 
     async def read(self, ward: str, patient: str, span: TrendRange) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from wardwatch.alerting.http import (
     readable_text,
     requires,
 )
+from wardwatch.alerting.observations.live import news2_band
 from wardwatch.alerting.observations.records import ObservationError, Observations
 from wardwatch.core.ids import ID_PATTERN
 
@@ -105,6 +106,7 @@ def score_json(score: News2Score) -> dict[str, Any]:
         "full": score.full,
         "label": score.label,
         "tier": score.tier,
+        "band": news2_band(score.score, score.any_three),
         "t": score.t,
         "spo2_scale": score.spo2_scale,
         "o2": score.o2,

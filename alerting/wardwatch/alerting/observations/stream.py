@@ -46,6 +46,8 @@ class ScorePublisher:
         self._last: dict[str, tuple[News2, int]] = {}  # patient -> (what was published, when)
         self.published = 0
         self.failed = 0
+        # given every patient's score at each check (the console's live board), so it is computed once
+        self.watchers: list[Callable[[str, str, EngineScore], None]] = []
 
     def due(self, now: int) -> list[News2Score]:
         """The messages to publish now (changed or stale), without marking them published."""
@@ -59,6 +61,11 @@ class ScorePublisher:
                 continue
             if scored is None:
                 continue
+            for watcher in self.watchers:
+                try:
+                    watcher(patient, ward, scored)
+                except Exception:  # a watcher's fault never stops the score stream
+                    _log.exception("a NEWS2 score watcher failed for %s", patient)
             wire = to_wire(scored)
             last = self._last.get(patient)
             if last is None or last[0] != wire or now - last[1] >= self._refresh_ms:

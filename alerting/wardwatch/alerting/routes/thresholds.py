@@ -30,7 +30,7 @@ THRESHOLD_RANGES: Final[Mapping[str, tuple[float, float]]] = RANGES
 _UNLISTED_RANGE: Final = (-1e6, 1e6)  # a setting added to Thresholds later: finite and sane until listed
 _FIELD_TYPES: Final = {f.name: f.type for f in msgspec.structs.fields(Thresholds)}
 
-Overrides = dict[str, float | int | bool]
+Overrides = dict[str, float | int | bool | str]  # a string only for the rule ``profile``
 
 
 class ThresholdsBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -78,6 +78,11 @@ def check_overrides(overrides: Mapping[str, Any]) -> str | None:
         if kind is bool:
             if not isinstance(value, bool):
                 return f"{key}: must be true or false, not {value!r}"
+            continue
+        choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else ()
+        if choices:  # the rule profile, the NEWS2 SpO2 scale
+            if isinstance(value, bool) or value not in choices:
+                return f"{key}: must be one of {', '.join(map(str, choices))}, not {value!r}"
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{key}: must be a number, not {value!r}"

@@ -107,6 +107,7 @@ function startSession(data) {
   session = data;
   setCsrf(data.csrf);
   ward.staleAfterS = data.stale_after_s;
+  ward.role = data.role; // what the patient view offers (observations, threshold editing)
   setCanAct(ACT_ROLES.has(data.role));
   setRegistryRole(data.role);
   document.getElementById("nav-admit").hidden = !canManagePatients();

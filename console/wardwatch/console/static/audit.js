@@ -3,6 +3,25 @@
 import { get } from "./api.js";
 import { dateTime, h } from "./util.js";
 
+// What changed, for the entries whose details a nurse needs: threshold changes, observations entered.
+function detailText(entry) {
+  const details = entry.details || {};
+  if (entry.action === "thresholds_set") {
+    const old = details.old || {};
+    const fresh = details.new || {};
+    const keys = [...new Set([...Object.keys(old), ...Object.keys(fresh)])].sort();
+    const changes = keys
+      .filter((k) => old[k] !== fresh[k])
+      .map((k) => `${k} ${k in old ? old[k] : "—"} → ${k in fresh ? fresh[k] : "—"}`);
+    return changes.length ? changes.join("; ") : "no change";
+  }
+  if (entry.action === "observation_recorded") {
+    const names = ["respiration", "spo2", "supplemental_o2", "systolic", "pulse", "consciousness", "temperature"];
+    return names.filter((n) => n in details).map((n) => `${n} ${details[n]}`).join(", ");
+  }
+  return "";
+}
+
 export function renderAudit(main) {
   const body = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   main.replaceChildren(
@@ -46,7 +65,7 @@ export function renderAudit(main) {
                 h("td", {}, e.action.replaceAll("_", " ")),
                 h("td", {}, e.patient || ""),
                 h("td", { class: "mono" }, e.alarm_id ? e.alarm_id.slice(0, 12) : ""),
-                h("td", {}, e.reason || ""),
+                h("td", {}, e.reason || "", detailText(e) ? h("div", { class: "audit-detail" }, detailText(e)) : null),
               ),
             ),
           ),

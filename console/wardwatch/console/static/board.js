@@ -2,6 +2,7 @@
 
 import { age, alarmLevel, badge, formatValue, h, levelIcon, levelLabel, now, rank, SIGNALS } from "./util.js";
 import { gatewayOf, subscribe, topAlarm, ward } from "./store.js";
+import { news2Key, news2Line } from "./news2.js";
 
 const BOARD_SIGNALS = SIGNALS.filter((s) => s.key !== "perfusion_index");
 const ROLE_LABEL = { pulse_oximeter: "Oximeter", heart_rate_strap: "HR strap" };
@@ -16,19 +17,21 @@ function isStale(t) {
 }
 
 // Acuity: the open alarm's priority (a physiological alarm before a technical one of the same priority,
-// unacknowledged before acknowledged), then staleness, then the patient id.
+// unacknowledged before acknowledged), then NEWS2 (highest first), then staleness, then the patient id.
 function acuityKey(patient) {
   const alarm = topAlarm(patient.patient);
   const alarmRank = alarm
     ? rank(alarm) * 4 + (alarm.category === "technical" ? 0 : 2) + (alarm.state === "active" ? 1 : 0)
     : 0;
   const stale = isStale(latestReadingTime(patient)) ? 1 : 0;
-  return [alarmRank, stale];
+  return [alarmRank, patient.news2 ? patient.news2.score : -1, stale];
 }
 
 export function sortedPatients() {
   const keyed = [...ward.patients.values()].map((p) => [acuityKey(p), p]);
-  keyed.sort((a, b) => b[0][0] - a[0][0] || b[0][1] - a[0][1] || a[1].patient.localeCompare(b[1].patient));
+  keyed.sort(
+    (a, b) => b[0][0] - a[0][0] || b[0][1] - a[0][1] || b[0][2] - a[0][2] || a[1].patient.localeCompare(b[1].patient),
+  );
   return keyed.map(([, p]) => p);
 }
 
@@ -129,11 +132,12 @@ export function tile(patient) {
     {
       class: classes.join(" "),
       href: `#/patient/${encodeURIComponent(patient.patient)}`,
-      dataset: { patient: patient.patient, level, gateway: gatewayText(patient) },
+      dataset: { patient: patient.patient, level, gateway: gatewayText(patient), news2: news2Key(patient.news2) },
       "aria-label": label,
     },
     h("div", { class: "tile-head" }, h("span", { class: "tile-patient" }, patient.patient), gatewayLine(patient)),
     title,
+    news2Line(patient.news2),
     h("div", { class: "vitals" }, BOARD_SIGNALS.map((s) => vitalCell(patient, s))),
     devices.length ? h("ul", { class: "devices" }, devices.map(deviceLine)) : h("p", { class: "muted" }, "No device status yet"),
   );
@@ -145,6 +149,7 @@ export function renderBoard(main) {
   main.replaceChildren(h("h1", { class: "view-title" }, "Ward board"), summary, grid);
   const tiles = new Map();
   const staleShown = new Map(); // patient -> stale when last placed (staleness moves a tile up)
+  const news2Shown = new Map(); // patient -> NEWS2 score when last placed (a higher score moves it up)
 
   function summaryText() {
     const alarms = [...ward.alarms.values()];
@@ -156,6 +161,7 @@ export function renderBoard(main) {
     const order = sortedPatients();
     order.forEach((patient, index) => {
       staleShown.set(patient.patient, isStale(latestReadingTime(patient)));
+      news2Shown.set(patient.patient, patient.news2 ? patient.news2.score : -1);
       let element = tiles.get(patient.patient);
       if (!element) {
         element = tile(patient);
@@ -182,7 +188,8 @@ export function renderBoard(main) {
       if (!patient || !element) continue;
       const devices = Object.values(patient.devices || {});
       const list = element.querySelector(".devices");
-      if (!list || list.children.length !== devices.length || element.dataset.gateway !== gatewayText(patient)) {
+      const reshaped = element.dataset.gateway !== gatewayText(patient) || element.dataset.news2 !== news2Key(patient.news2);
+      if (!list || list.children.length !== devices.length || reshaped) {
         rest.push(id); // the tile's shape changed: build it again
         continue;
       }
@@ -220,6 +227,13 @@ export function renderBoard(main) {
     return ids.some((id) => isStale(latestReadingTime(ward.patients.get(id))) !== staleShown.get(id));
   }
 
+  function news2Changed(ids) {
+    return ids.some((id) => {
+      const news2 = ward.patients.get(id).news2;
+      return (news2 ? news2.score : -1) !== news2Shown.get(id);
+    });
+  }
+
   place();
   const unsubscribe = subscribe((change) => {
     if (change.kind === "snapshot") {
@@ -234,7 +248,8 @@ export function renderBoard(main) {
       }
       const known = [...ids].filter((id) => tiles.has(id));
       patch(known);
-      if (known.length !== ids.size || staleChanged(known)) place(); // a new patient, or one went stale
+      // a new patient, one went stale, or a NEWS2 changed: the order may have too
+      if (known.length !== ids.size || staleChanged(known) || news2Changed(known)) place();
     } else if (change.kind === "alarm") {
       refresh(change.patients);
       place();

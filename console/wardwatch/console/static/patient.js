@@ -8,7 +8,9 @@ import { alarmTable } from "./alarms.js";
 import { tile } from "./board.js";
 import { renderDeviceHistory } from "./devices.js";
 import { renderNotes } from "./notes.js";
+import { renderNews2Panel } from "./observations.js";
 import { patientAlarms, subscribe, ward } from "./store.js";
+import { renderThresholdsPanel } from "./thresholds.js";
 import { h, SIGNALS } from "./util.js";
 
 const RANGES = ["1h", "24h", "7d"];
@@ -111,18 +113,24 @@ export function renderPatient(main, id) {
   const registry = registryPanel(id);
   const notesBox = h("section", { class: "panel", id: "notes", "aria-labelledby": "notes-title" });
   const devicesBox = h("section", { class: "panel", id: "device-history", "aria-labelledby": "devices-title" });
+  const news2Box = h("section", { class: "panel", id: "news2-panel", "aria-labelledby": "news2-title" });
+  const thresholdsBox = h("section", { class: "panel", id: "thresholds-panel", "aria-labelledby": "thresholds-title" });
   main.replaceChildren(
     h("p", {}, h("a", { href: "#/board", class: "back" }, "← Ward board")),
     h("h1", { class: "view-title" }, `Patient ${id}`),
     header,
     alarmsBox,
+    news2Box,
     registry.element,
     h("section", { class: "panel", "aria-labelledby": "trends-title" }, h("h2", { id: "trends-title" }, "Trends"), rangeBar, source, charts),
+    thresholdsBox,
     notesBox,
     devicesBox,
   );
   renderNotes(notesBox, id);
   renderDeviceHistory(devicesBox, id);
+  const leaveNews2 = renderNews2Panel(news2Box, id);
+  const leaveThresholds = renderThresholdsPanel(thresholdsBox, id);
   let range = "1h";
   let plots = [];
   let effective = null;
@@ -203,5 +211,7 @@ export function renderPatient(main, id) {
     registry.leave();
     clearInterval(refresh);
     for (const plot of plots) plot.destroy();
+    leaveNews2();
+    leaveThresholds();
   };
 }

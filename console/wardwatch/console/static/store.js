@@ -7,6 +7,7 @@ export const ward = {
   gateways: new Map(),
   alarms: new Map(), // open alarms by id
   staleAfterS: 60,
+  role: null, // the logged-in user's role
 };
 
 const listeners = new Set();
