@@ -19,7 +19,9 @@ from aiohttp import web
 
 from wardwatch.alerting.api import serve_api
 from wardwatch.alerting.auth import Authenticator, Role
+from wardwatch.alerting.engine import Engine
 from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.rules import RuleSet
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import config_from_mapping
 from wardwatch.alerting.store import Store
@@ -376,6 +378,17 @@ async def test_observations_are_relayed_with_the_apis_checks_and_audited(console
     assert (stored["respiration"], stored["consciousness"]) == (22, "A")
     actions = [e.action for e in console.service.store.audit_entries(patient=row.patient)]
     assert "observation_recorded" in actions
+
+
+async def test_a_patient_without_a_score_yet_has_no_news2_which_is_not_an_error(console: Console) -> None:
+    # the browser logs every 404 as an error: a patient just admitted has no score yet, and that is an answer
+    engine = Engine(RuleSet())
+    console.service.observations.score_source = engine.score_now  # as the alerting app wires it
+    row = await console.service.registry.admit("ward-a", "cat", "referred", patient="p-8")
+    await console.login("ann")
+    async with console.http.get(console.base + f"/api/patients/{row.patient}/news2") as response:
+        assert response.status == 200
+        assert await response.json() == {"patient": row.patient, "score": None}
 
 
 async def test_news2_history_is_read_from_influxdb_with_the_read_only_user(tmp_path: Path) -> None:

@@ -45,8 +45,13 @@ def history_query(database: str, policy: str, ward: str, patient: str, span: Tre
 
 
 async def news2_now(request: web.Request) -> web.Response:
-    """The patient's NEWS2 now, each parameter with its value, time and source."""
-    return await _relay(request, "GET", f"/api/v1/patients/{_id(request, 'patient')}/news2")
+    """The patient's NEWS2 now, each parameter with its value, time and source; ``{"patient", "score": null}`` while
+    the alarm service has nothing to score (a patient just admitted): no score yet is an answer, not an error."""
+    patient = _id(request, "patient")
+    response = await _relay(request, "GET", f"/api/v1/patients/{patient}/news2")
+    if response.status == 404:
+        return _json({"patient": patient, "score": None})
+    return response
 
 
 async def news2_history(request: web.Request) -> web.Response:

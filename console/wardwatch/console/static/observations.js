@@ -178,11 +178,15 @@ export function renderNews2Panel(box, patient) {
   async function drawNow() {
     try {
       const score = await get(`/api/patients/${encodeURIComponent(patient)}/news2`);
+      if (score.score === null) {
+        summary.replaceChildren(h("p", { class: "muted", id: "news2-now" }, "No NEWS2 yet: no readings or observations since the alarm service started."));
+        params.replaceChildren();
+        return;
+      }
       summary.replaceChildren(scoreSummary(score));
       params.replaceChildren(parameterTable(score));
     } catch (failure) {
-      const text = failure.status === 404 ? "No NEWS2 yet: no readings or observations since the alarm service started." : failure.message;
-      summary.replaceChildren(h("p", { class: "muted", id: "news2-now" }, text));
+      summary.replaceChildren(h("p", { class: "muted", id: "news2-now" }, failure.message));
       params.replaceChildren();
     }
   }
