@@ -338,10 +338,13 @@ def _figures(
         if pid in onsets and pid not in first_page:
             first_page[pid] = (request.received_ns, request.body["alarm_id"])
     sides: dict[str, list[float]] = {"closed": [], "open": [], "switching": []}
+    slow: list[tuple[float, str, int]] = []  # (latency ms, side, confirming sample sent ns)
     for pid, (received, alarm_id) in first_page.items():
         sent = confirming_publish_ns(low[pid], started.get(alarm_id, -1))
         if sent is not None:
-            sides[_side(sent, streams)].append((received - sent) / 1e6)
+            side = _side(sent, streams)
+            sides[side].append((received - sent) / 1e6)
+            slow.append((round((received - sent) / 1e6, 1), side, sent))
     figures: dict[str, Any] = {
         "bench": "console_sessions_under_load",
         "patients": report.plan.patients,
@@ -360,6 +363,12 @@ def _figures(
             "streams_open": opened,
             "while_switching": _latencies(sides["switching"]),
             "target_p99_ms": 100,
+            # the slowest pages, when (s after the first confirming sample) and on which side: a stall of the
+            # machine shows as a cluster at one moment, a cost of the streams as a spread over their blocks
+            "slowest": [
+                {"latency_ms": ms, "side": side, "at_s": round((sent - min(t for _, _, t in slow)) / 1e9, 2)}
+                for ms, side, sent in sorted(slow, reverse=True)[:8]
+            ],
         }
         if sides["closed"] and sides["open"]:
             figures["ratio_p50"] = round(opened["latency_ms_p50"] / closed["latency_ms_p50"], 2)
