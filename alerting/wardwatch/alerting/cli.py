@@ -15,6 +15,8 @@
     wardwatch bench alerting                         replay throughput + end-to-end latency (JSON)
     wardwatch bench alerting --skip-replay --login-flood-per-s 200    ... under a login flood
     wardwatch bench alerting --skip-replay --live-streams 20          ... with 20 console streams (+1 stalled)
+    wardwatch bench alerting --skip-replay --console-sessions 20      ... page latency with 20 console sessions
+                                                     streams open vs closed, in one run (needs the console extra)
 
 ``--config`` may also come from ``WARDWATCH_CONFIG``.
 """
@@ -113,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--login-hash-executor", choices=["thread", "process"], default="thread")
     bench.add_argument(
         "--live-streams", type=int, default=0, help="console live streams (SSE) open while the patients stream"
+    )
+    bench.add_argument(
+        "--console-sessions",
+        type=int,
+        default=0,
+        help="page latency with this many console sessions' live streams open vs closed, alternating in one run "
+        "(the real console back end; --spread-s 40 recommended)",
     )
     return parser
 
@@ -227,6 +236,19 @@ def _bench(args: argparse.Namespace) -> int:
         if code != 0:
             return code
         result["replay"] = json.loads(captured.getvalue())
+    if args.console_sessions > 0:
+        from wardwatch.alerting.bench_console import sessions_under_load
+
+        figures = asyncio.run(
+            sessions_under_load(
+                patients=int(args.patients),
+                sessions=args.console_sessions,
+                warmup_s=args.warmup_s,
+                spread_s=args.spread_s,
+            )
+        )
+        print(json.dumps({"benchmark": "alerting", "console_sessions": figures}, indent=2))
+        return 0
     if not args.skip_e2e:
         from wardwatch.alerting.bench_e2e import end_to_end
 

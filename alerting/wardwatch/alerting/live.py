@@ -167,6 +167,10 @@ class LiveBoard:
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
         self.flush_s = flush_s  # how often coalesced reading changes are sent
         self._flush_handle: asyncio.TimerHandle | None = None
+        # a ward's encoded snapshot, shared by the watchers that subscribe before the next flush or alarm change
+        # (20 consoles reconnecting at once must not encode a 1,000-patient board 20 times on the alarm path)
+        self._generation = 0
+        self._snapshots: dict[str, tuple[int, bytes]] = {}
         registry = registry or CollectorRegistry()
         self.dropped = Counter(
             "wardwatch_alerting_live_dropped",
@@ -317,6 +321,7 @@ class LiveBoard:
 
     def on_alarms(self, records: Iterable[AlarmRecord]) -> None:
         """Alarm changes the store has saved: sent to the ward's subscribers at once."""
+        self._generation += 1
         for record in records:
             state = self._wards.get(record.ward)
             if state is None or not state.subscribers:
@@ -341,9 +346,24 @@ class LiveBoard:
         """A new watcher of ``ward`` (buffer: :attr:`buffer` events); its first event is a ``snapshot``."""
         state = self._wards[ward]
         subscription = Subscription(ward, self.buffer)
-        subscription.push(sse_event("snapshot", self.snapshot(ward)))
+        subscription.push(self._snapshot_event(ward, state))
         state.subscribers.add(subscription)
         return subscription
+
+    def _snapshot_event(self, ward: str, state: _Ward) -> bytes:
+        """The ``snapshot`` event, encoded once per generation while the ward has watchers.
+
+        Reusing it is exact: every reading or device change since it was made is in the ward's dirty set
+        (a flush is pending, since the ward had watchers), which goes to every watcher, the new one too; a
+        flush or an alarm change starts a new generation.
+        """
+        cached = self._snapshots.get(ward)
+        if cached is not None and cached[0] == self._generation and state.subscribers:
+            return cached[1]
+        event = sse_event("snapshot", self.snapshot(ward))
+        if state.subscribers:
+            self._snapshots[ward] = (self._generation, event)
+        return event
 
     def unsubscribe(self, subscription: Subscription, why: str | None = None) -> None:
         """Forget a watcher; ``why`` (``buffer_full``, ``write_timeout``) counts it as dropped."""
@@ -375,6 +395,7 @@ class LiveBoard:
 
     def _flush(self) -> None:
         self._flush_handle = None
+        self._generation += 1
         try:
             for state in self._wards.values():
                 if state.subscribers and (state.dirty_patients or state.dirty_gateways):

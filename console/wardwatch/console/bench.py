@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -256,7 +257,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--patients", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="the Chromium executable")
+    parser.add_argument(
+        "--sessions-under-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: page latency of the real alerting service with --patients streaming and N console sessions' "
+        "streams open vs closed (runs `wardwatch bench alerting --skip-replay --console-sessions N`)",
+    )
     args = parser.parse_args(argv)
+    if args.sessions_under_load > 0:  # the alerting part owns the service and the load: run its benchmark
+        command = [sys.executable, "-m", "wardwatch.core", "bench", "alerting", "--skip-replay"]
+        command += ["--patients", str(args.patients), "--console-sessions", str(args.sessions_under_load)]
+        return subprocess.run([*command, "--spread-s", "40"], check=False).returncode
     result = asyncio.run(run_bench(args.patients, args.rounds, args.chromium))
     json.dump(result, sys.stdout, indent=2)
     print()

@@ -105,6 +105,7 @@ def _cmd_describe(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     description = {
         "name": scenario.name,
+        "description": scenario.description,
         "ward": scenario.ward,
         "duration_s": scenario.duration,
         "patients": [

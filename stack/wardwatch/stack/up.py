@@ -196,6 +196,8 @@ class Stack:
                 "state": str(self.state),
                 **({"fhir": fhir_url} if fhir_url is not None else {}),
                 **({"console": console_url} if console_url is not None else {}),
+                # what the scenario will show, so a newcomer knows what to watch for and when
+                "scenario": f"{scenario['name']}: {scenario.get('description') or 'no description'}",
             }
             self._print_summary(api_password, influx_url)
             self.ready.set()
@@ -529,6 +531,7 @@ class Stack:
                 if "console" in self.summary
                 else ""
             )
+            + f"  scenario      {self.summary['scenario']}\n"
             + f"  alarms (API)  curl -s -X POST {self.summary['api']}/api/v1/login "
             f'-d \'{{"name": "{API_USER}", "password": "{api_password}"}}\'\n'
             f"                then: curl -s -H 'Authorization: Bearer TOKEN' {self.summary['api']}/api/v1/alarms\n"

@@ -13,6 +13,11 @@ const TABS = [
 
 const VERBS = { acknowledge: "Acknowledge", silence: "Silence", resolve: "Resolve" };
 
+// Resolving by hand ends the alarm even while its condition lasts: say so before the nurse does it.
+const STILL_PRESENT =
+  "The condition is still present. Resolving ends this alarm: it sounds and pages again only if the condition " +
+  "clears and comes back, or worsens. To stop escalation while you attend, acknowledging is enough.";
+
 let canAct = false;
 
 export function setCanAct(value) {
@@ -28,6 +33,9 @@ export function openActionDialog(alarm, action, onDone) {
   document.getElementById("action-title").textContent = `${VERBS[action]} alarm`;
   document.getElementById("action-alarm").textContent = `${alarm.patient} · ${alarm.text || alarm.rule}`;
   submit.textContent = VERBS[action];
+  const hint = document.getElementById("action-hint");
+  hint.hidden = !(action === "resolve" && alarm.condition_active);
+  hint.textContent = hint.hidden ? "" : STILL_PRESENT;
   minutes.hidden = action !== "silence";
   document.getElementById("action-minutes-label").hidden = action !== "silence";
   note.value = "";

@@ -199,6 +199,10 @@ function tick() {
   if (level) sound.remind(level);
   soundToggle.textContent = sound.isMuted() ? `Muted ${sound.mutedFor()} s · unmute` : "Mute 2 min";
   soundToggle.setAttribute("aria-pressed", String(sound.isMuted()));
+  showAlarmCount();
+}
+
+function showAlarmCount() {
   const count = ward.alarms.size;
   document.getElementById("alarm-count").textContent = count ? String(count) : "";
 }
@@ -245,6 +249,7 @@ function route() {
 window.addEventListener("hashchange", route);
 
 subscribe((change) => {
+  if (change.kind === "alarm" || change.kind === "snapshot") showAlarmCount(); // with the board, not a tick later
   if (change.kind === "alarm" && change.meaning === "new") document.title = `(!) wardwatch console`;
   if (change.kind === "snapshot") document.title = "wardwatch console";
 });
