@@ -59,7 +59,7 @@ from wardwatch.alerting.http import now_ms as _now
 from wardwatch.alerting.http import principal_of as _principal
 from wardwatch.alerting.http import read_body as _body
 from wardwatch.alerting.live import alarm_json as _alarm_json
-from wardwatch.alerting.manager import AlarmNotFoundError, AlarmRecord, InvalidTransitionError
+from wardwatch.alerting.manager import AlarmNotFoundError, AlarmRecord, InvalidTransitionError, resolve_notice
 from wardwatch.alerting.metrics import burden
 from wardwatch.alerting.observations.routes import OBSERVATION_PATHS, OBSERVATION_SCHEMAS
 from wardwatch.alerting.registry.routes import REGISTRY_PATHS, REGISTRY_SCHEMAS
@@ -371,7 +371,11 @@ async def get_alarm(request: web.Request) -> web.Response:
     return _json({**_alarm_json(record), "page_log": pages})
 
 
-async def _command(request: web.Request, action: Callable[[AlarmService, str, str], AlarmRecord]) -> web.Response:
+async def _command(
+    request: web.Request,
+    action: Callable[[AlarmService, str, str], AlarmRecord],
+    notice: Callable[[AlarmRecord], dict[str, object]] | None = None,
+) -> web.Response:
     service = request.app[SERVICE_KEY]
     try:
         record = action(service, request.match_info["alarm_id"], _principal(request).actor)
@@ -379,7 +383,7 @@ async def _command(request: web.Request, action: Callable[[AlarmService, str, st
         return _error(404, str(exc))
     except InvalidTransitionError as exc:
         return _error(409, str(exc))
-    return _json(_alarm_json(record))
+    return _json({**_alarm_json(record), **(notice(record) if notice is not None else {})})
 
 
 @requires(Permission.ACT_ON_ALARMS)
@@ -398,9 +402,9 @@ async def silence(request: web.Request) -> web.Response:
 
 @requires(Permission.ACT_ON_ALARMS)
 async def resolve(request: web.Request) -> web.Response:
-    """Resolve by hand."""
+    """Resolve by hand; a condition still present re-alarms after the ward's hold (the answer says when)."""
     _, reason = await read_reasoned_body(request, ReasonBody)
-    return await _command(request, lambda s, a, actor: s.resolve(a, actor, reason))
+    return await _command(request, lambda s, a, actor: s.resolve(a, actor, reason), resolve_notice)
 
 
 def _patient(request: web.Request) -> str:
