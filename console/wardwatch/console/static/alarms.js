@@ -27,6 +27,7 @@ export function openActionDialog(alarm, action, onDone) {
   const submit = document.getElementById("action-submit");
   document.getElementById("action-title").textContent = `${VERBS[action]} alarm`;
   document.getElementById("action-alarm").textContent = `${alarm.patient} · ${alarm.text || alarm.rule}`;
+  stillPresentWarning(alarm, action);
   submit.textContent = VERBS[action];
   minutes.hidden = action !== "silence";
   document.getElementById("action-minutes-label").hidden = action !== "silence";
@@ -50,8 +51,9 @@ export function openActionDialog(alarm, action, onDone) {
     const body = action === "silence" ? { reason, minutes: Number(minutes.value) } : { reason };
     submit.disabled = true;
     try {
-      await post(`/api/alarms/${encodeURIComponent(alarm.alarm_id)}/${action}`, body);
+      const result = await post(`/api/alarms/${encodeURIComponent(alarm.alarm_id)}/${action}`, body);
       close();
+      if (result && result.notice) announceNotice(result.notice);
       if (onDone) onDone();
     } catch (failure) {
       error.textContent = failure.message;
@@ -63,6 +65,36 @@ export function openActionDialog(alarm, action, onDone) {
   cancel.addEventListener("click", close);
   dialog.showModal();
   note.focus();
+}
+
+// Resolving does not end a condition that is still present: the API re-alarms it after the ward's hold
+// (resolved_recheck_s, at most max_silence_s; docs/alerting.md). Say so before the nurse resolves.
+function stillPresentWarning(alarm, action) {
+  let warning = document.getElementById("action-warning");
+  if (!warning) {
+    warning = h("p", { id: "action-warning", class: "error", role: "note" });
+    document.getElementById("action-alarm").after(warning);
+  }
+  const present = action === "resolve" && alarm.state !== "resolved" && alarm.condition_active;
+  warning.hidden = !present;
+  warning.textContent = present
+    ? "The condition is still present. Resolving does not end it: if it has not cleared within the ward's hold, a new alarm opens and pages again."
+    : "";
+}
+
+// The API's answer to a resolve while the condition lasts ("a new alarm opens in 60 min unless it clears").
+function announceNotice(text) {
+  const announcer = document.getElementById("announcer");
+  if (announcer) announcer.textContent = text;
+  const banner = document.getElementById("banner");
+  if (banner && banner.hidden) {
+    banner.textContent = text;
+    banner.className = "banner banner-warn";
+    banner.hidden = false;
+    setTimeout(() => {
+      if (banner.textContent === text) banner.hidden = true;
+    }, 15000);
+  }
 }
 
 export function actionButtons(alarm, onDone) {
@@ -91,7 +123,12 @@ function escalationText(alarm) {
 function whoWhen(alarm) {
   if (alarm.state === "acknowledged" && alarm.actor) return `${alarm.actor}, ${clock(alarm.acknowledged_at)}`;
   if (alarm.state === "silenced") return `${alarm.actor || ""} until ${clock(alarm.silenced_until)}`;
-  if (alarm.state === "resolved") return `${alarm.actor || "condition cleared"}, ${clock(alarm.resolved_at)}`;
+  if (alarm.state === "resolved") {
+    const who = `${alarm.actor || "condition cleared"}, ${clock(alarm.resolved_at)}`;
+    if (alarm.realarm_at) return `${who} · condition still present: re-alarms ${clock(alarm.realarm_at)} unless it clears`;
+    if (alarm.reraised_as) return `${who} · condition outlasted the hold: re-alarmed`;
+    return who;
+  }
   return "";
 }
 
