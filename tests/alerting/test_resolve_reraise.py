@@ -8,6 +8,10 @@ webhook receiver, across a restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +19,19 @@ from typing import Any
 import msgspec
 import pytest
 
+from wardwatch.alerting.app import run
 from wardwatch.alerting.escalation import ward_policy
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.manager import Action, AlarmManager, AlarmRecord, PublishAlarm, SendPage, resolve_notice
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import AlertingConfig, WardConfig, config_from_mapping
 from wardwatch.alerting.store import Store
-from wardwatch.alerting.testing import WebhookReceiver
-from wardwatch.core.schema import AlarmCategory, AlarmState, Priority
+from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit
+from wardwatch.core.config import MqttSettings
+from wardwatch.core.mqtt import MqttClient
+from wardwatch.core.schema import SCHEMA_VERSION, AlarmCategory, AlarmState, Priority, Sample, Signal, Vitals, encode
+from wardwatch.core.servers import Mosquitto
+from wardwatch.core.topics import vitals_topic
 from wardwatch.core.waiting import wait_for
 
 T0 = 1_700_000_000_000
@@ -289,3 +298,67 @@ async def test_service_restart_during_the_hold_still_realarms(tmp_path: Path, re
             (record,) = service.manager.open_alarms()
             assert record.reraised_from == first
             assert record.alarm_id == paged_alarms(receiver, "p-1")[1]
+
+
+async def test_with_the_real_engine_a_desaturation_resolved_at_71_percent_pages_again(
+    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto
+) -> None:
+    """The browser finding end to end: SpO2 stays at 71 % over MQTT, the nurse resolves, the engine is
+    silent (one report per onset), and the manager opens a new paged alarm after the hold."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[defaults]\nspo2_delay_s = 0.0\n")
+    config = service_config(tmp_path, receiver)
+    config.mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
+    config.rules = rules
+    ready = asyncio.Event()
+    started: list[AlarmService] = []
+
+    def on_ready(service: AlarmService, port: int | None) -> None:
+        started.append(service)
+        ready.set()
+
+    async def desaturated(client: MqttClient) -> None:
+        for seq in itertools.count(1):  # live samples at 71 % until cancelled
+            sample = Sample(t=int(time.time() * 1000), v=71.0)
+            vitals = Vitals(
+                v=SCHEMA_VERSION, patient="p-5", device="ox-5", gateway="gw-01", signal=Signal.SPO2, seq=seq,
+                samples=(sample,),
+            )  # fmt: skip
+            await client.publish(vitals_topic("ward-a", "gw-01", "p-5", "ox-5", "spo2"), encode(vitals))
+            await asyncio.sleep(0.2)  # the device's sample rate, not a wait for a condition
+
+    async with MqttClient(config.mqtt, "test-client", clean_start=True) as client:
+        await client.wait_connected(10.0)
+        task = asyncio.create_task(run(config, ready=on_ready))
+        feeding: asyncio.Task[None] | None = None
+        try:
+            await asyncio.wait_for(ready.wait(), 10.0)
+            service = started[0]
+            await admit_with_kit(service.registry, "p-5", "gw-01", {"ox-5": "pulse_oximeter"})
+            feeding = asyncio.create_task(desaturated(client))
+            await wait_for(lambda: len(spo2_alarms(receiver, "p-5")) == 1, 10.0, what="the desaturation paged")
+            (first,) = spo2_alarms(receiver, "p-5")
+            record = service.resolve(first, "nurse-ann", "called the patient, feels fine")
+            assert record.recheck_at is not None
+            await wait_for(lambda: len(spo2_alarms(receiver, "p-5")) == 2, 10.0, what="a new alarm paged")
+            again = spo2_alarms(receiver, "p-5")[1]
+            assert again != first
+            reopened = service.manager.get(again)
+            assert reopened is not None
+            assert reopened.reraised_from == first
+            assert "re-alarmed" in reopened.text
+        finally:
+            if feeding is not None:
+                feeding.cancel()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def spo2_alarms(receiver: WebhookReceiver, patient: str) -> list[str]:
+    """Alarm ids of the first-step pages of ``patient``'s SpO2 alarms, in order."""
+    return [
+        r.body["alarm_id"]
+        for r in receiver.unique()
+        if r.body["dedup_key"] == f"ward-a/{patient}/spo2_low" and r.body["step"] == 0
+    ]
