@@ -362,3 +362,14 @@ def spo2_alarms(receiver: WebhookReceiver, patient: str) -> list[str]:
         for r in receiver.unique()
         if r.body["dedup_key"] == f"ward-a/{patient}/spo2_low" and r.body["step"] == 0
     ]
+
+
+def test_a_realarm_at_the_same_millisecond_gets_its_own_alarm_id() -> None:
+    """Found by the property test (a clock that does not move): the new alarm overwrote the resolved one."""
+    m = manager()
+    (alarm,) = opened(m.on_condition(change(True, T0, priority=Priority.MEDIUM), T0))
+    m.resolve(alarm.alarm_id, "nurse-ann", "seen", T0)
+    (again,) = opened(m.on_condition(change(True, T0, priority=Priority.HIGH), T0))
+    assert again.alarm_id != alarm.alarm_id
+    saved = {r.alarm_id: r.state for r in m.take_dirty()}
+    assert saved == {alarm.alarm_id: AlarmState.RESOLVED, again.alarm_id: AlarmState.ACTIVE}

@@ -336,6 +336,7 @@ class AlarmManager:
         ward = self.wards[watch.ward]
         resolved_min = (now - (watch.resolved_at or now)) / 60_000
         text = f"{watch.text or watch.rule} - re-alarmed: still present {resolved_min:.0f} min after a manual resolve"
+        started = max(now, watch.started + 1)  # a new alarm id even if the clock has not moved (tests)
         change = ConditionChange(
             watch.patient,
             watch.ward,
@@ -343,7 +344,7 @@ class AlarmManager:
             watch.category,
             watch.priority,
             True,
-            now,
+            started,
             watch.value,
             text,
             watch.news2,
@@ -359,7 +360,7 @@ class AlarmManager:
     def _open(self, change: ConditionChange, ward: WardPolicy, now: int) -> list[Action]:
         started = change.t
         alarm_id = alarm_id_for(change.dedup_key, started)
-        while alarm_id in self._alarms:  # same key and start time re-raised after a manual resolve
+        while alarm_id in self._alarms or alarm_id in self._dirty:  # same key and start: after a manual resolve
             started += 1
             alarm_id = alarm_id_for(change.dedup_key, started)
         record = AlarmRecord(
