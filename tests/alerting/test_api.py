@@ -435,6 +435,23 @@ async def test_break_glass_only_for_clinicians_never_chained_and_ended_by_logout
     assert ("break_glass", "ann") in actions
 
 
+async def test_resolving_while_the_condition_lasts_says_when_it_realarms(api: Api) -> None:
+    alarm_id = raise_alarm(api.service)
+    status, body = await api.call("POST", f"/api/v1/alarms/{alarm_id}/resolve", "ann", json={"reason": "called"})
+    assert (status, body["state"], body["condition_still_present"]) == (200, "resolved", True)
+    assert body["realarm_at"] == body["resolved_at"] + 3_600_000  # the ward's max_silence_s (default)
+    assert "still present" in body["notice"]
+    assert "60 min" in body["notice"]
+    status, body = await api.call("GET", f"/api/v1/alarms/{alarm_id}", "vic")
+    assert (body["state"], body["realarm_at"]) == ("resolved", body["resolved_at"] + 3_600_000)
+    # the condition cleared (latched, unacknowledged high): resolved as before, nothing watched
+    other = raise_alarm(api.service, "p-2")
+    cleared = ConditionChange("p-2", "ward-a", "spo2_low", AlarmCategory.PHYSIOLOGICAL, Priority.HIGH, False, 1)
+    api.service.on_conditions([cleared])
+    status, body = await api.call("POST", f"/api/v1/alarms/{other}/resolve", "ann", json={"reason": "seen"})
+    assert (status, body["condition_still_present"], body["realarm_at"]) == (200, False, None)
+
+
 async def test_acknowledging_a_latched_high_alarm_whose_condition_cleared_resolves_it_audited_once(api: Api) -> None:
     alarm_id = raise_alarm(api.service)
     api.service.on_conditions(

@@ -55,6 +55,12 @@ class WardPolicy:
     notify_resolved: bool
     latch_high: bool = True
     operator: Policy | None = None  # for OPERATOR_RULES (equipment alarms of no single patient)
+    resolved_recheck_ms: int | None = None  # None: max_silence_ms (see WardConfig.resolved_recheck_s)
+
+    @property
+    def recheck_ms(self) -> int:
+        """How long after a manual resolve a condition still present opens a new alarm."""
+        return self.max_silence_ms if self.resolved_recheck_ms is None else self.resolved_recheck_ms
 
     def policy(self, priority: Priority, rule: str = "") -> Policy | None:
         """The escalation policy for an alarm of ``priority`` and ``rule``; ``None``: not paged."""
@@ -94,4 +100,5 @@ def ward_policy(ward: str, config: WardConfig) -> WardPolicy:
         notify_resolved=config.notify_resolved,
         latch_high=config.latch_high_priority,
         operator=operator,
+        resolved_recheck_ms=None if config.resolved_recheck_s is None else _ms(config.resolved_recheck_s),
     )

@@ -65,6 +65,9 @@ def alarm_json(record: AlarmRecord) -> dict[str, Any]:
         "silenced_until": record.silenced_until,
         "renotify_at": record.renotify_at,
         "resolved_at": record.resolved_at,
+        "realarm_at": record.recheck_at,  # resolved by hand while present: a new alarm opens then unless it clears
+        "reraised_as": record.reraised_as,
+        "reraised_from": record.reraised_from,
         "pages": record.pages,
         "flaps": record.flaps,
     }

@@ -12,10 +12,22 @@ Lifecycle::
     ACTIVE/ACKNOWLEDGED --silence(until)--> SILENCED --(expiry, condition present)--> ACTIVE (new round)
     any open --condition cleared for reopen_window--> RESOLVED (actor None)
     any open --resolve--> RESOLVED (actor)
+    RESOLVED by hand, condition present --(still present after the ward's recheck hold)--> new alarm, ACTIVE
 
 Deduplication: one open alarm per ``dedup_key`` (ward/patient/rule); a repeated ``active=True``
 updates it. Flap suppression: a condition that clears and returns within the ward's reopen window
 stays the same alarm (counted in ``flaps``) and pages nobody again.
+
+A manual resolve while the condition lasts: the engine reports a condition once per onset, so an
+alarm resolved while its condition is still present would otherwise never be raised again while it
+lasts: a resolve would silence for as long as the patient stays ill, silently. The alarm is resolved
+as asked, and its key is watched (``recheck_at`` on the resolved record, persisted with it, so a
+restart resumes the watch, :meth:`AlarmManager.restore`): if the condition has not cleared by then
+(the ward's ``resolved_recheck_s``, at most and by default its ``max_silence_s``: no longer than a
+silence could last), a NEW alarm opens (new id, paged from step 0 as a new onset, its text saying it
+re-alarmed after a manual resolve). A clear within the hold ends the watch quietly; a deeper
+priority reported within it re-alarms at once. A latched alarm (condition already cleared) resolves as
+before, unwatched.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ __all__ = [
     "PublishAlarm",
     "SendPage",
     "alarm_id_for",
+    "resolve_notice",
 ]
 
 
@@ -87,6 +100,9 @@ class AlarmRecord(msgspec.Struct, kw_only=True):
     flaps: int = 0
     pages: int = 0
     paged: list[str] = msgspec.field(default_factory=list)  # destinations paged, for "resolved" notices
+    recheck_at: int | None = None  # resolved by hand, condition present: re-alarm then unless it clears
+    reraised_as: str | None = None  # the new alarm opened when the condition outlasted the recheck hold
+    reraised_from: str | None = None  # the alarm resolved by hand whose condition this one continues
 
     def to_alarm(self, t: int) -> Alarm:
         """The wire message announcing this alarm's current state at ``t``."""
@@ -135,6 +151,21 @@ class SendPage:
 Action = PublishAlarm | SendPage
 
 
+def resolve_notice(record: AlarmRecord) -> dict[str, object]:
+    """What the answer to a manual resolve adds: whether the condition lasts, and when it re-alarms."""
+    if record.recheck_at is None:
+        return {"condition_still_present": False, "realarm_at": None}
+    minutes = (record.recheck_at - (record.resolved_at or record.recheck_at)) / 60_000
+    return {
+        "condition_still_present": True,
+        "realarm_at": record.recheck_at,
+        "notice": (
+            f"resolved, but the condition is still present: a new alarm opens in {minutes:g} min "
+            "unless it clears before then"
+        ),
+    }
+
+
 def alarm_id_for(dedup_key: str, started: int) -> str:
     """Deterministic alarm id of the alarm with ``dedup_key`` that started at ``started``."""
     digest = hashlib.sha256(f"{dedup_key}@{started}".encode()).hexdigest()
@@ -154,15 +185,34 @@ class AlarmManager:
         self._alarms: dict[str, AlarmRecord] = {}  # open alarms by id
         self._by_key: dict[str, str] = {}  # dedup key -> open alarm id
         self._dirty: dict[str, AlarmRecord] = {}
+        self._watched: dict[str, AlarmRecord] = {}  # dedup key -> resolved by hand while present
 
     # -- state ----------------------------------------------------------------------------------
 
     def restore(self, records: Iterable[AlarmRecord]) -> None:
-        """Load open alarms persisted before a restart (timers resume from their stored due times)."""
+        """Load open alarms and watched resolved ones persisted before a restart (timers resume as stored).
+
+        A watched key's condition is trusted to be present, as an open alarm's is, until the engine
+        reports it cleared (a fresh engine reports a condition still present as a new onset, which the
+        watch absorbs).
+        """
+        watched: list[AlarmRecord] = []
         for record in records:
-            if record.is_open and record.ward in self.wards:
+            if record.ward not in self.wards:
+                continue
+            if record.is_open:
                 self._alarms[record.alarm_id] = record
                 self._by_key[record.dedup_key] = record.alarm_id
+            elif record.recheck_at is not None:
+                watched.append(record)
+        for record in watched:
+            current = self._watched.get(record.dedup_key)
+            if record.dedup_key not in self._by_key and (current is None or current.updated < record.updated):
+                self._watched[record.dedup_key] = record
+
+    def watched(self) -> list[AlarmRecord]:
+        """Alarms resolved by hand whose condition is still present (a new alarm opens at ``recheck_at``)."""
+        return list(self._watched.values())
 
     def take_dirty(self) -> list[AlarmRecord]:
         """Records changed since the last call (to persist), including ones just resolved."""
@@ -195,6 +245,7 @@ class AlarmManager:
             due = self._due(record)
             if due is not None:
                 times.append(due)
+        times += [record.recheck_at for record in self._watched.values() if record.recheck_at is not None]
         return min(times, default=None)
 
     @staticmethod
@@ -233,6 +284,8 @@ class AlarmManager:
         key = change.dedup_key
         alarm_id = self._by_key.get(key)
         record = self._alarms.get(alarm_id) if alarm_id is not None else None
+        if record is None and key in self._watched:
+            return self._on_watched(self._watched[key], change, now)
         if change.active:
             if record is not None:
                 record.value = change.value
@@ -258,10 +311,55 @@ class AlarmManager:
             return self._resolve(record, None, now)
         return []
 
+    def _on_watched(self, watch: AlarmRecord, change: ConditionChange, now: int) -> list[Action]:
+        """A change of a condition whose alarm was resolved by hand while it lasted."""
+        if not change.active:  # cleared within the hold: the clinician's judgement stands, nothing opens
+            watch.condition_active = False
+            watch.cleared_at = now
+            watch.recheck_at = None
+            del self._watched[watch.dedup_key]
+            self._touch(watch, now)
+            return []
+        watch.value = change.value
+        watch.text = change.text or watch.text
+        watch.news2 = change.news2 or watch.news2
+        self._touch(watch, now)
+        if _rank(change.priority) > _rank(watch.priority):  # deeper than what was resolved: alarm at once
+            watch.priority = change.priority
+            return self._reraise(watch, now)
+        return []
+
+    def _reraise(self, watch: AlarmRecord, now: int) -> list[Action]:
+        """The condition outlasted the hold after a manual resolve: open a new alarm, paged as a new onset."""
+        del self._watched[watch.dedup_key]
+        ward = self.wards[watch.ward]
+        resolved_min = (now - (watch.resolved_at or now)) / 60_000
+        text = f"{watch.text or watch.rule} - re-alarmed: still present {resolved_min:.0f} min after a manual resolve"
+        started = max(now, watch.started + 1)  # a new alarm id even if the clock has not moved (tests)
+        change = ConditionChange(
+            watch.patient,
+            watch.ward,
+            watch.rule,
+            watch.category,
+            watch.priority,
+            True,
+            started,
+            watch.value,
+            text,
+            watch.news2,
+        )
+        actions = self._open(change, ward, now)
+        reopened = self._alarms[self._by_key[watch.dedup_key]]
+        reopened.reraised_from = watch.alarm_id
+        watch.recheck_at = None
+        watch.reraised_as = reopened.alarm_id
+        self._touch(watch, now)
+        return actions
+
     def _open(self, change: ConditionChange, ward: WardPolicy, now: int) -> list[Action]:
         started = change.t
         alarm_id = alarm_id_for(change.dedup_key, started)
-        while alarm_id in self._alarms:  # same key and start time re-raised after a manual resolve
+        while alarm_id in self._alarms or alarm_id in self._dirty:  # same key and start: after a manual resolve
             started += 1
             alarm_id = alarm_id_for(change.dedup_key, started)
         record = AlarmRecord(
@@ -356,8 +454,12 @@ class AlarmManager:
         return [SendPage(self._make_page(record, page_id, ward.failsafe, failsafe_step, now, AlarmState.ACTIVE))]
 
     def tick(self, now: int) -> list[Action]:
-        """Everything due by ``now``: escalation steps, expired silences, acknowledgement timeouts, resolutions."""
+        """Everything due by ``now``: escalation steps, expired silences, acknowledgement timeouts, resolutions,
+        and new alarms of conditions that outlasted the hold after a manual resolve."""
         actions: list[Action] = []
+        for watch in list(self._watched.values()):
+            if watch.recheck_at is not None and now >= watch.recheck_at:
+                actions += self._reraise(watch, now)
         for record in list(self._alarms.values()):
             ward = self.wards[record.ward]
             if (
@@ -439,10 +541,18 @@ class AlarmManager:
         self._touch(record, now)
         return [PublishAlarm(record.to_alarm(now))]
 
-    def resolve(self, alarm_id: str, actor: str, reason: str, now: int) -> list[Action]:
-        """Resolve by hand (the clinician judged it handled); the next onset opens a new alarm."""
+    def resolve(self, alarm_id: str, actor: str, reason: str, now: int, *, recheck: bool = True) -> list[Action]:
+        """Resolve by hand (the clinician judged it handled); the next onset opens a new alarm.
+
+        If the condition is still present, a new alarm opens when it outlasts the ward's recheck hold
+        (``record.recheck_at``; see the module docstring). ``recheck=False``: not watched (discharge).
+        """
         record = self._open_record(alarm_id)
-        return self._resolve(record, actor, now)
+        actions = self._resolve(record, actor, now)
+        if recheck and record.condition_active:
+            record.recheck_at = now + self.wards[record.ward].recheck_ms
+            self._watched[record.dedup_key] = record
+        return actions
 
     def _resolve(self, record: AlarmRecord, actor: str | None, now: int) -> list[Action]:
         record.state = AlarmState.RESOLVED

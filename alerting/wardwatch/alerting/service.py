@@ -232,7 +232,8 @@ class AlarmService:
                     for ward, wc in self.config.wards.items()
                     for destination, dc in wc.destinations.items()
                 }
-            self.manager.restore(self.store.open_alarms())
+            # and alarms resolved by hand while their condition lasted: a new alarm opens if it outlasts the hold
+            self.manager.restore([*self.store.open_alarms(), *self.store.watched_alarms()])
             self.metrics.open_alarms.set(len(self.manager.open_alarms()))
             self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
             self.pager = await stack.enter_async_context(
@@ -439,11 +440,14 @@ class AlarmService:
         self.metrics.clinician_actions.labels(action="silence").inc()
         return record
 
-    def resolve(self, alarm_id: str, actor: str, reason: str) -> AlarmRecord:
-        """Resolve an open alarm by hand; audited."""
+    def resolve(self, alarm_id: str, actor: str, reason: str, *, recheck: bool = True) -> AlarmRecord:
+        """Resolve an open alarm by hand; audited. A condition still present re-alarms after the ward's
+        recheck hold (``record.recheck_at``) unless ``recheck`` is False (discharge: monitoring ends)."""
         record = self._command_record(alarm_id)
-        actions = self.manager.resolve(alarm_id, actor, reason, self.clock.now_ms())
-        self._apply(actions, [self._command_audit("resolve", record, actor, reason)], system_audit=False)
+        actions = self.manager.resolve(alarm_id, actor, reason, self.clock.now_ms(), recheck=recheck)
+        realarm = {} if record.recheck_at is None else {"realarm_at": record.recheck_at}
+        audit = self._command_audit("resolve", record, actor, reason, **realarm)
+        self._apply(actions, [audit], system_audit=False)
         self.metrics.clinician_actions.labels(action="resolve").inc()
         return record
 

@@ -112,6 +112,9 @@ class WardConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     operator_timeout_s: PositiveSeconds = 900.0
     reopen_window_s: NonNegativeSeconds = 30.0  # a condition that returns within this joins its alarm
     max_silence_s: PositiveSeconds = 3600.0
+    # an alarm resolved by hand while its condition is present: if the condition has not cleared this long
+    # after, a new alarm opens (a resolve must not silence for longer than a silence could); none: max_silence_s
+    resolved_recheck_s: PositiveSeconds | None = None
     notify_resolved: bool = False  # also page "resolved" to the destinations that were paged
     # IEC 60601-1-8 latching: a high-priority alarm whose condition cleared before anyone acknowledged it
     # stays active (and keeps escalating) until acknowledged; acknowledging it then resolves it.
@@ -122,6 +125,11 @@ class WardConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError(f"failsafe destination {self.failsafe!r} is not one of the ward's destinations")
         if self.operator is not None and self.operator not in self.destinations:
             raise ValueError(f"operator destination {self.operator!r} is not one of the ward's destinations")
+        if self.resolved_recheck_s is not None and self.resolved_recheck_s > self.max_silence_s:
+            raise ValueError(
+                f"resolved_recheck_s ({self.resolved_recheck_s:g}) may be at most max_silence_s "
+                f"({self.max_silence_s:g}): a manual resolve must not silence longer than a silence can"
+            )
         for priority in Priority:
             policy = self.escalation.for_priority(priority)
             for step in policy.steps if policy else ():

@@ -39,7 +39,7 @@ from wardwatch.alerting.manager import AlarmRecord
 from wardwatch.alerting.store_accounts import TokenRow, UserRow, _AccountTables
 from wardwatch.alerting.store_audit import AuditCheck, _AuditChain, audit_head_file, audit_key_file
 from wardwatch.alerting.store_schema import SCHEMA as _SCHEMA
-from wardwatch.alerting.store_schema import SCHEMA_VERSION
+from wardwatch.alerting.store_schema import SCHEMA_VERSION, WATCHED
 from wardwatch.core.schema import Page, decode
 
 __all__ = [
@@ -202,6 +202,13 @@ class Store(_AccountTables, _AuditChain):
     def open_alarms(self) -> list[AlarmRecord]:
         """Every alarm not resolved (to restore the manager after a restart)."""
         rows = self._db.execute("SELECT record FROM alarms WHERE state != 'resolved'").fetchall()
+        return [_record_decoder.decode(row[0]) for row in rows]
+
+    def watched_alarms(self) -> list[AlarmRecord]:
+        """Alarms resolved by hand whose condition is still watched (``recheck_at`` set; index ``alarms_watched``)."""
+        # INDEXED BY: without it SQLite picks alarms_state (state = 'resolved' is most rows) and decodes them all
+        sql = f"SELECT record FROM alarms INDEXED BY alarms_watched WHERE {WATCHED}"  # noqa: S608 - a constant
+        rows = self._db.execute(sql).fetchall()
         return [_record_decoder.decode(row[0]) for row in rows]
 
     def alarms(

@@ -116,7 +116,7 @@ class _KitDocuments:
         discharged = {row[0] for row in self._rows("SELECT patient FROM reg_patients WHERE status = 'discharged'")}
         for record in self.service.manager.open_alarms():
             if record.patient in discharged:
-                self.service.resolve(record.alarm_id, SYSTEM_ACTOR, DISCHARGED)
+                self.service.resolve(record.alarm_id, SYSTEM_ACTOR, DISCHARGED, recheck=False)
         async with self._lock:
             with self.store.transaction() as (db, _audit):
                 for ward in self.wards:

@@ -412,7 +412,7 @@ class Registry(_KitDocuments):
         for record in service.manager.open_alarms():
             if record.patient == patient:
                 try:
-                    service.resolve(record.alarm_id, actor, DISCHARGED)
+                    service.resolve(record.alarm_id, actor, DISCHARGED, recheck=False)
                 except Exception:  # the alarm stays open and visible: say so
                     service.metrics.failures.labels(stage="registry").inc()
                     _log.exception("resolving alarm %s at discharge failed", record.alarm_id)

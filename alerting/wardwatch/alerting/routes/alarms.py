@@ -15,7 +15,7 @@ from wardwatch.alerting.http import json_response as _json
 from wardwatch.alerting.http import now_ms as _now
 from wardwatch.alerting.http import principal_of as _principal
 from wardwatch.alerting.live import alarm_json as _alarm_json
-from wardwatch.alerting.manager import AlarmNotFoundError, AlarmRecord, InvalidTransitionError
+from wardwatch.alerting.manager import AlarmNotFoundError, AlarmRecord, InvalidTransitionError, resolve_notice
 from wardwatch.alerting.metrics import burden
 from wardwatch.alerting.openapi import PathTable, components_of, operation
 from wardwatch.alerting.routes.query import (
@@ -100,8 +100,18 @@ class Alarm(msgspec.Struct):
     silenced_until: int | None
     renotify_at: int | None
     resolved_at: int | None
+    realarm_at: int | None  # resolved by hand while present: a new alarm opens then unless it clears
+    reraised_as: str | None
+    reraised_from: str | None
     pages: int
     flaps: int
+
+
+class ResolvedAlarm(Alarm):
+    """The answer to a manual resolve: the alarm, whether its condition lasts and when it re-alarms."""
+
+    condition_still_present: bool
+    notice: str | None = None
 
 
 class PageLogEntry(msgspec.Struct):
@@ -209,7 +219,11 @@ async def get_alarm(request: web.Request) -> web.Response:
     return _json({**_alarm_json(record), "page_log": pages})
 
 
-async def _command(request: web.Request, action: Callable[[AlarmService, str, str], AlarmRecord]) -> web.Response:
+async def _command(
+    request: web.Request,
+    action: Callable[[AlarmService, str, str], AlarmRecord],
+    notice: Callable[[AlarmRecord], dict[str, object]] | None = None,
+) -> web.Response:
     service = request.app[SERVICE_KEY]
     try:
         record = action(service, request.match_info["alarm_id"], _principal(request).actor)
@@ -217,7 +231,7 @@ async def _command(request: web.Request, action: Callable[[AlarmService, str, st
         return _error(404, str(exc))
     except InvalidTransitionError as exc:
         return _error(409, str(exc))
-    return _json(_alarm_json(record))
+    return _json({**_alarm_json(record), **(notice(record) if notice is not None else {})})
 
 
 @requires(Permission.ACT_ON_ALARMS)
@@ -236,9 +250,9 @@ async def silence(request: web.Request) -> web.Response:
 
 @requires(Permission.ACT_ON_ALARMS)
 async def resolve(request: web.Request) -> web.Response:
-    """Resolve by hand."""
+    """Resolve by hand; a condition still present re-alarms after the ward's hold (the answer says when)."""
     _, reason = await read_reasoned_body(request, ReasonBody)
-    return await _command(request, lambda s, a, actor: s.resolve(a, actor, reason))
+    return await _command(request, lambda s, a, actor: s.resolve(a, actor, reason), resolve_notice)
 
 
 @requires(Permission.READ_METRICS)
@@ -295,11 +309,11 @@ ALARM_PATHS: Final[PathTable] = {
     },
     _ALARM + "/resolve": {
         "post": operation(
-            "Resolve",
+            "Resolve; a condition still present re-alarms after the ward's resolved_recheck_s unless it clears",
             resolve,
             "act_on_alarms",
             body=ReasonBody,
-            response=Alarm,
+            response=ResolvedAlarm,
             path=AlarmPath,
             statuses=(404, 409),
         )

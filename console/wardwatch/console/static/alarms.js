@@ -13,10 +13,11 @@ const TABS = [
 
 const VERBS = { acknowledge: "Acknowledge", silence: "Silence", resolve: "Resolve" };
 
-// Resolving by hand ends the alarm even while its condition lasts: say so before the nurse does it.
+// Resolving does not end a condition that is still present: the API re-alarms it after the ward's hold
+// (resolved_recheck_s, at most max_silence_s; docs/alerting.md). Say so before the nurse resolves.
 const STILL_PRESENT =
-  "The condition is still present. Resolving ends this alarm: it sounds and pages again only if the condition " +
-  "clears and comes back, or worsens. To stop escalation while you attend, acknowledging is enough.";
+  "The condition is still present. Resolving does not end it: if it has not cleared within the ward's hold, a new " +
+  "alarm opens and pages again. To stop escalation while you attend, acknowledging is enough.";
 
 let canAct = false;
 
@@ -34,7 +35,7 @@ export function openActionDialog(alarm, action, onDone) {
   document.getElementById("action-alarm").textContent = `${alarm.patient} · ${alarm.text || alarm.rule}`;
   submit.textContent = VERBS[action];
   const hint = document.getElementById("action-hint");
-  hint.hidden = !(action === "resolve" && alarm.condition_active);
+  hint.hidden = !(action === "resolve" && alarm.state !== "resolved" && alarm.condition_active);
   hint.textContent = hint.hidden ? "" : STILL_PRESENT;
   minutes.hidden = action !== "silence";
   document.getElementById("action-minutes-label").hidden = action !== "silence";
@@ -58,8 +59,9 @@ export function openActionDialog(alarm, action, onDone) {
     const body = action === "silence" ? { reason, minutes: Number(minutes.value) } : { reason };
     submit.disabled = true;
     try {
-      await post(`/api/alarms/${encodeURIComponent(alarm.alarm_id)}/${action}`, body);
+      const result = await post(`/api/alarms/${encodeURIComponent(alarm.alarm_id)}/${action}`, body);
       close();
+      if (result && result.notice) announceNotice(result.notice);
       if (onDone) onDone();
     } catch (failure) {
       error.textContent = failure.message;
@@ -71,6 +73,21 @@ export function openActionDialog(alarm, action, onDone) {
   cancel.addEventListener("click", close);
   dialog.showModal();
   note.focus();
+}
+
+// The API's answer to a resolve while the condition lasts ("a new alarm opens in 60 min unless it clears").
+function announceNotice(text) {
+  const announcer = document.getElementById("announcer");
+  if (announcer) announcer.textContent = text;
+  const banner = document.getElementById("banner");
+  if (banner && banner.hidden) {
+    banner.textContent = text;
+    banner.className = "banner banner-warn";
+    banner.hidden = false;
+    setTimeout(() => {
+      if (banner.textContent === text) banner.hidden = true;
+    }, 15000);
+  }
 }
 
 export function actionButtons(alarm, onDone) {
@@ -99,7 +116,12 @@ function escalationText(alarm) {
 function whoWhen(alarm) {
   if (alarm.state === "acknowledged" && alarm.actor) return `${alarm.actor}, ${clock(alarm.acknowledged_at)}`;
   if (alarm.state === "silenced") return `${alarm.actor || ""} until ${clock(alarm.silenced_until)}`;
-  if (alarm.state === "resolved") return `${alarm.actor || "condition cleared"}, ${clock(alarm.resolved_at)}`;
+  if (alarm.state === "resolved") {
+    const who = `${alarm.actor || "condition cleared"}, ${clock(alarm.resolved_at)}`;
+    if (alarm.realarm_at) return `${who} · condition still present: re-alarms ${clock(alarm.realarm_at)} unless it clears`;
+    if (alarm.reraised_as) return `${who} · condition outlasted the hold: re-alarmed`;
+    return who;
+  }
   return "";
 }
 
