@@ -1,8 +1,9 @@
-"""Query parameters as the alerting API's handlers read them: bounded integers, identifiers, limits."""
+"""Path and query parameters as the alerting API declares and its handlers read them: identifiers, bounded
+integers, limits; the path Structs several route modules share."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -17,6 +18,35 @@ IdParam = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 TimeParam = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_MS, description="ms since the epoch")]
 LimitParam = Annotated[int, msgspec.Meta(ge=-MAX_SEQ, le=MAX_SEQ, description="clamped to 1..cap")]
 SeqParam = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+
+
+class PatientPath(msgspec.Struct):
+    """The patient (pseudonymous id) an operation is about."""
+
+    patient: IdParam
+
+
+class WardPath(msgspec.Struct):
+    """The ward (one of this service's)."""
+
+    ward: IdParam
+
+
+_Q = TypeVar("_Q", bound=msgspec.Struct)
+
+
+def read_query(request: web.Request, kind: type[_Q]) -> _Q:
+    """The query parameters as ``kind``, the Struct the operation declares them with (types, bounds,
+    defaults: one declaration for the document and the handler); 400 naming the parameter otherwise.
+
+    Integers are ASCII digits only (msgspec's lax conversion: not "²", "+5" or "1_000"); unknown
+    parameters are ignored.
+    """
+    try:
+        return msgspec.convert(dict(request.query), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        problem, _, where = str(exc).rpartition(" - at `$.")
+        raise bad_request(f"{where.removesuffix('`')}: {problem} (query parameter)" if problem else str(exc)) from None
 
 
 def declared_default(kind: type[msgspec.Struct], name: str) -> Any:

@@ -19,7 +19,7 @@ from wardwatch.alerting.http import json_response as _json
 from wardwatch.alerting.http import now_ms as _now
 from wardwatch.alerting.http import principal_of as _principal
 from wardwatch.alerting.openapi import PathTable, components_of, operation
-from wardwatch.alerting.routes.query import IdParam
+from wardwatch.alerting.routes.query import IdParam, PatientPath
 from wardwatch.alerting.rules import RANGES, Thresholds
 from wardwatch.alerting.service import AlarmService
 from wardwatch.core.errors import ConfigError
@@ -38,12 +38,6 @@ class ThresholdsBody(msgspec.Struct, forbid_unknown_fields=True):
 
     overrides: Overrides
     reason: Reason
-
-
-class PatientPath(msgspec.Struct):
-    """The patient (pseudonymous id) an operation is about."""
-
-    patient: IdParam
 
 
 class WardQuery(msgspec.Struct):
