@@ -115,9 +115,15 @@ def test_the_length_check_counts_lines(tmp_path: Path) -> None:
 
 
 def _unwinding_by_hand(path: Path) -> list[int]:
-    """Lines where an ``except`` block closes an exit stack itself (``await self._stack.aclose()``)."""
+    """Lines where an ``except`` block closes an exit stack itself (``await self._stack.aclose()``), and
+    ``except BaseException`` (or a bare ``except``) blocks in an ``__aenter__``: undoing a failed opening by hand
+    (shutting down a thread pool, removing a directory) instead of pushing the undo on the exit stack."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = []
+    for method in ast.walk(tree):
+        if isinstance(method, ast.AsyncFunctionDef) and method.name == "__aenter__":
+            handlers = [node for node in ast.walk(method) if isinstance(node, ast.ExceptHandler)]
+            found += [h.lineno for h in handlers if h.type is None or ast.unparse(h.type) == "BaseException"]
     for handler in ast.walk(tree):
         if not isinstance(handler, ast.ExceptHandler):
             continue
@@ -149,4 +155,11 @@ def test_the_unwinding_check_finds_the_hand_written_block(tmp_path: Path) -> Non
         encoding="utf-8",
     )
     assert _unwinding_by_hand(sample) == [5]
+    pool = tmp_path / "pool.py"
+    pool.write_text(
+        "class Q:\n    async def __aenter__(self):\n        try:\n            await self._run(self._open)\n"
+        "        except BaseException:\n            self._executor.shutdown(wait=True)\n            raise\n",
+        encoding="utf-8",
+    )
+    assert _unwinding_by_hand(pool) == [5]
     assert _unwinding_by_hand(LIFECYCLE) != []  # the one place it is written

@@ -17,12 +17,14 @@ import pytest
 from wardwatch.alerting.api import serve_api
 from wardwatch.alerting.audit import AuditEntry
 from wardwatch.alerting.auth import Authenticator, Role
+from wardwatch.alerting.engine.news2 import Observed, Param, score_news2
 from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.registry.identity import create_key_file
 from wardwatch.alerting.service import AlarmService
 from wardwatch.alerting.settings import config_from_mapping
 from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
-from wardwatch.core.schema import AlarmCategory, Priority
+from wardwatch.core.schema import AlarmCategory, DeviceRole, DeviceStatus, Priority
 from wardwatch.core.servers import make_ca_and_server_cert
 from wardwatch.core.waiting import wait_for
 
@@ -45,9 +47,13 @@ class Api:
 
 
 def alerting_config(tmp_path: Path, receiver: WebhookReceiver, api: dict[str, Any]) -> Any:
+    key = tmp_path / "identity.key"
+    if not key.exists():
+        create_key_file(key)
     return config_from_mapping(
         {
             "database": str(tmp_path / "alerting.db"),
+            "registry": {"identity_key_file": str(key)},
             "api": {"host": "127.0.0.1", "port": 0, "argon2_time_cost": 1, "argon2_memory_kib": 1024, **api},
             "wards": {
                 "ward-a": {
@@ -493,6 +499,13 @@ async def test_acknowledging_a_latched_high_alarm_whose_condition_cleared_resolv
         ("/api/v1/alarms?limit=x", "limit"),
         ("/api/v1/alarms?patient=P%0A1", "patient"),
         ("/api/v1/patients/p-1/thresholds?ward=nowhere", "ward"),
+        ("/api/v1/patients/p-1/observations?limit=\u00b2", "limit"),  # str.isdigit() took it, int() did not: 500
+        ("/api/v1/patients/p-1/observations?limit=0", "limit"),
+        ("/api/v1/patients/p-1/notes?limit=\u0661", "limit"),  # an Arabic-Indic digit
+        ("/api/v1/patients/p-1/devices?limit=+5", "limit"),
+        ("/api/v1/wards/ward-a/handover?hours=49", "hours"),
+        ("/api/v1/registry/patients?status=gone", "status"),
+        ("/api/v1/registry/gateways?ward=Ward%0A", "ward"),
     ],
 )
 async def test_bad_query_parameters_are_400_naming_the_parameter(api: Api, query: str, parameter: str) -> None:
@@ -584,12 +597,66 @@ def test_login_guard_serves_clinicians_first_and_budgets_everyone_else() -> None
         verify("ward-pc", 3.0, False)
 
 
-async def test_responses_match_the_types_the_openapi_document_declares(api: Api) -> None:
-    """Each JSON answer validates against the response schema generated from its type (issue 16)."""
+def strict(schema: Any) -> Any:
+    """``schema`` with every object closed (``additionalProperties: false`` where it names its properties), so a
+    field the type does not declare fails validation too."""
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: strict(value) for key, value in schema.items()}
+    if "properties" in schema and "additionalProperties" not in schema:
+        closed["additionalProperties"] = False
+    return closed
+
+
+async def check_answers(api: Api, calls: list[tuple[str, str, str, str | None, Any]]) -> list[int]:
+    """Make each call (method, path template, url, user, body); its status must be one the served document declares
+    for the operation and its JSON answer must validate against that response's schema, objects closed. Returns
+    the statuses."""
     from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
     status, document = await api.call("GET", "/api/v1/openapi.json")
     assert status == 200
+    components = strict(document["components"])
+    statuses = []
+    for method, template, url, user, body in calls:
+        status, answer = await api.call(method.upper(), url, user, **({"json": body} if body is not None else {}))
+        declared = document["paths"][template][method]["responses"]
+        assert str(status) in declared, (method, url, status, answer)
+        schema = strict(declared[str(status)]["content"]["application/json"]["schema"])
+        validator = Draft202012Validator({**schema, "components": components})
+        problems = [e.message for e in validator.iter_errors(answer)]
+        assert problems == [], (method, url, status, problems)
+        statuses.append(status)
+    return statuses
+
+
+def test_every_operation_declares_the_content_of_its_answers() -> None:
+    from wardwatch.alerting.api import OPENAPI
+
+    for path, item in OPENAPI["paths"].items():
+        for method, op in item.items():
+            for status, answer in op["responses"].items():
+                schemas = [media.get("schema") for media in answer.get("content", {}).values()]
+                assert schemas, (method, path, status)
+                assert all(schemas), (method, path, status)
+
+
+def test_route_modules_agree_on_the_component_schemas_they_share() -> None:
+    """The document merges each route module's components by name: a name two modules define differently would
+    silently replace one of them."""
+    from wardwatch.alerting import api
+
+    seen: dict[str, Any] = {}
+    for name, schemas in vars(api).items():
+        if name.endswith("_SCHEMAS") and name != "_SCHEMAS":
+            for component, schema in schemas.items():
+                assert seen.setdefault(component, schema) == schema, (name, component)
+
+
+async def test_responses_match_the_types_the_openapi_document_declares(api: Api) -> None:
+    """Each JSON answer validates against the response schema generated from its type (issue 16)."""
     alarm_id = raise_alarm(api.service)
     other = raise_alarm(api.service, "p-2")
     calls = [
@@ -631,11 +698,105 @@ async def test_responses_match_the_types_the_openapi_document_declares(api: Api)
         ("get", "/api/v1/users", "/api/v1/users", "ann", None),
         ("post", "/api/v1/logout", "/api/v1/logout", "vic", None),
     ]
-    for method, template, url, user, body in calls:
-        status, answer = await api.call(method.upper(), url, user, **({"json": body} if body is not None else {}))
-        declared = document["paths"][template][method]["responses"]
-        assert str(status) in declared, (method, url, status, answer)
-        schema = declared[str(status)]["content"]["application/json"]["schema"]
-        validator = Draft202012Validator({**schema, "components": document["components"]})
-        problems = [e.message for e in validator.iter_errors(answer)]
-        assert problems == [], (method, url, status, problems)
+    await check_answers(api, calls)
+
+
+async def test_registry_observation_note_device_and_handover_answers_match_their_declared_types(api: Api) -> None:
+    """The registry's, observations', notes', device history's and handover's answers, errors included, validate
+    against the schemas their operations declare (issue 16)."""
+    now = api.service.clock.now_ms()
+    alarm_id = raise_alarm(api.service)
+    registry, patient = "/api/v1/registry", "/api/v1/patients/p-9"
+    oximeter = {"id": "ox-9", "role": "pulse_oximeter", "address": "AA:BB:CC:DD:EE:09"}
+    strap = {"id": "hr-9", "role": "heart_rate_strap", "name": "Polar H10 9"}
+    identity = {"name": "Ann Example", "date_of_birth": "1950-01-02", "hospital_number": "H123"}
+    observation = {"taken_at": now, "respiration": 18, "spo2": 95, "supplemental_o2": False, "consciousness": "A"}
+    gateway_body = {"gateway": "gw-01", "capacity": 4, "reason": "new home", "home": "Flat 1"}
+    admit_body = {"reason": "referred", "patient": "p-9", "identity": identity}
+    statuses = await check_answers(
+        api,
+        [
+            ("post", registry + "/gateways", registry + "/gateways", "cat", gateway_body),
+            ("get", registry + "/gateways", registry + "/gateways?ward=ward-a", "vic", None),
+            ("post", registry + "/patients", registry + "/patients", "cat", admit_body),
+            ("post", registry + "/patients", registry + "/patients", "cat", admit_body),  # 409: admitted already
+            ("get", registry + "/patients", registry + "/patients?status=admitted", "vic", None),
+            ("get", registry + "/patients", registry + "/patients?status=gone", "vic", None),  # 400
+            (
+                "post",
+                registry + "/patients/{patient}/kit",
+                registry + "/patients/p-9/kit",
+                "cat",
+                {"gateway": "gw-01", "devices": [oximeter, strap], "reason": "kit"},
+            ),
+            ("get", registry + "/gateways/{gateway}/kit", registry + "/gateways/gw-01/kit", "vic", None),
+            ("get", registry + "/gateways/{gateway}/kit", registry + "/gateways/gw-09/kit", "vic", None),  # 404
+            (
+                "post",
+                registry + "/patients/{patient}/swap",
+                registry + "/patients/p-9/swap",
+                "cat",
+                {"old_device": "ox-9", "new": {**oximeter, "id": "ox-10"}, "reason": "flat battery"},
+            ),
+            ("get", registry + "/patients/{patient}", registry + "/patients/p-9", "vic", None),
+            ("get", registry + "/patients/{patient}", registry + "/patients/p-404", "vic", None),  # 404
+            (
+                "put",
+                registry + "/patients/{patient}/identity",
+                registry + "/patients/p-9/identity",
+                "ann",
+                {"identity": {**identity, "phone": "0100 000"}, "reason": "new phone"},
+            ),
+            ("get", registry + "/patients/{patient}/identity", registry + "/patients/p-9/identity", "ann", None),
+            ("get", registry + "/patients/{patient}/identity", registry + "/patients/p-9/identity", "vic", None),  # 403
+        ],
+    )
+    assert statuses == [200, 200, 201, 409, 200, 400, 200, 200, 404, 200, 200, 404, 200, 200, 403]
+    source = {Param.SPO2: Observed(97, now, "device"), Param.PULSE: Observed(80, now, "device")}
+    fresh = dict.fromkeys(Param, 3_600_000)
+    api.service.observations.score_source = lambda p, t: score_news2(source, t, fresh) if p == "p-9" else None
+    api.service.handover.scores.sample(now)  # NEWS2 0 logged
+    source[Param.RESPIRATION] = Observed(25, now, "nurse")  # 3 points: the handover's "NEWS2 rose"
+    devices = api.service.handover.devices
+    for connected, battery in ((True, 90), (False, 15)):
+        status = DeviceStatus(
+            patient="p-9",
+            device="ox-10",
+            gateway="gw-01",
+            t=now,
+            role=DeviceRole.PULSE_OXIMETER,
+            connected=connected,
+            battery=battery,
+            reason=None if connected else "out_of_range",
+        )
+        devices.on_device_status("ward-a", status)
+    devices.on_gateway_availability("ward-a", "gw-01", False, now)
+    await api.call("POST", f"/api/v1/alarms/{alarm_id}/acknowledge", "ann", json={"reason": "at the bedside"})
+    await api.call("POST", f"/api/v1/alarms/{alarm_id}/resolve", "ann", json={"reason": "probe reseated"})
+    observations, news2 = patient + "/observations", patient + "/news2"
+    statuses = await check_answers(
+        api,
+        [
+            ("post", "/api/v1/patients/{patient}/observations", observations, "ann", observation),
+            ("post", "/api/v1/patients/{patient}/observations", observations, "ann", {"taken_at": now}),  # 422
+            ("get", "/api/v1/patients/{patient}/observations", observations + "?limit=5", "vic", None),
+            ("get", "/api/v1/patients/{patient}/observations", observations + "?limit=\u00b2", "vic", None),  # 400
+            ("get", "/api/v1/patients/{patient}/news2", news2, "vic", None),
+            ("get", "/api/v1/patients/{patient}/news2", "/api/v1/patients/p-404/news2", "vic", None),  # 404
+            ("post", "/api/v1/patients/{patient}/notes", patient + "/notes", "ann", {"text": "settled, sleeping"}),
+            ("get", "/api/v1/patients/{patient}/notes", patient + "/notes?limit=10", "vic", None),
+            ("get", "/api/v1/patients/{patient}/notes", "/api/v1/patients/p-404/notes", "vic", None),  # 404
+            ("get", "/api/v1/patients/{patient}/devices", patient + "/devices", "vic", None),
+            ("get", "/api/v1/wards/{ward}/handover", "/api/v1/wards/ward-a/handover?hours=2", "vic", None),
+            ("get", "/api/v1/wards/{ward}/handover", "/api/v1/wards/ward-z/handover", "vic", None),  # 404
+            (
+                "post",
+                registry + "/patients/{patient}/discharge",
+                registry + "/patients/p-9/discharge",
+                "cat",
+                {"reason": "home"},
+            ),
+            ("post", "/api/v1/patients/{patient}/notes", patient + "/notes", "ann", {"text": "too late"}),  # 409
+        ],
+    )
+    assert statuses == [201, 422, 200, 400, 200, 404, 201, 200, 404, 200, 200, 404, 200, 409]

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -211,6 +212,34 @@ async def test_damaged_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(QueueError, match="cannot open queue file"):
         async with DurableQueue(path):
             pass
+
+
+def _queue_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("wardwatch-queue")]
+
+
+async def test_a_queue_that_cannot_open_leaves_no_worker_thread(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    path.write_bytes(b"this is not a database" * 100)
+    queue = DurableQueue(path)
+    with pytest.raises(QueueError):
+        await queue.__aenter__()
+    assert _queue_threads() == []
+    with pytest.raises(QueueClosedError):
+        await queue.read_after(0, 1)
+
+
+async def test_closing_commits_what_was_put_before_the_file_and_the_worker_close(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    async with DurableQueue(path, commit_interval_s=3600) as q:  # no timed commit: only the closing one
+        for n in range(5):
+            q.put(reading(n))
+        assert _queue_threads() != []
+    assert _queue_threads() == []
+    with pytest.raises(QueueClosedError):
+        await q.read_after(0, 1)
+    async with DurableQueue(path) as q:
+        assert numbers(await q.read_after(0, 10)) == [0, 1, 2, 3, 4]
 
 
 # --- kill -9 ----------------------------------------------------------------------------------

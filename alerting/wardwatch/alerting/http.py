@@ -6,10 +6,11 @@ Used by :mod:`wardwatch.alerting.api` and by modules that add routes to it (the 
 
 from __future__ import annotations
 
+import functools
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Annotated, Any, Final, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, Final, Protocol, TypeVar, cast
 
 import msgspec
 from aiohttp import web
@@ -26,6 +27,13 @@ class _HasReason(Protocol):
     def reason(self) -> str: ...
 
 
+class Refusal(Protocol):
+    """An error that names the HTTP status saying why (the registry's, the notes', the observations')."""
+
+    status: int
+    message: str
+
+
 _R = TypeVar("_R", bound=_HasReason)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -40,11 +48,6 @@ TEXT_PATTERN: Final = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f\u202a-\u
 _TEXT_RE: Final = re.compile(TEXT_PATTERN.removesuffix("$"))
 
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=TEXT_PATTERN)]
-
-ERROR_RESPONSE: Final = {
-    "description": "error",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
 
 
 def now_ms() -> int:
@@ -65,6 +68,29 @@ def bad_request(message: str) -> web.HTTPBadRequest:
 def json_response(data: Any, status: int = 200) -> web.Response:
     """``data`` as JSON (msgspec)."""
     return web.Response(body=msgspec.json.encode(data), status=status, content_type="application/json")
+
+
+def refusals(
+    *kinds: type[Exception], status_of: Mapping[type[Exception], int] | None = None
+) -> Callable[[Handler], Handler]:
+    """Handler decorator: a raised error of ``kinds`` (a :class:`Refusal`) answers its status and message; one
+    of a type in ``status_of`` (first match) answers that status with the error's text."""
+    statuses = dict(status_of or {})
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def answered(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except kinds as exc:
+                refusal = cast(Refusal, exc)
+                return error(refusal.status, refusal.message)
+            except tuple(statuses) as exc:
+                return error(next(s for k, s in statuses.items() if isinstance(exc, k)), str(exc))
+
+        return answered
+
+    return decorate
 
 
 def requires(permission: Permission) -> Callable[[Handler], Handler]:
@@ -113,31 +139,3 @@ def path_id(request: web.Request, name: str) -> str:
     if not ID_RE.fullmatch(value):
         raise bad_request(f"{name} must be a wardwatch identifier (1-64 of a-z, 0-9, '_', '.', '-')")
     return value
-
-
-def openapi_operation(
-    summary: str, handler: Handler, permission: str | None, body: str | None = None
-) -> dict[str, Any]:
-    """The OpenAPI operation of ``handler``: summary, the permission it needs (``None``: public), a 200 and the
-    request body schema ``body`` (a component name); add parameters and :func:`add_error_responses`."""
-    op: dict[str, Any] = {"summary": summary}
-    if permission is not None:
-        op["description"] = f"Needs permission `{permission}`."
-    else:
-        op["security"] = []
-    op["operationId"] = handler.__name__
-    op["responses"] = {"200": {"description": "OK"}}
-    op["x-handler"] = handler
-    if body is not None:
-        op["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-        }
-    return op
-
-
-def add_error_responses(op: dict[str, Any], statuses: Iterable[int]) -> dict[str, Any]:
-    """Add the error response for each of ``statuses`` (in order) to ``op``; return it."""
-    for status in sorted(set(statuses)):
-        op["responses"][str(status)] = ERROR_RESPONSE
-    return op

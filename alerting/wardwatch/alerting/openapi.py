@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import msgspec
 
-from wardwatch.alerting.http import Handler, add_error_responses, openapi_operation
+from wardwatch.alerting.http import Handler
 
 __all__ = ["Error", "components", "components_of", "operation", "parameters"]
 
@@ -29,6 +29,13 @@ class Error(msgspec.Struct):
     """Every error response: what went wrong and, where there is one, what to do."""
 
     error: str
+
+
+def _ref(kind: type) -> dict[str, str]:
+    return {"$ref": REF_TEMPLATE.format(name=kind.__name__)}
+
+
+_ERROR_RESPONSE: Final = {"description": "error", "content": {"application/json": {"schema": _ref(Error)}}}
 
 
 def components(types: Iterable[Any]) -> dict[str, Any]:
@@ -45,10 +52,6 @@ def components_of(*paths: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict
             for op in item.values():
                 types.update((kind.__name__, kind) for kind in op.get(TYPES_KEY, ()))
     return components(types.values())
-
-
-def _ref(kind: type) -> dict[str, str]:
-    return {"$ref": REF_TEMPLATE.format(name=kind.__name__)}
 
 
 def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -91,11 +94,19 @@ def operation(
 ) -> dict[str, Any]:
     """The OpenAPI operation of ``handler`` (under ``x-handler``, for the router) from its types.
 
-    ``response`` (a Struct) is the JSON of a ``status`` answer; ``media`` instead gives the content of a
+    ``response`` (a Struct or dataclass) is the JSON of a ``status`` answer; ``media`` instead gives the content of a
     non-JSON one (metrics, an event stream). Errors: ``statuses``, plus 401/403 for a permission, 400 for
     a body or query parameters, each an :class:`Error`.
     """
-    op = openapi_operation(summary, handler, permission, body.__name__ if body is not None else None)
+    op: dict[str, Any] = {"summary": summary}
+    if permission is not None:
+        op["description"] = f"Needs permission `{permission}`."
+    else:
+        op["security"] = []
+    op["operationId"] = handler.__name__
+    op["x-handler"] = handler
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
     types: list[Any] = [Error]
     if body is not None:
         types.append(body)
@@ -119,5 +130,7 @@ def operation(
     )
     if found:
         op["parameters"] = found
+    for error in sorted(errors):
+        op["responses"][str(error)] = _ERROR_RESPONSE
     op[TYPES_KEY] = tuple(types)
-    return add_error_responses(op, errors)
+    return op

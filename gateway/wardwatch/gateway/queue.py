@@ -30,132 +30,34 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
-from wardwatch.gateway.errors import GatewayError
+from wardwatch.core.lifecycle import opening
+from wardwatch.gateway.queue_records import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    Batch,
+    Committed,
+    DeadLetter,
+    Gap,
+    QueueClosedError,
+    QueuedMessage,
+    QueueError,
+    Reading,
+)
 
 __all__ = ["DeadLetter", "DurableQueue", "Gap", "QueueClosedError", "QueueError", "QueuedMessage", "Reading"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
 CACHE_MAX: Final = 20_000  # committed messages kept in memory for the publisher's hot path
 DEAD_LETTER_MAX: Final = 10_000
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    patient TEXT,
-    device TEXT,
-    t_first INTEGER NOT NULL,
-    t_last INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS gaps (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    patient TEXT,
-    device TEXT,
-    dropped INTEGER NOT NULL,
-    first_t INTEGER NOT NULL,
-    last_t INTEGER NOT NULL,
-    t INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    t INTEGER NOT NULL,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
 DROPPED_TOTAL: Final = "dropped_total"
 DEAD_LETTERED_TOTAL: Final = "dead_lettered_total"
-
-
-class QueueError(GatewayError):
-    """The on-disk queue cannot be opened or written (disk full, corrupt file, wrong permissions)."""
-
-
-class QueueClosedError(QueueError):
-    """The queue is not open."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """A message to queue: where it goes, its bytes, and whose samples (for gap reports)."""
-
-    topic: str
-    payload: bytes
-    t_first: int
-    t_last: int
-    patient: str | None = None
-    device: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedMessage:
-    """A committed message, in queue order."""
-
-    id: int
-    topic: str
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Readings dropped because the queue was full, summarised per device."""
-
-    id: int
-    patient: str | None
-    device: str | None
-    dropped: int
-    first_t: int
-    last_t: int
-    t: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A message the broker refused for good, kept locally with the reason."""
-
-    id: int
-    t: int
-    topic: str
-    payload: bytes
-    reason: str
-
-
-@dataclass(slots=True)
-class _Batch:
-    """What one commit writes, snapshotted on the loop and applied on the worker thread."""
-
-    inserts: list[Reading] = field(default_factory=list)
-    acks: list[int] = field(default_factory=list)
-    gap_acks: list[int] = field(default_factory=list)
-    dead: list[tuple[int, str]] = field(default_factory=list)
-    counters: dict[str, int] = field(default_factory=dict)
-    claimed: frozenset[int] = frozenset()
-    taken_gaps: frozenset[int] = frozenset()
-
-    def empty(self) -> bool:
-        return not (self.inserts or self.acks or self.gap_acks or self.dead or self.counters)
-
-
-@dataclass(slots=True)
-class _Committed:
-    ids: list[int]
-    count: int
-    dropped: int
-    dropped_ids: list[int]
-    gaps: list[Gap]
-    dead_lettered: int
 
 
 class DurableQueue:
@@ -177,7 +79,7 @@ class DurableQueue:
         self._clock = clock
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
-        self._pending = _Batch()
+        self._pending = Batch()
         self._counters: dict[str, int] = {}
         self._seqs: dict[str, int] = {}  # allocated sequence numbers, committed or not
         self._count = 0  # committed messages in the file
@@ -203,16 +105,17 @@ class DurableQueue:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wardwatch-queue")
-        try:
+        async with opening(self._stack) as stack:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wardwatch-queue")
+            # Closed in reverse: the flusher's task group, the last commit, the file, then the worker thread
+            # that all of them need (pushed first, so it runs last).
+            stack.callback(self._shut_down_worker)
+            stack.push_async_callback(self._close_file)
             await self._run(self._open)
-        except BaseException:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-            raise
-        self._closed = False
-        self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-        self._tasks.create_task(self._flusher(), name="queue-flusher")
+            stack.push_async_callback(self._last_commit)
+            self._closed = False
+            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            self._tasks.create_task(self._flusher(), name="queue-flusher")
         return self
 
     async def __aexit__(
@@ -220,16 +123,20 @@ class DurableQueue:
     ) -> None:
         self._closed = True
         self._wake.set()
-        try:
-            await self._stack.aclose()
-            with contextlib.suppress(QueueError):
-                await self._flush_locked()
-        finally:
-            if self._executor is not None:
-                with contextlib.suppress(Exception):
-                    await self._run(self._close_db)
-                self._executor.shutdown(wait=True)
-                self._executor = None
+        await self._stack.aclose()
+
+    async def _last_commit(self) -> None:
+        with contextlib.suppress(QueueError):
+            await self._flush_locked()
+
+    async def _close_file(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._run(self._close_db)
+
+    def _shut_down_worker(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     async def _run(self, fn: Callable[[], T]) -> T:
         if self._executor is None:
@@ -247,7 +154,7 @@ class DurableQueue:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise QueueError(f"queue file {self.path} has schema version {version}; expected {SCHEMA_VERSION}")
-            db.executescript(_SCHEMA)
+            db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
@@ -332,7 +239,7 @@ class DurableQueue:
         batch = self._pending
         if batch.empty():
             return
-        self._pending = _Batch()
+        self._pending = Batch()
         batch.claimed = frozenset(self._claimed)
         batch.taken_gaps = frozenset(self._taken_gaps)
         try:
@@ -377,7 +284,7 @@ class DurableQueue:
                 self._cache_floor = max(self._cache_floor, oldest)
             self._committed.set()
 
-    def _commit(self, batch: _Batch) -> _Committed:
+    def _commit(self, batch: Batch) -> Committed:
         """One transaction: deletes, dead letters, inserts, counters, drop-oldest. Worker thread only."""
         db = self._db
         if db is None:
@@ -436,10 +343,10 @@ class DurableQueue:
                 raise
         except sqlite3.Error as exc:
             raise QueueError(f"cannot write queue file {self.path}: {exc}") from None
-        return _Committed(ids, count, len(dropped_ids), dropped_ids, gaps, dead_lettered)
+        return Committed(ids, count, len(dropped_ids), dropped_ids, gaps, dead_lettered)
 
     def _drop_oldest(
-        self, db: sqlite3.Connection, overflow: int, batch: _Batch, now: int
+        self, db: sqlite3.Connection, overflow: int, batch: Batch, now: int
     ) -> tuple[list[int], list[Gap]]:
         """Delete the ``overflow`` oldest messages not in flight; fold them into per-device gaps."""
         rows = db.execute(

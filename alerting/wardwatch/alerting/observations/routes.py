@@ -8,30 +8,28 @@ bounds, a time in the future or too old, or an empty entry are a 422 saying whic
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 from aiohttp import web
 
 from wardwatch.alerting.auth import Permission
-from wardwatch.alerting.engine.news2 import News2Score
+from wardwatch.alerting.engine.news2 import Source
 from wardwatch.alerting.http import (
     SERVICE_KEY,
     TEXT_PATTERN,
-    Handler,
-    add_error_responses,
-    bad_request,
     error,
     json_response,
-    openapi_operation,
     path_id,
     principal_of,
     readable_text,
+    refusals,
     requires,
 )
 from wardwatch.alerting.observations.live import news2_band
 from wardwatch.alerting.observations.records import ObservationError, Observations
-from wardwatch.core.ids import ID_PATTERN
+from wardwatch.alerting.openapi import PathTable, components_of, operation
+from wardwatch.alerting.routes.query import PatientPath, read_query
 
 Note = Annotated[str, msgspec.Meta(max_length=500, pattern=TEXT_PATTERN)]
 
@@ -54,21 +52,70 @@ class ObservationBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     note: Note = ""
 
 
-_, OBSERVATION_SCHEMAS = msgspec.json.schema_components((ObservationBody,), ref_template="#/components/schemas/{name}")
+class ObservationsQuery(msgspec.Struct):
+    """How many entries to list, newest first."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
+class Observation(msgspec.Struct, kw_only=True):
+    """One stored entry: who recorded it when, the SpO2 scale it was scored on, and the values given."""
+
+    id: int
+    patient: str
+    ward: str
+    taken_at: int
+    recorded_at: int
+    recorded_by: str
+    spo2_scale: Literal[1, 2]
+    note: str
+    respiration: float | None = None  # numbers as stored (REAL)
+    spo2: float | None = None
+    supplemental_o2: bool | None = None
+    systolic: float | None = None
+    pulse: float | None = None
+    consciousness: Literal["A", "C", "V", "P", "U"] | None = None
+    temperature: float | None = None
+
+
+class ObservationList(msgspec.Struct):
+    """The patient's manual observations, newest first."""
+
+    patient: str
+    observations: list[Observation]
+
+
+class News2Parameter(msgspec.Struct):
+    """One parameter of a NEWS2: its points, the value scored (ACVPU letter, bool for oxygen), when, from whom."""
+
+    points: int
+    value: float | str | bool
+    t: int
+    source: Source
+
+
+class PatientNews2(msgspec.Struct):
+    """The patient's NEWS2 now: total, full or partial (the missing parameters named), band, each parameter."""
+
+    patient: str
+    score: int
+    full: bool
+    label: str
+    tier: str
+    band: str  # low, low-medium, medium, high (the RCP risk bands)
+    t: int
+    spo2_scale: Literal[1, 2]
+    o2: int
+    missing: list[str]
+    parameters: dict[str, News2Parameter]
 
 
 def _observations(request: web.Request) -> Observations:
     return request.app[SERVICE_KEY].observations
 
 
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise bad_request("limit must be an integer from 1 to 1000")
-    return int(raw)
-
-
 @requires(Permission.RECORD_OBSERVATIONS)
+@refusals(ObservationError)
 async def record_observation(request: web.Request) -> web.Response:
     """Store and audit a nurse's observations; the engine re-scores the patient's NEWS2 at once."""
     patient = path_id(request, "patient")
@@ -84,10 +131,7 @@ async def record_observation(request: web.Request) -> web.Response:
         name: getattr(body, name)
         for name in ("respiration", "spo2", "supplemental_o2", "systolic", "pulse", "consciousness", "temperature")
     }
-    try:
-        record = _observations(request).record(patient, body.taken_at, values, note, principal_of(request).actor)
-    except ObservationError as exc:
-        return error(exc.status, exc.message)
+    record = _observations(request).record(patient, body.taken_at, values, note, principal_of(request).actor)
     return json_response(record.as_json(), status=201)
 
 
@@ -95,27 +139,8 @@ async def record_observation(request: web.Request) -> web.Response:
 async def list_observations(request: web.Request) -> web.Response:
     """The patient's manual observations, newest first."""
     patient = path_id(request, "patient")
-    records = _observations(request).history(patient, _limit(request))
+    records = _observations(request).history(patient, read_query(request, ObservationsQuery).limit)
     return json_response({"patient": patient, "observations": [r.as_json() for r in records]})
-
-
-def score_json(score: News2Score) -> dict[str, Any]:
-    """A NEWS2 as the API (and the score stream) shows it."""
-    return {
-        "score": score.score,
-        "full": score.full,
-        "label": score.label,
-        "tier": score.tier,
-        "band": news2_band(score.score, score.any_three),
-        "t": score.t,
-        "spo2_scale": score.spo2_scale,
-        "o2": score.o2,
-        "missing": [p.value for p in score.missing],
-        "parameters": {
-            p.value: {"points": score.points[p], "value": o.value, "t": o.t, "source": o.source}
-            for p, o in score.used.items()
-        },
-    }
 
 
 @requires(Permission.READ_ALARMS)
@@ -129,48 +154,53 @@ async def get_news2(request: web.Request) -> web.Response:
     score = source(patient, request.app[SERVICE_KEY].clock.now_ms())
     if score is None:
         return error(404, f"no data or observations for patient {patient} since the service started")
-    return json_response({"patient": patient, **score_json(score)})
-
-
-def _op(
-    summary: str, handler: Handler, permission: Permission, body: str | None = None, *, statuses: tuple[int, ...] = ()
-) -> dict[str, Any]:
-    op = openapi_operation(summary, handler, permission, body)
-    op["parameters"] = [
-        {"name": "patient", "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
-    ]
-    if handler is list_observations:
-        op["parameters"].append(
-            {
-                "name": "limit",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-            }
-        )
-    if handler is record_observation:
-        op["responses"]["201"] = {"description": "stored and audited; the body is the stored entry"}
-    return add_error_responses(op, {400, 401, 403, *statuses})
+    answer = PatientNews2(
+        patient=patient,
+        score=score.score,
+        full=score.full,
+        label=score.label,
+        tier=score.tier,
+        band=news2_band(score.score, score.any_three),
+        t=score.t,
+        spo2_scale=score.spo2_scale,
+        o2=score.o2,
+        missing=[p.value for p in score.missing],
+        parameters={p.value: News2Parameter(score.points[p], o.value, o.t, o.source) for p, o in score.used.items()},
+    )
+    return json_response(answer)
 
 
 _PATH: Final = "/api/v1/patients/{patient}"
-OBSERVATION_PATHS: Final[dict[str, dict[str, dict[str, Any]]]] = {
+OBSERVATION_PATHS: Final[PathTable] = {
     _PATH + "/observations": {
-        "get": _op("A patient's manual observations, newest first", list_observations, Permission.READ_ALARMS),
-        "post": _op(
+        "get": operation(
+            "A patient's manual observations, newest first",
+            list_observations,
+            Permission.READ_ALARMS,
+            response=ObservationList,
+            path=PatientPath,
+            query=ObservationsQuery,
+        ),
+        "post": operation(
             "Enter a nurse's observations (clinical roles; audited); NEWS2 is re-scored",
             record_observation,
             Permission.RECORD_OBSERVATIONS,
-            "ObservationBody",
+            body=ObservationBody,
+            response=Observation,
+            status=201,
+            path=PatientPath,
             statuses=(404, 409, 422),
         ),
     },
     _PATH + "/news2": {
-        "get": _op(
+        "get": operation(
             "The patient's NEWS2 now (full or partial, the missing parameters named)",
             get_news2,
             Permission.READ_ALARMS,
-            statuses=(404, 503),
+            response=PatientNews2,
+            path=PatientPath,
+            statuses=(400, 404, 503),
         )
     },
 }
+OBSERVATION_SCHEMAS: Final = components_of(OBSERVATION_PATHS)

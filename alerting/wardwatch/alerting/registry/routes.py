@@ -8,8 +8,7 @@ routes. Changes need ``manage_patients`` (charge nurse, doctor, admin); reading 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 from aiohttp import web
@@ -17,23 +16,24 @@ from aiohttp import web
 from wardwatch.alerting.auth import Permission
 from wardwatch.alerting.http import (
     SERVICE_KEY,
-    Handler,
     Reason,
-    add_error_responses,
     bad_request,
     error,
     json_response,
-    openapi_operation,
     path_id,
     principal_of,
     read_reasoned_body,
+    refusals,
     requires,
 )
+from wardwatch.alerting.openapi import PathTable, components_of, operation
 from wardwatch.alerting.registry.identity import Identity, IdentityKeyError
 from wardwatch.alerting.registry.registry import DeviceSpec, Registry, RegistryError
+from wardwatch.alerting.routes.query import IdParam, PatientPath, read_query
 from wardwatch.alerting.rules import PROFILES
 from wardwatch.core.errors import WardwatchError
-from wardwatch.core.ids import ID_PATTERN, Identifier
+from wardwatch.core.ids import Identifier
+from wardwatch.core.registry import GatewayKit
 from wardwatch.core.schema import DeviceRole
 
 REQUESTED_ID_PATTERN: Final = r"^p-[a-z0-9]+(-[a-z0-9]+)*$"
@@ -106,8 +106,99 @@ class DischargeBody(msgspec.Struct, forbid_unknown_fields=True):
     reason: Reason
 
 
-_BODIES: Final = (GatewayBody, AdmitBody, IdentityBody, KitBody, SwapBody, DischargeBody)
-_, REGISTRY_SCHEMAS = msgspec.json.schema_components(_BODIES, ref_template="#/components/schemas/{name}")
+class WardQuery(msgspec.Struct):
+    """The ward to list (default: the service's only ward)."""
+
+    ward: IdParam | None = None
+
+
+class PatientsQuery(WardQuery):
+    """The ward and, optionally, the status of the patients to list."""
+
+    status: Literal["admitted", "discharged"] | None = None
+
+
+class GatewayPath(msgspec.Struct):
+    """The gateway an operation is about."""
+
+    gateway: IdParam
+
+
+class RegisteredGateway(msgspec.Struct):
+    """A registered gateway: its capacity (continuous-device slots), devices bound now, kit revision."""
+
+    gateway: str
+    ward: str
+    home: str
+    capacity: int
+    revision: int
+    bound: int
+
+
+class GatewayList(msgspec.Struct):
+    """The ward's gateways."""
+
+    ward: str
+    gateways: list[RegisteredGateway]
+
+
+class RegisteredPatient(msgspec.Struct):
+    """A patient as the registry holds them (pseudonymous id, stay, profile; never the identity)."""
+
+    patient: str
+    ward: str
+    status: Literal["admitted", "discharged"]
+    admitted_at: int
+    discharged_at: int | None
+    discharge_reason: str | None
+    profile: str | None
+    has_identity: bool
+
+
+class PatientList(msgspec.Struct):
+    """The ward's patients."""
+
+    ward: str
+    patients: list[RegisteredPatient]
+
+
+class Binding(msgspec.Struct):
+    """A device bound to the patient through a gateway from ``since`` until ``until`` (``null``: still bound)."""
+
+    device: str
+    role: DeviceRole
+    address: str | None
+    name: str | None
+    gateway: str
+    since: int
+    until: int | None
+
+
+class PatientBindings(msgspec.Struct):
+    """The patient's bindings after the change, oldest first."""
+
+    patient: str
+    bindings: list[Binding]
+
+
+class PatientWithBindings(RegisteredPatient):
+    """One patient with every binding, oldest first."""
+
+    bindings: list[Binding]
+
+
+class PatientIdentity(msgspec.Struct):
+    """The patient's identity (clinical roles only; the read is audited)."""
+
+    patient: str
+    identity: Identity
+
+
+class IdentityStored(msgspec.Struct):
+    """The identity was stored (encrypted) and the change audited."""
+
+    patient: str
+    stored: bool
 
 
 def _registry(request: web.Request) -> Registry:
@@ -125,29 +216,16 @@ def _ward(request: web.Request, ward: str | None) -> str:
     return ward
 
 
-def _registry_errors(handler: Callable[[web.Request], Awaitable[web.Response]]) -> Handler:
-    """Registry refusals become their HTTP status with the reason; a bad identifier is a 400."""
-
-    async def wrapped(request: web.Request) -> web.Response:
-        try:
-            return await handler(request)
-        except RegistryError as exc:
-            return error(exc.status, exc.message)
-        except IdentityKeyError as exc:  # never plaintext: say what is wrong with the key
-            return error(503, str(exc))
-        except WardwatchError as exc:
-            return error(400, str(exc))
-
-    wrapped.__name__ = handler.__name__
-    wrapped.__doc__ = handler.__doc__
-    return wrapped
+_registry_errors: Final = refusals(RegistryError, status_of={IdentityKeyError: 503, WardwatchError: 400})
+"""Registry refusals answer their status and reason; a key problem is a 503 saying what to do (never plaintext);
+a bad identifier is a 400."""
 
 
 @requires(Permission.READ_ALARMS)
 @_registry_errors
 async def list_gateways(request: web.Request) -> web.Response:
     """The ward's gateways: capacity, continuous devices bound, kit revision."""
-    ward = _ward(request, request.query.get("ward"))
+    ward = _ward(request, read_query(request, WardQuery).ward)
     return json_response({"ward": ward, "gateways": _registry(request).gateways(ward)})
 
 
@@ -180,11 +258,9 @@ async def get_kit(request: web.Request) -> web.Response:
 @_registry_errors
 async def list_patients(request: web.Request) -> web.Response:
     """The ward's patients (pseudonymous ids, status, profile; never identity)."""
-    ward = _ward(request, request.query.get("ward"))
-    status = request.query.get("status")
-    if status not in (None, "admitted", "discharged"):
-        raise bad_request("status must be admitted or discharged")
-    rows = _registry(request).patients(ward, status)
+    query = read_query(request, PatientsQuery)
+    ward = _ward(request, query.ward)
+    rows = _registry(request).patients(ward, query.status)
     return json_response({"ward": ward, "patients": [row.as_json() for row in rows]})
 
 
@@ -264,54 +340,117 @@ async def discharge(request: web.Request) -> web.Response:
     return json_response(row.as_json())
 
 
-def _op(
-    summary: str, handler: Handler, permission: Permission, body: str | None = None, *, path: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    op = openapi_operation(summary, handler, permission, body)
-    statuses = {400, 401, 403, 404, 409, 503}
-    parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": ID_PATTERN}}
-        for name in path
-    ]
-    if handler in (list_gateways, list_patients):
-        parameters.append({"name": "ward", "in": "query", "required": False, "schema": {"type": "string"}})
-    if handler is list_patients:
-        parameters.append(
-            {"name": "status", "in": "query", "required": False, "schema": {"enum": ["admitted", "discharged"]}}
-        )
-    if parameters:
-        op["parameters"] = parameters
-    if handler is admit:
-        op["responses"]["201"] = {"description": "admitted; the body holds the issued id"}
-    return add_error_responses(op, statuses)
-
-
 _PATIENT: Final = "/api/v1/registry/patients/{patient}"
-_P: Final = ("patient",)
-REGISTRY_PATHS: Final[dict[str, dict[str, dict[str, Any]]]] = {
+_REFUSED: Final = (400, 404, 409, 503)  # a registry refusal, a missing identity key: see _registry_errors
+REGISTRY_PATHS: Final[PathTable] = {
     "/api/v1/registry/gateways": {
-        "get": _op("Gateways of a ward", list_gateways, Permission.READ_ALARMS),
-        "post": _op(
-            "Register a gateway (capacity: slots)", register_gateway, Permission.MANAGE_PATIENTS, "GatewayBody"
+        "get": operation(
+            "Gateways of a ward",
+            list_gateways,
+            Permission.READ_ALARMS,
+            response=GatewayList,
+            query=WardQuery,
+            statuses=_REFUSED,
+        ),
+        "post": operation(
+            "Register a gateway (capacity: slots)",
+            register_gateway,
+            Permission.MANAGE_PATIENTS,
+            body=GatewayBody,
+            response=RegisteredGateway,
+            statuses=_REFUSED,
         ),
     },
     "/api/v1/registry/gateways/{gateway}/kit": {
-        "get": _op("The gateway's kit document", get_kit, Permission.READ_ALARMS, path=("gateway",))
+        "get": operation(
+            "The gateway's kit document",
+            get_kit,
+            Permission.READ_ALARMS,
+            response=GatewayKit,
+            path=GatewayPath,
+            statuses=_REFUSED,
+        )
     },
     "/api/v1/registry/patients": {
-        "get": _op("Patients of a ward", list_patients, Permission.READ_ALARMS),
-        "post": _op("Admit a patient (returns the issued id)", admit, Permission.MANAGE_PATIENTS, "AdmitBody"),
+        "get": operation(
+            "Patients of a ward",
+            list_patients,
+            Permission.READ_ALARMS,
+            response=PatientList,
+            query=PatientsQuery,
+            statuses=_REFUSED,
+        ),
+        "post": operation(
+            "Admit a patient (returns the issued id)",
+            admit,
+            Permission.MANAGE_PATIENTS,
+            body=AdmitBody,
+            response=RegisteredPatient,
+            status=201,
+            statuses=_REFUSED,
+        ),
     },
-    _PATIENT: {"get": _op("One patient with its bindings", get_patient, Permission.READ_ALARMS, path=_P)},
+    _PATIENT: {
+        "get": operation(
+            "One patient with its bindings",
+            get_patient,
+            Permission.READ_ALARMS,
+            response=PatientWithBindings,
+            path=PatientPath,
+            statuses=_REFUSED,
+        )
+    },
     _PATIENT + "/identity": {
-        "get": _op("The patient's identity (audited)", get_identity, Permission.READ_IDENTITY, path=_P),
-        "put": _op("Store the patient's identity", put_identity, Permission.READ_IDENTITY, "IdentityBody", path=_P),
+        "get": operation(
+            "The patient's identity (audited)",
+            get_identity,
+            Permission.READ_IDENTITY,
+            response=PatientIdentity,
+            path=PatientPath,
+            statuses=_REFUSED,
+        ),
+        "put": operation(
+            "Store the patient's identity",
+            put_identity,
+            Permission.READ_IDENTITY,
+            body=IdentityBody,
+            response=IdentityStored,
+            path=PatientPath,
+            statuses=_REFUSED,
+        ),
     },
     _PATIENT + "/kit": {
-        "post": _op("Assign a kit (gateway + devices)", assign_kit, Permission.MANAGE_PATIENTS, "KitBody", path=_P)
+        "post": operation(
+            "Assign a kit (gateway + devices)",
+            assign_kit,
+            Permission.MANAGE_PATIENTS,
+            body=KitBody,
+            response=PatientBindings,
+            path=PatientPath,
+            statuses=_REFUSED,
+        )
     },
-    _PATIENT + "/swap": {"post": _op("Swap a device", swap_device, Permission.MANAGE_PATIENTS, "SwapBody", path=_P)},
+    _PATIENT + "/swap": {
+        "post": operation(
+            "Swap a device",
+            swap_device,
+            Permission.MANAGE_PATIENTS,
+            body=SwapBody,
+            response=PatientBindings,
+            path=PatientPath,
+            statuses=_REFUSED,
+        )
+    },
     _PATIENT + "/discharge": {
-        "post": _op("Discharge with a reason", discharge, Permission.MANAGE_PATIENTS, "DischargeBody", path=_P)
+        "post": operation(
+            "Discharge with a reason",
+            discharge,
+            Permission.MANAGE_PATIENTS,
+            body=DischargeBody,
+            response=RegisteredPatient,
+            path=PatientPath,
+            statuses=_REFUSED,
+        )
     },
 }
+REGISTRY_SCHEMAS: Final = components_of(REGISTRY_PATHS)

@@ -18,16 +18,7 @@ from wardwatch.alerting.live import alarm_json as _alarm_json
 from wardwatch.alerting.manager import AlarmNotFoundError, AlarmRecord, InvalidTransitionError, resolve_notice
 from wardwatch.alerting.metrics import burden
 from wardwatch.alerting.openapi import PathTable, components_of, operation
-from wardwatch.alerting.routes.query import (
-    MAX_TIME_MS,
-    IdParam,
-    LimitParam,
-    TimeParam,
-    declared_default,
-    id_query,
-    int_query,
-    limit_query,
-)
+from wardwatch.alerting.routes.query import MAX_TIME_MS, IdParam, LimitParam, TimeParam, clamped, read_query
 from wardwatch.alerting.service import AlarmService
 from wardwatch.core.schema import AlarmCategory, AlarmState, Priority
 
@@ -177,8 +168,8 @@ _STATES: Final = {"active", "acknowledged", "silenced", "resolved"}
 async def list_alarms(request: web.Request) -> web.Response:
     """Alarms by state (``open`` = not resolved, the default), ward and patient."""
     service = request.app[SERVICE_KEY]
-    query = request.query
-    wanted = [s for s in query.get("state", declared_default(AlarmsQuery, "state")).split(",") if s]
+    query = read_query(request, AlarmsQuery)
+    wanted = [s for s in query.state.split(",") if s]
     states: list[str] = []
     for state in wanted:
         if state == "open":
@@ -189,9 +180,9 @@ async def list_alarms(request: web.Request) -> web.Response:
             return _error(400, f"state: unknown state {state[:40]!r} (open, active, acknowledged, silenced, resolved)")
     records = service.store.alarms(
         states=states,
-        ward=id_query(request, "ward"),
-        patient=id_query(request, "patient"),
-        limit=limit_query(request, declared_default(AlarmsQuery, "limit"), 5000),
+        ward=query.ward,
+        patient=query.patient,
+        limit=clamped(query.limit, 5000),
     )
     return _json({"alarms": [_alarm_json(r) for r in records]})
 
@@ -259,9 +250,10 @@ async def resolve(request: web.Request) -> web.Response:
 async def get_burden(request: web.Request) -> web.Response:
     """Alarm burden: pages per patient-day, acknowledged fraction, time to acknowledge, by rule."""
     service = request.app[SERVICE_KEY]
-    until = int_query(request, "until", min(_now() + 1, MAX_TIME_MS), 0, MAX_TIME_MS)
-    since = int_query(request, "since", max(0, until - 86_400_000), 0, MAX_TIME_MS)
-    return _json(burden(service.store, since, until, id_query(request, "ward")))
+    query = read_query(request, BurdenQuery)
+    until = query.until if query.until is not None else min(_now() + 1, MAX_TIME_MS)
+    since = query.since if query.since is not None else max(0, until - 86_400_000)
+    return _json(burden(service.store, since, until, query.ward))
 
 
 _ALARM: Final = "/api/v1/alarms/{alarm_id}"

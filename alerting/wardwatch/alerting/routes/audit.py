@@ -14,18 +14,7 @@ from wardwatch.alerting.http import json_response as _json
 from wardwatch.alerting.http import now_ms as _now
 from wardwatch.alerting.http import principal_of as _principal
 from wardwatch.alerting.openapi import PathTable, components_of, operation
-from wardwatch.alerting.routes.query import (
-    MAX_SEQ,
-    MAX_TIME_MS,
-    IdParam,
-    LimitParam,
-    SeqParam,
-    TimeParam,
-    declared_default,
-    id_query,
-    int_query,
-    limit_query,
-)
+from wardwatch.alerting.routes.query import IdParam, LimitParam, SeqParam, TimeParam, clamped, read_query
 from wardwatch.alerting.store import AuditCheck
 
 
@@ -49,13 +38,13 @@ class AuditEntries(msgspec.Struct):
 async def get_audit(request: web.Request) -> web.Response:
     """Audit entries (filtered), oldest first; reading the audit log is itself audited."""
     service = request.app[SERVICE_KEY]
-    since = int_query(request, "since", -1, 0, MAX_TIME_MS)
+    query = read_query(request, AuditQuery)
     entries = service.store.audit_entries(
-        since=since if since >= 0 else None,
-        alarm_id=id_query(request, "alarm_id"),
-        patient=id_query(request, "patient"),
-        after_seq=int_query(request, "after_seq", declared_default(AuditQuery, "after_seq"), 0, MAX_SEQ),
-        limit=limit_query(request, declared_default(AuditQuery, "limit"), 10_000),
+        since=query.since,
+        alarm_id=query.alarm_id,
+        patient=query.patient,
+        after_seq=query.after_seq,
+        limit=clamped(query.limit, 10_000),
     )
     service.store.audit(AuditEntry(t=_now(), actor=_principal(request).actor, action="audit_read"))
     return _json(AuditEntries(entries=entries))

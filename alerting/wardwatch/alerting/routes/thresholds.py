@@ -12,14 +12,14 @@ from aiohttp import web
 
 from wardwatch.alerting.audit import AuditEntry
 from wardwatch.alerting.auth import Permission
-from wardwatch.alerting.http import ID_RE, SERVICE_KEY, Reason, read_reasoned_body, requires
+from wardwatch.alerting.http import SERVICE_KEY, Reason, path_id, read_reasoned_body, requires
 from wardwatch.alerting.http import bad_request as _bad_request
 from wardwatch.alerting.http import error as _error
 from wardwatch.alerting.http import json_response as _json
 from wardwatch.alerting.http import now_ms as _now
 from wardwatch.alerting.http import principal_of as _principal
 from wardwatch.alerting.openapi import PathTable, components_of, operation
-from wardwatch.alerting.routes.query import IdParam
+from wardwatch.alerting.routes.query import IdParam, PatientPath, read_query
 from wardwatch.alerting.rules import RANGES, Thresholds
 from wardwatch.alerting.service import AlarmService
 from wardwatch.core.errors import ConfigError
@@ -38,12 +38,6 @@ class ThresholdsBody(msgspec.Struct, forbid_unknown_fields=True):
 
     overrides: Overrides
     reason: Reason
-
-
-class PatientPath(msgspec.Struct):
-    """The patient (pseudonymous id) an operation is about."""
-
-    patient: IdParam
 
 
 class WardQuery(msgspec.Struct):
@@ -96,15 +90,8 @@ def check_overrides(overrides: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _patient(request: web.Request) -> str:
-    patient = request.match_info["patient"]
-    if not ID_RE.fullmatch(patient):
-        raise _bad_request("patient must be a pseudonymous wardwatch identifier (1-64 of a-z, 0-9, '_', '.', '-')")
-    return patient
-
-
 def _ward(request: web.Request, service: AlarmService) -> str:
-    ward = request.query.get("ward")
+    ward = read_query(request, WardQuery).ward
     if ward is None:
         return next(iter(service.config.wards))
     if ward not in service.config.wards:
@@ -123,7 +110,7 @@ def _effective(service: AlarmService, patient: str, overrides: dict[str, Any], w
 async def get_thresholds(request: web.Request) -> web.Response:
     """A patient's overrides and effective thresholds; the read is audited."""
     service = request.app[SERVICE_KEY]
-    patient = _patient(request)
+    patient = path_id(request, "patient")
     ward = _ward(request, service)
     overrides = service.rules.patient_overrides(patient)
     service.store.audit(
@@ -141,7 +128,7 @@ async def put_thresholds(request: web.Request) -> web.Response:
     400 names the offending field; nothing is saved or applied unless every step succeeds.
     """
     service = request.app[SERVICE_KEY]
-    patient = _patient(request)
+    patient = path_id(request, "patient")
     ward = _ward(request, service)
     body, reason = await read_reasoned_body(request, ThresholdsBody)
     problem = check_overrides(body.overrides)

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from typing import Final
 
-import msgspec
-
 from wardwatch.alerting import stream
 from wardwatch.alerting.auth import Permission
 from wardwatch.alerting.http import requires
 from wardwatch.alerting.openapi import PathTable, components_of, operation
-from wardwatch.alerting.routes.query import IdParam
-
-
-class WardPath(msgspec.Struct):
-    """The ward (one of this service's)."""
-
-    ward: IdParam
-
+from wardwatch.alerting.routes.query import WardPath
 
 WARD_PATHS: Final[PathTable] = {
     "/api/v1/wards/{ward}/live": {

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any, Self, TypedDict
 
 from wardwatch.core.errors import ServerStartError, WaitTimeoutError
+from wardwatch.core.lifecycle import opening
 from wardwatch.core.waiting import wait_for
 
 LOOPBACK = "127.0.0.1"
@@ -109,6 +110,7 @@ class ChildServer:
         self._startup_timeout = self._default_startup_timeout if startup_timeout is None else startup_timeout
         self._stop_timeout = self._default_stop_timeout if stop_timeout is None else stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        self._stack = contextlib.AsyncExitStack()
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._paused = False
         self._started_once = False
@@ -320,11 +322,9 @@ class ChildServer:
             shutil.rmtree(self._directory, ignore_errors=True)
 
     async def __aenter__(self) -> Self:
-        try:
+        async with opening(self._stack) as stack:
+            stack.callback(self._remove_directory)  # also if starting fails
             await self.start()
-        except BaseException:
-            self._remove_directory()
-            raise
         return self
 
     async def __aexit__(
@@ -333,10 +333,8 @@ class ChildServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
+        async with self._stack:  # the directory goes once the server has stopped, or failed to
             await self.stop()
-        finally:
-            self._remove_directory()
 
 
 async def http_request(
