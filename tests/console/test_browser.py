@@ -10,39 +10,28 @@ Sound and notifications are observed through page hooks on WebAudio and ``Notifi
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.console.browsing import (
+    CONTRAST_FAILURES,
+    NEEDS_CHROMIUM,
+    SCREENSHOTS,
+    api_password,
+    log_in,
+    new_page,
+    stack_and_browser,
+)
 
 from wardwatch.console.app import serve_console
 from wardwatch.console.config import AlertingSettings, ConsoleConfig
 from wardwatch.core.servers import free_port
 from wardwatch.core.waiting import wait_for
-from wardwatch.stack.up import StackOptions, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
-
-playwright_api = pytest.importorskip("playwright.async_api")
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-# Screenshots go to WARDWATCH_SCREENSHOTS (e.g. ``docs/img`` to refresh the README's) or to a folder of the test run,
-# so that running the tests never edits the repository.
-SCREENSHOTS = Path(os.environ.get("WARDWATCH_SCREENSHOTS") or Path(tempfile.gettempdir()) / "wardwatch-screenshots")
 
 SCENARIO = """
 name = "console-browser"
@@ -98,74 +87,6 @@ devices = [
 events = []
 """
 
-# Page hooks: every oscillator started (its frequency) and every notification shown, with the time.
-HOOKS = """
-window.__tones = [];
-window.__notifications = [];
-window.__firstHigh = null;
-const originalCreateOscillator = AudioContext.prototype.createOscillator;
-AudioContext.prototype.createOscillator = function () {
-  const oscillator = originalCreateOscillator.call(this);
-  const start = oscillator.start.bind(oscillator);
-  oscillator.start = (...args) => {
-    window.__tones.push({ t: Date.now(), freq: oscillator.frequency.value });
-    return start(...args);
-  };
-  return oscillator;
-};
-class RecordingNotification {
-  static permission = "granted";
-  static requestPermission() { return Promise.resolve("granted"); }
-  constructor(title, options) { window.__notifications.push({ t: Date.now(), title, body: options && options.body }); }
-  close() {}
-}
-window.Notification = RecordingNotification;
-new MutationObserver(() => {
-  if (window.__firstHigh === null) {
-    const tile = document.querySelector('a.tile[data-level="high"]');
-    if (tile) window.__firstHigh = { t: Date.now(), patient: tile.dataset.patient };
-  }
-}).observe(document, { subtree: true, childList: true, attributes: true });
-"""
-
-
-# WCAG 2.x contrast of every visible text node's element against its composited background: the failures.
-CONTRAST_FAILURES = """
-() => {
-  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
-  const channel = (v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
-  const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
-  function background(element) {
-    const layers = [];
-    for (let e = element; e; e = e.parentElement) {
-      const [r, g, b, a = 1] = parse(getComputedStyle(e).backgroundColor);
-      if (a > 0) layers.push([r, g, b, a]);
-      if (a >= 1) break;
-    }
-    let colour = [255, 255, 255];
-    for (const [r, g, b, a] of layers.reverse()) colour = [r, g, b].map((v, i) => v * a + colour[i] * (1 - a));
-    return colour;
-  }
-  const failures = [];
-  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-  while (walker.nextNode()) {
-    const text = walker.currentNode.nodeValue.trim();
-    const element = walker.currentNode.parentElement;
-    if (!text || !element || !element.checkVisibility() || element.closest(".sr-only, .skip-link")) continue;
-    const style = getComputedStyle(element);
-    const [r, g, b, a = 1] = parse(style.color);
-    const back = background(element);
-    const fore = [r, g, b].map((v, i) => v * a + back[i] * (1 - a));
-    const [l1, l2] = [luminance(fore), luminance(back)].sort((x, y) => y - x);
-    const ratio = (l1 + 0.05) / (l2 + 0.05);
-    const size = parseFloat(style.fontSize);
-    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
-    if (ratio < (large ? 3 : 4.5)) failures.push(`${text.slice(0, 30)}: ${ratio.toFixed(2)}`);
-  }
-  return failures;
-}
-"""
-
 
 def _pages(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
@@ -173,55 +94,16 @@ def _pages(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@contextlib.asynccontextmanager
-async def _browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-def _console_error(errors: list[str], kind: str, text: str) -> None:
-    """A browser console error, except the network log of an expected 401 (asking for a session before login)."""
-    if kind == "error" and "status of 401" not in text:
-        errors.append(f"console {kind}: {text}")
-
-
-async def _new_page(browser: Any, errors: list[str], *, width: int = 1180, height: int = 820) -> Any:
-    context = await browser.new_context(viewport={"width": width, "height": height})
-    await context.add_init_script(HOOKS)
-    page = await context.new_page()
-    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    page.on("console", lambda msg: _console_error(errors, msg.type, msg.text))
-    return page
-
-
-async def _log_in(page: Any, url: str, user: str, password: str) -> None:
-    await page.goto(url)
-    await page.get_by_label("User name").fill(user)
-    await page.get_by_label("Password").fill(password)
-    await page.get_by_role("button", name="Log in").click()
-    await page.wait_for_selector("#board")
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup installs it)")
+@NEEDS_CHROMIUM
 async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the services read WARDWATCH_* as configuration (a gateway refused `screenshots`): the folder is not theirs
-    monkeypatch.delenv("WARDWATCH_SCREENSHOTS", raising=False)
-    scenario = tmp_path / "console-browser.toml"
-    scenario.write_text(SCENARIO)
-    options = StackOptions(state=tmp_path / "state", scenario=str(scenario), speed=4.0, quiet=True)
     errors: list[str] = []
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    async with running_stack(options, echo=lambda line: None) as stack, _browser() as browser:
+    async with stack_and_browser(tmp_path, monkeypatch, SCENARIO, speed=4.0) as (stack, browser):
         url = stack.summary["console"]
-        password = (Path(stack.summary["state"]) / "api-password").read_text().strip()
-        page = await _new_page(browser, errors)
-        await _log_in(page, url, stack.summary["api_user"], password)
+        password = api_password(stack)
+        page = await new_page(browser, errors)
+        await log_in(page, url, stack.summary["api_user"], password)
         await page.wait_for_selector('a.tile[data-patient="p-b02"]', timeout=60_000)
         await page.get_by_role("button", name="Mute 2 min").click()  # a high alarm must break through
         assert await page.get_by_role("button", name="Mute 2 min").count() == 0
@@ -299,8 +181,8 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
         await page.screenshot(path=str(SCREENSHOTS / "console-patient.png"), full_page=True)
 
         # a tablet in portrait: the board fits without scrolling sideways
-        tablet = await _new_page(browser, errors, width=768, height=1024)
-        await _log_in(tablet, url, stack.summary["api_user"], password)
+        tablet = await new_page(browser, errors, width=768, height=1024)
+        await log_in(tablet, url, stack.summary["api_user"], password)
         await tablet.wait_for_selector('a.tile[data-patient="p-b01"]')
         assert await tablet.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         await tablet.keyboard.press("Tab")  # keyboard: from the view's content, the most acute patient first
@@ -319,9 +201,9 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
             alerting=AlertingSettings(url=stack.summary["api"]),
         )
         async with serve_console(idle_config) as port:
-            idle = await _new_page(browser, errors)
+            idle = await new_page(browser, errors)
             started = time.monotonic()
-            await _log_in(idle, f"http://127.0.0.1:{port}/", stack.summary["api_user"], password)
+            await log_in(idle, f"http://127.0.0.1:{port}/", stack.summary["api_user"], password)
             notice = idle.locator("#login-notice")
             await notice.wait_for(timeout=30_000)
             assert "without activity" in await notice.inner_text()

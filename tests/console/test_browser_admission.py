@@ -11,23 +11,20 @@ the admission form and the identity view go to ``$WARDWATCH_SCREENSHOTS`` (as th
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
-from tests.console.test_browser import (
-    CHROMIUM,
+from tests.console.browsing import (
     CONTRAST_FAILURES,
+    NEEDS_CHROMIUM,
     SCREENSHOTS,
-    _browser,
-    _log_in,
-    _new_page,
+    add_viewer,
+    api_password,
+    log_in,
+    new_page,
+    stack_and_browser,
 )
-
-from wardwatch.stack.up import StackOptions, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
 
@@ -80,55 +77,25 @@ BIRTH = "1948-03-02"
 NUMBER = "943 476 5919"  # a made-up NHS number's shape
 
 
-async def _add_viewer(state: Path, password: str) -> None:
-    """A viewer account in the running stack's alerting service (its own CLI, as `wardwatch up` adds the nurse)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wardwatch.core",
-        "alerting",
-        "user",
-        "add",
-        "vic",
-        "--role",
-        "viewer",
-        "--config",
-        str(state / "config" / "alerting.toml"),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "WW_ALERTING_PASSWORD": password},
-    )
-    _, err = await process.communicate(password.encode() + b"\n")
-    assert process.returncode == 0, err.decode()
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup installs it)")
+@NEEDS_CHROMIUM
 async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer_watches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the services read WARDWATCH_* as configuration: the screenshot folder (read at import) is not theirs
-    monkeypatch.delenv("WARDWATCH_SCREENSHOTS", raising=False)
-    scenario = tmp_path / "console-admission.toml"
-    scenario.write_text(SCENARIO)
-    options = StackOptions(state=tmp_path / "state", scenario=str(scenario), speed=1.0, quiet=True)
     errors: list[str] = []
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    async with running_stack(options, echo=lambda line: None) as stack, _browser() as browser:
+    async with stack_and_browser(tmp_path, monkeypatch, SCENARIO) as (stack, browser):
         url = stack.summary["console"]
-        state = Path(stack.summary["state"])
-        password = (state / "api-password").read_text().strip()
-        await _add_viewer(state, password)
+        password = api_password(stack)
+        await add_viewer(stack, "vic", password)
 
         # a viewer's board, open before the admission and never reloaded
-        viewer = await _new_page(browser, errors)
-        await _log_in(viewer, url, "vic", password)
+        viewer = await new_page(browser, errors)
+        await log_in(viewer, url, "vic", password)
         await viewer.wait_for_selector('a.tile[data-patient="p-c01"]', timeout=60_000)
         assert await viewer.get_by_role("link", name="Admit patient").count() == 0
         await viewer.evaluate(TILE_WATCH)
 
-        nurse = await _new_page(browser, errors, width=820, height=1100)  # a tablet, landscape-ish
-        await _log_in(nurse, url, stack.summary["api_user"], password)
+        nurse = await new_page(browser, errors, width=820, height=1100)  # a tablet, landscape-ish
+        await log_in(nurse, url, stack.summary["api_user"], password)
         await nurse.get_by_role("link", name="Admit patient").click()
         await nurse.wait_for_selector("#admit-form")
         await nurse.keyboard.press("Tab")  # keyboard: from the view's content, the way back, then the name
@@ -201,7 +168,7 @@ async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer
         await nurse.get_by_role("button", name="Log out").click()
         await nurse.wait_for_selector("#login-notice")
         assert NAME not in await nurse.evaluate("document.body.innerText")  # so did logging out
-        await _log_in(nurse, url, stack.summary["api_user"], password)
+        await log_in(nurse, url, stack.summary["api_user"], password)
         await nurse.goto(f"{url}#/patient/{patient}")
         await nurse.get_by_role("button", name="Show identity").wait_for()
 

@@ -10,26 +10,21 @@ observation form. Screenshots go to ``$WARDWATCH_SCREENSHOTS`` (``docs/img`` ref
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 import pytest
-from tests.console.test_browser import (
-    CHROMIUM,
+from tests.console.browsing import (
     CONTRAST_FAILURES,
+    NEEDS_CHROMIUM,
     SCREENSHOTS,
-    _browser,
-    _log_in,
-    _new_page,
+    add_viewer,
+    api_password,
+    log_in,
+    new_page,
+    stack_and_browser,
 )
 
-from wardwatch.stack.up import StackOptions, running_stack
-
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
-
-pytest.importorskip("playwright.async_api")
 
 SCENARIO = """
 name = "console-news2"
@@ -60,35 +55,16 @@ events = []
 """
 
 
-async def _add_viewer(config: Path, name: str, password: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "wardwatch"),
-        *("alerting", "user", "add", name, "--role", "viewer", "--config", str(config)),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "WW_ALERTING_PASSWORD": password},
-    )
-    _, err = await process.communicate(password.encode() + b"\n")
-    assert process.returncode == 0, err.decode()
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup installs it)")
+@NEEDS_CHROMIUM
 async def test_observations_make_news2_full_and_threshold_changes_are_bounded_and_audited(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # WARDWATCH_* variables override the stack's configs: the screenshot folder must not reach them
-    monkeypatch.delenv("WARDWATCH_SCREENSHOTS", raising=False)
-    scenario = tmp_path / "console-news2.toml"
-    scenario.write_text(SCENARIO)
-    options = StackOptions(state=tmp_path / "state", scenario=str(scenario), quiet=True)
     errors: list[str] = []
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    async with running_stack(options, echo=lambda line: None) as stack, _browser() as browser:
+    async with stack_and_browser(tmp_path, monkeypatch, SCENARIO) as (stack, browser):
         url = stack.summary["console"]
-        password = (Path(stack.summary["state"]) / "api-password").read_text().strip()
-        page = await _new_page(browser, errors)
-        await _log_in(page, url, stack.summary["api_user"], password)
+        password = api_password(stack)
+        page = await new_page(browser, errors)
+        await log_in(page, url, stack.summary["api_user"], password)
 
         # the wearables score HR and SpO2 only: every tile shows a partial NEWS2 and what is missing
         # (the engine scores them from minute medians: the first complete minute)
@@ -188,10 +164,9 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
         assert await page.evaluate(CONTRAST_FAILURES) == []
 
         # a viewer sees the thresholds read-only and has no observation form; at tablet width nothing overflows
-        config = Path(stack.summary["state"]) / "config" / "alerting.toml"
-        await _add_viewer(config, "vic", "viewer password 1")
-        viewer = await _new_page(browser, errors, width=768, height=1024)
-        await _log_in(viewer, url, "vic", "viewer password 1")
+        await add_viewer(stack, "vic", "viewer password 1")
+        viewer = await new_page(browser, errors, width=768, height=1024)
+        await log_in(viewer, url, "vic", "viewer password 1")
         await viewer.locator('a.tile[data-patient="p-n01"]').click()
         await viewer.locator('#thresholds-form tr[data-setting="spo2_low"]').wait_for()
         assert await viewer.locator("#thresholds-form input:not([disabled])").count() == 0
