@@ -16,21 +16,16 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from tests.alerting.serving import PASSWORD, api_config, raise_alarm, serving_api, webhook_ward
 
-from wardwatch.alerting.api import serve_api
-from wardwatch.alerting.auth import Authenticator, Role
-from wardwatch.alerting.events import ConditionChange
+from wardwatch.alerting.auth import Role
 from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import config_from_mapping
-from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.console.app import COOKIE, STATIC_DIR, build_app
 from wardwatch.console.config import AlertingSettings, ConsoleConfig, InfluxSettings
 from wardwatch.core.config import Secret
-from wardwatch.core.schema import AlarmCategory, Priority
 from wardwatch.core.servers import Influxd
 
-PASSWORD = "correct horse battery"
 IDLE_S = 30.0
 
 
@@ -64,25 +59,9 @@ async def start_console(
     stack: AsyncExitStack, tmp_path: Path, influx: InfluxSettings | None = None
 ) -> tuple[Console, AlarmService]:
     receiver = await stack.enter_async_context(WebhookReceiver())
-    config = config_from_mapping(
-        {
-            "database": str(tmp_path / "alerting.db"),
-            "api": {"host": "127.0.0.1", "port": 0, "argon2_time_cost": 1, "argon2_memory_kib": 1024},
-            "wards": {
-                "ward-a": {
-                    "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
-                    "escalation": {"high": {"steps": [{"destination": "nurse", "timeout_s": 600}]}},
-                    "failsafe": "nurse",
-                }
-            },
-        }
-    )
-    store = stack.enter_context(Store(config.database))
-    service = await stack.enter_async_context(AlarmService(config, store))
-    api_port = await stack.enter_async_context(serve_api(service, config.api))
-    auth = Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024)
-    auth.add_user("ann", Role.NURSE, PASSWORD, 0)
-    auth.add_user("cat", Role.CHARGE_NURSE, PASSWORD, 0)
+    config = api_config(tmp_path, webhook_ward(receiver, timeout_s=600))
+    users = {"ann": Role.NURSE, "cat": Role.CHARGE_NURSE}
+    service, api_port = await stack.enter_async_context(serving_api(config, users))
     console_config = ConsoleConfig(
         ward="ward-a",
         idle_logout_s=IDLE_S,
@@ -106,26 +85,6 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
     async with AsyncExitStack() as stack:
         result, _ = await start_console(stack, tmp_path)
         yield result
-
-
-def raise_alarm(service: AlarmService, patient: str = "p-1") -> str:
-    service.on_conditions(
-        [
-            ConditionChange(
-                patient=patient,
-                ward="ward-a",
-                rule="spo2_low",
-                category=AlarmCategory.PHYSIOLOGICAL,
-                priority=Priority.HIGH,
-                active=True,
-                t=1_700_000_000_000,
-                value=85.0,
-                text="SpO2 85 % below 90 %",
-            )
-        ]
-    )
-    (record,) = [r for r in service.manager.open_alarms() if r.patient == patient]
-    return record.alarm_id
 
 
 async def test_login_keeps_the_api_token_on_the_server_behind_an_httponly_strict_cookie(console: Console) -> None:
