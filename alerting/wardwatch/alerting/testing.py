@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -22,7 +23,7 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.registry.registry import DeviceSpec, Registry, RegistryError
 from wardwatch.alerting.rules import RuleSet
-from wardwatch.alerting.settings import AlertingConfig
+from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 
 if TYPE_CHECKING:
     from wardwatch.alerting.service import AlarmService
@@ -33,6 +34,23 @@ FIXTURE_ACTOR: Final = "test-fixture"
 
 Kit = tuple[str, Mapping[str, DeviceRole | str]]
 """(gateway, {device id: role}) of one patient."""
+
+
+def bench_config(database: Path, ward: str = "ward-a") -> AlertingConfig:
+    """A service for benchmarks: ``ward`` paging one MQTT destination, no API, its database at ``database``."""
+    return config_from_mapping(
+        {
+            "database": str(database),
+            "api": {"enabled": False},
+            "wards": {
+                ward: {
+                    "destinations": {"desk": {"channels": [{"type": "mqtt"}]}},
+                    "escalation": {"high": {"steps": [{"destination": "desk", "timeout_s": 60}]}},
+                    "failsafe": "desk",
+                }
+            },
+        }
+    )
 
 
 async def enrol_in_database(config: AlertingConfig, kits: Mapping[str, Kit], *, capacity: int = 64) -> None:
