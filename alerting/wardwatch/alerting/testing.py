@@ -280,19 +280,19 @@ class DelegatingSource:
 
 
 @contextlib.asynccontextmanager
-async def running_service(
+async def running_alerting(
     config: AlertingConfig, source: ConditionSource | None = None, *, timeout: float = 20.0
-) -> AsyncIterator[tuple[AlarmService, int]]:
-    """The whole service in-process (``app.run``) until the block ends; yields the service and its API port.
+) -> AsyncIterator[tuple[AlarmService, int | None]]:
+    """The whole service in-process (``app.run``) until the block ends; yields the service and its API port (None
+    when ``[api] enabled = false``).
 
     A service that fails to start raises what stopped it; one that stops by itself inside the block fails the test.
     """
     from wardwatch.alerting.app import run
 
-    started: asyncio.Future[tuple[AlarmService, int]] = asyncio.get_running_loop().create_future()
+    started: asyncio.Future[tuple[AlarmService, int | None]] = asyncio.get_running_loop().create_future()
 
     def ready(service: AlarmService, port: int | None) -> None:
-        assert port is not None, "the service runs without its API: give it [api] port = 0"
         started.set_result((service, port))
 
     task = asyncio.create_task(run(config, source=source, ready=ready))
@@ -308,3 +308,13 @@ async def running_service(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    config: AlertingConfig, source: ConditionSource | None = None, *, timeout: float = 20.0
+) -> AsyncIterator[tuple[AlarmService, int]]:
+    """:func:`running_alerting` with its API: yields the service and the API's port."""
+    async with running_alerting(config, source, timeout=timeout) as (service, port):
+        assert port is not None, "the service runs without its API: give it [api] port = 0"
+        yield service, port
