@@ -173,3 +173,29 @@ async def add_viewer(stack: Stack, name: str, password: str) -> None:
     )
     _, err = await process.communicate(password.encode() + b"\n")
     assert process.returncode == 0, err.decode()
+
+
+def scenario(name: str, description: str, seed: int, *patients: str) -> str:
+    """A scenario file's TOML: 30 minutes of ward-a with ``patients`` (:func:`home_patient` blocks)."""
+    return (
+        f'name = "{name}"\ndescription = "{description}"\nseed = {seed}\nduration = "30m"\nward = "ward-a"\n'
+        + "".join(patients)
+    )
+
+
+def home_patient(patient: str, gateway: str, *, hr: int, spo2: int, events: tuple[str, ...] = ()) -> str:
+    """A scenario's ``[[patients]]`` block: ``patient`` (``p-<n>``) at home behind ``gateway``, wearing a strap
+    ``hrs-<n>`` and an oximeter ``plx-<n>``; ``events``: inline TOML tables."""
+    n = patient.removeprefix("p-")
+    listed = "".join(f"\n  {event}," for event in events) + ("\n" if events else "")
+    return f"""
+[[patients]]
+id = "{patient}"
+gateway = "{gateway}"
+baseline = {{ hr = {hr}, spo2 = {spo2} }}
+devices = [
+  {{ kind = "heart_rate_strap", id = "hrs-{n}" }},
+  {{ kind = "pulse_oximeter", id = "plx-{n}" }},
+]
+events = [{listed}]
+"""

@@ -21,8 +21,10 @@ from tests.console.browsing import (
     NEEDS_CHROMIUM,
     SCREENSHOTS,
     api_password,
+    home_patient,
     log_in,
     new_page,
+    scenario,
     stack_and_browser,
 )
 
@@ -33,59 +35,37 @@ from wardwatch.core.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
-SCENARIO = """
-name = "console-browser"
-description = "A severe desaturation (high), a tachycardia (medium), a probe off (technical), a quiet patient."
-seed = 11
-duration = "30m"
-ward = "ward-a"
-
-[[patients]]
-id = "p-b01"
-gateway = "gw-home-b1"
-baseline = { hr = 88, spo2 = 96 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-b01" },
-  { kind = "pulse_oximeter", id = "plx-b01" },
-]
-events = [
-  { kind = "desaturation", at = "90s", onset = "20s", duration = "6m", recovery = "60s", target = 72 },
-]
-
-[[patients]]
-id = "p-b03"
-gateway = "gw-home-b3"
-baseline = { hr = 92, spo2 = 95 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-b03" },
-  { kind = "pulse_oximeter", id = "plx-b03" },
-]
-events = [
-  { kind = "tachycardia", at = "30s", onset = "20s", duration = "10m", recovery = "60s", target = 145 },
-]
-
-[[patients]]
-id = "p-b04"
-gateway = "gw-home-b4"
-baseline = { hr = 66, spo2 = 97 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-b04" },
-  { kind = "pulse_oximeter", id = "plx-b04" },
-]
-events = [
-  { kind = "sensor_off", device = "plx-b04", at = "40s", duration = "10m" },
-]
-
-[[patients]]
-id = "p-b02"
-gateway = "gw-home-b2"
-baseline = { hr = 71, spo2 = 97 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-b02" },
-  { kind = "pulse_oximeter", id = "plx-b02" },
-]
-events = []
-"""
+SCENARIO = scenario(
+    "console-browser",
+    "A severe desaturation (high), a tachycardia (medium), a probe off (technical), a quiet patient.",
+    11,
+    home_patient(
+        "p-b01",
+        "gw-home-b1",
+        hr=88,
+        spo2=96,
+        events=(
+            '{ kind = "desaturation", at = "90s", onset = "20s", duration = "6m", recovery = "60s", target = 72 }',
+        ),
+    ),
+    home_patient(
+        "p-b03",
+        "gw-home-b3",
+        hr=92,
+        spo2=95,
+        events=(
+            '{ kind = "tachycardia", at = "30s", onset = "20s", duration = "10m", recovery = "60s", target = 145 }',
+        ),
+    ),
+    home_patient(
+        "p-b04",
+        "gw-home-b4",
+        hr=66,
+        spo2=97,
+        events=('{ kind = "sensor_off", device = "plx-b04", at = "40s", duration = "10m" }',),
+    ),
+    home_patient("p-b02", "gw-home-b2", hr=71, spo2=97),
+)
 
 
 def _pages(path: Path) -> list[dict[str, Any]]:

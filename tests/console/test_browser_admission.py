@@ -21,40 +21,22 @@ from tests.console.browsing import (
     SCREENSHOTS,
     add_viewer,
     api_password,
+    home_patient,
     log_in,
     new_page,
+    scenario,
     stack_and_browser,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
 
-SCENARIO = """
-name = "console-admission"
-description = "Two quiet patients at home; a third is admitted through the console."
-seed = 5
-duration = "30m"
-ward = "ward-a"
-
-[[patients]]
-id = "p-c01"
-gateway = "gw-home-c1"
-baseline = { hr = 74, spo2 = 97 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-c01" },
-  { kind = "pulse_oximeter", id = "plx-c01" },
-]
-events = []
-
-[[patients]]
-id = "p-c02"
-gateway = "gw-home-c2"
-baseline = { hr = 81, spo2 = 96 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-c02" },
-  { kind = "pulse_oximeter", id = "plx-c02" },
-]
-events = []
-"""
+SCENARIO = scenario(
+    "console-admission",
+    "Two quiet patients at home; a third is admitted through the console.",
+    5,
+    home_patient("p-c01", "gw-home-c1", hr=74, spo2=97),
+    home_patient("p-c02", "gw-home-c2", hr=81, spo2=96),
+)
 
 # When each tile appears on / leaves a board (page time, ms), kept by the page itself.
 TILE_WATCH = """

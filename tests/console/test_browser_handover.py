@@ -19,42 +19,30 @@ from tests.console.browsing import (
     NEEDS_CHROMIUM,
     SCREENSHOTS,
     api_password,
+    home_patient,
     log_in,
     new_page,
+    scenario,
     stack_and_browser,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
-SCENARIO = """
-name = "console-handover"
-description = "A desaturation (high alarm) and a quiet patient."
-seed = 13
-duration = "30m"
-ward = "ward-a"
-
-[[patients]]
-id = "p-h01"
-gateway = "gw-home-h1"
-baseline = { hr = 84, spo2 = 96 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-h01" },
-  { kind = "pulse_oximeter", id = "plx-h01" },
-]
-events = [
-  { kind = "desaturation", at = "30s", onset = "15s", duration = "20m", recovery = "60s", target = 72 },
-]
-
-[[patients]]
-id = "p-h02"
-gateway = "gw-home-h2"
-baseline = { hr = 70, spo2 = 97 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-h02" },
-  { kind = "pulse_oximeter", id = "plx-h02" },
-]
-events = []
-"""
+SCENARIO = scenario(
+    "console-handover",
+    "A desaturation (high alarm) and a quiet patient.",
+    13,
+    home_patient(
+        "p-h01",
+        "gw-home-h1",
+        hr=84,
+        spo2=96,
+        events=(
+            '{ kind = "desaturation", at = "30s", onset = "15s", duration = "20m", recovery = "60s", target = 72 }',
+        ),
+    ),
+    home_patient("p-h02", "gw-home-h2", hr=70, spo2=97),
+)
 ACK_NOTE = "Phoned the patient: oxygen on, probe reseated"
 RESOLVE_NOTE = "Ambulance called; GP informed"
 REVIEW_NOTE = "Video review: breathless on exertion, chest clear. Recheck SpO2 at 18:00."

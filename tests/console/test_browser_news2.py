@@ -19,40 +19,22 @@ from tests.console.browsing import (
     SCREENSHOTS,
     add_viewer,
     api_password,
+    home_patient,
     log_in,
     new_page,
+    scenario,
     stack_and_browser,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
-SCENARIO = """
-name = "console-news2"
-description = "Two patients without alarms whose NEWS2 the wearables can only score in part (0 and 2)."
-seed = 5
-duration = "30m"
-ward = "ward-a"
-
-[[patients]]
-id = "p-n01"
-gateway = "gw-home-n1"
-baseline = { hr = 72, spo2 = 97 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-n01" },
-  { kind = "pulse_oximeter", id = "plx-n01" },
-]
-events = []
-
-[[patients]]
-id = "p-n02"
-gateway = "gw-home-n2"
-baseline = { hr = 100, spo2 = 95 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-n02" },
-  { kind = "pulse_oximeter", id = "plx-n02" },
-]
-events = []
-"""
+SCENARIO = scenario(
+    "console-news2",
+    "Two patients without alarms whose NEWS2 the wearables can only score in part (0 and 2).",
+    5,
+    home_patient("p-n01", "gw-home-n1", hr=72, spo2=97),
+    home_patient("p-n02", "gw-home-n2", hr=100, spo2=95),
+)
 
 
 @NEEDS_CHROMIUM
