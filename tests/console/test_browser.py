@@ -16,17 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.console.browsing import (
-    CONTRAST_FAILURES,
-    NEEDS_CHROMIUM,
-    SCREENSHOTS,
-    api_password,
-    home_patient,
-    log_in,
-    new_page,
-    scenario,
-    stack_and_browser,
-)
+from tests.console import browsing
 
 from wardwatch.console.app import serve_console
 from wardwatch.console.config import AlertingSettings, ConsoleConfig
@@ -35,11 +25,11 @@ from wardwatch.core.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
-SCENARIO = scenario(
+SCENARIO = browsing.scenario(
     "console-browser",
     "A severe desaturation (high), a tachycardia (medium), a probe off (technical), a quiet patient.",
     11,
-    home_patient(
+    browsing.home_patient(
         "p-b01",
         "gw-home-b1",
         hr=88,
@@ -48,7 +38,7 @@ SCENARIO = scenario(
             '{ kind = "desaturation", at = "90s", onset = "20s", duration = "6m", recovery = "60s", target = 72 }',
         ),
     ),
-    home_patient(
+    browsing.home_patient(
         "p-b03",
         "gw-home-b3",
         hr=92,
@@ -57,14 +47,14 @@ SCENARIO = scenario(
             '{ kind = "tachycardia", at = "30s", onset = "20s", duration = "10m", recovery = "60s", target = 145 }',
         ),
     ),
-    home_patient(
+    browsing.home_patient(
         "p-b04",
         "gw-home-b4",
         hr=66,
         spo2=97,
         events=('{ kind = "sensor_off", device = "plx-b04", at = "40s", duration = "10m" }',),
     ),
-    home_patient("p-b02", "gw-home-b2", hr=71, spo2=97),
+    browsing.home_patient("p-b02", "gw-home-b2", hr=71, spo2=97),
 )
 
 
@@ -74,16 +64,16 @@ def _pages(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@NEEDS_CHROMIUM
+@browsing.NEEDS_CHROMIUM
 async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     errors: list[str] = []
-    async with stack_and_browser(tmp_path, monkeypatch, SCENARIO, speed=4.0) as (stack, browser):
+    async with browsing.stack_and_browser(tmp_path, monkeypatch, SCENARIO, speed=4.0) as (stack, browser):
         url = stack.summary["console"]
-        password = api_password(stack)
-        page = await new_page(browser, errors)
-        await log_in(page, url, stack.summary["api_user"], password)
+        password = browsing.api_password(stack)
+        page = await browsing.new_page(browser, errors)
+        await browsing.log_in(page, url, stack.summary["api_user"], password)
         await page.wait_for_selector('a.tile[data-patient="p-b02"]', timeout=60_000)
         await page.get_by_role("button", name="Mute 2 min").click()  # a high alarm must break through
         assert await page.get_by_role("button", name="Mute 2 min").count() == 0
@@ -121,8 +111,8 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
         order = await page.eval_on_selector_all("a.tile", "tiles => tiles.map(t => t.dataset.patient)")
         assert order[:3] == ["p-b01", "p-b03", "p-b04"]  # by acuity: high, medium, technical, then the rest
         await page.wait_for_timeout(300)  # (a still image of a settled board, not a condition)
-        await page.screenshot(path=str(SCREENSHOTS / "console-board.png"))
-        assert await page.evaluate(CONTRAST_FAILURES) == []  # WCAG AA on the board: alarms of every colour
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-board.png"))
+        assert await page.evaluate(browsing.CONTRAST_FAILURES) == []  # WCAG AA on the board: alarms of every colour
 
         # acknowledge with a note (a note is required)
         await page.get_by_role("link", name="Alarms").click()
@@ -138,15 +128,15 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
         acknowledged = page.locator("tr", has_text="p-b01").filter(has_text="Acknowledged").first
         await acknowledged.wait_for()
         assert stack.summary["api_user"] in await acknowledged.inner_text()  # who (and when)
-        await page.screenshot(path=str(SCREENSHOTS / "console-alarms.png"))
-        assert await page.evaluate(CONTRAST_FAILURES) == []
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-alarms.png"))
+        assert await page.evaluate(browsing.CONTRAST_FAILURES) == []
 
         # the acknowledgement is in the audit log, with the note
         await page.get_by_role("link", name="Audit").click()
         entry = page.locator('tr[data-action="acknowledge"]', has_text="p-b01").first
         await entry.wait_for()
         assert "Phoned the patient" in await entry.inner_text()
-        await page.screenshot(path=str(SCREENSHOTS / "console-audit.png"))
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-audit.png"))
 
         # the patient's trends: charts with the threshold drawn
         await page.get_by_role("link", name="Ward board").click()
@@ -158,11 +148,11 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
         await page.wait_for_selector('.chart[data-signal="spo2"] canvas')
         assert "Source: raw" in await page.locator("#trend-source").inner_text()
         await page.wait_for_timeout(300)  # (a still image once the chart has drawn)
-        await page.screenshot(path=str(SCREENSHOTS / "console-patient.png"), full_page=True)
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-patient.png"), full_page=True)
 
         # a tablet in portrait: the board fits without scrolling sideways
-        tablet = await new_page(browser, errors, width=768, height=1024)
-        await log_in(tablet, url, stack.summary["api_user"], password)
+        tablet = await browsing.new_page(browser, errors, width=768, height=1024)
+        await browsing.log_in(tablet, url, stack.summary["api_user"], password)
         await tablet.wait_for_selector('a.tile[data-patient="p-b01"]')
         assert await tablet.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         await tablet.keyboard.press("Tab")  # keyboard: from the view's content, the most acute patient first
@@ -171,7 +161,7 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
         await tablet.wait_for_selector('h1:has-text("Patient p-b01")')
         await tablet.go_back()
         await tablet.wait_for_selector('a.tile[data-patient="p-b01"]')
-        await tablet.screenshot(path=str(SCREENSHOTS / "console-tablet.png"))
+        await tablet.screenshot(path=str(browsing.SCREENSHOTS / "console-tablet.png"))
 
         # a console nobody touches logs itself out (a second console with a short idle limit)
         idle_config = ConsoleConfig(
@@ -181,13 +171,13 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
             alerting=AlertingSettings(url=stack.summary["api"]),
         )
         async with serve_console(idle_config) as port:
-            idle = await new_page(browser, errors)
+            idle = await browsing.new_page(browser, errors)
             started = time.monotonic()
-            await log_in(idle, f"http://127.0.0.1:{port}/", stack.summary["api_user"], password)
+            await browsing.log_in(idle, f"http://127.0.0.1:{port}/", stack.summary["api_user"], password)
             notice = idle.locator("#login-notice")
             await notice.wait_for(timeout=30_000)
             assert "without activity" in await notice.inner_text()
-            assert await idle.evaluate(CONTRAST_FAILURES) == []  # the login page too
+            assert await idle.evaluate(browsing.CONTRAST_FAILURES) == []  # the login page too
             assert time.monotonic() - started >= 6
             status = await idle.evaluate("fetch('/api/session').then(r => r.status)")
             assert status == 401

@@ -14,25 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.console.browsing import (
-    CONTRAST_FAILURES,
-    NEEDS_CHROMIUM,
-    SCREENSHOTS,
-    api_password,
-    home_patient,
-    log_in,
-    new_page,
-    scenario,
-    stack_and_browser,
-)
+from tests.console import browsing
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
-SCENARIO = scenario(
+SCENARIO = browsing.scenario(
     "console-handover",
     "A desaturation (high alarm) and a quiet patient.",
     13,
-    home_patient(
+    browsing.home_patient(
         "p-h01",
         "gw-home-h1",
         hr=84,
@@ -41,7 +31,7 @@ SCENARIO = scenario(
             '{ kind = "desaturation", at = "30s", onset = "15s", duration = "20m", recovery = "60s", target = 72 }',
         ),
     ),
-    home_patient("p-h02", "gw-home-h2", hr=70, spo2=97),
+    browsing.home_patient("p-h02", "gw-home-h2", hr=70, spo2=97),
 )
 ACK_NOTE = "Phoned the patient: oxygen on, probe reseated"
 RESOLVE_NOTE = "Ambulance called; GP informed"
@@ -60,14 +50,14 @@ async def _act_on_alarm(page: Any, tab: str, state: str, action: str, note: str)
     await dialog.wait_for(state="hidden")
 
 
-@NEEDS_CHROMIUM
+@browsing.NEEDS_CHROMIUM
 async def test_notes_device_history_and_handover_in_the_browser(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     errors: list[str] = []
-    async with stack_and_browser(tmp_path, monkeypatch, SCENARIO, speed=4.0) as (stack, browser):
-        page = await new_page(browser, errors, height=900)
-        await log_in(page, stack.summary["console"], stack.summary["api_user"], api_password(stack))
+    async with browsing.stack_and_browser(tmp_path, monkeypatch, SCENARIO, speed=4.0) as (stack, browser):
+        page = await browsing.new_page(browser, errors, height=900)
+        await browsing.log_in(page, stack.summary["console"], stack.summary["api_user"], browsing.api_password(stack))
         await page.locator('a.tile[data-patient="p-h01"][data-level="high"]').wait_for(timeout=180_000)
 
         # the desaturation's alarm: acknowledged, then resolved, each with a note
@@ -90,8 +80,8 @@ async def test_notes_device_history_and_handover_in_the_browser(
             await page.locator(f'#device-history tr[data-device="{device}"]', has_text="in use").wait_for()
         await page.locator("#device-history table.device-events", has_text="connected").wait_for(timeout=30_000)
         await page.locator("#notes").scroll_into_view_if_needed()
-        await page.screenshot(path=str(SCREENSHOTS / "console-patient-notes.png"), full_page=True)
-        assert await page.evaluate(CONTRAST_FAILURES) == []  # WCAG AA: notes and device history
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-patient-notes.png"), full_page=True)
+        assert await page.evaluate(browsing.CONTRAST_FAILURES) == []  # WCAG AA: notes and device history
         # the note survives a reload (stored, not only drawn)
         await page.reload()
         await page.locator("#notes li.note", has_text=REVIEW_NOTE).wait_for()
@@ -106,12 +96,12 @@ async def test_notes_device_history_and_handover_in_the_browser(
         assert f"Resolved by {user}" in text
         assert RESOLVE_NOTE in text
         await page.locator("#handover-notes").locator("xpath=..").locator("td", has_text=REVIEW_NOTE).wait_for()
-        await page.screenshot(path=str(SCREENSHOTS / "console-handover.png"), full_page=True)
-        assert await page.evaluate(CONTRAST_FAILURES) == []  # WCAG AA on the handover
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-handover.png"), full_page=True)
+        assert await page.evaluate(browsing.CONTRAST_FAILURES) == []  # WCAG AA on the handover
         await page.emulate_media(media="print")
         assert not await page.locator("#topbar").is_visible()  # printed without the console's chrome
         assert not await page.get_by_role("button", name="Print").is_visible()
-        await page.screenshot(path=str(SCREENSHOTS / "console-handover-print.png"), full_page=True)
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-handover-print.png"), full_page=True)
         await page.emulate_media(media="screen")
 
         # the note in the audit log, with its text
