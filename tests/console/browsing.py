@@ -19,20 +19,13 @@ from typing import Any
 
 import pytest
 
+from wardwatch.console.bench import CHROMIUM_ARGS
 from wardwatch.stack.up import Stack, StackOptions, running_stack
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
 CHROMIUM = Path("/usr/bin/chromium")
 NEEDS_CHROMIUM = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup installs it)")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 SCREENSHOTS = Path(os.environ.get("WARDWATCH_SCREENSHOTS") or Path(tempfile.gettempdir()) / "wardwatch-screenshots")
 
 # Page hooks: every oscillator started (its frequency) and every notification shown, with the time.

@@ -129,16 +129,25 @@ def config_for(devices: list[DeviceBinding], settings: MqttSettings, tmp_path: P
     )
 
 
-async def test_one_strap_end_to_end(
-    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
-) -> None:
-    settings = settings_for(mosquitto)
+@asynccontextmanager
+async def one_strap(
+    settings: MqttSettings, tmp_path: Path, collect: Collect
+) -> AsyncIterator[tuple[SimulatedDevice, Any, Gateway]]:
+    """A simulated strap bound to a running gateway, its notifications subscribed; every message recorded."""
     async with (
         simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)),
         collect(settings, "wardwatch/v1/#") as sub,
         running_gateway(config_for([binding(strap)], settings, tmp_path)) as gateway,
     ):
         await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+        yield strap, sub, gateway
+
+
+async def test_one_strap_end_to_end(
+    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
+) -> None:
+    settings = settings_for(mosquitto)
+    async with one_strap(settings, tmp_path, collect) as (strap, sub, gateway):
         for i in range(5):
             assert await send(strap, i)
         await wait_for(lambda: len(heart_rates(sub, strap.spec.id)) >= 5, TIMEOUT)
@@ -232,12 +241,7 @@ async def test_malformed_bytes_are_skipped_and_the_session_goes_on(
     mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
 ) -> None:
     settings = settings_for(mosquitto)
-    async with (
-        simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)),
-        collect(settings, "wardwatch/v1/#") as sub,
-        running_gateway(config_for([binding(strap)], settings, tmp_path)) as gateway,
-    ):
-        await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+    async with one_strap(settings, tmp_path, collect) as (strap, sub, gateway):
         assert await send(strap, 0)
         for garbage in (b"\x10\x46\x01", b"", b"\xff\xff\xff", b"\x01\xf4\x01"):
             await strap.send_raw(gatt.HEART_RATE_MEASUREMENT, garbage)
@@ -400,13 +404,8 @@ async def test_a_busy_device_refuses_and_the_session_backs_off_until_it_is_free(
 ) -> None:
     """Held by another central: the link drops, connects are refused (0x14); once free it connects again."""
     settings = settings_for(mosquitto)
-    async with (
-        simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)),
-        collect(settings, "wardwatch/v1/#") as sub,
-        running_gateway(config_for([binding(strap)], settings, tmp_path)) as gateway,
-    ):
+    async with one_strap(settings, tmp_path, collect) as (strap, sub, gateway):
         session = gateway.sessions[0]
-        await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
         assert await send(strap, 0)
         await strap.set_busy(True)
         await wait_for(lambda: not session.connected, TIMEOUT, what="link dropped by the busy device")
