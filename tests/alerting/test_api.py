@@ -13,22 +13,21 @@ from typing import Any
 
 import aiohttp
 import pytest
+from tests.alerting.serving import PASSWORD, api_config, log_in, raise_alarm, serving_api, webhook_ward
 
-from wardwatch.alerting.api import serve_api
 from wardwatch.alerting.audit import AuditEntry
 from wardwatch.alerting.auth import Authenticator, Role
 from wardwatch.alerting.engine.news2 import Observed, Param, score_news2
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.registry.identity import create_key_file
 from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import config_from_mapping
+from wardwatch.alerting.settings import AlertingConfig
 from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.core.schema import AlarmCategory, DeviceRole, DeviceStatus, Priority
 from wardwatch.core.servers import make_ca_and_server_cert
 from wardwatch.core.waiting import wait_for
 
-PASSWORD = "correct horse battery"
 USERS = {"vic": Role.VIEWER, "ann": Role.NURSE, "cat": Role.CHARGE_NURSE, "root": Role.ADMIN}
 
 
@@ -46,67 +45,22 @@ class Api:
             return response.status, await response.json(content_type=None)
 
 
-def alerting_config(tmp_path: Path, receiver: WebhookReceiver, api: dict[str, Any]) -> Any:
+def alerting_config(tmp_path: Path, receiver: WebhookReceiver, api: dict[str, Any]) -> AlertingConfig:
     key = tmp_path / "identity.key"
     if not key.exists():
         create_key_file(key)
-    return config_from_mapping(
-        {
-            "database": str(tmp_path / "alerting.db"),
-            "registry": {"identity_key_file": str(key)},
-            "api": {"host": "127.0.0.1", "port": 0, "argon2_time_cost": 1, "argon2_memory_kib": 1024, **api},
-            "wards": {
-                "ward-a": {
-                    "destinations": {
-                        "nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]},
-                        "desk": {"channels": [{"type": "webhook", "url": receiver.url("/desk")}]},
-                    },
-                    "escalation": {"high": {"steps": [{"destination": "nurse", "timeout_s": 60}]}},
-                    "failsafe": "desk",
-                }
-            },
-        }
-    )
+    ward = webhook_ward(receiver, ("nurse", "desk"), failsafe="desk")
+    return api_config(tmp_path, ward, api=api, registry={"identity_key_file": str(key)})
 
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     async with AsyncExitStack() as stack:
         receiver = await stack.enter_async_context(WebhookReceiver())
-        config = alerting_config(tmp_path, receiver, {})
-        store = stack.enter_context(Store(config.database))
-        service = await stack.enter_async_context(AlarmService(config, store))
-        port = await stack.enter_async_context(serve_api(service, config.api))
+        service, port = await stack.enter_async_context(serving_api(alerting_config(tmp_path, receiver, {}), USERS))
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        auth = Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024)  # cheap hashes for tests
-        for name, role in USERS.items():
-            auth.add_user(name, role, PASSWORD, 0)
-        result = Api(f"http://127.0.0.1:{port}", http, service, receiver, {})
-        for name in USERS:
-            status, body = await result.call("POST", "/api/v1/login", json={"name": name, "password": PASSWORD})
-            assert status == 200, body
-            result.tokens[name] = body["token"]
-        yield result
-
-
-def raise_alarm(service: AlarmService, patient: str = "p-1") -> str:
-    service.on_conditions(
-        [
-            ConditionChange(
-                patient=patient,
-                ward="ward-a",
-                rule="spo2_low",
-                category=AlarmCategory.PHYSIOLOGICAL,
-                priority=Priority.HIGH,
-                active=True,
-                t=1_700_000_000_000,
-                value=85.0,
-                text="SpO2 85 % below 90 %",
-            )
-        ]
-    )
-    (record,) = [r for r in service.manager.open_alarms() if r.patient == patient]
-    return record.alarm_id
+        base = f"http://127.0.0.1:{port}"
+        yield Api(base, http, service, receiver, await log_in(http, base, USERS))
 
 
 async def test_unauthenticated_and_bad_credentials_are_refused(api: Api) -> None:
@@ -226,9 +180,7 @@ async def test_api_over_tls(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         receiver = await stack.enter_async_context(WebhookReceiver())
         config = alerting_config(tmp_path, receiver, {"tls_cert": str(tls.server_cert), "tls_key": str(tls.server_key)})
-        store = stack.enter_context(Store(config.database))
-        service = await stack.enter_async_context(AlarmService(config, store))
-        port = await stack.enter_async_context(serve_api(service, config.api))
+        _, port = await stack.enter_async_context(serving_api(config, users={}))
         http = await stack.enter_async_context(aiohttp.ClientSession())
         context = ssl.create_default_context(cafile=str(tls.ca_cert))
         async with http.get(f"https://127.0.0.1:{port}/api/v1/alarms", ssl=context) as response:

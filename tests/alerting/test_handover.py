@@ -7,28 +7,23 @@ observations raise a real NEWS2 alarm, which is acknowledged and resolved throug
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import msgspec
 import pytest
+from tests.alerting.serving import WARD, Running, running, service_config, webhook_ward
 
-from wardwatch.alerting.auth import Authenticator, Role
 from wardwatch.alerting.engine.news2 import News2Score, Param
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.handover.devices import MAX_EVENTS_PER_DEVICE
 from wardwatch.alerting.handover.notes import MAX_NOTE_LENGTH
-from wardwatch.alerting.registry.identity import create_key_file
 from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
+from wardwatch.alerting.settings import AlertingConfig
 from wardwatch.alerting.store import Store
-from wardwatch.alerting.testing import WebhookReceiver, running_service
+from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import AlarmCategory, DeviceRole, DeviceStatus, Priority, encode
@@ -39,10 +34,7 @@ from wardwatch.core.waiting import wait_for
 pytestmark = [pytest.mark.servers]
 
 TIMEOUT = 15.0
-PASSWORD = "handover test password"
-WARD = "ward-a"
 GATEWAY = "gw-home-1"
-USERS = {"charge": Role.CHARGE_NURSE, "nurse": Role.NURSE, "viewer": Role.VIEWER, "root": Role.ADMIN}
 CALM = {
     "respiration": 16,
     "spo2": 97,
@@ -62,69 +54,7 @@ def now_ms() -> int:
 def config_for(
     tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto, reopen_window_s: float = 30.0
 ) -> AlertingConfig:
-    (tmp_path / "rules.toml").write_text("[defaults]\nspo2_delay_s = 0.0\n")
-    key = tmp_path / "identity.key"
-    create_key_file(key)
-    return config_from_mapping(
-        {
-            "database": str(tmp_path / "alerting.db"),
-            "rules": str(tmp_path / "rules.toml"),
-            "tick_s": 0.2,
-            "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "tls": False},
-            "api": {"port": 0, "argon2_time_cost": 1, "argon2_memory_kib": 1024},
-            "registry": {"identity_key_file": str(key)},
-            "wards": {
-                WARD: {
-                    "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
-                    "escalation": {"high": {"steps": [{"destination": "nurse", "timeout_s": 60}]}},
-                    "failsafe": "nurse",
-                    "reopen_window_s": reopen_window_s,
-                }
-            },
-        }
-    )
-
-
-@dataclass
-class Running:
-    service: AlarmService
-    base: str
-    tokens: dict[str, str]
-    http: aiohttp.ClientSession
-
-    async def call(self, user: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {self.tokens[user]}"}
-        async with self.http.request(method, self.base + path, json=body, headers=headers) as response:
-            return response.status, await response.json()
-
-    async def ok(self, user: str, method: str, path: str, body: Any = None) -> Any:
-        status, answer = await self.call(user, method, path, body)
-        assert status in (200, 201), answer
-        return answer
-
-
-@contextlib.asynccontextmanager
-async def running(config: AlertingConfig, *, add_users: bool = True) -> AsyncIterator[Running]:
-    if add_users:
-        with Store(config.database) as store:
-            auth = Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024)
-            for name, role in USERS.items():
-                auth.add_user(name, role, PASSWORD, 0)
-    async with running_service(config) as (service, port):
-        base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as http:
-            tokens = {}
-            for name in USERS:
-                async with http.post(base + "/api/v1/login", json={"name": name, "password": PASSWORD}) as response:
-                    assert response.status == 200
-                    tokens[name] = (await response.json())["token"]
-            yield Running(service, base, tokens, http)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver() as r:
-        yield r
+    return service_config(tmp_path, mosquitto, webhook_ward(receiver, reopen_window_s=reopen_window_s))
 
 
 @pytest.fixture
@@ -332,7 +262,7 @@ async def test_device_state_is_read_back_after_a_restart_so_nothing_repeats(
         patient = await admit_with_kit(api, {"plx-1": "pulse_oximeter"})
         await report(gateway_mqtt, patient, "plx-1", True, 64)
         await wait_for(lambda: api.service.handover.devices.stored == 1, TIMEOUT, what="the connection")
-    async with running(config, add_users=False) as api:
+    async with running(config, with_users=False) as api:
         history = api.service.handover.devices
         await report(gateway_mqtt, patient, "plx-1", True, 63)  # the same state after the restart
         await report(gateway_mqtt, patient, "plx-1", False, 63)

@@ -191,12 +191,6 @@ def service_config(tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquit
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver() as r:
-        yield r
-
-
-@pytest.fixture
 async def client(mosquitto: Mosquitto) -> AsyncIterator[MqttClient]:
     settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
     async with MqttClient(settings, "test-publisher", clean_start=True, max_inflight=1000) as mqtt:

@@ -10,22 +10,19 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from tests.alerting.serving import PASSWORD, api_config, log_in, serving_api, webhook_ward
 
-from wardwatch.alerting.api import serve_api
 from wardwatch.alerting.auth import Authenticator, Role
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.live import LiveBoard
 from wardwatch.alerting.registry.live_roster import connect_live_roster
 from wardwatch.alerting.registry.registry import DeviceSpec
 from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
-from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.core.schema import (
     AlarmCategory,
@@ -39,23 +36,6 @@ from wardwatch.core.schema import (
 from wardwatch.core.waiting import wait_for
 
 T0 = 1_700_000_000_000
-PASSWORD = "correct horse battery"
-
-
-def alerting_config(tmp_path: Path, receiver: WebhookReceiver) -> AlertingConfig:
-    return config_from_mapping(
-        {
-            "database": str(tmp_path / "alerting.db"),
-            "api": {"host": "127.0.0.1", "port": 0, "argon2_time_cost": 1, "argon2_memory_kib": 1024},
-            "wards": {
-                "ward-a": {
-                    "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
-                    "escalation": {"high": {"steps": [{"destination": "nurse", "timeout_s": 600}]}},
-                    "failsafe": "nurse",
-                }
-            },
-        }
-    )
 
 
 class Live:
@@ -72,18 +52,11 @@ class Live:
 
 
 @pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    async with AsyncExitStack() as stack:
-        receiver = await stack.enter_async_context(WebhookReceiver())
-        config = alerting_config(tmp_path, receiver)
-        store = stack.enter_context(Store(config.database))
-        service = await stack.enter_async_context(AlarmService(config, store))
-        port = await stack.enter_async_context(serve_api(service, config.api))
-        http = await stack.enter_async_context(aiohttp.ClientSession())
-        Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024).add_user("ann", Role.NURSE, PASSWORD, 0)
+async def live(tmp_path: Path, receiver: WebhookReceiver) -> AsyncIterator[Live]:
+    config = api_config(tmp_path, webhook_ward(receiver, timeout_s=600))
+    async with serving_api(config, {"ann": Role.NURSE}) as (service, port), aiohttp.ClientSession() as http:
         result = Live(f"http://127.0.0.1:{port}", http, service, receiver)
-        async with http.post(result.base + "/api/v1/login", json={"name": "ann", "password": PASSWORD}) as response:
-            result.token = (await response.json())["token"]
+        result.token = (await log_in(http, result.base, ["ann"]))["ann"]
         yield result
 
 

@@ -7,27 +7,28 @@ through the registry and observations entered and read through ``/api/v1/patient
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
+from tests.alerting.serving import (
+    FAST_PAGING,
+    NO_SPO2_DELAY,
+    WARD,
+    Running,
+    running,
+    service_config,
+    webhook_ward,
+)
 
-from wardwatch.alerting.auth import Authenticator, Role
 from wardwatch.alerting.engine import Engine
 from wardwatch.alerting.engine.news2 import NurseObservation
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.observations.records import MAX_AGE_MS
-from wardwatch.alerting.registry.identity import create_key_file
 from wardwatch.alerting.rules import load_rules
-from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
-from wardwatch.alerting.store import Store
-from wardwatch.alerting.testing import WebhookReceiver, running_service
+from wardwatch.alerting.settings import AlertingConfig
+from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import News2Score, decode
@@ -36,9 +37,6 @@ from wardwatch.core.topics import SCORE, score_topic, ward_filter
 from wardwatch.core.waiting import wait_for
 
 TIMEOUT = 15.0
-PASSWORD = "observations test password"
-WARD = "ward-a"
-USERS = {"charge": Role.CHARGE_NURSE, "nurse": Role.NURSE, "viewer": Role.VIEWER, "root": Role.ADMIN}
 FULL_SET = {
     "respiration": 22,
     "spo2": 93,
@@ -55,71 +53,8 @@ def now_ms() -> int:
 
 
 def config_for(tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto, rules: str = "") -> AlertingConfig:
-    (tmp_path / "rules.toml").write_text(rules or "[defaults]\nspo2_delay_s = 0.0\n")
-    key = tmp_path / "identity.key"
-    create_key_file(key)
-    return config_from_mapping(
-        {
-            "database": str(tmp_path / "alerting.db"),
-            "rules": str(tmp_path / "rules.toml"),
-            "tick_s": 0.2,
-            "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "tls": False},
-            "api": {"port": 0, "argon2_time_cost": 1, "argon2_memory_kib": 1024},
-            "paging": {"backoff_min_s": 0.01, "backoff_max_s": 0.05, "round_backoff_max_s": 0.1},
-            "registry": {"identity_key_file": str(key)},
-            "wards": {
-                WARD: {
-                    "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
-                    "escalation": {"high": {"steps": [{"destination": "nurse", "timeout_s": 60}]}},
-                    "failsafe": "nurse",
-                }
-            },
-        }
-    )
-
-
-@dataclass
-class Running:
-    service: AlarmService
-    base: str
-    tokens: dict[str, str]
-    http: aiohttp.ClientSession
-
-    async def call(self, user: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {self.tokens[user]}"}
-        async with self.http.request(method, self.base + path, json=body, headers=headers) as response:
-            return response.status, await response.json()
-
-    async def ok(self, user: str, method: str, path: str, body: Any = None) -> Any:
-        status, answer = await self.call(user, method, path, body)
-        assert status in (200, 201), answer
-        return answer
-
-
-@contextlib.asynccontextmanager
-async def running(
-    config: AlertingConfig, *, add_users: bool = True, engine: Engine | None = None
-) -> AsyncIterator[Running]:
-    if add_users:
-        with Store(config.database) as store:
-            auth = Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024)
-            for name, role in USERS.items():
-                auth.add_user(name, role, PASSWORD, 0)
-    async with running_service(config, engine) as (service, port):
-        base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as http:
-            tokens = {}
-            for name in USERS:
-                async with http.post(base + "/api/v1/login", json={"name": name, "password": PASSWORD}) as response:
-                    assert response.status == 200
-                    tokens[name] = (await response.json())["token"]
-            yield Running(service, base, tokens, http)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver() as r:
-        yield r
+    ward = webhook_ward(receiver)
+    return service_config(tmp_path, mosquitto, ward, rules=rules or NO_SPO2_DELAY, paging=FAST_PAGING)
 
 
 async def admit(api: Running) -> str:
@@ -254,7 +189,7 @@ async def test_observations_survive_a_restart_into_the_engine(
             "temperature": 37.0,
         }
         await api.ok("nurse", "POST", f"/api/v1/patients/{patient}/observations", body)
-    async with running(config, add_users=False) as api:
+    async with running(config, with_users=False) as api:
         score = await api.ok("viewer", "GET", f"/api/v1/patients/{patient}/news2")
         assert (score["full"], score["score"]) == (True, 0)
 
@@ -293,7 +228,7 @@ async def test_an_engine_failing_on_observations_keeps_them_and_raises_monitorin
     tmp_path: Path, mosquitto: Mosquitto, receiver: WebhookReceiver
 ) -> None:
     config = config_for(tmp_path, receiver, mosquitto)
-    async with running(config, engine=ScoringFails(load_rules(config.rules))) as api:
+    async with running(config, source=ScoringFails(load_rules(config.rules))) as api:
         patient = await admit(api)
         path = f"/api/v1/patients/{patient}/observations"
         for minute in range(config.guard.failures_before_impaired):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +53,6 @@ def smtp() -> Iterator[tuple[SmtpSink, int]]:
         yield sink, port
     finally:
         controller.stop()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver() as r:
-        yield r
 
 
 def make_page(step: int = 0) -> Page:

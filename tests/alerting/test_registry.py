@@ -9,19 +9,16 @@ dead-lettered, counted by reason, and raise one operator notice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import msgspec
 import pytest
+from tests.alerting.serving import FAST_PAGING, WARD, Running, running, service_config, webhook_ward
 
 from wardwatch.alerting.app import open_store
-from wardwatch.alerting.auth import Authenticator, Role
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.registry.identity import (
     Identity,
@@ -30,9 +27,8 @@ from wardwatch.alerting.registry.identity import (
     create_key_file,
 )
 from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
-from wardwatch.alerting.store import Store
-from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit, running_service
+from wardwatch.alerting.settings import AlertingConfig
+from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.registry import GatewayKit, WardManifest, decode_document, kit_topic, manifest_topic
@@ -65,9 +61,6 @@ from wardwatch.core.topics import (
 from wardwatch.core.waiting import wait_for
 
 TIMEOUT = 15.0
-PASSWORD = "registry test password"
-WARD = "ward-a"
-USERS = {"charge": Role.CHARGE_NURSE, "nurse": Role.NURSE, "viewer": Role.VIEWER, "root": Role.ADMIN}
 NAME = "Marjorie Quintessa Hollowbrook"  # a name nothing else in the database could contain by chance
 
 
@@ -92,78 +85,8 @@ LOW = [84.0] * 4  # what the engine pages at once (spo2_delay_s = 0); starts at 
 
 
 def config_for(tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto) -> AlertingConfig:
-    (tmp_path / "rules.toml").write_text("[defaults]\nspo2_delay_s = 0.0\n")
-    key = tmp_path / "identity.key"
-    create_key_file(key)
-    destinations = ("nurse", "operator", "desk")
-    return config_from_mapping(
-        {
-            "database": str(tmp_path / "alerting.db"),
-            "rules": str(tmp_path / "rules.toml"),
-            "tick_s": 0.2,
-            "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "tls": False},
-            "api": {"port": 0, "argon2_time_cost": 1, "argon2_memory_kib": 1024},
-            "paging": {"backoff_min_s": 0.01, "backoff_max_s": 0.05, "round_backoff_max_s": 0.1},
-            "registry": {"identity_key_file": str(key)},
-            "wards": {
-                WARD: {
-                    "destinations": {
-                        d: {"channels": [{"type": "webhook", "url": receiver.url(f"/{d}")}]} for d in destinations
-                    },
-                    "escalation": {"high": {"steps": [{"destination": "nurse", "timeout_s": 60}]}},
-                    "failsafe": "desk",
-                    "operator": "operator",
-                }
-            },
-        }
-    )
-
-
-@dataclass
-class Running:
-    """The service, its API and a token per user."""
-
-    service: AlarmService
-    base: str
-    tokens: dict[str, str]
-    http: aiohttp.ClientSession
-
-    async def call(self, user: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {self.tokens[user]}"}
-        async with self.http.request(method, self.base + path, json=body, headers=headers) as response:
-            return response.status, await response.json()
-
-    async def ok(self, user: str, method: str, path: str, body: Any = None) -> Any:
-        status, answer = await self.call(user, method, path, body)
-        assert status in (200, 201), answer
-        return answer
-
-    async def metrics(self) -> str:
-        async with self.http.get(self.base + "/metrics") as response:
-            return await response.text()
-
-
-@contextlib.asynccontextmanager
-async def running(config: AlertingConfig) -> AsyncIterator[Running]:
-    with Store(config.database) as store:
-        auth = Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024)
-        for name, role in USERS.items():
-            auth.add_user(name, role, PASSWORD, 0)
-    async with running_service(config) as (service, port):
-        base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as http:
-            tokens = {}
-            for name in USERS:
-                async with http.post(base + "/api/v1/login", json={"name": name, "password": PASSWORD}) as response:
-                    assert response.status == 200
-                    tokens[name] = (await response.json())["token"]
-            yield Running(service, base, tokens, http)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver() as r:
-        yield r
+    ward = webhook_ward(receiver, ("nurse", "operator", "desk"), failsafe="desk", operator="operator")
+    return service_config(tmp_path, mosquitto, ward, paging=FAST_PAGING)
 
 
 @pytest.fixture

@@ -99,12 +99,6 @@ def ready_once(started: list[AlarmService], ready: asyncio.Event) -> Callable[[A
     return callback
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver() as r:
-        yield r
-
-
 async def test_escalates_through_steps_to_failsafe(tmp_path: Path, receiver: WebhookReceiver) -> None:
     config = config_for(tmp_path, receiver)
     with Store(config.database) as store:

@@ -117,12 +117,6 @@ def rules_paged(receiver: WebhookReceiver, patient: str) -> set[str]:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    async with WebhookReceiver() as r:
-        yield r
-
-
-@pytest.fixture
 async def client(mosquitto: Mosquitto) -> AsyncIterator[MqttClient]:
     settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
     async with MqttClient(settings, "test-publisher", clean_start=True) as mqtt:

@@ -13,18 +13,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from tests.alerting.serving import PASSWORD, api_config, serving_api, webhook_ward
 
-from wardwatch.alerting.api import serve_api
-from wardwatch.alerting.auth import Authenticator, Role
+from wardwatch.alerting.auth import Role
 from wardwatch.alerting.registry.identity import create_key_file
 from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import config_from_mapping
-from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.console.app import build_app
 from wardwatch.console.config import AlertingSettings, ConsoleConfig
 
-PASSWORD = "correct horse battery"
 USERS = {"ann": Role.NURSE, "cat": Role.CHARGE_NURSE, "vic": Role.VIEWER, "adm": Role.ADMIN}
 IDENTITY = {"name": "Margaret Oduya", "date_of_birth": "1948-03-02", "hospital_number": "943 476 5919"}
 
@@ -55,26 +52,9 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     create_key_file(key)
     async with AsyncExitStack() as stack:
         receiver = await stack.enter_async_context(WebhookReceiver())
-        config = config_from_mapping(
-            {
-                "database": str(tmp_path / "alerting.db"),
-                "api": {"host": "127.0.0.1", "port": 0, "argon2_time_cost": 1, "argon2_memory_kib": 1024},
-                "registry": {"identity_key_file": str(key)},
-                "wards": {
-                    "ward-a": {
-                        "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/n")}]}},
-                        "escalation": {"high": {"steps": [{"destination": "nurse", "timeout_s": 600}]}},
-                        "failsafe": "nurse",
-                    }
-                },
-            }
-        )
-        store = stack.enter_context(Store(config.database))
-        service = await stack.enter_async_context(AlarmService(config, store))
-        api_port = await stack.enter_async_context(serve_api(service, config.api))
-        auth = Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024)
-        for name, role in USERS.items():
-            auth.add_user(name, role, PASSWORD, 0)
+        ward = webhook_ward(receiver, timeout_s=600)
+        config = api_config(tmp_path, ward, registry={"identity_key_file": str(key)})
+        service, api_port = await stack.enter_async_context(serving_api(config, USERS))
         await service.registry.register_gateway("ward-a", "gw-home-1", "flat 3", 2, "test", "fixture")
         console = ConsoleConfig(ward="ward-a", alerting=AlertingSettings(url=f"http://127.0.0.1:{api_port}"))
         runner = web.AppRunner(build_app(console), access_log=None)

@@ -16,23 +16,18 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from tests.alerting.serving import PASSWORD, api_config, raise_alarm, serving_api, webhook_ward
 
-from wardwatch.alerting.api import serve_api
-from wardwatch.alerting.auth import Authenticator, Role
+from wardwatch.alerting.auth import Role
 from wardwatch.alerting.engine import Engine
-from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.rules import RuleSet
 from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import config_from_mapping
-from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver
 from wardwatch.console.app import COOKIE, STATIC_DIR, build_app
 from wardwatch.console.config import AlertingSettings, ConsoleConfig, InfluxSettings
 from wardwatch.core.config import Secret
-from wardwatch.core.schema import AlarmCategory, Priority
 from wardwatch.core.servers import Influxd
 
-PASSWORD = "correct horse battery"
 IDLE_S = 30.0
 
 
@@ -66,25 +61,9 @@ async def start_console(
     stack: AsyncExitStack, tmp_path: Path, influx: InfluxSettings | None = None
 ) -> tuple[Console, AlarmService]:
     receiver = await stack.enter_async_context(WebhookReceiver())
-    config = config_from_mapping(
-        {
-            "database": str(tmp_path / "alerting.db"),
-            "api": {"host": "127.0.0.1", "port": 0, "argon2_time_cost": 1, "argon2_memory_kib": 1024},
-            "wards": {
-                "ward-a": {
-                    "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
-                    "escalation": {"high": {"steps": [{"destination": "nurse", "timeout_s": 600}]}},
-                    "failsafe": "nurse",
-                }
-            },
-        }
-    )
-    store = stack.enter_context(Store(config.database))
-    service = await stack.enter_async_context(AlarmService(config, store))
-    api_port = await stack.enter_async_context(serve_api(service, config.api))
-    auth = Authenticator(store, argon2_time_cost=1, argon2_memory_kib=1024)
-    auth.add_user("ann", Role.NURSE, PASSWORD, 0)
-    auth.add_user("cat", Role.CHARGE_NURSE, PASSWORD, 0)
+    config = api_config(tmp_path, webhook_ward(receiver, timeout_s=600))
+    users = {"ann": Role.NURSE, "cat": Role.CHARGE_NURSE}
+    service, api_port = await stack.enter_async_context(serving_api(config, users))
     console_config = ConsoleConfig(
         ward="ward-a",
         idle_logout_s=IDLE_S,
@@ -110,24 +89,35 @@ async def console(tmp_path: Path) -> AsyncIterator[Console]:
         yield result
 
 
-def raise_alarm(service: AlarmService, patient: str = "p-1") -> str:
-    service.on_conditions(
-        [
-            ConditionChange(
-                patient=patient,
-                ward="ward-a",
-                rule="spo2_low",
-                category=AlarmCategory.PHYSIOLOGICAL,
-                priority=Priority.HIGH,
-                active=True,
-                t=1_700_000_000_000,
-                value=85.0,
-                text="SpO2 85 % below 90 %",
-            )
-        ]
-    )
-    (record,) = [r for r in service.manager.open_alarms() if r.patient == patient]
-    return record.alarm_id
+async def influx_with_a_reader(stack: AsyncExitStack, tmp_path: Path) -> Influxd:
+    """InfluxDB with the ``wardwatch`` database (retention policies ``raw``, the default, and ``downsampled``), its
+    admin ``admin`` and a read-only user ``reader``."""
+    influxd = await stack.enter_async_context(Influxd(directory=tmp_path / "influxd", auth=("admin", "admin-pw")))
+    await influxd.create_database("wardwatch")
+    await influxd.query('CREATE RETENTION POLICY "raw" ON "wardwatch" DURATION 30d REPLICATION 1 DEFAULT')
+    await influxd.query('CREATE RETENTION POLICY "downsampled" ON "wardwatch" DURATION 730d REPLICATION 1')
+    await influxd.ensure_user("reader", "reader-pw", privilege="READ", database="wardwatch")
+    return influxd
+
+
+async def write_as_admin(influxd: Influxd, rp: str, lines: str) -> None:
+    """Line protocol (ms) into ``wardwatch``'s retention policy ``rp``."""
+    basic = {"Authorization": "Basic " + base64.b64encode(b"admin:admin-pw").decode()}
+    async with (
+        aiohttp.ClientSession(headers=basic) as admin,
+        admin.post(
+            f"{influxd.url}/write", params={"db": "wardwatch", "rp": rp, "precision": "ms"}, data=lines
+        ) as response,
+    ):
+        assert response.status == 204, await response.text()
+
+
+async def reader_console(stack: AsyncExitStack, tmp_path: Path, influxd: Influxd) -> Console:
+    """A console reading ``influxd`` as its read-only user, ann logged in."""
+    reader = InfluxSettings(url=influxd.url, username="reader", password=Secret("reader-pw"))
+    console, _ = await start_console(stack, tmp_path, reader)
+    await console.login()
+    return console
 
 
 async def test_login_keeps_the_api_token_on_the_server_behind_an_httponly_strict_cookie(console: Console) -> None:
@@ -241,11 +231,7 @@ async def test_the_live_stream_is_relayed_and_ends_with_the_session(console: Con
 
 async def test_trends_come_from_influxdb_with_the_read_only_user(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        influxd = await stack.enter_async_context(Influxd(directory=tmp_path / "influxd", auth=("admin", "admin-pw")))
-        await influxd.create_database("wardwatch")
-        await influxd.query('CREATE RETENTION POLICY "raw" ON "wardwatch" DURATION 30d REPLICATION 1 DEFAULT')
-        await influxd.query('CREATE RETENTION POLICY "downsampled" ON "wardwatch" DURATION 730d REPLICATION 1')
-        await influxd.ensure_user("reader", "reader-pw", privilege="READ", database="wardwatch")
+        influxd = await influx_with_a_reader(stack, tmp_path)
         now_ms = time.time_ns() // 1_000_000
         raw = "".join(
             f"vitals,device=ox-1,patient=p-1,signal=spo2,ward=ward-a value={95 - i % 3} {now_ms - i * 5000}\n"
@@ -256,16 +242,9 @@ async def test_trends_come_from_influxdb_with_the_read_only_user(tmp_path: Path)
             f"mean={70 + i % 5},min=60,max=90,count=60i {now_ms - i * 60_000}\n"
             for i in range(600)
         )
-        basic = {"Authorization": "Basic " + base64.b64encode(b"admin:admin-pw").decode()}
-        async with aiohttp.ClientSession(headers=basic) as admin:
-            for rp, body in (("raw", raw), ("downsampled", minutes)):
-                async with admin.post(
-                    f"{influxd.url}/write", params={"db": "wardwatch", "rp": rp, "precision": "ms"}, data=body
-                ) as response:
-                    assert response.status == 204, await response.text()
-        reader = InfluxSettings(url=influxd.url, username="reader", password=Secret("reader-pw"))
-        console, _ = await start_console(stack, tmp_path, reader)
-        await console.login()
+        await write_as_admin(influxd, "raw", raw)
+        await write_as_admin(influxd, "downsampled", minutes)
+        console = await reader_console(stack, tmp_path, influxd)
         async with console.http.get(console.base + "/api/patients/p-1/trends?range=1h") as response:
             assert response.status == 200, await response.text()
             hour = await response.json()
@@ -393,27 +372,15 @@ async def test_a_patient_without_a_score_yet_has_no_news2_which_is_not_an_error(
 
 async def test_news2_history_is_read_from_influxdb_with_the_read_only_user(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        influxd = await stack.enter_async_context(Influxd(directory=tmp_path / "influxd", auth=("admin", "admin-pw")))
-        await influxd.create_database("wardwatch")
-        await influxd.query('CREATE RETENTION POLICY "raw" ON "wardwatch" DURATION 30d REPLICATION 1 DEFAULT')
-        await influxd.ensure_user("reader", "reader-pw", privilege="READ", database="wardwatch")
+        influxd = await influx_with_a_reader(stack, tmp_path)
         now_ms = time.time_ns() // 1_000_000
         partial = 'news2,patient=p-1,ward=ward-a score={s}i,full=false,o2=0i,missing="respiration,consciousness" {t}\n'
         full = "news2,patient=p-1,ward=ward-a score={s}i,full=true,o2=0i {t}\n"
         lines = [partial.format(s=2 + i % 2, t=now_ms - 3 * 3600_000 + i * 60_000) for i in range(120)]
         lines += [full.format(s=6, t=now_ms - 20 * 60_000), full.format(s=8, t=now_ms - 5 * 60_000)]
         lines.append("news2,patient=p-2,ward=ward-a score=12i,full=true,o2=2i " + str(now_ms - 60_000) + "\n")
-        basic = {"Authorization": "Basic " + base64.b64encode(b"admin:admin-pw").decode()}
-        async with (
-            aiohttp.ClientSession(headers=basic) as admin,
-            admin.post(
-                f"{influxd.url}/write", params={"db": "wardwatch", "rp": "raw", "precision": "ms"}, data="".join(lines)
-            ) as response,
-        ):
-            assert response.status == 204, await response.text()
-        reader = InfluxSettings(url=influxd.url, username="reader", password=Secret("reader-pw"))
-        console, _ = await start_console(stack, tmp_path, reader)
-        await console.login()
+        await write_as_admin(influxd, "raw", "".join(lines))
+        console = await reader_console(stack, tmp_path, influxd)
         async with console.http.get(console.base + "/api/patients/p-1/news2/history?range=1h") as response:
             assert response.status == 200, await response.text()
             hour = await response.json()

@@ -10,161 +10,52 @@ Sound and notifications are observed through page hooks on WebAudio and ``Notifi
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.console import browsing
 
 from wardwatch.console.app import serve_console
 from wardwatch.console.config import AlertingSettings, ConsoleConfig
 from wardwatch.core.servers import free_port
 from wardwatch.core.waiting import wait_for
-from wardwatch.stack.up import StackOptions, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
-playwright_api = pytest.importorskip("playwright.async_api")
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-# Screenshots go to WARDWATCH_SCREENSHOTS (e.g. ``docs/img`` to refresh the README's) or to a folder of the test run,
-# so that running the tests never edits the repository.
-SCREENSHOTS = Path(os.environ.get("WARDWATCH_SCREENSHOTS") or Path(tempfile.gettempdir()) / "wardwatch-screenshots")
-
-SCENARIO = """
-name = "console-browser"
-description = "A severe desaturation (high), a tachycardia (medium), a probe off (technical), a quiet patient."
-seed = 11
-duration = "30m"
-ward = "ward-a"
-
-[[patients]]
-id = "p-b01"
-gateway = "gw-home-b1"
-baseline = { hr = 88, spo2 = 96 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-b01" },
-  { kind = "pulse_oximeter", id = "plx-b01" },
-]
-events = [
-  { kind = "desaturation", at = "90s", onset = "20s", duration = "6m", recovery = "60s", target = 72 },
-]
-
-[[patients]]
-id = "p-b03"
-gateway = "gw-home-b3"
-baseline = { hr = 92, spo2 = 95 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-b03" },
-  { kind = "pulse_oximeter", id = "plx-b03" },
-]
-events = [
-  { kind = "tachycardia", at = "30s", onset = "20s", duration = "10m", recovery = "60s", target = 145 },
-]
-
-[[patients]]
-id = "p-b04"
-gateway = "gw-home-b4"
-baseline = { hr = 66, spo2 = 97 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-b04" },
-  { kind = "pulse_oximeter", id = "plx-b04" },
-]
-events = [
-  { kind = "sensor_off", device = "plx-b04", at = "40s", duration = "10m" },
-]
-
-[[patients]]
-id = "p-b02"
-gateway = "gw-home-b2"
-baseline = { hr = 71, spo2 = 97 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-b02" },
-  { kind = "pulse_oximeter", id = "plx-b02" },
-]
-events = []
-"""
-
-# Page hooks: every oscillator started (its frequency) and every notification shown, with the time.
-HOOKS = """
-window.__tones = [];
-window.__notifications = [];
-window.__firstHigh = null;
-const originalCreateOscillator = AudioContext.prototype.createOscillator;
-AudioContext.prototype.createOscillator = function () {
-  const oscillator = originalCreateOscillator.call(this);
-  const start = oscillator.start.bind(oscillator);
-  oscillator.start = (...args) => {
-    window.__tones.push({ t: Date.now(), freq: oscillator.frequency.value });
-    return start(...args);
-  };
-  return oscillator;
-};
-class RecordingNotification {
-  static permission = "granted";
-  static requestPermission() { return Promise.resolve("granted"); }
-  constructor(title, options) { window.__notifications.push({ t: Date.now(), title, body: options && options.body }); }
-  close() {}
-}
-window.Notification = RecordingNotification;
-new MutationObserver(() => {
-  if (window.__firstHigh === null) {
-    const tile = document.querySelector('a.tile[data-level="high"]');
-    if (tile) window.__firstHigh = { t: Date.now(), patient: tile.dataset.patient };
-  }
-}).observe(document, { subtree: true, childList: true, attributes: true });
-"""
-
-
-# WCAG 2.x contrast of every visible text node's element against its composited background: the failures.
-CONTRAST_FAILURES = """
-() => {
-  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
-  const channel = (v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
-  const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
-  function background(element) {
-    const layers = [];
-    for (let e = element; e; e = e.parentElement) {
-      const [r, g, b, a = 1] = parse(getComputedStyle(e).backgroundColor);
-      if (a > 0) layers.push([r, g, b, a]);
-      if (a >= 1) break;
-    }
-    let colour = [255, 255, 255];
-    for (const [r, g, b, a] of layers.reverse()) colour = [r, g, b].map((v, i) => v * a + colour[i] * (1 - a));
-    return colour;
-  }
-  const failures = [];
-  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-  while (walker.nextNode()) {
-    const text = walker.currentNode.nodeValue.trim();
-    const element = walker.currentNode.parentElement;
-    if (!text || !element || !element.checkVisibility() || element.closest(".sr-only, .skip-link")) continue;
-    const style = getComputedStyle(element);
-    const [r, g, b, a = 1] = parse(style.color);
-    const back = background(element);
-    const fore = [r, g, b].map((v, i) => v * a + back[i] * (1 - a));
-    const [l1, l2] = [luminance(fore), luminance(back)].sort((x, y) => y - x);
-    const ratio = (l1 + 0.05) / (l2 + 0.05);
-    const size = parseFloat(style.fontSize);
-    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
-    if (ratio < (large ? 3 : 4.5)) failures.push(`${text.slice(0, 30)}: ${ratio.toFixed(2)}`);
-  }
-  return failures;
-}
-"""
+SCENARIO = browsing.scenario(
+    "console-browser",
+    "A severe desaturation (high), a tachycardia (medium), a probe off (technical), a quiet patient.",
+    11,
+    browsing.home_patient(
+        "p-b01",
+        "gw-home-b1",
+        hr=88,
+        spo2=96,
+        events=(
+            '{ kind = "desaturation", at = "90s", onset = "20s", duration = "6m", recovery = "60s", target = 72 }',
+        ),
+    ),
+    browsing.home_patient(
+        "p-b03",
+        "gw-home-b3",
+        hr=92,
+        spo2=95,
+        events=(
+            '{ kind = "tachycardia", at = "30s", onset = "20s", duration = "10m", recovery = "60s", target = 145 }',
+        ),
+    ),
+    browsing.home_patient(
+        "p-b04",
+        "gw-home-b4",
+        hr=66,
+        spo2=97,
+        events=('{ kind = "sensor_off", device = "plx-b04", at = "40s", duration = "10m" }',),
+    ),
+    browsing.home_patient("p-b02", "gw-home-b2", hr=71, spo2=97),
+)
 
 
 def _pages(path: Path) -> list[dict[str, Any]]:
@@ -173,55 +64,16 @@ def _pages(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@contextlib.asynccontextmanager
-async def _browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
-
-
-def _console_error(errors: list[str], kind: str, text: str) -> None:
-    """A browser console error, except the network log of an expected 401 (asking for a session before login)."""
-    if kind == "error" and "status of 401" not in text:
-        errors.append(f"console {kind}: {text}")
-
-
-async def _new_page(browser: Any, errors: list[str], *, width: int = 1180, height: int = 820) -> Any:
-    context = await browser.new_context(viewport={"width": width, "height": height})
-    await context.add_init_script(HOOKS)
-    page = await context.new_page()
-    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    page.on("console", lambda msg: _console_error(errors, msg.type, msg.text))
-    return page
-
-
-async def _log_in(page: Any, url: str, user: str, password: str) -> None:
-    await page.goto(url)
-    await page.get_by_label("User name").fill(user)
-    await page.get_by_label("Password").fill(password)
-    await page.get_by_role("button", name="Log in").click()
-    await page.wait_for_selector("#board")
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup installs it)")
+@browsing.NEEDS_CHROMIUM
 async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the services read WARDWATCH_* as configuration (a gateway refused `screenshots`): the folder is not theirs
-    monkeypatch.delenv("WARDWATCH_SCREENSHOTS", raising=False)
-    scenario = tmp_path / "console-browser.toml"
-    scenario.write_text(SCENARIO)
-    options = StackOptions(state=tmp_path / "state", scenario=str(scenario), speed=4.0, quiet=True)
     errors: list[str] = []
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    async with running_stack(options, echo=lambda line: None) as stack, _browser() as browser:
+    async with browsing.stack_and_browser(tmp_path, monkeypatch, SCENARIO, speed=4.0) as (stack, browser):
         url = stack.summary["console"]
-        password = (Path(stack.summary["state"]) / "api-password").read_text().strip()
-        page = await _new_page(browser, errors)
-        await _log_in(page, url, stack.summary["api_user"], password)
+        password = browsing.api_password(stack)
+        page = await browsing.new_page(browser, errors)
+        await browsing.log_in(page, url, stack.summary["api_user"], password)
         await page.wait_for_selector('a.tile[data-patient="p-b02"]', timeout=60_000)
         await page.get_by_role("button", name="Mute 2 min").click()  # a high alarm must break through
         assert await page.get_by_role("button", name="Mute 2 min").count() == 0
@@ -259,8 +111,8 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
         order = await page.eval_on_selector_all("a.tile", "tiles => tiles.map(t => t.dataset.patient)")
         assert order[:3] == ["p-b01", "p-b03", "p-b04"]  # by acuity: high, medium, technical, then the rest
         await page.wait_for_timeout(300)  # (a still image of a settled board, not a condition)
-        await page.screenshot(path=str(SCREENSHOTS / "console-board.png"))
-        assert await page.evaluate(CONTRAST_FAILURES) == []  # WCAG AA on the board: alarms of every colour
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-board.png"))
+        assert await page.evaluate(browsing.CONTRAST_FAILURES) == []  # WCAG AA on the board: alarms of every colour
 
         # acknowledge with a note (a note is required)
         await page.get_by_role("link", name="Alarms").click()
@@ -276,15 +128,15 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
         acknowledged = page.locator("tr", has_text="p-b01").filter(has_text="Acknowledged").first
         await acknowledged.wait_for()
         assert stack.summary["api_user"] in await acknowledged.inner_text()  # who (and when)
-        await page.screenshot(path=str(SCREENSHOTS / "console-alarms.png"))
-        assert await page.evaluate(CONTRAST_FAILURES) == []
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-alarms.png"))
+        assert await page.evaluate(browsing.CONTRAST_FAILURES) == []
 
         # the acknowledgement is in the audit log, with the note
         await page.get_by_role("link", name="Audit").click()
         entry = page.locator('tr[data-action="acknowledge"]', has_text="p-b01").first
         await entry.wait_for()
         assert "Phoned the patient" in await entry.inner_text()
-        await page.screenshot(path=str(SCREENSHOTS / "console-audit.png"))
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-audit.png"))
 
         # the patient's trends: charts with the threshold drawn
         await page.get_by_role("link", name="Ward board").click()
@@ -296,11 +148,11 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
         await page.wait_for_selector('.chart[data-signal="spo2"] canvas')
         assert "Source: raw" in await page.locator("#trend-source").inner_text()
         await page.wait_for_timeout(300)  # (a still image once the chart has drawn)
-        await page.screenshot(path=str(SCREENSHOTS / "console-patient.png"), full_page=True)
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-patient.png"), full_page=True)
 
         # a tablet in portrait: the board fits without scrolling sideways
-        tablet = await _new_page(browser, errors, width=768, height=1024)
-        await _log_in(tablet, url, stack.summary["api_user"], password)
+        tablet = await browsing.new_page(browser, errors, width=768, height=1024)
+        await browsing.log_in(tablet, url, stack.summary["api_user"], password)
         await tablet.wait_for_selector('a.tile[data-patient="p-b01"]')
         assert await tablet.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         await tablet.keyboard.press("Tab")  # keyboard: from the view's content, the most acute patient first
@@ -309,7 +161,7 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
         await tablet.wait_for_selector('h1:has-text("Patient p-b01")')
         await tablet.go_back()
         await tablet.wait_for_selector('a.tile[data-patient="p-b01"]')
-        await tablet.screenshot(path=str(SCREENSHOTS / "console-tablet.png"))
+        await tablet.screenshot(path=str(browsing.SCREENSHOTS / "console-tablet.png"))
 
         # a console nobody touches logs itself out (a second console with a short idle limit)
         idle_config = ConsoleConfig(
@@ -319,13 +171,13 @@ async def test_a_nurse_sees_hears_and_acknowledges_a_desaturation(
             alerting=AlertingSettings(url=stack.summary["api"]),
         )
         async with serve_console(idle_config) as port:
-            idle = await _new_page(browser, errors)
+            idle = await browsing.new_page(browser, errors)
             started = time.monotonic()
-            await _log_in(idle, f"http://127.0.0.1:{port}/", stack.summary["api_user"], password)
+            await browsing.log_in(idle, f"http://127.0.0.1:{port}/", stack.summary["api_user"], password)
             notice = idle.locator("#login-notice")
             await notice.wait_for(timeout=30_000)
             assert "without activity" in await notice.inner_text()
-            assert await idle.evaluate(CONTRAST_FAILURES) == []  # the login page too
+            assert await idle.evaluate(browsing.CONTRAST_FAILURES) == []  # the login page too
             assert time.monotonic() - started >= 6
             status = await idle.evaluate("fetch('/api/session').then(r => r.status)")
             assert status == 401

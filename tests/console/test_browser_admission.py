@@ -11,53 +11,21 @@ the admission form and the identity view go to ``$WARDWATCH_SCREENSHOTS`` (as th
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
-from tests.console.test_browser import (
-    CHROMIUM,
-    CONTRAST_FAILURES,
-    SCREENSHOTS,
-    _browser,
-    _log_in,
-    _new_page,
-)
-
-from wardwatch.stack.up import StackOptions, running_stack
+from tests.console import browsing
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.timeout(600)]
 
-SCENARIO = """
-name = "console-admission"
-description = "Two quiet patients at home; a third is admitted through the console."
-seed = 5
-duration = "30m"
-ward = "ward-a"
-
-[[patients]]
-id = "p-c01"
-gateway = "gw-home-c1"
-baseline = { hr = 74, spo2 = 97 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-c01" },
-  { kind = "pulse_oximeter", id = "plx-c01" },
-]
-events = []
-
-[[patients]]
-id = "p-c02"
-gateway = "gw-home-c2"
-baseline = { hr = 81, spo2 = 96 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-c02" },
-  { kind = "pulse_oximeter", id = "plx-c02" },
-]
-events = []
-"""
+SCENARIO = browsing.scenario(
+    "console-admission",
+    "Two quiet patients at home; a third is admitted through the console.",
+    5,
+    browsing.home_patient("p-c01", "gw-home-c1", hr=74, spo2=97),
+    browsing.home_patient("p-c02", "gw-home-c2", hr=81, spo2=96),
+)
 
 # When each tile appears on / leaves a board (page time, ms), kept by the page itself.
 TILE_WATCH = """
@@ -80,55 +48,25 @@ BIRTH = "1948-03-02"
 NUMBER = "943 476 5919"  # a made-up NHS number's shape
 
 
-async def _add_viewer(state: Path, password: str) -> None:
-    """A viewer account in the running stack's alerting service (its own CLI, as `wardwatch up` adds the nurse)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "wardwatch.core",
-        "alerting",
-        "user",
-        "add",
-        "vic",
-        "--role",
-        "viewer",
-        "--config",
-        str(state / "config" / "alerting.toml"),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "WW_ALERTING_PASSWORD": password},
-    )
-    _, err = await process.communicate(password.encode() + b"\n")
-    assert process.returncode == 0, err.decode()
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup installs it)")
+@browsing.NEEDS_CHROMIUM
 async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer_watches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the services read WARDWATCH_* as configuration: the screenshot folder (read at import) is not theirs
-    monkeypatch.delenv("WARDWATCH_SCREENSHOTS", raising=False)
-    scenario = tmp_path / "console-admission.toml"
-    scenario.write_text(SCENARIO)
-    options = StackOptions(state=tmp_path / "state", scenario=str(scenario), speed=1.0, quiet=True)
     errors: list[str] = []
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    async with running_stack(options, echo=lambda line: None) as stack, _browser() as browser:
+    async with browsing.stack_and_browser(tmp_path, monkeypatch, SCENARIO) as (stack, browser):
         url = stack.summary["console"]
-        state = Path(stack.summary["state"])
-        password = (state / "api-password").read_text().strip()
-        await _add_viewer(state, password)
+        password = browsing.api_password(stack)
+        await browsing.add_viewer(stack, "vic", password)
 
         # a viewer's board, open before the admission and never reloaded
-        viewer = await _new_page(browser, errors)
-        await _log_in(viewer, url, "vic", password)
+        viewer = await browsing.new_page(browser, errors)
+        await browsing.log_in(viewer, url, "vic", password)
         await viewer.wait_for_selector('a.tile[data-patient="p-c01"]', timeout=60_000)
         assert await viewer.get_by_role("link", name="Admit patient").count() == 0
         await viewer.evaluate(TILE_WATCH)
 
-        nurse = await _new_page(browser, errors, width=820, height=1100)  # a tablet, landscape-ish
-        await _log_in(nurse, url, stack.summary["api_user"], password)
+        nurse = await browsing.new_page(browser, errors, width=820, height=1100)  # a tablet, landscape-ish
+        await browsing.log_in(nurse, url, stack.summary["api_user"], password)
         await nurse.get_by_role("link", name="Admit patient").click()
         await nurse.wait_for_selector("#admit-form")
         await nurse.keyboard.press("Tab")  # keyboard: from the view's content, the way back, then the name
@@ -144,8 +82,8 @@ async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer
         await nurse.get_by_label("NHS number or local MRN").fill(NUMBER)
         await nurse.locator("#admit-reason").fill("Referral from the respiratory team")
         assert await nurse.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        assert await nurse.evaluate(CONTRAST_FAILURES) == []
-        await nurse.screenshot(path=str(SCREENSHOTS / "console-admission.png"), full_page=True)
+        assert await nurse.evaluate(browsing.CONTRAST_FAILURES) == []
+        await nurse.screenshot(path=str(browsing.SCREENSHOTS / "console-admission.png"), full_page=True)
         admit_clicked = await nurse.evaluate("Date.now()")
         await nurse.get_by_role("button", name="Admit patient").click()
         patient = (await nurse.locator("#admitted-id").inner_text()).strip()
@@ -172,7 +110,7 @@ async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer
         await nurse.locator("#kit-table tr[data-device=plx-c09]").wait_for()
         # the viewer's tile names the kit's gateway (and whether it is online) before the first reading
         await viewer.locator(f'a.tile[data-patient="{patient}"][data-gateway*="gw-home-c2"]').wait_for(timeout=10_000)
-        await nurse.screenshot(path=str(SCREENSHOTS / "console-admission-kit.png"), full_page=True)
+        await nurse.screenshot(path=str(browsing.SCREENSHOTS / "console-admission-kit.png"), full_page=True)
 
         # the patient view: reveal the identity (audited), never in the URL or browser storage
         await nurse.get_by_role("link", name=f"Open {patient}").click()
@@ -184,8 +122,8 @@ async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer
         assert BIRTH in shown
         assert NUMBER in shown
         assert await nurse.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        assert await nurse.evaluate(CONTRAST_FAILURES) == []
-        await nurse.screenshot(path=str(SCREENSHOTS / "console-identity.png"), full_page=True)
+        assert await nurse.evaluate(browsing.CONTRAST_FAILURES) == []
+        await nurse.screenshot(path=str(browsing.SCREENSHOTS / "console-identity.png"), full_page=True)
         assert "Margaret" not in nurse.url
         stored = await nurse.evaluate("JSON.stringify([{...localStorage}, {...sessionStorage}])")
         assert "Margaret" not in stored
@@ -201,7 +139,7 @@ async def test_a_charge_nurse_admits_reveals_swaps_and_discharges_while_a_viewer
         await nurse.get_by_role("button", name="Log out").click()
         await nurse.wait_for_selector("#login-notice")
         assert NAME not in await nurse.evaluate("document.body.innerText")  # so did logging out
-        await _log_in(nurse, url, stack.summary["api_user"], password)
+        await browsing.log_in(nurse, url, stack.summary["api_user"], password)
         await nurse.goto(f"{url}#/patient/{patient}")
         await nurse.get_by_role("button", name="Show identity").wait_for()
 

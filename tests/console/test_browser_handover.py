@@ -10,104 +10,32 @@ default: a temporary folder). Look at them.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from wardwatch.stack.up import StackOptions, running_stack
+from tests.console import browsing
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
-playwright_api = pytest.importorskip("playwright.async_api")
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-SCREENSHOTS = Path(os.environ.get("WARDWATCH_SCREENSHOTS") or Path(tempfile.gettempdir()) / "wardwatch-screenshots")
-
-SCENARIO = """
-name = "console-handover"
-description = "A desaturation (high alarm) and a quiet patient."
-seed = 13
-duration = "30m"
-ward = "ward-a"
-
-[[patients]]
-id = "p-h01"
-gateway = "gw-home-h1"
-baseline = { hr = 84, spo2 = 96 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-h01" },
-  { kind = "pulse_oximeter", id = "plx-h01" },
-]
-events = [
-  { kind = "desaturation", at = "30s", onset = "15s", duration = "20m", recovery = "60s", target = 72 },
-]
-
-[[patients]]
-id = "p-h02"
-gateway = "gw-home-h2"
-baseline = { hr = 70, spo2 = 97 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-h02" },
-  { kind = "pulse_oximeter", id = "plx-h02" },
-]
-events = []
-"""
+SCENARIO = browsing.scenario(
+    "console-handover",
+    "A desaturation (high alarm) and a quiet patient.",
+    13,
+    browsing.home_patient(
+        "p-h01",
+        "gw-home-h1",
+        hr=84,
+        spo2=96,
+        events=(
+            '{ kind = "desaturation", at = "30s", onset = "15s", duration = "20m", recovery = "60s", target = 72 }',
+        ),
+    ),
+    browsing.home_patient("p-h02", "gw-home-h2", hr=70, spo2=97),
+)
 ACK_NOTE = "Phoned the patient: oxygen on, probe reseated"
 RESOLVE_NOTE = "Ambulance called; GP informed"
 REVIEW_NOTE = "Video review: breathless on exertion, chest clear. Recheck SpO2 at 18:00."
-
-# WCAG 2.x contrast of every visible text node's element against its composited background: the failures.
-CONTRAST_FAILURES = """
-() => {
-  const parse = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
-  const channel = (v) => { v /= 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
-  const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
-  function background(element) {
-    const layers = [];
-    for (let e = element; e; e = e.parentElement) {
-      const [r, g, b, a = 1] = parse(getComputedStyle(e).backgroundColor);
-      if (a > 0) layers.push([r, g, b, a]);
-      if (a >= 1) break;
-    }
-    let colour = [255, 255, 255];
-    for (const [r, g, b, a] of layers.reverse()) colour = [r, g, b].map((v, i) => v * a + colour[i] * (1 - a));
-    return colour;
-  }
-  const failures = [];
-  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-  while (walker.nextNode()) {
-    const text = walker.currentNode.nodeValue.trim();
-    const element = walker.currentNode.parentElement;
-    if (!text || !element || !element.checkVisibility() || element.closest(".sr-only, .skip-link")) continue;
-    const style = getComputedStyle(element);
-    const [r, g, b, a = 1] = parse(style.color);
-    const back = background(element);
-    const fore = [r, g, b].map((v, i) => v * a + back[i] * (1 - a));
-    const [l1, l2] = [luminance(fore), luminance(back)].sort((x, y) => y - x);
-    const ratio = (l1 + 0.05) / (l2 + 0.05);
-    const size = parseFloat(style.fontSize);
-    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
-    if (ratio < (large ? 3 : 4.5)) failures.push(`${text.slice(0, 30)}: ${ratio.toFixed(2)}`);
-  }
-  return failures;
-}
-"""
-
-
-@contextlib.asynccontextmanager
-async def _browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def _act_on_alarm(page: Any, tab: str, state: str, action: str, note: str) -> None:
@@ -122,30 +50,14 @@ async def _act_on_alarm(page: Any, tab: str, state: str, action: str, note: str)
     await dialog.wait_for(state="hidden")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup installs it)")
+@browsing.NEEDS_CHROMIUM
 async def test_notes_device_history_and_handover_in_the_browser(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # WARDWATCH_* variables override every service's configuration: the stack's children must not see this one
-    monkeypatch.delenv("WARDWATCH_SCREENSHOTS", raising=False)
-    scenario = tmp_path / "console-handover.toml"
-    scenario.write_text(SCENARIO)
-    options = StackOptions(state=tmp_path / "state", scenario=str(scenario), speed=4.0, quiet=True)
     errors: list[str] = []
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    async with running_stack(options, echo=lambda line: None) as stack, _browser() as browser:
-        password = (Path(stack.summary["state"]) / "api-password").read_text().strip()
-        context = await browser.new_context(viewport={"width": 1180, "height": 900})
-        page = await context.new_page()
-        page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-        page.on(
-            "console",
-            lambda msg: errors.append(msg.text) if msg.type == "error" and "status of 401" not in msg.text else None,
-        )
-        await page.goto(stack.summary["console"])
-        await page.get_by_label("User name").fill(stack.summary["api_user"])
-        await page.get_by_label("Password").fill(password)
-        await page.get_by_role("button", name="Log in").click()
+    async with browsing.stack_and_browser(tmp_path, monkeypatch, SCENARIO, speed=4.0) as (stack, browser):
+        page = await browsing.new_page(browser, errors, height=900)
+        await browsing.log_in(page, stack.summary["console"], stack.summary["api_user"], browsing.api_password(stack))
         await page.locator('a.tile[data-patient="p-h01"][data-level="high"]').wait_for(timeout=180_000)
 
         # the desaturation's alarm: acknowledged, then resolved, each with a note
@@ -168,8 +80,8 @@ async def test_notes_device_history_and_handover_in_the_browser(
             await page.locator(f'#device-history tr[data-device="{device}"]', has_text="in use").wait_for()
         await page.locator("#device-history table.device-events", has_text="connected").wait_for(timeout=30_000)
         await page.locator("#notes").scroll_into_view_if_needed()
-        await page.screenshot(path=str(SCREENSHOTS / "console-patient-notes.png"), full_page=True)
-        assert await page.evaluate(CONTRAST_FAILURES) == []  # WCAG AA: notes and device history
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-patient-notes.png"), full_page=True)
+        assert await page.evaluate(browsing.CONTRAST_FAILURES) == []  # WCAG AA: notes and device history
         # the note survives a reload (stored, not only drawn)
         await page.reload()
         await page.locator("#notes li.note", has_text=REVIEW_NOTE).wait_for()
@@ -184,12 +96,12 @@ async def test_notes_device_history_and_handover_in_the_browser(
         assert f"Resolved by {user}" in text
         assert RESOLVE_NOTE in text
         await page.locator("#handover-notes").locator("xpath=..").locator("td", has_text=REVIEW_NOTE).wait_for()
-        await page.screenshot(path=str(SCREENSHOTS / "console-handover.png"), full_page=True)
-        assert await page.evaluate(CONTRAST_FAILURES) == []  # WCAG AA on the handover
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-handover.png"), full_page=True)
+        assert await page.evaluate(browsing.CONTRAST_FAILURES) == []  # WCAG AA on the handover
         await page.emulate_media(media="print")
         assert not await page.locator("#topbar").is_visible()  # printed without the console's chrome
         assert not await page.get_by_role("button", name="Print").is_visible()
-        await page.screenshot(path=str(SCREENSHOTS / "console-handover-print.png"), full_page=True)
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-handover-print.png"), full_page=True)
         await page.emulate_media(media="screen")
 
         # the note in the audit log, with its text

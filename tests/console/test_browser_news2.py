@@ -10,85 +10,32 @@ observation form. Screenshots go to ``$WARDWATCH_SCREENSHOTS`` (``docs/img`` ref
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 import pytest
-from tests.console.test_browser import (
-    CHROMIUM,
-    CONTRAST_FAILURES,
-    SCREENSHOTS,
-    _browser,
-    _log_in,
-    _new_page,
-)
-
-from wardwatch.stack.up import StackOptions, running_stack
+from tests.console import browsing
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
-pytest.importorskip("playwright.async_api")
-
-SCENARIO = """
-name = "console-news2"
-description = "Two patients without alarms whose NEWS2 the wearables can only score in part (0 and 2)."
-seed = 5
-duration = "30m"
-ward = "ward-a"
-
-[[patients]]
-id = "p-n01"
-gateway = "gw-home-n1"
-baseline = { hr = 72, spo2 = 97 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-n01" },
-  { kind = "pulse_oximeter", id = "plx-n01" },
-]
-events = []
-
-[[patients]]
-id = "p-n02"
-gateway = "gw-home-n2"
-baseline = { hr = 100, spo2 = 95 }
-devices = [
-  { kind = "heart_rate_strap", id = "hrs-n02" },
-  { kind = "pulse_oximeter", id = "plx-n02" },
-]
-events = []
-"""
+SCENARIO = browsing.scenario(
+    "console-news2",
+    "Two patients without alarms whose NEWS2 the wearables can only score in part (0 and 2).",
+    5,
+    browsing.home_patient("p-n01", "gw-home-n1", hr=72, spo2=97),
+    browsing.home_patient("p-n02", "gw-home-n2", hr=100, spo2=95),
+)
 
 
-async def _add_viewer(config: Path, name: str, password: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "wardwatch"),
-        *("alerting", "user", "add", name, "--role", "viewer", "--config", str(config)),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "WW_ALERTING_PASSWORD": password},
-    )
-    _, err = await process.communicate(password.encode() + b"\n")
-    assert process.returncode == 0, err.decode()
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup installs it)")
+@browsing.NEEDS_CHROMIUM
 async def test_observations_make_news2_full_and_threshold_changes_are_bounded_and_audited(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # WARDWATCH_* variables override the stack's configs: the screenshot folder must not reach them
-    monkeypatch.delenv("WARDWATCH_SCREENSHOTS", raising=False)
-    scenario = tmp_path / "console-news2.toml"
-    scenario.write_text(SCENARIO)
-    options = StackOptions(state=tmp_path / "state", scenario=str(scenario), quiet=True)
     errors: list[str] = []
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    async with running_stack(options, echo=lambda line: None) as stack, _browser() as browser:
+    async with browsing.stack_and_browser(tmp_path, monkeypatch, SCENARIO) as (stack, browser):
         url = stack.summary["console"]
-        password = (Path(stack.summary["state"]) / "api-password").read_text().strip()
-        page = await _new_page(browser, errors)
-        await _log_in(page, url, stack.summary["api_user"], password)
+        password = browsing.api_password(stack)
+        page = await browsing.new_page(browser, errors)
+        await browsing.log_in(page, url, stack.summary["api_user"], password)
 
         # the wearables score HR and SpO2 only: every tile shows a partial NEWS2 and what is missing
         # (the engine scores them from minute medians: the first complete minute)
@@ -140,8 +87,8 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
             timeout=40_000
         )
         await page.wait_for_timeout(300)  # (a still image once the panels have drawn)
-        await page.locator("#news2-panel").screenshot(path=str(SCREENSHOTS / "console-news2.png"))
-        assert await page.evaluate(CONTRAST_FAILURES) == []
+        await page.locator("#news2-panel").screenshot(path=str(browsing.SCREENSHOTS / "console-news2.png"))
+        assert await page.evaluate(browsing.CONTRAST_FAILURES) == []
 
         # thresholds: an out-of-range value is refused with the API's message, a valid one saved with a reason
         thresholds = page.locator("#thresholds-form")
@@ -164,8 +111,8 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
         assert (await effective.inner_text()).startswith("88")
         assert "override" in await effective.inner_text()
         await page.wait_for_timeout(300)
-        await page.locator("#thresholds-panel").screenshot(path=str(SCREENSHOTS / "console-thresholds.png"))
-        assert await page.evaluate(CONTRAST_FAILURES) == []
+        await page.locator("#thresholds-panel").screenshot(path=str(browsing.SCREENSHOTS / "console-thresholds.png"))
+        assert await page.evaluate(browsing.CONTRAST_FAILURES) == []
 
         # the change and the observations are in the audit log, with the reason
         await page.get_by_role("link", name="Audit").click()
@@ -175,7 +122,7 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
         assert "spo2_low — → 88" in await change.inner_text()  # what changed, from the audit entry's details
         recorded = page.locator('tr[data-action="observation_recorded"]', has_text="p-n01").first
         assert "respiration 22" in await recorded.inner_text()
-        await page.screenshot(path=str(SCREENSHOTS / "console-news2-audit.png"))
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-news2-audit.png"))
 
         # the board: p-n01's full NEWS2 (RR 2 + temperature 1 = 3) on its tile, and it moved above p-n02's 2
         await page.get_by_role("link", name="Ward board").click()
@@ -184,14 +131,13 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
         assert (await full.get_attribute("data-news2-score")) == "3"
         assert await page.eval_on_selector_all("a.tile", order) == ["p-n01", "p-n02"]
         await page.wait_for_timeout(300)
-        await page.screenshot(path=str(SCREENSHOTS / "console-news2-board.png"))
-        assert await page.evaluate(CONTRAST_FAILURES) == []
+        await page.screenshot(path=str(browsing.SCREENSHOTS / "console-news2-board.png"))
+        assert await page.evaluate(browsing.CONTRAST_FAILURES) == []
 
         # a viewer sees the thresholds read-only and has no observation form; at tablet width nothing overflows
-        config = Path(stack.summary["state"]) / "config" / "alerting.toml"
-        await _add_viewer(config, "vic", "viewer password 1")
-        viewer = await _new_page(browser, errors, width=768, height=1024)
-        await _log_in(viewer, url, "vic", "viewer password 1")
+        await browsing.add_viewer(stack, "vic", "viewer password 1")
+        viewer = await browsing.new_page(browser, errors, width=768, height=1024)
+        await browsing.log_in(viewer, url, "vic", "viewer password 1")
         await viewer.locator('a.tile[data-patient="p-n01"]').click()
         await viewer.locator('#thresholds-form tr[data-setting="spo2_low"]').wait_for()
         assert await viewer.locator("#thresholds-form input:not([disabled])").count() == 0
@@ -199,7 +145,7 @@ async def test_observations_make_news2_full_and_threshold_changes_are_bounded_an
         assert await viewer.locator("#obs-form").count() == 0
         assert "can view these but not change them" in await viewer.locator("#thresholds-panel").inner_text()
         assert await viewer.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        await viewer.screenshot(path=str(SCREENSHOTS / "console-news2-tablet.png"), full_page=True)
+        await viewer.screenshot(path=str(browsing.SCREENSHOTS / "console-news2-tablet.png"), full_page=True)
     # the browser logs the two refusals the test provoked (422: observation, 400: threshold), and nothing else
     provoked = ("status of 422 (Unprocessable Entity)", "status of 400 (Bad Request)")
     assert [e for e in errors if not e.endswith(provoked)] == []

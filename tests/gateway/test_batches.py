@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.gateway.harness import committed_before_kill_9, running_publisher
 
 from wardwatch.core import gatt
 from wardwatch.core.config import MqttSettings
-from wardwatch.core.mqtt import MqttClient
 from wardwatch.core.schema import (
     DeviceRole,
     DeviceStatus,
@@ -32,7 +27,6 @@ from wardwatch.core.servers import Mosquitto
 from wardwatch.core.topics import vitals_batch_topic
 from wardwatch.core.waiting import wait_for
 from wardwatch.gateway.config import DeviceBinding
-from wardwatch.gateway.publisher import Publisher
 from wardwatch.gateway.queue import DurableQueue, QueuedMessage
 from wardwatch.gateway.readings import MAX_BATCH_SAMPLES, DeviceDecoder, Recorder
 
@@ -182,19 +176,6 @@ async def test_a_failed_commit_keeps_the_batches_for_the_next(tmp_path: Path, mo
     assert sum(len(v.samples) for v in series(messages)) == 10 * 2 + 10 * 3
 
 
-@asynccontextmanager
-async def running_publisher(queue: DurableQueue, settings: MqttSettings) -> AsyncIterator[Publisher]:
-    async with MqttClient(settings, GATEWAY, backoff_min_s=0.1, backoff_max_s=1.0) as mqtt:
-        publisher = Publisher(queue, mqtt, gateway=GATEWAY, ward=WARD)
-        task = asyncio.create_task(publisher.run())
-        try:
-            yield publisher
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 async def test_a_batch_leaves_the_queue_only_at_its_puback_and_arrives_whole(
     tmp_path: Path, settings_for: SettingsFor, collect: Collect
 ) -> None:
@@ -269,26 +250,7 @@ _BATCHING_WRITER = textwrap.dedent(
 @pytest.mark.slow
 async def test_kill_9_mid_batch_loses_no_committed_sample(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _BATCHING_WRITER,
-        str(path),
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    committed = 0
-    try:
-        async with asyncio.timeout(60):
-            while committed < 3000:
-                line = await proc.stdout.readline()
-                assert line, "writer exited early"
-                committed = int(line)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    committed = await committed_before_kill_9(_BATCHING_WRITER, str(path), until=3000)
     async with DurableQueue(path) as q:
         vitals = series(await all_queued(q))
         values = [s.v for v in vitals for s in v.samples]

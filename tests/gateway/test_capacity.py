@@ -21,6 +21,7 @@ import msgspec
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.gateway.harness import FAST_BLE, running_gateway
 
 from wardwatch.alerting.capacity import OVER_CAPACITY
 from wardwatch.alerting.engine import Engine
@@ -48,7 +49,7 @@ from wardwatch.firmware_sim.model import HeartRateReading, OximeterReading
 from wardwatch.firmware_sim.radio import SimRadio
 from wardwatch.firmware_sim.scenario import DeviceKind, DeviceSpec
 from wardwatch.gateway.app import Gateway
-from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, QueueSettings
+from wardwatch.gateway.config import DeviceBinding, GatewayConfig, QueueSettings
 from wardwatch.gateway.metrics import gateway_registry
 
 pytestmark = pytest.mark.slow
@@ -60,16 +61,7 @@ SLOTS = 2
 SettingsFor = Callable[..., MqttSettings]
 Collect = Callable[..., Any]  # tests/gateway/conftest.py: collecting()
 
-BLE = BleSettings(
-    max_connections=SLOTS,
-    connect_timeout_s=3.0,
-    operation_timeout_s=3.0,
-    scan_window_s=1.0,
-    seen_ttl_s=5.0,
-    backoff_min_s=0.05,
-    backoff_max_s=0.5,
-    stale_after_s=30.0,
-)
+BLE = msgspec.structs.replace(FAST_BLE, max_connections=SLOTS)
 
 
 def spec(n: int) -> DeviceSpec:
@@ -123,23 +115,8 @@ async def full_gateway(settings: MqttSettings, tmp_path: Path) -> AsyncIterator[
             queue=QueueSettings(path=tmp_path / "queue.sqlite3", commit_interval_s=0.05),
             status_interval_s=0.5,
         )
-        gateway = Gateway(
-            config,
-            use_default_recovery=False,
-            capacity_settle_s=3.0,
-            client_kwargs=selected.client_kwargs,
-            scanner_kwargs=selected.scanner_kwargs,
-        )
-        task = asyncio.create_task(gateway.run())
-        try:
-            await wait_for(lambda: gateway.ready.is_set() or task.done(), TIMEOUT, what="gateway ready")
-            if task.done():
-                task.result()
+        async with running_gateway(config, selected, capacity_settle_s=3.0) as gateway:
             yield gateway, devices
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def stream(gateway: Gateway, devices: list[SimulatedDevice], stop: asyncio.Event) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from tests.gateway.harness import FAST_BLE
+from tests.gateway.harness import running_gateway as gateway_on_sim_radio
 
 from wardwatch.core import gatt
 from wardwatch.core.broker import Site, write_site
@@ -45,16 +47,6 @@ WARD = "ward-a"
 GATEWAY = "gw-01"
 SettingsFor = Callable[..., MqttSettings]
 Collect = Callable[..., Any]  # tests/gateway/conftest.py: collecting()
-
-FAST_BLE = BleSettings(
-    connect_timeout_s=3.0,
-    operation_timeout_s=3.0,
-    scan_window_s=1.0,
-    seen_ttl_s=5.0,
-    backoff_min_s=0.05,
-    backoff_max_s=0.5,
-    stale_after_s=30.0,
-)
 
 
 #: what the test's collector may read (not the registry: its documents are not wire messages)
@@ -89,25 +81,9 @@ async def simulated_strap() -> AsyncIterator[HeartRateStrap]:
         yield strap
 
 
-@asynccontextmanager
-async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
-    backend = _BACKEND.get()
-    gateway = Gateway(
-        config,
-        use_default_recovery=False,
-        client_kwargs=backend.client_kwargs,
-        scanner_kwargs=backend.scanner_kwargs,
-    )
-    task = asyncio.create_task(gateway.run())
-    try:
-        await wait_for(lambda: gateway.ready.is_set() or task.done(), TIMEOUT, what="gateway ready")
-        if task.done():
-            task.result()
-        yield gateway
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running_gateway(config: GatewayConfig) -> contextlib.AbstractAsyncContextManager[Gateway]:
+    """The gateway on the simulated central that :func:`simulated_straps` made."""
+    return gateway_on_sim_radio(config, _BACKEND.get())
 
 
 @pytest.fixture

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.gateway.harness import running_publisher
 
 from wardwatch.core.config import MqttSettings
-from wardwatch.core.mqtt import MqttClient, MqttError, PublishRefusedError
+from wardwatch.core.mqtt import MqttError, PublishRefusedError
 from wardwatch.core.schema import DataGap, DeviceRole, Sample, Signal, Vitals, decode, encode
 from wardwatch.core.servers import Mosquitto
 from wardwatch.core.topics import gap_topic, vitals_topic
@@ -32,21 +32,6 @@ STRAP = DeviceBinding(id="hr-1", patient="p-1", role=DeviceRole.HEART_RATE_STRAP
 #: Length of the broker outage. The mechanism is the same at any length; CI keeps the default.
 #: (Not a WARDWATCH_* name: those are config overrides, and load_config refuses unknown keys.)
 OUTAGE_S = float(os.environ.get("GATEWAY_TEST_OUTAGE_S", "20"))
-
-
-@asynccontextmanager
-async def running_publisher(
-    queue: DurableQueue, settings: MqttSettings, *, in_flight: int = 64, client_id: str = GATEWAY
-) -> AsyncIterator[Publisher]:
-    async with MqttClient(settings, client_id, backoff_min_s=0.1, backoff_max_s=1.0) as mqtt:
-        publisher = Publisher(queue, mqtt, gateway=GATEWAY, ward=WARD, in_flight=in_flight)
-        task = asyncio.create_task(publisher.run())
-        try:
-            yield publisher
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def heart_rate(recorder: Recorder, t: int) -> None:

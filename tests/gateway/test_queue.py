@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 import textwrap
 import threading
 from pathlib import Path
 
 import pytest
+from tests.gateway.harness import committed_before_kill_9
 
 from wardwatch.core.waiting import wait_for
 from wardwatch.gateway import queue as queue_module
@@ -266,35 +264,10 @@ _WRITER = textwrap.dedent(
 )
 
 
-async def _run_writer_and_kill(path: Path, max_messages: int, until_seq: int) -> int:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _WRITER,
-        str(path),
-        str(max_messages),
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    committed = -1
-    try:
-        async with asyncio.timeout(60):
-            while committed < until_seq:
-                line = await proc.stdout.readline()
-                assert line, "writer exited early"
-                committed = int(line)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    return committed
-
-
 @pytest.mark.slow
 async def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
-    committed = await _run_writer_and_kill(path, 1_000_000, 3000)
+    committed = await committed_before_kill_9(_WRITER, str(path), str(1_000_000), until=3000)
     async with DurableQueue(path) as q:
         seqs = []
         cursor = 0
@@ -310,7 +283,7 @@ async def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
 @pytest.mark.slow
 async def test_kill_9_with_a_full_queue_keeps_the_newest_and_the_gap(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
-    committed = await _run_writer_and_kill(path, 500, 3000)
+    committed = await committed_before_kill_9(_WRITER, str(path), str(500), until=3000)
     async with DurableQueue(path, max_messages=500) as q:
         seqs = [json.loads(m.payload)["seq"] for m in await q.read_after(0, 1000)]
         assert len(seqs) == 500

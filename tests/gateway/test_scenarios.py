@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import msgspec
 import pytest
+from tests.gateway.harness import FAST_BLE, running_gateway
 
 from wardwatch.core import gatt
 from wardwatch.core.config import MqttSettings
@@ -38,7 +39,7 @@ from wardwatch.firmware_sim.radio import SimRadio
 from wardwatch.firmware_sim.runner import play
 from wardwatch.firmware_sim.scenario import DeviceKind, EventKind, Scenario, load_scenario
 from wardwatch.gateway.app import Gateway
-from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, QueueSettings
+from wardwatch.gateway.config import DeviceBinding, GatewayConfig, QueueSettings
 
 pytestmark = pytest.mark.slow
 
@@ -48,15 +49,7 @@ GATEWAY: Final = "gw-01"
 SettingsFor = Callable[..., MqttSettings]
 Collect = Callable[..., Any]  # tests/gateway/conftest.py: collecting()
 
-BLE: Final = BleSettings(
-    connect_timeout_s=3.0,
-    operation_timeout_s=3.0,
-    scan_window_s=0.5,
-    seen_ttl_s=2.0,
-    backoff_min_s=0.05,
-    backoff_max_s=0.3,
-    stale_after_s=30.0,
-)
+BLE: Final = msgspec.structs.replace(FAST_BLE, scan_window_s=0.5, seen_ttl_s=2.0, backoff_max_s=0.3)
 _SPOT_FLAGS: Final = {Quality.DEVICE_CLOCK, Quality.DEVICE_CLOCK_UNSET}
 
 
@@ -140,22 +133,8 @@ async def gateway_for(
         status_interval_s=0.5,
         device_timezone="UTC",  # the simulated device clocks run in UTC
     )
-    gateway = Gateway(
-        config,
-        use_default_recovery=False,
-        client_kwargs=selected.client_kwargs,
-        scanner_kwargs=selected.scanner_kwargs,
-    )
-    task = asyncio.create_task(gateway.run())
-    try:
-        await wait_for(lambda: gateway.ready.is_set() or task.done(), TIMEOUT, what="gateway ready")
-        if task.done():
-            task.result()
+    async with running_gateway(config, selected) as gateway:
         yield gateway
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # --- what arrived -------------------------------------------------------------------------------

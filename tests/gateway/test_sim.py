@@ -26,6 +26,8 @@ from typing import Any
 import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tests.gateway.harness import FAST_BLE
+from tests.gateway.harness import running_gateway as gateway_on_sim_radio
 
 from wardwatch.core import gatt
 from wardwatch.core.config import MqttSettings
@@ -48,7 +50,7 @@ from wardwatch.firmware_sim.model import HeartRateReading, OximeterReading, Spot
 from wardwatch.firmware_sim.radio import SimRadio
 from wardwatch.firmware_sim.scenario import DeviceKind, DeviceSpec
 from wardwatch.gateway.app import Gateway
-from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, MetricsSettings, QueueSettings
+from wardwatch.gateway.config import DeviceBinding, GatewayConfig, MetricsSettings, QueueSettings
 from wardwatch.gateway.metrics import METRIC_NAMES
 
 TIMEOUT = 20.0
@@ -56,16 +58,6 @@ WARD = "ward-a"
 GATEWAY = "gw-01"
 SettingsFor = Callable[..., MqttSettings]
 Collect = Callable[..., Any]  # tests/gateway/conftest.py: collecting()
-
-FAST_BLE = BleSettings(
-    connect_timeout_s=3.0,
-    operation_timeout_s=3.0,
-    scan_window_s=1.0,
-    seen_ttl_s=5.0,
-    backoff_min_s=0.05,
-    backoff_max_s=0.5,
-    stale_after_s=30.0,
-)
 
 
 def spec(kind: DeviceKind, n: int) -> DeviceSpec:
@@ -120,26 +112,9 @@ async def simulated(kinds: list[DeviceKind]) -> AsyncIterator[tuple[BumbleCentra
 _selected: list[BleakArguments] = []  # the simulated radio's bleak arguments, while one is up
 
 
-def sim_kwargs() -> dict[str, Any]:
-    """Gateway keyword arguments for the simulated radio that is up (none when there is none)."""
-    if not _selected:
-        return {}
-    return {"client_kwargs": _selected[-1].client_kwargs, "scanner_kwargs": _selected[-1].scanner_kwargs}
-
-
-@asynccontextmanager
-async def running_gateway(config: GatewayConfig) -> AsyncIterator[Gateway]:
-    gateway = Gateway(config, use_default_recovery=False, **sim_kwargs())
-    task = asyncio.create_task(gateway.run())
-    try:
-        await wait_for(lambda: gateway.ready.is_set() or task.done(), TIMEOUT, what="gateway ready")
-        if task.done():
-            task.result()
-        yield gateway
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running_gateway(config: GatewayConfig) -> contextlib.AbstractAsyncContextManager[Gateway]:
+    """The gateway on the simulated radio that is up (the real radio's arguments when there is none)."""
+    return gateway_on_sim_radio(config, _selected[-1] if _selected else None)
 
 
 def config_for(devices: list[DeviceBinding], settings: MqttSettings, tmp_path: Path, **queue: Any) -> GatewayConfig:
@@ -154,16 +129,25 @@ def config_for(devices: list[DeviceBinding], settings: MqttSettings, tmp_path: P
     )
 
 
-async def test_one_strap_end_to_end(
-    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
-) -> None:
-    settings = settings_for(mosquitto)
+@asynccontextmanager
+async def one_strap(
+    settings: MqttSettings, tmp_path: Path, collect: Collect
+) -> AsyncIterator[tuple[SimulatedDevice, Any, Gateway]]:
+    """A simulated strap bound to a running gateway, its notifications subscribed; every message recorded."""
     async with (
         simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)),
         collect(settings, "wardwatch/v1/#") as sub,
         running_gateway(config_for([binding(strap)], settings, tmp_path)) as gateway,
     ):
         await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+        yield strap, sub, gateway
+
+
+async def test_one_strap_end_to_end(
+    mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
+) -> None:
+    settings = settings_for(mosquitto)
+    async with one_strap(settings, tmp_path, collect) as (strap, sub, gateway):
         for i in range(5):
             assert await send(strap, i)
         await wait_for(lambda: len(heart_rates(sub, strap.spec.id)) >= 5, TIMEOUT)
@@ -257,12 +241,7 @@ async def test_malformed_bytes_are_skipped_and_the_session_goes_on(
     mosquitto: Mosquitto, tmp_path: Path, settings_for: SettingsFor, collect: Collect
 ) -> None:
     settings = settings_for(mosquitto)
-    async with (
-        simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)),
-        collect(settings, "wardwatch/v1/#") as sub,
-        running_gateway(config_for([binding(strap)], settings, tmp_path)) as gateway,
-    ):
-        await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
+    async with one_strap(settings, tmp_path, collect) as (strap, sub, gateway):
         assert await send(strap, 0)
         for garbage in (b"\x10\x46\x01", b"", b"\xff\xff\xff", b"\x01\xf4\x01"):
             await strap.send_raw(gatt.HEART_RATE_MEASUREMENT, garbage)
@@ -425,13 +404,8 @@ async def test_a_busy_device_refuses_and_the_session_backs_off_until_it_is_free(
 ) -> None:
     """Held by another central: the link drops, connects are refused (0x14); once free it connects again."""
     settings = settings_for(mosquitto)
-    async with (
-        simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)),
-        collect(settings, "wardwatch/v1/#") as sub,
-        running_gateway(config_for([binding(strap)], settings, tmp_path)) as gateway,
-    ):
+    async with one_strap(settings, tmp_path, collect) as (strap, sub, gateway):
         session = gateway.sessions[0]
-        await strap.wait_subscribed(gatt.HEART_RATE_MEASUREMENT, TIMEOUT)
         assert await send(strap, 0)
         await strap.set_busy(True)
         await wait_for(lambda: not session.connected, TIMEOUT, what="link dropped by the busy device")
@@ -592,7 +566,14 @@ async def test_watchdog_ping_is_withheld_while_queue_commits_fail_and_resumes_af
     try:
         async with simulated([DeviceKind.HEART_RATE_STRAP]) as (_central, (strap,)):
             config = msgspec.structs.replace(config, devices=(binding(strap),), status_interval_s=0.1)
-            gateway = Gateway(config, use_default_recovery=False, commit_stall_s=0.3, **sim_kwargs())
+            backend = _selected[-1]
+            gateway = Gateway(
+                config,
+                use_default_recovery=False,
+                commit_stall_s=0.3,
+                client_kwargs=backend.client_kwargs,
+                scanner_kwargs=backend.scanner_kwargs,
+            )
             task = asyncio.create_task(gateway.run())
             try:
                 await wait_for(lambda: "WATCHDOG=1" in notify_socket.drain(), TIMEOUT, what="first ping")

@@ -12,17 +12,14 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+from tests.gateway.harness import FAST_BLE, READY_TIMEOUT, paging_alerting_config, running_gateway
 
-from wardwatch.alerting.app import run as run_alerting
-from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import config_from_mapping
-from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit
+from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit, running_alerting
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.schema import DeviceRole, Quality, Signal
 from wardwatch.core.servers import Influxd, Mosquitto
@@ -31,7 +28,6 @@ from wardwatch.firmware_sim.bleak_backend import BumbleCentral, bleak_arguments
 from wardwatch.firmware_sim.radio import SimRadio
 from wardwatch.firmware_sim.scenario import DeviceKind, DeviceSpec
 from wardwatch.firmware_sim.spot_check import BloodPressureCuff, Thermometer
-from wardwatch.gateway.app import Gateway
 from wardwatch.gateway.ble import Radio
 from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, QueueSettings
 from wardwatch.ingest.testing import DATABASE, ingest_config, running_ingest
@@ -41,15 +37,7 @@ pytestmark = pytest.mark.slow
 TIMEOUT = 30.0
 WARD = "ward-a"
 PATIENT = "p-7"
-BLE = BleSettings(
-    connect_timeout_s=3.0,
-    operation_timeout_s=3.0,
-    scan_window_s=0.5,
-    seen_ttl_s=2.0,
-    backoff_min_s=0.05,
-    backoff_max_s=0.5,
-    stale_after_s=30.0,
-)
+BLE = msgspec.structs.replace(FAST_BLE, scan_window_s=0.5, seen_ttl_s=2.0)
 
 
 def gateway_config(mosquitto: Mosquitto, tmp_path: Path, devices: list[DeviceBinding]) -> GatewayConfig:
@@ -62,21 +50,6 @@ def gateway_config(mosquitto: Mosquitto, tmp_path: Path, devices: list[DeviceBin
         queue=QueueSettings(path=tmp_path / "queue.sqlite3", commit_interval_s=0.05),
         status_interval_s=0.5,
     )
-
-
-@asynccontextmanager
-async def running(coro: Any, ready: asyncio.Event | None = None) -> AsyncIterator[asyncio.Task[None]]:
-    task: asyncio.Task[None] = asyncio.create_task(coro)
-    try:
-        if ready is not None:
-            await wait_for(lambda: ready.is_set() or task.done(), TIMEOUT, what="service ready")
-            if task.done():
-                task.result()
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def influx_values(influxd: Influxd, signal: Signal) -> list[tuple[int, float]]:
@@ -101,21 +74,7 @@ async def test_cuff_and_thermometer_end_to_end(tmp_path: Path, mosquitto: Mosqui
     thermo_spec = DeviceSpec(kind=DeviceKind.THERMOMETER, id="thm-7")
     async with contextlib.AsyncExitStack() as stack:
         receiver = await stack.enter_async_context(WebhookReceiver())
-        steps = {"steps": [{"destination": "nurse", "timeout_s": 60}]}
-        alerting = config_from_mapping(
-            {
-                "database": str(tmp_path / "alerting.db"),
-                "api": {"enabled": False},
-                "paging": {"attempts_per_channel": 2, "backoff_min_s": 0.01, "backoff_max_s": 0.05},
-                "wards": {
-                    WARD: {
-                        "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
-                        "escalation": {"high": steps, "medium": steps, "low": steps},
-                        "failsafe": "nurse",
-                    }
-                },
-            }
-        )
+        alerting = paging_alerting_config(tmp_path, mosquitto, receiver)
         cuff = await stack.enter_async_context(BloodPressureCuff(cuff_spec, radio, advertising_interval_ms=50))
         thermo = await stack.enter_async_context(Thermometer(thermo_spec, radio, advertising_interval_ms=50))
 
@@ -131,18 +90,10 @@ async def test_cuff_and_thermometer_end_to_end(tmp_path: Path, mosquitto: Mosqui
         central = await stack.enter_async_context(BumbleCentral(radio))
         selected = bleak_arguments(central)
         await stack.enter_async_context(running_ingest(ingest_config(mosquitto, influxd)))
-        alerting.mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
-        alerting_ready = asyncio.Event()
-        services: list[AlarmService] = []
-
-        def ready(service: AlarmService, _port: int | None) -> None:
-            services.append(service)
-            alerting_ready.set()
-
-        await stack.enter_async_context(running(run_alerting(alerting, ready=ready), alerting_ready))
+        service, _ = await stack.enter_async_context(running_alerting(alerting, timeout=READY_TIMEOUT))
         # admitted with the cuff and thermometer as the kit (the registry publishes it to ingest and the gateway)
         await admit_with_kit(
-            services[0].registry,
+            service.registry,
             PATIENT,
             "gw-07",
             {"bpc-7": "blood_pressure_cuff", "thm-7": "thermometer"},
@@ -152,13 +103,7 @@ async def test_cuff_and_thermometer_end_to_end(tmp_path: Path, mosquitto: Mosqui
             DeviceBinding(id="bpc-7", patient=PATIENT, role=DeviceRole.BLOOD_PRESSURE_CUFF, name=cuff.name),
             DeviceBinding(id="thm-7", patient=PATIENT, role=DeviceRole.THERMOMETER, name=thermo.name),
         ]
-        gateway = Gateway(
-            gateway_config(mosquitto, tmp_path, bindings),
-            use_default_recovery=False,
-            client_kwargs=selected.client_kwargs,
-            scanner_kwargs=selected.scanner_kwargs,
-        )
-        await stack.enter_async_context(running(gateway.run(), gateway.ready))
+        await stack.enter_async_context(running_gateway(gateway_config(mosquitto, tmp_path, bindings), selected))
 
         # the gateway comes up, catches the short windows and takes every stored reading
         await cuff.wait_delivered(TIMEOUT)
@@ -244,13 +189,9 @@ async def test_many_stored_readings_from_a_cuff_with_an_unset_clock(
         selected = bleak_arguments(central)
         sub = await stack.enter_async_context(collect(settings, "wardwatch/v1/vitals/#"))
         binding = DeviceBinding(id="bpc-8", patient=PATIENT, role=DeviceRole.BLOOD_PRESSURE_CUFF, name=cuff.name)
-        gateway = Gateway(
-            gateway_config(mosquitto, tmp_path, [binding]),
-            use_default_recovery=False,
-            client_kwargs=selected.client_kwargs,
-            scanner_kwargs=selected.scanner_kwargs,
+        gateway = await stack.enter_async_context(
+            running_gateway(gateway_config(mosquitto, tmp_path, [binding]), selected)
         )
-        await stack.enter_async_context(running(gateway.run(), gateway.ready))
         await cuff.wait_delivered(TIMEOUT)
 
         def systolic() -> list[Any]:
@@ -288,45 +229,17 @@ async def test_a_hypotensive_reading_stored_hours_ago_is_a_late_notice_not_a_hyp
     spec = DeviceSpec(kind=DeviceKind.BLOOD_PRESSURE_CUFF, id="bpc-9")
     async with contextlib.AsyncExitStack() as stack:
         receiver = await stack.enter_async_context(WebhookReceiver())
-        steps = {"steps": [{"destination": "nurse", "timeout_s": 60}]}
-        alerting = config_from_mapping(
-            {
-                "database": str(tmp_path / "alerting.db"),
-                "api": {"enabled": False},
-                "paging": {"attempts_per_channel": 2, "backoff_min_s": 0.01, "backoff_max_s": 0.05},
-                "wards": {
-                    WARD: {
-                        "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
-                        "escalation": {"high": steps, "medium": steps, "low": steps},
-                        "failsafe": "nurse",
-                    }
-                },
-            }
-        )
-        alerting.mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
+        alerting = paging_alerting_config(tmp_path, mosquitto, receiver)
         cuff = await stack.enter_async_context(BloodPressureCuff(spec, radio, advertising_interval_ms=50))
         taken = dt.datetime.now().replace(microsecond=0) - dt.timedelta(hours=3)
         await cuff.take_reading(84, 52, 96, at=taken)
         central = await stack.enter_async_context(BumbleCentral(radio))
         selected = bleak_arguments(central)
-        alerting_ready = asyncio.Event()
-        services: list[AlarmService] = []
-
-        def ready(service: AlarmService, _port: int | None) -> None:
-            services.append(service)
-            alerting_ready.set()
-
-        await stack.enter_async_context(running(run_alerting(alerting, ready=ready), alerting_ready))
+        service, _ = await stack.enter_async_context(running_alerting(alerting, timeout=READY_TIMEOUT))
         kit = {"bpc-9": "blood_pressure_cuff"}
-        await admit_with_kit(services[0].registry, PATIENT, "gw-07", kit, names={"bpc-9": cuff.name})
+        await admit_with_kit(service.registry, PATIENT, "gw-07", kit, names={"bpc-9": cuff.name})
         binding = DeviceBinding(id="bpc-9", patient=PATIENT, role=DeviceRole.BLOOD_PRESSURE_CUFF, name=cuff.name)
-        gateway = Gateway(
-            gateway_config(mosquitto, tmp_path, [binding]),
-            use_default_recovery=False,
-            client_kwargs=selected.client_kwargs,
-            scanner_kwargs=selected.scanner_kwargs,
-        )
-        await stack.enter_async_context(running(gateway.run(), gateway.ready))
+        await stack.enter_async_context(running_gateway(gateway_config(mosquitto, tmp_path, [binding]), selected))
         await cuff.wait_delivered(TIMEOUT)
 
         def late_pages() -> list[dict[str, Any]]:

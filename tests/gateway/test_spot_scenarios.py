@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 import pytest
+from tests.gateway.harness import FAST_BLE, READY_TIMEOUT, paging_alerting_config, running_gateway
 
-from wardwatch.alerting.app import run as run_alerting
-from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import config_from_mapping
-from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit
+from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit, running_alerting
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.schema import DeviceRole
 from wardwatch.core.servers import Mosquitto
@@ -34,8 +30,7 @@ from wardwatch.firmware_sim.runner import running_scenario
 from wardwatch.firmware_sim.scenario import Scenario, load_scenario
 from wardwatch.firmware_sim.spot_check import SpotCheckDevice
 from wardwatch.firmware_sim.spot_track import SpotTrack
-from wardwatch.gateway.app import Gateway
-from wardwatch.gateway.config import BleSettings, DeviceBinding, GatewayConfig, QueueSettings
+from wardwatch.gateway.config import DeviceBinding, GatewayConfig, QueueSettings
 
 pytestmark = pytest.mark.slow
 
@@ -43,15 +38,7 @@ COMPRESS: Final = 40.0  # scenario times divided by this: a cuff reading every 3
 SPEED: Final = 10.0  # and played 10 times faster than real time: a reading every 3 s
 TIMEOUT: Final = 30.0
 GATEWAY: Final = "gw-spot"
-BLE: Final = BleSettings(
-    connect_timeout_s=3.0,
-    operation_timeout_s=3.0,
-    scan_window_s=0.3,
-    seen_ttl_s=2.0,
-    backoff_min_s=0.05,
-    backoff_max_s=0.3,
-    stale_after_s=30.0,
-)
+BLE: Final = msgspec.structs.replace(FAST_BLE, scan_window_s=0.3, seen_ttl_s=2.0, backoff_max_s=0.3)
 
 
 def compressed(scenario: Scenario, factor: float) -> Scenario:
@@ -74,40 +61,6 @@ def compressed(scenario: Scenario, factor: float) -> Scenario:
     return msgspec.structs.replace(scenario, patients=patients, duration=scenario.duration / factor, ward="ward-a")
 
 
-@asynccontextmanager
-async def running(coro: Any, ready: asyncio.Event) -> AsyncIterator[None]:
-    task: asyncio.Task[None] = asyncio.create_task(coro)
-    try:
-        await wait_for(lambda: ready.is_set() or task.done(), TIMEOUT, what="service ready")
-        if task.done():
-            task.result()
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def alerting_config(tmp_path: Path, mosquitto: Mosquitto, receiver: WebhookReceiver) -> Any:
-    steps = {"steps": [{"destination": "nurse", "timeout_s": 60}]}
-    config = config_from_mapping(
-        {
-            "database": str(tmp_path / "alerting.db"),
-            "api": {"enabled": False},
-            "paging": {"attempts_per_channel": 2, "backoff_min_s": 0.01, "backoff_max_s": 0.05},
-            "wards": {
-                "ward-a": {
-                    "destinations": {"nurse": {"channels": [{"type": "webhook", "url": receiver.url("/nurse")}]}},
-                    "escalation": {"high": steps, "medium": steps, "low": steps},
-                    "failsafe": "nurse",
-                }
-            },
-        }
-    )
-    config.mqtt = MqttSettings(host=mosquitto.host, port=mosquitto.port, tls=False)
-    return config
-
-
 @pytest.mark.parametrize(("name", "rule"), [("hypotension", "bp_low"), ("fever", "temp_high")])
 async def test_the_scenario_pages_its_episode_once_and_no_artefact_or_low_grade_reading_does(
     tmp_path: Path, mosquitto: Mosquitto, name: str, rule: str
@@ -128,19 +81,11 @@ async def test_the_scenario_pages_its_episode_once_and_no_artefact_or_low_grade_
             assert len(moved) == 1
             assert moved[0] < 90  # low enough to page, were it not flagged
 
-        ready = asyncio.Event()
-        services: list[AlarmService] = []
-
-        def on_ready(service: AlarmService, _port: int | None) -> None:
-            services.append(service)
-            ready.set()
-
-        await stack.enter_async_context(
-            running(run_alerting(alerting_config(tmp_path, mosquitto, receiver), ready=on_ready), ready)
-        )
+        alerting = paging_alerting_config(tmp_path, mosquitto, receiver)
+        service, _ = await stack.enter_async_context(running_alerting(alerting, timeout=READY_TIMEOUT))
         devices = {did: str(t.device.kind) for did, t in spot.items()}
         names = {did: live.devices[did].name for did in spot}
-        await admit_with_kit(services[0].registry, patient.id, GATEWAY, devices, names=names)
+        await admit_with_kit(service.registry, patient.id, GATEWAY, devices, names=names)
         central = await stack.enter_async_context(BumbleCentral(radio))
         selected = bleak_arguments(central)
         bindings = tuple(
@@ -156,13 +101,7 @@ async def test_the_scenario_pages_its_episode_once_and_no_artefact_or_low_grade_
             queue=QueueSettings(path=tmp_path / "queue.sqlite3", commit_interval_s=0.05),
             status_interval_s=0.5,
         )
-        gateway = Gateway(
-            config,
-            use_default_recovery=False,
-            client_kwargs=selected.client_kwargs,
-            scanner_kwargs=selected.scanner_kwargs,
-        )
-        await stack.enter_async_context(running(gateway.run(), gateway.ready))
+        await stack.enter_async_context(running_gateway(config, selected))
         go.set()
         await asyncio.wait_for(live.done.wait(), scenario.duration / SPEED + TIMEOUT)
         for did in spot:

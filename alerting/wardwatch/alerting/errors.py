@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from wardwatch.core.errors import WardwatchError
 
-__all__ = ["AlertingError", "StoreError"]
+__all__ = ["AlertingError", "RefusedRequestError", "StoreError"]
 
 
 class AlertingError(WardwatchError):
@@ -13,3 +13,13 @@ class AlertingError(WardwatchError):
 
 class StoreError(AlertingError):
     """The alerting database cannot be opened or is inconsistent."""
+
+
+class RefusedRequestError(AlertingError):
+    """A request the service refuses (registry change, note, observation); ``status`` is the HTTP status that says
+    why, ``message`` what to do."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

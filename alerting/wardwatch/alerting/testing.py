@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -22,7 +23,7 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.registry.registry import DeviceSpec, Registry, RegistryError
 from wardwatch.alerting.rules import RuleSet
-from wardwatch.alerting.settings import AlertingConfig
+from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 
 if TYPE_CHECKING:
     from wardwatch.alerting.service import AlarmService
@@ -33,6 +34,23 @@ FIXTURE_ACTOR: Final = "test-fixture"
 
 Kit = tuple[str, Mapping[str, DeviceRole | str]]
 """(gateway, {device id: role}) of one patient."""
+
+
+def bench_config(database: Path, ward: str = "ward-a") -> AlertingConfig:
+    """A service for benchmarks: ``ward`` paging one MQTT destination, no API, its database at ``database``."""
+    return config_from_mapping(
+        {
+            "database": str(database),
+            "api": {"enabled": False},
+            "wards": {
+                ward: {
+                    "destinations": {"desk": {"channels": [{"type": "mqtt"}]}},
+                    "escalation": {"high": {"steps": [{"destination": "desk", "timeout_s": 60}]}},
+                    "failsafe": "desk",
+                }
+            },
+        }
+    )
 
 
 async def enrol_in_database(config: AlertingConfig, kits: Mapping[str, Kit], *, capacity: int = 64) -> None:
@@ -262,19 +280,19 @@ class DelegatingSource:
 
 
 @contextlib.asynccontextmanager
-async def running_service(
+async def running_alerting(
     config: AlertingConfig, source: ConditionSource | None = None, *, timeout: float = 20.0
-) -> AsyncIterator[tuple[AlarmService, int]]:
-    """The whole service in-process (``app.run``) until the block ends; yields the service and its API port.
+) -> AsyncIterator[tuple[AlarmService, int | None]]:
+    """The whole service in-process (``app.run``) until the block ends; yields the service and its API port (None
+    when ``[api] enabled = false``).
 
     A service that fails to start raises what stopped it; one that stops by itself inside the block fails the test.
     """
     from wardwatch.alerting.app import run
 
-    started: asyncio.Future[tuple[AlarmService, int]] = asyncio.get_running_loop().create_future()
+    started: asyncio.Future[tuple[AlarmService, int | None]] = asyncio.get_running_loop().create_future()
 
     def ready(service: AlarmService, port: int | None) -> None:
-        assert port is not None, "the service runs without its API: give it [api] port = 0"
         started.set_result((service, port))
 
     task = asyncio.create_task(run(config, source=source, ready=ready))
@@ -290,3 +308,13 @@ async def running_service(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    config: AlertingConfig, source: ConditionSource | None = None, *, timeout: float = 20.0
+) -> AsyncIterator[tuple[AlarmService, int]]:
+    """:func:`running_alerting` with its API: yields the service and the API's port."""
+    async with running_alerting(config, source, timeout=timeout) as (service, port):
+        assert port is not None, "the service runs without its API: give it [api] port = 0"
+        yield service, port

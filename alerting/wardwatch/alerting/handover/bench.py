@@ -25,33 +25,19 @@ from wardwatch.alerting.engine.news2 import News2Score, Param
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.handover.report import handover
 from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import config_from_mapping
-from wardwatch.alerting.testing import admit_with_kit
+from wardwatch.alerting.testing import admit_with_kit, bench_config
 from wardwatch.core.schema import AlarmCategory, DeviceRole, DeviceStatus, Priority
 
 WARD = "ward-a"
 
 
-def _config(tmp: str) -> Any:
-    return config_from_mapping(
-        {
-            "database": str(Path(tmp) / "alerting.db"),
-            "api": {"enabled": False},
-            "wards": {
-                WARD: {
-                    "destinations": {"desk": {"channels": [{"type": "mqtt"}]}},
-                    "escalation": {"high": {"steps": [{"destination": "desk", "timeout_s": 60}]}},
-                    "failsafe": "desk",
-                }
-            },
-        }
-    )
-
-
 async def measure(patients: int, alarms: int, notes: int, hours: int) -> dict[str, Any]:
     """The figures (see the module docstring)."""
-    with tempfile.TemporaryDirectory(prefix="wardwatch-handover-bench-") as tmp, open_store(_config(tmp)) as store:
-        service = AlarmService(_config(tmp), store)
+    with (
+        tempfile.TemporaryDirectory(prefix="wardwatch-handover-bench-") as tmp,
+        open_store(config := bench_config(Path(tmp) / "alerting.db", WARD)) as store,
+    ):
+        service = AlarmService(config, store)
         ids = [f"p-{i:05d}" for i in range(patients)]
         for i, patient in enumerate(ids):
             devices = {f"ox-{i:05d}": "pulse_oximeter"}

@@ -7,12 +7,13 @@ the text, so the audit log shows what was written even if the table were replace
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from wardwatch.alerting.audit import AuditEntry
-from wardwatch.alerting.errors import AlertingError
-from wardwatch.alerting.registry.registry import RegistryError
+from wardwatch.alerting.errors import RefusedRequestError
+from wardwatch.alerting.registry.lookup import ward_of_patient
 
 if TYPE_CHECKING:
     from wardwatch.alerting.service import AlarmService
@@ -38,13 +39,8 @@ MAX_NOTE_LENGTH: Final = 2000
 """Characters in one note: a review, not a document (write another note to say more)."""
 
 
-class NoteError(AlertingError):
+class NoteError(RefusedRequestError):
     """A note that cannot be written or read; ``status`` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +57,7 @@ class ReviewNote:
 
     def as_json(self) -> dict[str, Any]:
         """As the API returns it."""
-        return {
-            "id": self.id,
-            "patient": self.patient,
-            "ward": self.ward,
-            "t": self.t,
-            "author": self.author,
-            "role": self.role,
-            "text": self.text,
-        }
+        return dataclasses.asdict(self)
 
 
 _SELECT: Final = "SELECT id, patient, ward, t, author, role, text FROM review_notes"
@@ -84,15 +72,7 @@ class ReviewNotes:
 
     def ward_of(self, patient: str, *, writing: bool) -> str:
         """The ward of a registered patient of this service (404 otherwise; 409 writing for a discharged one)."""
-        try:
-            row = self._service.registry.patient(patient)
-        except RegistryError as exc:
-            raise NoteError(404, f"patient {patient} is not in the registry: admit the patient first") from exc
-        if row.ward not in self._service.config.wards:
-            raise NoteError(404, f"patient {patient} is not on a ward of this service")
-        if writing and row.status != "admitted":
-            raise NoteError(409, f"patient {patient} is {row.status}: review notes need an admitted patient")
-        return row.ward
+        return ward_of_patient(self._service, patient, NoteError, admitted_for="review notes" if writing else None)
 
     def write(self, patient: str, text: str, author: str, role: str) -> ReviewNote:
         """Store one note with its audit entry (one transaction)."""

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from wardwatch.alerting.audit import AuditEntry
 from wardwatch.alerting.engine.news2 import News2Score, NurseObservation
-from wardwatch.alerting.errors import AlertingError
-from wardwatch.alerting.registry.registry import RegistryError
+from wardwatch.alerting.errors import RefusedRequestError
+from wardwatch.alerting.registry.lookup import ward_of_patient
 
 if TYPE_CHECKING:
     from wardwatch.alerting.events import ConditionChange
@@ -65,13 +65,8 @@ ObservationHook = Callable[[str, str, NurseObservation], "Sequence[ConditionChan
 ScoreSource = Callable[[str, int], "News2Score | None"]
 
 
-class ObservationError(AlertingError):
+class ObservationError(RefusedRequestError):
     """An entry that cannot be accepted; ``status`` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +142,7 @@ class Observations:
         if taken_at < now - MAX_AGE_MS:
             hours = MAX_AGE_MS // 3_600_000
             raise ObservationError(422, f"taken_at is more than {hours} h ago: too old to enter as an observation")
-        ward = self._admitted_ward(patient)
+        ward = ward_of_patient(service, patient, ObservationError, admitted_for="observations")
         scale = service.rules.resolve(ward, patient).news2_scale
         with service.store.transaction() as (db, audit):
             cursor = db.execute(
@@ -173,17 +168,6 @@ class Observations:
         record = ObservationRecord(obs_id, patient, ward, taken_at, now, actor, scale, note, values)
         self._feed(record)
         return record
-
-    def _admitted_ward(self, patient: str) -> str:
-        try:
-            row = self._service.registry.patient(patient)
-        except RegistryError as exc:
-            raise ObservationError(404, f"patient {patient} is not in the registry: admit the patient first") from exc
-        if row.status != "admitted":
-            raise ObservationError(409, f"patient {patient} is {row.status}: observations need an admitted patient")
-        if row.ward not in self._service.config.wards:
-            raise ObservationError(404, f"patient {patient} is not on a ward of this service")
-        return row.ward
 
     def _feed(self, record: ObservationRecord) -> None:
         service = self._service

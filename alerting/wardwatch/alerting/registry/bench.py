@@ -18,8 +18,7 @@ from typing import Any
 from wardwatch.alerting.app import open_store
 from wardwatch.alerting.registry.provenance import ProvenanceGate
 from wardwatch.alerting.service import AlarmService
-from wardwatch.alerting.settings import config_from_mapping
-from wardwatch.alerting.testing import admit_with_kit
+from wardwatch.alerting.testing import admit_with_kit, bench_config
 from wardwatch.core.schema import Sample, Signal, Vitals
 from wardwatch.core.topics import parse_topic, vitals_topic
 
@@ -29,19 +28,7 @@ WARD = "ward-a"
 async def measure(patients: int, per_gateway: int, rounds: int) -> dict[str, Any]:
     """The figures (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="wardwatch-registry-bench-") as tmp:
-        config = config_from_mapping(
-            {
-                "database": str(Path(tmp) / "alerting.db"),
-                "api": {"enabled": False},
-                "wards": {
-                    WARD: {
-                        "destinations": {"desk": {"channels": [{"type": "mqtt"}]}},
-                        "escalation": {"high": {"steps": [{"destination": "desk", "timeout_s": 60}]}},
-                        "failsafe": "desk",
-                    }
-                },
-            }
-        )
+        config = bench_config(Path(tmp) / "alerting.db", WARD)
         with open_store(config) as store:
             service = AlarmService(config, store)
             started = time.perf_counter()

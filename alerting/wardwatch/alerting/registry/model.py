@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from typing import Any, Final
 
 import msgspec
 
-from wardwatch.alerting.errors import AlertingError
+from wardwatch.alerting.errors import RefusedRequestError
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.core.schema import DeviceRole
 
@@ -55,13 +56,8 @@ CONTINUOUS_ROLES: Final = frozenset({DeviceRole.HEART_RATE_STRAP, DeviceRole.PUL
 DISCHARGED: Final = "discharged"
 
 
-class RegistryError(AlertingError):
+class RegistryError(RefusedRequestError):
     """A registry change that cannot be made; ``status`` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class DeviceSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -88,16 +84,7 @@ class PatientRow:
 
     def as_json(self) -> dict[str, Any]:
         """The API's view (no identity)."""
-        return {
-            "patient": self.patient,
-            "ward": self.ward,
-            "status": self.status,
-            "admitted_at": self.admitted_at,
-            "discharged_at": self.discharged_at,
-            "discharge_reason": self.discharge_reason,
-            "profile": self.profile,
-            "has_identity": self.has_identity,
-        }
+        return dataclasses.asdict(self)
 
 
 DischargeHook = Callable[[str, int], Sequence[ConditionChange]]
