@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from wardwatch.core.config import MqttSettings, Secret, load_config
-from wardwatch.core.errors import ConfigError
+from wardwatch.core.config import config_from_mapping as core_config_from_mapping
 from wardwatch.core.ids import Identifier
 from wardwatch.core.schema import Priority
 
@@ -232,20 +232,9 @@ class AlertingConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
 
 
-def _dec_hook(type_: type[Any], obj: Any) -> Any:
-    if type_ is Secret and isinstance(obj, str):
-        return Secret(obj)
-    if type_ is Path and isinstance(obj, str):
-        return Path(obj)
-    raise NotImplementedError(f"cannot read {type_.__name__} from {type(obj).__name__}")
-
-
 def config_from_mapping(data: Mapping[str, Any]) -> AlertingConfig:
     """Validate an already parsed configuration (tests, benchmarks); errors name the key."""
-    try:
-        return msgspec.convert(dict(data), AlertingConfig, strict=False, dec_hook=_dec_hook)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(str(exc), source="mapping") from None
+    return core_config_from_mapping(AlertingConfig, data)
 
 
 def load_alerting_config(path: Path | str | None) -> AlertingConfig:

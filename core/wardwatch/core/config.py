@@ -171,8 +171,13 @@ def load_config(
             raise ConfigError(f"not valid TOML: {exc}", source=source) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read config file: {exc}", source=source) from None
-    data = _merge(data, env_overrides(environ, env_prefix))
+    return config_from_mapping(model, _merge(data, env_overrides(environ, env_prefix)), source=source)
+
+
+def config_from_mapping(model: type[T], data: Mapping[str, Any], *, source: str = "mapping") -> T:
+    """Validate already parsed settings ``data`` into ``model`` (the one entry point: files, the environment,
+    tests and benchmarks); a :class:`ConfigError` names the key and says what is wrong."""
     try:
-        return msgspec.convert(data, model, strict=False, dec_hook=_dec_hook)
+        return msgspec.convert(dict(data), model, strict=False, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
         raise _translate(exc, source) from None
