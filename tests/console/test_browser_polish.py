@@ -127,4 +127,12 @@ async def test_board_text_whole_thresholds_read_once_per_view_observations_dated
             assert "no value" in await sensor_off.inner_text()
             await page.screenshot(path=str(SCREENSHOTS / f"console-tile-sensor-off-{name}.png"))
         await page.set_viewport_size({"width": 1280, "height": 860})
+
+        # opening a patient view reads the thresholds once (the chart and the panel share the answer)
+        before = await _thresholds_reads(page, "p-s02")
+        await _open_patient(page, "p-s02")
+        assert await _thresholds_reads(page, "p-s02") == before + 1
+        await _open_patient(page, "p-s02")
+        assert await _thresholds_reads(page, "p-s02") == before + 2
+
     assert errors == []
