@@ -135,4 +135,29 @@ async def test_board_text_whole_thresholds_read_once_per_view_observations_dated
         await _open_patient(page, "p-s02")
         assert await _thresholds_reads(page, "p-s02") == before + 2
 
+        # observations taken at a date and time: not in the future, not older than the API accepts
+        form = page.locator("#obs-form")
+        taken_at = form.get_by_label("Taken at (date and time)")
+        assert await taken_at.get_attribute("type") == "datetime-local"
+        error = page.locator("#obs-error")
+        for offset_h, why in ((25, "too old"), (-1, "in the future")):
+            await taken_at.fill(await page.evaluate(LOCAL_MINUTE, -offset_h * 3_600_000))
+            await form.get_by_label("Respiratory rate (/min)").fill("18")
+            await form.get_by_role("button", name="Record observations").click()
+            await page.locator("#obs-error", has_text=why).wait_for()
+            assert await taken_at.get_attribute("aria-invalid") == "true"
+        stored = await page.evaluate(FETCH_JSON, "/api/patients/p-s02/observations")
+        assert stored["observations"] == []  # nothing reached the API
+        yesterday = await page.evaluate(LOCAL_MINUTE, -20 * 3_600_000)  # 20 h ago: most often yesterday
+        await taken_at.fill(yesterday)
+        await form.get_by_label("Respiratory rate (/min)").fill("18")
+        await form.get_by_role("button", name="Record observations").click()
+        await page.locator("#obs-done", has_text="Recorded").wait_for()
+        assert await error.inner_text() == ""
+        expected = await page.evaluate("(local) => new Date(local).getTime()", yesterday)
+        stored = await page.evaluate(FETCH_JSON, "/api/patients/p-s02/observations")
+        assert [entry["taken_at"] for entry in stored["observations"]] == [expected]
+        for width, name in ((1280, "desktop"), (768, "tablet")):
+            await page.set_viewport_size({"width": width, "height": 860})
+            await form.screenshot(path=str(SCREENSHOTS / f"console-observation-date-{name}.png"))
     assert errors == []
