@@ -534,12 +534,14 @@ def test_login_guard_serves_clinicians_first_and_budgets_everyone_else() -> None
                 guard.end_verification()
             guard.finish(client, succeeds, now)
 
-    assert verify("ward-pc", 0.0, True) == 0  # a new address: ordinary priority, within the budget
-    with pytest.raises(LoginThrottledError):  # the budget (one verification, 0.5/s) is spent ...
+    assert verify("ward-pc", 0.0, True) == 0  # a new address: ordinary priority, outside the budget (no failures)
+    assert verify("guesser", 0.0, False) == 0  # a name's first try is not budgeted either ...
+    assert verify("guesser", 0.0, False) == 1  # ... after a failure it is: the budget (one verification, 0.5/s) ...
+    with pytest.raises(LoginThrottledError):  # ... is spent ...
         verify("guesser", 0.0, False)
     assert verify("ward-pc", 0.0, False) == -1  # ... but a workstation that logged in lately goes first, typo or not
     assert verify("ward-pc", 0.0, False) == -1
-    assert verify("guesser", 2.0, False) == 1  # refilled: served, after one failure already
+    assert verify("guesser", 2.0, False) == 3  # refilled: served, after three failures already (the refused one too)
     with pytest.raises(LoginThrottledError):
         verify("guesser", 2.5, False)
     assert verify("ward-pc", 2.5, True) == -1

@@ -33,6 +33,7 @@ from wardwatch.alerting.http import error as _error
 from wardwatch.alerting.http import now_ms as _now
 from wardwatch.alerting.observations.routes import OBSERVATION_PATHS, OBSERVATION_SCHEMAS
 from wardwatch.alerting.openapi import TYPES_KEY, components
+from wardwatch.alerting.proxies import TRUSTED_PROXIES_KEY, TrustedProxies
 from wardwatch.alerting.registry.routes import REGISTRY_PATHS, REGISTRY_SCHEMAS
 from wardwatch.alerting.routes.alarms import ALARM_PATHS, ALARM_SCHEMAS
 from wardwatch.alerting.routes.audit import AUDIT_PATHS, AUDIT_SCHEMAS
@@ -115,6 +116,7 @@ def build_app(service: AlarmService, config: ApiConfig) -> web.Application:
         auth, LoginGuard(limits), workers=config.login_hash_workers, executor=config.login_hash_executor
     )
     app[LOGIN_KEY] = logins
+    app[TRUSTED_PROXIES_KEY] = TrustedProxies(config.trusted_proxies)
     registry = service.metrics.registry
     app[LOGINS_KEY] = Counter(
         "wardwatch_alerting_logins",

@@ -11,8 +11,8 @@ so a copy of the database does not reveal them.
 Logging in over the API (:class:`LoginService`) never runs argon2 on the event loop: verification
 runs in a bounded worker pool, unknown names are not hashed at all (they wait as long as a
 verification takes, so timing does not reveal which names exist), and :class:`LoginGuard` applies
-per-client and global rate limits with progressive delays. There is no per-name lockout, so nobody
-can keep a nurse locked out by guessing her name.
+per-client rate limits, progressive delays per client and name, and a global budget for clients that
+fail. There is no per-name lockout, so nobody can keep a nurse locked out by guessing her name.
 """
 
 from __future__ import annotations
@@ -288,19 +288,22 @@ class Authenticator:
 class LoginLimits:
     """How hard logging in may be tried (see :class:`LoginGuard`)."""
 
-    client_rate_per_s: float = 1.0  # sustained attempts per client ...
+    client_rate_per_s: float = 1.0  # sustained attempts per client address ...
     client_burst: int = 10  # ... after a burst of this many
-    client_in_flight: int = 4  # attempts of one client being processed at once
-    free_failures: int = 5  # the failure (per client, within failure_window_s) after which pauses start:
-    delay_base_s: float = 1.0  # 1, 2, 4, ... seconds before the client's next attempt is checked
+    client_in_flight: int = 4  # attempts of one client address being processed at once
+    free_failures: int = 5  # the failure (per address and name, within failure_window_s) after which pauses start:
+    delay_base_s: float = 1.0  # 1, 2, 4, ... seconds before that name's next attempt from that address is checked
     delay_max_s: float = 30.0
     failure_window_s: float = 900.0
-    # password verifications per second for clients with recent failures, all together (an argon2id
+    # failures of one address, all names together, after which the whole address pauses as above (guessing
+    # across names); far more than a shared workstation's typos
+    address_free_failures: int = 20
+    # password verifications per second for names that failed lately, all together (an argon2id
     # verification at the default cost takes a core for ~0.1-0.3 s: the engine needs the CPU more) ...
     verify_rate_per_s: float = 0.5
     verify_burst: int = 2
     budget_exempt: int = 2  # typos a trusted client (one that logged in lately) may make and stay outside it
-    verify_queue: int = 16  # verifications waiting for a worker; more are refused at once
+    verify_queue: int = 16  # verifications of such clients waiting for a worker; more are refused at once
 
 
 @dataclass(slots=True)
@@ -327,67 +330,99 @@ class _Client:
     not_before: float = 0.0  # no attempt before this (progressive delay after failures)
     trusted_until: float = 0.0  # logged in successfully lately: its verifications go first
 
+    def prune(self, now: float, window_s: float) -> None:
+        """Forget failures older than ``window_s``."""
+        while self.failures and now - self.failures[0] > window_s:
+            self.failures.popleft()
+
+    def failed(self, now: float, free: int, limits: LoginLimits) -> None:
+        """Count a failure; from the ``free``-th on, pause the next attempt (doubling, capped)."""
+        self.failures.append(now)
+        excess = len(self.failures) - free
+        if excess >= 0:
+            self.not_before = now + min(limits.delay_max_s, limits.delay_base_s * 2.0**excess)
+
 
 class LoginGuard:
     """Per-client and global rate limits for logins, with progressive delays instead of a lockout.
 
-    Pure bookkeeping; times are monotonic seconds. A client (an address) gets a token bucket and,
-    from its ``free_failures``-th failure within ``failure_window_s``, a pause before its next attempt
-    that doubles with each further failure (1, 2, 4 ... s, capped): attempts during the pause are
-    answered at once with 429 and ``Retry-After``, never held open. A clinician on another
-    workstation is never affected and one on the same workstation is slowed, not locked out.
-    Password verifications (the expensive part) share one global bucket and a bounded queue.
+    Pure bookkeeping; times are monotonic seconds. A client is an address (the browser's, when a
+    trusted proxy such as the console says so: :mod:`wardwatch.alerting.proxies`); ``user`` is the name
+    tried. The address gets a token bucket and a bound on attempts at once; failures count per address
+    *and name*: from the ``free_failures``-th failure of a name within ``failure_window_s``, a pause
+    before that name's next attempt from that address that doubles with each further failure (1, 2, 4
+    ... s, capped), and the same for the whole address from its ``address_free_failures``-th failure
+    (guessing across names). Attempts during a pause are answered at once with 429 and
+    ``Retry-After``, never held open. So one nurse's typos never slow another nurse, at another
+    workstation or at the same one. Password verifications (the expensive part) of names with recent
+    failures share one global bucket and a bounded queue; names without failures are never budgeted.
     """
 
     _MAX_CLIENTS: Final = 10_000
 
     def __init__(self, limits: LoginLimits | None = None) -> None:
         self.limits = limits or LoginLimits()
-        self._clients: dict[str, _Client] = {}
+        self._clients: dict[tuple[str, str | None], _Client] = {}  # (address, None) and (address, name)
         self._verify = _Bucket(float(self.limits.verify_burst), 0.0)
         self._verifying = 0
 
-    def admit(self, client: str, now: float) -> None:
-        """Let an attempt of ``client`` in, or raise :class:`LoginThrottledError` saying how long to wait."""
-        limits = self.limits
-        state = self._clients.get(client)
+    def _state(self, client: str, user: str | None, now: float) -> _Client:
+        state = self._clients.get((client, user))
         if state is None:
             if len(self._clients) >= self._MAX_CLIENTS:
                 self._forget_idle(now)
-            state = self._clients[client] = _Client(_Bucket(float(limits.client_burst), now))
+            state = self._clients[(client, user)] = _Client(_Bucket(float(self.limits.client_burst), now))
         state.seen = now
-        while state.failures and now - state.failures[0] > limits.failure_window_s:
-            state.failures.popleft()
-        if now < state.not_before:
-            wait = state.not_before - now
+        state.prune(now, self.limits.failure_window_s)
+        return state
+
+    def admit(self, client: str, now: float, user: str = "") -> None:
+        """Let an attempt of ``client`` at ``user`` in, or raise :class:`LoginThrottledError` with the wait."""
+        limits = self.limits
+        account = self._state(client, user, now)
+        address = self._state(client, None, now)
+        if now < account.not_before:
+            wait = account.not_before - now
+            raise LoginThrottledError(
+                f"too many failed logins for this name from this address: wait {math.ceil(wait)} s", wait
+            )
+        if now < address.not_before:
+            wait = address.not_before - now
             raise LoginThrottledError(f"too many failed logins from this address: wait {math.ceil(wait)} s", wait)
-        if state.in_flight >= limits.client_in_flight:
+        if address.in_flight >= limits.client_in_flight:
             raise LoginThrottledError("too many login attempts at once from this address", 1.0)
-        wait = state.bucket.take(limits.client_rate_per_s, limits.client_burst, now)
+        wait = address.bucket.take(limits.client_rate_per_s, limits.client_burst, now)
         if wait > 0:
             raise LoginThrottledError("too many login attempts from this address: slow down", wait)
-        state.in_flight += 1
+        address.in_flight += 1
+        account.in_flight += 1
 
-    def start_verification(self, client: str, now: float) -> int:
-        """A password of ``client`` is about to be verified: its priority (lowest goes first).
+    def start_verification(self, client: str, now: float, user: str = "") -> int:
+        """A password of ``client`` (for ``user``) is about to be verified: its priority (lowest goes first).
 
-        A trusted client (it logged in successfully within ``failure_window_s``, has at most
-        ``budget_exempt`` failures since and one attempt at a time: a clinician's workstation, typos
-        included) gets -1 and is never refused here. Every other client gets its recent failures plus
-        its other attempts in flight, and shares the global verification budget and queue with all
-        the others (:class:`LoginThrottledError` when they are exhausted: try again shortly).
+        Trusted (``user`` logged in successfully from ``client`` within ``failure_window_s``, has at most
+        ``budget_exempt`` failures since and one attempt at a time: a clinician at a workstation, typos
+        included): -1. A name without failures from this address in the window (a nurse at shift change,
+        even at a workstation where someone else mistyped): 0. Neither is ever refused here. Every other
+        client gets its name's recent failures plus its other attempts in flight, and shares the global
+        verification budget and queue with all the others (:class:`LoginThrottledError` when they are
+        exhausted: try again shortly). Guessing across names from one address is bounded by the address's
+        pauses (``address_free_failures``) and the verification pool's size.
         """
-        state = self._clients.get(client)
+        account = self._clients.get((client, user))
+        address = self._clients.get((client, None))
         trusted = (
-            state is not None
-            and now < state.trusted_until
-            and len(state.failures) <= self.limits.budget_exempt
-            and state.in_flight <= 1
+            account is not None
+            and now < account.trusted_until
+            and len(account.failures) <= self.limits.budget_exempt
+            and account.in_flight <= 1
         )
         if trusted:
             priority = -1
+        elif account is None or not account.failures:
+            priority = 0
         else:
-            priority = len(state.failures) + max(0, state.in_flight - 1) if state is not None else 0
+            priority = len(account.failures) + max(0, address.in_flight - 1 if address is not None else 0)
             if self._verifying >= self.limits.verify_queue:
                 raise LoginThrottledError("the login service is busy: try again in a moment", 1.0)
             wait = self._verify.take(self.limits.verify_rate_per_s, self.limits.verify_burst, now)
@@ -400,29 +435,31 @@ class LoginGuard:
         """A verification started with :meth:`start_verification` finished."""
         self._verifying -= 1
 
-    def finish(self, client: str, succeeded: bool, now: float) -> None:
-        """An admitted attempt ended (``succeeded``: right password)."""
-        state = self._clients.get(client)
-        if state is None:
+    def finish(self, client: str, succeeded: bool, now: float, user: str = "") -> None:
+        """An admitted attempt of ``client`` at ``user`` ended (``succeeded``: right password)."""
+        account = self._clients.get((client, user))
+        address = self._clients.get((client, None))
+        if account is None or address is None:
             return
-        state.in_flight = max(0, state.in_flight - 1)
-        if succeeded:
-            state.failures.clear()
-            state.not_before = 0.0
-            state.trusted_until = now + self.limits.failure_window_s
+        account.in_flight = max(0, account.in_flight - 1)
+        address.in_flight = max(0, address.in_flight - 1)
+        if succeeded:  # the name's failures end; the address's stay (logging in to one's own account clears nothing)
+            account.failures.clear()
+            account.not_before = 0.0
+            account.trusted_until = now + self.limits.failure_window_s
             return
-        state.failures.append(now)
-        excess = len(state.failures) - self.limits.free_failures
-        if excess >= 0:
-            state.not_before = now + min(self.limits.delay_max_s, self.limits.delay_base_s * 2.0**excess)
+        account.failed(now, self.limits.free_failures, self.limits)
+        address.failed(now, self.limits.address_free_failures, self.limits)
 
     def _forget_idle(self, now: float) -> None:
         idle = [c for c, s in self._clients.items() if s.in_flight == 0 and now - s.seen > self.limits.failure_window_s]
         for c in idle:
             del self._clients[c]
         if len(self._clients) >= self._MAX_CLIENTS:  # still full: forget the longest idle half
-            by_age = sorted((s.seen, c) for c, s in self._clients.items() if s.in_flight == 0)
-            for _, c in by_age[: len(by_age) // 2]:
+            by_age = sorted(
+                (c for c, s in self._clients.items() if s.in_flight == 0), key=lambda c: self._clients[c].seen
+            )
+            for c in by_age[: len(by_age) // 2]:
                 del self._clients[c]
 
 
@@ -478,14 +515,14 @@ class LoginService:
         """``(token, idle expiry ms)`` or :class:`AuthError` (:class:`LoginThrottledError` when throttled)."""
         check_name(name)  # before anything is hashed, counted or audited
         guard = self.guard
-        guard.admit(client, time.monotonic())
+        guard.admit(client, time.monotonic(), name)
         succeeded = False
         try:
             user = self.auth.store.user(name)
             if user is None or user.disabled:
                 await asyncio.sleep(self._typical_s)  # same time as a verification, no CPU
                 raise AuthError("wrong user name or password")
-            priority = guard.start_verification(client, time.monotonic())
+            priority = guard.start_verification(client, time.monotonic(), name)
             try:
                 ok = await self._verify(priority, user.password_hash, password)
             finally:
@@ -494,7 +531,7 @@ class LoginService:
                 raise AuthError("wrong user name or password")
             succeeded = True
         finally:
-            guard.finish(client, succeeded, time.monotonic())
+            guard.finish(client, succeeded, time.monotonic(), name)
         if self.auth.hasher.check_needs_rehash(user.password_hash):
             new_hash = await asyncio.to_thread(self.auth.hasher.hash, password)  # rare: after a cost change
             self.auth.store.set_user(name, password_hash=new_hash)

@@ -161,8 +161,12 @@ async def _run_streams(base: str, cookies: list[str], schedule: list[tuple[float
 
 
 @contextlib.asynccontextmanager
-async def _console(api_port: int, tmp: Path, sessions: int, password: str) -> AsyncIterator[tuple[str, list[str], int]]:
-    """The console back end as its own process, and ``sessions`` nurses logged in to it."""
+async def _console(
+    api_port: int, tmp: Path, sessions: int, password: str, logins: dict[str, float]
+) -> AsyncIterator[tuple[str, list[str], int]]:
+    """The console back end as its own process, and ``sessions`` nurses logged in to it, each from a browser
+    of its own (loopback address 127.0.0.10, .11, ...), all at once; ``logins``: how long that took and how
+    many attempts were throttled (429)."""
     port = free_port()
     config = tmp / "console.toml"
     config.write_text(
@@ -174,7 +178,13 @@ async def _console(api_port: int, tmp: Path, sessions: int, password: str) -> As
         sys.executable, "-m", "wardwatch.core", "console", "--config", str(config), stdout=log, stderr=log
     )
     base = f"http://127.0.0.1:{port}"
-    clients = [aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) for _ in range(sessions)]
+    clients = [
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(local_addr=(f"127.0.0.{10 + i % 240}", 0)),
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+        )
+        for i in range(sessions)
+    ]
     try:
 
         async def healthy() -> bool:
@@ -186,8 +196,9 @@ async def _console(api_port: int, tmp: Path, sessions: int, password: str) -> As
             return False
 
         await wait_for(healthy, 30, what="the console back end", max_interval=0.2)
-        for client in clients:
-            await _log_in(client, base, password)
+        started = time.perf_counter()
+        throttled = await asyncio.gather(*(_log_in(client, base, password) for client in clients))
+        logins.update(sessions=sessions, seconds=round(time.perf_counter() - started, 3), throttled=sum(throttled))
         cookies = [client.cookie_jar.filter_cookies(URL(base))[COOKIE].value for client in clients]
         yield base, cookies, child.pid
     finally:
@@ -199,13 +210,12 @@ async def _console(api_port: int, tmp: Path, sessions: int, password: str) -> As
         log.close()
 
 
-async def _log_in(client: aiohttp.ClientSession, base: str, password: str) -> None:
-    """Log in through the console. The API limits logins per address (1/s after a burst of 10) and every
-    console session comes from the console's address: wait as ``Retry-After`` says."""
-    for _ in range(60):
+async def _log_in(client: aiohttp.ClientSession, base: str, password: str) -> int:
+    """Log in through the console; on 429 wait as ``Retry-After`` says. How many attempts were throttled."""
+    for throttled in range(60):
         async with client.post(base + "/api/login", json={"name": NURSE, "password": password}) as response:
             if response.status == 200:
-                return
+                return throttled
             if response.status != 429:
                 raise RuntimeError(f"console login failed: {response.status} {await response.text()}")
             await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
@@ -246,7 +256,9 @@ async def sessions_under_load(
         async with Mosquitto(directory=tmp / "mosquitto") as broker, WebhookReceiver() as receiver:
             api_port = free_port()
             config = tmp / "alerting.toml"
-            config.write_text(_config_text(tmp, broker, receiver, api_port))
+            # the console forwards each browser's address (as `wardwatch up` configures it)
+            text = _config_text(tmp, broker, receiver, api_port)
+            config.write_text(text.replace("[api]\n", '[api]\ntrusted_proxies = ["127.0.0.1"]\n', 1))
             await enrol_in_database(load_alerting_config(config), _kits(patients), capacity=2 * PER_GATEWAY)
             log = (tmp / "service.log").open("wb")
             service = await asyncio.create_subprocess_exec(
@@ -254,7 +266,8 @@ async def sessions_under_load(
             )
             try:
                 await _wait_healthy(api_port, service)
-                async with _console(api_port, tmp, sessions, password) as (base, cookies, console_pid):
+                logins: dict[str, float] = {}
+                async with _console(api_port, tmp, sessions, password, logins) as (base, cookies, console_pid):
                     cpu = {"service": _cpu_seconds(service.pid), "console": _cpu_seconds(console_pid)}
                     report, started, streams = await _run(broker, patients, warmup_s, spread_s, blocks, base, cookies)
                     cpu = {
@@ -263,6 +276,7 @@ async def sessions_under_load(
                     }
                     figures = _figures(report, receiver, started, streams)
                     figures["cpu_s"] = cpu
+                    figures["logins"] = logins
                     async with (
                         aiohttp.ClientSession() as http,
                         http.get(f"http://127.0.0.1:{api_port}/metrics") as response,

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from wardwatch.alerting.proxies import parse_network
 from wardwatch.core.config import MqttSettings, Secret, load_config
 from wardwatch.core.config import config_from_mapping as core_config_from_mapping
 from wardwatch.core.ids import Identifier
@@ -168,10 +169,15 @@ class ApiConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     login_hash_executor: Literal["thread", "process"] = "thread"
     login_client_rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=1000)] = 1.0  # after a burst of 10
     login_verify_rate_per_s: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 0.5  # guessing clients, together
+    # peers (addresses or CIDR networks) whose X-Forwarded-For / Forwarded client address is believed: the
+    # console's address, so logins are throttled and audited per browser; empty: nobody's (least privilege)
+    trusted_proxies: list[str] = []
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("api.tls_cert and api.tls_key go together")
+        for entry in self.trusted_proxies:
+            parse_network(entry)
 
 
 class GuardConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

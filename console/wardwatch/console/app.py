@@ -250,7 +250,11 @@ async def login(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
     try:
         async with request.app[HTTP_KEY].post(
-            config.alerting.url + "/api/v1/login", json={"name": body.name, "password": body.password}
+            config.alerting.url + "/api/v1/login",
+            json={"name": body.name, "password": body.password},
+            # the browser's address (never one the browser wrote itself): the API throttles and audits logins
+            # by it when it trusts this console (api.trusted_proxies), else by the console's own address
+            headers={"X-Forwarded-For": request.remote or "unknown"},
         ) as upstream:
             answer = await upstream.json(content_type=None)
             if upstream.status != 200:

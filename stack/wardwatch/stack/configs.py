@@ -125,7 +125,8 @@ class PartConfigs:
                 "registry": {"identity_key_file": self.identity_key()},
                 "log_level": "INFO",
                 "mqtt": mqtt,
-                "api": {"host": "127.0.0.1", "port": api_port},
+                # the console (on this host) forwards the browser's address: logins are throttled and audited by it
+                "api": {"host": "127.0.0.1", "port": api_port, "trusted_proxies": ["127.0.0.1"]},
                 "paging": {"backoff_min_s": 0.2, "backoff_max_s": 2.0},
                 "wards": {
                     ward: {

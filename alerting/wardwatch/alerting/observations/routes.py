@@ -27,7 +27,7 @@ from wardwatch.alerting.http import (
     requires,
 )
 from wardwatch.alerting.observations.live import news2_band
-from wardwatch.alerting.observations.records import ObservationError, Observations
+from wardwatch.alerting.observations.records import FUTURE_SLACK_MS, MAX_AGE_MS, ObservationError, Observations
 from wardwatch.alerting.openapi import PathTable, components_of, operation
 from wardwatch.alerting.routes.query import PatientPath, read_query
 
@@ -41,7 +41,10 @@ class ObservationBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     systolic 40-300 mmHg, pulse 20-250 /min, temperature 30-45 °C, consciousness one ACVPU letter.
     """
 
-    taken_at: Annotated[int, msgspec.Meta(ge=0)]
+    # how old or early (relative to now) the API accepts it, for forms: x-max-age-ms, x-future-slack-ms
+    taken_at: Annotated[
+        int, msgspec.Meta(ge=0, extra_json_schema={"x-max-age-ms": MAX_AGE_MS, "x-future-slack-ms": FUTURE_SLACK_MS})
+    ]
     respiration: Annotated[int, msgspec.Meta(ge=0, le=80)] | None = None
     spo2: Annotated[int, msgspec.Meta(ge=50, le=100)] | None = None
     supplemental_o2: bool | None = None

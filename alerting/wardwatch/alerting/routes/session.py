@@ -28,6 +28,7 @@ from wardwatch.alerting.http import now_ms as _now
 from wardwatch.alerting.http import principal_of as _principal
 from wardwatch.alerting.http import read_body as _body
 from wardwatch.alerting.openapi import PathTable, components_of, operation
+from wardwatch.alerting.proxies import client_address
 
 AUTH_KEY: Final = web.AppKey("auth", Authenticator)
 LOGIN_KEY: Final = web.AppKey("login", LoginService)
@@ -70,14 +71,17 @@ async def login(request: web.Request) -> web.Response:
     """Exchange name and password for a session token (idle expiry = automatic logoff).
 
     The name is checked before anything is hashed or audited; attempts are rate limited per client and
-    overall (429 with ``Retry-After``), with growing delays after repeated failures, never a lockout.
+    overall (429 with ``Retry-After``), with growing delays after repeated failures of a name, never a
+    lockout. The client is the peer, or the address a trusted proxy (``api.trusted_proxies``) forwards;
+    the audit entry names it.
     """
     body = await _body(request, LoginBody)
     service = request.app[SERVICE_KEY]
     now = _now()
+    client = client_address(request)  # the browser's, when a trusted proxy (the console) forwards it
     try:
         check_name(body.name)
-        token, expires = await request.app[LOGIN_KEY].login(body.name, body.password, request.remote or "?", now)
+        token, expires = await request.app[LOGIN_KEY].login(body.name, body.password, client, now)
     except InvalidNameError as exc:
         request.app[LOGINS_KEY].labels(outcome="invalid_name").inc()
         return _error(400, str(exc))
@@ -86,10 +90,10 @@ async def login(request: web.Request) -> web.Response:
         return _error(429, str(exc), **{"Retry-After": retry_after(exc.retry_after_s)})
     except AuthError:
         request.app[LOGINS_KEY].labels(outcome="failed").inc()
-        service.store.audit(AuditEntry(t=now, actor=body.name, action="login_failed"))
+        service.store.audit(AuditEntry(t=now, actor=body.name, action="login_failed", details={"client": client}))
         return _error(401, "wrong user name or password", **{"WWW-Authenticate": "Bearer"})
     request.app[LOGINS_KEY].labels(outcome="ok").inc()
-    service.store.audit(AuditEntry(t=now, actor=body.name, action="login"))
+    service.store.audit(AuditEntry(t=now, actor=body.name, action="login", details={"client": client}))
     principal = request.app[AUTH_KEY].authenticate(token, now)
     role = str(principal.role) if principal is not None else None
     return _json(Session(token=token, expires=expires, role=role))

@@ -45,11 +45,13 @@ const ABSENT = {
   unavailable: "unavailable",
 };
 
-// "12 s ago", "stale · 3 min ago", or why there is no value ("sensor off · 4 s ago").
+// "12 s ago", or what is wrong with the reading on a line of its own above its age ("stale\n3 min ago",
+// "no value\n4 s ago"): a tile is narrow, and the text wraps rather than being cut off.
 function ageText(reading, stale) {
   if (!reading) return "no reading";
-  const why = reading.value === null && reading.absent ? `${ABSENT[reading.absent] || "no value"} · ` : "";
-  return `${stale ? "stale · " : ""}${why}${age(reading.t)}`;
+  const why = [stale ? "stale" : "", reading.value === null && reading.absent ? ABSENT[reading.absent] || "no value" : ""];
+  const line = why.filter(Boolean).join(" · ");
+  return line ? `${line}\n${age(reading.t)}` : age(reading.t);
 }
 
 function vitalCell(patient, signal) {
@@ -264,7 +266,7 @@ export function renderBoard(main) {
       const stale = isStale(t);
       const patient = ward.patients.get(element.closest("a.tile").dataset.patient);
       const reading = patient && patient.vitals[element.parentElement.dataset.signal];
-      element.textContent = reading ? ageText(reading, stale) : `${stale ? "stale · " : ""}${age(t)}`;
+      element.textContent = reading ? ageText(reading, stale) : `${stale ? "stale\n" : ""}${age(t)}`;
       element.parentElement.classList.toggle("stale", stale);
     }
     if (staleChanged([...tiles.keys()])) place();

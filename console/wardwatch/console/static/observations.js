@@ -5,7 +5,7 @@
 import { ApiError, get, post } from "./api.js";
 import { ACVPU, BAND_LABEL, historyChart, missingText, news2Key, PARAMETERS, parameterTable, readHistory } from "./news2.js";
 import { subscribe, ward } from "./store.js";
-import { clock, h, now } from "./util.js";
+import { dateTime, h, now } from "./util.js";
 
 const RECORD_ROLES = new Set(["nurse", "charge_nurse", "doctor"]);
 // (short labels: the trends below have "1 hour", "24 hours", "7 days")
@@ -56,6 +56,13 @@ function scoreSummary(score) {
   );
 }
 
+// "YYYY-MM-DDTHH:MM" of ``ms`` in local time (a datetime-local input's value).
+function localMinute(ms) {
+  const d = new Date(ms);
+  const two = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}T${two(d.getHours())}:${two(d.getMinutes())}`;
+}
+
 function observationForm(patient, onSaved, schema) {
   const error = h("p", { class: "error", id: "obs-error", role: "alert" });
   const done = h("p", { class: "notice-ok", id: "obs-done", role: "status" });
@@ -88,7 +95,12 @@ function observationForm(patient, onSaved, schema) {
     h("div", { class: "field" }, h("label", { for: "obs-acvpu" }, "Consciousness (ACVPU)"), consciousness, h("span", { class: "hint" }, "new confusion scores 3")),
     h("div", { class: "field" }, h("label", { for: "obs-o2" }, "Supplemental oxygen"), oxygen, h("span", { class: "hint" }, "oxygen scores 2")),
   );
-  const takenAt = h("input", { id: "obs-time", name: "taken_at", type: "time", required: true });
+  // the date and time taken, bounded as the API bounds it (not in the future, not older than it accepts)
+  const limits = schema.taken_at || {};
+  const maxAgeMs = limits["x-max-age-ms"] || 0;
+  const slackMs = limits["x-future-slack-ms"] || 0;
+  const takenAt = h("input", { id: "obs-time", name: "taken_at", type: "datetime-local", required: true });
+  const ageHint = maxAgeMs ? `not in the future, not more than ${Math.round(maxAgeMs / 3600000)} h ago` : "not in the future";
   const note = h("input", { id: "obs-note", name: "note", maxlength: 500, autocomplete: "off" });
   const submit = h("button", { type: "submit", class: "btn btn-primary" }, "Record observations");
   const form = h(
@@ -100,18 +112,23 @@ function observationForm(patient, onSaved, schema) {
     h(
       "div",
       { class: "obs-grid" },
-      h("div", { class: "field" }, h("label", { for: "obs-time" }, "Taken at"), takenAt, h("span", { class: "hint" }, "today, or yesterday if later than now")),
+      h("div", { class: "field field-wide" }, h("label", { for: "obs-time" }, "Taken at (date and time)"), takenAt, h("span", { class: "hint" }, ageHint)),
       h("div", { class: "field field-wide" }, h("label", { for: "obs-note" }, "Note (optional)"), note, h("span", { class: "hint" }, "e.g. after a video call")),
     ),
     error,
     done,
     h("div", { class: "form-buttons" }, submit),
   );
+  const setBounds = () => {
+    takenAt.max = localMinute(now());
+    if (maxAgeMs) takenAt.min = localMinute(now() - maxAgeMs + 60000);
+  };
   const setNow = () => {
-    const d = new Date(now());
-    takenAt.value = `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+    takenAt.value = localMinute(now());
+    setBounds();
   };
   setNow();
+  takenAt.addEventListener("focus", setBounds); // time passes while the form is open
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.textContent = "";
@@ -133,17 +150,26 @@ function observationForm(patient, onSaved, schema) {
     if (oxygen.value) body.supplemental_o2 = oxygen.value === "oxygen";
     if (consciousness.value) body.consciousness = consciousness.value;
     if (note.value.trim()) body.note = note.value.trim();
-    const [hours, minutes] = (takenAt.value || "").split(":").map(Number);
-    const taken = new Date(now());
-    taken.setHours(hours, minutes, 0, 0);
-    if (taken.getTime() > now() + 120000) taken.setDate(taken.getDate() - 1);
-    body.taken_at = Number.isFinite(taken.getTime()) ? taken.getTime() : now();
+    takenAt.removeAttribute("aria-invalid");
+    const taken = takenAt.value ? new Date(takenAt.value).getTime() : NaN; // "YYYY-MM-DDTHH:MM": local time
+    const tooOld = maxAgeMs && taken < now() - maxAgeMs;
+    if (!Number.isFinite(taken) || taken > now() + slackMs || tooOld) {
+      takenAt.setAttribute("aria-invalid", "true");
+      error.textContent = !Number.isFinite(taken)
+        ? "Taken at: enter the date and time the observations were taken."
+        : tooOld
+          ? `Taken at: more than ${Math.round(maxAgeMs / 3600000)} h ago; too old to enter as an observation.`
+          : "Taken at: that is in the future; enter the time the observations were taken.";
+      takenAt.focus();
+      return;
+    }
+    body.taken_at = taken;
     submit.disabled = true;
     try {
       const saved = await post(`/api/patients/${encodeURIComponent(patient)}/observations`, body);
       form.reset();
       setNow();
-      done.textContent = `Recorded (taken ${clock(saved.taken_at)}, by ${saved.recorded_by}).`;
+      done.textContent = `Recorded (taken ${dateTime(saved.taken_at)}, by ${saved.recorded_by}).`;
       onSaved();
     } catch (failure) {
       error.textContent = failure instanceof ApiError ? failure.message : String(failure);

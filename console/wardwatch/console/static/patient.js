@@ -130,7 +130,10 @@ export function renderPatient(main, id) {
   renderNotes(notesBox, id);
   renderDeviceHistory(devicesBox, id);
   const leaveNews2 = renderNews2Panel(news2Box, id);
-  const leaveThresholds = renderThresholdsPanel(thresholdsBox, id);
+  // one thresholds read per view open (each read is audited): the chart's lines and the panel share it
+  const thresholdsRead = get(`/api/patients/${encodeURIComponent(id)}/thresholds`);
+  thresholdsRead.catch(() => {}); // each reader handles a failure itself
+  const leaveThresholds = renderThresholdsPanel(thresholdsBox, id, thresholdsRead);
   let range = "1h";
   let plots = [];
   let effective = null;
@@ -157,7 +160,7 @@ export function renderPatient(main, id) {
       ]);
       if (effective === null) {
         try {
-          effective = (await get(`/api/patients/${encodeURIComponent(id)}/thresholds`)).effective;
+          effective = (await thresholdsRead).effective;
         } catch (failure) {
           effective = {};
         }

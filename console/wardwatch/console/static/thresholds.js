@@ -106,15 +106,20 @@ function readOverrides(form) {
   return overrides;
 }
 
-export function renderThresholdsPanel(box, patient) {
+// ``firstRead``: the view's read of the thresholds (a promise), used for the first drawing instead of another
+// read; after a save the panel reads them again.
+export function renderThresholdsPanel(box, patient, firstRead = null) {
   const canWrite = WRITE_ROLES.has(ward.role);
+  let pending = firstRead;
   box.replaceChildren(h("h2", { id: "thresholds-title" }, "Thresholds and rule profile"), h("p", { class: "muted" }, "Loading…"));
 
   async function draw(message) {
     let current;
     let bounds;
     try {
-      [current, bounds] = await Promise.all([get(`/api/patients/${encodeURIComponent(patient)}/thresholds`), formBounds()]);
+      const read = pending || get(`/api/patients/${encodeURIComponent(patient)}/thresholds`);
+      pending = null;
+      [current, bounds] = await Promise.all([read, formBounds()]);
     } catch (failure) {
       box.replaceChildren(h("h2", { id: "thresholds-title" }, "Thresholds and rule profile"), h("p", { class: "error" }, failure.message));
       return;
