@@ -171,7 +171,11 @@ class AlarmService:
         self.registry = Registry(self)  # patients, gateways, kits (docs/registry.md)
         # latest values and alarm changes for the console's live streams (never blocks the alarm path)
         self.live = LiveBoard(
-            config.wards, self.manager.open_alarms, registry=self.metrics.registry, now_ms=self.clock.now_ms
+            config.wards,
+            self.manager.open_alarms,
+            watched=self.manager.watched,
+            registry=self.metrics.registry,
+            now_ms=self.clock.now_ms,
         )
         connect_live_roster(self.registry, self.live)  # admissions and discharges reach the board live
         self.observations = Observations(self)  # a nurse's NEWS2 observations (docs/news2.md)
