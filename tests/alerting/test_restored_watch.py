@@ -20,6 +20,7 @@ import pytest
 from wardwatch.alerting.app import run
 from wardwatch.alerting.manager import AlarmManager
 from wardwatch.alerting.service import AlarmService
+from wardwatch.alerting.store import Store
 from wardwatch.alerting.testing import WebhookReceiver, admit_with_kit
 from wardwatch.core.config import MqttSettings
 from wardwatch.core.mqtt import MqttClient
@@ -28,7 +29,16 @@ from wardwatch.core.servers import Mosquitto
 from wardwatch.core.topics import vitals_topic
 from wardwatch.core.waiting import wait_for
 
-from .test_resolve_reraise import HOLD_MS, T0, change, manager, opened, resolve_while_present, service_config
+from .test_resolve_reraise import (
+    HOLD_MS,
+    T0,
+    change,
+    manager,
+    opened,
+    resolve_while_present,
+    service_change,
+    service_config,
+)
 
 DUE = T0 + 1000 + HOLD_MS  # resolve_while_present resolves at T0 + 1 s
 
@@ -240,3 +250,19 @@ async def test_restart_during_the_hold_with_spo2_recovered_pages_nobody(
 
     first = await restart_during_the_hold(tmp_path, receiver, mosquitto, recovered)
     assert spo2_pages(receiver, "p-5") == [first]
+
+
+async def test_a_discharge_during_the_hold_ends_the_watch_for_good(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    """Before: the watch outlived the discharge and re-alarmed (and paged) for a patient no longer monitored."""
+    config = service_config(tmp_path, receiver)
+    config.wards["ward-a"].resolved_recheck_s = ENGINE_HOLD_S
+    with Store(config.database) as store:
+        async with AlarmService(config, store) as service:
+            row = await service.registry.admit("ward-a", "cat", "referral")
+            service.on_conditions([service_change(row.patient, True)])
+            (record,) = service.manager.open_alarms()
+            assert service.resolve(record.alarm_id, "nurse-ann", "seen").recheck_at is not None
+            await service.registry.discharge(row.patient, "cat", "recovered")
+            assert service.manager.watched() == []
+            assert service.metrics.watches_dropped.labels(reason="discharged")._value.get() == 1
+        assert store.watched_alarms() == []  # persisted: a restart does not bring it back
