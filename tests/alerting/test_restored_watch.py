@@ -266,3 +266,24 @@ async def test_a_discharge_during_the_hold_ends_the_watch_for_good(tmp_path: Pat
             assert service.manager.watched() == []
             assert service.metrics.watches_dropped.labels(reason="discharged")._value.get() == 1
         assert store.watched_alarms() == []  # persisted: a restart does not bring it back
+
+
+async def test_a_watch_of_a_patient_discharged_before_a_restart_ends_at_start(
+    tmp_path: Path, receiver: WebhookReceiver
+) -> None:
+    """A crash between a discharge and the end of its watches: the start (publish_all) ends them."""
+    config = service_config(tmp_path, receiver)
+    config.wards["ward-a"].resolved_recheck_s = ENGINE_HOLD_S
+    with Store(config.database) as store:
+        async with AlarmService(config, store) as service:
+            row = await service.registry.admit("ward-a", "cat", "referral")
+            service.on_conditions([service_change(row.patient, True)])
+            (record,) = service.manager.open_alarms()
+            service.resolve(record.alarm_id, "nurse-ann", "seen")
+        with store.connection:  # the discharge was written, its watch not yet ended
+            store.connection.execute("UPDATE reg_patients SET status = 'discharged' WHERE patient = ?", (row.patient,))
+        async with AlarmService(config, store) as service:
+            assert [w.alarm_id for w in service.manager.watched()] == [record.alarm_id]
+            await service.registry.publish_all()
+            assert service.manager.watched() == []
+        assert store.watched_alarms() == []
