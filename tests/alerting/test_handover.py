@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -52,9 +53,14 @@ def now_ms() -> int:
 
 
 def config_for(
-    tmp_path: Path, receiver: WebhookReceiver, mosquitto: Mosquitto, reopen_window_s: float = 30.0
+    tmp_path: Path,
+    receiver: WebhookReceiver,
+    mosquitto: Mosquitto,
+    reopen_window_s: float = 30.0,
+    resolved_recheck_s: float | None = None,
 ) -> AlertingConfig:
-    return service_config(tmp_path, mosquitto, webhook_ward(receiver, reopen_window_s=reopen_window_s))
+    recheck: dict[str, Any] = {} if resolved_recheck_s is None else {"resolved_recheck_s": resolved_recheck_s}
+    return service_config(tmp_path, mosquitto, webhook_ward(receiver, reopen_window_s=reopen_window_s, **recheck))
 
 
 @pytest.fixture
@@ -314,6 +320,32 @@ async def test_handover_tells_every_way_an_alarm_ended(
         assert (by_patient[cleared]["outcome"], by_patient[cleared]["resolved_by"]) == ("cleared", None)
         assert (by_patient[silenced]["outcome"], by_patient[silenced]["silenced_by"]) == ("open (silenced)", "nurse")
         assert by_patient[silenced]["acknowledged_by"] is None
+
+
+async def test_handover_shows_a_resolve_while_present_and_its_realarm(
+    tmp_path: Path, mosquitto: Mosquitto, receiver: WebhookReceiver
+) -> None:
+    """Before: an alarm resolved by hand while present showed only "resolved", never that it re-alarmed."""
+    config = config_for(tmp_path, receiver, mosquitto, resolved_recheck_s=0.5)
+    async with running(config) as api:
+        service = api.service
+        service.on_conditions([condition("p-lasting", Priority.HIGH, True)])
+        (first,) = [r.alarm_id for r in service.manager.open_alarms()]
+        await api.ok("nurse", "POST", f"/api/v1/alarms/{first}/resolve", {"reason": "called, feels fine"})
+        pending = await api.ok("viewer", "GET", f"/api/v1/wards/{WARD}/handover")
+        watched = {a["alarm_id"]: a for a in pending["alarms"]}
+        assert watched[first]["outcome"] == "resolved"
+        assert watched[first]["realarm_at"] is not None
+        await wait_for(lambda: service.manager.open_alarms() != [], TIMEOUT, what="the re-alarm")
+        (again,) = [r.alarm_id for r in service.manager.open_alarms()]
+        found = await api.ok("viewer", "GET", f"/api/v1/wards/{WARD}/handover")
+        by_id = {a["alarm_id"]: a for a in found["alarms"]}
+        resolved = by_id[first]
+        assert (resolved["outcome"], resolved["resolved_by"], resolved["reraised_as"]) == ("re-alarmed", "nurse", again)
+        assert resolved["resolution_note"] == "called, feels fine"
+        assert resolved["realarmed_at"] >= resolved["resolved_at"] + 500
+        assert resolved["realarm_at"] is None
+        assert by_id[again]["outcome"] == "open (active)"
 
 
 async def test_the_news2_log_stores_changes_only_and_keeps_each_patients_newest_score(

@@ -171,6 +171,8 @@ def test_the_watch_survives_a_restart_of_the_manager() -> None:
     restarted = manager()
     restarted.restore(saved)
     assert [w.alarm_id for w in restarted.watched()] == [first]
+    # the fresh engine re-reports the condition still present: the watch is confirmed, and fires when due
+    assert restarted.on_condition(change(True, T0 + 5000), T0 + 5000) == []
     assert restarted.next_due() == T0 + 1000 + HOLD_MS
     (alarm,) = opened(restarted.tick(T0 + 1000 + HOLD_MS))
     assert alarm.alarm_id != first
@@ -294,6 +296,7 @@ async def test_service_restart_during_the_hold_still_realarms(tmp_path: Path, re
     with Store(config.database) as store:
         async with AlarmService(config, store) as service:
             assert [w.alarm_id for w in service.manager.watched()] == [first]
+            service.on_conditions([service_change("p-1", True)])  # the fresh engine: still present
             await wait_for(lambda: len(paged_alarms(receiver, "p-1")) == 2, 10.0, what="re-alarm after restart")
             (record,) = service.manager.open_alarms()
             assert record.reraised_from == first

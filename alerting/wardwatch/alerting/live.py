@@ -18,7 +18,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -159,6 +159,7 @@ class LiveBoard:
         wards: Iterable[str],
         open_alarms: Callable[[], list[AlarmRecord]],
         *,
+        watched: Callable[[], list[AlarmRecord]] = list,
         registry: CollectorRegistry | None = None,
         now_ms: Callable[[], int] | None = None,
         flush_s: float = FLUSH_S,
@@ -167,6 +168,7 @@ class LiveBoard:
         self.buffer = buffer  # events a subscriber may have waiting before it is cut off
         self._wards = {ward: _Ward() for ward in wards}
         self._open_alarms = open_alarms
+        self._watched = watched  # alarms resolved by hand while present: a new alarm opens at realarm_at
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
         self.flush_s = flush_s  # how often coalesced reading changes are sent
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -300,15 +302,24 @@ class LiveBoard:
         state.dirty_patients.discard(patient)
         self._fan_out(state, "discharged", {"now": self._now_ms(), "ward": ward, "patient": patient})
 
-    def load_roster(self, ward: str, admitted: Iterable[str], discharged: Iterable[str]) -> None:
-        """At start: the registry's admitted patients are on the board, its discharged ones never again."""
+    def load_roster(
+        self,
+        ward: str,
+        admitted: Iterable[str],
+        discharged: Iterable[str],
+        gateways: Mapping[str, str] | None = None,
+    ) -> None:
+        """At start: the registry's admitted patients are on the board, each with the gateway of their kit
+        (``gateways``: patient -> gateway), its discharged ones never again."""
         state = self._wards.get(ward)
         if state is None:
             return
         state.discharged.update(discharged)
         for patient in admitted:
             if patient not in state.discharged:
-                state.patient(patient)
+                entry = state.patient(patient)
+                if gateways is not None and patient in gateways:
+                    entry["gateway"] = gateways[patient]
 
     def on_news2(self, ward: str, patient: str, news2: dict[str, Any] | None) -> None:
         """The patient's current NEWS2 (compact, :func:`~wardwatch.alerting.observations.live.board_json`);
@@ -334,15 +345,21 @@ class LiveBoard:
     # -- watchers ---------------------------------------------------------------------------------
 
     def snapshot(self, ward: str) -> dict[str, Any]:
-        """Everything the board of ``ward`` shows now (``KeyError`` for a ward this service does not own)."""
+        """Everything the board of ``ward`` shows now (``KeyError`` for a ward this service does not own).
+
+        ``watched``: alarms resolved by hand while their condition lasts (resolved, ``realarm_at`` set); the
+        stream's ``alarm`` events carry their changes (``realarm_at`` null once the watch ends).
+        """
         state = self._wards[ward]
         alarms = [alarm_json(r) for r in self._open_alarms() if r.ward == ward]
+        watched = [alarm_json(r) for r in self._watched() if r.ward == ward]
         return {
             "ward": ward,
             "now": self._now_ms(),
             "patients": list(state.patients.values()),
             "gateways": list(state.gateways.values()),
             "alarms": alarms,
+            "watched": watched,
         }
 
     def subscribe(self, ward: str) -> Subscription:

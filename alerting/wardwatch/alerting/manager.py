@@ -28,20 +28,35 @@ silence could last), a NEW alarm opens (new id, paged from step 0 as a new onset
 re-alarmed after a manual resolve). A clear within the hold ends the watch quietly; a deeper
 priority reported within it re-alarms at once. A latched alarm (condition already cleared) resolves as
 before, unwatched.
+
+A watch restored after a restart (:meth:`AlarmManager.restore`) is not trusted blindly: the condition
+may have cleared while the service was down, and a fresh engine reports only conditions it sees (as new
+onsets). So a restored watch re-alarms only once the engine has re-reported its condition since the
+start: at its due time, or at once if the report comes later. It is dropped (see :meth:`take_dropped`)
+when the engine reports the condition cleared, when the patient is discharged (:meth:`end_watches`),
+or when no report came within one more hold after its due time (the condition is taken as cleared
+during the downtime; any later onset opens a new alarm as usual, so nothing goes silent).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
-import msgspec
-
+from wardwatch.alerting.alarm_record import (
+    Action,
+    AlarmNotFoundError,
+    AlarmRecord,
+    InvalidTransitionError,
+    PublishAlarm,
+    SendPage,
+    alarm_id_for,
+    page_id_for,
+    resolve_notice,
+)
 from wardwatch.alerting.errors import AlertingError
 from wardwatch.alerting.escalation import Policy, WardPolicy
 from wardwatch.alerting.events import ConditionChange
-from wardwatch.core.schema import Alarm, AlarmCategory, AlarmState, News2, Page, Priority
+from wardwatch.core.schema import AlarmState, Page, Priority
 
 __all__ = [
     "Action",
@@ -57,126 +72,6 @@ __all__ = [
 ]
 
 
-class AlarmNotFoundError(AlertingError, LookupError):
-    """No open alarm has this id."""
-
-    def __init__(self, alarm_id: str) -> None:
-        self.alarm_id = alarm_id
-        super().__init__(f"no open alarm {alarm_id!r} (it may have been resolved)")
-
-
-class InvalidTransitionError(AlertingError, ValueError):
-    """The command does not apply to the alarm in its current state (or its arguments are invalid)."""
-
-
-class AlarmRecord(msgspec.Struct, kw_only=True):
-    """The manager's full state of one alarm (persisted as JSON)."""
-
-    alarm_id: str
-    dedup_key: str
-    patient: str
-    ward: str
-    rule: str
-    category: AlarmCategory
-    priority: Priority
-    state: AlarmState
-    started: int
-    updated: int
-    value: float | None = None
-    text: str = ""
-    news2: News2 | None = None
-    actor: str | None = None
-    condition_active: bool = True
-    cleared_at: int | None = None
-    round: int = 0
-    step: int = -1  # last step paged in this round (len(steps) = failsafe)
-    next_step_at: int | None = None
-    failsafe_paged: bool = False
-    acknowledged_at: int | None = None
-    first_ack_at: int | None = None
-    silenced_until: int | None = None
-    renotify_at: int | None = None
-    resolved_at: int | None = None
-    flaps: int = 0
-    pages: int = 0
-    paged: list[str] = msgspec.field(default_factory=list)  # destinations paged, for "resolved" notices
-    recheck_at: int | None = None  # resolved by hand, condition present: re-alarm then unless it clears
-    reraised_as: str | None = None  # the new alarm opened when the condition outlasted the recheck hold
-    reraised_from: str | None = None  # the alarm resolved by hand whose condition this one continues
-
-    def to_alarm(self, t: int) -> Alarm:
-        """The wire message announcing this alarm's current state at ``t``."""
-        return Alarm(
-            alarm_id=self.alarm_id,
-            dedup_key=self.dedup_key,
-            patient=self.patient,
-            ward=self.ward,
-            rule=self.rule,
-            category=self.category,
-            priority=self.priority,
-            state=self.state,
-            t=t,
-            started=self.started,
-            value=self.value,
-            text=self.text,
-            actor=self.actor,
-            news2=self.news2,
-        )
-
-    @property
-    def is_open(self) -> bool:
-        """Not yet resolved."""
-        return self.state is not AlarmState.RESOLVED
-
-
-@dataclass(frozen=True, slots=True)
-class PublishAlarm:
-    """Publish this alarm state change (MQTT ``alarm_topic``) and audit it."""
-
-    alarm: Alarm
-
-
-@dataclass(frozen=True, slots=True)
-class SendPage:
-    """Deliver ``page``; ``page.page_id`` is its idempotency key (alarm, round and step)."""
-
-    page: Page
-
-    @property
-    def idempotency_key(self) -> str:
-        """Stable across retries and restarts: receivers deduplicate on it."""
-        return self.page.page_id
-
-
-Action = PublishAlarm | SendPage
-
-
-def resolve_notice(record: AlarmRecord) -> dict[str, object]:
-    """What the answer to a manual resolve adds: whether the condition lasts, and when it re-alarms."""
-    if record.recheck_at is None:
-        return {"condition_still_present": False, "realarm_at": None}
-    minutes = (record.recheck_at - (record.resolved_at or record.recheck_at)) / 60_000
-    return {
-        "condition_still_present": True,
-        "realarm_at": record.recheck_at,
-        "notice": (
-            f"resolved, but the condition is still present: a new alarm opens in {minutes:g} min "
-            "unless it clears before then"
-        ),
-    }
-
-
-def alarm_id_for(dedup_key: str, started: int) -> str:
-    """Deterministic alarm id of the alarm with ``dedup_key`` that started at ``started``."""
-    digest = hashlib.sha256(f"{dedup_key}@{started}".encode()).hexdigest()
-    return f"a-{digest[:20]}"
-
-
-def page_id_for(alarm_id: str, round_: int, step: int) -> str:
-    """Idempotency key of the page of ``step`` in escalation round ``round_`` of an alarm."""
-    return f"{alarm_id}.r{round_}.s{step}"
-
-
 class AlarmManager:
     """Pure alarm lifecycle and escalation for the wards in ``wards``; see the module docstring."""
 
@@ -186,15 +81,18 @@ class AlarmManager:
         self._by_key: dict[str, str] = {}  # dedup key -> open alarm id
         self._dirty: dict[str, AlarmRecord] = {}
         self._watched: dict[str, AlarmRecord] = {}  # dedup key -> resolved by hand while present
+        self._unconfirmed: set[str] = set()  # restored watches the engine has not re-reported since the start
+        self._dropped: list[tuple[AlarmRecord, str]] = []  # watches ended without a re-alarm, and why
+        self._opened: list[tuple[AlarmRecord, str]] = []  # alarms opened, and why (onset, realarm)
 
     # -- state ----------------------------------------------------------------------------------
 
     def restore(self, records: Iterable[AlarmRecord]) -> None:
         """Load open alarms and watched resolved ones persisted before a restart (timers resume as stored).
 
-        A watched key's condition is trusted to be present, as an open alarm's is, until the engine
-        reports it cleared (a fresh engine reports a condition still present as a new onset, which the
-        watch absorbs).
+        A restored watch re-alarms only once the engine has re-reported its condition (a fresh engine
+        reports a condition still present as a new onset, which confirms the watch); see the module
+        docstring.
         """
         watched: list[AlarmRecord] = []
         for record in records:
@@ -209,10 +107,47 @@ class AlarmManager:
             current = self._watched.get(record.dedup_key)
             if record.dedup_key not in self._by_key and (current is None or current.updated < record.updated):
                 self._watched[record.dedup_key] = record
+                self._unconfirmed.add(record.dedup_key)
 
     def watched(self) -> list[AlarmRecord]:
         """Alarms resolved by hand whose condition is still present (a new alarm opens at ``recheck_at``)."""
         return list(self._watched.values())
+
+    def is_confirmed(self, watch: AlarmRecord) -> bool:
+        """Whether the engine has reported ``watch``'s condition since the start (False: restored, awaiting it)."""
+        return watch.dedup_key not in self._unconfirmed
+
+    def take_dropped(self) -> list[tuple[AlarmRecord, str]]:
+        """Watches ended without a re-alarm since the last call, with the reason (``cleared``,
+        ``discharged``, ``not_rereported``), to log and count."""
+        dropped, self._dropped = self._dropped, []
+        return dropped
+
+    def take_opened(self) -> list[tuple[AlarmRecord, str]]:
+        """Alarms opened since the last call, with the reason (``onset``, or ``realarm`` after a manual
+        resolve), to count."""
+        opened, self._opened = self._opened, []
+        return opened
+
+    def end_watches(self, patient: str, now: int) -> None:
+        """The patient is discharged: their watches end (monitoring ends; reason ``discharged``)."""
+        for watch in [w for w in self._watched.values() if w.patient == patient]:
+            self._drop_watch(watch, "discharged", now)
+
+    def _drop_watch(self, watch: AlarmRecord, reason: str, now: int) -> None:
+        watch.recheck_at = None
+        del self._watched[watch.dedup_key]
+        self._unconfirmed.discard(watch.dedup_key)
+        self._touch(watch, now)
+        self._dropped.append((watch, reason))
+
+    def _watch_due(self, watch: AlarmRecord) -> int | None:
+        """When :meth:`tick` acts on ``watch``: re-alarm, or drop a restored one never re-reported."""
+        if watch.recheck_at is None:
+            return None
+        if watch.dedup_key in self._unconfirmed:
+            return watch.recheck_at + self.wards[watch.ward].recheck_ms
+        return watch.recheck_at
 
     def take_dirty(self) -> list[AlarmRecord]:
         """Records changed since the last call (to persist), including ones just resolved."""
@@ -245,7 +180,7 @@ class AlarmManager:
             due = self._due(record)
             if due is not None:
                 times.append(due)
-        times += [record.recheck_at for record in self._watched.values() if record.recheck_at is not None]
+        times += [due for due in map(self._watch_due, self._watched.values()) if due is not None]
         return min(times, default=None)
 
     @staticmethod
@@ -316,22 +251,24 @@ class AlarmManager:
         if not change.active:  # cleared within the hold: the clinician's judgement stands, nothing opens
             watch.condition_active = False
             watch.cleared_at = now
-            watch.recheck_at = None
-            del self._watched[watch.dedup_key]
-            self._touch(watch, now)
+            self._drop_watch(watch, "cleared", now)
             return []
         watch.value = change.value
         watch.text = change.text or watch.text
         watch.news2 = change.news2 or watch.news2
         self._touch(watch, now)
+        self._unconfirmed.discard(watch.dedup_key)  # re-reported since the start: the condition lasts
         if _rank(change.priority) > _rank(watch.priority):  # deeper than what was resolved: alarm at once
             watch.priority = change.priority
+            return self._reraise(watch, now)
+        if watch.recheck_at is not None and now >= watch.recheck_at:  # a restored watch re-reported late
             return self._reraise(watch, now)
         return []
 
     def _reraise(self, watch: AlarmRecord, now: int) -> list[Action]:
         """The condition outlasted the hold after a manual resolve: open a new alarm, paged as a new onset."""
         del self._watched[watch.dedup_key]
+        self._unconfirmed.discard(watch.dedup_key)
         ward = self.wards[watch.ward]
         resolved_min = (now - (watch.resolved_at or now)) / 60_000
         text = f"{watch.text or watch.rule} - re-alarmed: still present {resolved_min:.0f} min after a manual resolve"
@@ -348,7 +285,7 @@ class AlarmManager:
             text,
             watch.news2,
         )
-        actions = self._open(change, ward, now)
+        actions = self._open(change, ward, now, reason="realarm")
         reopened = self._alarms[self._by_key[watch.dedup_key]]
         reopened.reraised_from = watch.alarm_id
         watch.recheck_at = None
@@ -356,7 +293,7 @@ class AlarmManager:
         self._touch(watch, now)
         return actions
 
-    def _open(self, change: ConditionChange, ward: WardPolicy, now: int) -> list[Action]:
+    def _open(self, change: ConditionChange, ward: WardPolicy, now: int, *, reason: str = "onset") -> list[Action]:
         started = change.t
         alarm_id = alarm_id_for(change.dedup_key, started)
         while alarm_id in self._alarms or alarm_id in self._dirty:  # same key and start: after a manual resolve
@@ -380,6 +317,7 @@ class AlarmManager:
         self._alarms[alarm_id] = record
         self._by_key[change.dedup_key] = alarm_id
         self._touch(record, now)
+        self._opened.append((record, reason))
         actions: list[Action] = [PublishAlarm(record.to_alarm(now))]
         actions += self._start_round(record, ward, now, first=True)
         return actions
@@ -458,7 +396,12 @@ class AlarmManager:
         and new alarms of conditions that outlasted the hold after a manual resolve."""
         actions: list[Action] = []
         for watch in list(self._watched.values()):
-            if watch.recheck_at is not None and now >= watch.recheck_at:
+            due = self._watch_due(watch)
+            if due is None or now < due:
+                continue
+            if watch.dedup_key in self._unconfirmed:  # restored, and the engine never re-reported it
+                self._drop_watch(watch, "not_rereported", now)
+            else:
                 actions += self._reraise(watch, now)
         for record in list(self._alarms.values()):
             ward = self.wards[record.ward]
@@ -552,6 +495,7 @@ class AlarmManager:
         if recheck and record.condition_active:
             record.recheck_at = now + self.wards[record.ward].recheck_ms
             self._watched[record.dedup_key] = record
+            self._unconfirmed.discard(record.dedup_key)
         return actions
 
     def _resolve(self, record: AlarmRecord, actor: str | None, now: int) -> list[Action]:

@@ -24,7 +24,16 @@ class AlertingMetrics:
             "wardwatch_alerting_conditions", "Condition changes from the engine", ["rule", "active"], registry=r
         )
         self.alarms_raised = Counter(
-            "wardwatch_alerting_alarms_raised", "Alarms opened", ["rule", "priority"], registry=r
+            "wardwatch_alerting_alarms_raised",
+            "Alarms opened (reason: onset; realarm: a condition that outlasted the hold after a manual resolve)",
+            ["rule", "priority", "reason"],
+            registry=r,
+        )
+        self.watches_dropped = Counter(
+            "wardwatch_alerting_watches_dropped",
+            "Manual resolves whose watch ended without a re-alarm (reason: cleared, discharged, not_rereported)",
+            ["reason"],
+            registry=r,
         )
         self.open_alarms = Gauge("wardwatch_alerting_open_alarms", "Alarms not yet resolved", registry=r)
         self.pages_delivered = Counter(

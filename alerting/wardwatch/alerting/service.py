@@ -49,7 +49,6 @@ from wardwatch.core.logs import RateLimitedLog
 from wardwatch.core.schema import (
     Alarm,
     AlarmCategory,
-    AlarmState,
     Page,
     Priority,
     encode,
@@ -71,6 +70,12 @@ SERVICE_RULES: Final = frozenset({MONITORING_IMPAIRED, DEVICE_CLOCK_WRONG, THRES
 ESCALATION_GATHER_S: Final = 0.1
 DEGRADED_PROBLEMS: Final = frozenset({"monitoring_delayed"})
 """Problems that make ``/healthz`` say ``degraded`` rather than ``unhealthy`` (still 503: look now)."""
+WATCH_END_REASONS: Final = {
+    "cleared": "the condition cleared within the hold",
+    "discharged": "the patient was discharged",
+    "not_rereported": "restored after a restart, never re-reported by the engine: taken as cleared while down",
+}
+"""Why a watch of an alarm resolved by hand while present ended without a re-alarm (logged)."""
 
 
 # -- clocks -------------------------------------------------------------------------------------
@@ -166,7 +171,11 @@ class AlarmService:
         self.registry = Registry(self)  # patients, gateways, kits (docs/registry.md)
         # latest values and alarm changes for the console's live streams (never blocks the alarm path)
         self.live = LiveBoard(
-            config.wards, self.manager.open_alarms, registry=self.metrics.registry, now_ms=self.clock.now_ms
+            config.wards,
+            self.manager.open_alarms,
+            watched=self.manager.watched,
+            registry=self.metrics.registry,
+            now_ms=self.clock.now_ms,
         )
         connect_live_roster(self.registry, self.live)  # admissions and discharges reach the board live
         self.observations = Observations(self)  # a nurse's NEWS2 observations (docs/news2.md)
@@ -260,6 +269,7 @@ class AlarmService:
 
     def _apply(self, actions: Sequence[Action], audit: Iterable[AuditEntry] = (), *, system_audit: bool = True) -> None:
         unsaved = self._unsaved
+        self._count_opened_and_dropped()
         for record in self.manager.take_dirty():
             unsaved.records[record.alarm_id] = record
         unsaved.audit += audit
@@ -284,6 +294,24 @@ class AlarmService:
             elif isinstance(action, SendPage):
                 unsaved.pages.append(action.page)
         self._save()
+
+    def _count_opened_and_dropped(self) -> None:
+        """Count the alarms the manager opened (onsets and re-alarms) and log and count ended watches."""
+        for record, reason in self.manager.take_opened():
+            self.metrics.alarms_raised.labels(rule=record.rule, priority=str(record.priority), reason=reason).inc()
+        for watch, reason in self.manager.take_dropped():
+            self.metrics.watches_dropped.labels(reason=reason).inc()
+            _log.info(
+                "watch of %s (resolved by %s while present) ended without a re-alarm: %s",
+                watch.alarm_id,
+                watch.actor,
+                WATCH_END_REASONS.get(reason, reason),
+            )
+
+    def end_watches(self, patient: str) -> None:
+        """The patient is discharged: alarms of theirs resolved by hand while present no longer re-alarm."""
+        self.manager.end_watches(patient, self.clock.now_ms())
+        self._apply([])
 
     def _save(self) -> None:
         """Write what is unsaved in one transaction, then deliver; on failure keep it and retry soon."""
@@ -384,9 +412,6 @@ class AlarmService:
                 self.set_problem("manager", f"the alarm manager failed on a condition change ({type(exc).__name__})")
                 _log.exception("the alarm manager failed on %s/%s/%s", change.ward, change.patient, change.rule)
                 continue
-            for action in new:
-                if isinstance(action, PublishAlarm) and action.alarm.state is AlarmState.ACTIVE:
-                    self.metrics.alarms_raised.labels(rule=change.rule, priority=str(change.priority)).inc()
             actions += new
         self._apply(actions)
 

@@ -3,9 +3,11 @@
 :func:`handover` gathers, for one ward and a window of ``hours``: the alarms open in or since the window
 with how each ended from the audit log (acknowledged by whom, silenced by whom, resolved by whom with
 which note - by a resolve, or by acknowledging a latched alarm whose condition had cleared - or cleared
-by itself); the patients whose NEWS2 rose (first vs last score, from :mod:`.scores` and the engine's
-score now); the admitted patients stale or disconnected now (the live board); the review notes written
-in the window. Every list is bounded (``truncated`` says when a limit was hit).
+by itself; ``re-alarmed``: resolved by hand while present, then re-alarmed after the hold as
+``reraised_as`` at ``realarmed_at``; a watch still pending shows ``realarm_at``); the patients whose
+NEWS2 rose (first vs last score, from :mod:`.scores` and the engine's score now); the admitted patients
+stale or disconnected now (the live board); the review notes written in the window. Every list is
+bounded (``truncated`` says when a limit was hit).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def _alarm(record: AlarmRecord, actions: list[dict[str, Any]]) -> dict[str, Any]
     silenced = next((a for a in reversed(actions) if a["action"] == "silence"), None)
     if record.state != "resolved":
         outcome = f"open ({record.state})"
+    elif record.reraised_as is not None:
+        outcome = "re-alarmed"  # resolved by hand while present; the condition outlasted the hold
     elif resolved is not None:
         outcome = "resolved"
     else:
@@ -84,6 +88,9 @@ def _alarm(record: AlarmRecord, actions: list[dict[str, Any]]) -> dict[str, Any]
         "resolved_by": resolved["actor"] if resolved else None,
         "resolution_note": resolved["note"] if resolved else None,
         "silenced_by": silenced["actor"] if silenced else None,
+        "realarm_at": record.recheck_at,  # resolved by hand while present: a new alarm then unless it clears
+        "reraised_as": record.reraised_as,  # the new alarm opened when the condition outlasted the hold
+        "realarmed_at": record.updated if record.reraised_as is not None else None,
         "actions": actions,
     }
 

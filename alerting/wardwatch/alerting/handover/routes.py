@@ -117,7 +117,9 @@ class ClinicianAction(msgspec.Struct):
 
 
 class HandoverAlarm(msgspec.Struct):
-    """An alarm open in or since the window and how it ended (``outcome``: resolved, cleared, or open (state))."""
+    """An alarm open in or since the window and how it ended (``outcome``: resolved, cleared, re-alarmed, or
+    open (state)); ``realarm_at``: resolved while present, re-alarms then unless it clears; ``reraised_as``
+    and ``realarmed_at``: the alarm it re-alarmed as, and when."""
 
     alarm_id: str
     patient: str
@@ -134,6 +136,9 @@ class HandoverAlarm(msgspec.Struct):
     resolved_by: str | None
     resolution_note: str | None
     silenced_by: str | None
+    realarm_at: int | None
+    reraised_as: str | None
+    realarmed_at: int | None
     actions: list[ClinicianAction]
 
 

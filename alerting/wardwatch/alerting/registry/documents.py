@@ -117,6 +117,8 @@ class _KitDocuments:
         for record in self.service.manager.open_alarms():
             if record.patient in discharged:
                 self.service.resolve(record.alarm_id, SYSTEM_ACTOR, DISCHARGED, recheck=False)
+        for patient in discharged & {watch.patient for watch in self.service.manager.watched()}:
+            self.service.end_watches(patient)
         async with self._lock:
             with self.store.transaction() as (db, _audit):
                 for ward in self.wards:

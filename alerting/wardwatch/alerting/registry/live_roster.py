@@ -1,7 +1,9 @@
 """The registry's admissions and discharges on the live board (the console's tiles appear and disappear).
 
 At start the board is given the registry's roster (admitted patients get a tile before their first
-reading; discharged ones never come back, even if a late sample of theirs is still accepted). Then each
+reading, naming the gateway of their kit from the registry's current bindings, not only from the
+gateway's next status message; discharged ones never come back, even if a late sample of theirs is
+still accepted). Then each
 admission adds a tile (``admitted`` event), a kit names the patient's gateway on it (``values``) and each
 discharge removes it (``discharged`` event), without the console reloading. Board updates are guarded:
 a fault here never fails an admission, a kit or a discharge.
@@ -15,7 +17,17 @@ from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.live import LiveBoard
 from wardwatch.alerting.registry.registry import Registry
 
-__all__ = ["connect_live_roster"]
+__all__ = ["connect_live_roster", "kit_gateways"]
+
+
+def kit_gateways(registry: Registry, ward: str) -> dict[str, str]:
+    """Patient -> the gateway of their current kit in ``ward`` (the registry's index of kit documents)."""
+    gateways: dict[str, str] = {}
+    for (kit_ward, gateway), kit in registry.index.kits.items():
+        if kit_ward == ward:
+            for device in kit.current_devices():
+                gateways[device.patient] = gateway
+    return gateways
 
 
 def connect_live_roster(registry: Registry, live: LiveBoard) -> None:
@@ -26,6 +38,7 @@ def connect_live_roster(registry: Registry, live: LiveBoard) -> None:
             ward,
             admitted=[row.patient for row in rows if row.status == "admitted"],
             discharged=[row.patient for row in rows if row.status == "discharged"],
+            gateways=kit_gateways(registry, ward),
         )
 
     def admitted(ward: str, patient: str) -> None:

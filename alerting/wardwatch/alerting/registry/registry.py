@@ -416,6 +416,7 @@ class Registry(_KitDocuments):
                 except Exception:  # the alarm stays open and visible: say so
                     service.metrics.failures.labels(stage="registry").inc()
                     _log.exception("resolving alarm %s at discharge failed", record.alarm_id)
+        service.end_watches(patient)  # alarms resolved by hand while present: monitoring ends
         for hook in self.discharge_hooks:  # after: the engine's clears find no open alarm left
             try:
                 changes = hook(patient, now)

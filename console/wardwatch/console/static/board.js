@@ -3,6 +3,7 @@
 import { age, alarmLevel, badge, formatValue, h, levelIcon, levelLabel, now, rank, SIGNALS } from "./util.js";
 import { gatewayOf, subscribe, topAlarm, ward } from "./store.js";
 import { news2Key, news2Line } from "./news2.js";
+import { watchLine, watchOf, watchText } from "./watched.js";
 
 const BOARD_SIGNALS = SIGNALS.filter((s) => s.key !== "perfusion_index");
 const ROLE_LABEL = { pulse_oximeter: "Oximeter", heart_rate_strap: "HR strap" };
@@ -112,6 +113,7 @@ function gatewayLine(patient) {
 
 export function tile(patient) {
   const alarm = topAlarm(patient.patient);
+  const watch = alarm ? null : watchOf(patient.patient);
   const level = alarm ? alarmLevel(alarm) : "none";
   const acknowledged = alarm && alarm.state !== "active";
   const classes = ["tile", `tile-${level}`];
@@ -124,10 +126,14 @@ export function tile(patient) {
         h("span", { class: "tile-alarm-text" }, alarm.text || alarm.rule),
         acknowledged ? h("span", { class: "tile-alarm-state" }, alarm.state === "silenced" ? "silenced" : "ack'd") : null,
       )
-    : h("div", { class: "tile-alarm tile-ok" }, h("span", { "aria-hidden": "true" }, "✓"), " No open alarm");
+    : watch
+      ? watchLine(watch) // resolved by hand while present: re-alarms unless it clears
+      : h("div", { class: "tile-alarm tile-ok" }, h("span", { "aria-hidden": "true" }, "✓"), " No open alarm");
   const label = alarm
     ? `${patient.patient}: ${levelLabel(level)} priority alarm, ${alarm.text || alarm.rule}`
-    : `${patient.patient}: no open alarm`;
+    : watch
+      ? `${patient.patient}: no open alarm; ${watchText(watch)}`
+      : `${patient.patient}: no open alarm`;
   const devices = Object.values(patient.devices || {});
   return h(
     "a",

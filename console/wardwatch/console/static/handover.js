@@ -14,7 +14,13 @@ function outcome(alarm) {
   const parts = [];
   if (alarm.acknowledged_by) parts.push(`Acknowledged by ${alarm.acknowledged_by} at ${clock(alarm.acknowledged_at)}`);
   if (alarm.silenced_by) parts.push(`Silenced by ${alarm.silenced_by}`);
-  if (alarm.outcome === "resolved") parts.push(`Resolved by ${alarm.resolved_by} at ${clock(alarm.resolved_at)}: “${alarm.resolution_note}”`);
+  if (alarm.outcome === "re-alarmed") {
+    parts.push(`Resolved by ${alarm.resolved_by} while present at ${clock(alarm.resolved_at)}: “${alarm.resolution_note}”`);
+    parts.push(`Re-alarmed at ${clock(alarm.realarmed_at)} as ${alarm.reraised_as}`);
+  } else if (alarm.outcome === "resolved") {
+    parts.push(`Resolved by ${alarm.resolved_by} at ${clock(alarm.resolved_at)}: “${alarm.resolution_note}”`);
+    if (alarm.realarm_at) parts.push(`Resolved while present: re-alarms at ${clock(alarm.realarm_at)} unless it clears`);
+  }
   else if (alarm.outcome === "cleared") parts.push(`Cleared by itself at ${clock(alarm.resolved_at)}`);
   else parts.push(`Still open (${alarm.state})`);
   return parts;

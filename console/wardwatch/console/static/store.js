@@ -1,6 +1,7 @@
 // The ward's live state in the browser: patients, gateways and open alarms, kept by the live stream.
 
 import { alarmLevel, rank, syncClock } from "./util.js";
+import { forgetPatient, loadWatches, noteAlarm } from "./watched.js";
 
 export const ward = {
   patients: new Map(),
@@ -37,6 +38,7 @@ export function applySnapshot(snapshot) {
   ward.alarms.clear();
   for (const patient of snapshot.patients) ward.patients.set(patient.patient, patient);
   for (const gateway of snapshot.gateways) ward.gateways.set(gateway.gateway, gateway);
+  loadWatches(snapshot);
   for (const alarm of snapshot.alarms) {
     ward.alarms.set(alarm.alarm_id, alarm);
     ensurePatient(alarm.patient);
@@ -66,12 +68,14 @@ export function applyDischarged(data) {
   syncClock(data.now);
   ward.patients.delete(data.patient);
   for (const [id, alarm] of ward.alarms) if (alarm.patient === data.patient) ward.alarms.delete(id);
+  forgetPatient(data.patient);
   emit({ kind: "roster", patients: [data.patient] });
 }
 
 // Returns what the change means for the nurse: "new" (raise tones), "update" or "closed".
 export function applyAlarm(alarm) {
   const before = ward.alarms.get(alarm.alarm_id);
+  noteAlarm(alarm);
   let meaning = "update";
   if (alarm.state === "resolved") {
     ward.alarms.delete(alarm.alarm_id);
