@@ -30,6 +30,10 @@ export function news2Key(news2) {
 // The tile's NEWS2 line: "NEWS2 5 · Medium" and, when partial, "partial · missing RR, ACVPU, …".
 export function news2Line(news2) {
   if (!news2) return h("div", { class: "news2 news2-none", dataset: { news2: "none" } }, h("span", { class: "news2-missing" }, "NEWS2 not scored yet"));
+  // nothing recent to score: a 0 would read as "low risk" when nothing is known (the wearables' first minute)
+  if (!news2.full && Object.keys(news2.points || {}).length === 0) {
+    return h("div", { class: "news2 news2-none", dataset: { news2: "none" } }, h("span", { class: "news2-missing" }, "NEWS2 not scored: no recent parameters"));
+  }
   const band = news2.band || "low";
   const label = `NEWS2 ${news2.score}, ${BAND_LABEL[band]} risk${news2.full ? "" : `, partial: missing ${missingText(news2)}`}`;
   return h(
