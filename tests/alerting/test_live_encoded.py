@@ -1,7 +1,7 @@
-"""The live board keeps each patient's entry encoded between changes: a snapshot is never stale for it.
+"""The live board keeps each patient's and open alarm's JSON between changes: a snapshot is never stale for them.
 
-A subscription's snapshot joins the kept bytes of the patients that did not change instead of encoding the
-whole ward on the alarm service's loop; whatever changed in between, the snapshot must equal the board.
+A subscription's snapshot joins the kept bytes of the patients and alarms that did not change instead of
+encoding the whole ward on the alarm service's loop; whatever changed in between, it must equal the board.
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ from typing import Any
 import msgspec
 
 from wardwatch.alerting.live import LiveBoard, Subscription
+from wardwatch.alerting.manager import AlarmRecord
 from wardwatch.core.schema import (
     SCHEMA_VERSION,
+    AlarmCategory,
+    AlarmState,
     DeviceLink,
     DeviceRole,
     DeviceStatus,
     GatewayStatus,
+    Priority,
     Sample,
     Signal,
     Vitals,
@@ -129,3 +133,53 @@ async def test_a_patient_changed_while_nobody_watches_its_ward_is_not_shown_stal
     board._flush()  # a flush for WARD's watcher clears OTHER's dirty patients too: their kept bytes must go
     _assert_snapshots_match(board, OTHER)
     assert _board_now(board, OTHER)[0]["news2"]["score"] == 7
+
+
+def _alarm(patient: str) -> AlarmRecord:
+    return AlarmRecord(
+        alarm_id=f"a-{patient}",
+        dedup_key=f"{WARD}/{patient}/spo2_low",
+        patient=patient,
+        ward=WARD,
+        rule="spo2_low",
+        category=AlarmCategory.PHYSIOLOGICAL,
+        priority=Priority.MEDIUM,
+        state=AlarmState.ACTIVE,
+        started=T0,
+        updated=T0,
+        text="SpO2 86 % below 90 %",
+    )
+
+
+def _snapshot_alarms(board: LiveBoard) -> list[Any]:
+    board._generation += 1  # a fresh snapshot event, not the one shared since the last change
+    watcher = board.subscribe(WARD)
+    alarms: list[Any] = _snapshot_event(watcher)["alarms"]
+    board.unsubscribe(watcher)
+    assert json.loads(msgspec.json.encode(board.snapshot(WARD, encoded=True)))["alarms"] == alarms  # GET .../live
+    assert json.loads(msgspec.json.encode(board.snapshot(WARD)["alarms"])) == alarms
+    return alarms
+
+
+async def test_a_snapshot_shows_each_alarm_as_it_is_now() -> None:
+    records = [_alarm("p-1"), _alarm("p-2")]
+    board = LiveBoard([WARD], lambda: list(records), now_ms=lambda: T0, flush_s=3600)
+    board.subscribe(WARD)
+    assert [a["state"] for a in _snapshot_alarms(board)] == ["active", "active"]  # both encoded and kept
+    # acknowledged in the same millisecond it was last changed: shown once the change is saved (on_alarms)
+    records[0].state = AlarmState.ACKNOWLEDGED
+    board.on_alarms([records[0]])
+    assert [a["state"] for a in _snapshot_alarms(board)] == ["acknowledged", "active"]
+    # escalated later, not saved yet (the store is down): the board shows it as the manager has it
+    records[1].priority = Priority.HIGH
+    records[1].updated = T0 + 1000
+    assert [a["priority"] for a in _snapshot_alarms(board)] == ["medium", "high"]
+    # resolved: gone from the open alarms and from what the board keeps
+    resolved = records.pop(0)
+    resolved.state = AlarmState.RESOLVED
+    board.on_alarms([resolved])
+    assert [a["alarm_id"] for a in _snapshot_alarms(board)] == ["a-p-2"]
+    assert set(board._alarm_entries) == {"a-p-2"}
+    # the same alarm as a new record (a restart restored it): encoded from the new record
+    records[0] = msgspec.structs.replace(records[0], text="SpO2 84 % below 90 %")
+    assert [a["text"] for a in _snapshot_alarms(board)] == ["SpO2 84 % below 90 %"]
