@@ -386,7 +386,7 @@ class LiveBoard:
 
         Measured (``python -m wardwatch.alerting.bench_snapshot``, 1,000 patients and 1,000 open alarms,
         100 patients changed between two snapshots): the patients' entries were about half of a snapshot's
-        time on the alarm service's loop, the alarms the other half (3.8-4.0 ms in all); with the patients'
+        time on the alarm service's loop, the alarms the other half (3.4-4.3 ms in all); with the patients'
         and the alarms' JSON kept (:meth:`_encoded_alarm`) a snapshot is mostly a join: 0.8 ms. Sending the
         snapshot in chunks with yields between them would bound each step too, but the snapshot would no
         longer be one moment of the board (a flush or an alarm change could fall between two chunks), and
