@@ -55,7 +55,7 @@ def _live_ward(request: web.Request) -> tuple[LiveBoard, str]:
 async def ward_snapshot(request: web.Request) -> web.Response:
     """The ward's board now: patients (latest readings, devices), gateways, open alarms."""
     live, ward = _live_ward(request)
-    return web.Response(body=msgspec.json.encode(live.snapshot(ward)), content_type="application/json")
+    return web.Response(body=msgspec.json.encode(live.snapshot(ward, encoded=True)), content_type="application/json")
 
 
 async def ward_stream(request: web.Request) -> web.StreamResponse:
