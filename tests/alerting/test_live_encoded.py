@@ -14,9 +14,9 @@ import msgspec
 
 from wardwatch.alerting.live import LiveBoard, Subscription
 from wardwatch.alerting.manager import AlarmRecord
+from wardwatch.alerting.testing import open_alarm_record
 from wardwatch.core.schema import (
     SCHEMA_VERSION,
-    AlarmCategory,
     AlarmState,
     DeviceLink,
     DeviceRole,
@@ -136,19 +136,7 @@ async def test_a_patient_changed_while_nobody_watches_its_ward_is_not_shown_stal
 
 
 def _alarm(patient: str) -> AlarmRecord:
-    return AlarmRecord(
-        alarm_id=f"a-{patient}",
-        dedup_key=f"{WARD}/{patient}/spo2_low",
-        patient=patient,
-        ward=WARD,
-        rule="spo2_low",
-        category=AlarmCategory.PHYSIOLOGICAL,
-        priority=Priority.MEDIUM,
-        state=AlarmState.ACTIVE,
-        started=T0,
-        updated=T0,
-        text="SpO2 86 % below 90 %",
-    )
+    return open_alarm_record(WARD, patient, T0)
 
 
 def _snapshot_alarms(board: LiveBoard) -> list[Any]:

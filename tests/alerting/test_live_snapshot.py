@@ -12,7 +12,8 @@ from typing import Any
 
 from wardwatch.alerting.live import LiveBoard, Subscription
 from wardwatch.alerting.manager import AlarmRecord
-from wardwatch.core.schema import SCHEMA_VERSION, AlarmCategory, AlarmState, Priority, Sample, Signal, Vitals
+from wardwatch.alerting.testing import open_alarm_record
+from wardwatch.core.schema import SCHEMA_VERSION, Sample, Signal, Vitals
 
 T0 = 1_700_000_000_000
 WARD = "ward-a"
@@ -31,19 +32,7 @@ def _vitals(patient: str, value: float, t: int) -> Vitals:
 
 
 def _alarm(patient: str) -> AlarmRecord:
-    return AlarmRecord(
-        alarm_id=f"a-{patient}",
-        dedup_key=f"{WARD}/{patient}/spo2_low",
-        patient=patient,
-        ward=WARD,
-        rule="spo2_low",
-        category=AlarmCategory.PHYSIOLOGICAL,
-        priority=Priority.MEDIUM,
-        state=AlarmState.ACTIVE,
-        started=T0,
-        updated=T0,
-        text="SpO2 86 % below 90 %",
-    )
+    return open_alarm_record(WARD, patient, T0)
 
 
 class _Alarms:

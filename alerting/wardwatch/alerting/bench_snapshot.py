@@ -25,13 +25,11 @@ from typing import Any
 
 from wardwatch.alerting.live import LiveBoard, sse_event
 from wardwatch.alerting.manager import AlarmRecord
+from wardwatch.alerting.testing import open_alarm_record
 from wardwatch.core.schema import (
     SCHEMA_VERSION,
-    AlarmCategory,
-    AlarmState,
     DeviceRole,
     DeviceStatus,
-    Priority,
     Sample,
     Signal,
     Vitals,
@@ -55,21 +53,7 @@ def _patient(i: int) -> str:
 
 
 def _alarm(i: int) -> AlarmRecord:
-    patient = _patient(i)
-    return AlarmRecord(
-        alarm_id=f"a-{i}",
-        dedup_key=f"{WARD}/{patient}/spo2_low",
-        patient=patient,
-        ward=WARD,
-        rule="spo2_low",
-        category=AlarmCategory.PHYSIOLOGICAL,
-        priority=Priority.MEDIUM,
-        state=AlarmState.ACTIVE,
-        started=T0,
-        updated=T0,
-        value=86.0,
-        text="SpO2 86 % below 90 %",
-    )
+    return open_alarm_record(WARD, _patient(i), T0, alarm_id=f"a-{i}")
 
 
 def _reading(board: LiveBoard, i: int, t: int) -> None:

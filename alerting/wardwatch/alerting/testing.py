@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import msgspec
 from aiohttp import web
 
+from wardwatch.alerting.alarm_record import AlarmRecord
 from wardwatch.alerting.events import ConditionChange
 from wardwatch.alerting.protocols import ConditionSource
 from wardwatch.alerting.registry.registry import DeviceSpec, Registry, RegistryError
@@ -28,7 +29,16 @@ from wardwatch.alerting.settings import AlertingConfig, config_from_mapping
 if TYPE_CHECKING:
     from wardwatch.alerting.service import AlarmService
 
-from wardwatch.core.schema import DataGap, DeviceRole, DeviceStatus, GatewayStatus, Vitals
+from wardwatch.core.schema import (
+    AlarmCategory,
+    AlarmState,
+    DataGap,
+    DeviceRole,
+    DeviceStatus,
+    GatewayStatus,
+    Priority,
+    Vitals,
+)
 
 FIXTURE_ACTOR: Final = "test-fixture"
 
@@ -318,3 +328,21 @@ async def running_service(
     async with running_alerting(config, source, timeout=timeout) as (service, port):
         assert port is not None, "the service runs without its API: give it [api] port = 0"
         yield service, port
+
+
+def open_alarm_record(ward: str, patient: str, t: int, *, alarm_id: str | None = None) -> AlarmRecord:
+    """An active medium ``spo2_low`` alarm of ``patient`` started at ``t`` (boards, benchmarks, tests)."""
+    return AlarmRecord(
+        alarm_id=alarm_id or f"a-{patient}",
+        dedup_key=f"{ward}/{patient}/spo2_low",
+        patient=patient,
+        ward=ward,
+        rule="spo2_low",
+        category=AlarmCategory.PHYSIOLOGICAL,
+        priority=Priority.MEDIUM,
+        state=AlarmState.ACTIVE,
+        started=t,
+        updated=t,
+        value=86.0,
+        text="SpO2 86 % below 90 %",
+    )
