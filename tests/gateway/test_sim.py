@@ -353,7 +353,11 @@ async def test_kill_9_with_a_full_queue_then_restart_loses_nothing_queued(
         collect(settings, "wardwatch/v1/#") as sub,
         running_gateway(config_for([], settings, tmp_path, max_messages=300)),
     ):
-        await wait_for(lambda: len(heart_rates(sub, "hr-0")) >= len(kept), TIMEOUT, what="the queued readings")
+        # every kept reading by its sequence number: a count of samples is reached early by redelivered duplicates
+        def all_kept_arrived() -> bool:
+            return set(kept) <= {v.seq for v in sub.vitals() if v.signal == Signal.HEART_RATE}
+
+        await wait_for(all_kept_arrived, TIMEOUT, what="the queued readings")
         await wait_for(lambda: sub.on(f"wardwatch/v1/gateway/{WARD}/{GATEWAY}/gap"), TIMEOUT, what="gap report")
     seqs = [v.seq for v in sub.vitals() if v.signal == Signal.HEART_RATE]
     assert list(dict.fromkeys(seqs)) == kept  # every queued reading, in order, once after dedup

@@ -57,8 +57,9 @@ import pytest
 from wardwatch.alerting.engine import RULES
 from wardwatch.core.errors import WaitTimeoutError
 from wardwatch.core.mqtt import Message, MqttClient
-from wardwatch.core.schema import AlarmCategory, Vitals, decode_vitals
+from wardwatch.core.schema import AlarmCategory, Vitals, decode_vitals, encode, split_vitals_batch
 from wardwatch.core.servers import wait_for
+from wardwatch.core.topics import is_vitals_batch_topic
 from wardwatch.stack.up import Stack, StackOptions, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
@@ -129,20 +130,26 @@ class Recorder:
 
     def handle(self, message: Message) -> None:
         parts = message.topic.split("/")
-        if parts[2] == "vitals":
-            vitals = decode_vitals(message.payload)
-            key = (vitals.device, vitals.seq)
-            self.deliveries += 1
-            known = self.vitals.get(key)
-            if known is None:
-                self.vitals[key] = message.payload
-                self.order.append(key)
-            elif known == message.payload:
-                self.redelivered += 1
-            else:
-                self.conflicts.append(key)
+        if parts[2] == "vitals" and is_vitals_batch_topic(message.topic):
+            # a gateway's batch: each series is what a single message on its own topic would be (own seq)
+            for _, vitals in split_vitals_batch(message.topic, message.payload):
+                self._record(vitals, encode(vitals))
+        elif parts[2] == "vitals":
+            self._record(decode_vitals(message.payload), message.payload)
         elif parts[2] == "gateway" and parts[-1] == "availability":
             self.availability.append((time.time(), parts[4], message.payload.decode(errors="replace")))
+
+    def _record(self, vitals: Vitals, payload: bytes) -> None:
+        key = (vitals.device, vitals.seq)
+        self.deliveries += 1
+        known = self.vitals.get(key)
+        if known is None:
+            self.vitals[key] = payload
+            self.order.append(key)
+        elif known == payload:
+            self.redelivered += 1
+        else:
+            self.conflicts.append(key)
 
     def seqs(self) -> dict[str, set[int]]:
         out: dict[str, set[int]] = defaultdict(set)
